@@ -1,0 +1,281 @@
+"""The training configuration: typed, frozen sections, loaded from YAML with command-line overrides.
+
+Every setting lives here with its default and a comment; nothing is hidden in the trainer. A YAML file has
+the sections ``data``, ``model`` and ``training``; command-line options override it by dotted key
+(``training.lr=3e-5``). Unknown keys are rejected with the nearest valid key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem: names the file, the key and (for unknown keys) the nearest valid key."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train: str | None = None  # training corpus: brat folder, CoNLL file, JSONL, HF dataset folder
+    dev: str | None = None  # development corpus (model selection, early stopping, thresholds)
+    test: str | None = None  # test corpus: scored once, after training; never used for selection
+    format: str | None = None  # brat | conll | jsonl | hf | tsv; None = auto-detect
+    multilabel: bool = False  # one BIO channel per entity type (overlapping entities of different types)
+    overlaps: str = "error"  # flat task with overlapping gold spans: "error" or "longest" (keep longest, count dropped)
+    scheme: str = "BIO"  # tag scheme on words: BIO (IOB2) or BIOES
+    max_length: int | None = None  # window size in subwords, special tokens included; None = backbone limit (<= 512)
+    stride: int = 64  # overlap between consecutive windows, in subwords
+    label_all_subwords: bool = False  # label continuation subwords too (I- of their word) instead of -100
+    dev_fraction: float = 0.0  # carve a dev set from train (by document, seeded) when no dev corpus is given
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    model: str = "default"  # backbone: a hub name or a local path; "default" = the bundled all-MiniLM-L6-v2
+    head: str = "linear"  # token head: linear | mlp (more in later heads)
+    classifier_hidden_layers: tuple[int, ...] = (512, 256)  # hidden sizes of the mlp head
+    classifier_activation: str = "gelu"  # activation of the mlp head
+    classifier_dropout: float = 0.1  # dropout before/inside the head
+    use_crf: bool = False  # a CRF over word positions, trained with its NLL, decoded with Viterbi
+    crf_constraints: bool = True  # mask transitions the tag scheme forbids (O->I-X, B-X->I-Y, start->I-X)
+    crf_reduction: str = "token_mean"  # CRF NLL reduction: token_mean | mean | sum
+    class_weighting: str = "none"  # class weights in the softmax loss: none | inverse | inverse_sqrt | normalised
+    freeze_backbone: bool = False  # train only the head (and CRF)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    output: str | None = None  # export folder (written atomically)
+    epochs: int = 3  # maximum number of epochs
+    batch_size: int = 16  # windows per optimiser micro-batch
+    eval_batch_size: int = 32  # windows per evaluation batch
+    lr: float = 5e-5  # backbone learning rate
+    head_lr: float | None = None  # head learning rate; None = 10 x lr
+    crf_lr: float | None = None  # CRF learning rate; None = 100 x lr (transitions need to move fast)
+    layer_decay: float = 1.0  # layer-wise LR decay for the backbone (1.0 = off; 0.9 = each lower layer x0.9)
+    weight_decay: float = 0.01  # AdamW/SGD weight decay (not on biases and norms)
+    optimizer: str = "adamw"  # adamw | adam | sgd
+    momentum: float = 0.9  # SGD momentum
+    scheduler: str = "linear"  # linear | cosine | constant | step | one_cycle (all with warm-up)
+    warmup_ratio: float = 0.1  # fraction of optimiser steps used for linear warm-up
+    step_size_epochs: int = 1  # for scheduler=step: decay every N epochs
+    step_gamma: float = 0.5  # for scheduler=step: decay factor
+    gradient_accumulation_steps: int = 1  # micro-batches per optimiser step
+    max_grad_norm: float = 1.0  # gradient clipping (0 = off)
+    mixed_precision: str = "no"  # no | fp16 | bf16 (Accelerate)
+    seed: int = 42  # one seed for everything (data order, dropout, init)
+    metric: str = "f1"  # dev metric for model selection and early stopping (span micro F1)
+    patience: int = 3  # early stopping: epochs without improvement > min_delta (0 = off)
+    min_epochs: int = 1  # early stopping never stops before this many epochs
+    min_delta: float = 0.0  # smallest improvement that counts
+    group_by_length: bool = True  # length-grouped batches (dynamic padding wastes less)
+    checkpoint_steps: int = 0  # save an Accelerate checkpoint every N optimiser steps (0 = each epoch)
+    resume: bool = False  # resume from the last checkpoint in <output>.checkpoints
+    log_with: str | None = None  # Accelerate tracker: tensorboard | wandb | mlflow
+    max_steps: int = 0  # stop after this many optimiser steps (0 = no limit; for smoke runs)
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+    def to_dict(self) -> dict:
+        return {f.name: _plain(dataclasses.asdict(getattr(self, f.name))) for f in fields(self)}
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+    def replace(self, **dotted: Any) -> Config:
+        """A copy with dotted keys replaced, e.g. ``config.replace(**{"training.lr": 1e-4})``."""
+        return apply_overrides(self, dotted)
+
+
+SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "training": TrainingConfig}
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.format": ("brat", "conll", "jsonl", "hf", "tsv"),
+    "data.overlaps": ("error", "longest"),
+    "data.scheme": ("BIO", "BIOES"),
+    "model.head": ("linear", "mlp", "bilstm", "cnn", "attention", "fourier_kan", "wavelet_kan"),
+    "model.crf_reduction": ("token_mean", "mean", "sum"),
+    "model.class_weighting": ("none", "inverse", "inverse_sqrt", "normalised"),
+    "training.optimizer": ("adamw", "adam", "sgd"),
+    "training.scheduler": ("linear", "cosine", "constant", "step", "one_cycle"),
+    "training.mixed_precision": ("no", "fp16", "bf16"),
+    "training.log_with": ("tensorboard", "wandb", "mlflow"),
+    "training.metric": ("f1", "precision", "recall", "overlap_f1", "macro_f1"),
+}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def all_keys() -> list[str]:
+    return [f"{name}.{f.name}" for name, cls in SECTIONS.items() for f in fields(cls)]
+
+
+# Names users bring from other tools; only used to suggest the right key, never accepted silently.
+_ALIASES = {
+    "learning_rate": "training.lr", "num_train_epochs": "training.epochs", "num_epochs": "training.epochs",
+    "per_device_train_batch_size": "training.batch_size", "crf": "model.use_crf", "backbone": "model.model",
+    "model_name_or_path": "model.model", "dropout": "model.classifier_dropout", "warmup": "training.warmup_ratio",
+    "fp16": "training.mixed_precision", "output_dir": "training.output", "max_seq_length": "data.max_length",
+}
+
+
+def _nearest(key: str, candidates: list[str]) -> str:
+    if key.split(".")[-1] in _ALIASES:
+        return _ALIASES[key.split(".")[-1]]
+    short = {c.split(".")[-1]: c for c in candidates}
+    match = difflib.get_close_matches(key, candidates, n=1, cutoff=0.0)
+    match_short = difflib.get_close_matches(key.split(".")[-1], list(short), n=1, cutoff=0.5)
+    return short[match_short[0]] if match_short else match[0]
+
+
+def resolve_key(key: str, source: str = "config") -> str:
+    """Map ``lr`` or ``training.lr`` to its dotted key; unknown keys raise ConfigError with the nearest key."""
+    keys = all_keys()
+    if key in keys:
+        return key
+    matches = [k for k in keys if k.split(".", 1)[1] == key]
+    if len(matches) == 1:
+        return matches[0]
+    raise ConfigError(f"{source}: unknown key {key!r}; did you mean {_nearest(key, keys)!r}?")
+
+
+def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
+    """Check and convert one value to its field's type; raise ConfigError naming the key and the value."""
+    hint = annotation
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        hint = options[0]
+        origin = typing.get_origin(hint)
+    try:
+        if origin is tuple:
+            if isinstance(value, str):
+                value = [v for v in value.replace("(", "").replace(")", "").split(",") if v.strip()]
+            return tuple(int(v) for v in value)
+        if hint is bool:
+            if isinstance(value, str):
+                lowered = value.lower()
+                if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return lowered in ("true", "1", "yes")
+            if not isinstance(value, (bool, int)):
+                raise ValueError(value)
+            return bool(value)
+        if hint is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if hint is float:
+            return float(value)
+        if hint is str:
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: {key} must be {getattr(hint, '__name__', hint)}, got {value!r}") from None
+    return value
+
+
+def _validate(config: Config, source: str) -> None:
+    for key, choices in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if value is not None and value not in choices:
+            raise ConfigError(f"{source}: {key} must be one of {', '.join(choices)}; got {value!r}")
+    data, training = config.data, config.training
+    if data.max_length is not None and data.max_length < 8:
+        raise ConfigError(f"{source}: data.max_length must be at least 8 subwords, got {data.max_length}")
+    if data.stride < 0:
+        raise ConfigError(f"{source}: data.stride must be >= 0, got {data.stride}")
+    if data.max_length is not None and data.stride >= data.max_length:
+        raise ConfigError(
+            f"{source}: data.stride ({data.stride}) must be smaller than data.max_length ({data.max_length})"
+        )
+    for name in ("epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps"):
+        if getattr(training, name) < 1:
+            raise ConfigError(f"{source}: training.{name} must be >= 1, got {getattr(training, name)}")
+    if not 0.0 <= training.warmup_ratio < 1.0:
+        raise ConfigError(f"{source}: training.warmup_ratio must be in [0, 1), got {training.warmup_ratio}")
+    if not 0.0 < training.layer_decay <= 1.0:
+        raise ConfigError(f"{source}: training.layer_decay must be in (0, 1], got {training.layer_decay}")
+    if training.lr <= 0:
+        raise ConfigError(f"{source}: training.lr must be > 0, got {training.lr}")
+    if not 0.0 <= data.dev_fraction < 1.0:
+        raise ConfigError(f"{source}: data.dev_fraction must be in [0, 1), got {data.dev_fraction}")
+
+
+def apply_overrides(config: Config, overrides: dict[str, Any], source: str = "command line") -> Config:
+    """Return ``config`` with dotted (or unambiguous short) keys replaced; None values are ignored."""
+    sections = {name: dataclasses.asdict(getattr(config, name)) for name in SECTIONS}
+    for raw_key, value in overrides.items():
+        if value is None:
+            continue
+        key = resolve_key(raw_key, source)
+        section, name = key.split(".")
+        annotation = typing.get_type_hints(SECTIONS[section])[name]
+        sections[section][name] = _coerce(value, annotation, key, source)
+    new = Config(**{name: SECTIONS[name](**values) for name, values in sections.items()})
+    _validate(new, source)
+    return new
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read a YAML (or JSON) config file, then apply overrides (dotted keys), then validate.
+
+    Args:
+        path: YAML file with sections data/model/training (flat keys are accepted when unambiguous).
+        overrides: dotted keys -> values, e.g. from the command line; None values are skipped.
+
+    Returns:
+        The resolved, frozen Config.
+    """
+    flat: dict[str, Any] = {}
+    source = "config"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        text = path.read_text(encoding="utf-8")
+        try:
+            raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (yaml.YAMLError, json.JSONDecodeError) as error:
+            raise ConfigError(f"{path}: not valid YAML/JSON: {error}") from None
+        raw = raw or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping with sections data/model/training, got {type(raw).__name__}")
+        for key, value in raw.items():
+            if key in SECTIONS:
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{path}: section {key!r} must be a mapping, got {value!r}")
+                for name, inner in value.items():
+                    flat[resolve_key(f"{key}.{name}", source)] = inner
+            else:
+                flat[resolve_key(key, source)] = value
+    config = apply_overrides(Config(), flat, source)
+    return apply_overrides(config, overrides or {})
+
+
+def config_from_dict(raw: dict) -> Config:
+    """Rebuild a Config from ``Config.to_dict()`` output (e.g. a saved training_config.yaml)."""
+    flat = {f"{section}.{k}": v for section, values in raw.items() for k, v in (values or {}).items()}
+    return apply_overrides(Config(), flat, "saved config")
