@@ -1,0 +1,164 @@
+"""brat standoff folders: ``NAME.txt`` + ``NAME.ann`` pairs, searched recursively.
+
+``T`` lines become spans (discontinuous fragments ``0 5;8 12`` kept); ``A/R/E/N/M/#/*`` lines are kept aside in
+``doc.meta["brat_other"]`` as ``[position, line]`` (position = how many ``T`` lines came before), and counted, so
+that an unchanged document is written back byte for byte.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from cardioner.data.common import (
+    atomic_path,
+    check_span,
+    progress,
+    read_text,
+    relative_id,
+    span_strings,
+    split_lines,
+)
+from cardioner.data.document import CorpusError, Document, ReadReport, Span
+
+#: a T line: id, label, fragments ``s e;s e``, annotated string
+_T_LINE = re.compile(r"^(?P<id>\S*T\d+)\t(?P<label>\S+) (?P<offsets>[^\t]+)\t(?P<text>.*)$")
+_FRAGMENT = re.compile(r"^(-?\d+) (-?\d+)$")
+_OTHER_KINDS = {"A": "attribute", "M": "attribute", "R": "relation", "E": "event", "N": "normalisation",
+                "#": "note", "*": "equivalence"}
+
+
+def _parse_offsets(offsets: str, path: Path, line_no: int) -> tuple[tuple[int, int], ...]:
+    """Parse ``"0 5;8 12"`` into ((0, 5), (8, 12)), raising CorpusError on anything else."""
+    fragments = []
+    for piece in offsets.split(";"):
+        match = _FRAGMENT.match(piece.strip())
+        if match is None:
+            raise CorpusError(f"unparseable T line: offsets {offsets!r} are not 'START END[;START END...]'",
+                              path, line_no)
+        fragments.append((int(match.group(1)), int(match.group(2))))
+    return tuple(fragments)
+
+
+def parse_ann(ann_text: str, text: str, doc_id: str, ann_path: Path, report: ReadReport) -> tuple[list[Span], dict]:
+    """Parse the contents of one ``.ann`` file against its text.
+
+    Args:
+        ann_text: the ``.ann`` contents.
+        text: the document text (offsets index into it).
+        doc_id: the document id (for messages).
+        ann_path: the ``.ann`` path (for messages).
+        report: where kept-aside and repaired lines are counted.
+
+    Returns:
+        (spans in file order, meta with ``brat_ids`` and ``brat_other``).
+    """
+    spans: list[Span] = []
+    ids: list[str] = []
+    other: list[list] = []
+    for line_no, line in enumerate(split_lines(ann_text), start=1):
+        if not line.strip():
+            report.note("skipped", "blank lines in .ann files", f"{ann_path}:{line_no}")
+            continue
+        kind = line[0]
+        if kind in _OTHER_KINDS:
+            report.note("kept_aside", f"brat {kind} lines ({_OTHER_KINDS[kind]})")
+            other.append([len(spans), line])
+            continue
+        match = _T_LINE.match(line)
+        if match is None:
+            raise CorpusError(f"unparseable line {line!r} (expected 'T<n>\\tLABEL START END\\tTEXT' or an "
+                              "A/R/E/N/M/#/* line)", ann_path, line_no)
+        ann_id = match.group("id")
+        if not ann_id.startswith("T") or not ann_id[1:].isdigit():
+            fixed = ann_id[ann_id.rindex("T"):]
+            report.note("repaired", "malformed T ids read as T<n>", f"{ann_path}:{line_no} {ann_id!r} -> {fixed!r}")
+            ann_id = fixed
+        fragments = _parse_offsets(match.group("offsets"), ann_path, line_no)
+        span = Span(fragments[0][0], fragments[-1][1], match.group("label"), fragments if len(fragments) > 1 else ())
+        check_span(span, text, doc_id, ann_path, line_no)
+        annotated = match.group("text")
+        if span.text_in(text) != annotated:
+            raise CorpusError(f"annotated string {annotated!r} != text[{match.group('offsets')}] "
+                              f"{span.text_in(text)!r}", ann_path, line_no)
+        spans.append(span)
+        ids.append(ann_id)
+    meta: dict = {"brat_ids": ids}
+    if other:
+        meta["brat_other"] = other
+    return spans, meta
+
+
+def read_brat(folder: str | Path, report: ReadReport | None = None) -> list[Document]:
+    """Read every ``NAME.txt`` (+ ``NAME.ann``) under ``folder``, recursively.
+
+    Args:
+        folder: the brat folder.
+        report: counts of kept-aside, repaired and skipped items (a new one if None).
+
+    Returns:
+        Documents sorted by id; ids are paths relative to ``folder`` without ``.txt``.
+    """
+    folder = Path(folder)
+    report = report if report is not None else ReadReport()
+    if not folder.is_dir():
+        raise CorpusError("not a folder", folder)
+    txts = {relative_id(p, folder, ".txt"): p for p in folder.rglob("*.txt") if p.is_file()}
+    anns = {relative_id(p, folder, ".ann"): p for p in folder.rglob("*.ann") if p.is_file()}
+    orphans = sorted(set(anns) - set(txts))
+    if orphans:
+        raise CorpusError(f".ann file without its .txt: {anns[orphans[0]].name} (no {orphans[0]}.txt; "
+                          f"{len(orphans)} such files)", anns[orphans[0]])
+    if not txts:
+        raise CorpusError("no brat .txt/.ann files found", folder)
+    docs = []
+    for doc_id in progress(sorted(txts), desc=f"reading {folder.name}"):
+        text = read_text(txts[doc_id], allow_empty=True)
+        if doc_id in anns:
+            spans, meta = parse_ann(read_text(anns[doc_id], allow_empty=True), text, doc_id, anns[doc_id], report)
+        else:
+            report.note("skipped", ".txt files without .ann (read with no spans)", str(txts[doc_id]))
+            spans, meta = [], {}
+        docs.append(Document(doc_id, text, spans, meta))
+        report.documents += 1
+        report.spans += len(spans)
+    return docs
+
+
+def format_ann(doc: Document) -> str:
+    """The ``.ann`` contents for ``doc``: T lines (kept ids when they still match) interleaved with kept lines."""
+    ids = doc.meta.get("brat_ids")
+    if ids is None or len(ids) != len(doc.spans):
+        ids = [f"T{i}" for i in range(1, len(doc.spans) + 1)]
+    other = doc.meta.get("brat_other", []) if doc.meta.get("brat_ids") is not None else []
+    lines: list[str] = []
+    pending = sorted(other, key=lambda item: item[0])
+    k = 0
+    for i, (ann_id, span, string) in enumerate(zip(ids, doc.spans, span_strings(doc), strict=True)):
+        while k < len(pending) and pending[k][0] <= i:
+            lines.append(pending[k][1])
+            k += 1
+        offsets = ";".join(f"{s} {e}" for s, e in span.pieces())
+        lines.append(f"{ann_id}\t{span.label} {offsets}\t{string}")
+    lines.extend(item[1] for item in pending[k:])
+    return "".join(line + "\n" for line in lines)
+
+
+def write_brat(docs: list[Document], folder: str | Path, overwrite: bool = True) -> None:
+    """Write ``NAME.txt`` (exact text) and ``NAME.ann`` per document into ``folder`` (replaced atomically).
+
+    Args:
+        docs: the documents; ids may contain ``/`` (subfolders are created).
+        folder: the output folder.
+        overwrite: replace an existing folder.
+    """
+    with atomic_path(folder, is_dir=True, overwrite=overwrite) as tmp:
+        for doc in progress(docs, desc=f"writing {Path(folder).name}"):
+            base = tmp / doc.id
+            if base.resolve() == tmp.resolve() or tmp.resolve() not in base.resolve().parents:
+                raise CorpusError(f"document id {doc.id!r} is not a relative file name", folder)
+            base.parent.mkdir(parents=True, exist_ok=True)
+            with open(base.with_name(base.name + ".txt"), "w", encoding="utf-8", newline="") as f:
+                f.write(doc.text)
+            with open(base.with_name(base.name + ".ann"), "w", encoding="utf-8", newline="") as f:
+                f.write(format_ann(doc))

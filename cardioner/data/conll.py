@@ -1,0 +1,339 @@
+"""CoNLL column files: one token per line, the tag in the last column, blank lines between sentences.
+
+- A blank or whitespace-only line (a lone TAB in WNUT-17 train) ends a sentence; CRLF is accepted.
+- ``-DOCSTART-`` starts a document. A file without any ``-DOCSTART-`` gives one document per sentence.
+  Ids are ``NAME#n`` (``NAME`` = the file path relative to the folder read, without extension; n from 1).
+- Tags: IOB1, IOB2 and BIOES are accepted and detected per file; all become spans. An ``I-`` that starts an
+  entity (after ``O`` or another type) is read by the IOB2 rule as ``B-`` and counted; for an IOB1 file the
+  report says that it was normalised to IOB2.
+- Document text = tokens joined by one space, sentences joined by ``"\\n"``. ``doc.meta`` keeps ``tokens``
+  (``[start, end]`` per token), ``sentences`` (``[first, last+1]`` token indices), the middle ``columns`` and the
+  ``separator``, so that ``write_conll`` gives back the same tokens, columns and (IOB2) tags.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from cardioner.data.common import atomic_path, progress, read_text, split_lines
+from cardioner.data.document import CorpusError, Document, ReadReport, Span, find_overlap
+
+DOCSTART = "-DOCSTART-"
+_PREFIXES = {"B", "I", "E", "S"}
+_WORD = re.compile(r"\w+|[^\w\s]")
+IOB1_NOTE = "IOB1 tags normalised to IOB2 (entities starting with I-)"
+REPAIR_NOTE = "I- after O or another type repaired to B- (IOB2 rule)"
+BIOES_REPAIR_NOTE = "BIOES entity without B-/S- start repaired (read as a start)"
+
+
+def split_tag(tag: str, where: str | Path | None = None, line: int | None = None) -> tuple[str, str | None]:
+    """Split ``"B-PER"`` into ("B", "PER") and ``"O"`` into ("O", None); raise CorpusError on an unknown prefix.
+
+    Args:
+        tag: the tag string.
+        where: the file (for the message).
+        line: the line or record number (for the message).
+
+    Returns:
+        (prefix, entity type or None).
+    """
+    if tag == "O":
+        return "O", None
+    prefix, dash, label = tag.partition("-")
+    if not dash or prefix not in _PREFIXES or not label:
+        raise CorpusError(f"unknown tag {tag!r}: expected O or B-/I-/E-/S- followed by a type "
+                          "(IOB1, IOB2 or BIOES)", where, line)
+    return prefix, label
+
+
+def detect_scheme(tags: list[str]) -> str:
+    """Guess the tag scheme of a tag list: "BIOES" if E-/S- occur, "IOB1" if entities start with I- and B- only
+    separates adjacent entities of one type, else "IOB2"."""
+    prev_label = None
+    starts_with_i = 0
+    b_after_other = 0
+    for tag in tags:
+        prefix, _, label = tag.partition("-") if tag != "O" else ("O", "", None)
+        if prefix in ("E", "S"):
+            return "BIOES"
+        if prefix == "I" and label != prev_label:
+            starts_with_i += 1
+        if prefix == "B" and label != prev_label:
+            b_after_other += 1
+        prev_label = label if prefix != "O" else None
+    return "IOB1" if starts_with_i and not b_after_other else "IOB2"
+
+
+def tags_to_spans(
+    tags: list[str], bounds: list[tuple[int, int]], report: ReadReport | None = None, where: str | Path | None = None,
+    lines: list[int] | None = None, scheme: str | None = None,
+) -> list[Span]:
+    """Decode word tags (IOB1, IOB2 or BIOES) into character spans.
+
+    Args:
+        tags: one tag per word.
+        bounds: (start, end) character offsets per word.
+        report: where repairs are counted (IOB2 rule for a stray ``I-``/``E-``).
+        where: the file (for messages).
+        lines: line numbers per word (for messages), if known.
+        scheme: "IOB1", "IOB2" or "BIOES"; detected when None.
+
+    Returns:
+        The spans, in order.
+    """
+    scheme = scheme or detect_scheme(tags)
+    spans: list[Span] = []
+    open_label: str | None = None
+    open_start = open_end = 0
+    repaired = 0
+
+    def close() -> None:
+        nonlocal open_label
+        if open_label is not None:
+            spans.append(Span(open_start, open_end, open_label))
+        open_label = None
+
+    for i, tag in enumerate(tags):
+        prefix, label = split_tag(tag, where, lines[i] if lines else None)
+        start, end = bounds[i]
+        if prefix == "O":
+            close()
+            continue
+        continues = prefix in ("I", "E") and open_label == label
+        if not continues:
+            close()
+            if prefix in ("I", "E"):
+                repaired += 1
+            open_label, open_start = label, start
+        open_end = end
+        if prefix in ("E", "S"):
+            close()
+    close()
+    if repaired and report is not None:
+        if scheme == "IOB1":
+            report.note("repaired", IOB1_NOTE, str(where) if where else None, n=repaired)
+        elif scheme == "BIOES":
+            report.note("repaired", BIOES_REPAIR_NOTE, str(where) if where else None, n=repaired)
+        else:
+            report.note("repaired", REPAIR_NOTE, str(where) if where else None, n=repaired)
+    return spans
+
+
+def spans_to_tags(spans: list[Span], bounds: list[tuple[int, int]], scheme: str = "IOB2") -> tuple[list[str], int]:
+    """Encode flat spans as word tags.
+
+    Args:
+        spans: non-overlapping spans.
+        bounds: (start, end) character offsets per word, in order.
+        scheme: "IOB2" or "BIOES".
+
+    Returns:
+        (tags, number of spans whose edges fell inside a word — those are widened to whole words).
+    """
+    if scheme not in ("IOB2", "BIOES"):
+        raise ValueError(f"scheme must be 'IOB2' or 'BIOES', got {scheme!r}")
+    tags = ["O"] * len(bounds)
+    misaligned = 0
+    for span in spans:
+        words = [i for i, (s, e) in enumerate(bounds) if s < span.end and span.start < e]
+        if not words:
+            misaligned += 1
+            continue
+        if bounds[words[0]][0] != span.start or bounds[words[-1]][1] != span.end or span.fragments:
+            misaligned += 1
+        for k, i in enumerate(words):
+            tags[i] = ("B-" if k == 0 else "I-") + span.label
+        if scheme == "BIOES":
+            if len(words) == 1:
+                tags[words[0]] = "S-" + span.label
+            else:
+                tags[words[-1]] = "E-" + span.label
+    return tags, misaligned
+
+
+def tokens_to_document(
+    doc_id: str, sentences: list[list[str]], tags: list[list[str]], report: ReadReport,
+    where: str | Path | None = None, lines: list[list[int]] | None = None, scheme: str | None = None,
+) -> Document:
+    """Build a document from tokenised sentences and their tags (shared by CoNLL, JSONL and HF readers).
+
+    Args:
+        doc_id: the document id.
+        sentences: tokens per sentence.
+        tags: tags per sentence, aligned with ``sentences``.
+        report: where repairs are counted.
+        where: the source (for messages).
+        lines: line (or record) numbers per token, for messages.
+        scheme: the tag scheme, detected when None.
+
+    Returns:
+        The document, with ``tokens`` and ``sentences`` in its meta.
+    """
+    parts: list[str] = []
+    bounds: list[tuple[int, int]] = []
+    sentence_bounds: list[list[int]] = []
+    pos = 0
+    for n, sentence in enumerate(sentences):
+        if n:
+            parts.append("\n")
+            pos += 1
+        first = len(bounds)
+        for k, token in enumerate(sentence):
+            if k:
+                parts.append(" ")
+                pos += 1
+            parts.append(token)
+            bounds.append((pos, pos + len(token)))
+            pos += len(token)
+        sentence_bounds.append([first, len(bounds)])
+    flat_tags = [t for sentence_tags in tags for t in sentence_tags]
+    flat_lines = [x for sentence_lines in lines for x in sentence_lines] if lines else None
+    spans: list[Span] = []
+    for first, last in sentence_bounds:  # an entity never crosses a sentence boundary
+        spans.extend(tags_to_spans(flat_tags[first:last], bounds[first:last], report, where,
+                                   flat_lines[first:last] if flat_lines else None, scheme))
+    meta = {"tokens": [list(b) for b in bounds], "sentences": sentence_bounds}
+    return Document(doc_id, "".join(parts), spans, meta)
+
+
+def read_conll(path: str | Path, report: ReadReport | None = None, doc_prefix: str | None = None) -> list[Document]:
+    """Read one CoNLL file.
+
+    Args:
+        path: the file.
+        report: counts of repairs (a new one if None).
+        doc_prefix: the id prefix (default: the file name without extension).
+
+    Returns:
+        The documents, in file order.
+    """
+    path = Path(path)
+    report = report if report is not None else ReadReport()
+    prefix = doc_prefix if doc_prefix is not None else path.stem
+    lines = split_lines(read_text(path))
+    has_docstart = any(line.startswith(DOCSTART) for line in lines)
+    separator = "\t" if any("\t" in line.strip(" ") for line in lines if line.strip()) else " "
+    num_columns: int | None = None
+    columns_line = 0
+    # one document: list of sentences; a sentence: list of (token, middle columns, tag, line)
+    documents: list[list[list[tuple[str, list[str], str, int]]]] = []
+    sentence: list[tuple[str, list[str], str, int]] = []
+
+    def end_sentence() -> None:
+        nonlocal sentence
+        if sentence:
+            if not has_docstart or not documents:
+                documents.append([])
+            documents[-1].append(sentence)
+        sentence = []
+
+    for line_no, line in enumerate(lines, start=1):
+        if not line.strip():
+            end_sentence()
+            continue
+        fields = line.split("\t") if separator == "\t" else line.split()
+        if fields[0] == DOCSTART:
+            end_sentence()
+            documents.append([])
+            continue
+        if len(fields) < 2:
+            raise CorpusError(f"expected a token and a tag separated by {separator!r}, got {line!r}", path, line_no)
+        if num_columns is None:
+            num_columns, columns_line = len(fields), line_no
+        elif len(fields) != num_columns:
+            raise CorpusError(f"inconsistent column count: {len(fields)} columns in {line!r}, but {num_columns} "
+                              f"on line {columns_line}", path, line_no)
+        if not fields[0]:
+            raise CorpusError(f"empty token in {line!r}", path, line_no)
+        sentence.append((fields[0], fields[1:-1], fields[-1], line_no))
+    end_sentence()
+    if num_columns is None:
+        raise CorpusError("no token lines (only blank lines and -DOCSTART-)", path)
+
+    scheme = detect_scheme([row[2] for doc in documents for sent in doc for row in sent])
+    docs = []
+    for n, doc_sentences in enumerate(documents, start=1):
+        if not doc_sentences:
+            report.note("skipped", "-DOCSTART- documents without tokens", f"{path} document {n}")
+            continue
+        doc = tokens_to_document(
+            f"{prefix}#{n}", [[row[0] for row in s] for s in doc_sentences], [[row[2] for row in s] for s in doc_sentences],
+            report, path, [[row[3] for row in s] for s in doc_sentences], scheme,
+        )
+        doc.meta.update({"docstart": has_docstart, "separator": separator, "scheme": scheme})
+        if num_columns > 2:
+            doc.meta["columns"] = [row[1] for s in doc_sentences for row in s]
+        docs.append(doc)
+        report.documents += 1
+        report.spans += len(doc.spans)
+    return docs
+
+
+def _regex_tokens(doc: Document) -> tuple[list[tuple[int, int]], list[list[int]]]:
+    """Tokens by ``\\w+|[^\\w\\s]`` and sentences by non-empty lines, for documents without token meta."""
+    bounds: list[tuple[int, int]] = []
+    sentences: list[list[int]] = []
+    pos = 0
+    for line in doc.text.split("\n"):
+        first = len(bounds)
+        bounds.extend((pos + m.start(), pos + m.end()) for m in _WORD.finditer(line))
+        if len(bounds) > first:
+            sentences.append([first, len(bounds)])
+        pos += len(line) + 1
+    return bounds, sentences
+
+
+def format_conll(doc: Document, scheme: str = "IOB2", report: ReadReport | None = None) -> str:
+    """The CoNLL lines of one document (with ``-DOCSTART-`` unless it was read from a file without one).
+
+    Args:
+        doc: a flat document (overlapping spans raise CorpusError).
+        scheme: "IOB2" or "BIOES".
+        report: where spans not on token boundaries are counted.
+
+    Returns:
+        The text of the document's lines.
+    """
+    pair = find_overlap(doc.spans)
+    if pair is not None:
+        a, b = pair
+        raise CorpusError(f"document {doc.id!r}: CoNLL cannot hold overlapping spans {a.start}-{a.end} {a.label} and "
+                          f"{b.start}-{b.end} {b.label} (resolve them first with resolve_overlaps)")
+    if "tokens" in doc.meta:
+        bounds = [tuple(b) for b in doc.meta["tokens"]]
+        sentences = doc.meta.get("sentences") or [[0, len(bounds)]]
+    else:
+        bounds, sentences = _regex_tokens(doc)
+    tags, misaligned = spans_to_tags(doc.spans, bounds, scheme)
+    if misaligned and report is not None:
+        report.note("repaired", "spans not on token boundaries (widened to whole tokens)", doc.id, n=misaligned)
+    sep = doc.meta.get("separator", "\t")
+    columns = doc.meta.get("columns")
+    if columns is not None and len(columns) != len(bounds):
+        columns = None
+    out: list[str] = []
+    if doc.meta.get("docstart", True):
+        width = len(columns[0]) if columns else 0
+        out.append(sep.join([DOCSTART] + ["-X-"] * width + ["O"]) + "\n\n")
+    for first, last in sentences:
+        for i in range(first, last):
+            s, e = bounds[i]
+            middle = list(columns[i]) if columns else []
+            out.append(sep.join([doc.text[s:e], *middle, tags[i]]) + "\n")
+        out.append("\n")
+    return "".join(out)
+
+
+def write_conll(docs: list[Document], path: str | Path, scheme: str = "IOB2", report: ReadReport | None = None) -> None:
+    """Write documents as one CoNLL file (atomically).
+
+    Args:
+        docs: flat documents.
+        path: the output file.
+        scheme: "IOB2" (default) or "BIOES".
+        report: where spans widened to token boundaries are counted.
+    """
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+        for doc in progress(docs, desc=f"writing {Path(path).name}"):
+            f.write(format_conll(doc, scheme, report))
