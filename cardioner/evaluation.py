@@ -348,7 +348,8 @@ def plot_per_type(scores: dict, path: str | Path, title: str | None = None) -> P
         scores["micro"]["f1"], color="tab:red", linestyle="--", label=f"micro F1 {scores['micro']['f1']:.3f}"
     )
     axes.set_xticks(range(len(labels)), [f"{label}\n(n={per_type[label]['support']})" for label in labels])
-    axes.set_ylim(0, 1.05)
+    axes.set_ylim(0, 1.2)  # headroom for the bar labels and the legend
+    axes.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     axes.set_xlabel("entity type (gold support)")
     axes.set_ylabel("F1")
     if title is None:
@@ -359,7 +360,7 @@ def plot_per_type(scores: dict, path: str | Path, title: str | None = None) -> P
         )
         title = f"Per-type F1 ({view.strip()})"
     axes.set_title(title)
-    axes.legend(loc="lower right")
+    axes.legend(loc="upper right", fontsize=8)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
