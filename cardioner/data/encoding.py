@@ -1,0 +1,564 @@
+"""Documents -> words -> subword windows with labels, and window predictions -> word tags -> spans.
+
+Words (docs/architecture.md, "Words"): a document is tokenised once, without special tokens and without
+truncation; every piece gets its class from ``modeling.build_token_classes`` and ``modeling.word_start_mask``
+decides which pieces start a word — the same function the model runs in ``forward`` on a window's ids, so the
+encoder and the model agree position for position. A word's character span runs from its first piece's start
+to its last piece's end (whitespace trimmed). Characters that no piece covers are in no word; so are pieces
+that are not in a word (special tokens written in the text, a bare ``▁``).
+
+Windows: the pieces are grouped into *units* — a word with the non-word pieces just before it — and units are
+packed greedily into windows of at most ``max_length`` subwords, special tokens included. Consecutive windows
+overlap by whole units, at most ``stride`` subwords. A word longer than a window cannot be kept whole: it is
+cut into window-sized pieces, each of which becomes a word of its own (counted in ``EncodingReport.split_words``).
+The model sees exactly that, since a window's first piece always starts a word; nothing is ever truncated.
+
+Labels (docs/architecture.md, "Channels"): per channel, spans -> word tags (``labels.align_spans``); the
+first piece of a word carries its tag id, other pieces and special tokens -100 (with ``label_all_subwords``,
+continuation pieces carry ``I-`` of the word's type, ``O`` for ``O``). ``labels`` is (seq_len,) for a flat
+label set and (seq_len, num_channels) for a multi-label one.
+
+Decoding: per-window word tag ids -> one tag per document word, each word taken from the window where it sits
+farthest from a window edge (in subwords; a window edge that is the document's start or end does not count
+as an edge, since no context is cut there; ties go to the earlier window) -> spans with character offsets.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from cardioner.data.document import Document, Span
+from cardioner.labels import (
+    CONFLICT,
+    DUPLICATE,
+    OUTSIDE,
+    LabelSet,
+    align_spans,
+    check_scheme,
+    entities_to_tags,
+    split_tag,
+    word_tags_to_spans,
+)
+from cardioner.modeling import build_token_classes, word_start_mask
+
+IGNORE_INDEX = -100
+NO_WORD = -1
+UNKNOWN_TYPE = "type not in the label set (skipped)"
+_MAX_SENSIBLE_LENGTH = 1_000_000  # tokenizers without a limit report model_max_length = 1e30
+
+
+@dataclass
+class EncodingReport:
+    """What encoding did to the spans: how many round-trip exactly, which do not and why, words cut."""
+
+    documents: int = 0
+    spans: int = 0
+    words: int = 0
+    windows: int = 0
+    split_words: int = 0  # words longer than a window, cut into window-sized words
+    problems: Counter = field(default_factory=Counter)  # reason -> number of spans
+    examples: dict = field(default_factory=dict)  # reason -> first few examples (strings)
+
+    @property
+    def inexact(self) -> int:
+        """Spans that do not come back exactly from spans -> tags -> spans (duplicates come back once: exact)."""
+        return sum(n for reason, n in self.problems.items() if reason != DUPLICATE)
+
+    @property
+    def exact(self) -> int:
+        return self.spans - self.inexact
+
+    def note(self, reason: str, example: str, n: int = 1) -> None:
+        self.problems[reason] += n
+        bucket = self.examples.setdefault(reason, [])
+        if len(bucket) < 3:
+            bucket.append(example)
+
+    def merge(self, other: EncodingReport) -> EncodingReport:
+        self.documents += other.documents
+        self.spans += other.spans
+        self.words += other.words
+        self.windows += other.windows
+        self.split_words += other.split_words
+        self.problems.update(other.problems)
+        for reason, items in other.examples.items():
+            bucket = self.examples.setdefault(reason, [])
+            bucket.extend(items[: max(0, 3 - len(bucket))])
+        return self
+
+    def summary(self) -> str:
+        share = 100.0 * self.exact / self.spans if self.spans else 100.0
+        lines = [
+            f"encoded {self.documents} documents, {self.words} words, {self.windows} windows; "
+            f"{self.exact}/{self.spans} spans exact ({share:.2f}%)"
+        ]
+        for reason, count in sorted(self.problems.items()):
+            example = self.examples.get(reason)
+            lines.append(f"  {count} {reason}" + (f" (e.g. {example[0]})" if example else ""))
+        if self.split_words:
+            example = self.examples.get("split word")
+            lines.append(
+                f"  {self.split_words} words longer than a window cut into pieces"
+                + (f" (e.g. {example[0]})" if example else "")
+            )
+        return "\n".join(lines)
+
+
+@dataclass
+class EncodedDocument:
+    """One document's words, gold word tags and windows.
+
+    ``windows`` are dicts ready for ``datasets.Dataset.from_list`` and ``collate``: ``doc_id``, ``window``
+    (index in the document), ``input_ids``, ``attention_mask``, ``token_type_ids`` (when the tokenizer uses
+    them), ``labels``, ``word_ids`` (document word index per position; -1 for special and non-word pieces).
+    """
+
+    doc_id: str
+    word_offsets: list[tuple[int, int]]  # (start, end) characters of each word
+    word_labels: list  # gold tag id per word: int (flat) or list of num_channels ints (multi-label)
+    windows: list[dict]
+    window_words: list[tuple[int, int]]  # [first, end) document words of each window
+    window_edges: list[
+        tuple[float, float]
+    ]  # piece index of each window's left/right edge; +-inf at document ends
+    word_pieces: list[tuple[int, int]]  # [first, end) document pieces of each word
+    report: EncodingReport
+
+
+class Encoder:
+    """Cut documents into labelled subword windows and decode window predictions back into spans.
+
+    Args:
+        tokenizer: a fast Hugging Face tokenizer (the backbone's).
+        labels: a LabelSet (flat or multi-label), or the entity types of a flat task.
+        max_length: window size in subwords, special tokens included; None: ``tokenizer.model_max_length``.
+        stride: most subwords two consecutive windows share (whole words); None: a quarter of a window.
+        scheme: "BIO" or "BIOES"; None: the label set's (BIO for a list of types). Must match a LabelSet.
+        label_all_subwords: give continuation subwords a label (``I-`` of their word's type) instead of -100.
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        labels: LabelSet | Iterable[str],
+        max_length: int | None = None,
+        stride: int | None = None,
+        scheme: str | None = None,
+        label_all_subwords: bool = False,
+    ):
+        if not getattr(tokenizer, "is_fast", False):
+            raise ValueError(f"cardioner needs a fast tokenizer (offsets); got {type(tokenizer).__name__}")
+        if not isinstance(labels, LabelSet):
+            labels = LabelSet.flat(labels, scheme or "BIO")
+        elif scheme is not None and check_scheme(scheme) != labels.scheme:
+            raise ValueError(f"scheme {scheme!r} differs from the label set's scheme {labels.scheme!r}")
+        self.labels = labels
+        self.scheme = labels.scheme
+        self.label_all_subwords = label_all_subwords
+        self.token_classes = build_token_classes(tokenizer)  # shape: (vocab_size,)
+        self._backend = _plain_backend(tokenizer)
+        self.prefix_ids, self.suffix_ids, self.type_ids = _special_tokens(self._backend)
+        self.use_token_type_ids = "token_type_ids" in getattr(tokenizer, "model_input_names", ())
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+        if max_length is None:
+            max_length = int(getattr(tokenizer, "model_max_length", 0) or 0)
+            if not 0 < max_length < _MAX_SENSIBLE_LENGTH:
+                raise ValueError(
+                    f"the tokenizer sets no usable model_max_length ({max_length}); pass max_length"
+                )
+        self.max_length = int(max_length)
+        self.capacity = self.max_length - len(self.prefix_ids) - len(self.suffix_ids)
+        if self.capacity < 1:
+            raise ValueError(
+                f"max_length={max_length} leaves no room for text besides the {len(self.prefix_ids) + len(self.suffix_ids)} "
+                "special tokens"
+            )
+        self.stride = self.capacity // 4 if stride is None else int(stride)
+        if not 0 <= self.stride < self.capacity:
+            raise ValueError(
+                f"stride={stride} must be >= 0 and < the {self.capacity} text subwords of a window"
+            )
+        # Tag id -> tag id of a continuation subword (I- of the same type; O stays O), per channel.
+        self._continuation_ids = [
+            [channel.tag_id(_continuation_tag(channel.typed_tag(i))) for i in range(len(channel.tags))]
+            for channel in labels.channels
+        ]
+
+    # -- encoding -------------------------------------------------------------------------------------
+
+    def encode(self, documents: Iterable[Document]) -> tuple[list[EncodedDocument], EncodingReport]:
+        """Encode documents (tokenised in one batch); returns them and the aggregated report."""
+        documents = list(documents)
+        encodings = self._backend.encode_batch([doc.text for doc in documents], add_special_tokens=False)
+        report = EncodingReport()
+        encoded = []
+        for doc, encoding in zip(documents, encodings, strict=True):
+            one = self._encode(doc, encoding.ids, encoding.offsets)
+            report.merge(one.report)
+            encoded.append(one)
+        return encoded, report
+
+    def encode_document(self, document: Document) -> EncodedDocument:
+        """Encode one document: words, gold word tags, windows and the report of inexact spans."""
+        encoding = self._backend.encode(document.text, add_special_tokens=False)
+        return self._encode(document, encoding.ids, encoding.offsets)
+
+    def _encode(self, doc: Document, ids: list[int], offsets: list[tuple[int, int]]) -> EncodedDocument:
+        report = EncodingReport(documents=1, spans=len(doc.spans))
+        in_word, word_start = self._segment(ids)
+        units = _units(in_word, word_start)
+        units = self._split_long_units(doc, units, in_word, word_start, offsets, report)
+        word_pieces = _words(in_word, word_start)
+        word_offsets = [_trim(doc.text, offsets[first][0], offsets[end - 1][1]) for first, end in word_pieces]
+        report.words = len(word_offsets)
+        piece_word = [NO_WORD] * len(ids)
+        for w, (first, end) in enumerate(word_pieces):
+            piece_word[first:end] = [w] * (end - first)
+
+        word_labels = self._word_labels(doc, word_offsets, report)
+        windows, window_words, window_edges = [], [], []
+        for u0, u1 in _pack(units, self.capacity, self.stride):
+            start, end = (units[u0][0], units[u1 - 1][1]) if u1 > u0 else (0, 0)
+            windows.append(
+                self._window(doc.id, len(windows), ids, piece_word, word_pieces, word_labels, start, end)
+            )
+            words_here = [w for w in piece_word[start:end] if w != NO_WORD]
+            window_words.append((words_here[0], words_here[-1] + 1) if words_here else (0, 0))
+            window_edges.append(
+                (float("-inf") if u0 == 0 else start, float("inf") if u1 == len(units) else end)
+            )
+        report.windows = len(windows)
+        return EncodedDocument(
+            doc.id, word_offsets, word_labels, windows, window_words, window_edges, word_pieces, report
+        )
+
+    def _segment(self, ids: list[int]) -> tuple[list[bool], list[bool]]:
+        """(in_word, word_start) per piece, by the model's own rule."""
+        if not ids:
+            return [], []
+        ids_tensor = torch.tensor(ids, dtype=torch.long).clamp_(0, len(self.token_classes) - 1)
+        classes = self.token_classes[ids_tensor].unsqueeze(0)  # shape: (1, num_pieces)
+        in_word, word_start = word_start_mask(classes)  # shape: (1, num_pieces) each
+        return in_word[0].tolist(), word_start[0].tolist()
+
+    def _split_long_units(
+        self,
+        doc: Document,
+        units: list[tuple[int, int]],
+        in_word: list[bool],
+        word_start: list[bool],
+        offsets: list[tuple[int, int]],
+        report: EncodingReport,
+    ) -> list[tuple[int, int]]:
+        """Cut units longer than a window into window-sized units; a cut inside a word starts a new word."""
+        result = []
+        for start, end in units:
+            if end - start <= self.capacity:
+                result.append((start, end))
+                continue
+            cuts = list(range(start, end, self.capacity))
+            if any(in_word[c] and not word_start[c] for c in cuts):
+                report.split_words += 1
+                first = next(i for i in range(start, end) if word_start[i])
+                if len(report.examples.setdefault("split word", [])) < 3:
+                    report.examples["split word"].append(
+                        f"{doc.id}:{offsets[first][0]} {doc.text[offsets[first][0] : offsets[end - 1][1]][:60]!r} "
+                        f"({end - first} subwords)"
+                    )
+            for c in cuts:
+                if in_word[c]:
+                    word_start[c] = True
+            result.extend((c, min(c + self.capacity, end)) for c in cuts)
+        return result
+
+    def _word_labels(
+        self, doc: Document, word_offsets: list[tuple[int, int]], report: EncodingReport
+    ) -> list:
+        """Gold tag id per word and channel; spans that will not come back exactly go into ``report``."""
+        by_channel: list[list[Span]] = [[] for _ in self.labels.channels]
+        types = set(self.labels.types)
+        for span in doc.spans:
+            if span.label not in types:
+                report.note(UNKNOWN_TYPE, _describe(doc, span))
+                continue
+            by_channel[self.labels.channel_of(span.label)].append(span)
+        columns = []
+        for channel, spans in zip(self.labels.channels, by_channel, strict=True):
+            alignment = align_spans(word_offsets, spans)
+            for span, reason in alignment.problems:
+                example = _describe(doc, span)
+                if reason == CONFLICT:
+                    example += " overlaps another span"
+                report.note(reason, example)
+            tags = entities_to_tags(len(word_offsets), alignment.entities, self.scheme)
+            columns.append([channel.tag_id(tag) for tag in tags])
+        if not self.labels.is_multilabel:
+            return columns[0]
+        return [list(row) for row in zip(*columns, strict=True)]  # shape: (num_words, num_channels)
+
+    def _window(
+        self,
+        doc_id: str,
+        index: int,
+        ids: list[int],
+        piece_word: list[int],
+        word_pieces: list[tuple[int, int]],
+        word_labels: list,
+        start: int,
+        end: int,
+    ) -> dict:
+        """One window over pieces [start, end): ids with special tokens, labels, word_ids."""
+        multilabel = self.labels.is_multilabel
+        ignore = [IGNORE_INDEX] * self.labels.num_channels if multilabel else IGNORE_INDEX
+        labels, word_ids = [], []
+        for p in range(start, end):
+            w = piece_word[p]
+            word_ids.append(w)
+            if w == NO_WORD:
+                labels.append(ignore)
+            elif p == word_pieces[w][0]:
+                labels.append(word_labels[w])
+            elif self.label_all_subwords:
+                labels.append(self._continuation(word_labels[w]))
+            else:
+                labels.append(ignore)
+        n_prefix, n_suffix = len(self.prefix_ids), len(self.suffix_ids)
+        window = {
+            "doc_id": doc_id,
+            "window": index,
+            "input_ids": self.prefix_ids + ids[start:end] + self.suffix_ids,
+            "attention_mask": [1] * (n_prefix + end - start + n_suffix),
+        }
+        if self.use_token_type_ids:
+            prefix_type, text_type, suffix_type = self.type_ids
+            window["token_type_ids"] = prefix_type + [text_type] * (end - start) + suffix_type
+        window["labels"] = [ignore] * n_prefix + labels + [ignore] * n_suffix
+        window["word_ids"] = [NO_WORD] * n_prefix + word_ids + [NO_WORD] * n_suffix
+        return window
+
+    def _continuation(self, label):
+        if self.labels.is_multilabel:
+            return [table[i] for table, i in zip(self._continuation_ids, label, strict=True)]
+        return self._continuation_ids[0][label]
+
+    # -- decoding -------------------------------------------------------------------------------------
+
+    def merge_predictions(self, encoded: EncodedDocument, predictions: Sequence) -> list:
+        """One tag id per document word from per-window word predictions.
+
+        Args:
+            encoded: the document as ``encode`` returned it.
+            predictions: one entry per window: the tag ids of the window's words in order, each an int (flat)
+                or num_channels ints (multi-label) — shape (num_words_in_window,) or (..., num_channels).
+
+        Returns:
+            tag id per document word (int or list of ints), each from the window where the word sits farthest
+            from an edge (ties: the earlier window).
+        """
+        if len(predictions) != len(encoded.windows):
+            raise ValueError(
+                f"{len(predictions)} window predictions for {len(encoded.windows)} windows of {encoded.doc_id!r}"
+            )
+        merged: list = [None] * len(encoded.word_offsets)
+        best = [float("-inf")] * len(encoded.word_offsets)
+        for k, (window_prediction, (first, end)) in enumerate(
+            zip(predictions, encoded.window_words, strict=True)
+        ):
+            window_prediction = _as_list(window_prediction)
+            if len(window_prediction) != end - first:
+                raise ValueError(
+                    f"window {k} of {encoded.doc_id!r} has {end - first} words; got {len(window_prediction)} predictions"
+                )
+            left, right = encoded.window_edges[k]
+            for w, tag in zip(range(first, end), window_prediction, strict=True):
+                piece_first, piece_end = encoded.word_pieces[w]
+                distance = min(piece_first - left, right - piece_end)
+                if distance > best[w]:
+                    best[w], merged[w] = distance, tag
+        missing = [w for w, tag in enumerate(merged) if tag is None]
+        assert not missing, f"words in no window: {missing[:5]}"
+        return merged
+
+    def decode_document(self, encoded: EncodedDocument, predictions: Sequence) -> list[Span]:
+        """Spans (character offsets) from per-window word predictions (see ``merge_predictions``)."""
+        return self.word_labels_to_spans(encoded.word_offsets, self.merge_predictions(encoded, predictions))
+
+    def decode_window(self, encoded: EncodedDocument, window_index: int, prediction: Sequence) -> list[Span]:
+        """Spans from one window's word predictions alone (the words of that window only)."""
+        first, end = encoded.window_words[window_index]
+        prediction = _as_list(prediction)
+        if len(prediction) != end - first:
+            raise ValueError(
+                f"window {window_index} has {end - first} words; got {len(prediction)} predictions"
+            )
+        return self.word_labels_to_spans(encoded.word_offsets[first:end], prediction)
+
+    def word_labels_to_spans(
+        self, word_offsets: Sequence[tuple[int, int]], word_labels: Sequence
+    ) -> list[Span]:
+        """Spans from a tag id per word (int, or num_channels ints for multi-label), decoded per channel."""
+        spans: list[Span] = []
+        for c, channel in enumerate(self.labels.channels):
+            column = word_labels if not self.labels.is_multilabel else [row[c] for row in word_labels]
+            tags = [channel.typed_tag(int(tag_id)) for tag_id in column]
+            spans.extend(word_tags_to_spans(word_offsets, tags, self.scheme))
+        return sorted(spans, key=lambda s: (s.start, s.end, s.label))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# windows for training
+
+
+def window_word_labels(window: dict) -> list:
+    """The labels at the word-start positions of a window, in word order (gold tags per word)."""
+    word_ids = window["word_ids"]
+    return [
+        label
+        for p, (w, label) in enumerate(zip(word_ids, window["labels"], strict=True))
+        if w != NO_WORD and (p == 0 or word_ids[p - 1] != w)
+    ]
+
+
+def collate(windows: Sequence[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Pad a batch of windows to its longest one.
+
+    Args:
+        windows: window dicts from ``Encoder`` (extra keys such as ``doc_id`` are left out).
+        pad_token_id: the tokenizer's pad id.
+
+    Returns:
+        input_ids, attention_mask, word_ids (batch, seq_len); token_type_ids if present; labels (batch,
+        seq_len) or (batch, seq_len, num_channels). Padding: pad_token_id, 0, -1, 0, -100.
+    """
+    if not windows:
+        raise ValueError("collate got an empty batch")
+    length = max(len(w["input_ids"]) for w in windows)
+    pads = {"input_ids": pad_token_id, "attention_mask": 0, "token_type_ids": 0, "word_ids": NO_WORD}
+    batch = {}
+    for key, pad in pads.items():
+        if key in windows[0]:
+            batch[key] = torch.tensor(
+                [list(w[key]) + [pad] * (length - len(w[key])) for w in windows], dtype=torch.long
+            )  # shape: (batch, seq_len)
+    if "labels" in windows[0]:
+        first = windows[0]["labels"][0] if windows[0]["labels"] else IGNORE_INDEX
+        pad = [IGNORE_INDEX] * len(first) if isinstance(first, (list, tuple)) else IGNORE_INDEX
+        batch["labels"] = torch.tensor(
+            [list(w["labels"]) + [pad] * (length - len(w["labels"])) for w in windows], dtype=torch.long
+        )  # shape: (batch, seq_len) or (batch, seq_len, num_channels)
+    return batch
+
+
+# ---------------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _plain_backend(tokenizer):
+    """A copy of the Rust tokenizer with truncation and padding off (the caller's tokenizer is not touched)."""
+    from tokenizers import Tokenizer
+
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    backend.no_truncation()
+    backend.no_padding()
+    return backend
+
+
+def _special_tokens(backend) -> tuple[list[int], list[int], tuple[list[int], int, list[int]]]:
+    """(prefix ids, suffix ids, (prefix type ids, text type id, suffix type ids)) the tokenizer adds to one text."""
+    probe = backend.encode("a", add_special_tokens=True)
+    text_positions = [i for i, special in enumerate(probe.special_tokens_mask) if not special]
+    if not text_positions:
+        raise ValueError("cannot find the text between the special tokens of the tokenizer's template")
+    first, last = text_positions[0], text_positions[-1]
+    ids, types = probe.ids, probe.type_ids
+    return ids[:first], ids[last + 1 :], (types[:first], types[first], types[last + 1 :])
+
+
+def _units(in_word: list[bool], word_start: list[bool]) -> list[tuple[int, int]]:
+    """[start, end) piece ranges: each word with the non-word pieces just before it (leading ones go to the
+    first unit, trailing ones to the last)."""
+    starts: list[int] = []
+    run_start: int | None = None
+    for i, (inside, starts_word) in enumerate(zip(in_word, word_start, strict=True)):
+        if not inside:
+            run_start = i if run_start is None else run_start
+            continue
+        if starts_word:
+            starts.append(i if run_start is None else run_start)
+        run_start = None
+    if not in_word:
+        return []
+    if not starts:
+        return [(0, len(in_word))]
+    starts[0] = 0
+    return list(zip(starts, starts[1:] + [len(in_word)], strict=True))
+
+
+def _words(in_word: list[bool], word_start: list[bool]) -> list[tuple[int, int]]:
+    """[first, end) piece range of each word."""
+    words: list[tuple[int, int]] = []
+    first: int | None = None
+    for i, (inside, starts_word) in enumerate(zip(in_word, word_start, strict=True)):
+        if first is not None and (not inside or starts_word):
+            words.append((first, i))
+            first = None
+        if inside and starts_word:
+            first = i
+    if first is not None:
+        words.append((first, len(in_word)))
+    return words
+
+
+def _pack(units: list[tuple[int, int]], capacity: int, stride: int) -> list[tuple[int, int]]:
+    """[u0, u1) unit ranges of the windows: greedy, each <= capacity pieces, overlapping by <= stride pieces."""
+    if not units:
+        return [(0, 0)]
+    sizes = [end - start for start, end in units]
+    assert max(sizes) <= capacity, "long units are split before packing"
+    windows = []
+    u0 = 0
+    while True:
+        u1, size = u0, 0
+        while u1 < len(units) and size + sizes[u1] <= capacity:
+            size += sizes[u1]
+            u1 += 1
+        windows.append((u0, u1))
+        if u1 == len(units):
+            return windows
+        # Next window: step back over whole units while they fit in the stride and leave room for unit u1.
+        next_u0, overlap = u1, 0
+        while (
+            next_u0 - 1 > u0
+            and overlap + sizes[next_u0 - 1] <= stride
+            and overlap + sizes[next_u0 - 1] + sizes[u1] <= capacity
+        ):
+            next_u0 -= 1
+            overlap += sizes[next_u0]
+        u0 = next_u0
+
+
+def _trim(text: str, start: int, end: int) -> tuple[int, int]:
+    """(start, end) without surrounding whitespace (byte-level and Metaspace pieces may include a space)."""
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end
+
+
+def _continuation_tag(tag: str) -> str:
+    prefix, entity_type = split_tag(tag)
+    return OUTSIDE if prefix == OUTSIDE else f"I-{entity_type}"
+
+
+def _describe(doc: Document, span: Span) -> str:
+    return f"{doc.id}:{span.start}-{span.end} {span.label} {span.text_in(doc.text)[:60]!r}"
+
+
+def _as_list(values) -> list:
+    return values.tolist() if hasattr(values, "tolist") else list(values)
