@@ -299,7 +299,7 @@ def format_conll(doc: Document, scheme: str = "IOB2", report: ReadReport | None 
     if pair is not None:
         a, b = pair
         raise CorpusError(f"document {doc.id!r}: CoNLL cannot hold overlapping spans {a.start}-{a.end} {a.label} and "
-                          f"{b.start}-{b.end} {b.label} (resolve them first with resolve_overlaps)")
+                          f"{b.start}-{b.end} {b.label} (resolve them first: resolve_overlaps, or convert --resolve-overlaps)")
     if "tokens" in doc.meta:
         bounds = [tuple(b) for b in doc.meta["tokens"]]
         sentences = doc.meta.get("sentences") or [[0, len(bounds)]]
@@ -336,4 +336,7 @@ def write_conll(docs: list[Document], path: str | Path, scheme: str = "IOB2", re
     """
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
         for doc in progress(docs, desc=f"writing {Path(path).name}"):
-            f.write(format_conll(doc, scheme, report))
+            try:
+                f.write(format_conll(doc, scheme, report))
+            except CorpusError as err:
+                raise CorpusError(err.problem, path) from None

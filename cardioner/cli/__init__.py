@@ -1,0 +1,24 @@
+"""The ``cardioner`` command line: a registry of thin commands, one module each."""
+
+from __future__ import annotations
+
+import typer
+
+from cardioner.cli import convert as _convert
+
+app = typer.Typer(name="cardioner", help="Named-entity recognisers on any Hugging Face encoder.",
+                  no_args_is_help=True, add_completion=False)
+
+
+
+@app.callback()
+def _root() -> None:
+    """cardioner: train, evaluate, predict with and convert NER corpora."""
+
+
+app.command("convert")(_convert.convert)
+
+
+def main() -> None:
+    """Run the command line."""
+    app()
