@@ -16,19 +16,20 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from cardioner import labels
 from cardioner.data.common import atomic_path, progress, read_text, split_lines
 from cardioner.data.document import CorpusError, Document, ReadReport, Span, find_overlap
+from cardioner.labels import detect_scheme
 
 DOCSTART = "-DOCSTART-"
-_PREFIXES = {"B", "I", "E", "S"}
 _WORD = re.compile(r"\w+|[^\w\s]")
 IOB1_NOTE = "IOB1 tags normalised to IOB2 (entities starting with I-)"
 REPAIR_NOTE = "I- after O or another type repaired to B- (IOB2 rule)"
 BIOES_REPAIR_NOTE = "BIOES entity without B-/S- start repaired (read as a start)"
 
 
-def split_tag(tag: str, where: str | Path | None = None, line: int | None = None) -> tuple[str, str | None]:
-    """Split ``"B-PER"`` into ("B", "PER") and ``"O"`` into ("O", None); raise CorpusError on an unknown prefix.
+def split_tag(tag: str, where: str | Path | None = None, line: int | None = None) -> tuple[str, str]:
+    """Split ``"B-PER"`` into ("B", "PER") and ``"O"`` into ("O", ""); CorpusError (file:line) on an unknown prefix.
 
     Args:
         tag: the tag string.
@@ -36,120 +37,46 @@ def split_tag(tag: str, where: str | Path | None = None, line: int | None = None
         line: the line or record number (for the message).
 
     Returns:
-        (prefix, entity type or None).
+        (prefix, entity type; "" for O).
     """
-    if tag == "O":
-        return "O", None
-    prefix, dash, label = tag.partition("-")
-    if not dash or prefix not in _PREFIXES or not label:
+    try:
+        prefix, label = labels.split_tag(tag)
+    except ValueError:
+        label = None
+        prefix = ""
+    if prefix == "O":
+        return "O", ""
+    if label is None:
         raise CorpusError(f"unknown tag {tag!r}: expected O or B-/I-/E-/S- followed by a type "
                           "(IOB1, IOB2 or BIOES)", where, line)
     return prefix, label
 
 
-def detect_scheme(tags: list[str]) -> str:
-    """Guess the tag scheme of a tag list: "BIOES" if E-/S- occur, "IOB1" if entities start with I- and B- only
-    separates adjacent entities of one type, else "IOB2"."""
-    prev_label = None
-    starts_with_i = 0
-    b_after_other = 0
-    for tag in tags:
-        prefix, _, label = tag.partition("-") if tag != "O" else ("O", "", None)
-        if prefix in ("E", "S"):
-            return "BIOES"
-        if prefix == "I" and label != prev_label:
-            starts_with_i += 1
-        if prefix == "B" and label != prev_label:
-            b_after_other += 1
-        prev_label = label if prefix != "O" else None
-    return "IOB1" if starts_with_i and not b_after_other else "IOB2"
-
-
 def tags_to_spans(
     tags: list[str], bounds: list[tuple[int, int]], report: ReadReport | None = None, where: str | Path | None = None,
-    lines: list[int] | None = None, scheme: str | None = None,
+    lines: list[int] | None = None, scheme: str = "IOB2",
 ) -> list[Span]:
-    """Decode word tags (IOB1, IOB2 or BIOES) into character spans.
+    """Decode word tags (IOB1, IOB2 or BIOES, read leniently by ``labels.tags_to_entities``) into spans.
 
     Args:
         tags: one tag per word.
         bounds: (start, end) character offsets per word.
-        report: where repairs are counted (IOB2 rule for a stray ``I-``/``E-``).
+        report: where entities starting with ``I-``/``E-`` are counted (IOB1 normalised, or IOB2-rule repairs).
         where: the file (for messages).
         lines: line numbers per word (for messages), if known.
-        scheme: "IOB1", "IOB2" or "BIOES"; detected when None.
+        scheme: the file's scheme ("IOB1", "IOB2" or "BIOES"), which only chooses the report's wording.
 
     Returns:
         The spans, in order.
     """
-    scheme = scheme or detect_scheme(tags)
-    spans: list[Span] = []
-    open_label: str | None = None
-    open_start = open_end = 0
-    repaired = 0
-
-    def close() -> None:
-        nonlocal open_label
-        if open_label is not None:
-            spans.append(Span(open_start, open_end, open_label))
-        open_label = None
-
     for i, tag in enumerate(tags):
-        prefix, label = split_tag(tag, where, lines[i] if lines else None)
-        start, end = bounds[i]
-        if prefix == "O":
-            close()
-            continue
-        continues = prefix in ("I", "E") and open_label == label
-        if not continues:
-            close()
-            if prefix in ("I", "E"):
-                repaired += 1
-            open_label, open_start = label, start
-        open_end = end
-        if prefix in ("E", "S"):
-            close()
-    close()
+        split_tag(tag, where, lines[i] if lines else None)
+    entities = labels.tags_to_entities(tags)
+    repaired = sum(tags[first][0] in "IE" for first, _, _ in entities)
     if repaired and report is not None:
-        if scheme == "IOB1":
-            report.note("repaired", IOB1_NOTE, str(where) if where else None, n=repaired)
-        elif scheme == "BIOES":
-            report.note("repaired", BIOES_REPAIR_NOTE, str(where) if where else None, n=repaired)
-        else:
-            report.note("repaired", REPAIR_NOTE, str(where) if where else None, n=repaired)
-    return spans
-
-
-def spans_to_tags(spans: list[Span], bounds: list[tuple[int, int]], scheme: str = "IOB2") -> tuple[list[str], int]:
-    """Encode flat spans as word tags.
-
-    Args:
-        spans: non-overlapping spans.
-        bounds: (start, end) character offsets per word, in order.
-        scheme: "IOB2" or "BIOES".
-
-    Returns:
-        (tags, number of spans whose edges fell inside a word — those are widened to whole words).
-    """
-    if scheme not in ("IOB2", "BIOES"):
-        raise ValueError(f"scheme must be 'IOB2' or 'BIOES', got {scheme!r}")
-    tags = ["O"] * len(bounds)
-    misaligned = 0
-    for span in spans:
-        words = [i for i, (s, e) in enumerate(bounds) if s < span.end and span.start < e]
-        if not words:
-            misaligned += 1
-            continue
-        if bounds[words[0]][0] != span.start or bounds[words[-1]][1] != span.end or span.fragments:
-            misaligned += 1
-        for k, i in enumerate(words):
-            tags[i] = ("B-" if k == 0 else "I-") + span.label
-        if scheme == "BIOES":
-            if len(words) == 1:
-                tags[words[0]] = "S-" + span.label
-            else:
-                tags[words[-1]] = "E-" + span.label
-    return tags, misaligned
+        note = {"IOB1": IOB1_NOTE, "BIOES": BIOES_REPAIR_NOTE}.get(scheme, REPAIR_NOTE)
+        report.note("repaired", note, str(where) if where else None, n=repaired)
+    return [Span(bounds[first][0], bounds[last][1], label) for first, last, label in entities]
 
 
 def tokens_to_document(
@@ -189,6 +116,7 @@ def tokens_to_document(
         sentence_bounds.append([first, len(bounds)])
     flat_tags = [t for sentence_tags in tags for t in sentence_tags]
     flat_lines = [x for sentence_lines in lines for x in sentence_lines] if lines else None
+    scheme = scheme or detect_scheme(tags)
     spans: list[Span] = []
     for first, last in sentence_bounds:  # an entity never crosses a sentence boundary
         spans.extend(tags_to_spans(flat_tags[first:last], bounds[first:last], report, where,
@@ -251,7 +179,11 @@ def read_conll(path: str | Path, report: ReadReport | None = None, doc_prefix: s
     if num_columns is None:
         raise CorpusError("no token lines (only blank lines and -DOCSTART-)", path)
 
-    scheme = detect_scheme([row[2] for doc in documents for sent in doc for row in sent])
+    for doc_sentences in documents:  # unknown prefixes are reported with their line before anything else
+        for sent in doc_sentences:
+            for row in sent:
+                split_tag(row[2], path, row[3])
+    scheme = detect_scheme([[row[2] for row in sent] for doc in documents for sent in doc])
     docs = []
     for n, doc_sentences in enumerate(documents, start=1):
         if not doc_sentences:
@@ -305,9 +237,10 @@ def format_conll(doc: Document, scheme: str = "IOB2", report: ReadReport | None 
         sentences = doc.meta.get("sentences") or [[0, len(bounds)]]
     else:
         bounds, sentences = _regex_tokens(doc)
-    tags, misaligned = spans_to_tags(doc.spans, bounds, scheme)
-    if misaligned and report is not None:
-        report.note("repaired", "spans not on token boundaries (widened to whole tokens)", doc.id, n=misaligned)
+    tags, inexact = labels.spans_to_word_tags(bounds, doc.spans, scheme)
+    if inexact and report is not None:
+        report.note("repaired", "spans not on token boundaries (written as the tokens they touch)", doc.id,
+                    n=len(inexact))
     sep = doc.meta.get("separator", "\t")
     columns = doc.meta.get("columns")
     if columns is not None and len(columns) != len(bounds):
