@@ -16,8 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING
 
-from cardioner.data.document import Span
+if TYPE_CHECKING:  # cardioner.data imports this module (CoNLL reader); Span is imported where it is built
+    from cardioner.data.document import Span
 
 SCHEMES = ("BIO", "BIOES")
 OUTSIDE = "O"
@@ -77,7 +80,7 @@ class Channel:
         if len(set(self.types)) != len(self.types):
             raise ValueError(f"duplicate entity types in channel: {list(self.types)}")
 
-    @property
+    @cached_property
     def tags(self) -> tuple[str, ...]:
         """All tags, ``O`` first (tag id = position)."""
         prefixes = _PREFIXES[self.scheme]
@@ -85,11 +88,11 @@ class Channel:
             return (OUTSIDE, *prefixes)
         return (OUTSIDE, *(f"{prefix}-{t}" for t in self.types for prefix in prefixes))
 
-    @property
+    @cached_property
     def id2label(self) -> dict[int, str]:
         return id2label(self.tags)
 
-    @property
+    @cached_property
     def label2id(self) -> dict[str, int]:
         return label2id(self.tags)
 
@@ -367,6 +370,8 @@ def word_tags_to_spans(
         tags: one typed tag per word (``O``, ``B-T``, ``I-T``; BIOES adds ``E-T``, ``S-T``).
         scheme: "BIO" or "BIOES" (checked; both decode with the same lenient rules).
     """
+    from cardioner.data.document import Span
+
     check_scheme(scheme)
     if len(tags) != len(word_offsets):
         raise ValueError(f"{len(tags)} tags for {len(word_offsets)} words")
