@@ -430,9 +430,12 @@ def repair_tags(tags: Sequence[str], scheme: str = "BIO") -> tuple[list[str], in
     return repaired, sum(a != b for a, b in zip(tags, repaired, strict=True))
 
 
-def detect_scheme(sequences: Iterable[Sequence[str]]) -> str:
-    """Guess the scheme of tag sequences: ``"BIOES"`` (E-/S- seen), ``"IOB1"`` (entities start with I- and B-
-    appears only right after the same type) or ``"IOB2"``."""
+def detect_scheme(sequences: Iterable[Sequence[str]] | Sequence[str]) -> str:
+    """Guess the scheme of tag sequences (or of one flat list of tags): ``"BIOES"`` (E-/S- seen), ``"IOB1"``
+    (entities start with I- and B- appears only right after the same type) or ``"IOB2"``."""
+    sequences = list(sequences)
+    if sequences and isinstance(sequences[0], str):
+        sequences = [sequences]
     starts_with_b = starts_with_i = False
     for tags in sequences:
         previous: tuple[str, str | None] = (OUTSIDE, None)
