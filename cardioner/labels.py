@@ -394,20 +394,13 @@ def iob1_to_iob2(tags: Sequence[str]) -> list[str]:
 
 
 def bioes_to_bio(tags: Sequence[str]) -> list[str]:
-    """BIOES -> BIO: ``S-T`` -> ``B-T``, ``E-T`` -> ``I-T`` (then repaired: a stray ``E-T`` starts an entity)."""
-    converted = []
-    for tag in tags:
-        prefix, entity_type = split_tag(tag)
-        if prefix == "S":
-            prefix = "B"
-        elif prefix == "E":
-            prefix = "I"
-        converted.append(OUTSIDE if prefix == OUTSIDE else _join(prefix, entity_type))
-    return repair_tags(converted, "BIO")[0]
+    """BIOES -> BIO (``S-T`` -> ``B-T``, ``E-T`` -> ``I-T``), reading imperfect sequences leniently (a stray
+    ``E-T`` after ``S-T`` is an entity of its own, so it becomes ``B-T``)."""
+    return entities_to_tags(len(tags), tags_to_entities(tags), "BIO")
 
 
 def bio_to_bioes(tags: Sequence[str]) -> list[str]:
-    """BIO -> BIOES, decoding leniently first (an ``I-T`` after O starts an entity)."""
+    """BIO -> BIOES, reading leniently (an ``I-T`` after O starts an entity)."""
     return entities_to_tags(len(tags), tags_to_entities(tags), "BIOES")
 
 
