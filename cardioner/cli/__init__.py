@@ -5,10 +5,12 @@ from __future__ import annotations
 import typer
 
 from cardioner.cli import convert as _convert
+from cardioner.cli import evaluate as _evaluate
+from cardioner.cli import predict as _predict
+from cardioner.cli import train as _train
 
 app = typer.Typer(name="cardioner", help="Named-entity recognisers on any Hugging Face encoder.",
                   no_args_is_help=True, add_completion=False)
-
 
 
 @app.callback()
@@ -16,6 +18,9 @@ def _root() -> None:
     """cardioner: train, evaluate, predict with and convert NER corpora."""
 
 
+app.command("train")(_train.train)
+app.command("evaluate")(_evaluate.evaluate)
+app.command("predict")(_predict.predict)
 app.command("convert")(_convert.convert)
 
 

@@ -1,0 +1,31 @@
+"""``cardioner evaluate``: score an exported model on an annotated corpus."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from cardioner.cli.common import run_or_exit, setup_logging
+
+
+def evaluate(
+    model: Annotated[str, typer.Option(help="exported model folder")],
+    data: Annotated[str, typer.Option(help="annotated corpus (brat folder, CoNLL, JSONL, HF dataset)")],
+    format: Annotated[Optional[str], typer.Option(help="brat | conll | jsonl | hf | tsv (default: detect)")] = None,
+    output: Annotated[Optional[str], typer.Option(help="write the scores as JSON here")] = None,
+    batch_size: Annotated[int, typer.Option(help="windows per batch")] = 32,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Span-level precision, recall and F1 per type (exact and overlap match) and the seqeval view."""
+    from cardioner.evaluation import format_table
+    from cardioner.inference import evaluate_path
+
+    setup_logging(verbose)
+    scores = run_or_exit(evaluate_path, model, data, format, output, batch_size)
+    typer.echo(format_table(scores))
+    micro, overlap = scores["micro"], scores["overlap"]["micro"]
+    typer.echo(f"\nexact match:   P {micro['precision']:.4f}  R {micro['recall']:.4f}  F1 {micro['f1']:.4f}")
+    typer.echo(f"overlap match: P {overlap['precision']:.4f}  R {overlap['recall']:.4f}  F1 {overlap['f1']:.4f}")
+    if "seqeval" in scores:
+        typer.echo(f"seqeval (strict IOB2, words): F1 {scores['seqeval']['micro']['f1']:.4f}")

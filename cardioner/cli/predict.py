@@ -1,0 +1,30 @@
+"""``cardioner predict``: annotate text files, a folder of them, or JSONL with an exported model."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from cardioner.cli.common import run_or_exit, setup_logging
+
+
+def predict(
+    model: Annotated[str, typer.Option(help="exported model folder")],
+    input: Annotated[str, typer.Option(help="a .txt file, a folder of .txt files, or JSONL (id, text)")],
+    output: Annotated[str, typer.Option(help="output folder (brat) or file (jsonl, tsv)")],
+    format: Annotated[str, typer.Option(help="brat | jsonl | tsv")] = "brat",
+    batch_size: Annotated[int, typer.Option(help="windows per batch")] = 32,
+    max_length: Annotated[Optional[int], typer.Option(help="window size in subwords (default: as trained)")] = None,
+    stride: Annotated[Optional[int], typer.Option(help="window overlap in subwords (default: as trained)")] = None,
+    show: Annotated[int, typer.Option(help="print this many predicted entities")] = 20,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Predict entities (Viterbi for CRF models; long documents in overlapping windows) and write them."""
+    from cardioner.inference import entity_table, predict_path
+
+    setup_logging(verbose)
+    docs = run_or_exit(predict_path, model, input, output, format, batch_size, max_length, stride)
+    total = sum(len(d.spans) for d in docs)
+    typer.echo(entity_table(docs, limit=show))
+    typer.echo(f"\n{total} entities in {len(docs)} documents written to {output} ({format})")

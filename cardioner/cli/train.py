@@ -1,0 +1,59 @@
+"""``cardioner train``: parse options into a Config and call run_training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cardioner.cli.common import parse_sets, run_or_exit, setup_logging
+
+
+def train(
+    config: Annotated[Optional[Path], typer.Option("--config", help="YAML config (sections data/model/training)")] = None,
+    train: Annotated[Optional[str], typer.Option(help="training corpus (brat folder, CoNLL, JSONL, HF dataset)")] = None,
+    dev: Annotated[Optional[str], typer.Option(help="dev corpus: model selection and early stopping")] = None,
+    test: Annotated[Optional[str], typer.Option(help="test corpus: scored once after training")] = None,
+    format: Annotated[Optional[str], typer.Option(help="brat | conll | jsonl | hf | tsv (default: detect)")] = None,
+    model: Annotated[Optional[str], typer.Option(help="backbone name or path; 'default' = bundled MiniLM")] = None,
+    output: Annotated[Optional[str], typer.Option(help="export folder")] = None,
+    crf: Annotated[Optional[bool], typer.Option("--crf/--no-crf", help="CRF over words (Viterbi decoding)")] = None,
+    head: Annotated[Optional[str], typer.Option(help="token head: linear | mlp | ...")] = None,
+    multilabel: Annotated[Optional[bool], typer.Option("--multilabel/--no-multilabel", help="overlapping entity types")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="maximum epochs")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="windows per batch")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="backbone learning rate")] = None,
+    max_length: Annotated[Optional[int], typer.Option(help="window size in subwords")] = None,
+    stride: Annotated[Optional[int], typer.Option(help="window overlap in subwords")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="random seed")] = None,
+    resume: Annotated[Optional[bool], typer.Option("--resume/--no-resume", help="resume from the last checkpoint")] = None,
+    log_with: Annotated[Optional[str], typer.Option(help="tensorboard | wandb | mlflow")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="any config key: --set training.layer_decay=0.9")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Train a model on annotated documents and export it as a model folder."""
+    from cardioner.config import load_config
+    from cardioner.training import run_training
+
+    setup_logging(verbose)
+    overrides = {
+        "data.train": train, "data.dev": dev, "data.test": test, "data.format": format, "model.model": model,
+        "training.output": output, "model.use_crf": crf, "model.head": head, "data.multilabel": multilabel,
+        "training.epochs": epochs, "training.batch_size": batch_size, "training.lr": lr,
+        "data.max_length": max_length, "data.stride": stride, "training.seed": seed, "training.resume": resume,
+        "training.log_with": log_with,
+    }
+    overrides.update(parse_sets(set_))
+    resolved = run_or_exit(load_config, config, overrides)
+    for key in ("train", "dev", "test"):
+        path = getattr(resolved.data, key)
+        if path is not None and not Path(path).exists():
+            typer.secho(f"error: --{key} {path}: no such file or folder", fg=typer.colors.RED, err=True)
+            raise typer.Exit(1)
+    result, path = run_or_exit(run_training, resolved)
+    summary = {"best_epoch": result.best_epoch, "dev_f1": (result.dev_metrics or {}).get("micro", {}).get("f1"),
+               "test_f1": (result.test_metrics or {}).get("micro", {}).get("f1"),
+               "train_samples_per_second": round(result.train_samples_per_second, 2), "output": str(path) if path else None}
+    typer.echo(json.dumps(summary, indent=2))

@@ -1,0 +1,113 @@
+"""Documents in, spans out: prediction and evaluation with an exported model, on documents of any length."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from cardioner.data.common import atomic_path, progress, read_text
+from cardioner.data.document import CorpusError, Document
+
+logger = logging.getLogger("cardioner")
+
+PREDICT_FORMATS = ("brat", "jsonl", "tsv")
+
+
+def load_predictor(model_dir: str | Path, max_length: int | None = None, stride: int | None = None):
+    """(model, task) for an export: the installed package's classes, windows as the model was trained."""
+    from cardioner.export import load_model
+    from cardioner.task import Task
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise ValueError(f"--model {model_dir}: not an exported model folder (no config.json)")
+    model, tokenizer = load_model(model_dir)
+    model.eval()
+    return model, Task.from_model(model, tokenizer, max_length=max_length, stride=stride)
+
+
+def read_inputs(path: str | Path) -> list[Document]:
+    """Documents to annotate: a ``.txt`` file, a folder of them (recursive), or JSONL with ``id`` and ``text``.
+
+    Texts are read exactly as stored (no newline translation, BOM kept), so offsets index the file.
+    """
+    from cardioner.data.common import relative_id
+    from cardioner.data.jsonl import read_jsonl
+
+    path = Path(path)
+    if not path.exists():
+        raise CorpusError("no such file or folder", path)
+    if path.is_file() and path.suffix in (".jsonl", ".json"):
+        return read_jsonl(path)
+    if path.is_file():
+        return [Document(path.stem, read_text(path, allow_empty=True), [], {"path": str(path)})]
+    files = sorted(path.rglob("*.txt"))
+    if not files:
+        raise CorpusError("no .txt files in the folder", path)
+    return [Document(relative_id(f, path, ".txt"), read_text(f, allow_empty=True), [], {"path": str(f)})
+            for f in progress(files, "reading")]
+
+
+def write_predictions(docs: list[Document], output: str | Path, format: str) -> Path:
+    """Write predicted documents as brat (NAME.txt + NAME.ann per document), JSONL or MultiCardioNER TSV."""
+    from cardioner.data.io import write_corpus
+
+    if format not in PREDICT_FORMATS:
+        raise ValueError(f"--format must be one of {', '.join(PREDICT_FORMATS)}, got {format!r}")
+    output = Path(output)
+    write_corpus(docs, output, format)
+    return output
+
+
+def predict_path(model_dir: str | Path, input: str | Path, output: str | Path, format: str = "brat",
+                 batch_size: int = 32, max_length: int | None = None, stride: int | None = None) -> list[Document]:
+    """Annotate ``input`` with the model in ``model_dir`` and write the predictions to ``output``.
+
+    Returns:
+        The predicted documents.
+    """
+    if format not in PREDICT_FORMATS:
+        raise ValueError(f"--format must be one of {', '.join(PREDICT_FORMATS)}, got {format!r}")
+    docs = read_inputs(input)
+    model, task = load_predictor(model_dir, max_length, stride)
+    predicted = task.predict(model, docs, batch_size=batch_size)
+    write_predictions(predicted, output, format)
+    return predicted
+
+
+def evaluate_path(model_dir: str | Path, data: str | Path, format: str | None = None,
+                  output: str | Path | None = None, batch_size: int = 32) -> dict:
+    """Score the model in ``model_dir`` on the annotated corpus ``data`` (span-level; seqeval view).
+
+    Returns:
+        The scores (exact match at the top level, ``overlap`` and ``seqeval`` inside).
+    """
+    from cardioner.data.io import read_corpus
+
+    docs, report = read_corpus(data, format=format)
+    logger.info("%s", report.summary().replace("\n", "; "))
+    if not docs:
+        raise ValueError(f"--data {data}: no documents")
+    model, task = load_predictor(model_dir)
+    unknown = sorted({s.label for d in docs for s in d.spans} - set(task.labels.types))
+    if unknown:
+        logger.warning("labels the model does not know (scored as misses): %s", ", ".join(unknown))
+    scores = task.evaluate(model, docs, "eval", batch_size=batch_size)["scores"]
+    if output is not None:
+        with atomic_path(output) as temporary:
+            Path(temporary).write_text(json.dumps(scores, indent=2), encoding="utf-8")
+    return scores
+
+
+def entity_table(docs: list[Document], limit: int = 30) -> str:
+    """A plain-text table of predicted entities: document, start, end, label, text."""
+    rows = [(d.id, s.start, s.end, s.label, d.text[s.start : s.end].replace("\n", " "))
+            for d in docs for s in d.spans]
+    width = max([len("document")] + [len(r[0]) for r in rows[:limit]])
+    label_width = max([len("label")] + [len(r[3]) for r in rows[:limit]])
+    lines = [f"{'document':<{width}}  {'start':>6}  {'end':>6}  {'label':<{label_width}}  text"]
+    lines += [f"{d:<{width}}  {s:>6}  {e:>6}  {label:<{label_width}}  {text}" for d, s, e, label, text in rows[:limit]]
+    if len(rows) > limit:
+        lines.append(f"... {len(rows) - limit} more")
+    return "\n".join(lines)

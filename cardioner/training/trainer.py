@@ -1,0 +1,296 @@
+"""ModelTrainer: documents in, a trained model and its scores out, on one Accelerate loop.
+
+The loop in ``_fit`` reads top to bottom: for each epoch, for each batch: forward, backward (accumulated),
+clip, step, schedule; then evaluate on dev, keep the best weights, stop early. Test data is scored once, after
+training, with the weights chosen on dev.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from safetensors.torch import load_model as load_safetensors_model
+from safetensors.torch import save_model as save_safetensors_model
+from tqdm.auto import tqdm
+
+from cardioner.config import Config
+from cardioner.data.document import Document
+from cardioner.training.optim import build_optimizer, build_scheduler, describe_groups, parameter_groups
+from cardioner.training.sampling import LengthGroupedBatchSampler
+
+logger = logging.getLogger("cardioner")
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced (scores are span-level, exact match, micro-averaged unless stated)."""
+
+    history: list[dict] = field(default_factory=list)  # one row per epoch: losses, dev scores, lrs, seconds
+    best_epoch: int = 0
+    dev_metrics: dict | None = None
+    test_metrics: dict | None = None
+    train_seconds: float = 0.0
+    train_samples_per_second: float = 0.0  # windows per second over the training steps (evaluation excluded)
+    stopped_early: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ModelTrainer:
+    """Train a cardioner model from documents.
+
+    Args:
+        config: the resolved Config (data / model / training sections).
+    """
+
+    def __init__(self, config: Config):
+        from cardioner.task import Task  # the glue shared by training, evaluation and prediction
+
+        self.config = config
+        self.task: Task | None = None
+        self.model = None
+        self.result: TrainResult | None = None
+        self._task_class = Task
+
+    # ------------------------------------------------------------------ public API
+    def train(
+        self,
+        train_docs: list[Document],
+        dev_docs: list[Document] | None = None,
+        test_docs: list[Document] | None = None,
+    ) -> TrainResult:
+        """Train on ``train_docs``, select on ``dev_docs``, score ``test_docs`` once at the end."""
+        config = self.config
+        set_seed(config.training.seed)
+        self.task = self._task_class.from_config(config, train_docs, dev_docs, test_docs)
+        self.model = self.task.build_model(train_docs)
+        self.result = self._fit(train_docs, dev_docs, test_docs)
+        return self.result
+
+    def save(self, output_dir: str | Path) -> Path:
+        """Export the trained model folder (atomically) with its config, metrics, curves and model card."""
+        if self.model is None or self.task is None or self.result is None:
+            raise RuntimeError("ModelTrainer.save() called before train()")
+        from cardioner.export import save_model
+        from cardioner.plots import plot_learning_curves
+
+        result = self.result
+        metrics = {"dev": result.dev_metrics, "test": result.test_metrics, "best_epoch": result.best_epoch,
+                   "train_seconds": result.train_seconds,
+                   "train_samples_per_second": result.train_samples_per_second}
+
+        def extra(folder: Path) -> None:
+            (folder / "history.json").write_text(json.dumps(result.history, indent=2), encoding="utf-8")
+            if result.history:
+                plot_learning_curves(result.history, folder / "learning_curves.png",
+                                     title=f"{self.config.model.model} — {self.config.model.head}"
+                                     + (" + CRF" if self.config.model.use_crf else ""))
+
+        path = save_model(
+            self.model, self.task.tokenizer, output_dir,
+            training_config=self.config.to_dict(), metrics=metrics,
+            card=self.task.card_info(result), extra_files=extra,
+        )
+        checkpoint_dir = self._checkpoint_dir()
+        if checkpoint_dir is not None and Path(output_dir).resolve() == Path(self.config.training.output).resolve():
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the export is complete: checkpoints are spent
+        return path
+
+    # ------------------------------------------------------------------ the loop
+    def _fit(self, train_docs, dev_docs, test_docs) -> TrainResult:
+        config, task, model = self.config.training, self.task, self.model
+        checkpoint_dir = self._checkpoint_dir()
+        accelerator = Accelerator(
+            mixed_precision=config.mixed_precision,
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
+            log_with=config.log_with,
+            project_dir=str(checkpoint_dir) if checkpoint_dir else None,
+        )
+        train_windows = task.encode(train_docs, "train")
+        if not train_windows:
+            raise ValueError("the training corpus produced no windows (no text?)")
+        sampler = LengthGroupedBatchSampler(
+            [len(w["input_ids"]) for w in train_windows], config.batch_size, config.seed, config.group_by_length
+        )
+        loader = torch.utils.data.DataLoader(train_windows, batch_sampler=sampler, collate_fn=task.collate)
+        steps_per_epoch = math.ceil(len(loader) / config.gradient_accumulation_steps)
+        total_steps = steps_per_epoch * config.epochs
+        if config.max_steps:
+            total_steps = min(total_steps, config.max_steps)
+        optimizer = build_optimizer(parameter_groups(model, config), config)
+        scheduler = build_scheduler(optimizer, config, total_steps, steps_per_epoch)
+        model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+        if config.log_with:
+            accelerator.init_trackers("cardioner", config=_flat(self.config.to_dict()))
+
+        state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "history": [], "best_score": None,
+                 "best_epoch": 0, "bad_epochs": 0, "train_seconds": 0.0, "train_windows_seen": 0,
+                 "epoch_loss_sum": 0.0, "epoch_loss_count": 0}
+        if config.resume:
+            state = self._resume(accelerator, checkpoint_dir, state)
+        result = TrainResult()
+        stop = False
+        for epoch in range(state["epoch"], config.epochs):
+            model.train()
+            task.on_epoch_start(model, epoch)
+            loader.set_epoch(epoch)
+            batches = accelerator.skip_first_batches(loader, state["step_in_epoch"]) if state["step_in_epoch"] else loader
+            if batches is not loader:
+                batches.set_epoch(epoch)
+            progress = tqdm(total=len(loader), initial=state["step_in_epoch"], desc=f"epoch {epoch + 1}/{config.epochs}",
+                            disable=not accelerator.is_local_main_process, leave=False)
+            started = time.perf_counter()
+            for batch in batches:
+                with accelerator.accumulate(model):
+                    loss = model(**batch).loss
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and config.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad()
+                state["step_in_epoch"] += 1
+                state["train_windows_seen"] += int(batch["input_ids"].shape[0])
+                state["epoch_loss_sum"] += float(loss.detach())
+                state["epoch_loss_count"] += 1
+                progress.update(1)
+                progress.set_postfix(loss=f"{state['epoch_loss_sum'] / state['epoch_loss_count']:.4f}")
+                if accelerator.sync_gradients:
+                    state["global_step"] += 1
+                    if config.checkpoint_steps and state["global_step"] % config.checkpoint_steps == 0:
+                        state["train_seconds"] += time.perf_counter() - started
+                        started = time.perf_counter()
+                        self._checkpoint(accelerator, checkpoint_dir, state)
+                    if config.max_steps and state["global_step"] >= config.max_steps:
+                        stop = True
+                        break
+            progress.close()
+            state["train_seconds"] += time.perf_counter() - started
+            row = {"epoch": epoch + 1, "global_step": state["global_step"],
+                   "train_loss": state["epoch_loss_sum"] / max(state["epoch_loss_count"], 1),
+                   "lr": {g.get("name", str(i)): g["lr"] for i, g in enumerate(optimizer.param_groups)},
+                   "parameter_groups": describe_groups(optimizer)}
+            if dev_docs:
+                dev = task.evaluate(accelerator.unwrap_model(model), dev_docs, "dev")
+                row.update({"dev_loss": dev["loss"], "dev_f1": dev["scores"]["micro"]["f1"],
+                            "dev_scores": dev["scores"]})
+                score = _selection_score(dev["scores"], config.metric)
+            else:
+                score = -row["train_loss"]
+            improved = state["best_score"] is None or score > state["best_score"] + config.min_delta
+            if improved:
+                state["best_score"], state["best_epoch"], state["bad_epochs"] = score, epoch + 1, 0
+                self._save_best(accelerator, model, checkpoint_dir)
+            else:
+                state["bad_epochs"] += 1
+            state["history"].append(row)
+            logger.info("epoch %d: train loss %.4f%s", epoch + 1, row["train_loss"],
+                        f", dev F1 {row['dev_f1']:.4f}" if "dev_f1" in row else "")
+            if config.log_with:
+                accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=epoch + 1)
+            state.update(epoch=epoch + 1, step_in_epoch=0, epoch_loss_sum=0.0, epoch_loss_count=0)
+            if config.patience and state["bad_epochs"] >= config.patience and epoch + 1 >= config.min_epochs:
+                result.stopped_early = True
+                stop = True
+            self._checkpoint(accelerator, checkpoint_dir, state)
+            if stop:
+                break
+
+        model = accelerator.unwrap_model(model)
+        self._load_best(model, checkpoint_dir)
+        self.model = model
+        result.history = state["history"]
+        result.best_epoch = state["best_epoch"]
+        result.train_seconds = state["train_seconds"]
+        result.train_samples_per_second = state["train_windows_seen"] / max(state["train_seconds"], 1e-9)
+        if dev_docs:
+            result.dev_metrics = task.evaluate(model, dev_docs, "dev")["scores"]
+        if test_docs:
+            result.test_metrics = task.evaluate(model, test_docs, "test")["scores"]
+        if config.log_with:
+            accelerator.end_training()
+        return result
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint_dir(self) -> Path | None:
+        output = self.config.training.output
+        if not output:
+            return None
+        output = Path(output)
+        return output.parent / (output.name + ".checkpoints")
+
+    def _checkpoint(self, accelerator: Accelerator, checkpoint_dir: Path | None, state: dict) -> None:
+        """Save model/optimiser/scheduler/RNG states and the loop state; written to a temporary name, then renamed."""
+        if checkpoint_dir is None:
+            return
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        final = checkpoint_dir / f"step_{state['global_step']:08d}_{state['epoch']:03d}_{state['step_in_epoch']:06d}"
+        temporary = checkpoint_dir / (final.name + ".tmp")
+        shutil.rmtree(temporary, ignore_errors=True)
+        accelerator.save_state(str(temporary))
+        (temporary / "trainer_state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
+        shutil.rmtree(final, ignore_errors=True)
+        temporary.rename(final)
+        for old in sorted(p for p in checkpoint_dir.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp"))[:-2]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def _resume(self, accelerator: Accelerator, checkpoint_dir: Path | None, state: dict) -> dict:
+        if checkpoint_dir is None:
+            raise ValueError("--resume needs --output (checkpoints live next to the output folder)")
+        candidates = sorted(p for p in checkpoint_dir.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp"))
+        if not candidates:
+            logger.warning("--resume: no checkpoint in %s; starting from scratch", checkpoint_dir)
+            return state
+        latest = candidates[-1]
+        accelerator.load_state(str(latest))
+        loaded = json.loads((latest / "trainer_state.json").read_text(encoding="utf-8"))
+        logger.info("resumed from %s (epoch %d, step %d)", latest, loaded["epoch"], loaded["global_step"])
+        return loaded
+
+    def _save_best(self, accelerator: Accelerator, model, checkpoint_dir: Path | None) -> None:
+        unwrapped = accelerator.unwrap_model(model)
+        if checkpoint_dir is None:
+            self._best_state = {k: v.detach().clone() for k, v in unwrapped.state_dict().items()}
+            return
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        temporary = checkpoint_dir / "best.safetensors.tmp"
+        save_safetensors_model(unwrapped, str(temporary))
+        temporary.replace(checkpoint_dir / "best.safetensors")
+
+    def _load_best(self, model, checkpoint_dir: Path | None) -> None:
+        if checkpoint_dir is None:
+            if getattr(self, "_best_state", None) is not None:
+                model.load_state_dict(self._best_state)
+            return
+        best = checkpoint_dir / "best.safetensors"
+        if best.exists():
+            load_safetensors_model(model, str(best))
+
+
+def _selection_score(scores: dict, metric: str) -> float:
+    if metric == "macro_f1":
+        return scores["macro"]["f1"]
+    if metric == "overlap_f1":
+        return scores.get("overlap", {}).get("micro", {}).get("f1", scores["micro"]["f1"])
+    return scores["micro"][metric]
+
+
+def _flat(nested: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in nested.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flat(value, name + "."))
+        else:
+            flat[name] = value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
+    return flat
