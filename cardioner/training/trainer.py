@@ -51,15 +51,18 @@ class ModelTrainer:
 
     Args:
         config: the resolved Config (data / model / training sections).
+        on_epoch_end: called with each epoch's history row (epoch, train_loss, dev_f1, ...) after the dev
+            evaluation; it may raise to stop training (e.g. ``optuna.TrialPruned``), after the checkpoint.
     """
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, on_epoch_end=None):
         from cardioner.task import Task  # the glue shared by training, evaluation and prediction
 
         self.config = config
         self.task: Task | None = None
         self.model = None
         self.result: TrainResult | None = None
+        self.on_epoch_end = on_epoch_end
         self._task_class = Task
 
     # ------------------------------------------------------------------ public API
@@ -203,6 +206,8 @@ class ModelTrainer:
                 result.stopped_early = True
                 stop = True
             self._checkpoint(accelerator, checkpoint_dir, state)
+            if self.on_epoch_end is not None:
+                self.on_epoch_end(row)
             if stop:
                 break
 
