@@ -950,8 +950,7 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
                 & (tag_type[own_tags] == tag_type[next_tags])
             )
             gap_tags = torch.where(spans, next_tags, torch.full_like(next_tags, self._outside_tag))
-            gap = words.gap & (words.word_index >= 0)
-            logits = torch.where(gap[..., None], force_argmax(emissions, gap_tags), logits)
+            logits = torch.where(words.gap[..., None], force_argmax(emissions, gap_tags), logits)
         return logits
 
 

@@ -1,0 +1,236 @@
+"""Export a trained model as an ordinary Hugging Face folder, and load one back with cardioner's own classes.
+
+The folder (DESIGN.md §5) loads anywhere with
+``AutoModelForTokenClassification.from_pretrained(path, trust_remote_code=True)``: config.json carries the
+backbone config and an ``auto_map`` onto the byte-identical copy of ``cardioner/modeling.py`` saved next to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import uuid
+import warnings
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+from transformers import AutoTokenizer
+
+from cardioner import modeling
+
+MODELING_FILE = "modeling.py"
+
+
+def modeling_source() -> bytes:
+    """The bytes of the installed cardioner/modeling.py (what every export carries)."""
+    return Path(modeling.__file__).read_bytes()
+
+
+def cardioner_version() -> str:
+    try:
+        return metadata.version("cardioner")
+    except metadata.PackageNotFoundError:
+        import cardioner
+
+        return str(getattr(cardioner, "__version__", "unknown"))
+
+
+def save_model(
+    model: modeling.CardioNERPreTrainedModel,
+    tokenizer,
+    output_dir: str | Path,
+    training_config: dict | None = None,
+    metrics: dict | None = None,
+    card: dict | None = None,
+) -> Path:
+    """Write an export folder; it appears at ``output_dir`` only once complete (an old one is replaced then).
+
+    Args:
+        model: a cardioner model (TokenClassificationModel, TokenClassificationModelCRF, ...).
+        tokenizer: its fast tokenizer.
+        output_dir: the folder to create or replace.
+        training_config: the resolved training configuration (written to training_config.yaml).
+        metrics: dev/test scores (written to metrics.json and summarised in the model card).
+        card: extra model-card fields: "title", "description", "data", "citation", "base_model", "language".
+
+    Returns:
+        the folder.
+    """
+    if not isinstance(model, modeling.CardioNERPreTrainedModel):
+        raise TypeError(f"save_model expects a cardioner model, got {type(model).__name__}")
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"output_dir exists and is not a folder: {output_dir}")
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    source = modeling_source()
+    config = model.config
+    config.auto_map = {
+        "AutoConfig": "modeling.CardioNERConfig",
+        "AutoModelForTokenClassification": f"modeling.{type(model).__name__}",
+    }
+    config.cardioner_version = cardioner_version()
+    config.modeling_sha256 = hashlib.sha256(source).hexdigest()
+
+    staging = output_dir.parent / f".{output_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        (staging / MODELING_FILE).write_bytes(source)
+        (staging / "training_config.yaml").write_text(
+            yaml.safe_dump(training_config or {}, sort_keys=False, allow_unicode=True), encoding="utf-8"
+        )
+        (staging / "metrics.json").write_text(json.dumps(metrics or {}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (staging / "README.md").write_text(model_card(model, metrics or {}, card or {}), encoding="utf-8")
+        _replace_folder(staging, output_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return output_dir
+
+
+def _replace_folder(staging: Path, output_dir: Path) -> None:
+    """Move ``staging`` to ``output_dir``; an existing folder is moved aside first and deleted after."""
+    if not output_dir.exists():
+        staging.rename(output_dir)
+        return
+    backup = output_dir.parent / f".{output_dir.name}.old-{uuid.uuid4().hex[:8]}"
+    output_dir.rename(backup)
+    try:
+        staging.rename(output_dir)
+    except BaseException:
+        backup.rename(output_dir)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def load_model(path: str | Path):
+    """Load an export with the installed cardioner classes; no code from the folder is executed.
+
+    Warns when the folder's modeling.py differs from the installed one (the weights still load when the
+    parameter names match).
+
+    Args:
+        path: an export folder written by ``save_model``.
+
+    Returns:
+        (model in eval mode, tokenizer).
+    """
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"no config.json in {path}: not a model folder")
+    config = modeling.CardioNERConfig.from_pretrained(path)
+    installed = hashlib.sha256(modeling_source()).hexdigest()
+    saved = getattr(config, "modeling_sha256", None)
+    copied = path / MODELING_FILE
+    folder_sha = hashlib.sha256(copied.read_bytes()).hexdigest() if copied.is_file() else None
+    if folder_sha is not None and saved is not None and folder_sha != saved:
+        warnings.warn(f"{copied} does not match the sha256 in its config.json (edited after export?)", stacklevel=2)
+    if (folder_sha or saved) != installed:
+        warnings.warn(
+            f"{path} was exported with another modeling.py (cardioner {getattr(config, 'cardioner_version', '?')}); "
+            "loading it with the installed classes",
+            stacklevel=2,
+        )
+    model_class = _model_class(config)
+    model, info = model_class.from_pretrained(path, config=config, output_loading_info=True)
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        raise ValueError(f"{path}: weights missing for {len(missing)} parameters, e.g. {missing[:5]}")
+    tokenizer = AutoTokenizer.from_pretrained(path, config=config)  # given the config, no code is looked up
+    return model.eval(), tokenizer
+
+
+def _model_class(config: modeling.CardioNERConfig) -> type[modeling.CardioNERPreTrainedModel]:
+    names = list(getattr(config, "architectures", None) or [])
+    for name in names:
+        candidate = getattr(modeling, name, None)
+        if isinstance(candidate, type) and issubclass(candidate, modeling.CardioNERPreTrainedModel):
+            return candidate
+    if names:
+        raise ValueError(f"unknown cardioner architecture {names}; this cardioner is {cardioner_version()}")
+    return modeling.TokenClassificationModelCRF if config.use_crf else modeling.TokenClassificationModel
+
+
+def model_card(model: modeling.CardioNERPreTrainedModel, metrics: dict, card: dict) -> str:
+    """README.md of an export: labels, data, scores, how to load, how to cite."""
+    config = model.config
+    labels = [config.id2label[index] for index in range(config.num_labels)]
+    entity_types = sorted({modeling.split_tag(label)[1] for label in labels if label != "O"} - {""})
+    title = card.get("title", "cardioner token-classification model")
+    base_model = card.get("base_model") or (config.backbone_config or {}).get("_name_or_path") or ""
+    front = ["---", "library_name: transformers", "pipeline_tag: token-classification", "tags:", "- cardioner", "- ner"]
+    if base_model:
+        front.append(f"base_model: {base_model}")
+    if card.get("language"):
+        front.append(f"language: {card['language']}")
+    front.append("---")
+    decoder = "CRF (Viterbi decoding)" if config.use_crf else "softmax"
+    lines = [
+        *front,
+        "",
+        f"# {title}",
+        "",
+        card.get("description", "A named-entity recogniser trained with cardioner."),
+        "",
+        f"- backbone: `{(config.backbone_config or {}).get('model_type', '?')}`{f' ({base_model})' if base_model else ''}",
+        f"- head: `{config.head}`, decoder: {decoder}",
+        f"- entity types: {', '.join(entity_types) if entity_types else '-'}",
+        f"- labels: {', '.join(f'`{label}`' for label in labels)}",
+        f"- cardioner {getattr(config, 'cardioner_version', '?')}",
+        "",
+    ]
+    if card.get("data"):
+        lines += ["## Data", "", str(card["data"]), ""]
+    lines += ["## Scores", ""]
+    lines += _metrics_table(metrics) if metrics else ["No scores were recorded.", ""]
+    lines += [
+        "## Usage",
+        "",
+        "With transformers only (no cardioner needed; the model code is `modeling.py` in this folder):",
+        "",
+        "```python",
+        "from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline",
+        "",
+        'model = AutoModelForTokenClassification.from_pretrained("PATH", trust_remote_code=True)',
+        'tokenizer = AutoTokenizer.from_pretrained("PATH", trust_remote_code=True)  # reads the config, too',
+        'ner = pipeline("token-classification", model=model, tokenizer=tokenizer, aggregation_strategy="simple")',
+        'ner("The patient was admitted with acute myocardial infarction.")',
+        "```",
+        "",
+        "The pipeline returns whole words"
+        + (", decoded with the CRF (Viterbi path)" if config.use_crf else "")
+        + "; `model.decode(input_ids, attention_mask)` gives the tag ids per word, "
+        "and `model(...).emissions` the raw head scores.",
+        "Loading without `trust_remote_code=True` fails: the architecture is defined in `modeling.py`.",
+        "",
+        "With cardioner (uses the installed classes, executes nothing from the folder):",
+        "",
+        "```python",
+        "import cardioner",
+        "",
+        'model, tokenizer = cardioner.load_model("PATH")',
+        "```",
+        "",
+        "Long documents: the pipeline truncates at the backbone's limit; cardioner's `predict` cuts windows "
+        "at word boundaries and merges them.",
+        "",
+    ]
+    if card.get("citation"):
+        lines += ["## Citation", "", "```bibtex", str(card["citation"]).strip(), "```", ""]
+    return "\n".join(lines)
+
+
+def _metrics_table(metrics: dict) -> list[str]:
+    rows = []
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), inner)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            rows.append(f"| {prefix} | {value:.4f} |" if isinstance(value, float) else f"| {prefix} | {value} |")
+
+    walk("", metrics)
+    return ["| metric | value |", "|---|---|", *rows, ""] if rows else ["No numeric scores were recorded.", ""]
