@@ -234,7 +234,8 @@ def align_spans(word_offsets: Sequence[tuple[int, int]], spans: Iterable[Span]) 
     sequence: the earlier (then longer) one is kept and the other reported.
 
     Args:
-        word_offsets: (start, end) character span of each word, in text order, non-overlapping.
+        word_offsets: (start, end) character span of each word, in text order, non-overlapping; blank words
+            (start == end) are allowed and never match a span edge.
         spans: the spans of one channel.
 
     Returns:
@@ -242,8 +243,12 @@ def align_spans(word_offsets: Sequence[tuple[int, int]], spans: Iterable[Span]) 
     """
     starts = [s for s, _ in word_offsets]
     ends = [e for _, e in word_offsets]
-    start_index = {s: i for i, s in enumerate(starts)}
-    end_index = {e: i for i, e in enumerate(ends)}
+    start_index: dict[int, int] = {}  # character -> first (non-blank) word starting there
+    end_index: dict[int, int] = {}  # character -> last (non-blank) word ending there
+    for i, (s, e) in enumerate(word_offsets):
+        if s < e:
+            start_index.setdefault(s, i)
+            end_index[e] = i
     taken = [False] * len(word_offsets)
     entities: list[tuple[int, int, str]] = []
     problems: list[tuple[Span, str]] = []
@@ -365,6 +370,9 @@ def word_tags_to_spans(
 ) -> list[Span]:
     """Spans with character offsets from typed word tags (lenient decoding, see ``tags_to_entities``).
 
+    A *blank* word — empty character span, e.g. an unknown piece made only of whitespace — never starts or
+    ends a span; an entity made only of blank words gives no span.
+
     Args:
         word_offsets: (start, end) character span of each word.
         tags: one typed tag per word (``O``, ``B-T``, ``I-T``; BIOES adds ``E-T``, ``S-T``).
@@ -378,10 +386,15 @@ def word_tags_to_spans(
     for tag in tags:
         if split_tag(tag)[0] != OUTSIDE and split_tag(tag)[1] is None:
             raise ValueError(f"untyped tag {tag!r}: word_tags_to_spans needs typed tags (B-T)")
-    return [
-        Span(word_offsets[first][0], word_offsets[last][1], label)
-        for first, last, label in tags_to_entities(tags)
-    ]
+    spans = []
+    for first, last, label in tags_to_entities(tags):
+        while first <= last and word_offsets[first][0] >= word_offsets[first][1]:
+            first += 1  # a blank word (empty character span) never starts a span...
+        while last >= first and word_offsets[last][0] >= word_offsets[last][1]:
+            last -= 1  # ...nor ends one
+        if first <= last:
+            spans.append(Span(word_offsets[first][0], word_offsets[last][1], label))
+    return spans
 
 
 # ---------------------------------------------------------------------------------------------------------
