@@ -296,7 +296,7 @@ class CRF(nn.Module):
             (channel) of lists of tag ids.
         """
         mask = self._check(emissions, mask)
-        paths = self.viterbi_tags(emissions, mask)  # shape: (rows, seq_len)
+        paths = self._viterbi_rows(emissions, mask)  # shape: (batch [* channels], seq_len)
         lengths = mask.sum(1).tolist()
         rows = paths.tolist()
         if self.num_channels is None:
@@ -313,9 +313,7 @@ class CRF(nn.Module):
             long tensor (batch, seq_len), or (batch, seq_len, num_channels); values at padding are arbitrary.
         """
         mask = self._check(emissions, mask)
-        with torch.no_grad():
-            flat_emissions, flat_mask, start, transitions, end = self._flatten(emissions.detach(), mask)
-            paths = _viterbi(flat_emissions, flat_mask, start, transitions, end)  # shape: (rows, seq_len)
+        paths = self._viterbi_rows(emissions, mask)  # shape: (batch [* channels], seq_len)
         return paths if self.num_channels is None else self._unfold_channels(paths, emissions.shape[0])
 
     def marginals(self, emissions: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -341,6 +339,11 @@ class CRF(nn.Module):
         return probabilities.view(batch, self.num_channels, seq_len, self.num_tags).transpose(1, 2)
 
     # -- helpers ----------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _viterbi_rows(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        flat_emissions, flat_mask, start, transitions, end = self._flatten(emissions.detach(), mask)
+        return _viterbi(flat_emissions, flat_mask, start, transitions, end)  # shape: (rows, seq_len)
 
     def _check(self, emissions: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         expected_dim = 3 if self.num_channels is None else 4
