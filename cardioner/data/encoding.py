@@ -152,6 +152,10 @@ class Encoder:
     ):
         if not getattr(tokenizer, "is_fast", False):
             raise ValueError(f"cardioner needs a fast tokenizer (offsets); got {type(tokenizer).__name__}")
+        if isinstance(labels, str):
+            raise ValueError(
+                f"labels must be a LabelSet or a list of entity types, not the string {labels!r}"
+            )
         if not isinstance(labels, LabelSet):
             labels = LabelSet.flat(labels, scheme or "BIO")
         elif scheme is not None and check_scheme(scheme) != labels.scheme:
@@ -446,7 +450,7 @@ def collate(windows: Sequence[dict], pad_token_id: int) -> dict[str, torch.Tenso
                 [list(w[key]) + [pad] * (length - len(w[key])) for w in windows], dtype=torch.long
             )  # shape: (batch, seq_len)
     if "labels" in windows[0]:
-        first = windows[0]["labels"][0] if windows[0]["labels"] else IGNORE_INDEX
+        first = next((w["labels"][0] for w in windows if w["labels"]), IGNORE_INDEX)
         pad = [IGNORE_INDEX] * len(first) if isinstance(first, (list, tuple)) else IGNORE_INDEX
         batch["labels"] = torch.tensor(
             [list(w["labels"]) + [pad] * (length - len(w["labels"])) for w in windows], dtype=torch.long
