@@ -1,0 +1,159 @@
+"""The token-classification models of modeling.py on a tiny BERT: losses, decoding, pipeline logits, imports."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tiny import tiny_backbone
+from transformers import AutoModel, AutoTokenizer
+
+from cardioner.modeling import (
+    CardioNERConfig,
+    TokenClassificationModel,
+    TokenClassificationModelCRF,
+    gather_positions,
+    gather_rows,
+)
+
+ID2LABEL = {0: "O", 1: "B-DIS", 2: "I-DIS", 3: "B-DRUG", 4: "I-DRUG"}
+TEXTS = ["The patient was admitted with acute myocardial infarction.", "Aspirin 100 mg daily; heparin stopped."]
+MODELING_PATH = Path(__file__).parents[1] / "cardioner" / "modeling.py"
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory):
+    path = tiny_backbone("bert", tmp_path_factory.mktemp("backbones"))
+    return path, AutoTokenizer.from_pretrained(path)
+
+
+def batch_with_labels(model, tokenizer, seed: int = 0):
+    encoding = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    words = model._words(encoding["input_ids"], encoding["attention_mask"])
+    generator = torch.Generator().manual_seed(seed)
+    tags = torch.randint(0, len(ID2LABEL), words.word_start.shape, generator=generator)
+    labels = torch.where(words.word_start, tags, torch.full_like(tags, -100))
+    return encoding, labels, words
+
+
+def test_modeling_imports_only_torch_transformers_and_the_standard_library():
+    tree = ast.parse(MODELING_PATH.read_text())
+    roots = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"relative import in modeling.py: line {node.lineno}"
+            roots.add(node.module.split(".")[0])
+    allowed = {"torch", "transformers"} | set(sys.stdlib_module_names)
+    assert roots <= allowed, sorted(roots - allowed)
+    assert "torchcrf" not in roots and "cardioner" not in roots
+
+
+def test_crf_transitions_move_and_the_loss_is_the_crf_nll(backbone):
+    """Fails on the reference system's bug (cross-entropy on emissions, CRF never trained)."""
+    path, tokenizer = backbone
+    torch.manual_seed(0)
+    model = TokenClassificationModelCRF.from_backbone(str(path), tokenizer, ID2LABEL, classifier_dropout=0.0)
+    encoding, labels, words = batch_with_labels(model, tokenizer)
+    model.train()
+    output = model(**encoding, labels=labels)
+
+    positions, mask = gather_positions(words.word_start)
+    word_emissions = gather_rows(output.emissions, positions)
+    expected = model.crf.nll(word_emissions, labels.gather(1, positions), mask, reduction="token_mean")
+    torch.testing.assert_close(output.loss, expected)
+    cross_entropy = torch.nn.functional.cross_entropy(output.emissions.reshape(-1, 5), labels.reshape(-1))
+    assert not torch.allclose(output.loss, cross_entropy)
+
+    before = model.crf.transitions.detach().clone()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(3):
+        loss = model(**encoding, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        assert model.crf.transitions.grad is not None and model.crf.transitions.grad.abs().sum() > 0
+        optimizer.step()
+    assert (model.crf.transitions - before).abs().max() > 1e-3
+
+
+def test_softmax_loss_is_weighted_cross_entropy_on_word_starts(backbone):
+    path, tokenizer = backbone
+    weights = [0.5, 1.0, 2.0, 1.5, 3.0]
+    model = TokenClassificationModel.from_backbone(str(path), tokenizer, ID2LABEL, class_weights=weights)
+    encoding, labels, _ = batch_with_labels(model, tokenizer)
+    output = model(**encoding, labels=labels)
+    expected = torch.nn.functional.cross_entropy(
+        output.emissions.reshape(-1, 5), labels.reshape(-1), weight=torch.tensor(weights), ignore_index=-100
+    )
+    torch.testing.assert_close(output.loss, expected)
+    assert model(**encoding).loss is None
+
+
+@pytest.mark.parametrize("model_class", [TokenClassificationModel, TokenClassificationModelCRF])
+def test_eval_logits_give_word_decisions_and_continuations_inside(backbone, model_class):
+    path, tokenizer = backbone
+    torch.manual_seed(0)
+    model = model_class.from_backbone(str(path), tokenizer, ID2LABEL, head="mlp", classifier_hidden_layers=[16])
+    with torch.no_grad():
+        model.head.classifier.weight.mul_(50.0)
+    model.eval()
+    encoding = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    output = model(**encoding)
+    word_tags = model.decode(encoding["input_ids"], encoding["attention_mask"])
+    words = model._words(encoding["input_ids"], encoding["attention_mask"])
+    argmax = output.logits.argmax(-1)
+    continuation = {0: 0, 1: 2, 2: 2, 3: 4, 4: 4}
+    for row, tags in enumerate(word_tags):
+        starts = words.word_start[row].nonzero().flatten().tolist()
+        assert argmax[row, starts].tolist() == tags
+        for position in words.in_word[row].nonzero().flatten().tolist():
+            word = int(words.word_index[row, position])
+            if position not in starts:
+                assert int(argmax[row, position]) == continuation[tags[word]]
+    if model_class is TokenClassificationModel:
+        emissions_argmax = output.emissions.argmax(-1)
+        assert all(emissions_argmax[r, words.word_start[r]].tolist() == t for r, t in enumerate(word_tags))
+    assert any(tag != 0 for tags in word_tags for tag in tags)
+
+
+def test_from_backbone_keeps_pretrained_weights_and_freezes_on_request(backbone):
+    path, tokenizer = backbone
+    pretrained = AutoModel.from_pretrained(path)
+    model = TokenClassificationModelCRF.from_backbone(str(path), tokenizer, ID2LABEL, freeze_backbone=True)
+    for name, value in model.backbone.state_dict().items():
+        torch.testing.assert_close(value, pretrained.state_dict()[name], msg=name)
+    assert not any(parameter.requires_grad for parameter in model.backbone.parameters())
+    assert all(parameter.requires_grad for parameter in model.head.parameters())
+    assert model.crf.transitions.requires_grad
+    assert model.config.use_crf and model.config.freeze_backbone
+    assert int(model.token_classes.min()) >= 0
+
+
+def test_config_validates_and_round_trips(backbone):
+    path, _ = backbone
+    backbone_config = AutoModel.from_pretrained(path).config.to_dict()
+    config = CardioNERConfig(backbone_config=backbone_config, head="mlp", id2label=ID2LABEL, crf_reduction="sum")
+    again = CardioNERConfig.from_dict(config.to_dict())
+    for key in ("head", "classifier_hidden_layers", "crf_reduction", "backbone_config", "id2label", "config_version"):
+        assert getattr(again, key) == getattr(config, key), key
+    assert again.build_backbone_config().hidden_size == 32
+    with pytest.raises(ValueError, match="'cnnn'"):
+        CardioNERConfig(backbone_config=backbone_config, head="cnnn")
+    with pytest.raises(ValueError, match="'max'"):
+        CardioNERConfig(backbone_config=backbone_config, crf_reduction="max")
+    with pytest.raises(ValueError, match="3 values for 5 labels"):
+        CardioNERConfig(backbone_config=backbone_config, id2label=ID2LABEL, class_weights=[1.0, 1.0, 1.0])
+
+
+def test_model_without_token_classes_refuses_to_run(backbone):
+    path, _ = backbone
+    config = CardioNERConfig(backbone_config=AutoModel.from_pretrained(path).config.to_dict(), id2label=ID2LABEL)
+    model = TokenClassificationModel(config)
+    with pytest.raises(ValueError, match="token_classes is not set"):
+        model(torch.tensor([[2, 10, 3]]))
+    with pytest.raises(ValueError, match=r"labels shape \(1, 2\)"):
+        model(torch.tensor([[2, 10, 3]]), labels=torch.tensor([[0, 1]]))
