@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import itertools
 import random
-from pathlib import Path
 
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from cardioner.data import read_corpus
 from cardioner.data.document import Document, Span
 from cardioner.data.encoding import IGNORE_INDEX, Encoder, collate, window_word_labels
 from cardioner.labels import LabelSet
 from cardioner.modeling import build_token_classes, word_start_mask
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-if not DATA.is_dir():
-    DATA = Path("/work/shared/data")
 
 SENTENCES = [
     "Paciente de 45 años con insuficiencia renal aguda y fiebre (38,5 °C).",
@@ -176,33 +172,12 @@ def test_wordpiece_words_are_pre_tokenizer_words(minilm):
 # -- Done-when item 4: real corpora, real fast tokenizer ------------------------------------------------
 
 
-def _read_brat(folder: Path) -> list[Document]:
-    try:
-        from cardioner.data import read_corpus
-    except ImportError:  # the corpus readers are written concurrently; fall back to a minimal brat reader
-        docs = []
-        for ann in sorted(folder.rglob("*.ann")):
-            text = ann.with_suffix(".txt").read_text(encoding="utf-8", newline="")
-            spans = []
-            for line in ann.read_text(encoding="utf-8", newline="").splitlines():
-                if line[:1] in "Ts" and "\t" in line:
-                    label, *pieces = line.split("\t")[1].replace(";", " ").split()
-                    numbers = list(map(int, pieces))
-                    spans.append(Span(numbers[0], numbers[-1], label))
-            docs.append(Document(str(ann.relative_to(folder).with_suffix("")), text, spans))
-        return docs
-    return read_corpus(folder, format="brat")[0]
-
-
 @pytest.mark.parametrize(
     "corpus, multilabel, min_exact",
     [("meddocan", False, 0.99), ("ncbi_disease/standoff", False, 0.99), ("ct_ebm_sp", True, 0.99)],
 )
-def test_corpus_spans_tags_spans(corpus, multilabel, min_exact, minilm):
-    folder = DATA / corpus
-    if not folder.is_dir():
-        pytest.skip(f"{folder} not present")
-    docs = _read_brat(folder)
+def test_corpus_spans_tags_spans(corpus, multilabel, min_exact, minilm, shared_data):
+    docs, _ = read_corpus(shared_data / corpus, format="brat")
     labels = LabelSet.from_documents(docs, multilabel=multilabel)
     encoder = Encoder(minilm, labels)
     encoded, report = encoder.encode(docs)
