@@ -53,9 +53,11 @@ class ModelTrainer:
         config: the resolved Config (data / model / training sections).
         on_epoch_end: called with each epoch's history row (epoch, train_loss, dev_f1, ...) after the dev
             evaluation; it may raise to stop training (e.g. ``optuna.TrialPruned``), after the checkpoint.
+        init_weights: a safetensors file of this task's model to start from instead of the fresh head
+            (population-based training continues a better member's weights this way).
     """
 
-    def __init__(self, config: Config, on_epoch_end=None):
+    def __init__(self, config: Config, on_epoch_end=None, init_weights: str | Path | None = None):
         from cardioner.task import Task  # the glue shared by training, evaluation and prediction
 
         self.config = config
@@ -63,6 +65,7 @@ class ModelTrainer:
         self.model = None
         self.result: TrainResult | None = None
         self.on_epoch_end = on_epoch_end
+        self.init_weights = init_weights
         self._task_class = Task
 
     # ------------------------------------------------------------------ public API
@@ -77,6 +80,8 @@ class ModelTrainer:
         set_seed(config.training.seed)
         self.task = self._task_class.from_config(config, train_docs, dev_docs, test_docs)
         self.model = self.task.build_model(train_docs)
+        if self.init_weights is not None:
+            load_safetensors_model(self.model, str(self.init_weights))
         self.result = self._fit(train_docs, dev_docs, test_docs)
         return self.result
 
