@@ -156,8 +156,7 @@ def test_encoder_words_match_model_words(kind, minilm):
         spans = random_spans(encoded, random.Random(0))
         encoded = encoder.encode_document(Document("d", text, spans))
         assert encoded.report.inexact == 0, encoded.report.summary()
-        predictions = [window_word_labels(w) for w in encoded.windows]
-        assert encoder.decode_document(encoded, predictions) == sorted(spans)
+        assert encoder.decode_document(encoded, encoded.window_gold()) == sorted(spans)
 
 
 def test_wordpiece_words_are_pre_tokenizer_words(minilm):
@@ -195,7 +194,7 @@ def test_corpus_spans_tags_spans(corpus, multilabel, min_exact, minilm, shared_d
             if s.start in starts and s.end in ends and len(s.pieces()) == 1
         }
         on_boundaries += len(expected)
-        decoded = encoder.decode_document(enc, [window_word_labels(w) for w in enc.windows])
+        decoded = encoder.decode_document(enc, enc.window_gold())
         got = {(s.start, s.end, s.label) for s in decoded}
         assert expected <= got, f"{doc.id}: lost {sorted(expected - got)[:5]}"
         assert (
@@ -245,8 +244,7 @@ def test_20000_word_document_in_windows_of_32(minilm):
     assert len(encoded.word_offsets) >= 20_000
     assert encoded.report.split_words == 1 and encoded.report.inexact == 0
     assert_model_sees_same_words(encoder, windows)
-    predictions = [window_word_labels(w) for w in windows]
-    assert encoder.decode_document(encoded, predictions) == spans
+    assert encoder.decode_document(encoded, encoded.window_gold()) == spans
 
 
 # -- windows, stride, merging ---------------------------------------------------------------------------
@@ -332,7 +330,7 @@ def test_bioes_encoding_round_trip(minilm):
         "S-A",
         "E-B",
     }
-    assert encoder.decode_document(encoded, [window_word_labels(w) for w in encoded.windows]) == sorted(spans)
+    assert encoder.decode_document(encoded, encoded.window_gold()) == sorted(spans)
 
 
 def test_long_word_is_split_not_lost(minilm):
@@ -343,8 +341,7 @@ def test_long_word_is_split_not_lost(minilm):
     assert encoded.report.split_words == 1 and "longer than a window" in encoded.report.summary()
     assert all(len(w["input_ids"]) <= 8 for w in encoded.windows)
     assert_model_sees_same_words(encoder, encoded.windows)
-    predictions = [window_word_labels(w) for w in encoded.windows]
-    assert encoder.decode_document(encoded, predictions) == [Span(4, 4 + len(word), "PROC")]
+    assert encoder.decode_document(encoded, encoded.window_gold()) == [Span(4, 4 + len(word), "PROC")]
 
 
 def test_reports_inexact_and_unknown_spans(minilm):
@@ -391,3 +388,21 @@ def test_bad_arguments(minilm):
     with pytest.raises(ValueError, match="2 window predictions for 1 windows"):
         encoder.decode_document(encoded, [[0, 0], [0, 0]])
     assert build_token_classes(minilm).shape[0] >= minilm.vocab_size
+
+
+def test_window_starting_inside_an_entity_begins_it(minilm):
+    """Training targets restart an entity cut by a window edge (the CRF forbids start -> I-X)."""
+    text = " ".join(["alpha beta gamma delta"] * 12)
+    spans = [Span(0, len(text), "A")]
+    for scheme, first_tags in (("BIO", {"B-A"}), ("BIOES", {"B-A", "S-A"})):
+        encoder = Encoder(minilm, LabelSet.flat(["A"], scheme), max_length=12, stride=3)
+        encoded = encoder.encode_document(Document("d", text, spans))
+        assert len(encoded.windows) > 2
+        tags = encoder.labels.id2label
+        for window in encoded.windows:
+            word_tags = [tags[t] for t in window_word_labels(window)]
+            assert word_tags[0] in first_tags
+            if scheme == "BIOES":
+                assert word_tags[-1] in {"E-A", "S-A"}
+        # The document's gold is untouched: one entity over every word.
+        assert encoder.decode_document(encoded, encoded.window_gold()) == spans

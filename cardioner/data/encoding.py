@@ -128,6 +128,13 @@ class EncodedDocument:
     word_pieces: list[tuple[int, int]]  # [first, end) document pieces of each word
     report: EncodingReport
 
+    def window_gold(self) -> list[list]:
+        """The document's gold tag ids per window, in word order (what a perfect model would predict).
+
+        Unlike the windows' training ``labels``, these are not re-tagged at window edges.
+        """
+        return [self.word_labels[first:end] for first, end in self.window_words]
+
 
 class Encoder:
     """Cut documents into labelled subword windows and decode window predictions back into spans.
@@ -188,6 +195,15 @@ class Encoder:
                 f"stride={stride} must be >= 0 and < the {self.capacity} text subwords of a window"
             )
         # Tag id -> tag id of a continuation subword (I- of the same type; O stays O), per channel.
+        # Tag id -> tag id at a window's first word (I-X -> B-X, E-X -> S-X) and last word (BIOES only).
+        self._window_start_ids = [
+            [channel.tag_id(_window_edge_tag(channel.typed_tag(i), True, self.scheme)) for i in range(len(channel.tags))]
+            for channel in labels.channels
+        ]
+        self._window_end_ids = [
+            [channel.tag_id(_window_edge_tag(channel.typed_tag(i), False, self.scheme)) for i in range(len(channel.tags))]
+            for channel in labels.channels
+        ]
         self._continuation_ids = [
             [channel.tag_id(_continuation_tag(channel.typed_tag(i))) for i in range(len(channel.tags))]
             for channel in labels.channels
@@ -319,18 +335,26 @@ class Encoder:
         """One window over pieces [start, end): ids with special tokens, labels, word_ids."""
         multilabel = self.labels.is_multilabel
         ignore = [IGNORE_INDEX] * self.labels.num_channels if multilabel else IGNORE_INDEX
-        labels, word_ids = [], []
+        labels, word_ids, starts = [], [], []
         for p in range(start, end):
             w = piece_word[p]
             word_ids.append(w)
             if w == NO_WORD:
                 labels.append(ignore)
             elif p == word_pieces[w][0]:
+                starts.append(len(labels))
                 labels.append(word_labels[w])
             elif self.label_all_subwords:
                 labels.append(self._continuation(word_labels[w]))
             else:
                 labels.append(ignore)
+        if starts:
+            # A window may cut an entity: its first word is then the entity's first word *in this window*
+            # (I-X -> B-X; BIOES E-X -> S-X), and under BIOES its last word the entity's last (I-X -> E-X,
+            # B-X -> S-X). Otherwise the CRF would see start -> I-X, a transition the scheme forbids.
+            labels[starts[0]] = self._retag(labels[starts[0]], self._window_start_ids)
+            if self.scheme == "BIOES":
+                labels[starts[-1]] = self._retag(labels[starts[-1]], self._window_end_ids)
         n_prefix, n_suffix = len(self.prefix_ids), len(self.suffix_ids)
         window = {
             "doc_id": doc_id,
@@ -344,6 +368,11 @@ class Encoder:
         window["labels"] = [ignore] * n_prefix + labels + [ignore] * n_suffix
         window["word_ids"] = [NO_WORD] * n_prefix + word_ids + [NO_WORD] * n_suffix
         return window
+
+    def _retag(self, label, tables: list[list[int]]):
+        if self.labels.is_multilabel:
+            return [table[i] for table, i in zip(tables, label, strict=True)]
+        return tables[0][label]
 
     def _continuation(self, label):
         if self.labels.is_multilabel:
@@ -553,6 +582,18 @@ def _trim(text: str, start: int, end: int) -> tuple[int, int]:
     while end > start and text[end - 1].isspace():
         end -= 1
     return start, end
+
+
+def _window_edge_tag(tag: str, first: bool, scheme: str) -> str:
+    """The tag a word gets when it is the first (``first``) or last word of a window."""
+    prefix, entity_type = split_tag(tag)
+    if scheme == "BIO":
+        mapping = {"I": "B"} if first else {}
+    elif first:
+        mapping = {"I": "B", "E": "S"}
+    else:
+        mapping = {"I": "E", "B": "S"}
+    return f"{mapping[prefix]}-{entity_type}" if prefix in mapping else tag
 
 
 def _continuation_tag(tag: str) -> str:
