@@ -40,7 +40,7 @@ def run_training(config: Config) -> tuple[object, Path | None]:
     Returns:
         (TrainResult, export path or None when no output was given).
     """
-    from cardioner.training.trainer import ModelTrainer
+    from cardioner.training.batch_size import train_with_batch_fallback
 
     if not config.data.train:
         raise ValueError("no training corpus: pass --train PATH (or data.train in the config file)")
@@ -53,7 +53,6 @@ def run_training(config: Config) -> tuple[object, Path | None]:
     test = read_split(config.data.test, config, "test")
     if dev is None and config.data.dev_fraction > 0:
         train, dev = split_dev(train, config.data.dev_fraction, config.training.seed)
-    trainer = ModelTrainer(config)
-    result = trainer.train(train, dev, test)
+    trainer, result = train_with_batch_fallback(config, train, dev, test)  # halves the batch size on OOM
     path = trainer.save(config.training.output) if config.training.output else None
     return result, path
