@@ -8,6 +8,7 @@ from cardioner.cli import convert as _convert
 from cardioner.cli import evaluate as _evaluate
 from cardioner.cli import predict as _predict
 from cardioner.cli import train as _train
+from cardioner.cli import tune as _tune
 
 app = typer.Typer(name="cardioner", help="Named-entity recognisers on any Hugging Face encoder.",
                   no_args_is_help=True, add_completion=False)
@@ -22,6 +23,7 @@ app.command("train")(_train.train)
 app.command("evaluate")(_evaluate.evaluate)
 app.command("predict")(_predict.predict)
 app.command("convert")(_convert.convert)
+app.command("tune")(_tune.tune)
 
 
 def main() -> None:

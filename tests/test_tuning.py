@@ -1,0 +1,226 @@
+"""cardioner tune: search spaces, pruning, outputs, reproduction, kill/resume and shared studies, PBT.
+
+All studies run on a few dozen NCBI-disease sentences with a tiny BERT (hidden 32), 3 epochs each.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from ncbi_subset import base_config, write_subset
+from typer.testing import CliRunner
+
+from cardioner.cli import app
+from cardioner.config import ConfigError, load_config
+from cardioner.tuning import default_search_space, load_tuning_config, parse_search_space, tune
+
+optuna = pytest.importorskip("optuna")
+REPO = Path(__file__).resolve().parents[1]
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: on 2 shared cores, oversubscribed threads make a 0.5 s run take 30 s."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def subset(shared_data, tmp_path_factory) -> dict[str, Path]:
+    return write_subset(shared_data, tmp_path_factory.mktemp("ncbi"))
+
+
+def write_config(path: Path, config: dict, search: dict | None = None) -> Path:
+    path.write_text(yaml.safe_dump({**config, **({"search": search} if search else {})}, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def cardioner_process(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "cardioner", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+# ------------------------------------------------------------------------------------------- search spaces
+def test_search_section_maps_onto_dotted_config_keys(tmp_path):
+    path = write_config(tmp_path / "base.yaml", {"model": {"head": "mlp"}, "training": {"epochs": 2}}, {
+        "lr": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True},
+        "training.batch_size": [8, 16],
+        "model.classifier_hidden_layers": {"choices": [[256], [512, 256]], "when": {"model.head": "mlp"}},
+    })
+    config, space = load_tuning_config(path)
+    assert config.training.epochs == 2 and config.model.head == "mlp"
+    assert [p.key for p in space] == ["training.lr", "training.batch_size", "model.classifier_hidden_layers"]
+    assert space[0].log and space[1].choices == (8, 16) and space[2].choices == ("256", "512,256")
+    trial = optuna.trial.FixedTrial({"training.lr": 3e-4, "training.batch_size": 16,
+                                     "model.classifier_hidden_layers": "512,256"})
+    from cardioner.tuning import sample_config
+
+    sampled = sample_config(trial, space, config)
+    assert (sampled.training.lr, sampled.training.batch_size) == (3e-4, 16)
+    assert sampled.model.classifier_hidden_layers == (512, 256)
+    linear = sample_config(optuna.trial.FixedTrial({"training.lr": 1e-4, "training.batch_size": 8}), space,
+                           config.replace(**{"model.head": "linear"}))
+    assert linear.model.classifier_hidden_layers == config.model.classifier_hidden_layers  # condition not met
+
+
+def test_search_space_errors_name_the_key():
+    with pytest.raises(ConfigError, match="did you mean 'training.lr'"):
+        parse_search_space({"learning_rate": [1e-5]})
+    with pytest.raises(ConfigError, match="needs numeric low and high"):
+        parse_search_space({"training.lr": {"type": "float", "low": 1e-5}})
+    with pytest.raises(ConfigError, match="log needs low > 0"):
+        parse_search_space({"training.weight_decay": {"type": "float", "low": 0, "high": 0.1, "log": True}})
+
+
+def test_default_space_depends_on_the_head():
+    from cardioner.config import Config
+
+    linear = {p.key for p in default_search_space(Config())}
+    mlp = {p.key for p in default_search_space(Config().replace(**{"model.head": "mlp"}))}
+    assert {"training.lr", "training.head_lr", "training.weight_decay", "model.classifier_dropout",
+            "training.warmup_ratio", "training.batch_size", "model.use_crf"} <= linear
+    assert mlp - linear == {"model.classifier_hidden_layers", "model.classifier_activation"}
+
+
+# ------------------------------------------------------------------------------------------- Optuna studies
+def test_study_prunes_writes_outputs_and_best_config_reproduces(subset, tmp_path):
+    """Done-when 1 (in one process): 6 trials, a deliberately bad region (lr 1e-9) gets pruned; outputs;
+    ``cardioner train --config best_config.yaml`` retrains to the best trial's dev score."""
+    path = write_config(tmp_path / "base.yaml", base_config(subset), {"training.lr": [1e-9, 1e-3, 3e-3]})
+    config, space = load_tuning_config(path)
+    output = tmp_path / "tuning"
+    study = tune(config, 6, search_space=space, output_dir=output, pruner="median")
+    states = [t.state for t in study.trials]
+    assert len(states) == 6 and all(s in FINISHED for s in states)
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned, [(t.params, t.intermediate_values) for t in study.trials]
+    assert all(t.last_step is not None and t.last_step < 2 for t in pruned)  # stopped before the last epoch
+
+    with (output / "trials.csv").open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["number"]) for r in rows] == list(range(6)) and "training.lr" in rows[0]
+    assert {"PRUNED", "COMPLETE"} <= {r["state"] for r in rows}
+    for name in ("optimization_history.png", "param_importances.png", "intermediate_values.png"):
+        assert (output / name).stat().st_size > 1000, name
+
+    best_path = output / "best_config.yaml"
+    best = load_config(best_path)  # a complete, plain training config (no search section)
+    assert best.training.lr == study.best_params["training.lr"] and best.training.seed == 7
+    assert best.training.output == str(output / "best_model")
+    result = CliRunner().invoke(app, ["train", "--config", str(best_path), "--set", "training.output=none"])
+    assert result.exit_code == 0, result.output
+    summary = yaml.safe_load(result.output[result.output.index("{"):])
+    assert summary["dev_f1"] == pytest.approx(study.best_value, abs=1e-9)
+
+
+def test_importance_plot_is_skipped_with_one_complete_trial(subset, tmp_path):
+    config, _ = load_tuning_config(write_config(tmp_path / "base.yaml", base_config(subset, epochs=1)))
+    space = parse_search_space({"training.lr": [1e-3]})
+    tune(config, 1, search_space=space, output_dir=tmp_path / "out")
+    assert (tmp_path / "out" / "best_config.yaml").exists()
+    assert (tmp_path / "out" / "optimization_history.png").exists()
+    assert not (tmp_path / "out" / "param_importances.png").exists()
+
+
+@pytest.mark.slow
+def test_killed_study_resumes_from_sqlite_without_repeating_trials(subset, tmp_path):
+    """Done-when 1: SIGKILL a ``cardioner tune`` process after 2 finished trials, rerun it: the study goes on."""
+    search = {"training.lr": {"type": "float", "low": 1e-4, "high": 5e-3, "log": True},
+              "model.classifier_dropout": {"type": "float", "low": 0.0, "high": 0.3}}
+    config = write_config(tmp_path / "base.yaml", base_config(subset), search)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    args = ["tune", "--config", str(config), "--trials", "6", "--storage", storage, "--study-name", "resume",
+            "--output", str(tmp_path / "out")]
+    process = cardioner_process(*args)
+    deadline = time.monotonic() + 240
+    before: list = []
+    while time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+        try:
+            study = optuna.load_study(study_name="resume", storage=storage)
+        except KeyError:  # not created yet
+            continue
+        before = study.get_trials(states=FINISHED)
+        if len(before) >= 2:
+            break
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = optuna.load_study(study_name="resume", storage=storage).get_trials(states=FINISHED)
+    assert 2 <= len(before) < 6, "the study was not interrupted mid-way"
+
+    rerun = cardioner_process(*args)
+    output, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, output
+    trials = optuna.load_study(study_name="resume", storage=storage).trials
+    finished = [t for t in trials if t.state in FINISHED]
+    assert len(finished) == 6
+    after = {t.number: t for t in finished}
+    for trial in before:  # finished trials are kept as they were, never run again
+        assert after[trial.number].params == trial.params and after[trial.number].value == trial.value
+        assert after[trial.number].datetime_complete == trial.datetime_complete
+    new = [t for t in finished if t.number not in {b.number for b in before}]
+    assert len(new) == 6 - len(before) and min(t.number for t in new) > max(b.number for b in before)
+    assert (tmp_path / "out" / "best_config.yaml").exists()
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_sqlite_study(subset, tmp_path):
+    """Done-when 2: two processes on one SQLite study split its trials; no trial runs twice."""
+    search = {"training.lr": {"type": "float", "low": 1e-4, "high": 5e-3, "log": True}}
+    config = write_config(tmp_path / "base.yaml", base_config(subset, epochs=2), search)
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    workers = [cardioner_process("tune", "--config", str(config), "--trials", "6", "--storage", storage,
+                                 "--study-name", "shared", "--output", str(tmp_path / f"out{i}")) for i in range(2)]
+    outputs = [worker.communicate(timeout=300)[0] for worker in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    trials = optuna.load_study(study_name="shared", storage=storage).trials
+    finished = [t for t in trials if t.state in FINISHED]
+    assert 6 <= len(finished) <= 7  # a worker may start one trial while the other finishes the 6th
+    assert len({t.number for t in trials}) == len(trials)
+    assert len({t.params["training.lr"] for t in finished}) == len(finished)  # no point sampled twice
+    assert len({t.user_attrs["worker"] for t in finished}) == 2  # both workers ran trials
+
+
+# ------------------------------------------------------------------------------------------- PBT
+def test_pbt_without_ray_says_so_in_one_sentence(subset, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    config = write_config(tmp_path / "base.yaml", base_config(subset))
+    result = CliRunner().invoke(app, ["tune", "--config", str(config), "--trials", "4", "--method", "pbt",
+                                      "--output", str(tmp_path / "pbt")])
+    assert result.exit_code == 1
+    message = result.output.strip()
+    assert message.startswith("error: --method pbt needs Ray Tune") and "pip install 'cardioner[ray]'" in message
+    assert len(message.splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_pbt_population_of_4_exploits_and_exports_its_best_member(subset, tmp_path):
+    """Done-when 3: PBT (population 4) under Ray on this machine, exploit/explore logged, best member exported."""
+    pytest.importorskip("ray.tune")
+    from cardioner.export import load_model
+    from cardioner.tuning import tune_pbt
+
+    config, _ = load_tuning_config(write_config(tmp_path / "base.yaml", base_config(subset, epochs=4)))
+    result = tune_pbt(config, population=4, output_dir=tmp_path / "pbt", num_cpus=2)
+    assert result["events"], "no exploit/explore event logged"
+    assert (tmp_path / "pbt" / "pbt_events.txt").read_text(encoding="utf-8").count("exploit:") == len(result["events"])
+    assert len(result["members"]) == 4
+    model_dir = result["model_dir"]
+    assert (model_dir / "config.json").exists() and (model_dir / "training_config.yaml").exists()
+    model, _ = load_model(model_dir)
+    assert model.config.num_labels == 3
+    assert load_config(tmp_path / "pbt" / "best_config.yaml").training.lr == result["best_config"].training.lr
