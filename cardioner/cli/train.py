@@ -31,6 +31,7 @@ def train(
     resume: Annotated[Optional[bool], typer.Option("--resume/--no-resume", help="resume from the last checkpoint")] = None,
     log_with: Annotated[Optional[str], typer.Option(help="tensorboard | wandb | mlflow")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="any config key: --set training.layer_decay=0.9")] = None,
+    folds: Annotated[Optional[int], typer.Option(help="K-fold cross-validation by document instead of one run")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Train a model on annotated documents and export it as a model folder."""
@@ -52,6 +53,14 @@ def train(
         if path is not None and not Path(path).exists():
             typer.secho(f"error: --{key} {path}: no such file or folder", fg=typer.colors.RED, err=True)
             raise typer.Exit(1)
+    if folds is not None:
+        from cardioner.training.folds import format_summary, run_cross_validation
+
+        cv = run_or_exit(run_cross_validation, resolved, folds)
+        typer.echo(json.dumps({"folds": [{k: v for k, v in row.items() if k != "dev_scores"} for row in cv["folds"]],
+                               "mean_f1": cv["mean_f1"], "std_f1": cv["std_f1"], "ci": cv["ci"]}, indent=2))
+        typer.echo(format_summary(cv))
+        return
     result, path = run_or_exit(run_training, resolved)
     summary = {"best_epoch": result.best_epoch, "dev_f1": (result.dev_metrics or {}).get("micro", {}).get("f1"),
                "test_f1": (result.test_metrics or {}).get("micro", {}).get("f1"),

@@ -1,0 +1,147 @@
+"""K-fold cross-validation by document: test folds stay untouched until their model is chosen.
+
+For fold i, the documents of fold i are the test fold; a dev set is carved (seeded) from the *other* folds
+only, and the trainer never sees the test fold: model selection and early stopping look at that dev set
+alone. Each fold's model is then scored once on its test fold. The report gives the mean ± standard deviation
+of span F1 over the test folds and a bootstrap 95% CI from the per-document counts pooled over all test folds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+
+from cardioner.config import Config
+from cardioner.data.document import Document
+from cardioner.training.run import read_split, split_dev
+
+logger = logging.getLogger("cardioner")
+
+DEFAULT_DEV_FRACTION = 0.1  # dev share of each training fold when data.dev_fraction is 0
+
+
+def fold_assignments(
+    docs: list[Document], k: int, seed: int, group_of: Callable[[Document], str] | None = None
+) -> list[int]:
+    """The fold (0..k-1) of each document; documents of one group always share a fold.
+
+    Args:
+        docs: the documents.
+        k: number of folds (2 <= k <= number of groups).
+        seed: seed of the shuffle of the groups.
+        group_of: the group of a document (default: its id); e.g. the abstract a sentence comes from.
+
+    Returns:
+        fold index per document, in the order of ``docs``.
+    """
+    group_of = group_of or (lambda doc: doc.id)
+    groups = sorted({group_of(doc) for doc in docs})
+    if not 2 <= k <= len(groups):
+        raise ValueError(f"--folds must be between 2 and the number of document groups ({len(groups)}), got {k}")
+    random.Random(seed).shuffle(groups)
+    fold_of_group = {group: index % k for index, group in enumerate(groups)}
+    return [fold_of_group[group_of(doc)] for doc in docs]
+
+
+def cross_validate(
+    config: Config,
+    docs: list[Document],
+    k: int,
+    group_of: Callable[[Document], str] | None = None,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+    bootstrap_samples: int = 1000,
+) -> dict:
+    """Train one model per fold and score each on its untouched test fold.
+
+    Args:
+        config: the training Config; ``data.dev_fraction`` (or 0.1 when 0) sets the dev share carved from
+            each training fold; ``training.seed`` seeds the folds, the dev carving and the training.
+        docs: every document available (train and dev pooled); each lands in exactly one test fold.
+        k: number of folds.
+        group_of: the group of a document (default: its id); groups are never split across folds.
+        on_epoch_end: called with (fold index, epoch row) after each epoch (e.g. for pruning); may raise.
+        bootstrap_samples: resamples of the bootstrap CI.
+
+    Returns:
+        {"k", "seed", "folds": [per-fold counts and scores], "mean_f1", "std_f1", "dev_mean_f1",
+        "pooled": micro P/R/F1 over all test documents, "ci": bootstrap_ci(...) of the pooled counts}.
+    """
+    from cardioner.evaluation import bootstrap_ci, score_spans
+    from cardioner.metrics.span_matching import prf
+    from cardioner.training.batch_size import train_with_batch_fallback
+
+    seed = config.training.seed
+    fraction = config.data.dev_fraction or DEFAULT_DEV_FRACTION
+    assignment = fold_assignments(docs, k, seed, group_of)
+    fold_config = config.replace(**{"training.output": None, "training.resume": False})
+    folds, pooled_counts = [], {}
+    for fold in range(k):
+        test_docs = [doc for doc, f in zip(docs, assignment, strict=True) if f == fold]
+        rest = [doc for doc, f in zip(docs, assignment, strict=True) if f != fold]
+        train_docs, dev_docs = split_dev(rest, fraction, seed + fold)
+        logger.info("fold %d/%d: %d train, %d dev, %d test documents", fold + 1, k, len(train_docs),
+                    len(dev_docs), len(test_docs))
+        callback = (lambda row, fold=fold: on_epoch_end(fold, row)) if on_epoch_end else None
+        # the test fold is not given to the trainer: selection and early stopping see dev_docs only
+        trainer, result = train_with_batch_fallback(fold_config, train_docs, dev_docs, None, on_epoch_end=callback)
+        predicted = trainer.task.evaluate(trainer.model, test_docs, "test")["documents"]
+        scores = score_spans(test_docs, predicted, match="exact")
+        pooled_counts.update(scores["per_document"])
+        micro = scores["micro"]
+        folds.append({"fold": fold, "num_train": len(train_docs), "num_dev": len(dev_docs),
+                      "num_test": len(test_docs), "best_epoch": result.best_epoch,
+                      "dev_f1": (result.dev_metrics or {}).get("micro", {}).get("f1"),
+                      "dev_scores": result.dev_metrics,
+                      "test_precision": micro["precision"], "test_recall": micro["recall"],
+                      "test_f1": micro["f1"], "test_tp": micro["tp"], "test_fp": micro["fp"],
+                      "test_fn": micro["fn"]})
+        logger.info("fold %d/%d: dev F1 %.4f, test F1 %.4f", fold + 1, k, folds[-1]["dev_f1"] or 0.0, micro["f1"])
+    test_f1 = [row["test_f1"] for row in folds]
+    totals = {key: sum(row[f"test_{key}"] for row in folds) for key in ("tp", "fp", "fn")}
+    return {
+        "k": k,
+        "seed": seed,
+        "dev_fraction": fraction,
+        "folds": folds,
+        "mean_f1": statistics.fmean(test_f1),
+        "std_f1": statistics.stdev(test_f1),
+        "dev_mean_f1": statistics.fmean(row["dev_f1"] or 0.0 for row in folds),
+        "pooled": prf(totals["tp"], totals["fp"], totals["fn"]),
+        "ci": bootstrap_ci(pooled_counts, n=bootstrap_samples, seed=seed),
+    }
+
+
+def format_summary(result: dict) -> str:
+    """One line: mean ± std of test-fold span F1 and the bootstrap CI of the pooled F1."""
+    ci = result["ci"]
+    return (
+        f"span F1 over {result['k']} test folds: {result['mean_f1']:.4f} ± {result['std_f1']:.4f} (mean ± std); "
+        f"pooled {ci['f1']['value']:.4f}, {round(100 * ci['confidence'])}% CI "
+        f"[{ci['f1']['low']:.4f}, {ci['f1']['high']:.4f}] ({ci['num_documents']} documents, {ci['n']} resamples)"
+    )
+
+
+def run_cross_validation(config: Config, k: int) -> dict:
+    """``cardioner train --folds K``: pool the train (and dev) corpora, cross-validate, write cv_results.json.
+
+    A test corpus in the config is not used: every document is tested once, in its own fold.
+    """
+    if not config.data.train:
+        raise ValueError("no training corpus: pass --train PATH (or data.train in the config file)")
+    docs = read_split(config.data.train, config, "train")
+    dev = read_split(config.data.dev, config, "dev")
+    if dev:
+        docs = docs + dev  # every document is a test document once; dev is carved from the training folds
+    if config.data.test:
+        logger.warning("--folds: the test corpus %s is not used (each fold is tested in turn)", config.data.test)
+    result = cross_validate(config, docs, k)
+    if config.training.output:
+        output = Path(config.training.output)
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "cv_results.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+        result["path"] = str(output / "cv_results.json")
+    return result

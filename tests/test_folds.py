@@ -1,0 +1,155 @@
+"""K-fold cross-validation by document (test folds never reach model selection) and the OOM batch fallback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from ncbi_subset import base_config, write_subset
+from typer.testing import CliRunner
+
+from cardioner.cli import app
+from cardioner.config import config_from_dict
+from cardioner.data.document import Document
+from cardioner.training.folds import cross_validate, fold_assignments, format_summary
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: on 2 shared cores, oversubscribed threads make a 0.5 s run take 30 s."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def subset(shared_data, tmp_path_factory) -> dict[str, Path]:
+    return write_subset(shared_data, tmp_path_factory.mktemp("ncbi"))
+
+
+def docs_of(n: int) -> list[Document]:
+    return [Document(f"d{i}", "text") for i in range(n)]
+
+
+# ------------------------------------------------------------------------------------------- fold assignment
+def test_folds_are_seeded_balanced_and_keep_groups_together():
+    docs = docs_of(23)
+    folds = fold_assignments(docs, 5, seed=1)
+    assert folds == fold_assignments(docs, 5, seed=1) and folds != fold_assignments(docs, 5, seed=2)
+    sizes = sorted(folds.count(f) for f in range(5))
+    assert sizes == [4, 4, 5, 5, 5]
+    grouped = fold_assignments(docs, 3, seed=0, group_of=lambda doc: str(int(doc.id[1:]) // 4))  # 6 groups of <= 4
+    for group in range(6):
+        assert len({f for doc, f in zip(docs, grouped, strict=True) if int(doc.id[1:]) // 4 == group}) == 1
+    with pytest.raises(ValueError, match="between 2 and the number of document groups \\(23\\), got 24"):
+        fold_assignments(docs, 24, seed=0)
+
+
+# ------------------------------------------------------------------------------------------- no leakage
+def test_test_folds_never_reach_training_or_model_selection(subset, monkeypatch):
+    """Spy on every document the trainer and the dev evaluation see: a test fold must never be among them,
+    and each test fold is scored only after its model was chosen. Fails if a test fold leaked anywhere."""
+    from cardioner.data import read_corpus
+    from cardioner.task import Task
+    from cardioner.training.trainer import ModelTrainer
+
+    docs = read_corpus(subset["train"])[0][:40]
+    config = config_from_dict(base_config(subset, epochs=2))
+    events: list[tuple] = []
+    real_train, real_evaluate = ModelTrainer.train, Task.evaluate
+
+    def spy_train(self, train_docs, dev_docs=None, test_docs=None):
+        events.append(("train", {d.id for d in train_docs}, {d.id for d in dev_docs or []}, test_docs))
+        result = real_train(self, train_docs, dev_docs, test_docs)
+        events.append(("trained",))
+        return result
+
+    def spy_evaluate(self, model, eval_docs, split, batch_size=None):
+        events.append(("evaluate", split, {d.id for d in eval_docs}))
+        return real_evaluate(self, model, eval_docs, split, batch_size)
+
+    monkeypatch.setattr(ModelTrainer, "train", spy_train)
+    monkeypatch.setattr(Task, "evaluate", spy_evaluate)
+    result = cross_validate(config, docs, 5)
+
+    test_folds = [set() for _ in range(5)]
+    for doc, fold in zip(docs, fold_assignments(docs, 5, config.training.seed), strict=True):
+        test_folds[fold].add(doc.id)
+    assert set().union(*test_folds) == {d.id for d in docs}
+    runs = [i for i, event in enumerate(events) if event[0] == "train"]
+    assert len(runs) == 5
+    for fold, start in enumerate(runs):
+        end = runs[fold + 1] if fold + 1 < 5 else len(events)
+        _, train_ids, dev_ids, test_docs = events[start]
+        test_ids = test_folds[fold]
+        assert test_docs is None  # the trainer never receives the test fold
+        assert not train_ids & test_ids and not dev_ids & test_ids and dev_ids and not train_ids & dev_ids
+        assert train_ids | dev_ids | test_ids == {d.id for d in docs}
+        trained = events.index(("trained",), start)
+        for event in events[start:trained]:  # during training (selection, early stopping): dev only
+            if event[0] == "evaluate":
+                assert event[1:] == ("dev", dev_ids)
+        after = [event for event in events[trained:end] if event[0] == "evaluate"]
+        assert ("evaluate", "test", test_ids) in after  # scored once its model is chosen
+    assert [row["num_test"] for row in result["folds"]] == [len(ids) for ids in test_folds]
+    assert result["ci"]["num_documents"] == len(docs)
+
+
+def test_train_folds_prints_mean_std_and_ci(subset, tmp_path):
+    config = tmp_path / "base.yaml"
+    config.write_text(yaml.safe_dump(base_config(subset, epochs=1)), encoding="utf-8")
+    result = CliRunner().invoke(app, ["train", "--config", str(config), "--folds", "5",
+                                      "--output", str(tmp_path / "cv")])
+    assert result.exit_code == 0, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("span F1 over 5 test folds: ") and " ± " in line and "95% CI [" in line
+    saved = json.loads((tmp_path / "cv" / "cv_results.json").read_text(encoding="utf-8"))
+    assert len(saved["folds"]) == 5 and sum(row["num_test"] for row in saved["folds"]) == 100  # 80 train + 20 dev
+    assert saved["ci"]["f1"]["low"] <= saved["ci"]["f1"]["value"] <= saved["ci"]["f1"]["high"]
+    assert format_summary(saved) == line
+    assert saved["mean_f1"] == pytest.approx(sum(r["test_f1"] for r in saved["folds"]) / 5)
+
+
+# ------------------------------------------------------------------------------------------- OOM fallback
+@pytest.mark.parametrize("error", [
+    torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 123 bytes. Error code 12 "
+                 "(Cannot allocate memory) out of memory."),
+], ids=["cuda", "runtime"])
+def test_out_of_memory_halves_the_batch_size_and_retries(subset, monkeypatch, error):
+    from cardioner.training import run_training
+    from cardioner.training.trainer import ModelTrainer
+
+    seen: list[int] = []
+    real_train = ModelTrainer.train
+
+    def train_or_oom(self, *args, **kwargs):
+        seen.append(self.config.training.batch_size)
+        if len(seen) == 1:
+            raise error
+        return real_train(self, *args, **kwargs)
+
+    monkeypatch.setattr(ModelTrainer, "train", train_or_oom)
+    config = config_from_dict(base_config(subset, epochs=1, batch_size=16))
+    result, path = run_training(config)
+    assert seen == [16, 8] and path is None and result.dev_metrics is not None
+
+
+def test_other_errors_are_not_retried(subset, monkeypatch):
+    from cardioner.training.batch_size import train_with_batch_fallback
+    from cardioner.training.trainer import ModelTrainer
+
+    calls: list[int] = []
+
+    def fail(self, *args, **kwargs):
+        calls.append(self.config.training.batch_size)
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr(ModelTrainer, "train", fail)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        train_with_batch_fallback(config_from_dict(base_config(subset)), [], None)
+    assert calls == [8]
