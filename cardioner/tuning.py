@@ -572,6 +572,8 @@ def tune_pbt(
     checkpoint = best.get_best_checkpoint("score", "max") or best.checkpoint
     events = _pbt_events(output_dir / "ray" / "pbt")
     (output_dir / "pbt_events.txt").write_text("".join(line + "\n" for line in events), encoding="utf-8")
+    for line in events:
+        logger.info("PBT %s", line)
     members = _write_pbt_members(results, output_dir / "pbt_members.csv")
     with checkpoint.as_directory() as folder:
         state = json.loads((Path(folder) / "member.json").read_text(encoding="utf-8"))
@@ -588,19 +590,21 @@ def tune_pbt(
 
 
 def _pbt_events(experiment_dir: Path) -> list[str]:
-    """Ray's exploit log (``pbt_global.txt``: one JSON line per exploit: [target, donor, ...]) as text lines."""
+    """Ray's exploit log (``pbt_global.txt``, one JSON list per exploit: target tag, donor tag, target
+    iteration, donor iteration, donor config, new config) as readable lines."""
     path = experiment_dir / "pbt_global.txt"
     if not path.exists():
         return []
     events = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
+            target, donor, target_epoch, donor_epoch, donor_config, new_config = json.loads(line)
+        except (json.JSONDecodeError, ValueError):
             continue
-        target, donor = record[0], record[1]
-        events.append(f"exploit: {target} copies {donor} (iteration {record[-2]} -> {record[-1]}); "
-                      f"explore: {json.dumps(record[3])} -> {json.dumps(record[2])}")
+        changes = ", ".join(f"{key} {donor_config.get(key, float('nan')):.4g} -> {value:.4g}"
+                            for key, value in new_config.items() if key in PBT_KEYS)
+        events.append(f"exploit: member {str(target).split('_')[0]} (epoch {target_epoch}) takes the weights of "
+                      f"member {str(donor).split('_')[0]} (epoch {donor_epoch}); explore: {changes}")
     return events
 
 

@@ -136,7 +136,17 @@ def test_importance_plot_is_skipped_with_one_complete_trial(subset, tmp_path):
     assert not (tmp_path / "out" / "param_importances.png").exists()
 
 
-@pytest.mark.slow
+def test_folds_score_trials_on_mean_dev_f1_only(subset, tmp_path):
+    """tune --folds: a trial's value is its mean dev score over the folds (test folds are only reported)."""
+    config, _ = load_tuning_config(write_config(tmp_path / "base.yaml", base_config(subset, epochs=1)))
+    study = tune(config, 2, search_space=parse_search_space({"training.lr": [1e-3, 3e-3]}),
+                 output_dir=tmp_path / "out", folds=2, pruner="none")
+    for trial in study.trials:
+        assert set(trial.intermediate_values) == {0, 1}  # one report per fold x epoch
+        assert trial.value == pytest.approx(sum(trial.intermediate_values.values()) / 2)
+        assert "cv_test_mean_f1" in trial.user_attrs
+
+
 def test_killed_study_resumes_from_sqlite_without_repeating_trials(subset, tmp_path):
     """Done-when 1: SIGKILL a ``cardioner tune`` process after 2 finished trials, rerun it: the study goes on."""
     search = {"training.lr": {"type": "float", "low": 1e-4, "high": 5e-3, "log": True},
@@ -177,7 +187,6 @@ def test_killed_study_resumes_from_sqlite_without_repeating_trials(subset, tmp_p
     assert (tmp_path / "out" / "best_config.yaml").exists()
 
 
-@pytest.mark.slow
 def test_two_workers_share_one_sqlite_study(subset, tmp_path):
     """Done-when 2: two processes on one SQLite study split its trials; no trial runs twice."""
     search = {"training.lr": {"type": "float", "low": 1e-4, "high": 5e-3, "log": True}}
