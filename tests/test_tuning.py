@@ -121,10 +121,11 @@ def test_study_prunes_writes_outputs_and_best_config_reproduces(subset, tmp_path
     best = load_config(best_path)  # a complete, plain training config (no search section)
     assert best.training.lr == study.best_params["training.lr"] and best.training.seed == 7
     assert best.training.output == str(output / "best_model")
-    result = CliRunner().invoke(app, ["train", "--config", str(best_path), "--set", "training.output=none"])
+    result = CliRunner().invoke(app, ["train", "--config", str(best_path)])  # the file exactly as written
     assert result.exit_code == 0, result.output
     summary = yaml.safe_load(result.output[result.output.index("{"):])
     assert summary["dev_f1"] == pytest.approx(study.best_value, abs=1e-9)
+    assert (output / "best_model" / "config.json").exists()
 
 
 def test_importance_plot_is_skipped_with_one_complete_trial(subset, tmp_path):
