@@ -44,6 +44,7 @@ def save_model(
     training_config: dict | None = None,
     metrics: dict | None = None,
     card: dict | None = None,
+    extra_files=None,
 ) -> Path:
     """Write an export folder; it appears at ``output_dir`` only once complete (an old one is replaced then).
 
@@ -54,6 +55,7 @@ def save_model(
         training_config: the resolved training configuration (written to training_config.yaml).
         metrics: dev/test scores (written to metrics.json and summarised in the model card).
         card: extra model-card fields: "title", "description", "data", "citation", "base_model", "language".
+        extra_files: optional callable(folder) that writes more files (plots, history) into the staging folder.
 
     Returns:
         the folder.
@@ -83,6 +85,8 @@ def save_model(
         )
         (staging / "metrics.json").write_text(json.dumps(metrics or {}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         (staging / "README.md").write_text(model_card(model, metrics or {}, card or {}), encoding="utf-8")
+        if extra_files is not None:
+            extra_files(staging)
         _replace_folder(staging, output_dir)
     finally:
         if staging.exists():
@@ -223,14 +227,21 @@ def model_card(model: modeling.CardioNERPreTrainedModel, metrics: dict, card: di
 
 
 def _metrics_table(metrics: dict) -> list[str]:
-    rows = []
+    """Span scores per split (exact and overlap match) and the per-type table of the test (else dev) split."""
+    splits = {name: value for name, value in metrics.items() if isinstance(value, dict) and "micro" in value}
+    if not splits:
+        rows = [f"| {key} | {value:.4f} |" if isinstance(value, float) else f"| {key} | {value} |"
+                for key, value in metrics.items() if isinstance(value, (int, float)) and not isinstance(value, bool)]
+        return ["| metric | value |", "|---|---|", *rows, ""] if rows else ["No numeric scores were recorded.", ""]
+    from cardioner.evaluation import format_table
 
-    def walk(prefix: str, value) -> None:
-        if isinstance(value, dict):
-            for key, inner in value.items():
-                walk(f"{prefix}.{key}" if prefix else str(key), inner)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            rows.append(f"| {prefix} | {value:.4f} |" if isinstance(value, float) else f"| {prefix} | {value} |")
-
-    walk("", metrics)
-    return ["| metric | value |", "|---|---|", *rows, ""] if rows else ["No numeric scores were recorded.", ""]
+    lines = ["| split | precision | recall | F1 (exact) | F1 (overlap) |", "|---|---|---|---|---|"]
+    for name, scores in splits.items():
+        micro, overlap = scores["micro"], scores.get("overlap", {}).get("micro", {})
+        overlap_f1 = f"{overlap['f1']:.4f}" if overlap else "-"
+        lines.append(f"| {name} | {micro['precision']:.4f} | {micro['recall']:.4f} | {micro['f1']:.4f} | {overlap_f1} |")
+    shown = "test" if "test" in splits else next(iter(splits))
+    lines += ["", f"Per type ({shown}, exact match):", "", format_table(splits[shown]), ""]
+    if isinstance(metrics.get("best_epoch"), int):
+        lines += [f"Best epoch on dev: {metrics['best_epoch']}.", ""]
+    return lines

@@ -265,13 +265,20 @@ class Task:
         """Per-epoch changes to the model (freezing schedules); nothing by default."""
 
     def card_info(self, result) -> dict:
+        """Model-card fields: base model, data and a one-line description."""
         config = self.config
+        if config is None:
+            return {}
+        base = config.model.model
+        if base == DEFAULT_BACKBONE:
+            base = "sentence-transformers/all-MiniLM-L6-v2"
+        splits = [f"{name}: `{path}`" for name, path in
+                  (("train", config.data.train), ("dev", config.data.dev), ("test", config.data.test)) if path]
+        kind = "multi-label (overlapping entity types)" if self.labels.is_multilabel else "flat"
         return {
-            "backbone": config.model.model if config else None,
-            "labels": list(self.labels.types),
-            "multilabel": self.labels.is_multilabel,
-            "data": {"train": config.data.train, "dev": config.data.dev, "test": config.data.test} if config else {},
-            "dev": result.dev_metrics,
-            "test": result.test_metrics,
-            "best_epoch": result.best_epoch,
+            "base_model": base,
+            "data": "; ".join(splits) + f". Task: {kind}, {len(self.labels.types)} entity types, "
+                    f"windows of {self.encoder.max_length} subwords with stride {self.encoder.stride}.",
+            "description": f"A {kind} named-entity recogniser ({', '.join(self.labels.types)}) trained with cardioner "
+                           f"on `{base}`.",
         }
