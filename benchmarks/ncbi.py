@@ -36,8 +36,13 @@ def spans_from_token_tags(doc, tags):
 def run_hf_recipe(args, backbone, train_docs, test_docs, labels):
     """The stock recipe: first-subword labels, Trainer, DataCollatorForTokenClassification."""
     from datasets import Dataset
-    from transformers import (AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification,
-                              Trainer, TrainingArguments)
+    from transformers import (
+        AutoModelForTokenClassification,
+        AutoTokenizer,
+        DataCollatorForTokenClassification,
+        Trainer,
+        TrainingArguments,
+    )
 
     from cardioner.labels import spans_to_word_tags
 
@@ -146,7 +151,7 @@ def main() -> None:
         if system == "hf":
             run = run_hf_recipe(args, backbone, train_docs, test_docs, labels)
             token_tags = run.pop("token_tags")
-            predicted = {d.id: spans_from_token_tags(d, tags) for d, tags in zip(test_docs, token_tags)}
+            predicted = {d.id: spans_from_token_tags(d, tags) for d, tags in zip(test_docs, token_tags, strict=False)}
         else:
             run = run_cardioner(args, args.model, train_docs, test_docs, use_crf=system == "crf")
             documents = run.pop("documents")

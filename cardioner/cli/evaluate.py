@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -12,8 +12,8 @@ from cardioner.cli.common import run_or_exit, setup_logging
 def evaluate(
     model: Annotated[str, typer.Option(help="exported model folder")],
     data: Annotated[str, typer.Option(help="annotated corpus (brat folder, CoNLL, JSONL, HF dataset)")],
-    format: Annotated[Optional[str], typer.Option(help="brat | conll | jsonl | hf | tsv (default: detect)")] = None,
-    output: Annotated[Optional[str], typer.Option(help="write the scores as JSON here")] = None,
+    format: Annotated[str | None, typer.Option(help="brat | conll | jsonl | hf | tsv (default: detect)")] = None,
+    output: Annotated[str | None, typer.Option(help="write the scores as JSON here")] = None,
     batch_size: Annotated[int, typer.Option(help="windows per batch")] = 32,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:

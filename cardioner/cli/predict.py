@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -15,8 +15,8 @@ def predict(
     output: Annotated[str, typer.Option(help="output folder (brat) or file (jsonl, tsv)")],
     format: Annotated[str, typer.Option(help="brat | jsonl | tsv")] = "brat",
     batch_size: Annotated[int, typer.Option(help="windows per batch")] = 32,
-    max_length: Annotated[Optional[int], typer.Option(help="window size in subwords (default: as trained)")] = None,
-    stride: Annotated[Optional[int], typer.Option(help="window overlap in subwords (default: as trained)")] = None,
+    max_length: Annotated[int | None, typer.Option(help="window size in subwords (default: as trained)")] = None,
+    stride: Annotated[int | None, typer.Option(help="window overlap in subwords (default: as trained)")] = None,
     show: Annotated[int, typer.Option(help="print this many predicted entities")] = 20,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -12,26 +12,26 @@ from cardioner.cli.common import parse_sets, run_or_exit, setup_logging
 
 
 def train(
-    config: Annotated[Optional[Path], typer.Option("--config", help="YAML config (sections data/model/training)")] = None,
-    train: Annotated[Optional[str], typer.Option(help="training corpus (brat folder, CoNLL, JSONL, HF dataset)")] = None,
-    dev: Annotated[Optional[str], typer.Option(help="dev corpus: model selection and early stopping")] = None,
-    test: Annotated[Optional[str], typer.Option(help="test corpus: scored once after training")] = None,
-    format: Annotated[Optional[str], typer.Option(help="brat | conll | jsonl | hf | tsv (default: detect)")] = None,
-    model: Annotated[Optional[str], typer.Option(help="backbone name or path; 'default' = bundled MiniLM")] = None,
-    output: Annotated[Optional[str], typer.Option(help="export folder")] = None,
-    crf: Annotated[Optional[bool], typer.Option("--crf/--no-crf", help="CRF over words (Viterbi decoding)")] = None,
-    head: Annotated[Optional[str], typer.Option(help="token head: linear | mlp | ...")] = None,
-    multilabel: Annotated[Optional[bool], typer.Option("--multilabel/--no-multilabel", help="overlapping entity types")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="maximum epochs")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="windows per batch")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="backbone learning rate")] = None,
-    max_length: Annotated[Optional[int], typer.Option(help="window size in subwords")] = None,
-    stride: Annotated[Optional[int], typer.Option(help="window overlap in subwords")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="random seed")] = None,
-    resume: Annotated[Optional[bool], typer.Option("--resume/--no-resume", help="resume from the last checkpoint")] = None,
-    log_with: Annotated[Optional[str], typer.Option(help="tensorboard | wandb | mlflow")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="any config key: --set training.layer_decay=0.9")] = None,
-    folds: Annotated[Optional[int], typer.Option(help="K-fold cross-validation by document instead of one run")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML config (sections data/model/training)")] = None,
+    train: Annotated[str | None, typer.Option(help="training corpus (brat folder, CoNLL, JSONL, HF dataset)")] = None,
+    dev: Annotated[str | None, typer.Option(help="dev corpus: model selection and early stopping")] = None,
+    test: Annotated[str | None, typer.Option(help="test corpus: scored once after training")] = None,
+    format: Annotated[str | None, typer.Option(help="brat | conll | jsonl | hf | tsv (default: detect)")] = None,
+    model: Annotated[str | None, typer.Option(help="backbone name or path; 'default' = bundled MiniLM")] = None,
+    output: Annotated[str | None, typer.Option(help="export folder")] = None,
+    crf: Annotated[bool | None, typer.Option("--crf/--no-crf", help="CRF over words (Viterbi decoding)")] = None,
+    head: Annotated[str | None, typer.Option(help="token head: linear | mlp | ...")] = None,
+    multilabel: Annotated[bool | None, typer.Option("--multilabel/--no-multilabel", help="overlapping entity types")] = None,
+    epochs: Annotated[int | None, typer.Option(help="maximum epochs")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="windows per batch")] = None,
+    lr: Annotated[float | None, typer.Option(help="backbone learning rate")] = None,
+    max_length: Annotated[int | None, typer.Option(help="window size in subwords")] = None,
+    stride: Annotated[int | None, typer.Option(help="window overlap in subwords")] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed")] = None,
+    resume: Annotated[bool | None, typer.Option("--resume/--no-resume", help="resume from the last checkpoint")] = None,
+    log_with: Annotated[str | None, typer.Option(help="tensorboard | wandb | mlflow")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="any config key: --set training.layer_decay=0.9")] = None,
+    folds: Annotated[int | None, typer.Option(help="K-fold cross-validation by document instead of one run")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Train a model on annotated documents and export it as a model folder."""

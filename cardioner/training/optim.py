@@ -10,8 +10,11 @@ import re
 from collections.abc import Iterable
 
 import torch
-from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
-from transformers import get_linear_schedule_with_warmup
+from transformers import (
+    get_constant_schedule_with_warmup,
+    get_cosine_schedule_with_warmup,
+    get_linear_schedule_with_warmup,
+)
 
 from cardioner.config import TrainingConfig
 
