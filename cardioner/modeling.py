@@ -50,6 +50,29 @@ def _pre_tokenizer_types(node: dict | None) -> list[str]:
     return [node.get("type", "")]
 
 
+def _byte_level_alphabet() -> dict[str, int]:
+    """Byte-level BPE's printable stand-in character of each byte (GPT-2's table), inverted: char -> byte."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1),
+                 *range(ord("\u00ae"), ord("\u00ff") + 1)]
+    chars, extra = list(printable), 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            chars.append(256 + extra)
+            extra += 1
+    return {chr(char): byte for byte, char in zip(printable, chars, strict=True)}
+
+
+_BYTE_LEVEL_BYTES = _byte_level_alphabet()
+
+
+def _byte_level_text(piece: str) -> str:
+    """The text a byte-level piece stands for; a piece holding only part of a character counts as a letter."""
+    raw = bytes(_BYTE_LEVEL_BYTES.get(ch, 0x3F) for ch in piece)
+    text = raw.decode("utf-8", errors="ignore")
+    return text if text or not raw else "a"
+
+
 def build_token_classes(tokenizer) -> torch.Tensor:
     """Classify every vocabulary id for word segmentation (see the module docstring).
 
@@ -83,6 +106,8 @@ def build_token_classes(tokenizer) -> torch.Tensor:
             kind = TOKEN_WORD_START if starts else TOKEN_CONTINUATION
         else:
             body, kind = token, TOKEN_WORD_START
+        if marker == _WORD_MARKERS["ByteLevel"]:
+            body = _byte_level_text(body)
         if body.strip() == "":
             kind = TOKEN_SPACE if marker is not None else kind
         elif all(not ch.isalnum() for ch in body):

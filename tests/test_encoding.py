@@ -406,3 +406,12 @@ def test_window_starting_inside_an_entity_begins_it(minilm):
                 assert word_tags[-1] in {"E-A", "S-A"}
         # The document's gold is untouched: one entity over every word.
         assert encoder.decode_document(encoded, encoded.window_gold()) == spans
+
+
+def test_byte_level_non_ascii_letters_stay_in_their_word():
+    """Byte-level pieces are classified by the text they stand for, not by their stand-in characters."""
+    tokenizer = TINY["bytelevel_bpe"]()
+    encoder = Encoder(tokenizer, ["X"], max_length=64)
+    text = "el ñandú corre"
+    encoded = encoder.encode_document(Document("d", text))
+    assert [text[s:e] for s, e in encoded.word_offsets] == ["el", "ñandú", "corre"]
