@@ -552,7 +552,7 @@ def tune_pbt(
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         tuner = ray_tune.Tuner(
-            ray_tune.with_resources(trainable, {"cpu": 1}),
+            ray_tune.with_resources(trainable, {"cpu": 1, "gpu": 1 if _has_cuda() else 0}),
             param_space=initial,
             tune_config=ray_tune.TuneConfig(scheduler=scheduler, num_samples=population, time_budget_s=timeout,
                                             reuse_actors=False),
@@ -587,6 +587,12 @@ def tune_pbt(
                 len(events), best.path, metric, scores["dev_score"], state["epoch"], model_dir)
     return {"best_score": scores["dev_score"], "best_epoch": state["epoch"], "best_config": best_config,
             "model_dir": model_dir, "events": events, "members": members, "test": scores.get("test")}
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _pbt_events(experiment_dir: Path) -> list[str]:

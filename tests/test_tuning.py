@@ -137,6 +137,17 @@ def test_importance_plot_is_skipped_with_one_complete_trial(subset, tmp_path):
     assert not (tmp_path / "out" / "param_importances.png").exists()
 
 
+def test_hyperband_pruner_runs_over_epochs(subset, tmp_path):
+    config, _ = load_tuning_config(write_config(tmp_path / "base.yaml", base_config(subset)))
+    study = tune(config, 3, search_space=parse_search_space({"training.lr": [1e-9, 1e-3]}),
+                 output_dir=tmp_path / "out", pruner="hyperband")
+    assert isinstance(study.pruner, optuna.pruners.HyperbandPruner)
+    assert len([t for t in study.trials if t.state in FINISHED]) == 3
+    with pytest.raises(ValueError, match="pruner must be one of median, hyperband, none, got 'asha'"):
+        tune(config, 1, search_space=parse_search_space({"training.lr": [1e-3]}), output_dir=tmp_path / "x",
+             pruner="asha")
+
+
 def test_folds_score_trials_on_mean_dev_f1_only(subset, tmp_path):
     """tune --folds: a trial's value is its mean dev score over the folds (test folds are only reported)."""
     config, _ = load_tuning_config(write_config(tmp_path / "base.yaml", base_config(subset, epochs=1)))
