@@ -1,10 +1,31 @@
-"""cardioner: named-entity recognisers on any Hugging Face encoder, exported as ordinary model folders."""
+"""cardioner: named-entity recognisers on any Hugging Face encoder, exported as ordinary model folders.
+
+The public API; heavy modules (torch, transformers) are imported on first use, so ``import cardioner`` is light.
+"""
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-_LAZY = {"load_model": "cardioner.export", "save_model": "cardioner.export"}
+_LAZY = {
+    "Document": "cardioner.data.document",
+    "Span": "cardioner.data.document",
+    "CorpusError": "cardioner.data.document",
+    "read_corpus": "cardioner.data.io",
+    "write_corpus": "cardioner.data.io",
+    "Config": "cardioner.config",
+    "load_config": "cardioner.config",
+    "ModelTrainer": "cardioner.training.trainer",
+    "TrainResult": "cardioner.training.trainer",
+    "load_model": "cardioner.export",
+    "save_model": "cardioner.export",
+    "predict_path": "cardioner.inference",
+    "evaluate_path": "cardioner.inference",
+    "load_predictor": "cardioner.inference",
+    "score_spans": "cardioner.evaluation",
+}
+
+__all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str):
@@ -14,3 +35,7 @@ def __getattr__(name: str):
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'cardioner' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
