@@ -843,6 +843,7 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        hidden_states: torch.Tensor | None = None,
         **kwargs,
     ) -> CardioNERTokenClassifierOutput:
         """Emissions per token; loss when labels are given; pipeline-ready logits in eval mode.
@@ -853,6 +854,8 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
             token_type_ids: (batch, seq_len) or None (dropped for backbones without them).
             labels: (batch, seq_len) tag ids at word starts (and, with label_all_subwords, other subwords),
                 -100 elsewhere.
+            hidden_states: precomputed ``backbone_features`` of these inputs (cached features of a frozen
+                backbone); the backbone is then not run. Words still come from ``input_ids``.
             **kwargs: ignored (what pipelines may pass along).
 
         Returns:
@@ -860,7 +863,7 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
             (batch, seq_len, num_labels).
         """
         attention_mask = self._check_inputs(input_ids, attention_mask, labels)
-        emissions = self._emissions(input_ids, attention_mask, token_type_ids)  # shape: (batch, seq_len, tags)
+        emissions = self._emissions(input_ids, attention_mask, token_type_ids, hidden_states)  # shape: (b, seq, tags)
         words = self._words(input_ids, attention_mask)
         loss = self._loss(emissions, labels, words) if labels is not None else None
         logits = emissions
@@ -909,13 +912,28 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
             raise ValueError("token_classes is not set: build the model with from_backbone() or call set_token_classes()")
         return attention_mask
 
-    def _emissions(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None
+    def backbone_features(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
     ) -> torch.Tensor:
+        """What the head reads from the backbone (the one place the backbone runs; cached when it is frozen).
+
+        Returns:
+            (batch, seq_len, hidden): the backbone's last hidden states.
+        """
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None and self._backbone_takes_token_types:
             inputs["token_type_ids"] = token_type_ids
-        hidden_states = self.backbone(**inputs)[0]  # shape: (batch, seq_len, hidden)
+        return self.backbone(**inputs)[0]  # shape: (batch, seq_len, hidden)
+
+    def _emissions(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None,
+        hidden_states: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if hidden_states is None:
+            hidden_states = self.backbone_features(input_ids, attention_mask, token_type_ids)
         return self.head(hidden_states, attention_mask)  # shape: (batch, seq_len, num_labels)
 
     def _words(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Words:
