@@ -75,7 +75,7 @@ def run_hf_recipe(args, backbone, train_docs, test_docs, labels):
     training_args = TrainingArguments(
         output_dir=str(Path(args.work_dir) / "hf"), per_device_train_batch_size=args.batch_size,
         learning_rate=args.lr, num_train_epochs=args.epochs, seed=args.seed, weight_decay=0.01,
-        warmup_ratio=0.1, lr_scheduler_type="linear", save_strategy="no", eval_strategy="no", report_to=[],
+        warmup_steps=0.1, lr_scheduler_type="linear", save_strategy="no", eval_strategy="no", report_to=[],
         logging_steps=50, disable_tqdm=True, use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
     )
     trainer = Trainer(model=model, args=training_args, train_dataset=train,

@@ -82,6 +82,12 @@ class TrainingConfig:
     resume: bool = False  # resume from the last checkpoint in <output>.checkpoints
     log_with: str | None = None  # Accelerate tracker: tensorboard | wandb | mlflow
     max_steps: int = 0  # stop after this many optimiser steps (0 = no limit; for smoke runs)
+    unfreeze_at_epoch: int = 0  # train only the head (and CRF) for the first N epochs, then everything (0 = off)
+    gradual_unfreezing: str | None = None  # "EPOCH:LAYERS,...", e.g. "1:2,2:4,3:all": after EPOCH epochs the top
+    #   LAYERS backbone layers train ("all": embeddings too); frozen before the first stage; LRs from lr/layer_decay
+    cache_features: bool = True  # with model.freeze_backbone: run the backbone once per window, train on the cache
+    feature_cache_dir: str | None = None  # keep cached features as safetensors files here, reused across runs
+    #   (None = in memory, recomputed each run)
 
 
 @dataclass(frozen=True)
@@ -221,6 +227,42 @@ def _validate(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: training.lr must be > 0, got {training.lr}")
     if not 0.0 <= data.dev_fraction < 1.0:
         raise ConfigError(f"{source}: data.dev_fraction must be in [0, 1), got {data.dev_fraction}")
+    if training.unfreeze_at_epoch < 0:
+        raise ConfigError(f"{source}: training.unfreeze_at_epoch must be >= 0, got {training.unfreeze_at_epoch}")
+    if training.gradual_unfreezing is not None:
+        parse_unfreezing(training.gradual_unfreezing, source)
+    scheduled = [f"training.{name}" for name in ("unfreeze_at_epoch", "gradual_unfreezing") if getattr(training, name)]
+    if len(scheduled) == 2 or (scheduled and config.model.freeze_backbone):
+        clash = scheduled + (["model.freeze_backbone"] if config.model.freeze_backbone else [])
+        raise ConfigError(f"{source}: {' and '.join(clash)} are set together; choose one freezing strategy "
+                          "(freeze_backbone keeps the backbone frozen for the whole run)")
+
+
+def parse_unfreezing(schedule: str, source: str = "config") -> list[tuple[int, int | None]]:
+    """Parse ``training.gradual_unfreezing``: "1:2,2:4,3:all" -> [(1, 2), (2, 4), (3, None)].
+
+    Each stage is (epochs completed, number of top backbone layers that train from then on; None = all,
+    embeddings included). Epochs must increase and layer counts must not shrink.
+    """
+    stages: list[tuple[int, int | None]] = []
+    cleaned = str(schedule).translate(str.maketrans("", "", "{}[]()'\" "))
+    for item in filter(None, cleaned.split(",")):
+        epoch, _, layers = item.partition(":")
+        try:
+            stage = (int(epoch), None if layers.lower() == "all" else int(layers))
+        except ValueError:
+            raise ConfigError(f"{source}: training.gradual_unfreezing stage {item!r} is not EPOCH:LAYERS "
+                              f"(e.g. \"1:2,2:4,3:all\"); got {schedule!r}") from None
+        if stage[0] < 0 or (stage[1] is not None and stage[1] < 1):
+            raise ConfigError(f"{source}: training.gradual_unfreezing stage {item!r} needs EPOCH >= 0 and LAYERS >= 1")
+        if stages and (stage[0] <= stages[-1][0] or stages[-1][1] is None
+                       or (stage[1] is not None and stage[1] < stages[-1][1])):
+            raise ConfigError(f"{source}: training.gradual_unfreezing stages must have increasing epochs and "
+                              f"non-decreasing layers; got {schedule!r}")
+        stages.append(stage)
+    if not stages:
+        raise ConfigError(f"{source}: training.gradual_unfreezing is empty; expected e.g. \"1:2,2:4,3:all\"")
+    return stages
 
 
 def apply_overrides(config: Config, overrides: dict[str, Any], source: str = "command line") -> Config:
@@ -264,6 +306,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping with sections data/model/training, got {type(raw).__name__}")
         for key, value in raw.items():
+            if key == "search":
+                continue  # the search space of `cardioner tune`; training ignores it
             if key in SECTIONS:
                 if not isinstance(value, dict):
                     raise ConfigError(f"{path}: section {key!r} must be a mapping, got {value!r}")
