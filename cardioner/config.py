@@ -48,7 +48,9 @@ class ModelConfig:
     use_crf: bool = False  # a CRF over word positions, trained with its NLL, decoded with Viterbi
     crf_constraints: bool = True  # mask transitions the tag scheme forbids (O->I-X, B-X->I-Y, start->I-X)
     crf_reduction: str = "token_mean"  # CRF NLL reduction: token_mean | mean | sum
-    class_weighting: str = "none"  # class weights in the softmax loss: none | inverse | inverse_sqrt | normalised
+    class_weighting: str = "none"  # class weights in the softmax loss (multi-label sigmoid: the BCE, per type): none | inverse | inverse_sqrt | normalised
+    threshold: float = 0.5  # multi-label sigmoid model: every type's decision threshold before any tuning
+    threshold_selection: str = "dev"  # multi-label sigmoid model: "dev" tunes each type's threshold on dev (span F1) after training; "fixed" keeps `threshold`
     freeze_backbone: bool = False  # train only the head (and CRF)
 
 
@@ -115,6 +117,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.head": ("linear", "mlp", "bilstm", "cnn", "attention", "fourier_kan", "wavelet_kan"),
     "model.crf_reduction": ("token_mean", "mean", "sum"),
     "model.class_weighting": ("none", "inverse", "inverse_sqrt", "normalised"),
+    "model.threshold_selection": ("fixed", "dev"),
     "training.optimizer": ("adamw", "adam", "sgd"),
     "training.scheduler": ("linear", "cosine", "constant", "step", "one_cycle"),
     "training.mixed_precision": ("no", "fp16", "bf16"),
@@ -223,6 +226,8 @@ def _validate(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: training.warmup_ratio must be in [0, 1), got {training.warmup_ratio}")
     if not 0.0 < training.layer_decay <= 1.0:
         raise ConfigError(f"{source}: training.layer_decay must be in (0, 1], got {training.layer_decay}")
+    if not 0.0 < config.model.threshold < 1.0:
+        raise ConfigError(f"{source}: model.threshold must be in (0, 1), got {config.model.threshold}")
     if training.lr <= 0:
         raise ConfigError(f"{source}: training.lr must be > 0, got {training.lr}")
     if not 0.0 <= data.dev_fraction < 1.0:

@@ -50,18 +50,20 @@ def load_tokenizer(name_or_path: str):
     return tokenizer
 
 
-def class_weights(windows: list[dict], num_labels: int, strategy: str) -> list[float] | None:
+def class_weights(windows: list[dict], num_labels: int, strategy: str, channel: int | None = None) -> list[float] | None:
     """Per-tag loss weights from the training tags: none | inverse | inverse_sqrt | normalised.
 
-    Counts are taken over labelled positions (all channels of a multi-label task together). ``normalised``
-    is ``inverse`` rescaled so that the weights average 1 over the tag distribution.
+    Counts are taken over labelled positions: of one channel when ``channel`` is given, else of all channels
+    of a multi-label task together. ``normalised`` is ``inverse`` rescaled so that the weights average 1 over
+    the tag distribution.
     """
     if strategy == "none":
         return None
     counts = Counter()
     for window in windows:
         for label in window["labels"]:
-            for value in label if isinstance(label, list) else [label]:
+            values = label if isinstance(label, list) else [label]
+            for value in values if channel is None else values[channel : channel + 1]:
                 if value >= 0:
                     counts[value] += 1
     total = sum(counts.values())
@@ -150,14 +152,24 @@ class Task:
 
         Class weights (if asked for) are computed from the tags of ``train_docs``.
         """
-        from cardioner.modeling import TokenClassificationModel, TokenClassificationModelCRF
+        from cardioner.modeling import TokenClassificationModel
 
         settings = self.config.model
         windows = self.encode(train_docs, "train") if settings.class_weighting != "none" else []
-        weights = class_weights(windows, len(self.labels.id2label), settings.class_weighting)
-        model_class = TokenClassificationModelCRF if settings.use_crf else TokenClassificationModel
-        model = model_class.from_backbone(
-            self.backbone, self.tokenizer, self.labels.id2label,
+        num_tags = len(self.labels.id2label)
+        id2label, multilabel = self.labels.id2label, {}
+        weights = class_weights(windows, num_tags, settings.class_weighting)
+        if self.labels.is_multilabel:  # typed tags of the channels in order; per-type weights and thresholds
+            id2label = LabelSet.flat(self.labels.types, self.labels.scheme).id2label
+            channels = range(self.labels.num_channels)
+            multilabel = {"channel_types": [channel.types[0] for channel in self.labels.channels],
+                          "thresholds": [settings.threshold for _ in channels]}
+            if settings.class_weighting != "none" and not settings.use_crf:
+                weights = [class_weights(windows, num_tags, settings.class_weighting, c) for c in channels]
+            else:
+                weights = None  # the CRF NLL takes no class weights
+        model = TokenClassificationModel.from_backbone(
+            self.backbone, self.tokenizer, id2label, use_crf=settings.use_crf, **multilabel,
             head=settings.head, classifier_hidden_layers=tuple(settings.classifier_hidden_layers),
             classifier_activation=settings.classifier_activation, classifier_dropout=settings.classifier_dropout,
             crf_constraints=settings.crf_constraints, crf_reduction=settings.crf_reduction,
@@ -187,8 +199,12 @@ class Task:
     # ------------------------------------------------------------------ prediction and evaluation
     @torch.no_grad()
     def predict_encoded(self, model, encoded: list[EncodedDocument], batch_size: int = 32,
-                        desc: str = "predicting") -> tuple[list[list], float | None]:
+                        desc: str = "predicting", scores: list | None = None) -> tuple[list[list], float | None]:
         """Per-window word predictions for encoded documents (and the mean loss when gold labels exist).
+
+        Args:
+            scores: a list to fill with the decision logits behind the predictions: scores[d][k] is a tensor
+                (words of window k, [channels,] tags) whose argmax over the last dimension is the prediction.
 
         Returns:
             (predictions, loss): predictions[d][k] is the tag ids of window k of document d, per word;
@@ -199,6 +215,8 @@ class Task:
         windows = [(d, k, w) for d, doc in enumerate(encoded) for k, w in enumerate(doc.windows)]
         order = sorted(range(len(windows)), key=lambda i: len(windows[i][2]["input_ids"]))
         predictions: list[list] = [[None] * len(doc.windows) for doc in encoded]
+        if scores is not None:
+            scores[:] = [[None] * len(doc.windows) for doc in encoded]
         losses = []
         for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
             chunk = [windows[i] for i in order[start : start + batch_size]]
@@ -206,20 +224,27 @@ class Task:
             output = model(**batch)
             if output.loss is not None:
                 losses.append(float(output.loss))
-            tags = self.word_predictions(output.logits, [w for _, _, w in chunk])
-            for (d, k, _), window_tags in zip(chunk, tags, strict=True):
-                predictions[d][k] = window_tags
+            # Multi-label models decide per channel: channel_logits; the flat logits are the pipeline's view.
+            logits = output.logits if output.channel_logits is None else output.channel_logits
+            rows = self.word_rows(logits.float().cpu(), [w for _, _, w in chunk])
+            for (d, k, _), window_rows in zip(chunk, rows, strict=True):
+                predictions[d][k] = window_rows.argmax(-1).tolist()
+                if scores is not None:
+                    scores[d][k] = window_rows
         return predictions, (sum(losses) / len(losses) if losses else None)
+
+    def word_rows(self, logits: torch.Tensor, windows: list[dict]) -> list[torch.Tensor]:
+        """The logits at each window's word starts, in word order: one (num_words, [channels,] tags) tensor each."""
+        result = []
+        for row, window in zip(logits, windows, strict=True):  # row shape: (seq_len, [channels,] tags)
+            word_ids = window["word_ids"]
+            starts = [p for p, w in enumerate(word_ids) if w != NO_WORD and (p == 0 or word_ids[p - 1] != w)]
+            result.append(row[starts])
+        return result
 
     def word_predictions(self, logits: torch.Tensor, windows: list[dict]) -> list[list]:
         """Tag ids at each window's word starts, in word order (eval-mode logits: Viterbi-consistent)."""
-        best = logits.argmax(-1).tolist()  # shape: (batch, seq_len) or (batch, seq_len, num_channels)
-        result = []
-        for row, window in zip(best, windows, strict=True):
-            word_ids = window["word_ids"]
-            result.append([row[p] for p, w in enumerate(word_ids)
-                           if w != NO_WORD and (p == 0 or word_ids[p - 1] != w)])
-        return result
+        return [rows.argmax(-1).tolist() for rows in self.word_rows(logits, windows)]
 
     def predict(self, model, docs: list[Document], batch_size: int = 32, split: str | None = None) -> list[Document]:
         """Documents with predicted spans (windows merged; each word from its most central window)."""
@@ -260,9 +285,32 @@ class Task:
             scores["seqeval"] = seqeval_scores(gold_tags, pred_tags)
         return {"loss": loss, "scores": scores, "documents": predicted_docs}
 
+    def select_thresholds(self, model, dev_docs: list[Document] | None) -> dict | None:
+        """Tune a multi-label sigmoid model's per-type thresholds on ``dev_docs`` (model.threshold_selection
+        "dev") and store them in its config, where ``predict``, evaluation and the exported model read them.
+
+        Returns:
+            {type: {"threshold", "f1", "f1_at_0.5"}} (dev span F1), or None when nothing was tuned.
+        """
+        settings = self.config.model if self.config is not None else None
+        if (not dev_docs or settings is None or settings.threshold_selection != "dev"
+                or getattr(model.config, "channel_types", None) is None or getattr(model, "learns_outside_score", True)):
+            return None
+        from cardioner.thresholds import tune_thresholds
+
+        thresholds, report = tune_thresholds(self, model, dev_docs, "dev")
+        model.config.thresholds = thresholds
+        logger.info("thresholds tuned on dev: %s", ", ".join(f"{t} {r['threshold']} (F1 {r['f1_at_0.5']:.4f} -> "
+                                                             f"{r['f1']:.4f})" for t, r in report.items()))
+        return report
+
     # ------------------------------------------------------------------ hooks and reporting
     def on_epoch_start(self, model, epoch: int) -> None:
-        """Per-epoch changes to the model (freezing schedules); nothing by default."""
+        """Per-epoch changes to the model: which backbone layers train (``training/freezing.py``)."""
+        if self.config is not None:
+            from cardioner.training.freezing import apply_freezing
+
+            apply_freezing(model, self.config, epoch)
 
     def card_info(self, result) -> dict:
         """Model-card fields: base model, data and a one-line description."""

@@ -32,6 +32,15 @@ def backbone_depth(name: str, num_layers: int) -> int:
     return num_layers + 1
 
 
+def num_backbone_layers(model: torch.nn.Module) -> int:
+    """How many numbered transformer layers the model's backbone has (0 when none are found)."""
+    return max(
+        [int(m.group(1)) + 1 for n, _ in model.named_parameters()
+         if part_of(n) == "backbone" and (m := _LAYER_INDEX.search(n))],
+        default=0,
+    )
+
+
 def part_of(name: str) -> str:
     """Which part of a cardioner model a parameter belongs to: backbone, crf or head."""
     if name.startswith("backbone."):
@@ -53,10 +62,7 @@ def parameter_groups(model: torch.nn.Module, config: TrainingConfig) -> list[dic
     head_lr = config.head_lr if config.head_lr is not None else config.lr * 10
     crf_lr = config.crf_lr if config.crf_lr is not None else config.lr * 100
     named = list(model.named_parameters())
-    num_layers = max(
-        [int(m.group(1)) + 1 for n, _ in named if part_of(n) == "backbone" and (m := _LAYER_INDEX.search(n))],
-        default=0,
-    )
+    num_layers = num_backbone_layers(model)
     groups: dict[tuple[str, bool], dict] = {}
     for name, param in named:
         part = part_of(name)
@@ -123,13 +129,14 @@ def build_scheduler(
 
 
 def describe_groups(optimizer: torch.optim.Optimizer) -> list[dict]:
-    """One row per group: name, learning rate, number of parameters and how many are trainable."""
+    """One row per group: name, current and base learning rate, number of parameters and how many are trainable."""
     rows = []
     for group in optimizer.param_groups:
         params = group["params"]
         rows.append({
             "name": group.get("name", "?"),
             "lr": group["lr"],
+            "base_lr": group.get("initial_lr", group["lr"]),  # before the schedule (layer decay shows here)
             "params": sum(p.numel() for p in params),
             "trainable": sum(p.numel() for p in params if p.requires_grad),
         })

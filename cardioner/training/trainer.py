@@ -24,6 +24,8 @@ from tqdm.auto import tqdm
 
 from cardioner.config import Config
 from cardioner.data.document import Document
+from cardioner.training.features import cached_training_data, uses_cached_features
+from cardioner.training.freezing import describe_trainable
 from cardioner.training.optim import build_optimizer, build_scheduler, describe_groups, parameter_groups
 from cardioner.training.sampling import LengthGroupedBatchSampler
 
@@ -130,7 +132,11 @@ class ModelTrainer:
         sampler = LengthGroupedBatchSampler(
             [len(w["input_ids"]) for w in train_windows], config.batch_size, config.seed, config.group_by_length
         )
-        loader = torch.utils.data.DataLoader(train_windows, batch_sampler=sampler, collate_fn=task.collate)
+        train_data, collate = train_windows, task.collate
+        if uses_cached_features(self.config):  # frozen backbone: run it once per window, train the head on that
+            train_data, collate = cached_training_data(model, train_windows, task.collate, config.feature_cache_dir,
+                                                       config.eval_batch_size, accelerator.device)
+        loader = torch.utils.data.DataLoader(train_data, batch_sampler=sampler, collate_fn=collate)
         steps_per_epoch = math.ceil(len(loader) / config.gradient_accumulation_steps)
         total_steps = steps_per_epoch * config.epochs
         if config.max_steps:
@@ -151,13 +157,14 @@ class ModelTrainer:
         for epoch in range(state["epoch"], config.epochs):
             model.train()
             task.on_epoch_start(model, epoch)
+            logger.info("epoch %d: %s", epoch + 1, describe_trainable(describe_groups(optimizer)))
             loader.set_epoch(epoch)
             batches = accelerator.skip_first_batches(loader, state["step_in_epoch"]) if state["step_in_epoch"] else loader
             if batches is not loader:
                 batches.set_epoch(epoch)
             progress = tqdm(total=len(loader), initial=state["step_in_epoch"], desc=f"epoch {epoch + 1}/{config.epochs}",
                             disable=not accelerator.is_local_main_process, leave=False)
-            started = time.perf_counter()
+            started = epoch_started = time.perf_counter()
             for batch in batches:
                 with accelerator.accumulate(model):
                     loss = model(**batch).loss
@@ -185,6 +192,7 @@ class ModelTrainer:
             progress.close()
             state["train_seconds"] += time.perf_counter() - started
             row = {"epoch": epoch + 1, "global_step": state["global_step"],
+                   "epoch_seconds": time.perf_counter() - epoch_started,
                    "train_loss": state["epoch_loss_sum"] / max(state["epoch_loss_count"], 1),
                    "lr": {g.get("name", str(i)): g["lr"] for i, g in enumerate(optimizer.param_groups)},
                    "parameter_groups": describe_groups(optimizer)}
