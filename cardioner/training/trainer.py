@@ -136,7 +136,10 @@ class ModelTrainer:
         if uses_cached_features(self.config):  # frozen backbone: run it once per window, train the head on that
             train_data, collate = cached_training_data(model, train_windows, task.collate, config.feature_cache_dir,
                                                        config.eval_batch_size, accelerator.device)
-        loader = torch.utils.data.DataLoader(train_data, batch_sampler=sampler, collate_fn=collate)
+        # Its own generator: each new iterator draws a seed from it, not from the global RNG that dropout uses,
+        # so a run resumed mid-epoch (a fresh iterator after the restored RNG state) sees the same dropout masks.
+        loader = torch.utils.data.DataLoader(train_data, batch_sampler=sampler, collate_fn=collate,
+                                             generator=torch.Generator().manual_seed(config.seed))
         steps_per_epoch = math.ceil(len(loader) / config.gradient_accumulation_steps)
         total_steps = steps_per_epoch * config.epochs
         if config.max_steps:
