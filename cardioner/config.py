@@ -41,10 +41,26 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     model: str = "default"  # backbone: a hub name or a local path; "default" = the bundled all-MiniLM-L6-v2
-    head: str = "linear"  # token head: linear | mlp (more in later heads)
+    head: str = "linear"  # token head: linear | mlp | bilstm | cnn | attention | fourier_kan | wavelet_kan
     classifier_hidden_layers: tuple[int, ...] = (512, 256)  # hidden sizes of the mlp head
     classifier_activation: str = "gelu"  # activation of the mlp head
     classifier_dropout: float = 0.1  # dropout before/inside the head
+    num_layers_to_use: int = 1  # the head reads the backbone's last N hidden layers (1 = top layer only)
+    layer_combination: str = "concat"  # how those N layers combine: concat | mix (learned scalar weights)
+    use_combined: bool = False  # each token's vector followed by its sequence's first-token ([CLS]) vector
+    lstm_hidden_size: int = 256  # bilstm head: hidden size per direction
+    lstm_num_layers: int = 1  # bilstm head: stacked LSTM layers
+    lstm_dropout: float = 0.1  # bilstm head: dropout between LSTM layers (with lstm_num_layers > 1)
+    cnn_kernel_sizes: tuple[int, ...] = (3, 4, 5)  # cnn head: one same-length convolution per kernel size
+    cnn_num_filters: int = 128  # cnn head: filters per kernel size
+    attention_hidden_size: int = 256  # attention head: width of its transformer blocks
+    attention_num_heads: int = 4  # attention head: attention heads (must divide attention_hidden_size)
+    attention_num_layers: int = 1  # attention head: transformer blocks
+    num_frequencies: int = 8  # fourier_kan head: learnable sin/cos frequencies per input feature
+    wavelet_type: str = "mixed"  # wavelet_kan head: haar | db2 | db4 | mixed (the three in turn)
+    num_wavelets: int = 8  # wavelet_kan head: wavelets (learnable scale and translation) per input feature
+    label_smoothing: float = 0.0  # softmax loss: label smoothing in [0, 1) (not with a CRF or multi-label)
+    focal_gamma: float = 0.0  # softmax loss: focal loss exponent, 0 = plain cross-entropy (not with a CRF or multi-label)
     use_crf: bool = False  # a CRF over word positions, trained with its NLL, decoded with Viterbi
     crf_constraints: bool = True  # mask transitions the tag scheme forbids (O->I-X, B-X->I-Y, start->I-X)
     crf_reduction: str = "token_mean"  # CRF NLL reduction: token_mean | mean | sum
@@ -109,6 +125,12 @@ class Config:
         return apply_overrides(self, dotted)
 
 
+# ModelConfig keys passed as they are to the model's config (CardioNERConfig arguments of the same name).
+HEAD_SETTINGS = (
+    "num_layers_to_use", "layer_combination", "use_combined", "lstm_hidden_size", "lstm_num_layers", "lstm_dropout",
+    "cnn_kernel_sizes", "cnn_num_filters", "attention_hidden_size", "attention_num_heads", "attention_num_layers",
+    "num_frequencies", "wavelet_type", "num_wavelets", "label_smoothing", "focal_gamma",
+)
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "training": TrainingConfig}
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.format": ("brat", "conll", "jsonl", "hf", "tsv"),
@@ -116,6 +138,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.scheme": ("BIO", "BIOES"),
     "model.head": ("linear", "mlp", "bilstm", "cnn", "attention", "fourier_kan", "wavelet_kan"),
     "model.crf_reduction": ("token_mean", "mean", "sum"),
+    "model.layer_combination": ("concat", "mix"),
+    "model.wavelet_type": ("haar", "db2", "db4", "mixed"),
     "model.class_weighting": ("none", "inverse", "inverse_sqrt", "normalised"),
     "model.threshold_selection": ("fixed", "dev"),
     "training.optimizer": ("adamw", "adam", "sgd"),

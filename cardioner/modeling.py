@@ -23,8 +23,11 @@ with punctuation split off.
 
 from __future__ import annotations
 
+import cmath
+import functools
 import inspect
 import json
+import math
 from dataclasses import dataclass
 
 import torch
@@ -161,6 +164,24 @@ def split_tag(label: str) -> tuple[str | None, str]:
     return None, label
 
 
+def entities_from_tags(labels: list[str]) -> list[tuple[int, int, str]]:
+    """(first, last, type) of each entity in a sequence of typed tags, read leniently: B- and S- open an entity,
+    I- and E- extend an open one of their type (else open one), E- and S- close it, O closes it."""
+    found: list[list] = []
+    is_open = False
+    for index, label in enumerate(labels):
+        prefix, entity_type = split_tag(label)
+        if prefix not in ("B", "I", "E", "S"):
+            is_open = False
+            continue
+        if is_open and prefix in ("I", "E") and found[-1][2] == entity_type:
+            found[-1][1] = index
+        else:
+            found.append([index, index, entity_type])
+        is_open = prefix in ("B", "I")
+    return [tuple(entity) for entity in found]
+
+
 def transition_constraints(labels: list[str]) -> tuple[list[bool], list[list[bool]], list[bool]]:
     """Which start, transition and end moves the tag scheme allows (BIO, or BIOES when E-/S- tags exist).
 
@@ -196,6 +217,22 @@ def transition_constraints(labels: list[str]) -> tuple[list[bool], list[list[boo
     transitions = [[allowed(source, target) for target in parts] for source in parts]
     end_allowed = [not (bioes and prefix in opens) for prefix, _ in parts]
     return start_allowed, transitions, end_allowed
+
+
+def chain_tags(config) -> list[str]:
+    """The tags of one decoding chain: every label (multi-class), or one channel's ``O, B, I`` (BIOES: ``O, B, I,
+    E, S``) for a multi-label config (``channel_types`` set), checking that id2label is the channels' typed tags
+    ``O, B-T1, I-T1, B-T2, ...`` in channel order."""
+    labels = [config.id2label[index] for index in range(config.num_labels)]
+    if config.channel_types is None:
+        return labels
+    types = list(config.channel_types)
+    per_channel = (len(labels) - 1) // max(len(types), 1)
+    tags = ["O"] + [split_tag(label)[0] or "?" for label in labels[1 : 1 + per_channel]]
+    expected = ["O"] + [f"{prefix}-{entity_type}" for entity_type in types for prefix in tags[1:]]
+    if not types or per_channel < 2 or labels != expected:
+        raise ValueError(f"id2label {labels} is not the channel layout {expected} of channel_types {types}")
+    return tags
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -549,16 +586,32 @@ class CardioNERConfig(PretrainedConfig):
 
     Args:
         backbone_config: the backbone's own config as a dict, ``model_type`` included.
-        head: token head, a key of TOKEN_HEADS ("linear", "mlp").
+        head: token head, a key of TOKEN_HEADS ("linear", "mlp", "bilstm", "cnn", "attention", "fourier_kan",
+            "wavelet_kan").
         classifier_hidden_layers: hidden sizes of the mlp head.
         classifier_activation: activation of the mlp head (a transformers ACT2FN name: "gelu", "relu", ...).
         classifier_dropout: dropout before each head layer.
+        num_layers_to_use: how many of the backbone's last hidden layers the head reads (1 = the top layer).
+        layer_combination: how those layers combine: "concat" or "mix" (learned scalar weights, softmax-normalised).
+        use_combined: each token's vector is followed by its sequence's first-token ([CLS]) vector.
+        lstm_hidden_size, lstm_num_layers, lstm_dropout: the bilstm head (size per direction; dropout between
+            LSTM layers).
+        cnn_kernel_sizes, cnn_num_filters: the cnn head (one convolution per kernel size, same-length output).
+        attention_hidden_size, attention_num_heads, attention_num_layers: the attention head's transformer blocks.
+        num_frequencies: the fourier_kan head's learnable frequencies per input feature.
+        wavelet_type, num_wavelets: the wavelet_kan head: "haar", "db2", "db4" or "mixed"; wavelets per feature.
+        label_smoothing: label smoothing of the softmax cross-entropy, in [0, 1).
+        focal_gamma: focal loss exponent of the softmax cross-entropy (0 = plain cross-entropy).
         use_crf: whether a CRF sits on the emissions (TokenClassificationModelCRF).
         crf_constraints: mask the transitions that the tag scheme (BIO/BIOES, read from id2label) forbids.
         crf_reduction: how the CRF NLL is reduced: "token_mean" (per word), "mean" (per sequence), "sum".
-        class_weights: per-label weights of the softmax cross-entropy, or None.
+        class_weights: per-label weights of the softmax cross-entropy, or None; multi-label sigmoid model: one
+            row per channel of per-tag weights of the BCE (a word's loss in a channel is weighted by its gold tag).
         freeze_backbone: the backbone gets no gradient.
         label_all_subwords: the softmax loss uses every labelled subword (the CRF always uses word starts only).
+        channel_types: multi-label models only: the entity type of each channel (one O/B/I chain per type, in this
+            order); id2label then holds the typed tags ``O, B-T1, I-T1, B-T2, ...`` of the channels in order.
+        thresholds: multi-label sigmoid model: each channel's decision threshold in (0, 1); None means 0.5.
         cardioner_version: version of cardioner that wrote the model (set on export).
         config_version: version of this config's layout.
         **kwargs: PretrainedConfig arguments (id2label, label2id, ...).
@@ -573,12 +626,30 @@ class CardioNERConfig(PretrainedConfig):
         classifier_hidden_layers: tuple[int, ...] | list[int] = (512, 256),
         classifier_activation: str = "gelu",
         classifier_dropout: float = 0.1,
+        num_layers_to_use: int = 1,
+        layer_combination: str = "concat",
+        use_combined: bool = False,
+        lstm_hidden_size: int = 256,
+        lstm_num_layers: int = 1,
+        lstm_dropout: float = 0.1,
+        cnn_kernel_sizes: tuple[int, ...] | list[int] = (3, 4, 5),
+        cnn_num_filters: int = 128,
+        attention_hidden_size: int = 256,
+        attention_num_heads: int = 4,
+        attention_num_layers: int = 1,
+        num_frequencies: int = 8,
+        wavelet_type: str = "mixed",
+        num_wavelets: int = 8,
+        label_smoothing: float = 0.0,
+        focal_gamma: float = 0.0,
         use_crf: bool = False,
         crf_constraints: bool = True,
         crf_reduction: str = "token_mean",
         class_weights: list[float] | None = None,
         freeze_backbone: bool = False,
         label_all_subwords: bool = False,
+        channel_types: list[str] | None = None,
+        thresholds: list[float] | None = None,
         cardioner_version: str | None = None,
         config_version: int = CONFIG_VERSION,
         **kwargs,
@@ -598,16 +669,48 @@ class CardioNERConfig(PretrainedConfig):
         self.classifier_hidden_layers = [int(size) for size in classifier_hidden_layers]
         self.classifier_activation = classifier_activation
         self.classifier_dropout = float(classifier_dropout)
+        self.num_layers_to_use = int(num_layers_to_use)
+        self.layer_combination = layer_combination
+        self.use_combined = bool(use_combined)
+        self.lstm_hidden_size = int(lstm_hidden_size)
+        self.lstm_num_layers = int(lstm_num_layers)
+        self.lstm_dropout = float(lstm_dropout)
+        self.cnn_kernel_sizes = [int(size) for size in cnn_kernel_sizes]
+        self.cnn_num_filters = int(cnn_num_filters)
+        self.attention_hidden_size = int(attention_hidden_size)
+        self.attention_num_heads = int(attention_num_heads)
+        self.attention_num_layers = int(attention_num_layers)
+        self.num_frequencies = int(num_frequencies)
+        self.wavelet_type = wavelet_type
+        self.num_wavelets = int(num_wavelets)
+        self.label_smoothing = float(label_smoothing)
+        self.focal_gamma = float(focal_gamma)
         self.use_crf = bool(use_crf)
         self.crf_constraints = bool(crf_constraints)
         self.crf_reduction = crf_reduction
-        self.class_weights = None if class_weights is None else [float(weight) for weight in class_weights]
+        self.class_weights = None if class_weights is None else [
+            [float(w) for w in weight] if isinstance(weight, (list, tuple)) else float(weight) for weight in class_weights
+        ]  # one weight per label; multi-label: one row per channel
         self.freeze_backbone = bool(freeze_backbone)
         self.label_all_subwords = bool(label_all_subwords)
+        self.channel_types = None if channel_types is None else [str(t) for t in channel_types]
+        self.thresholds = None if thresholds is None else [float(t) for t in thresholds]
+        if self.thresholds is not None and not all(0.0 < t < 1.0 for t in self.thresholds):
+            raise ValueError(f"thresholds must lie in (0, 1), got {self.thresholds}")
+        check_head_settings(self)
         self.cardioner_version = cardioner_version
         self.config_version = int(config_version)
         super().__init__(**kwargs)
-        if self.class_weights is not None and len(self.class_weights) != self.num_labels:
+        if self.channel_types is not None:
+            tags = chain_tags(self)  # validates the channel layout of id2label
+            if self.thresholds is not None and len(self.thresholds) != len(self.channel_types):
+                raise ValueError(f"{len(self.thresholds)} thresholds for {len(self.channel_types)} channels")
+            if self.class_weights is not None and [len(row) for row in self.class_weights] != [len(tags)] * len(
+                self.channel_types
+            ):
+                raise ValueError(f"class_weights must be {len(self.channel_types)} rows of {len(tags)} weights (per "
+                                 f"channel and tag), got {self.class_weights}")
+        elif self.class_weights is not None and len(self.class_weights) != self.num_labels:
             raise ValueError(f"class_weights has {len(self.class_weights)} values for {self.num_labels} labels")
 
     def build_backbone_config(self) -> PretrainedConfig:
@@ -652,8 +755,426 @@ class MLPHead(nn.Module):
         return self.classifier(self.dropout(self.hidden(hidden_states)))
 
 
+class BiLSTMHead(nn.Module):
+    """A bidirectional LSTM over the real tokens (packed: padding never enters it), then dropout and a linear layer.
+
+    Uses ``lstm_hidden_size`` (per direction), ``lstm_num_layers`` and ``lstm_dropout`` (between LSTM layers).
+    """
+
+    def __init__(self, input_size: int, num_outputs: int, config: CardioNERConfig) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.lstm = nn.LSTM(
+            input_size, config.lstm_hidden_size, num_layers=config.lstm_num_layers, batch_first=True,
+            bidirectional=True, dropout=config.lstm_dropout if config.lstm_num_layers > 1 else 0.0,
+        )
+        self.classifier = nn.Linear(2 * config.lstm_hidden_size, num_outputs)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        tokens, token_mask = compact_real_tokens(self.dropout(hidden_states), attention_mask)  # (b, n, input)
+        lengths = token_mask.sum(1).clamp(min=1).cpu()  # shape: (batch,); an empty row runs on one padding token
+        packed = nn.utils.rnn.pack_padded_sequence(tokens, lengths, batch_first=True, enforce_sorted=False)
+        output, _ = self.lstm(packed)
+        # shape: (batch, n, 2 * lstm_hidden_size)
+        output, _ = nn.utils.rnn.pad_packed_sequence(output, batch_first=True, total_length=tokens.shape[1])
+        return self.classifier(self.dropout(expand_real_tokens(output, attention_mask)))
+
+
+class CNNHead(nn.Module):
+    """Parallel 1-D convolutions over the real tokens (``cnn_kernel_sizes``, ``cnn_num_filters`` each), padded to
+    keep the length, activation, then dropout and a linear layer over the concatenated filters.
+
+    Padding tokens are removed first and the convolution pads with zeros, so a real token never sees padding.
+    """
+
+    def __init__(self, input_size: int, num_outputs: int, config: CardioNERConfig) -> None:
+        super().__init__()
+        self.kernel_sizes = [int(size) for size in config.cnn_kernel_sizes]
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.convolutions = nn.ModuleList(
+            nn.Conv1d(input_size, config.cnn_num_filters, size) for size in self.kernel_sizes
+        )
+        self.activation = ACT2FN[config.classifier_activation]
+        self.classifier = nn.Linear(config.cnn_num_filters * len(self.kernel_sizes), num_outputs)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        tokens, token_mask = compact_real_tokens(self.dropout(hidden_states), attention_mask)  # (b, n, input)
+        tokens = (tokens * token_mask[..., None]).transpose(1, 2)  # shape: (batch, input, n)
+        features = [
+            self.activation(convolution(nn.functional.pad(tokens, ((size - 1) // 2, size // 2))))  # (b, filters, n)
+            for size, convolution in zip(self.kernel_sizes, self.convolutions, strict=True)
+        ]
+        features = torch.cat(features, dim=1).transpose(1, 2)  # shape: (batch, n, filters * kernels)
+        return self.classifier(self.dropout(expand_real_tokens(features, attention_mask)))
+
+
+class AttentionHead(nn.Module):
+    """A projection to ``attention_hidden_size``, ``attention_num_layers`` transformer blocks (multi-head
+    self-attention with padded keys masked, layer norm, GELU MLP), then dropout and a linear layer."""
+
+    def __init__(self, input_size: int, num_outputs: int, config: CardioNERConfig) -> None:
+        super().__init__()
+        size = config.attention_hidden_size
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.projection = nn.Linear(input_size, size)
+        self.blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(size, config.attention_num_heads, dim_feedforward=4 * size,
+                                       dropout=config.classifier_dropout, activation="gelu", batch_first=True)
+            for _ in range(config.attention_num_layers)
+        )
+        self.classifier = nn.Linear(size, num_outputs)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        tokens, token_mask = compact_real_tokens(self.dropout(hidden_states), attention_mask)  # (b, n, input)
+        features = self.projection(tokens)  # shape: (batch, n, attention_hidden_size)
+        padding = ~token_mask
+        padding[:, :1] = False  # an empty row attends to its (ignored) first slot instead of to nothing (NaN)
+        for block in self.blocks:
+            features = block(features, src_key_padding_mask=padding)
+        return self.classifier(self.dropout(expand_real_tokens(features, attention_mask)))
+
+
+def _polynomial_roots(coefficients: list[float]) -> list[complex]:
+    """Complex roots of ``sum_k coefficients[k] * y**k`` (Durand–Kerner iteration; for small degrees).
+
+    Args:
+        coefficients: lowest degree first; the last must be non-zero.
+
+    Returns:
+        the degree's number of roots.
+    """
+    degree = len(coefficients) - 1
+    monic = [c / coefficients[-1] for c in coefficients]
+    roots = [complex(0.4, 0.9) ** k for k in range(degree)]
+    for _ in range(200):
+        for i, root in enumerate(roots):
+            value = sum(c * root**k for k, c in enumerate(monic))
+            roots[i] = root - value / math.prod(root - other for j, other in enumerate(roots) if j != i)
+    return roots
+
+
+def _multiply(first: list[complex], second: list[complex]) -> list[complex]:
+    """Product of two polynomials (coefficient lists, lowest degree first)."""
+    product = [0j] * (len(first) + len(second) - 1)
+    for i, a in enumerate(first):
+        for j, b in enumerate(second):
+            product[i + j] += a * b
+    return product
+
+
+@functools.cache
+def daubechies_filter(num_vanishing_moments: int) -> tuple[float, ...]:
+    """Scaling (low-pass) filter h of the Daubechies wavelet dbN (db1 = Haar): 2N taps, minimum phase, sum sqrt(2).
+
+    Daubechies' construction by spectral factorisation: H(z) = sqrt(2) ((1 + 1/z) / 2)^N Q(1/z), where
+    |Q|^2 on the unit circle is P(sin^2(w/2)) with P(y) = sum_{k<N} C(N-1+k, k) y^k. Each root y of P gives a
+    pair z, 1/z of roots (y = (2 - z - 1/z) / 4); Q keeps the one inside the unit circle.
+    """
+    if num_vanishing_moments < 1:
+        raise ValueError(f"a Daubechies wavelet needs >= 1 vanishing moment, got {num_vanishing_moments}")
+    n = num_vanishing_moments
+    polynomial = [1 + 0j]  # in powers of 1/z, lowest first
+    for y in _polynomial_roots([float(math.comb(n - 1 + k, k)) for k in range(n)]):
+        middle = 2 - 4 * y  # z + 1/z
+        z = min(((middle + s * cmath.sqrt(middle * middle - 4)) / 2 for s in (1, -1)), key=abs)
+        polynomial = _multiply(polynomial, [1, -z])
+    for _ in range(n):
+        polynomial = _multiply(polynomial, [1, 1])
+    scale = math.sqrt(2) / sum(c.real for c in polynomial)
+    return tuple(c.real * scale for c in polynomial)
+
+
+WAVELET_VANISHING_MOMENTS = {"haar": 1, "db2": 2, "db4": 4}  # wavelet name -> N of dbN
+WAVELET_NAMES = tuple(WAVELET_VANISHING_MOMENTS)
+WAVELET_LEVELS = 6  # wavelet tables hold 2**6 points per unit of support
+
+
+def wavelet_filter(name: str) -> tuple[float, ...]:
+    """Scaling filter of a wavelet by name ("haar", "db2", "db4"): see ``daubechies_filter``."""
+    if name not in WAVELET_VANISHING_MOMENTS:
+        raise ValueError(f"unknown wavelet {name!r}; expected one of {sorted(WAVELET_VANISHING_MOMENTS)}")
+    return daubechies_filter(WAVELET_VANISHING_MOMENTS[name])
+
+
+def _solve(matrix: list[list[float]], vector: list[float]) -> list[float]:
+    """x with matrix @ x = vector (Gauss-Jordan with partial pivoting; small systems)."""
+    size = len(vector)
+    rows = [[*map(float, row), float(value)] for row, value in zip(matrix, vector, strict=True)]
+    for col in range(size):
+        pivot = max(range(col, size), key=lambda r: abs(rows[r][col]))
+        rows[col], rows[pivot] = rows[pivot], rows[col]
+        for r in range(size):
+            if r != col and rows[r][col] != 0.0:
+                factor = rows[r][col] / rows[col][col]
+                rows[r] = [a - factor * b for a, b in zip(rows[r], rows[col], strict=True)]
+    return [rows[i][size] / rows[i][i] for i in range(size)]
+
+
+@functools.cache
+def wavelet_functions(name: str, levels: int = WAVELET_LEVELS) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Scaling function phi and wavelet psi of ``name`` at x = m / 2**levels over their support [0, L - 1].
+
+    The cascade algorithm from exact values: phi at the integers solves phi(n) = sqrt(2) sum_k h_k phi(2n - k)
+    with sum phi(n) = 1 (Haar: the box, phi(0) = 1, phi(1) = 0); each level halves the spacing with the same
+    two-scale relation, and psi(x) = sqrt(2) sum_k g_k phi(2x - k) with g_k = (-1)^k h_{L-1-k}. Pure Python, so
+    it runs the same inside transformers' meta-device model construction.
+
+    Returns:
+        (phi, psi), each (L - 1) * 2**levels + 1 values.
+    """
+    h = wavelet_filter(name)
+    length = len(h)
+    root2 = math.sqrt(2)
+    if length == 2:
+        phi = [1.0, 0.0]
+    else:
+        equations = [[root2 * h[2 * n - j] if 0 <= 2 * n - j < length else 0.0 for j in range(length)]
+                     for n in range(length)]
+        for n in range(length):
+            equations[n][n] -= 1.0
+        equations[-1] = [1.0] * length  # the rows of (M - I) sum to zero: replace one by the normalisation
+        phi = _solve(equations, [0.0] * (length - 1) + [1.0])
+    for level in range(1, levels + 1):
+        step = 2 ** (level - 1)  # grid points per unit at the previous level
+        phi = [root2 * sum(c * phi[m - k * step] for k, c in enumerate(h) if 0 <= m - k * step < len(phi))
+               for m in range((length - 1) * 2**level + 1)]
+    g = [(-1) ** k * h[length - 1 - k] for k in range(length)]
+    unit = 2**levels
+    psi = [root2 * sum(c * phi[2 * m - k * unit] for k, c in enumerate(g) if 0 <= 2 * m - k * unit < len(phi))
+           for m in range(len(phi))]
+    return tuple(phi), tuple(psi)
+
+
+class KANHead(nn.Module):
+    """Kolmogorov–Arnold head: for each input feature a learnable one-dimensional function (a weighted sum of
+    ``num_basis`` basis functions of the layer-normed feature), summed into every output, plus a residual linear
+    path on the features themselves. Subclasses define the basis.
+
+    Args:
+        input_size, num_outputs, config: as for every head.
+        num_basis: basis functions per input feature.
+    """
+
+    def __init__(self, input_size: int, num_outputs: int, config: CardioNERConfig, num_basis: int) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.norm = nn.LayerNorm(input_size)
+        self.residual = nn.Linear(input_size, num_outputs)
+        self.classifier = nn.Linear(input_size * num_basis, num_outputs)  # the basis functions' weights
+
+    def basis(self, features: torch.Tensor) -> torch.Tensor:
+        """Basis functions of each feature: (..., input_size) -> (..., input_size, num_basis)."""
+        raise NotImplementedError
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        features = self.dropout(hidden_states)
+        values = self.basis(self.norm(features))  # shape: (batch, seq_len, input_size, num_basis)
+        return self.residual(features) + self.classifier(values.flatten(-2))  # shape: (batch, seq_len, outputs)
+
+
+class FourierKANHead(KANHead):
+    """KAN head with a Fourier basis: cos(f x) and sin(f x) for ``num_frequencies`` learnable frequencies per input
+    feature (starting at 1, 2, ..., num_frequencies)."""
+
+    def __init__(self, input_size: int, num_outputs: int, config: CardioNERConfig) -> None:
+        super().__init__(input_size, num_outputs, config, num_basis=2 * config.num_frequencies)
+        self.num_frequencies = config.num_frequencies
+        self.frequency_offsets = nn.Parameter(torch.zeros(input_size, config.num_frequencies))  # learned shifts
+
+    def basis(self, features: torch.Tensor) -> torch.Tensor:
+        start = torch.arange(1, self.num_frequencies + 1, device=features.device, dtype=features.dtype)
+        angles = features[..., None] * (start + self.frequency_offsets)  # shape: (..., input_size, frequencies)
+        return torch.cat([angles.cos(), angles.sin()], dim=-1)  # shape: (..., input_size, 2 * frequencies)
+
+
+class WaveletKANHead(KANHead):
+    """KAN head with a wavelet basis: ``num_wavelets`` mother wavelets psi((x - t) / s) per input feature, each
+    with a learnable translation t (starting evenly over [-2, 2]) and scale s.
+
+    ``wavelet_type`` is "haar", "db2", "db4", or "mixed" (the three in turn). A wavelet is its tabulated function
+    (``wavelet_functions``, from the filter coefficients by the cascade algorithm), linearly interpolated, its
+    support stretched over [t - s, t + s].
+    """
+
+    def __init__(self, input_size: int, num_outputs: int, config: CardioNERConfig) -> None:
+        super().__init__(input_size, num_outputs, config, num_basis=config.num_wavelets)
+        names = WAVELET_NAMES if config.wavelet_type == "mixed" else (config.wavelet_type,)
+        count = config.num_wavelets
+        self._kinds = [index % len(names) for index in range(count)]  # table row of each wavelet
+        tables = [wavelet_functions(name, WAVELET_LEVELS)[1] for name in names]
+        width = max(len(table) for table in tables)
+        # Plain lists, not buffers: they follow from the config (like the CRF's constraints), never from weights.
+        self._table = [list(table) + [0.0] * (width - len(table)) for table in tables]
+        self._support = [len(wavelet_filter(names[kind])) - 1 for kind in self._kinds]  # support width in units
+        self._starts = [-2.0 + 4.0 * index / (count - 1) if count > 1 else 0.0 for index in range(count)]
+        self._start_scale = min(2.0, 8.0 / count)
+        self.translation_offsets = nn.Parameter(torch.zeros(input_size, count))  # learned: t = start + offset
+        self.log_scales = nn.Parameter(torch.zeros(input_size, count))  # learned: s = start scale * exp(log_scale)
+
+    def basis(self, features: torch.Tensor) -> torch.Tensor:
+        device, dtype = features.device, features.dtype
+        table = torch.tensor(self._table, device=device, dtype=dtype)  # shape: (types, points)
+        kinds = torch.tensor(self._kinds, device=device)  # shape: (wavelets,)
+        last = torch.tensor(self._support, device=device, dtype=dtype) * 2**WAVELET_LEVELS  # last grid point
+        translations = torch.tensor(self._starts, device=device, dtype=dtype) + self.translation_offsets  # (in, K)
+        scales = self._start_scale * self.log_scales.exp()  # shape: (input_size, wavelets)
+        unit = (features[..., None] - translations) / scales  # shape: (..., input_size, wavelets); support [-1, 1]
+        position = (unit + 1) / 2 * last  # in grid points of the table
+        inside = (position >= 0) & (position <= last)
+        position = torch.minimum(position.clamp(min=0), last)
+        index = torch.minimum(position.floor(), last - 1).long()
+        fraction = position - index
+        flat = table.flatten()
+        row = kinds * table.shape[1]  # shape: (wavelets,)
+        values = flat[row + index] * (1 - fraction) + flat[row + index + 1] * fraction
+        return values * inside  # shape: (..., input_size, wavelets)
+
+
 # A head is chosen by name: __init__(input_size, num_outputs, config), forward(hidden_states, attention_mask).
-TOKEN_HEADS: dict[str, type[nn.Module]] = {"linear": LinearHead, "mlp": MLPHead}
+TOKEN_HEADS: dict[str, type[nn.Module]] = {
+    "linear": LinearHead,
+    "mlp": MLPHead,
+    "bilstm": BiLSTMHead,
+    "cnn": CNNHead,
+    "attention": AttentionHead,
+    "fourier_kan": FourierKANHead,
+    "wavelet_kan": WaveletKANHead,
+}
+LAYER_COMBINATIONS = ("concat", "mix")
+
+
+def check_head_settings(config: CardioNERConfig) -> None:
+    """Raise ValueError, naming the key and its value, for head settings that cannot build a model."""
+    for name in ("num_layers_to_use", "lstm_hidden_size", "lstm_num_layers", "cnn_num_filters", "attention_hidden_size",
+                 "attention_num_heads", "attention_num_layers", "num_frequencies", "num_wavelets"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)!r}")
+    if config.layer_combination not in LAYER_COMBINATIONS:
+        raise ValueError(f"invalid layer_combination {config.layer_combination!r}; expected one of {LAYER_COMBINATIONS}")
+    if config.wavelet_type not in (*WAVELET_NAMES, "mixed"):
+        raise ValueError(f"invalid wavelet_type {config.wavelet_type!r}; expected one of {(*WAVELET_NAMES, 'mixed')}")
+    if not config.cnn_kernel_sizes or min(config.cnn_kernel_sizes) < 1:
+        raise ValueError(f"cnn_kernel_sizes must be positive integers, got {config.cnn_kernel_sizes}")
+    if config.attention_hidden_size % config.attention_num_heads:
+        raise ValueError(f"attention_hidden_size ({config.attention_hidden_size}) must be a multiple of "
+                         f"attention_num_heads ({config.attention_num_heads})")
+    if not 0.0 <= config.lstm_dropout < 1.0:
+        raise ValueError(f"lstm_dropout must be in [0, 1), got {config.lstm_dropout}")
+    if not 0.0 <= config.label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {config.label_smoothing}")
+    if config.focal_gamma < 0:
+        raise ValueError(f"focal_gamma must be >= 0, got {config.focal_gamma}")
+    if (config.label_smoothing or config.focal_gamma) and (config.use_crf or config.channel_types is not None):
+        raise ValueError(f"label_smoothing ({config.label_smoothing}) and focal_gamma ({config.focal_gamma}) shape the "
+                         "softmax loss; a CRF or multi-label model would ignore them: set them to 0")
+
+
+def compact_real_tokens(hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The real tokens of each row moved to the front, in order (sequence heads then never see padding).
+
+    Args:
+        hidden_states: (batch, seq_len, size).
+        attention_mask: (batch, seq_len), 1 for real tokens.
+
+    Returns:
+        (tokens (batch, max_real, size), left-aligned mask (batch, max_real) bool).
+    """
+    positions, token_mask = gather_positions(attention_mask.bool())  # shape: (batch, max_real)
+    return gather_rows(hidden_states, positions), token_mask
+
+
+def expand_real_tokens(features: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Undo ``compact_real_tokens``: (batch, max_real, size) -> (batch, seq_len, size), zeros at padding."""
+    real = attention_mask.bool()
+    slot = (real.long().cumsum(1) - 1).clamp(min=0)  # shape: (batch, seq_len): rank among the row's real tokens
+    if features.shape[1] == 0:
+        return features.new_zeros(*real.shape, features.shape[-1])
+    expanded = gather_rows(features, slot)  # shape: (batch, seq_len, size)
+    return torch.where(real[..., None], expanded, torch.zeros_like(expanded))
+
+
+class HeadInput(nn.Module):
+    """What the head reads: the backbone's top layer, or its last ``num_layers_to_use`` layers concatenated
+    ("concat") or mixed with learned scalar weights ("mix": softmax-normalised weights times a learned gain);
+    with ``use_combined``, each token's vector followed by its sequence's first-token ([CLS]) vector.
+
+    Args:
+        backbone_config: the backbone's config (its hidden size and number of layers).
+        config: the model config.
+    """
+
+    def __init__(self, backbone_config: PretrainedConfig, config: CardioNERConfig) -> None:
+        super().__init__()
+        self.num_layers = config.num_layers_to_use
+        self.layer_combination = config.layer_combination
+        self.use_combined = config.use_combined
+        available = int(getattr(backbone_config, "num_hidden_layers", 0) or 0) + 1  # embeddings + every layer
+        if self.num_layers > available > 1:
+            raise ValueError(f"num_layers_to_use={self.num_layers}, but the backbone has {available} hidden states "
+                             f"(embeddings + {available - 1} layers)")
+        if self.num_layers > 1 and self.layer_combination == "mix":
+            self.layer_weights = nn.Parameter(torch.zeros(self.num_layers))  # softmax -> equal weights at start
+            self.layer_gain = nn.Parameter(torch.ones(()))
+        layers = self.num_layers if self.layer_combination == "concat" else 1
+        self.output_size = backbone_config.hidden_size * layers * (2 if self.use_combined else 1)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Args:
+            hidden_states: ``backbone_features``: (batch, seq_len, hidden), or (batch, seq_len, num_layers, hidden)
+                when num_layers_to_use > 1.
+            attention_mask: (batch, seq_len).
+
+        Returns:
+            (batch, seq_len, output_size).
+        """
+        features = hidden_states
+        if self.num_layers > 1:
+            if hidden_states.dim() != 4 or hidden_states.shape[2] != self.num_layers:
+                raise ValueError(f"expected hidden states (batch, seq_len, {self.num_layers}, hidden), "
+                                 f"got {tuple(hidden_states.shape)}")
+            if self.layer_combination == "mix":
+                weights = self.layer_weights.softmax(0).to(hidden_states.dtype)  # shape: (num_layers,)
+                features = self.layer_gain * (hidden_states * weights[:, None]).sum(2)  # shape: (b, seq, hidden)
+            else:
+                features = hidden_states.flatten(2)  # shape: (batch, seq_len, num_layers * hidden)
+        if self.use_combined:
+            first = features[:, :1].expand_as(features)  # shape: (batch, seq_len, size)
+            features = torch.cat([features, first], dim=-1)  # shape: (batch, seq_len, 2 * size)
+        return features
+
+
+def softmax_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
+    focal_gamma: float = 0.0,
+) -> torch.Tensor:
+    """Cross-entropy with optional class weights, label smoothing and focal modulation, -100 targets ignored.
+
+    The focal loss multiplies each token's (weighted, smoothed) cross-entropy by (1 - p_target)^gamma; the mean is
+    over the weights of the counted targets, as ``cross_entropy`` takes it, so gamma = 0 is plain cross-entropy.
+
+    Args:
+        logits: (tokens, num_labels).
+        targets: (tokens,) label ids, -100 where ignored.
+        weight: (num_labels,) class weights, or None.
+        label_smoothing: in [0, 1).
+        focal_gamma: >= 0.
+
+    Returns:
+        a scalar.
+    """
+    if focal_gamma == 0.0:
+        return nn.functional.cross_entropy(logits, targets, weight=weight, ignore_index=-100,
+                                           label_smoothing=label_smoothing)
+    counted = targets != -100
+    logits, targets = logits[counted], targets[counted]  # shape: (counted, num_labels), (counted,)
+    losses = nn.functional.cross_entropy(logits, targets, weight=weight, reduction="none",
+                                         label_smoothing=label_smoothing)  # shape: (counted,)
+    target_probability = logits.log_softmax(-1).gather(1, targets[:, None]).squeeze(1).exp()  # shape: (counted,)
+    total = weight[targets].sum() if weight is not None else torch.tensor(float(targets.numel()), device=logits.device)
+    return ((1 - target_probability) ** focal_gamma * losses).sum() / total.clamp(min=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -663,9 +1184,11 @@ TOKEN_HEADS: dict[str, type[nn.Module]] = {"linear": LinearHead, "mlp": MLPHead}
 
 @dataclass
 class CardioNERTokenClassifierOutput(TokenClassifierOutput):
-    """TokenClassifierOutput plus ``emissions``: the raw head output (``logits`` are decoded ones in eval)."""
+    """TokenClassifierOutput plus ``emissions``: the raw head output (``logits`` are decoded ones in eval), and for
+    multi-label models in eval mode ``channel_logits`` (batch, seq_len, channels, tags): argmax = each channel's tag."""
 
     emissions: torch.FloatTensor | None = None
+    channel_logits: torch.FloatTensor | None = None
 
 
 class Words:
@@ -769,8 +1292,8 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.backbone = _build_backbone(config.build_backbone_config())
-        hidden_size = self.backbone.config.hidden_size
-        self.head = TOKEN_HEADS[config.head](hidden_size, config.num_labels, config)
+        self.head_input = HeadInput(self.backbone.config, config)  # layers / [CLS] combined; no weights by default
+        self.head = TOKEN_HEADS[config.head](self.head_input.output_size, self._num_outputs(config), config)
         vocab_size = max(int(getattr(self.backbone.config, "vocab_size", 0) or 0), 1)
         # TOKEN_* class of each vocabulary id; -1 until set_token_classes() fills it (checked in forward).
         self.register_buffer("token_classes", torch.full((vocab_size,), -1, dtype=torch.int8), persistent=True)
@@ -779,13 +1302,18 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
         self._tag_type = _tag_types(labels)  # tag id -> entity type number; -1 for O and unknown prefixes
         self._outside_tag = config.label2id.get("O") if config.label2id else None
         self._backbone_takes_token_types = "token_type_ids" in inspect.signature(self.backbone.forward).parameters
-        self._build_decoder(config, labels)
+        self._build_decoder(config, chain_tags(config))
         if config.freeze_backbone:
             self.backbone.requires_grad_(False)
         self.post_init()
 
+    def _num_outputs(self, config: CardioNERConfig) -> int:
+        """How many scores the head emits per token (one per label here)."""
+        return config.num_labels
+
     def _build_decoder(self, config: CardioNERConfig, labels: list[str]) -> None:
-        """Add what sits on the emissions (nothing for softmax; the CRF in the subclass)."""
+        """Add what sits on the emissions (nothing for softmax; the CRF in the subclass); ``labels``: the tags
+        of one decoding chain (``chain_tags``)."""
 
     # -- building ---------------------------------------------------------------------------------------------
 
@@ -812,6 +1340,8 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
         if sorted(id2label) != list(range(len(id2label))):
             raise ValueError(f"id2label ids must be 0..n-1, got {sorted(id2label)}")
         use_crf = bool(head_settings.pop("use_crf", issubclass(cls, TokenClassificationModelCRF)))
+        if issubclass(cls, MultiLabelTokenClassificationModel) and head_settings.get("channel_types") is None:
+            head_settings["channel_types"] = sorted({split_tag(tag)[1] for tag in id2label.values()} - {""})
         backbone = _load_pretrained_backbone(name_or_path)
         config = CardioNERConfig(
             backbone_config=backbone.config.to_dict(),
@@ -820,7 +1350,7 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
             use_crf=use_crf,
             **head_settings,
         )
-        model = (TokenClassificationModelCRF if use_crf else TokenClassificationModel)(config)
+        model = model_class_for(config)(config)
         missing, unexpected = model.backbone.load_state_dict(backbone.state_dict(), strict=False)
         if missing:
             raise ValueError(f"backbone weights from {name_or_path} miss {len(missing)} keys, e.g. {missing[:5]}")
@@ -866,12 +1396,11 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
         emissions = self._emissions(input_ids, attention_mask, token_type_ids, hidden_states)  # shape: (b, seq, tags)
         words = self._words(input_ids, attention_mask)
         loss = self._loss(emissions, labels, words) if labels is not None else None
-        logits = emissions
+        outputs = {"logits": emissions}
         if not self.training:
             with torch.no_grad():
-                word_tags, word_logits = self._decode_words(emissions, words)
-                logits = self._pipeline_logits(emissions, words, word_tags, word_logits)
-        return CardioNERTokenClassifierOutput(loss=loss, logits=logits, emissions=emissions)
+                outputs = self._eval_outputs(emissions, words)
+        return CardioNERTokenClassifierOutput(loss=loss, emissions=emissions, **outputs)
 
     @torch.no_grad()
     def decode(
@@ -895,6 +1424,52 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
         lengths = words.word_mask.sum(1).tolist()
         return [row[:length] for row, length in zip(word_tags.tolist(), lengths, strict=True)]
 
+    @torch.no_grad()
+    def decode_spans(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        offset_mapping: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> list[list[tuple[int, int, str]]]:
+        """Entities with character offsets; a multi-label model gives each type's entities, overlaps included.
+
+        Args:
+            input_ids, attention_mask, token_type_ids: as in ``forward``.
+            offset_mapping: (batch, seq_len, 2) character offsets of each token, from the tokenizer called with
+                ``return_offsets_mapping=True``.
+
+        Returns:
+            one sorted list per example of (start, end, entity type); a word spans its first subword's start to its
+            last subword's end; tags are read leniently (an I- without its B- starts an entity).
+        """
+        if offset_mapping is None or tuple(offset_mapping.shape) != (*input_ids.shape, 2):
+            shape = None if offset_mapping is None else tuple(offset_mapping.shape)
+            raise ValueError(f"offset_mapping must have shape {(*input_ids.shape, 2)}, got {shape}")
+        word_tags = self.decode(input_ids, attention_mask, token_type_ids)
+        words = self._words(input_ids, self._check_inputs(input_ids, attention_mask, None))
+        num_chains = 1 if self.config.channel_types is None else len(self.config.channel_types)
+        tags_per_channel = len(chain_tags(self.config))
+        results = []
+        for b, tags in enumerate(word_tags):
+            word_chars = [[-1, -1] for _ in tags]  # (start, end) characters of each word
+            for position in torch.nonzero(words.in_word[b]).flatten().tolist():
+                start, end = offset_mapping[b, position].tolist()
+                chars = word_chars[int(words.word_index[b, position])]
+                chars[0] = start if chars[0] < 0 else chars[0]
+                chars[1] = end
+            spans = set()
+            for channel in range(num_chains):
+                if self.config.channel_types is None:
+                    labels = [self.config.id2label[int(tag)] for tag in tags]
+                else:  # channel tag k of channel c is the typed label 1 + c * (T - 1) + k - 1
+                    labels = [self.config.id2label[1 + channel * (tags_per_channel - 1) + row[channel] - 1]
+                              if row[channel] > 0 else "O" for row in tags]
+                for first, last, entity_type in entities_from_tags(labels):
+                    spans.add((word_chars[first][0], word_chars[last][1], entity_type))
+            results.append(sorted(spans))
+        return results
+
     # -- steps ------------------------------------------------------------------------------------------------
 
     def _check_inputs(
@@ -906,7 +1481,7 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
             attention_mask = torch.ones_like(input_ids)
         elif attention_mask.shape != input_ids.shape:
             raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {tuple(input_ids.shape)}")
-        if labels is not None and labels.shape != input_ids.shape:
+        if labels is not None and labels.shape[:2] != input_ids.shape:
             raise ValueError(f"labels shape {tuple(labels.shape)} != input_ids shape {tuple(input_ids.shape)}")
         if int(self.token_classes[0]) < 0:
             raise ValueError("token_classes is not set: build the model with from_backbone() or call set_token_classes()")
@@ -918,12 +1493,21 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
         """What the head reads from the backbone (the one place the backbone runs; cached when it is frozen).
 
         Returns:
-            (batch, seq_len, hidden): the backbone's last hidden states.
+            (batch, seq_len, hidden): the backbone's last hidden states; with ``num_layers_to_use`` N > 1,
+            (batch, seq_len, N, hidden): its last N hidden states, the top one as the single-layer model sees it.
         """
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None and self._backbone_takes_token_types:
             inputs["token_type_ids"] = token_type_ids
-        return self.backbone(**inputs)[0]  # shape: (batch, seq_len, hidden)
+        num_layers = self.config.num_layers_to_use
+        if num_layers == 1:
+            return self.backbone(**inputs)[0]  # shape: (batch, seq_len, hidden)
+        outputs = self.backbone(**inputs, output_hidden_states=True)
+        if len(outputs.hidden_states) < num_layers:
+            raise ValueError(f"num_layers_to_use={num_layers}, but the backbone returned {len(outputs.hidden_states)}"
+                             " hidden states")
+        layers = (*outputs.hidden_states[-num_layers:-1], outputs[0])  # top: after a final norm, where there is one
+        return torch.stack(layers, dim=2)  # shape: (batch, seq_len, num_layers, hidden)
 
     def _emissions(
         self,
@@ -934,7 +1518,8 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
     ) -> torch.Tensor:
         if hidden_states is None:
             hidden_states = self.backbone_features(input_ids, attention_mask, token_type_ids)
-        return self.head(hidden_states, attention_mask)  # shape: (batch, seq_len, num_labels)
+        features = self.head_input(hidden_states, attention_mask)  # shape: (batch, seq_len, head input size)
+        return self.head(features, attention_mask)  # shape: (batch, seq_len, num_labels)
 
     def _words(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Words:
         table = self.token_classes
@@ -951,17 +1536,23 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
             weight = torch.tensor(self.config.class_weights, dtype=emissions.dtype, device=emissions.device)
         if not self.config.label_all_subwords:
             labels = torch.where(words.word_start, labels, torch.full_like(labels, -100))
-        return nn.functional.cross_entropy(
+        return softmax_loss(
             emissions.reshape(-1, self.num_labels),  # shape: (batch * seq_len, num_labels)
             labels.reshape(-1),  # shape: (batch * seq_len,)
             weight=weight,
-            ignore_index=-100,
+            label_smoothing=self.config.label_smoothing,
+            focal_gamma=self.config.focal_gamma,
         )
 
     def _decode_words(self, emissions: torch.Tensor, words: Words) -> tuple[torch.Tensor, torch.Tensor]:
         """Tag of each word (batch, max_words) and its logits (batch, max_words, num_labels), argmax = tag."""
         word_logits = gather_rows(emissions, words.positions)  # shape: (batch, max_words, num_labels)
         return word_logits.argmax(-1), word_logits
+
+    def _eval_outputs(self, emissions: torch.Tensor, words: Words) -> dict[str, torch.Tensor]:
+        """Eval-mode outputs: ``logits`` for the stock pipeline (multi-label models add ``channel_logits``)."""
+        word_tags, word_logits = self._decode_words(emissions, words)
+        return {"logits": self._pipeline_logits(emissions, words, word_tags, word_logits)}
 
     def _pipeline_logits(
         self, emissions: torch.Tensor, words: Words, word_tags: torch.Tensor, word_logits: torch.Tensor
@@ -1013,13 +1604,14 @@ class TokenClassificationModelCRF(TokenClassificationModel):
 
     def _build_decoder(self, config: CardioNERConfig, labels: list[str]) -> None:
         start, transitions, end = transition_constraints(labels) if config.crf_constraints else (None, None, None)
-        self.crf = CRF(config.num_labels, start, transitions, end)
+        num_channels = None if config.channel_types is None else len(config.channel_types)
+        self.crf = CRF(len(labels), start, transitions, end, num_channels=num_channels)
 
     def _loss(self, emissions: torch.Tensor, labels: torch.Tensor, words: Words) -> torch.Tensor:
-        labelled = words.word_start & (labels != -100)
+        labelled = words.word_start & (labels != -100).view(*labels.shape[:2], -1).all(-1)  # channels together
         positions, mask = gather_positions(labelled)
         word_emissions = gather_rows(emissions, positions)  # shape: (batch, words, num_labels)
-        word_labels = labels.gather(1, positions)  # shape: (batch, words)
+        word_labels = gather_rows(labels, positions)  # shape: (batch, words[, channels])
         return self.crf.nll(word_emissions, word_labels, mask, reduction=self.config.crf_reduction)
 
     def _decode_words(self, emissions: torch.Tensor, words: Words) -> tuple[torch.Tensor, torch.Tensor]:
@@ -1028,6 +1620,100 @@ class TokenClassificationModelCRF(TokenClassificationModel):
         marginals = self.crf.marginals(word_emissions.detach(), words.word_mask)
         word_logits = force_argmax(marginals.clamp(min=1e-12).log(), word_tags)
         return word_tags, word_logits
+
+
+class MultiLabelTokenClassificationModel(TokenClassificationModel):
+    """Overlapping entity types: one O/B/I (BIOES: O/B/I/E/S) channel per type, independent sigmoids, BCE loss.
+
+    The head emits one logit per channel and entity tag (B, I[, E, S]); ``p(tag) = sigmoid(logit)``, trained with
+    binary cross-entropy against the one-hot gold tag of each channel (O: all zeros), each word-channel weighted
+    by ``class_weights[channel][gold tag]`` when given. ``emissions`` have shape (batch, seq_len, channels, tags)
+    with the O column set to ``logit(threshold)`` of the channel's type, so that the decision rule is an argmax:
+
+        a word is O in channel T unless its most probable entity tag reaches T's threshold; then it is that tag.
+
+    (With BIO: B if p(B) >= t and p(B) >= p(I), I if p(I) >= t and p(I) > p(B), else O; an I after O is read
+    as the start of an entity when spans are made.) Types never compete, so entities of different types overlap.
+
+    Eval-mode outputs: ``channel_logits`` (batch, seq_len, channels, tags), whose argmax at each word start is the
+    word's tag in every channel, and ``logits`` (batch, seq_len, num_labels) over the typed tags of id2label for
+    the stock pipeline, which returns one label per token: the channel whose tag beats its O score by the widest
+    margin (``flat_channel_scores``). ``decode`` gives every channel's tag per word, ``decode_spans`` the
+    (overlapping) entities with character offsets.
+    """
+
+    learns_outside_score = False  # the O column is the threshold, not a learned score (the CRF variant learns it)
+
+    def _num_outputs(self, config: CardioNERConfig) -> int:
+        if config.channel_types is None:
+            raise ValueError("a multi-label model needs config.channel_types (the entity type of each channel)")
+        tags_per_channel = len(chain_tags(config)) - (0 if self.learns_outside_score else 1)
+        return len(config.channel_types) * tags_per_channel
+
+    def _emissions(self, *args, **kwargs) -> torch.Tensor:
+        """The head's scores as (batch, seq_len, C, tags); arguments as ``TokenClassificationModel._emissions``."""
+        scores = super()._emissions(*args, **kwargs)  # shape: (batch, seq_len, C * tags)
+        num_channels = len(self.config.channel_types)
+        scores = scores.view(*scores.shape[:2], num_channels, -1)  # shape: (batch, seq_len, C, tags)
+        if self.learns_outside_score:
+            return scores
+        thresholds = torch.tensor(self.config.thresholds or [0.5] * num_channels, dtype=scores.dtype,
+                                  device=scores.device)
+        outside = torch.logit(thresholds).expand(*scores.shape[:2], num_channels)[..., None]  # shape: (b, s, C, 1)
+        return torch.cat([outside, scores], dim=-1)  # shape: (batch, seq_len, C, 1 + tags)
+
+    def _loss(self, emissions: torch.Tensor, labels: torch.Tensor, words: Words) -> torch.Tensor:
+        labelled = labels != -100  # shape: (batch, seq_len, C)
+        if not self.config.label_all_subwords:
+            labelled = labelled & words.word_start[..., None]
+        gold = labels.clamp(min=0)  # shape: (batch, seq_len, C)
+        targets = nn.functional.one_hot(gold, emissions.shape[-1])[..., 1:].to(emissions.dtype)  # (b, s, C, tags - 1)
+        losses = nn.functional.binary_cross_entropy_with_logits(emissions[..., 1:], targets, reduction="none")
+        weights = labelled.to(emissions.dtype)  # shape: (batch, seq_len, C)
+        if self.config.class_weights is not None:
+            table = torch.tensor(self.config.class_weights, dtype=emissions.dtype, device=emissions.device)  # (C, T)
+            weights = weights * table.expand(*gold.shape, table.shape[-1]).gather(-1, gold[..., None]).squeeze(-1)
+        return (losses.mean(-1) * weights).sum() / weights.sum().clamp(min=1e-12)
+
+    def _eval_outputs(self, emissions: torch.Tensor, words: Words) -> dict[str, torch.Tensor]:
+        word_tags, word_logits = self._decode_words(emissions, words)  # shapes: (b, W, C), (b, W, C, T)
+        if word_tags.shape[1] == 0:
+            return {"logits": flat_channel_scores(emissions), "channel_logits": emissions}
+        own = words.word_index.clamp(0, word_tags.shape[1] - 1)  # shape: (batch, seq_len)
+        channel_logits = torch.where(words.word_start[..., None, None], gather_rows(word_logits, own), emissions)
+        flat_word_logits = flat_channel_scores(word_logits)  # shape: (batch, W, num_labels)
+        flat_word_tags = flat_word_logits.argmax(-1)  # the channel whose tag beats its O by the widest margin
+        logits = self._pipeline_logits(flat_channel_scores(emissions), words, flat_word_tags, flat_word_logits)
+        return {"logits": logits, "channel_logits": channel_logits}
+
+
+class MultiLabelTokenClassificationModelCRF(TokenClassificationModelCRF, MultiLabelTokenClassificationModel):
+    """One BIO-constrained CRF per entity type (the CRF's channels, run as one batch), trained with the CRF NLL
+    (per word and channel with ``crf_reduction="token_mean"``), decoded by Viterbi in every channel.
+
+    Emissions are learned for all of a channel's tags, O included; ``channel_logits`` at word starts are each
+    channel's log marginals with its Viterbi tag raised to the argmax; ``logits`` as in the sigmoid model.
+    """
+
+    learns_outside_score = True
+
+
+def flat_channel_scores(scores: torch.Tensor) -> torch.Tensor:
+    """Per-channel scores (..., channels, tags) -> typed-tag scores (..., 1 + channels * (tags - 1)).
+
+    Each entity tag of a channel scores its margin over the channel's O score; the O column is 0. The argmax is
+    O when no channel leaves O, else the channel tag with the widest margin.
+    """
+    margins = scores[..., 1:] - scores[..., :1]  # shape: (..., C, tags - 1)
+    flat = margins.flatten(-2)  # shape: (..., C * (tags - 1))
+    return torch.cat([torch.zeros_like(flat[..., :1]), flat], dim=-1)
+
+
+def model_class_for(config: CardioNERConfig) -> type[TokenClassificationModel]:
+    """The model class a config describes: multi-class or multi-label (``channel_types``), softmax or CRF."""
+    if config.channel_types is not None:
+        return MultiLabelTokenClassificationModelCRF if config.use_crf else MultiLabelTokenClassificationModel
+    return TokenClassificationModelCRF if config.use_crf else TokenClassificationModel
 
 
 def _build_backbone(backbone_config: PretrainedConfig) -> PreTrainedModel:
