@@ -152,6 +152,7 @@ class Task:
 
         Class weights (if asked for) are computed from the tags of ``train_docs``.
         """
+        from cardioner.config import HEAD_SETTINGS
         from cardioner.modeling import TokenClassificationModel
 
         settings = self.config.model
@@ -163,7 +164,7 @@ class Task:
             id2label = LabelSet.flat(self.labels.types, self.labels.scheme).id2label
             channels = range(self.labels.num_channels)
             multilabel = {"channel_types": [channel.types[0] for channel in self.labels.channels],
-                          "thresholds": [settings.threshold for _ in channels]}
+                          "thresholds": None if settings.use_crf else [settings.threshold for _ in channels]}
             if settings.class_weighting != "none" and not settings.use_crf:
                 weights = [class_weights(windows, num_tags, settings.class_weighting, c) for c in channels]
             else:
@@ -175,6 +176,7 @@ class Task:
             crf_constraints=settings.crf_constraints, crf_reduction=settings.crf_reduction,
             class_weights=weights, freeze_backbone=settings.freeze_backbone,
             label_all_subwords=self.config.data.label_all_subwords,
+            **{name: getattr(settings, name) for name in HEAD_SETTINGS},
         )
         model.config.cardioner_labels = self.labels.to_config()
         model.config.cardioner_windows = {"max_length": self.encoder.max_length, "stride": self.encoder.stride,
