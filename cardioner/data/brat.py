@@ -78,7 +78,7 @@ def parse_ann(ann_text: str, text: str, doc_id: str, ann_path: Path, report: Rea
         span = Span(fragments[0][0], fragments[-1][1], match.group("label"), fragments if len(fragments) > 1 else ())
         check_span(span, text, doc_id, ann_path, line_no)
         annotated = match.group("text")
-        if span.text_in(text) != annotated:
+        if span.text_in(text) != annotated and one_line(span.text_in(text)) != annotated:
             raise CorpusError(f"annotated string {annotated!r} != text[{match.group('offsets')}] "
                               f"{span.text_in(text)!r}", ann_path, line_no)
         spans.append(span)
@@ -125,6 +125,11 @@ def read_brat(folder: str | Path, report: ReadReport | None = None) -> list[Docu
     return docs
 
 
+def one_line(string: str) -> str:
+    """An annotated string as an .ann line holds it: line breaks (a span may cross one) become spaces."""
+    return string.replace("\r", " ").replace("\n", " ")
+
+
 def format_ann(doc: Document) -> str:
     """The ``.ann`` contents for ``doc``: T lines (kept ids when they still match) interleaved with kept lines."""
     ids = doc.meta.get("brat_ids")
@@ -139,7 +144,7 @@ def format_ann(doc: Document) -> str:
             lines.append(pending[k][1])
             k += 1
         offsets = ";".join(f"{s} {e}" for s, e in span.pieces())
-        lines.append(f"{ann_id}\t{span.label} {offsets}\t{string}")
+        lines.append(f"{ann_id}\t{span.label} {offsets}\t{one_line(string)}")
     lines.extend(item[1] for item in pending[k:])
     return "".join(line + "\n" for line in lines)
 

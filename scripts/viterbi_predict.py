@@ -1,0 +1,355 @@
+#!/usr/bin/env python
+"""Annotate text with an exported cardioner model, using nothing but torch and transformers.
+
+Copy this file anywhere; it needs no cardioner install. It loads the model folder with
+``trust_remote_code=True`` (the folder's own ``modeling.py``), reads a ``.txt`` file, a folder of them
+(recursive) or JSONL (``{"id": ..., "text": ...}`` per line), cuts each document into overlapping windows of
+subwords, decodes every window with the model (Viterbi for CRF models), takes each word's tag from the window
+where it sits farthest from an edge, and writes spans with exact character offsets:
+
+    python viterbi_predict.py --model MODEL_DIR --input notes/ --output predictions/ --format brat
+    python viterbi_predict.py --model MODEL_DIR --input docs.jsonl --output predictions.jsonl --format jsonl
+    python viterbi_predict.py --model MODEL_DIR --input notes/ --output predictions.tsv --format tsv
+
+Formats: ``brat`` writes ``NAME.txt`` (the text, byte for byte) and ``NAME.ann`` per document into a folder;
+``jsonl`` one ``{"id", "text", "spans": [{"start", "end", "label"}]}`` per line; ``tsv`` the MultiCardioNER
+table (filename, label, start_span, end_span, text).
+
+Windows are cut exactly as ``cardioner predict`` cuts them, so both give the same spans: words come from the
+model's own word segmentation (its ``token_classes`` buffer and ``word_start_mask``), each window holds whole
+words plus the special tokens, consecutive windows share at most ``--stride`` subwords, and a word longer than
+a window is cut into window-sized words. Windows are batched in the same order (sorted by length) too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import math
+import sys
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+FORMATS = ("brat", "jsonl", "tsv")
+
+
+# --------------------------------------------------------------------------------------------- reading
+def read_text(path: Path) -> str:
+    """A UTF-8 file exactly as stored (no newline translation), so offsets index the file's characters."""
+    return path.read_bytes().decode("utf-8")
+
+
+def read_documents(path: Path) -> list[tuple[str, str]]:
+    """(id, text) pairs from a ``.txt`` file, a folder of ``.txt`` files, or JSONL with ``id`` and ``text``."""
+    if not path.exists():
+        raise SystemExit(f"error: --input {path}: no such file or folder")
+    if path.is_file() and path.suffix in (".jsonl", ".json"):
+        documents = []
+        for line_no, line in enumerate(read_text(path).splitlines(), 1):
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                raise SystemExit(f"error: {path}:{line_no}: expected an object with a string 'text'")
+            doc_id = record.get("id")
+            documents.append((f"{path.stem}#{line_no}" if doc_id is None else str(doc_id), record["text"]))
+        return documents
+    if path.is_file():
+        return [(path.stem, read_text(path))]
+    files = sorted(path.rglob("*.txt"))
+    if not files:
+        raise SystemExit(f"error: --input {path}: no .txt files in the folder")
+    return [(f.relative_to(path).as_posix()[: -len(".txt")], read_text(f)) for f in files]
+
+
+# --------------------------------------------------------------------------------------------- windows
+class Windower:
+    """Cut a document into whole-word windows of subwords, as cardioner's Encoder does.
+
+    Args:
+        model: the loaded model (its ``token_classes`` buffer and module's ``word_start_mask`` define words).
+        tokenizer: the model folder's fast tokenizer.
+        max_length: window size in subwords, special tokens included.
+        stride: most subwords two consecutive windows share.
+    """
+
+    def __init__(self, model, tokenizer, max_length: int, stride: int):
+        self.word_start_mask = sys.modules[type(model).__module__].word_start_mask  # the exported modeling.py
+        self.token_classes = model.token_classes.cpu()  # shape: (vocab_size,)
+        self.tokenizer = tokenizer
+        probe = tokenizer.backend_tokenizer.encode("a", add_special_tokens=True)
+        text = [i for i, special in enumerate(probe.special_tokens_mask) if not special]
+        self.prefix_ids, self.suffix_ids = probe.ids[: text[0]], probe.ids[text[-1] + 1 :]
+        self.prefix_types, self.text_type, self.suffix_types = (
+            probe.type_ids[: text[0]], probe.type_ids[text[0]], probe.type_ids[text[-1] + 1 :])
+        self.use_token_type_ids = "token_type_ids" in tokenizer.model_input_names
+        self.capacity = max_length - len(self.prefix_ids) - len(self.suffix_ids)
+        self.stride = stride
+        if not 0 <= stride < self.capacity:
+            raise SystemExit(f"error: --stride {stride} must be >= 0 and < the {self.capacity} text subwords of a "
+                             f"window of --max-length {max_length}")
+
+    def __call__(self, text: str) -> dict:
+        """Words (character spans, piece ranges) and windows (ids; first/end piece; edges) of one text."""
+        encoding = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        ids, offsets = encoding["input_ids"], encoding["offset_mapping"]
+        in_word, word_start = self._segment(ids)
+        units = self._split_long_units(whole_word_units(in_word, word_start), in_word, word_start)
+        words = word_piece_ranges(in_word, word_start)
+        word_offsets = [trim(text, offsets[first][0], offsets[end - 1][1]) for first, end in words]
+        windows = []
+        for u0, u1 in pack(units, self.capacity, self.stride):
+            start, end = (units[u0][0], units[u1 - 1][1]) if u1 > u0 else (0, 0)
+            window = {"input_ids": self.prefix_ids + ids[start:end] + self.suffix_ids, "start": start, "end": end,
+                      "left": -math.inf if u0 == 0 else start, "right": math.inf if u1 == len(units) else end}
+            if self.use_token_type_ids:
+                window["token_type_ids"] = self.prefix_types + [self.text_type] * (end - start) + self.suffix_types
+            windows.append(window)
+        return {"word_pieces": words, "word_offsets": word_offsets, "windows": windows}
+
+    def _segment(self, ids: list[int]) -> tuple[list[bool], list[bool]]:
+        if not ids:
+            return [], []
+        ids_tensor = torch.tensor(ids, dtype=torch.long)
+        in_table = ids_tensor < len(self.token_classes)
+        classes = self.token_classes[ids_tensor.clamp(0, len(self.token_classes) - 1)]
+        classes = torch.where(in_table, classes, torch.full_like(classes, 3))  # 3: TOKEN_SPECIAL
+        in_word, word_start = self.word_start_mask(classes[None])  # shape: (1, num_pieces) each
+        return in_word[0].tolist(), word_start[0].tolist()
+
+    def _split_long_units(self, units: list[tuple[int, int]], in_word: list[bool], word_start: list[bool]) -> list:
+        """Cut units longer than a window into window-sized ones; a cut inside a word starts a new word."""
+        result = []
+        for start, end in units:
+            cuts = list(range(start, end, self.capacity)) if end - start > self.capacity else [start]
+            for cut in cuts:
+                if in_word[cut]:
+                    word_start[cut] = True
+            result.extend((cut, min(cut + self.capacity, end)) for cut in cuts)
+        return result
+
+
+def whole_word_units(in_word: list[bool], word_start: list[bool]) -> list[tuple[int, int]]:
+    """[start, end) piece ranges: each word with the non-word pieces just before it (leading ones go to the
+    first unit, trailing ones to the last)."""
+    if not in_word:
+        return []
+    starts, run_start = [], None
+    for i, (inside, starts_word) in enumerate(zip(in_word, word_start, strict=True)):
+        if not inside:
+            run_start = i if run_start is None else run_start
+            continue
+        if starts_word:
+            starts.append(i if run_start is None else run_start)
+        run_start = None
+    if not starts:
+        return [(0, len(in_word))]
+    starts[0] = 0
+    return list(zip(starts, starts[1:] + [len(in_word)], strict=True))
+
+
+def word_piece_ranges(in_word: list[bool], word_start: list[bool]) -> list[tuple[int, int]]:
+    """[first, end) piece range of each word."""
+    words, first = [], None
+    for i, (inside, starts_word) in enumerate(zip(in_word, word_start, strict=True)):
+        if first is not None and (not inside or starts_word):
+            words.append((first, i))
+            first = None
+        if inside and starts_word:
+            first = i
+    if first is not None:
+        words.append((first, len(in_word)))
+    return words
+
+
+def pack(units: list[tuple[int, int]], capacity: int, stride: int) -> list[tuple[int, int]]:
+    """[u0, u1) unit ranges of the windows: greedy, each <= capacity pieces, overlapping by <= stride pieces."""
+    if not units:
+        return [(0, 0)]
+    sizes = [end - start for start, end in units]
+    windows, u0 = [], 0
+    while True:
+        u1, size = u0, 0
+        while u1 < len(units) and size + sizes[u1] <= capacity:
+            size += sizes[u1]
+            u1 += 1
+        windows.append((u0, u1))
+        if u1 == len(units):
+            return windows
+        next_u0, overlap = u1, 0  # step back over whole units that fit in the stride and leave room for unit u1
+        while next_u0 - 1 > u0 and overlap + sizes[next_u0 - 1] <= stride and \
+                overlap + sizes[next_u0 - 1] + sizes[u1] <= capacity:
+            next_u0 -= 1
+            overlap += sizes[next_u0]
+        u0 = next_u0
+
+
+def trim(text: str, start: int, end: int) -> tuple[int, int]:
+    """(start, end) without surrounding whitespace (byte-level and Metaspace pieces may include a space)."""
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end
+
+
+# --------------------------------------------------------------------------------------------- decoding
+@torch.no_grad()
+def decode_windows(model, windows: list[dict], pad_token_id: int, batch_size: int) -> None:
+    """Store each window's tag id per word (``window["tags"]``), batching windows sorted by length."""
+    device = next(model.parameters()).device
+    order = sorted(range(len(windows)), key=lambda i: len(windows[i]["input_ids"]))
+    for begin in range(0, len(order), batch_size):
+        chunk = [windows[i] for i in order[begin : begin + batch_size]]
+        length = max(len(w["input_ids"]) for w in chunk)
+        inputs = {
+            "input_ids": torch.tensor([w["input_ids"] + [pad_token_id] * (length - len(w["input_ids"])) for w in chunk]),
+            "attention_mask": torch.tensor([[1] * len(w["input_ids"]) + [0] * (length - len(w["input_ids"]))
+                                            for w in chunk]),
+        }  # shape: (batch, length) each
+        if "token_type_ids" in chunk[0]:
+            inputs["token_type_ids"] = torch.tensor([w["token_type_ids"] + [0] * (length - len(w["token_type_ids"]))
+                                                     for w in chunk])
+        tags = model.decode(**{k: v.to(device) for k, v in inputs.items()})  # one tag id per word, per window
+        for window, window_tags in zip(chunk, tags, strict=True):
+            window["tags"] = window_tags
+
+
+def merge_windows(document: dict) -> list[int]:
+    """One tag id per word, from the window where the word sits farthest from an edge (ties: earlier window).
+
+    A window edge at the document's start or end is no edge (no context is cut there); distances are in subwords.
+    """
+    pieces = document["word_pieces"]
+    firsts = [first for first, _ in pieces]
+    best, merged = [-math.inf] * len(pieces), [None] * len(pieces)
+    for window in document["windows"]:
+        words = range(bisect.bisect_left(firsts, window["start"]), bisect.bisect_left(firsts, window["end"]))
+        if len(words) != len(window["tags"]):
+            raise RuntimeError(f"the model found {len(window['tags'])} words in a window of {len(words)} words")
+        for w, tag in zip(words, window["tags"], strict=True):
+            distance = min(pieces[w][0] - window["left"], window["right"] - pieces[w][1])
+            if distance > best[w]:
+                best[w], merged[w] = distance, tag
+    return merged
+
+
+def tags_to_spans(word_offsets: list[tuple[int, int]], tags: list[str]) -> list[tuple[int, int, str]]:
+    """(start, end, label) of each entity in word tags, read leniently (BIO and BIOES alike).
+
+    ``B-T`` starts an entity; ``I-T``/``E-T`` continue one of type T (else start one); ``E-T`` and ``S-T`` end it;
+    ``O`` ends it. Words with an empty character span never start or end a span.
+    """
+    entities, current = [], None
+    for i, tag in enumerate(tags):
+        prefix, _, label = tag.partition("-")
+        if prefix in ("I", "E") and current and current[2] == label:
+            current[1] = i
+        else:
+            if current:
+                entities.append(current)
+            current = [i, i, label] if prefix != "O" else None
+        if prefix in ("E", "S") and current:
+            entities.append(current)
+            current = None
+    if current:
+        entities.append(current)
+    spans = []
+    for first, last, label in entities:
+        while first <= last and word_offsets[first][0] >= word_offsets[first][1]:
+            first += 1
+        while last >= first and word_offsets[last][0] >= word_offsets[last][1]:
+            last -= 1
+        if first <= last:
+            spans.append((word_offsets[first][0], word_offsets[last][1], label))
+    return sorted(spans)
+
+
+def predict(model, tokenizer, documents: list[tuple[str, str]], max_length: int, stride: int,
+            batch_size: int) -> list[dict]:
+    """{"id", "text", "spans": [(start, end, label)]} for each (id, text) document."""
+    windower = Windower(model, tokenizer, max_length, stride)
+    encoded = [windower(text) for _, text in documents]
+    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    decode_windows(model, [w for doc in encoded for w in doc["windows"]], pad_token_id, batch_size)
+    id2label = {int(k): v for k, v in model.config.id2label.items()}
+    results = []
+    for (doc_id, text), doc in zip(documents, encoded, strict=True):
+        tags = [id2label[int(tag)] for tag in merge_windows(doc)]
+        results.append({"id": doc_id, "text": text, "spans": tags_to_spans(doc["word_offsets"], tags)})
+    return results
+
+
+# --------------------------------------------------------------------------------------------- writing
+def write_predictions(results: list[dict], output: Path, format: str) -> None:
+    """Write brat (a folder of NAME.txt + NAME.ann), JSONL or MultiCardioNER TSV."""
+    def one_line(text: str, start: int, end: int) -> str:  # a span may cross a line break: brat's text field
+        return text[start:end].replace("\r", " ").replace("\n", " ")
+
+    def tsv_field(text: str, start: int, end: int) -> str:
+        covered = text[start:end]
+        return " ".join(covered.split()) if "\t" in covered or "\n" in covered else covered
+
+    if format == "brat":
+        for result in results:
+            base = output / result["id"]
+            base.parent.mkdir(parents=True, exist_ok=True)
+            with open(base.with_name(base.name + ".txt"), "w", encoding="utf-8", newline="") as f:
+                f.write(result["text"])
+            with open(base.with_name(base.name + ".ann"), "w", encoding="utf-8", newline="") as f:
+                for i, (start, end, label) in enumerate(result["spans"], 1):
+                    f.write(f"T{i}\t{label} {start} {end}\t{one_line(result['text'], start, end)}\n")
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with open(output, "w", encoding="utf-8", newline="") as f:
+        if format == "jsonl":
+            for result in results:
+                spans = [{"start": s, "end": e, "label": label} for s, e, label in result["spans"]]
+                f.write(json.dumps({"id": result["id"], "text": result["text"], "spans": spans}, ensure_ascii=False)
+                        + "\n")
+        else:
+            f.write("filename\tlabel\tstart_span\tend_span\ttext\n")
+            for result in results:
+                for start, end, label in result["spans"]:
+                    f.write(f"{result['id']}\t{label}\t{start}\t{end}\t{tsv_field(result['text'], start, end)}\n")
+
+
+# --------------------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, type=Path, help="exported model folder")
+    parser.add_argument("--input", required=True, type=Path, help="a .txt file, a folder of .txt files, or JSONL")
+    parser.add_argument("--output", required=True, type=Path, help="output folder (brat) or file (jsonl, tsv)")
+    parser.add_argument("--format", choices=FORMATS, default="brat")
+    parser.add_argument("--max-length", type=int, help="window size in subwords (default: as trained)")
+    parser.add_argument("--stride", type=int, help="window overlap in subwords (default: as trained)")
+    parser.add_argument("--batch-size", type=int, default=32, help="windows per batch")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+
+    if not (args.model / "config.json").is_file():
+        raise SystemExit(f"error: --model {args.model}: not a model folder (no config.json)")
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    model = AutoModelForTokenClassification.from_pretrained(args.model, trust_remote_code=True).to(args.device).eval()
+    if not hasattr(model, "decode") or not hasattr(model, "token_classes"):
+        raise SystemExit(f"error: --model {args.model}: not a cardioner model (no decode() / token_classes)")
+    labels = getattr(model.config, "cardioner_labels", None) or {}
+    if labels.get("multilabel"):
+        raise SystemExit("error: this script decodes flat (one tag per word) models; this one is multi-label")
+    windows = getattr(model.config, "cardioner_windows", None) or {}
+    max_length = args.max_length or windows.get("max_length") or min(int(tokenizer.model_max_length or 512), 512)
+    stride = args.stride if args.stride is not None else windows.get("stride", 64)
+    stride = min(stride, max_length // 2)  # as cardioner predict does
+
+    documents = read_documents(args.input)
+    results = predict(model, tokenizer, documents, max_length, stride, args.batch_size)
+    write_predictions(results, args.output, args.format)
+    total = sum(len(r["spans"]) for r in results)
+    print(f"{total} entities in {len(results)} documents written to {args.output} ({args.format})")
+
+
+if __name__ == "__main__":
+    main()

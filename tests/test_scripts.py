@@ -1,0 +1,141 @@
+"""scripts/viterbi_predict.py, the copyable inference script: same spans as ``cardioner predict``, without cardioner.
+
+A tiny CRF model trained for a few steps on the shipped NCBI sample, its emissions spread so that it predicts
+many entities of several types. The script runs in a fresh process where ``import cardioner`` fails and the hub
+is offline; ``cardioner predict`` runs through the CLI in this process. Small windows (24 subwords, stride 8)
+make a long document span hundreds of windows. The script cuts windows exactly as cardioner's Encoder does
+(whole words, same packing, same merge rule, same batching order), so the spans are expected to be equal, not
+merely close.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tiny import tiny_backbone
+from typer.testing import CliRunner
+
+from cardioner.cli import app
+from cardioner.config import config_from_dict
+from cardioner.data import read_corpus
+from cardioner.data.common import read_text
+from cardioner.export import save_model
+from cardioner.training.trainer import ModelTrainer
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "examples" / "ncbi_sample"
+SCRIPT = REPO / "scripts" / "viterbi_predict.py"
+WINDOWS = ["--max-length", "24", "--stride", "8"]
+SHORT_TEXTS = {
+    "short_1": "The patient has Duchenne muscular dystrophy and type 2 diabetes.",
+    "short_2": "Ataxia-telangiectasia (A-T) is a recessive disorder.",
+    "short_3": "No evidence of breast cancer\nor ovarian cancer in the family.",
+    "empty": "",
+}
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory) -> Path:
+    """A tiny BERT + linear head + CRF, 6 optimiser steps on 12 NCBI sample abstracts, emissions spread out."""
+    root = tmp_path_factory.mktemp("script_model")
+    train, _ = read_corpus(SAMPLE / "train")
+    config = config_from_dict({
+        "data": {"max_length": 64, "stride": 16},
+        "model": {"model": str(tiny_backbone("bert", root)), "use_crf": True},
+        "training": {"epochs": 1, "max_steps": 6, "batch_size": 8, "lr": 1e-3, "seed": 5},
+    })
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # on 2 shared cores, oversubscribed threads make each step take seconds
+    try:
+        trainer = ModelTrainer(config)
+        trainer.train(train[:12])
+    finally:
+        torch.set_num_threads(threads)
+    with torch.no_grad():  # a barely trained model predicts O: spread its emissions so that many entities appear
+        noise = torch.randn(trainer.model.head.classifier.weight.shape, generator=torch.Generator().manual_seed(0))
+        trainer.model.head.classifier.weight.add_(0.5 * noise)
+    return save_model(trainer.model, trainer.task.tokenizer, root / "model")
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict[str, Path]:
+    """A folder with short documents and one long document (every test abstract, ~600 windows), and a JSONL."""
+    root = tmp_path_factory.mktemp("script_inputs")
+    folder = root / "texts"
+    (folder / "sub").mkdir(parents=True)
+    for name, text in SHORT_TEXTS.items():
+        (folder / f"{name}.txt").write_text(text, encoding="utf-8")
+    long_text = "\n\n".join(read_text(path) for path in sorted((SAMPLE / "test").glob("*.txt")))
+    (folder / "sub" / "long.txt").write_text(long_text, encoding="utf-8", newline="")
+    jsonl = root / "docs.jsonl"
+    records = [{"id": name, "text": text} for name, text in SHORT_TEXTS.items()] + [{"text": long_text[:3000]}]
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return {"folder": folder, "jsonl": jsonl}
+
+
+def run_script(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """The script in a fresh process: offline, and ``import cardioner`` raises ImportError."""
+    blocker = tmp_path / "no_cardioner"
+    blocker.mkdir(exist_ok=True)
+    (blocker / "cardioner.py").write_text('raise ImportError("cardioner is not importable in this test")\n')
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("PYTHON", "HF_", "TRANSFORMERS_"))}
+    env.update(PYTHONPATH=str(blocker), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(tmp_path / "hf"),
+               TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
+    probe = subprocess.run([sys.executable, "-c", "import cardioner"], env=env, cwd=tmp_path, capture_output=True)
+    assert probe.returncode != 0, "cardioner must not be importable where the script runs"
+    return subprocess.run([sys.executable, str(SCRIPT), *args], env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+
+
+def cardioner_predict(*args: str) -> None:
+    result = CliRunner().invoke(app, ["predict", *args])
+    assert result.exit_code == 0, result.output
+
+
+def spans_by_document(path: Path, format: str | None = None) -> dict[str, list[tuple[int, int, str]]]:
+    docs, _ = read_corpus(path, format=format)
+    return {doc.id: sorted((s.start, s.end, s.label) for s in doc.spans) for doc in docs}
+
+
+def test_script_spans_equal_cardioner_predict_on_short_and_long_documents(export, inputs, tmp_path):
+    result = run_script(tmp_path, "--model", str(export), "--input", str(inputs["folder"]),
+                        "--output", str(tmp_path / "script"), "--format", "brat", *WINDOWS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    cardioner_predict("--model", str(export), "--input", str(inputs["folder"]), "--output", str(tmp_path / "cli"),
+                      "--format", "brat", *WINDOWS)
+
+    expected, got = spans_by_document(tmp_path / "cli"), spans_by_document(tmp_path / "script")
+    assert set(got) == set(expected) == {*SHORT_TEXTS, "sub/long"}
+    assert len(expected["sub/long"]) > 50 and sum(len(expected[name]) for name in SHORT_TEXTS) > 5  # not vacuous
+    for name in SHORT_TEXTS:
+        assert got[name] == expected[name], name
+    shared = set(got["sub/long"]) & set(expected["sub/long"])
+    assert len(shared) >= 0.95 * max(len(got["sub/long"]), len(expected["sub/long"]))
+    assert got["sub/long"] == expected["sub/long"]  # windows are cut the same way: exact, not just >= 95%
+
+    for name in (*SHORT_TEXTS, "sub/long"):  # the text is copied byte for byte; offsets index it
+        text = (tmp_path / "script" / f"{name}.txt").read_bytes().decode("utf-8")
+        assert text == read_text(inputs["folder"] / f"{name}.txt", allow_empty=True)
+        assert all(text[s:e].strip() == text[s:e] != "" for s, e, _ in got[name])
+
+
+def test_script_reads_jsonl_and_writes_tsv_like_cardioner(export, inputs, tmp_path):
+    result = run_script(tmp_path, "--model", str(export), "--input", str(inputs["jsonl"]),
+                        "--output", str(tmp_path / "script.tsv"), "--format", "tsv", *WINDOWS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    cardioner_predict("--model", str(export), "--input", str(inputs["jsonl"]), "--output", str(tmp_path / "cli.tsv"),
+                      "--format", "tsv", *WINDOWS)
+    assert (tmp_path / "script.tsv").read_text(encoding="utf-8") == (tmp_path / "cli.tsv").read_text(encoding="utf-8")
+    assert "docs#5\t" in (tmp_path / "script.tsv").read_text(encoding="utf-8")  # a record without id: FILE#LINE
+
+
+def test_script_rejects_a_folder_that_is_not_a_model(tmp_path):
+    result = run_script(tmp_path, "--model", str(tmp_path), "--input", str(tmp_path), "--output", str(tmp_path / "o"))
+    assert result.returncode != 0
+    assert "not a model folder" in result.stderr and "Traceback" not in result.stderr
