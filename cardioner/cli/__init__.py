@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from cardioner.cli import analyze as _analyze
+from cardioner.cli import compare as _compare
 from cardioner.cli import convert as _convert
 from cardioner.cli import evaluate as _evaluate
 from cardioner.cli import predict as _predict
@@ -24,6 +26,8 @@ app.command("evaluate")(_evaluate.evaluate)
 app.command("predict")(_predict.predict)
 app.command("convert")(_convert.convert)
 app.command("tune")(_tune.tune)
+app.command("compare")(_compare.compare)
+app.command("analyze")(_analyze.analyze)
 
 
 def main() -> None:

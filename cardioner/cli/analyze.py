@@ -1,0 +1,29 @@
+"""``cardioner analyze``: confusion matrix, error examples and word-representation plots of an exported model."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from cardioner.cli.common import run_or_exit, setup_logging
+
+
+def analyze(
+    model: Annotated[str, typer.Option(help="exported model folder")],
+    data: Annotated[str, typer.Option(help="annotated corpus (brat folder, CoNLL, JSONL, HF dataset)")],
+    output: Annotated[str | None, typer.Option(help="folder for the plots and JSON (default: MODEL/analysis)")] = None,
+    format: Annotated[str | None, typer.Option(help="brat | conll | jsonl | hf | tsv (default: detect)")] = None,
+    batch_size: Annotated[int, typer.Option(help="windows per batch")] = 32,
+    max_words: Annotated[int, typer.Option(help="words in the PCA and t-SNE plots")] = 2000,
+    max_examples: Annotated[int, typer.Option(help="examples per type and error kind")] = 20,
+    seed: Annotated[int, typer.Option(help="seed of the word sample and t-SNE")] = 0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Span confusion matrix over types (PNG + JSON), per-type error examples, PCA and t-SNE of words."""
+    from cardioner.analysis import analyze_model
+
+    setup_logging(verbose)
+    paths = run_or_exit(analyze_model, model, data, output, format, batch_size, max_words, max_examples, seed)
+    for path in paths.values():
+        typer.echo(str(path))
