@@ -22,6 +22,13 @@ def load_predictor(model_dir: str | Path, max_length: int | None = None, stride:
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise ValueError(f"--model {model_dir}: not an exported model folder (no config.json)")
+    try:
+        model_type = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        model_type = None
+    if model_type != "cardioner":
+        raise ValueError(f"--model {model_dir}: not an exported model folder (its config.json describes a "
+                         f"{model_type!r} model, not a cardioner export; train one with cardioner train)")
     model, tokenizer = load_model(model_dir)
     model.eval()
     return model, Task.from_model(model, tokenizer, max_length=max_length, stride=stride)

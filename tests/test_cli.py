@@ -1,0 +1,225 @@
+"""The ``cardioner`` command line end to end (issue 4, Done-when 1, 2 and 6).
+
+Fast tests run the real commands in this process (Typer's CliRunner) on a tiny BERT and small corpora: the
+shipped NCBI brat sample and a handful of MEDDOCAN documents. The ``slow`` ones repeat the Done-when commands
+with the default backbone on the full corpora, on a small step budget (``python -m pytest -m slow``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import unicodedata
+from pathlib import Path
+
+import pytest
+import torch
+from tiny import tiny_backbone
+from typer.testing import CliRunner
+
+from cardioner.cli import app
+from cardioner.data import read_corpus
+from cardioner.evaluation import score_spans
+from cardioner.export import load_model
+from cardioner.task import Task
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "examples" / "ncbi_sample"
+TINY_TRAINING = ["--max-length", "64", "--stride", "16", "--batch-size", "8", "--lr", "1e-3", "--seed", "3",
+                 "--set", "training.patience=0"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: on 2 shared cores, oversubscribed threads make a 5 s run take a minute."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory) -> Path:
+    return tiny_backbone("bert", tmp_path_factory.mktemp("backbones"))
+
+
+def cli(*args: str, ok: bool = True):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    if ok:
+        assert result.exit_code == 0, result.output + (result.stderr or "")
+    return result
+
+
+def copy_documents(source: Path, target: Path, names: list[str]) -> Path:
+    target.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        for suffix in (".txt", ".ann"):
+            if (source / f"{name}{suffix}").exists():
+                shutil.copy(source / f"{name}{suffix}", target / f"{name}{suffix}")
+    return target
+
+
+def first_documents(folder: Path, n: int) -> list[str]:
+    return [path.stem for path in sorted(folder.glob("*.txt"))[:n]]
+
+
+def uncovered_characters(model_dir: Path, docs, max_length: int | None = None) -> int:
+    """Visible characters that no word of any window covers, with the windows ``predict`` cuts.
+
+    Spaces and control/format characters (a byte-order mark) are in no word by design: tokenizers drop them.
+    """
+    model, tokenizer = load_model(model_dir)
+    encoder = Task.from_model(model, tokenizer, max_length=max_length).encoder
+    encoded, _ = encoder.encode(docs)
+    missing = 0
+    for doc, enc in zip(docs, encoded, strict=True):
+        in_windows = {w for first, end in enc.window_words for w in range(first, end)}
+        assert in_windows == set(range(len(enc.word_offsets))), f"{doc.id}: words in no window"
+        covered = [False] * len(doc.text)
+        for start, end in enc.word_offsets:
+            covered[start:end] = [True] * (end - start)
+        missing += sum(1 for ch, hit in zip(doc.text, covered, strict=True)
+                       if not hit and not ch.isspace() and not unicodedata.category(ch).startswith("C"))
+    return missing
+
+
+# ------------------------------------------------------------------------- Done-when 1: train, export, evaluate
+def check_train_then_evaluate(output: Path, test: Path) -> None:
+    """The export holds metrics.json, learning_curves.png and a model card; ``evaluate`` repeats the test scores."""
+    for name in ("metrics.json", "learning_curves.png", "README.md", "config.json", "model.safetensors",
+                 "training_config.yaml", "modeling.py"):
+        assert (output / name).is_file(), name
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["test"] is not None and metrics["dev"] is not None
+    card = (output / "README.md").read_text()
+    assert "trust_remote_code" in card and f"{metrics['test']['micro']['f1']:.4f}"[:4] in card
+    scores_path = output.parent / "evaluate.json"
+    result = cli("evaluate", "--model", output, "--data", test, "--output", scores_path)
+    scores = json.loads(scores_path.read_text())
+    assert scores == metrics["test"]
+    assert f"F1 {metrics['test']['micro']['f1']:.4f}" in result.output
+
+
+def test_train_exports_and_evaluate_gives_the_same_test_scores(backbone, tmp_path):
+    output = tmp_path / "out"
+    cli("train", "--train", SAMPLE / "train", "--dev", SAMPLE / "dev", "--test", SAMPLE / "test", "--crf",
+        "--model", backbone, "--output", output, "--epochs", "2", *TINY_TRAINING)
+    check_train_then_evaluate(output, SAMPLE / "test")
+    assert not (tmp_path / "out.checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_ncbi_conll_with_the_default_backbone(shared_data, tmp_path):
+    corpus = shared_data / "ncbi_disease" / "conll"
+    output = tmp_path / "out"
+    cli("train", "--train", corpus / "train.tsv", "--dev", corpus / "devel.tsv", "--test", corpus / "test.tsv",
+        "--crf", "--output", output, "--epochs", "1", "--max-length", "128", "--batch-size", "16",
+        "--set", "training.max_steps=60", "--set", "training.lr=1e-4")
+    check_train_then_evaluate(output, corpus / "test.tsv")
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["test"]["micro"]["f1"] > 0.2  # 60 steps of MiniLM + CRF already find diseases
+
+
+# ------------------------------------------------------------------------- Done-when 2: long brat documents
+def train_and_predict_meddocan(meddocan: Path, tmp_path: Path, model: list, n_train: int, n_test: int,
+                               budget: list) -> tuple[Path, list]:
+    train = copy_documents(meddocan / "train", tmp_path / "train", first_documents(meddocan / "train", n_train))
+    dev = copy_documents(meddocan / "dev", tmp_path / "dev", first_documents(meddocan / "dev", 2))
+    names = first_documents(meddocan / "test", n_test)
+    texts = tmp_path / "test_texts"
+    texts.mkdir()
+    for name in names:
+        shutil.copy(meddocan / "test" / f"{name}.txt", texts / f"{name}.txt")
+    output = tmp_path / "model"
+    cli("train", "--train", train, "--dev", dev, "--crf", "--output", output, *model, *budget)
+    predictions = tmp_path / "predictions"
+    cli("predict", "--model", output, "--input", texts, "--output", predictions, "--format", "brat")
+    assert sorted(p.stem for p in predictions.glob("*.ann")) == sorted(names)
+    gold = [doc for doc in read_corpus(meddocan / "test")[0] if doc.id in set(names)]
+    predicted, _ = read_corpus(predictions)
+    assert [d.text for d in predicted] == [d.text for d in gold]  # the .txt written beside each .ann is the input
+    scores = score_spans(gold, predicted)
+    assert scores["micro"]["support"] == sum(len(d.spans) for d in gold)
+    return output, gold
+
+
+def test_meddocan_brat_train_then_predict_writes_scorable_ann_files(shared_data, backbone, tmp_path):
+    output, gold = train_and_predict_meddocan(
+        shared_data / "meddocan", tmp_path, ["--model", backbone], n_train=4, n_test=3,
+        budget=["--epochs", "1", "--max-length", "32", "--stride", "8", "--batch-size", "8",
+                "--set", "training.max_steps=4"])
+    assert uncovered_characters(output, gold) == 0  # 32-subword windows: dozens per document, no word lost
+
+
+@pytest.mark.slow
+def test_meddocan_with_the_default_backbone(shared_data, tmp_path):
+    output, gold = train_and_predict_meddocan(
+        shared_data / "meddocan", tmp_path, [], n_train=60, n_test=20,
+        budget=["--epochs", "1", "--max-length", "256", "--stride", "64", "--batch-size", "16",
+                "--set", "training.max_steps=80", "--set", "training.lr=1e-4"])
+    assert uncovered_characters(output, gold) == 0
+
+
+# ------------------------------------------------------------------------- Done-when 6: bad input
+def assert_clean_failure(result, fragment: str) -> None:
+    """Exit code 1, one ``error:`` sentence naming the problem, no traceback."""
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and fragment in errors[0], result.stderr
+    assert "Traceback" not in result.output + result.stderr
+
+
+@pytest.fixture
+def previous_export(tmp_path) -> Path:
+    """An --output folder that a failed run must leave untouched."""
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "config.json").write_text('{"previous": true}')
+    return output
+
+
+def test_bad_training_input_fails_with_one_sentence_and_keeps_the_previous_output(backbone, tmp_path,
+                                                                                  previous_export):
+    (tmp_path / "train.conll").write_text("Aspirin\tB-DRUG\nhelps\tO\n\n", encoding="utf-8")
+    (tmp_path / "dev.conll").write_text("Cancer\tB-DIS\nhurts\tO\n\n", encoding="utf-8")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty.conll").write_text("", encoding="utf-8")
+    (tmp_path / "not_a_model").mkdir()
+    (tmp_path / "not_a_model" / "notes.txt").write_text("hello")
+    train = ["--train", SAMPLE / "train", "--output", previous_export]
+    cases = [
+        (["--train", tmp_path / "missing", "--model", backbone, "--output", previous_export], "no such file"),
+        ([*train, "--dev", tmp_path / "missing_dev", "--model", backbone], "--dev"),
+        (["--train", tmp_path / "train.conll", "--dev", tmp_path / "dev.conll", "--model", backbone,
+          "--output", previous_export], "labels the training set lacks: DIS"),
+        ([*train, "--model", tmp_path / "not_a_model"], "not a model folder"),
+        ([*train, "--model", backbone, "--max-length", "64", "--stride", "64"], "data.stride (64) must be smaller"),
+        ([*train, "--model", backbone, "--max-length", "64", "--stride", "100"], "must be smaller"),
+        (["--train", tmp_path / "empty", "--model", backbone, "--output", previous_export], "no data files"),
+        (["--train", tmp_path / "empty.conll", "--format", "conll", "--model", backbone,
+          "--output", previous_export], "empty"),
+    ]
+    for args, fragment in cases:
+        assert_clean_failure(cli("train", *args, ok=False), fragment)
+        assert (previous_export / "config.json").read_text() == '{"previous": true}'
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary leftovers
+
+
+def test_bad_prediction_and_evaluation_input_fails_with_one_sentence(backbone, tmp_path, previous_export):
+    (tmp_path / "empty").mkdir()
+    cases = [
+        (["predict", "--model", tmp_path / "missing", "--input", SAMPLE / "test", "--output", previous_export],
+         "not an exported model folder"),
+        (["predict", "--model", backbone, "--input", SAMPLE / "test", "--output", previous_export],
+         "not an exported model folder"),  # a bare backbone is not a cardioner export
+        (["predict", "--model", backbone, "--input", tmp_path / "missing", "--output", previous_export],
+         "no such file"),
+        (["predict", "--model", backbone, "--input", tmp_path / "empty", "--output", previous_export],
+         "no .txt files"),
+        (["evaluate", "--model", backbone, "--data", tmp_path / "missing"], "no such file"),
+        (["evaluate", "--model", backbone, "--data", tmp_path / "empty"], "no data files"),
+    ]
+    for args, fragment in cases:
+        assert_clean_failure(cli(*args, ok=False), fragment)
+        assert (previous_export / "config.json").read_text() == '{"previous": true}'
