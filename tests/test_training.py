@@ -92,3 +92,26 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_result(subset, tmp_path
     assert weights.keys() == expected_weights.keys()
     assert all((weights[k] == expected_weights[k]).all() for k in weights)
     assert not (tmp_path / "resumed.checkpoints").exists()  # spent once the export is complete
+
+
+def test_resume_after_the_run_stopped_trains_no_further(subset, tmp_path):
+    """Killed after its last checkpoint but before the export: --resume exports what the run had, no more steps."""
+    import torch
+
+    from cardioner.config import config_from_dict
+    from cardioner.training.run import read_split
+    from cardioner.training.trainer import ModelTrainer
+
+    raw = base_config(subset, epochs=3, max_steps=3, output=str(tmp_path / "out"))
+    config = config_from_dict(raw)
+    train, dev = read_split(config.data.train, config, "train"), read_split(config.data.dev, config, "dev")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        stopped = ModelTrainer(config).train(train, dev)  # no save(): the checkpoints stay, as after a kill
+        resumed = ModelTrainer(config.replace(**{"training.resume": True})).train(train, dev)
+    finally:
+        torch.set_num_threads(threads)
+    assert [row["global_step"] for row in resumed.history] == [row["global_step"] for row in stopped.history] == [3]
+    assert comparable(resumed.history) == comparable(stopped.history)
+    assert resumed.dev_metrics == stopped.dev_metrics

@@ -155,9 +155,9 @@ class ModelTrainer:
                  "epoch_loss_sum": 0.0, "epoch_loss_count": 0}
         if config.resume:
             state = self._resume(accelerator, checkpoint_dir, state)
-        result = TrainResult()
-        stop = False
-        for epoch in range(state["epoch"], config.epochs):
+        result = TrainResult(stopped_early=state.get("stopped_early", False))
+        stop = state.get("stopped", False)  # a resumed run that had already stopped (early, or at max_steps)
+        for epoch in range(state["epoch"], state["epoch"] if stop else config.epochs):
             model.train()
             task.on_epoch_start(model, epoch)
             logger.info("epoch %d: %s", epoch + 1, describe_trainable(describe_groups(optimizer)))
@@ -221,6 +221,7 @@ class ModelTrainer:
             if config.patience and state["bad_epochs"] >= config.patience and epoch + 1 >= config.min_epochs:
                 result.stopped_early = True
                 stop = True
+            state.update(stopped=stop, stopped_early=result.stopped_early)
             self._checkpoint(accelerator, checkpoint_dir, state)
             if self.on_epoch_end is not None:
                 self.on_epoch_end(row)
