@@ -154,7 +154,7 @@ def _model_class(config: modeling.CardioNERConfig) -> type[modeling.CardioNERPre
             return candidate
     if names:
         raise ValueError(f"unknown cardioner architecture {names}; this cardioner is {cardioner_version()}")
-    return modeling.TokenClassificationModelCRF if config.use_crf else modeling.TokenClassificationModel
+    return modeling.model_class_for(config)
 
 
 def model_card(model: modeling.CardioNERPreTrainedModel, metrics: dict, card: dict) -> str:
@@ -171,6 +171,12 @@ def model_card(model: modeling.CardioNERPreTrainedModel, metrics: dict, card: di
         front.append(f"language: {card['language']}")
     front.append("---")
     decoder = "CRF (Viterbi decoding)" if config.use_crf else "softmax"
+    channel_types = getattr(config, "channel_types", None)
+    if channel_types:
+        thresholds = config.thresholds or [0.5] * len(channel_types)
+        decoder = ("multi-label: one CRF per entity type (Viterbi decoding in each)" if config.use_crf else
+                   "multi-label: sigmoid per entity type, thresholds "
+                   + ", ".join(f"{t} {v:g}" for t, v in zip(channel_types, thresholds, strict=True)))
     lines = [
         *front,
         "",
@@ -209,6 +215,7 @@ def model_card(model: modeling.CardioNERPreTrainedModel, metrics: dict, card: di
         "and `model(...).emissions` the raw head scores.",
         "Loading without `trust_remote_code=True` fails: the architecture is defined in `modeling.py`.",
         "",
+        *(_multilabel_usage() if channel_types else []),
         "With cardioner (uses the installed classes, executes nothing from the folder):",
         "",
         "```python",
@@ -224,6 +231,31 @@ def model_card(model: modeling.CardioNERPreTrainedModel, metrics: dict, card: di
     if card.get("citation"):
         lines += ["## Citation", "", "```bibtex", str(card["citation"]).strip(), "```", ""]
     return "\n".join(lines)
+
+
+def _multilabel_usage() -> list[str]:
+    """Model-card lines: overlapping entities from plain transformers."""
+    return [
+        "### Overlapping entities",
+        "",
+        "This model tags every entity type in its own channel, so entities of different types may overlap. The "
+        "stock pipeline returns one label per token (the type whose tag is most confident), so it shows at most "
+        "one of them. To get all of them, with character offsets:",
+        "",
+        "```python",
+        'encoding = tokenizer(["..."], return_offsets_mapping=True, padding=True, return_tensors="pt")',
+        "offsets = encoding.pop(\"offset_mapping\")",
+        "model.eval()",
+        'spans = model.decode_spans(encoding["input_ids"], encoding["attention_mask"], offsets)',
+        '# [[(start, end, "TYPE"), ...]] per text, overlaps included',
+        "```",
+        "",
+        "`model(**encoding).channel_logits` (batch, tokens, types, tags `O, B, I`) holds each type's decision "
+        "at each word's first token (argmax over the last dimension); `model.decode(...)` gives, per word, one "
+        "tag id per type (in the order of `config.channel_types`). The sigmoid model's per-type thresholds are "
+        "`config.thresholds` (chosen on dev when trained with cardioner); set them there to change the trade-off.",
+        "",
+    ]
 
 
 def _metrics_table(metrics: dict) -> list[str]:

@@ -705,7 +705,7 @@ class CardioNERConfig(PretrainedConfig):
             tags = chain_tags(self)  # validates the channel layout of id2label
             if self.thresholds is not None and len(self.thresholds) != len(self.channel_types):
                 raise ValueError(f"{len(self.thresholds)} thresholds for {len(self.channel_types)} channels")
-            if self.class_weights is not None and [len(row) for row in self.class_weights] != [len(tags)] * len(
+            if self.class_weights is not None and [len(row) if isinstance(row, list) else 0 for row in self.class_weights] != [len(tags)] * len(
                 self.channel_types
             ):
                 raise ValueError(f"class_weights must be {len(self.channel_types)} rows of {len(tags)} weights (per "

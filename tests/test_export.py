@@ -91,22 +91,35 @@ def train_steps(model, tokenizer, steps: int = 3) -> None:
     model.eval()
 
 
-def build_export(kind: str, head: str, use_crf: bool, backbone_dir: Path, export_root: Path) -> Path:
+def build_export(
+    kind: str, head: str, use_crf: bool, backbone_dir: Path, export_root: Path, name: str | None = None, **settings
+) -> Path:
+    """A briefly trained model exported under ``export_root/name`` (``settings``: more CardioNERConfig arguments)."""
     tokenizer = AutoTokenizer.from_pretrained(backbone_dir)
     torch.manual_seed(0)
     model = TokenClassificationModel.from_backbone(
-        str(backbone_dir), tokenizer, ID2LABEL, head=head, use_crf=use_crf, classifier_hidden_layers=[16]
+        str(backbone_dir), tokenizer, ID2LABEL, head=head, use_crf=use_crf, classifier_hidden_layers=[16], **settings
     )
     train_steps(model, tokenizer)
     with torch.no_grad():  # a barely trained model: spread its emissions so that entities of both types appear
         model.head.classifier.weight.mul_(40.0)
         model.head.classifier.bias.copy_(torch.tensor([0.0, 0.3, 0.3, 0.3, 0.3]))
-    return save_model(model, tokenizer, export_root / case_name(kind, head, use_crf), metrics={"dev": {"f1": 0.5}})
+    folder = export_root / (name or case_name(kind, head, use_crf))
+    return save_model(model, tokenizer, folder, metrics={"dev": {"f1": 0.5}})
 
 
 REMOTE_SCRIPT = textwrap.dedent(
     """
     import json, sys, torch
+
+
+    class BlockCardioner:  # an editable install puts cardioner on every path: make it unimportable here
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "cardioner":
+                raise ImportError(f"{name} is blocked in the reload process")
+
+
+    sys.meta_path.insert(0, BlockCardioner())
     try:
         import cardioner  # noqa: F401
         cardioner_importable = True
@@ -119,16 +132,18 @@ REMOTE_SCRIPT = textwrap.dedent(
     for name, folder in request["exports"].items():
         model = AutoModelForTokenClassification.from_pretrained(folder, trust_remote_code=True)
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        encoding = tokenizer(request["texts"], padding=True, return_tensors="pt")
+        encoding = tokenizer(request["texts"], padding=True, return_offsets_mapping=True, return_tensors="pt")
+        offsets = encoding.pop("offset_mapping")
         with torch.no_grad():
             output = model(**encoding)
         ner = pipeline("token-classification", model=folder, trust_remote_code=True, aggregation_strategy="simple")
         entities = [[[e["entity_group"], e["start"], e["end"]] for e in ner(text)] for text in request["texts"]]
-        torch.save({"logits": output.logits, "emissions": output.emissions}, f"{request['out']}/{name}.pt")
+        torch.save({key: value for key, value in output.items() if torch.is_tensor(value)}, f"{request['out']}/{name}.pt")
         report["cases"][name] = {
             "class": type(model).__name__,
             "module": type(model).__module__,
             "decode": model.decode(encoding["input_ids"], encoding["attention_mask"]),
+            "spans": model.decode_spans(encoding["input_ids"], encoding["attention_mask"], offsets),
             "entities": entities,
         }
     for name, folder in request["untrusted"].items():
@@ -144,17 +159,21 @@ REMOTE_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.fixture(scope="module")
-def round_trip(tmp_path_factory):
-    """Build every export here, load them all in one fresh offline process without cardioner."""
-    root = tmp_path_factory.mktemp("exports")
-    backbones = {kind: tiny_backbone(kind, root / "backbones") for kind in available_kinds()}
-    exports = {case_name(*case): build_export(*case, backbones[case[0]], root / "models") for case in CASES}
-    workdir = root / "remote"
-    workdir.mkdir()
+def reload_in_fresh_process(exports: dict[str, Path], workdir: Path, untrusted: dict[str, Path] | None = None) -> dict:
+    """Load every export in one fresh, offline process that cannot import cardioner (REMOTE_SCRIPT).
+
+    Args:
+        exports: case name -> export folder; each one's logits/emissions land in ``workdir/<name>.pt``.
+        workdir: an empty folder for the request, the script and its outputs.
+        untrusted: case name -> folder to load without ``trust_remote_code`` (the outcome is reported).
+
+    Returns:
+        the report: {"cardioner_importable", "cases": {name: {class, module, decode, entities}}, "untrusted"}.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
     request = {
         "exports": {name: str(path) for name, path in exports.items()},
-        "untrusted": {name: str(exports[name]) for name in (case_name("bert", "linear", True), case_name("xlmr", "mlp", False))},
+        "untrusted": {name: str(path) for name, path in (untrusted or {}).items()},
         "texts": TEXTS,
         "out": str(workdir),
     }
@@ -172,8 +191,18 @@ def round_trip(tmp_path_factory):
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-4000:]
-    report = json.loads((workdir / "report.json").read_text())
-    return exports, workdir, report
+    return json.loads((workdir / "report.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def round_trip(tmp_path_factory):
+    """Build every export here, load them all in one fresh offline process without cardioner."""
+    root = tmp_path_factory.mktemp("exports")
+    backbones = {kind: tiny_backbone(kind, root / "backbones") for kind in available_kinds()}
+    exports = {case_name(*case): build_export(*case, backbones[case[0]], root / "models") for case in CASES}
+    workdir = root / "remote"
+    untrusted = {name: exports[name] for name in (case_name("bert", "linear", True), case_name("xlmr", "mlp", False))}
+    return exports, workdir, reload_in_fresh_process(exports, workdir, untrusted)
 
 
 def test_remote_process_cannot_import_cardioner(round_trip):
@@ -185,15 +214,19 @@ def test_remote_process_cannot_import_cardioner(round_trip):
 def test_export_reloads_identically_without_cardioner(round_trip, case):
     exports, workdir, report = round_trip
     name = case_name(*case)
-    remote = report["cases"][name]
-    assert remote["module"].startswith("transformers_modules"), remote["module"]  # the folder's modeling.py ran
-    assert remote["class"] == ("TokenClassificationModelCRF" if case[2] else "TokenClassificationModel")
+    check_remote_reload(exports[name], workdir / f"{name}.pt", report["cases"][name], use_crf=case[2])
 
-    model, tokenizer = load_model(exports[name])
+
+def check_remote_reload(folder: Path, tensors_path: Path, remote: dict, use_crf: bool) -> None:
+    """The fresh process ran the folder's modeling.py and got our logits, Viterbi paths and pipeline entities."""
+    assert remote["module"].startswith("transformers_modules"), remote["module"]  # the folder's modeling.py ran
+    assert remote["class"] == ("TokenClassificationModelCRF" if use_crf else "TokenClassificationModel")
+
+    model, tokenizer = load_model(folder)
     encoding = tokenizer(TEXTS, padding=True, return_tensors="pt")
     with torch.no_grad():
         ours = model(**encoding)
-    theirs = torch.load(workdir / f"{name}.pt")
+    theirs = torch.load(tensors_path)
     torch.testing.assert_close(theirs["emissions"], ours.emissions, atol=1e-6, rtol=0)
     torch.testing.assert_close(theirs["logits"], ours.logits, atol=1e-6, rtol=0)
 

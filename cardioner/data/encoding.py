@@ -436,11 +436,18 @@ class Encoder:
     ) -> list[Span]:
         """Spans from a tag id per word (int, or num_channels ints for multi-label), decoded per channel."""
         spans: list[Span] = []
-        for c, channel in enumerate(self.labels.channels):
+        for c in range(self.labels.num_channels):
             column = word_labels if not self.labels.is_multilabel else [row[c] for row in word_labels]
-            tags = [channel.typed_tag(int(tag_id)) for tag_id in column]
-            spans.extend(word_tags_to_spans(word_offsets, tags, self.scheme))
+            spans.extend(self.channel_spans(word_offsets, column, c))
         return sorted(spans, key=lambda s: (s.start, s.end, s.label))
+
+    def channel_spans(
+        self, word_offsets: Sequence[tuple[int, int]], tag_ids: Sequence[int], channel_index: int = 0
+    ) -> list[Span]:
+        """Spans of one channel from its tag id per word."""
+        channel = self.labels.channels[channel_index]
+        tags = [channel.typed_tag(int(tag_id)) for tag_id in tag_ids]
+        return word_tags_to_spans(word_offsets, tags, self.scheme)
 
 
 # ---------------------------------------------------------------------------------------------------------

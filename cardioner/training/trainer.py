@@ -236,6 +236,7 @@ class ModelTrainer:
         result.train_seconds = state["train_seconds"]
         result.train_samples_per_second = state["train_windows_seen"] / max(state["train_seconds"], 1e-9)
         if dev_docs:
+            task.select_thresholds(model, dev_docs)  # multi-label sigmoid: per-type thresholds from dev only
             result.dev_metrics = task.evaluate(model, dev_docs, "dev")["scores"]
         if test_docs:
             result.test_metrics = task.evaluate(model, test_docs, "test")["scores"]

@@ -1,0 +1,115 @@
+"""CT-EBM-SP (nested entities of four types): multi-label sigmoid, multi-label CRF, and a flat model.
+
+Every system trains on the same training documents with the same backbone, epochs, learning rate, batch size,
+window size and seed, selects its epoch on the same dev documents, and is scored once on the full test split
+by the same span-level scorer (exact match, each type on its own). The flat model sees the training data with
+overlaps resolved longest-first (it cannot represent nested entities of different types). The sigmoid model's
+per-type thresholds are tuned on dev only. Prints one JSON object.
+
+    python benchmarks/ctebmsp.py --train-docs 360 --dev-docs 80 --epochs 2 --max-length 128 > ctebmsp.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "ct_ebm_sp"
+SYSTEMS = {"multilabel": (True, False), "multilabel_crf": (True, True), "flat_longest": (False, False)}
+
+
+def overlapping_spans(docs) -> int:
+    """Predicted spans that overlap another predicted span of the same document (any type)."""
+    count = 0
+    for doc in docs:
+        spans = sorted(doc.spans, key=lambda s: (s.start, -s.end))
+        for span in spans:
+            count += any(other is not span and other.start < span.end and span.start < other.end for other in spans)
+    return count
+
+
+def subset(docs, n: int, seed: int):
+    """The first ``n`` documents of a seeded shuffle (all when n is 0)."""
+    if not n or n >= len(docs):
+        return docs
+    order = list(range(len(docs)))
+    random.Random(seed).shuffle(order)
+    return [docs[i] for i in sorted(order[:n])]
+
+
+def run(system: str, args, train_docs, dev_docs, test_docs) -> dict:
+    from cardioner.config import load_config
+    from cardioner.evaluation import score_spans
+    from cardioner.training import ModelTrainer
+
+    multilabel, use_crf = SYSTEMS[system]
+    config = load_config(None, {
+        "model.model": args.model, "data.multilabel": multilabel, "model.use_crf": use_crf,
+        "data.overlaps": "longest", "data.max_length": args.max_length, "data.stride": args.max_length // 4,
+        "training.epochs": args.epochs, "training.batch_size": args.batch_size, "training.lr": args.lr,
+        "training.seed": args.seed, "training.patience": 0, "model.threshold_selection": "dev",
+    })
+    trainer = ModelTrainer(config)
+    result = trainer.train(list(train_docs), dev_docs, None)
+    predicted = trainer.task.predict(trainer.model, test_docs, batch_size=64)
+    scores = score_spans(test_docs, predicted, match="exact")
+    return {
+        "test_micro_f1": round(scores["micro"]["f1"] * 100, 2),
+        "test_macro_f1": round(scores["macro"]["f1"] * 100, 2),
+        "test_f1_per_type": {t: round(s["f1"] * 100, 2) for t, s in scores["per_type"].items()},
+        "dev_micro_f1": round(result.dev_metrics["micro"]["f1"] * 100, 2),
+        "overlapping_predicted_spans": overlapping_spans(predicted),
+        "predicted_spans": sum(len(d.spans) for d in predicted),
+        "thresholds": getattr(trainer.model.config, "thresholds", None) if multilabel and not use_crf else None,
+        "best_epoch": result.best_epoch,
+        "train_seconds": round(result.train_seconds, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train-docs", type=int, default=360, help="seeded subset of the 720 training docs (0 = all)")
+    parser.add_argument("--dev-docs", type=int, default=80, help="seeded subset of the 240 dev docs (0 = all)")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--systems", default=",".join(SYSTEMS))
+    parser.add_argument("--model", default="default", help="backbone (default: bundled all-MiniLM-L6-v2)")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    from cardioner.data import read_corpus
+
+    train_docs = subset(read_corpus(DATA / "train", format="brat")[0], args.train_docs, args.seed)
+    dev_docs = subset(read_corpus(DATA / "dev", format="brat")[0], args.dev_docs, args.seed)
+    test_docs = read_corpus(DATA / "test", format="brat")[0]
+    results = {}
+    for system in args.systems.split(","):
+        torch.manual_seed(args.seed)
+        results[system] = run(system, args, train_docs, dev_docs, test_docs)
+        print(f"{system}: {json.dumps(results[system])}", file=sys.stderr, flush=True)
+    summary = {
+        "benchmark": "ct_ebm_sp", "backbone": args.model, "epochs": args.epochs, "batch_size": args.batch_size,
+        "lr": args.lr, "max_length": args.max_length, "seed": args.seed, "train_docs": len(train_docs),
+        "dev_docs": len(dev_docs), "test_docs": len(test_docs),
+        "gold_test_spans": sum(len(d.spans) for d in test_docs),
+        "gold_test_overlapping_spans": overlapping_spans(test_docs),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+                   f"threads {torch.get_num_threads()}",
+        "systems": results,
+    }
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,301 @@
+"""Overlapping entities (issue 6): multi-label sigmoid and multi-label CRF models, thresholds, export, predict.
+
+Tiny backbones (tests/tiny.py) and a small annotated corpus built on tiny.CORPUS with nested entities of
+different types; CT-EBM-SP for the encoding round trip.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from test_export import TEXTS, reload_in_fresh_process
+from tiny import CORPUS, tiny_backbone
+from transformers import AutoTokenizer
+
+import cardioner.thresholds as thresholds_module
+from cardioner.config import load_config
+from cardioner.data import read_corpus
+from cardioner.data.document import Document, Span
+from cardioner.data.encoding import Encoder
+from cardioner.data.io import write_corpus
+from cardioner.export import load_model
+from cardioner.labels import LabelSet
+from cardioner.modeling import (
+    MultiLabelTokenClassificationModel,
+    MultiLabelTokenClassificationModelCRF,
+    TokenClassificationModel,
+    build_token_classes,
+    flat_channel_scores,
+    word_start_mask,
+)
+from cardioner.task import Task
+from cardioner.thresholds import average_thresholds, decide
+from cardioner.training import ModelTrainer
+
+ID2LABEL = {0: "O", 1: "B-ANAT", 2: "I-ANAT", 3: "B-DISO", 4: "I-DISO"}
+ANNOTATIONS = {  # nested entities of different types, as in CT-EBM-SP
+    0: [("acute myocardial infarction", "DISO"), ("myocardial", "ANAT"), ("chest pain", "DISO"), ("chest", "ANAT")],
+    1: [("Aspirin", "CHEM"), ("heparin", "CHEM"), ("bleeding", "DISO")],
+    2: [("diabetes mellitus", "DISO"), ("hypertension", "DISO"), ("heart failure", "DISO"), ("heart", "ANAT")],
+    3: [("Echocardiography", "PROC"), ("ejection fraction", "PROC")],
+    4: [("dolor torácico", "DISO"), ("torácico", "ANAT"), ("disnea", "DISO")],
+    5: [("nitroglicerina sublingual", "CHEM"), ("dolor", "DISO")],
+    6: [("coronary artery disease", "DISO"), ("coronary artery", "ANAT")],
+    7: [("fever", "DISO"), ("cough", "DISO"), ("metoprolol", "CHEM")],
+}
+
+
+def annotated_docs() -> list[Document]:
+    docs = []
+    for index, text in enumerate(CORPUS):
+        spans = [Span(text.index(phrase), text.index(phrase) + len(phrase), label)
+                 for phrase, label in ANNOTATIONS[index]]
+        docs.append(Document(f"d{index}", text, spans))
+    return docs
+
+
+@pytest.fixture(scope="module")
+def bert_dir(tmp_path_factory):
+    return tiny_backbone("bert", tmp_path_factory.mktemp("backbones"))
+
+
+@pytest.fixture(scope="module")
+def trained(bert_dir, tmp_path_factory):
+    """Both multi-label models trained briefly with `cardioner train`'s library call path (ModelTrainer), the
+    thresholds of the sigmoid one tuned on dev, each exported; spies record what tuning and evaluation saw."""
+    docs = annotated_docs()
+    dev, test = docs[:4], docs[4:]
+    calls: dict[str, list] = {"tune": [], "evaluate": []}
+    original_tune, original_evaluate = thresholds_module.tune_thresholds, Task.evaluate
+
+    def spy_tune(task, model, tune_docs, split="dev", **kwargs):
+        calls["tune"].append((split, [d.id for d in tune_docs]))
+        result = original_tune(task, model, tune_docs, split, **kwargs)
+        calls["tuned"] = result
+        return result
+
+    def spy_evaluate(self, model, eval_docs, split, batch_size=None):
+        calls["evaluate"].append((split, getattr(model.config, "thresholds", None)))
+        return original_evaluate(self, model, eval_docs, split, batch_size)
+
+    root = tmp_path_factory.mktemp("multilabel")
+    models = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(thresholds_module, "tune_thresholds", spy_tune)
+        patch.setattr(Task, "evaluate", spy_evaluate)
+        for use_crf in (False, True):
+            config = load_config(None, {
+                "model.model": str(bert_dir), "data.multilabel": True, "model.use_crf": use_crf,
+                "training.epochs": 3, "training.batch_size": 4, "training.lr": 5e-3, "training.seed": 1,
+                "model.class_weighting": "inverse_sqrt",
+            })
+            trainer = ModelTrainer(config)
+            result = trainer.train(docs * 3, dev, test)
+            name = "crf" if use_crf else "sigmoid"
+            models[name] = {"trainer": trainer, "result": result, "export": trainer.save(root / name)}
+    return models, calls, dev, test
+
+
+# -- the models ----------------------------------------------------------------------------------------------
+
+
+def test_sigmoid_decision_is_argmax_with_threshold_as_o_score(bert_dir):
+    tokenizer = AutoTokenizer.from_pretrained(bert_dir)
+    torch.manual_seed(0)
+    model = MultiLabelTokenClassificationModel.from_backbone(str(bert_dir), tokenizer, ID2LABEL,
+                                                             thresholds=[0.3, 0.7])
+    assert model.config.channel_types == ["ANAT", "DISO"]
+    assert model.head.classifier.out_features == 4  # B and I per type; O is the threshold
+    encoding = tokenizer(TEXTS[:2], padding=True, return_tensors="pt")
+    model.eval()
+    output = model(**encoding)
+    emissions = output.emissions  # shape: (batch, seq_len, 2, 3)
+    torch.testing.assert_close(emissions[..., 0, 0], torch.full(emissions.shape[:2], math.log(0.3 / 0.7)))
+    torch.testing.assert_close(emissions[..., 1, 0], torch.full(emissions.shape[:2], math.log(0.7 / 0.3)))
+    # the rule: O unless the best entity tag's probability reaches the threshold; then that tag
+    probabilities = emissions[..., 1:].sigmoid()
+    best, best_tag = probabilities.max(-1)
+    expected = torch.where(best >= torch.tensor([0.3, 0.7]), best_tag + 1, 0)
+    assert torch.equal(emissions.argmax(-1), expected)
+    for channel, threshold in ((0, 0.3), (1, 0.7)):
+        assert decide(emissions[0, :, channel], threshold) == expected[0, :, channel].tolist()
+    classes = build_token_classes(tokenizer)[encoding["input_ids"]]
+    _, word_start = word_start_mask(classes, encoding["attention_mask"])
+    assert torch.equal(output.channel_logits.argmax(-1)[word_start], expected[word_start])
+    # the pipeline's view: the channel whose tag beats its O by the widest margin, O when none does
+    flat = flat_channel_scores(output.channel_logits)[word_start].argmax(-1)
+    assert torch.equal(output.logits.argmax(-1)[word_start], flat)
+    assert model.decode(encoding["input_ids"], encoding["attention_mask"])[0] == expected[0][word_start[0]].tolist()
+
+
+def test_weighted_bce_loss_by_hand(bert_dir):
+    tokenizer = AutoTokenizer.from_pretrained(bert_dir)
+    weights = [[1.0, 2.0, 3.0], [0.5, 4.0, 1.5]]
+    model = MultiLabelTokenClassificationModel.from_backbone(str(bert_dir), tokenizer, ID2LABEL, class_weights=weights)
+    encoding = tokenizer(TEXTS[:1], return_tensors="pt")
+    classes = build_token_classes(tokenizer)[encoding["input_ids"]]
+    _, word_start = word_start_mask(classes, encoding["attention_mask"])
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 3, (*encoding["input_ids"].shape, 2), generator=generator)
+    labels[~word_start] = -100
+    model.eval()  # no dropout
+    output = model(**encoding, labels=labels)
+    total = norm = 0.0
+    for position in torch.nonzero(word_start[0]).flatten().tolist():
+        for channel in range(2):
+            gold = int(labels[0, position, channel])
+            logits = output.emissions[0, position, channel, 1:]
+            targets = torch.tensor([float(gold == 1), float(gold == 2)])
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets).detach()
+            total += weights[channel][gold] * loss.item()
+            norm += weights[channel][gold]
+    assert output.loss.item() == pytest.approx(total / norm, rel=1e-5)
+
+
+def test_multilabel_crf_is_one_crf_per_type(bert_dir):
+    """The multi-label CRF's NLL and Viterbi equal those of independent single-type CRF models."""
+    tokenizer = AutoTokenizer.from_pretrained(bert_dir)
+    torch.manual_seed(0)
+    model = MultiLabelTokenClassificationModelCRF.from_backbone(str(bert_dir), tokenizer, ID2LABEL,
+                                                                crf_reduction="sum")
+    assert model.crf.num_channels == 2 and model.crf.num_tags == 3
+    assert model.crf.allowed_transitions[0][2] is False  # O -> I is forbidden in every channel
+    encoding = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    classes = build_token_classes(tokenizer)[encoding["input_ids"]]
+    _, word_start = word_start_mask(classes, encoding["attention_mask"])
+    labels = torch.tensor([0, 1, 2])[torch.randint(0, 3, (*word_start.shape, 2), generator=torch.Generator().manual_seed(1))]
+    labels[..., 1] = torch.where(labels[..., 1] == 2, 1, labels[..., 1])  # B/O only: valid BIO in channel 1
+    labels[..., 0] = 0
+    labels[~word_start] = -100
+    model.eval()
+    output = model(**encoding, labels=labels)
+    total = 0.0
+    for channel in range(2):
+        single = TokenClassificationModel.from_backbone(str(bert_dir), tokenizer, {0: "O", 1: "B-X", 2: "I-X"},
+                                                        use_crf=True, crf_reduction="sum").eval()
+        single.backbone.load_state_dict(model.backbone.state_dict())
+        with torch.no_grad():
+            rows = slice(3 * channel, 3 * channel + 3)
+            single.head.classifier.weight.copy_(model.head.classifier.weight[rows])
+            single.head.classifier.bias.copy_(model.head.classifier.bias[rows])
+            for name in ("start_transitions", "end_transitions", "transitions"):
+                getattr(single.crf, name).copy_(getattr(model.crf, name)[channel])
+        total += float(single(**encoding, labels=labels[..., channel]).loss)
+        decoded = single.decode(encoding["input_ids"], encoding["attention_mask"])
+        ours = model.decode(encoding["input_ids"], encoding["attention_mask"])
+        assert [[word[channel] for word in example] for example in ours] == decoded
+    assert float(output.loss) == pytest.approx(total, rel=1e-5)
+
+
+def test_config_validation(bert_dir):
+    tokenizer = AutoTokenizer.from_pretrained(bert_dir)
+    with pytest.raises(ValueError, match="thresholds must lie in"):
+        MultiLabelTokenClassificationModel.from_backbone(str(bert_dir), tokenizer, ID2LABEL, thresholds=[0.0, 0.5])
+    with pytest.raises(ValueError, match="channel layout"):
+        MultiLabelTokenClassificationModel.from_backbone(str(bert_dir), tokenizer, ID2LABEL, channel_types=["DISO", "ANAT"])
+    with pytest.raises(ValueError, match="rows of 3"):
+        MultiLabelTokenClassificationModel.from_backbone(str(bert_dir), tokenizer, ID2LABEL, class_weights=[1.0] * 5)
+
+
+def test_average_thresholds():
+    assert average_thresholds([[0.3, 0.5], [0.5, 0.6], [0.4, 0.7]]) == [0.4, 0.6]
+    with pytest.raises(ValueError, match="different numbers"):
+        average_thresholds([[0.3], [0.5, 0.6]])
+
+
+# -- Done-when 1: CT-EBM-SP gold spans -> channels -> spans -----------------------------------------------------
+
+
+def test_ctebmsp_channels_round_trip_keeps_every_nested_pair(shared_data):
+    docs, _ = read_corpus(shared_data / "ct_ebm_sp" / "train", format="brat")
+    tokenizer = AutoTokenizer.from_pretrained(__import__("cardioner.task").task.resolve_backbone("default"))
+    labels = LabelSet.from_documents(docs, multilabel=True)
+    encoder = Encoder(tokenizer, labels, max_length=128, stride=32)
+    encoded, _ = encoder.encode(docs)
+    nested = 0
+    for doc, enc in zip(docs, encoded, strict=True):
+        starts, ends = {s for s, _ in enc.word_offsets}, {e for _, e in enc.word_offsets}
+        exact = {(s.start, s.end, s.label) for s in doc.spans if s.start in starts and s.end in ends}
+        decoded = {(s.start, s.end, s.label) for s in encoder.decode_document(enc, enc.window_gold())}
+        assert exact <= decoded, f"{doc.id}: lost {sorted(exact - decoded)[:5]}"
+        nested += sum(1 for a in exact for b in exact if a[2] != b[2] and a[0] <= b[0] and b[1] <= a[1] and a != b)
+    assert nested >= 3900  # SOURCE.md: 3,943 nested pairs of different types in train
+
+
+# -- Done-when 3: thresholds tuned on dev, test scored with them ------------------------------------------------
+
+
+def test_thresholds_tuned_on_dev_only_and_used_for_test(trained):
+    models, calls, dev, test = trained
+    assert calls["tune"] == [("dev", [d.id for d in dev])]  # once, on dev, for the sigmoid model only
+    thresholds, report = calls["tuned"]
+    for entity_type, row in report.items():
+        assert row["f1"] >= row["f1_at_0.5"], entity_type
+    assert sum(r["f1"] for r in report.values()) > sum(r["f1_at_0.5"] for r in report.values())
+    sigmoid = models["sigmoid"]
+    assert sigmoid["trainer"].model.config.thresholds == thresholds
+    test_calls = [saved for split, saved in calls["evaluate"] if split == "test"]
+    assert test_calls[0] == thresholds  # the sigmoid model's test score used the dev-chosen thresholds
+    assert test_calls[1] is None  # the CRF has no thresholds
+    assert [split for split, _ in calls["evaluate"]].index("test") > 0
+    for entity_type, row in report.items():  # evaluation with the tuned thresholds reproduces tuning's F1
+        assert sigmoid["result"].dev_metrics["per_type"][entity_type]["f1"] == pytest.approx(row["f1"])
+    reloaded, _ = load_model(sigmoid["export"])
+    assert reloaded.config.thresholds == thresholds
+
+
+# -- predict writes overlapping spans ------------------------------------------------------------------------
+
+
+def test_predict_writes_overlapping_spans(trained, tmp_path):
+    models, _, _, _ = trained
+    from cardioner.inference import load_predictor
+
+    docs = [Document(d.id, d.text, []) for d in annotated_docs()]
+    for name in ("sigmoid", "crf"):
+        model, task = load_predictor(models[name]["export"])
+        predicted = task.predict(model, docs)
+        overlaps = {(d.id, a, b) for d in predicted for a in d.spans for b in d.spans
+                    if a.label != b.label and a.start < b.end and b.start < a.end}
+        assert overlaps, f"{name}: no overlapping prediction"
+        for format in ("brat", "jsonl", "tsv"):
+            path = tmp_path / name / (format if format == "brat" else f"pred.{format}")
+            write_corpus(predicted, path, format)
+            if format == "tsv":
+                continue  # the TSV reader needs the texts; written spans are checked via brat and JSONL
+            read_back, _ = read_corpus(path, format=format)
+            by_id = {d.id: {(s.start, s.end, s.label) for s in d.spans} for d in read_back}
+            for doc in predicted:
+                assert by_id[doc.id] == {(s.start, s.end, s.label) for s in doc.spans}
+
+
+# -- Done-when 4: export -> fresh process (trust_remote_code, offline, no cardioner) ---------------------------
+
+
+def test_multilabel_exports_reload_identically_without_cardioner(trained, tmp_path):
+    models, _, _, _ = trained
+    exports = {name: models[name]["export"] for name in ("sigmoid", "crf")}
+    report = reload_in_fresh_process(exports, tmp_path / "remote")
+    assert report["cardioner_importable"] is False
+    for name, folder in exports.items():
+        remote = report["cases"][name]
+        assert remote["module"].startswith("transformers_modules"), remote["module"]
+        expected_class = "MultiLabelTokenClassificationModelCRF" if name == "crf" else "MultiLabelTokenClassificationModel"
+        assert remote["class"] == expected_class
+        model, tokenizer = load_model(folder)
+        encoding = tokenizer(TEXTS, padding=True, return_offsets_mapping=True, return_tensors="pt")
+        offsets = encoding.pop("offset_mapping")
+        with torch.no_grad():
+            ours = model(**encoding)
+        theirs = torch.load(tmp_path / "remote" / f"{name}.pt")
+        for key in ("emissions", "logits", "channel_logits"):
+            torch.testing.assert_close(theirs[key], getattr(ours, key), atol=1e-6, rtol=0)
+        assert remote["decode"] == model.decode(encoding["input_ids"], encoding["attention_mask"])
+        spans = model.decode_spans(encoding["input_ids"], encoding["attention_mask"], offsets)
+        assert [[tuple(span) for span in example] for example in remote["spans"]] == spans
+        assert any(a[2] != b[2] and a[0] < b[1] and b[0] < a[1] for example in spans for a in example for b in example), \
+            f"{name}: no overlapping spans decoded: the comparison would not cover overlaps"
+        card = (folder / "README.md").read_text()
+        assert "decode_spans" in card and "Overlapping entities" in card
