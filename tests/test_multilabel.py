@@ -208,6 +208,7 @@ def test_average_thresholds():
 # -- Done-when 1: CT-EBM-SP gold spans -> channels -> spans -----------------------------------------------------
 
 
+@pytest.mark.slow  # ~30 s; tests/test_encoding.py checks the same round trip on all of CT-EBM-SP by default
 def test_ctebmsp_channels_round_trip_keeps_every_nested_pair(shared_data):
     docs, _ = read_corpus(shared_data / "ct_ebm_sp" / "train", format="brat")
     tokenizer = AutoTokenizer.from_pretrained(__import__("cardioner.task").task.resolve_backbone("default"))
