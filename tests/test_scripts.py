@@ -40,8 +40,17 @@ SHORT_TEXTS = {
 }
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: on 2 shared cores, oversubscribed threads make each step take seconds."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
-def export(tmp_path_factory) -> Path:
+def export(one_thread, tmp_path_factory) -> Path:
     """A tiny BERT + linear head + CRF, 6 optimiser steps on 12 NCBI sample abstracts, emissions spread out."""
     root = tmp_path_factory.mktemp("script_model")
     train, _ = read_corpus(SAMPLE / "train")
@@ -50,13 +59,8 @@ def export(tmp_path_factory) -> Path:
         "model": {"model": str(tiny_backbone("bert", root)), "use_crf": True},
         "training": {"epochs": 1, "max_steps": 6, "batch_size": 8, "lr": 1e-3, "seed": 5},
     })
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # on 2 shared cores, oversubscribed threads make each step take seconds
-    try:
-        trainer = ModelTrainer(config)
-        trainer.train(train[:12])
-    finally:
-        torch.set_num_threads(threads)
+    trainer = ModelTrainer(config)
+    trainer.train(train[:12])
     with torch.no_grad():  # a barely trained model predicts O: spread its emissions so that many entities appear
         noise = torch.randn(trainer.model.head.classifier.weight.shape, generator=torch.Generator().manual_seed(0))
         trainer.model.head.classifier.weight.add_(0.5 * noise)
