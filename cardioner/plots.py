@@ -46,3 +46,53 @@ def plot_learning_curves(history: list[dict], path: str | Path, title: str = "Le
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_comparison(rows: list[dict], path: str | Path, title: str = "Token heads compared") -> Path:
+    """Micro F1 of each head (bars: without and with CRF) beside F1 against inference speed.
+
+    Args:
+        rows: comparison rows (``cardioner.compare.export_row``): name, head, use_crf, micro_f1, scored_on,
+            inference_tokens_per_second.
+        path: the PNG to write.
+    """
+    path = Path(path)
+    heads = list(dict.fromkeys(row["head"] for row in rows))
+    settings = sorted({row["use_crf"] for row in rows})
+    fig, (ax_bars, ax_speed) = plt.subplots(1, 2, figsize=(13, 4.8))
+    width = 0.8 / max(len(settings), 1)
+    for offset, use_crf in enumerate(settings):
+        by_head = {row["head"]: row for row in rows if row["use_crf"] == use_crf}
+        positions = [index + (offset - (len(settings) - 1) / 2) * width for index in range(len(heads))]
+        values = [(by_head.get(head) or {}).get("micro_f1") or 0.0 for head in heads]
+        bars = ax_bars.bar(positions, values, width, label="with CRF" if use_crf else "softmax")
+        ax_bars.bar_label(bars, fmt="%.3f", fontsize=8, padding=2)
+    ax_bars.set_xticks(range(len(heads)), heads, rotation=20)
+    ax_bars.set_xlabel("token head")
+    scored = " / ".join(sorted({row.get("scored_on") or "test" for row in rows}))
+    ax_bars.set_ylabel(f"micro F1 ({scored}, exact spans)")
+    ax_bars.set_ylim(0, 1.15)
+    ax_bars.set_title("Span F1 per head")
+    ax_bars.legend(loc="upper right", ncols=2)
+    ax_bars.grid(axis="y", alpha=0.3)
+    for use_crf in settings:
+        chosen = [row for row in rows if row["use_crf"] == use_crf and row.get("inference_tokens_per_second")]
+        ax_speed.scatter([row["inference_tokens_per_second"] for row in chosen],
+                         [row.get("micro_f1") or 0.0 for row in chosen], marker="s" if use_crf else "o", s=50,
+                         label="with CRF" if use_crf else "softmax")
+        for row in chosen:
+            ax_speed.annotate(row["name"], (row["inference_tokens_per_second"], row.get("micro_f1") or 0.0),
+                              textcoords="offset points", xytext=(4, 4 if use_crf else -10), fontsize=8)
+    ax_speed.set_xscale("log")
+    ax_speed.set_xlabel("inference speed (tokens per second, log scale)")
+    ax_speed.set_ylabel(f"micro F1 ({scored})")
+    ax_speed.set_title("F1 against inference speed")
+    ax_speed.grid(alpha=0.3)
+    if ax_speed.collections:
+        ax_speed.legend(loc="lower right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

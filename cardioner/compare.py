@@ -1,0 +1,222 @@
+"""Compare token heads on one corpus: same data, seed and budget for each; a JSON file, a Markdown table, a plot.
+
+``compare_heads`` trains one model per head (and CRF setting) with ``ModelTrainer``, exports each under
+``output_dir/<run>``, scores it on the test set (dev when there is none), times inference, and writes
+``comparison.json``, ``comparison.md`` and ``comparison.png``. ``tabulate_exports`` makes the same three files
+from existing export folders (their config.json and metrics.json), without training.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from cardioner.config import Config
+
+logger = logging.getLogger("cardioner")
+
+CRF_SETTINGS = {"off": (False,), "on": (True,), "both": (False, True)}
+ALL_HEADS = ("linear", "mlp", "bilstm", "cnn", "attention", "fourier_kan", "wavelet_kan")
+
+
+def run_name(head: str, use_crf: bool) -> str:
+    """Folder and row name of one run: ``bilstm`` or ``bilstm+crf``."""
+    return f"{head}+crf" if use_crf else head
+
+
+def compare_heads(config: Config, heads: Sequence[str], crf: str = "off", output_dir: str | Path = "comparison") -> dict:
+    """Train one model per head and CRF setting on the same data, seed and budget; write the comparison files.
+
+    Args:
+        config: the base configuration (data paths, backbone, training budget); ``model.head`` and
+            ``model.use_crf`` are set per run, everything else is shared.
+        heads: head names (keys of ``modeling.TOKEN_HEADS``).
+        crf: "off", "on" or "both".
+        output_dir: where the exports (one folder per run) and comparison.json/.md/.png go.
+
+    Returns:
+        the comparison: {"settings": {...}, "runs": [row per run]} (rows as ``export_row`` makes them).
+    """
+    from cardioner.modeling import TOKEN_HEADS
+    from cardioner.training import ModelTrainer
+    from cardioner.training.run import read_split, split_dev
+
+    unknown = [head for head in heads if head not in TOKEN_HEADS]
+    if unknown or not heads:
+        raise ValueError(f"unknown heads {unknown or list(heads)}; expected names from {sorted(TOKEN_HEADS)}")
+    if crf not in CRF_SETTINGS:
+        raise ValueError(f"--crf must be one of {', '.join(CRF_SETTINGS)}; got {crf!r}")
+    if not config.data.train:
+        raise ValueError("no training corpus: pass --train PATH (or data.train in the config file)")
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    train = read_split(config.data.train, config, "train")
+    dev = read_split(config.data.dev, config, "dev")
+    test = read_split(config.data.test, config, "test")
+    if dev is None and config.data.dev_fraction > 0:
+        train, dev = split_dev(train, config.data.dev_fraction, config.training.seed)
+    runs = [(head, use_crf) for head in heads for use_crf in CRF_SETTINGS[crf]]
+    comparison = {"settings": {"base_config": config.to_dict(), "heads": list(heads), "crf": crf,
+                               "scored_on": "test" if test else "dev"}, "runs": []}
+    progress = tqdm(runs, desc="comparing heads", unit="run")
+    for head, use_crf in progress:
+        name = run_name(head, use_crf)
+        progress.set_postfix_str(name)
+        logger.info("compare: run %d/%d: %s", len(comparison["runs"]) + 1, len(runs), name)
+        run_config = config.replace(**{"model.head": head, "model.use_crf": use_crf,
+                                       "training.output": str(output_dir / name)})
+        trainer = ModelTrainer(run_config)
+        trainer.train(list(train), list(dev) if dev else None, list(test) if test else None)
+        folder = trainer.save(output_dir / name)
+        _record_run_facts(folder, trainer, "test" if test else "dev")
+        comparison["runs"].append(export_row(folder))
+        write_comparison(comparison, output_dir)  # after every run: a crash keeps what is done
+    return comparison
+
+
+def _record_run_facts(folder: Path, trainer, split: str) -> None:
+    """Add inference speed and parameter counts to the export's metrics.json (under "compare")."""
+    task, model = trainer.task, trainer.model
+    encoded = task.encoded[split]
+    tokens = sum(len(window["input_ids"]) for doc in encoded for window in doc.windows)
+    started = time.perf_counter()
+    task.predict_encoded(model, encoded, trainer.config.training.eval_batch_size, desc=f"timing inference on {split}")
+    seconds = time.perf_counter() - started
+    named = list(model.named_parameters())
+    facts = {"inference_tokens_per_second": tokens / max(seconds, 1e-9), "inference_tokens": tokens,
+             "parameters": sum(p.numel() for _, p in named),
+             "head_parameters": sum(p.numel() for n, p in named if not n.startswith("backbone.")),
+             "scored_on": split}
+    path = folder / "metrics.json"
+    metrics = json.loads(path.read_text(encoding="utf-8"))
+    metrics["compare"] = facts
+    staging = path.with_suffix(".json.tmp")
+    staging.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    staging.replace(path)
+
+
+def export_row(folder: str | Path) -> dict:
+    """One comparison row from an export folder: head settings (config.json), scores and timings (metrics.json).
+
+    Scores are the test scores when the folder has them, else the dev scores. Parameter counts come from
+    metrics.json's "compare" entry, or from the tensor shapes in model.safetensors.
+    """
+    folder = Path(folder)
+    config_path, metrics_path = folder / "config.json", folder / "metrics.json"
+    for path in (config_path, metrics_path):
+        if not path.is_file():
+            raise ValueError(f"{folder}: not a cardioner export ({path.name} missing)")
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    facts = metrics.get("compare") or {}
+    split = "test" if metrics.get("test") else "dev"
+    scores = metrics.get(split) or {}
+    if facts.get("parameters") is None and (folder / "model.safetensors").is_file():
+        facts = {**facts, **_count_parameters(folder / "model.safetensors")}
+    head, use_crf = config.get("head", "linear"), bool(config.get("use_crf", False))
+    return {
+        "name": folder.name if folder.name else run_name(head, use_crf),
+        "head": head,
+        "use_crf": use_crf,
+        "num_layers_to_use": config.get("num_layers_to_use", 1),
+        "layer_combination": config.get("layer_combination", "concat"),
+        "use_combined": config.get("use_combined", False),
+        "scored_on": split,
+        "micro_f1": scores.get("micro", {}).get("f1"),
+        "macro_f1": scores.get("macro", {}).get("f1"),
+        "per_type_f1": {label: values.get("f1") for label, values in sorted(scores.get("per_type", {}).items())},
+        "parameters": facts.get("parameters"),
+        "head_parameters": facts.get("head_parameters"),
+        "train_seconds": metrics.get("train_seconds"),
+        "inference_tokens_per_second": facts.get("inference_tokens_per_second"),
+        "export": str(folder),
+    }
+
+
+def _count_parameters(weights_path: Path) -> dict:
+    from safetensors import safe_open
+
+    total = head = 0
+    with safe_open(str(weights_path), framework="pt") as weights:
+        for key in weights.keys():  # noqa: SIM118 - safe_open is not a mapping
+            if key == "token_classes":
+                continue  # a buffer (word segmentation table), not a parameter
+            count = 1
+            for size in weights.get_slice(key).get_shape():
+                count *= size
+            total += count
+            head += 0 if key.startswith("backbone.") else count
+    return {"parameters": total, "head_parameters": head}
+
+
+def export_folders(paths: Sequence[str | Path]) -> list[Path]:
+    """Export folders named by ``paths``: each path is an export, or a folder of exports (a compare output)."""
+    folders: list[Path] = []
+    for path in map(Path, paths):
+        if (path / "config.json").is_file():
+            folders.append(path)
+        elif path.is_dir() and (inner := sorted(p.parent for p in path.glob("*/metrics.json"))):
+            folders.extend(inner)
+        else:
+            raise ValueError(f"{path}: neither an export folder (config.json) nor a folder of exports")
+    return folders
+
+
+def tabulate_exports(paths: Sequence[str | Path], output_dir: str | Path = "comparison") -> dict:
+    """The comparison files for existing exports, without training.
+
+    Args:
+        paths: export folders, or folders holding exports (e.g. an earlier compare's output).
+        output_dir: where comparison.json/.md/.png go.
+
+    Returns:
+        the comparison dict, as ``compare_heads`` returns it.
+    """
+    rows = [export_row(folder) for folder in tqdm(export_folders(paths), desc="reading exports", unit="export")]
+    comparison = {"settings": {"compare_only": [str(p) for p in paths]}, "runs": rows}
+    write_comparison(comparison, Path(output_dir))
+    return comparison
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The comparison as a Markdown table: F1 per type, micro/macro F1, parameters, train time, inference speed."""
+    types = sorted({label for row in rows for label in row["per_type_f1"]})
+    header = ["run", "head", "CRF", "layers", *[f"F1 {label}" for label in types], "micro F1", "macro F1",
+              "head params", "total params", "train time (s)", "inference (tokens/s)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        layers = str(row["num_layers_to_use"]) + (f" ({row['layer_combination']})" if row["num_layers_to_use"] > 1 else "")
+        cells = [row["name"], row["head"], "yes" if row["use_crf"] else "no", layers,
+                 *[_number(row["per_type_f1"].get(label), 4) for label in types],
+                 _number(row["micro_f1"], 4), _number(row["macro_f1"], 4), _count(row["head_parameters"]),
+                 _count(row["parameters"]), _number(row["train_seconds"], 1),
+                 _number(row["inference_tokens_per_second"], 0)]
+        lines.append("| " + " | ".join(cells) + " |")
+    scored = sorted({row["scored_on"] for row in rows})
+    return "\n".join(lines) + f"\n\nScores: span-level exact match on the {' / '.join(scored)} set.\n"
+
+
+def _number(value: float | None, digits: int) -> str:
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def _count(value: int | None) -> str:
+    return "–" if value is None else f"{value:,}"
+
+
+def write_comparison(comparison: dict, output_dir: Path) -> dict[str, Path]:
+    """Write comparison.json, comparison.md and comparison.png into ``output_dir``; returns their paths."""
+    from cardioner.plots import plot_comparison
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": output_dir / "comparison.json", "md": output_dir / "comparison.md",
+             "png": output_dir / "comparison.png"}
+    paths["json"].write_text(json.dumps(comparison, indent=2), encoding="utf-8")
+    paths["md"].write_text(markdown_table(comparison["runs"]), encoding="utf-8")
+    plot_comparison(comparison["runs"], paths["png"])
+    return paths

@@ -1,0 +1,88 @@
+"""cardioner compare: heads trained on the same data, seed and budget; comparison.json/.md/.png; --compare-only."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib.image
+import pytest
+import yaml
+from ncbi_subset import base_config, write_subset
+from typer.testing import CliRunner
+
+from cardioner.cli import app
+from cardioner.compare import ALL_HEADS, compare_heads, tabulate_exports
+from cardioner.config import load_config
+from cardioner.modeling import TOKEN_HEADS
+
+RUNS = ["linear", "linear+crf", "cnn", "cnn+crf"]
+
+
+@pytest.fixture(scope="module")
+def compared(shared_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("compare")
+    paths = write_subset(shared_data, root / "data")
+    raw = base_config(paths, epochs=1, max_steps=4)  # the same small budget for every head
+    raw["data"]["test"] = str(paths["dev"])
+    raw["model"].update(cnn_num_filters=16)
+    (root / "base.yaml").write_text(yaml.safe_dump(raw))
+    config = load_config(root / "base.yaml")
+    return root, compare_heads(config, ["linear", "cnn"], crf="both", output_dir=root / "out")
+
+
+def test_compare_trains_every_head_and_writes_json_md_png(compared):
+    root, comparison = compared
+    out = root / "out"
+    written = json.loads((out / "comparison.json").read_text())
+    assert written == json.loads(json.dumps(comparison))
+    assert [row["name"] for row in written["runs"]] == RUNS
+    for row in written["runs"]:
+        assert row["scored_on"] == "test" and 0.0 <= row["micro_f1"] <= 1.0 and row["macro_f1"] is not None
+        assert set(row["per_type_f1"]) == {"Disease"}
+        assert row["parameters"] > row["head_parameters"] > 0
+        assert row["train_seconds"] > 0 and row["inference_tokens_per_second"] > 0
+    table = (out / "comparison.md").read_text().splitlines()
+    assert table[0].startswith("| run | head | CRF | layers | F1 Disease | micro F1 | macro F1 | head params")
+    assert [line.split(" | ")[0].strip("| ") for line in table[2:6]] == RUNS
+    image = matplotlib.image.imread(out / "comparison.png")
+    assert image.shape[0] > 400 and image.shape[1] > 1000  # a two-panel figure, 120 dpi
+
+
+def test_every_run_had_the_same_data_seed_and_budget(compared):
+    root, _ = compared
+    configs = {name: yaml.safe_load((root / "out" / name / "training_config.yaml").read_text()) for name in RUNS}
+    for name, config in configs.items():
+        assert config["model"]["head"] == name.split("+")[0]
+        assert config["model"]["use_crf"] == name.endswith("+crf")
+        config["model"].pop("head"), config["model"].pop("use_crf"), config["training"].pop("output")
+    assert all(config == configs["linear"] for config in configs.values())
+
+
+def test_compare_only_tabulates_existing_exports(compared):
+    root, comparison = compared
+    again = tabulate_exports([root / "out"], root / "tabulated")
+    assert [row["name"] for row in again["runs"]] == sorted(RUNS)
+    by_name = {row["name"]: row for row in comparison["runs"]}
+    for row in again["runs"]:
+        assert row == by_name[row["name"]]
+    assert (root / "tabulated" / "comparison.png").is_file()
+
+    result = CliRunner().invoke(app, ["compare", "--compare-only", str(root / "out" / "cnn"),
+                                      str(root / "out" / "linear+crf"), "--output", str(root / "cli")])
+    assert result.exit_code == 0, result.output
+    assert "| cnn | cnn | no | 1 |" in result.output and "| linear+crf | linear | yes | 1 |" in result.output
+    assert len(json.loads((root / "cli" / "comparison.json").read_text())["runs"]) == 2
+
+
+def test_compare_rejects_unknown_heads_and_crf_settings(tmp_path):
+    config = load_config(overrides={"data.train": str(tmp_path)})
+    with pytest.raises(ValueError, match=r"unknown heads \['gru'\]"):
+        compare_heads(config, ["linear", "gru"], output_dir=tmp_path)
+    with pytest.raises(ValueError, match="--crf must be one of off, on, both; got 'sometimes'"):
+        compare_heads(config, ["linear"], crf="sometimes", output_dir=tmp_path)
+    result = CliRunner().invoke(app, ["compare", "--compare-only", str(tmp_path / "nothing")])
+    assert result.exit_code == 1 and "neither an export folder" in result.output
+
+
+def test_default_heads_are_all_heads():
+    assert ALL_HEADS == tuple(TOKEN_HEADS)

@@ -1,0 +1,267 @@
+"""Token heads (issue 5): round trips of every head, masking, the wavelet bases, loss options, config checks.
+
+The round trip reuses test_export's machinery: every head × {CRF off, on} × {top layer, last 3 layers} on one
+tiny BERT, all reloaded in one fresh offline process that cannot import cardioner.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from test_export import ID2LABEL, build_export, case_name, check_remote_reload, reload_in_fresh_process
+from tiny import tiny_backbone
+from transformers import AutoTokenizer, BertConfig
+
+from cardioner.config import HEAD_SETTINGS, TrainingConfig, load_config
+from cardioner.modeling import (
+    TOKEN_HEADS,
+    CardioNERConfig,
+    HeadInput,
+    TokenClassificationModel,
+    WaveletKANHead,
+    daubechies_filter,
+    softmax_loss,
+    wavelet_filter,
+    wavelet_functions,
+)
+from cardioner.training.optim import parameter_groups
+
+HEADS = tuple(TOKEN_HEADS)
+SMALL = dict(lstm_hidden_size=8, cnn_num_filters=8, attention_hidden_size=16, attention_num_heads=2,
+             num_frequencies=3, num_wavelets=3)  # small heads: the tests stay fast
+# Each head is tried on the top layer (softmax: plain; CRF: [CLS]-combined) and on the last 3 hidden states of the
+# 2-layer backbone (softmax: concatenated; CRF: learned mix), so every input option meets every head.
+LAYERS = {"top": {}, "last3": {"num_layers_to_use": 3}}
+CASES = [(head, use_crf, layers) for head in HEADS for use_crf in (False, True) for layers in LAYERS]
+
+
+def settings_of(use_crf: bool, layers: str) -> dict:
+    if layers == "top":
+        return {**SMALL, "use_combined": use_crf}
+    return {**SMALL, **LAYERS[layers], "layer_combination": "mix" if use_crf else "concat"}
+
+
+def head_case(head: str, use_crf: bool, layers: str) -> str:
+    return f"{case_name('bert', head, use_crf)}-{layers}"
+
+
+@pytest.fixture(scope="module")
+def head_round_trip(tmp_path_factory):
+    root = tmp_path_factory.mktemp("heads")
+    backbone = tiny_backbone("bert", root / "backbones")
+    exports = {
+        head_case(*case): build_export("bert", case[0], case[1], backbone, root / "models", name=head_case(*case),
+                                       **settings_of(case[1], case[2]))
+        for case in CASES
+    }
+    workdir = root / "remote"
+    return exports, workdir, reload_in_fresh_process(exports, workdir)
+
+
+def test_head_reload_process_cannot_import_cardioner(head_round_trip):
+    assert head_round_trip[2]["cardioner_importable"] is False
+
+
+@pytest.mark.parametrize("case", CASES, ids=[head_case(*case) for case in CASES])
+def test_every_head_reloads_identically_without_cardioner(head_round_trip, case):
+    exports, workdir, report = head_round_trip
+    name = head_case(*case)
+    check_remote_reload(exports[name], workdir / f"{name}.pt", report["cases"][name], use_crf=case[1])
+
+
+# -- masking and shapes -------------------------------------------------------------------------------------------
+
+MASK = torch.tensor([[1] * 9, [1] * 5 + [0] * 4, [1] * 2 + [0] * 7])
+
+
+def build_head(head: str, input_size: int = 12, num_outputs: int = 5, **settings) -> torch.nn.Module:
+    torch.manual_seed(0)
+    config = CardioNERConfig(head=head, id2label=ID2LABEL, **{**SMALL, **settings})
+    return TOKEN_HEADS[head](input_size, num_outputs, config).eval()
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_padding_never_changes_a_real_tokens_emission(head):
+    module = build_head(head)
+    hidden = torch.randn(3, 9, 12, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        emissions = module(hidden, MASK)
+        assert emissions.shape == (3, 9, 5)
+        changed = hidden.clone()
+        changed[MASK == 0] = 10 * torch.randn(int((MASK == 0).sum()), 12)
+        changed_emissions = module(changed, MASK)
+    real = MASK.bool()
+    torch.testing.assert_close(changed_emissions[real], emissions[real], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("head", ["bilstm", "cnn", "attention"])
+def test_sequence_heads_read_their_neighbours(head):
+    """The masking test is not vacuous: a sequence head's emissions do depend on other (real) tokens."""
+    module = build_head(head)
+    hidden = torch.randn(1, 9, 12, generator=torch.Generator().manual_seed(2))
+    changed = hidden.clone()
+    changed[0, 4] += 5.0
+    with torch.no_grad():
+        before, after = module(hidden, MASK[:1]), module(changed, MASK[:1])
+    assert not torch.allclose(before[0, 3], after[0, 3])
+
+
+@pytest.mark.parametrize("head", ["bilstm", "cnn", "attention"])
+def test_left_padding_gives_the_same_emissions(head):
+    module = build_head(head)
+    hidden = torch.randn(1, 5, 12, generator=torch.Generator().manual_seed(3))
+    left = torch.cat([torch.randn(1, 3, 12), hidden], dim=1)
+    with torch.no_grad():
+        right_emissions = module(torch.cat([hidden, torch.randn(1, 3, 12)], dim=1), torch.tensor([[1] * 5 + [0] * 3]))
+        left_emissions = module(left, torch.tensor([[0] * 3 + [1] * 5]))
+    torch.testing.assert_close(left_emissions[0, 3:], right_emissions[0, :5], atol=1e-6, rtol=0)
+
+
+def test_cnn_keeps_the_length_for_even_kernels():
+    module = build_head("cnn", cnn_kernel_sizes=(2, 4, 7))
+    assert module(torch.randn(2, 6, 12), torch.ones(2, 6)).shape == (2, 6, 5)
+
+
+def test_head_input_layers_and_cls():
+    hidden = torch.randn(2, 4, 3, 8)  # (batch, seq_len, layers, hidden)
+    backbone = BertConfig(hidden_size=8, num_hidden_layers=2, num_attention_heads=2)
+    mask = torch.ones(2, 4)
+
+    concat = HeadInput(backbone, CardioNERConfig(num_layers_to_use=3, use_combined=True))
+    features = concat(hidden, mask)
+    assert concat.output_size == 48 and features.shape == (2, 4, 48)
+    torch.testing.assert_close(features[:, 2, 24:], hidden[:, 0].flatten(1))  # the [CLS] (first token) state
+
+    mix = HeadInput(backbone, CardioNERConfig(num_layers_to_use=3, layer_combination="mix"))
+    assert mix.output_size == 8
+    torch.testing.assert_close(mix(hidden, mask), hidden.mean(2))  # equal weights, gain 1 at the start
+    with pytest.raises(ValueError, match="num_layers_to_use=4"):
+        HeadInput(backbone, CardioNERConfig(num_layers_to_use=4))
+    with pytest.raises(ValueError, match=r"\(batch, seq_len, 3, hidden\)"):
+        mix(hidden[:, :, 0], mask)
+
+
+def test_every_new_head_parameter_gets_the_head_learning_rate(tmp_path):
+    backbone = tiny_backbone("bert", tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(backbone)
+    config = TrainingConfig(lr=1e-5, head_lr=3e-3, crf_lr=1e-2)
+    for head in HEADS:
+        model = TokenClassificationModel.from_backbone(str(backbone), tokenizer, ID2LABEL, head=head, use_crf=True,
+                                                       num_layers_to_use=2, layer_combination="mix", **SMALL)
+        head_params = {id(p) for name, p in model.named_parameters() if name.startswith(("head.", "head_input."))}
+        assert {name for name, _ in model.named_parameters() if name.startswith("head_input.")} == {
+            "head_input.layer_weights", "head_input.layer_gain"}
+        in_head_groups = {id(p) for group in parameter_groups(model, config) if group["lr"] == 3e-3
+                          for p in group["params"]}
+        assert head_params == in_head_groups, head
+
+
+# -- wavelets -------------------------------------------------------------------------------------------------------
+
+SQRT3 = math.sqrt(3)
+DB4_PUBLISHED = [0.2303778133088964, 0.7148465705529154, 0.6308807679298587, -0.0279837694168599,
+                 -0.1870348117190931, 0.0308413818355607, 0.0328830116668852, -0.0105974017850690]
+
+
+def test_haar_and_daubechies_filters_equal_their_known_values():
+    assert wavelet_filter("haar") == pytest.approx([1 / math.sqrt(2)] * 2, abs=1e-15)
+    db2 = [(1 + SQRT3) / (4 * math.sqrt(2)), (3 + SQRT3) / (4 * math.sqrt(2)), (3 - SQRT3) / (4 * math.sqrt(2)),
+           (1 - SQRT3) / (4 * math.sqrt(2))]  # Daubechies' closed form
+    assert wavelet_filter("db2") == pytest.approx(db2, abs=1e-12)
+    assert wavelet_filter("db4") == pytest.approx(DB4_PUBLISHED, abs=1e-12)
+
+
+@pytest.mark.parametrize("moments", [1, 2, 3, 4, 5])
+def test_daubechies_filters_meet_their_definition(moments):
+    """Sum sqrt(2), orthonormal to its even shifts, and N vanishing moments of the wavelet filter."""
+    h = daubechies_filter(moments)
+    assert len(h) == 2 * moments
+    assert sum(h) == pytest.approx(math.sqrt(2), abs=1e-12)
+    for shift in range(moments):
+        inner = sum(h[k] * h[k + 2 * shift] for k in range(len(h) - 2 * shift))
+        assert inner == pytest.approx(1.0 if shift == 0 else 0.0, abs=1e-12), shift
+    for power in range(moments):
+        assert sum((-1) ** k * k**power * c for k, c in enumerate(h)) == pytest.approx(0.0, abs=1e-9), power
+
+
+def test_wavelet_functions_by_the_cascade_algorithm():
+    phi, psi = wavelet_functions("haar", 6)
+    grid = [m / 64 for m in range(len(psi))]
+    assert list(psi) == pytest.approx([1.0 if x < 0.5 else (-1.0 if x < 1 else 0.0) for x in grid])
+    assert list(phi) == pytest.approx([1.0 if x < 1 else 0.0 for x in grid])
+    db2_phi, _ = wavelet_functions("db2", 6)
+    assert db2_phi[64] == pytest.approx((1 + SQRT3) / 2) and db2_phi[128] == pytest.approx((1 - SQRT3) / 2)
+    for name in ("haar", "db2", "db4"):
+        phi, psi = wavelet_functions(name, 8)
+        step = 1 / 256
+        assert sum(phi) * step == pytest.approx(1.0, abs=1e-9), name  # integral of phi
+        assert sum(psi) * step == pytest.approx(0.0, abs=1e-9), name  # integral of psi
+        assert sum(v * v for v in psi) * step == pytest.approx(1.0, abs=1e-2), name  # unit norm
+
+
+def test_wavelet_kan_basis_is_the_stretched_wavelet():
+    """One Haar wavelet centred at 0 with half-width 2: +1 on (-2, 0), -1 on (0, 2), 0 outside."""
+    module = WaveletKANHead(1, 2, CardioNERConfig(head="wavelet_kan", wavelet_type="haar", num_wavelets=1))
+    values = module.basis(torch.tensor([[-1.0], [1.0], [3.0], [-2.5]]))  # shape: (4, 1 input, 1 wavelet)
+    assert values.flatten().tolist() == pytest.approx([1.0, -1.0, 0.0, 0.0])
+    mixed = WaveletKANHead(4, 2, CardioNERConfig(head="wavelet_kan", wavelet_type="mixed", num_wavelets=6))
+    assert mixed._kinds == [0, 1, 2, 0, 1, 2] and mixed.basis(torch.randn(5, 4)).shape == (5, 4, 6)
+    features = torch.randn(5, 4, requires_grad=True)
+    mixed.basis(features).sum().backward()  # scales and translations learn through the interpolation
+    assert mixed.log_scales.grad is not None and mixed.log_scales.grad.abs().sum() > 0
+
+
+# -- losses and configuration ---------------------------------------------------------------------------------------
+
+
+def test_focal_loss_and_label_smoothing_against_references():
+    generator = torch.Generator().manual_seed(0)
+    logits, targets = torch.randn(7, 5, generator=generator), torch.tensor([0, 1, 4, -100, 2, 2, -100])
+    weight = torch.tensor([0.5, 1.0, 2.0, 1.0, 3.0])
+    plain = torch.nn.functional.cross_entropy(logits, targets, weight=weight, label_smoothing=0.1)
+    assert softmax_loss(logits, targets, weight, label_smoothing=0.1) == pytest.approx(float(plain))
+    assert softmax_loss(logits, targets, weight, 0.1, focal_gamma=1e-12) == pytest.approx(float(plain), rel=1e-6)
+    reference, total = 0.0, 0.0
+    for row, target in zip(logits, targets.tolist(), strict=True):
+        if target == -100:
+            continue
+        probability = row.softmax(0)[target]
+        reference += -weight[target] * (1 - probability) ** 2 * probability.log()
+        total += weight[target]
+    assert softmax_loss(logits, targets, weight, focal_gamma=2.0) == pytest.approx(float(reference / total), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [("num_layers_to_use", 0, "num_layers_to_use must be >= 1, got 0"),
+     ("layer_combination", "sum", "invalid layer_combination 'sum'"),
+     ("wavelet_type", "db3", "invalid wavelet_type 'db3'"),
+     ("cnn_kernel_sizes", [3, 0], r"cnn_kernel_sizes must be positive integers, got \[3, 0\]"),
+     ("attention_hidden_size", 30, r"attention_hidden_size \(30\) must be a multiple of attention_num_heads \(4\)"),
+     ("label_smoothing", 1.0, r"label_smoothing must be in \[0, 1\), got 1.0"),
+     ("focal_gamma", -1, "focal_gamma must be >= 0, got -1"),
+     ("lstm_dropout", 1.5, r"lstm_dropout must be in \[0, 1\), got 1.5")],
+)
+def test_bad_head_settings_are_named(key, value, message):
+    with pytest.raises(ValueError, match=message):
+        CardioNERConfig(**{key: value})
+
+
+def test_softmax_loss_options_refuse_a_crf():
+    with pytest.raises(ValueError, match="focal_gamma"):
+        CardioNERConfig(use_crf=True, focal_gamma=2.0)
+
+
+def test_head_settings_are_config_keys_and_model_arguments():
+    import inspect
+
+    arguments = inspect.signature(CardioNERConfig).parameters
+    config = load_config(overrides={f"model.{name}": value for name, value in
+                                    {"cnn_kernel_sizes": "3,5", "layer_combination": "mix"}.items()})
+    assert config.model.cnn_kernel_sizes == (3, 5) and config.model.layer_combination == "mix"
+    for name in HEAD_SETTINGS:
+        assert name in arguments, name
+        assert getattr(config.model, name) == arguments[name].default or name in ("cnn_kernel_sizes",
+                                                                                   "layer_combination"), name
