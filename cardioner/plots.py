@@ -40,12 +40,7 @@ def plot_learning_curves(history: list[dict], path: str | Path, title: str = "Le
     ax_f1.grid(alpha=0.3)
     for ax in (ax_loss, ax_f1):
         ax.set_xticks(epochs)
-    fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
 
 
 def plot_comparison(rows: list[dict], path: str | Path, title: str = "Token heads compared") -> Path:
@@ -90,6 +85,11 @@ def plot_comparison(rows: list[dict], path: str | Path, title: str = "Token head
     ax_speed.grid(alpha=0.3)
     if ax_speed.collections:
         ax_speed.legend(loc="lower right")
+    return _save(fig, path, title)
+
+
+def _save(fig, path: Path, title: str) -> Path:
+    """Title, tighten, write as PNG (120 dpi) and close a figure."""
     fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
