@@ -38,6 +38,9 @@ def load_tokenizer(name_or_path: str):
     from transformers import AutoTokenizer
 
     path = Path(name_or_path)
+    looks_like_path = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
+    if looks_like_path and not path.exists():
+        raise ValueError(f"--model {name_or_path}: no such folder")
     if path.exists() and not (path / "config.json").exists() and not (path / "tokenizer.json").exists():
         raise ValueError(f"--model {name_or_path}: not a model folder (no config.json or tokenizer files)")
     try:
