@@ -775,8 +775,8 @@ class BiLSTMHead(nn.Module):
         lengths = token_mask.sum(1).clamp(min=1).cpu()  # shape: (batch,); an empty row runs on one padding token
         packed = nn.utils.rnn.pack_padded_sequence(tokens, lengths, batch_first=True, enforce_sorted=False)
         output, _ = self.lstm(packed)
-        # shape: (batch, n, 2 * lstm_hidden_size)
         output, _ = nn.utils.rnn.pad_packed_sequence(output, batch_first=True, total_length=tokens.shape[1])
+        # output shape: (batch, n, 2 * lstm_hidden_size)
         return self.classifier(self.dropout(expand_real_tokens(output, attention_mask)))
 
 
@@ -1080,6 +1080,8 @@ def compact_real_tokens(hidden_states: torch.Tensor, attention_mask: torch.Tenso
         (tokens (batch, max_real, size), left-aligned mask (batch, max_real) bool).
     """
     positions, token_mask = gather_positions(attention_mask.bool())  # shape: (batch, max_real)
+    if positions.shape[1] == 0:  # no real token in the batch: one masked slot keeps every head's shapes valid
+        positions, token_mask = positions.new_zeros(len(positions), 1), token_mask.new_zeros(len(token_mask), 1)
     return gather_rows(hidden_states, positions), token_mask
 
 
@@ -1087,8 +1089,6 @@ def expand_real_tokens(features: torch.Tensor, attention_mask: torch.Tensor) -> 
     """Undo ``compact_real_tokens``: (batch, max_real, size) -> (batch, seq_len, size), zeros at padding."""
     real = attention_mask.bool()
     slot = (real.long().cumsum(1) - 1).clamp(min=0)  # shape: (batch, seq_len): rank among the row's real tokens
-    if features.shape[1] == 0:
-        return features.new_zeros(*real.shape, features.shape[-1])
     expanded = gather_rows(features, slot)  # shape: (batch, seq_len, size)
     return torch.where(real[..., None], expanded, torch.zeros_like(expanded))
 

@@ -96,6 +96,15 @@ def test_padding_never_changes_a_real_tokens_emission(head):
     torch.testing.assert_close(changed_emissions[real], emissions[real], atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("head", HEADS)
+def test_rows_without_real_tokens_stay_finite(head):
+    module = build_head(head)
+    with torch.no_grad():
+        for mask in (torch.zeros(2, 4), torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0]])):
+            emissions = module(torch.randn(2, 4, 12), mask)
+            assert emissions.shape == (2, 4, 5) and torch.isfinite(emissions).all()
+
+
 @pytest.mark.parametrize("head", ["bilstm", "cnn", "attention"])
 def test_sequence_heads_read_their_neighbours(head):
     """The masking test is not vacuous: a sequence head's emissions do depend on other (real) tokens."""
