@@ -15,3 +15,22 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared corpora not found at {SHARED_DATA} (CI keeps ../shared beside the clone)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module: on 2 shared cores, oversubscribed threads make each step take seconds."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def ncbi_subset(shared_data, tmp_path_factory) -> dict[str, Path]:
+    """A few dozen NCBI-disease sentences (train/dev CoNLL) and a tiny BERT backbone (tests/ncbi_subset.py)."""
+    from ncbi_subset import write_subset
+
+    return write_subset(shared_data, tmp_path_factory.mktemp("ncbi"))

@@ -13,7 +13,6 @@ import unicodedata
 from pathlib import Path
 
 import pytest
-import torch
 from tiny import tiny_backbone
 from typer.testing import CliRunner
 
@@ -29,14 +28,9 @@ TINY_TRAINING = ["--max-length", "64", "--stride", "16", "--batch-size", "8", "-
                  "--set", "training.patience=0"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on 2 shared cores, oversubscribed threads make a 5 s run take a minute."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def backbone(tmp_path_factory) -> Path:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from ncbi_subset import base_config, write_subset
+from ncbi_subset import base_config
 from typer.testing import CliRunner
 
 from cardioner.cli import app
@@ -16,19 +15,8 @@ from cardioner.config import config_from_dict
 from cardioner.data.document import Document
 from cardioner.training.folds import cross_validate, fold_assignments, format_summary
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on 2 shared cores, oversubscribed threads make a 0.5 s run take 30 s."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def subset(shared_data, tmp_path_factory) -> dict[str, Path]:
-    return write_subset(shared_data, tmp_path_factory.mktemp("ncbi"))
 
 
 def docs_of(n: int) -> list[Document]:
@@ -50,15 +38,15 @@ def test_folds_are_seeded_balanced_and_keep_groups_together():
 
 
 # ------------------------------------------------------------------------------------------- no leakage
-def test_test_folds_never_reach_training_or_model_selection(subset, monkeypatch):
+def test_test_folds_never_reach_training_or_model_selection(ncbi_subset, monkeypatch):
     """Spy on every document the trainer and the dev evaluation see: a test fold must never be among them,
     and each test fold is scored only after its model was chosen. Fails if a test fold leaked anywhere."""
     from cardioner.data import read_corpus
     from cardioner.task import Task
     from cardioner.training.trainer import ModelTrainer
 
-    docs = read_corpus(subset["train"])[0][:40]
-    config = config_from_dict(base_config(subset, epochs=2))
+    docs = read_corpus(ncbi_subset["train"])[0][:40]
+    config = config_from_dict(base_config(ncbi_subset, epochs=2))
     events: list[tuple] = []
     real_train, real_evaluate = ModelTrainer.train, Task.evaluate
 
@@ -99,9 +87,9 @@ def test_test_folds_never_reach_training_or_model_selection(subset, monkeypatch)
     assert result["ci"]["num_documents"] == len(docs)
 
 
-def test_train_folds_prints_mean_std_and_ci(subset, tmp_path):
+def test_train_folds_prints_mean_std_and_ci(ncbi_subset, tmp_path):
     config = tmp_path / "base.yaml"
-    config.write_text(yaml.safe_dump(base_config(subset, epochs=1)), encoding="utf-8")
+    config.write_text(yaml.safe_dump(base_config(ncbi_subset, epochs=1)), encoding="utf-8")
     result = CliRunner().invoke(app, ["train", "--config", str(config), "--folds", "5",
                                       "--output", str(tmp_path / "cv")])
     assert result.exit_code == 0, result.output
@@ -120,7 +108,7 @@ def test_train_folds_prints_mean_std_and_ci(subset, tmp_path):
     RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 123 bytes. Error code 12 "
                  "(Cannot allocate memory) out of memory."),
 ], ids=["cuda", "runtime"])
-def test_out_of_memory_halves_the_batch_size_and_retries(subset, monkeypatch, error):
+def test_out_of_memory_halves_the_batch_size_and_retries(ncbi_subset, monkeypatch, error):
     from cardioner.training import run_training
     from cardioner.training.trainer import ModelTrainer
 
@@ -134,12 +122,12 @@ def test_out_of_memory_halves_the_batch_size_and_retries(subset, monkeypatch, er
         return real_train(self, *args, **kwargs)
 
     monkeypatch.setattr(ModelTrainer, "train", train_or_oom)
-    config = config_from_dict(base_config(subset, epochs=1, batch_size=16))
+    config = config_from_dict(base_config(ncbi_subset, epochs=1, batch_size=16))
     result, path = run_training(config)
     assert seen == [16, 8] and path is None and result.dev_metrics is not None
 
 
-def test_other_errors_are_not_retried(subset, monkeypatch):
+def test_other_errors_are_not_retried(ncbi_subset, monkeypatch):
     from cardioner.training.batch_size import train_with_batch_fallback
     from cardioner.training.trainer import ModelTrainer
 
@@ -151,5 +139,5 @@ def test_other_errors_are_not_retried(subset, monkeypatch):
 
     monkeypatch.setattr(ModelTrainer, "train", fail)
     with pytest.raises(RuntimeError, match="shape mismatch"):
-        train_with_batch_fallback(config_from_dict(base_config(subset)), [], None)
+        train_with_batch_fallback(config_from_dict(base_config(ncbi_subset)), [], None)
     assert calls == [8]

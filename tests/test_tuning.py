@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ncbi_subset import base_config, write_subset
+from ncbi_subset import base_config
 from typer.testing import CliRunner
 
 from cardioner.cli import app
@@ -27,20 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on 2 shared cores, oversubscribed threads make a 0.5 s run take 30 s."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def subset(shared_data, tmp_path_factory) -> dict[str, Path]:
-    return write_subset(shared_data, tmp_path_factory.mktemp("ncbi"))
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 
 def write_config(path: Path, config: dict, search: dict | None = None) -> Path:
@@ -97,10 +87,10 @@ def test_default_space_depends_on_the_head():
 
 
 # ------------------------------------------------------------------------------------------- Optuna studies
-def test_study_prunes_writes_outputs_and_best_config_reproduces(subset, tmp_path):
+def test_study_prunes_writes_outputs_and_best_config_reproduces(ncbi_subset, tmp_path):
     """Done-when 1 (in one process): 6 trials, a deliberately bad region (lr 1e-9) gets pruned; outputs;
     ``cardioner train --config best_config.yaml`` retrains to the best trial's dev score."""
-    path = write_config(tmp_path / "base.yaml", base_config(subset), {"training.lr": [1e-9, 3e-3, 1e-2]})
+    path = write_config(tmp_path / "base.yaml", base_config(ncbi_subset), {"training.lr": [1e-9, 3e-3, 1e-2]})
     config, space = load_tuning_config(path)
     output = tmp_path / "tuning"
     study = tune(config, 6, search_space=space, output_dir=output, pruner="median")
@@ -128,8 +118,8 @@ def test_study_prunes_writes_outputs_and_best_config_reproduces(subset, tmp_path
     assert (output / "best_model" / "config.json").exists()
 
 
-def test_importance_plot_is_skipped_with_one_complete_trial(subset, tmp_path):
-    config, _ = load_tuning_config(write_config(tmp_path / "base.yaml", base_config(subset, epochs=1)))
+def test_importance_plot_is_skipped_with_one_complete_trial(ncbi_subset, tmp_path):
+    config, _ = load_tuning_config(write_config(tmp_path / "base.yaml", base_config(ncbi_subset, epochs=1)))
     space = parse_search_space({"training.lr": [1e-3]})
     tune(config, 1, search_space=space, output_dir=tmp_path / "out")
     assert (tmp_path / "out" / "best_config.yaml").exists()
@@ -137,8 +127,8 @@ def test_importance_plot_is_skipped_with_one_complete_trial(subset, tmp_path):
     assert not (tmp_path / "out" / "param_importances.png").exists()
 
 
-def test_hyperband_pruner_runs_over_epochs(subset, tmp_path):
-    config, _ = load_tuning_config(write_config(tmp_path / "base.yaml", base_config(subset)))
+def test_hyperband_pruner_runs_over_epochs(ncbi_subset, tmp_path):
+    config, _ = load_tuning_config(write_config(tmp_path / "base.yaml", base_config(ncbi_subset)))
     study = tune(config, 3, search_space=parse_search_space({"training.lr": [1e-9, 1e-3]}),
                  output_dir=tmp_path / "out", pruner="hyperband")
     assert isinstance(study.pruner, optuna.pruners.HyperbandPruner)
@@ -148,9 +138,9 @@ def test_hyperband_pruner_runs_over_epochs(subset, tmp_path):
              pruner="asha")
 
 
-def test_folds_score_trials_on_mean_dev_f1_only(subset, tmp_path):
+def test_folds_score_trials_on_mean_dev_f1_only(ncbi_subset, tmp_path):
     """tune --folds: a trial's value is its mean dev score over the folds (test folds are only reported)."""
-    config, _ = load_tuning_config(write_config(tmp_path / "base.yaml", base_config(subset, epochs=1)))
+    config, _ = load_tuning_config(write_config(tmp_path / "base.yaml", base_config(ncbi_subset, epochs=1)))
     study = tune(config, 2, search_space=parse_search_space({"training.lr": [1e-3, 3e-3]}),
                  output_dir=tmp_path / "out", folds=2, pruner="none")
     for trial in study.trials:
@@ -159,11 +149,11 @@ def test_folds_score_trials_on_mean_dev_f1_only(subset, tmp_path):
         assert "cv_test_mean_f1" in trial.user_attrs
 
 
-def test_killed_study_resumes_from_sqlite_without_repeating_trials(subset, tmp_path):
+def test_killed_study_resumes_from_sqlite_without_repeating_trials(ncbi_subset, tmp_path):
     """Done-when 1: SIGKILL a ``cardioner tune`` process after 2 finished trials, rerun it: the study goes on."""
     search = {"training.lr": {"type": "float", "low": 1e-4, "high": 5e-3, "log": True},
               "model.classifier_dropout": {"type": "float", "low": 0.0, "high": 0.3}}
-    config = write_config(tmp_path / "base.yaml", base_config(subset), search)
+    config = write_config(tmp_path / "base.yaml", base_config(ncbi_subset), search)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     args = ["tune", "--config", str(config), "--trials", "6", "--storage", storage, "--study-name", "resume",
             "--output", str(tmp_path / "out")]
@@ -199,10 +189,10 @@ def test_killed_study_resumes_from_sqlite_without_repeating_trials(subset, tmp_p
     assert (tmp_path / "out" / "best_config.yaml").exists()
 
 
-def test_two_workers_share_one_sqlite_study(subset, tmp_path):
+def test_two_workers_share_one_sqlite_study(ncbi_subset, tmp_path):
     """Done-when 2: two processes on one SQLite study split its trials; no trial runs twice."""
     search = {"training.lr": {"type": "float", "low": 1e-4, "high": 5e-3, "log": True}}
-    config = write_config(tmp_path / "base.yaml", base_config(subset, epochs=2), search)
+    config = write_config(tmp_path / "base.yaml", base_config(ncbi_subset, epochs=2), search)
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
     workers = [cardioner_process("tune", "--config", str(config), "--trials", "6", "--storage", storage,
                                  "--study-name", "shared", "--output", str(tmp_path / f"out{i}")) for i in range(2)]
@@ -217,9 +207,9 @@ def test_two_workers_share_one_sqlite_study(subset, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- PBT
-def test_pbt_without_ray_says_so_in_one_sentence(subset, tmp_path, monkeypatch):
+def test_pbt_without_ray_says_so_in_one_sentence(ncbi_subset, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
-    config = write_config(tmp_path / "base.yaml", base_config(subset))
+    config = write_config(tmp_path / "base.yaml", base_config(ncbi_subset))
     result = CliRunner().invoke(app, ["tune", "--config", str(config), "--trials", "4", "--method", "pbt",
                                       "--output", str(tmp_path / "pbt")])
     assert result.exit_code == 1
@@ -229,13 +219,13 @@ def test_pbt_without_ray_says_so_in_one_sentence(subset, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_pbt_population_of_4_exploits_and_exports_its_best_member(subset, tmp_path):
+def test_pbt_population_of_4_exploits_and_exports_its_best_member(ncbi_subset, tmp_path):
     """Done-when 3: PBT (population 4) under Ray on this machine, exploit/explore logged, best member exported."""
     pytest.importorskip("ray.tune")
     from cardioner.export import load_model
     from cardioner.tuning import tune_pbt
 
-    config, _ = load_tuning_config(write_config(tmp_path / "base.yaml", base_config(subset, epochs=4)))
+    config, _ = load_tuning_config(write_config(tmp_path / "base.yaml", base_config(ncbi_subset, epochs=4)))
     result = tune_pbt(config, population=4, output_dir=tmp_path / "pbt", num_cpus=2)
     assert result["events"], "no exploit/explore event logged"
     assert (tmp_path / "pbt" / "pbt_events.txt").read_text(encoding="utf-8").count("exploit:") == len(result["events"])
