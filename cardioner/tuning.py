@@ -207,8 +207,22 @@ def open_storage(url: str | None):
 
     if "://" not in url:
         raise ValueError(f"--storage must be a database URL such as sqlite:///study.db, got {url!r}")
+    import random
+    import time
+
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=30, grace_period=120)
+    for attempt in range(6):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=30,
+                                              grace_period=120)
+        except (IntegrityError, OperationalError):
+            # Workers started together race to create the schema; the loser finds it made on a retry.
+            if attempt == 5:
+                raise
+            time.sleep(0.5 + random.random())
+    raise AssertionError("unreachable")
 
 
 def read_tuning_data(config: Config, folds: int | None) -> tuple[list[Document], list[Document] | None]:
