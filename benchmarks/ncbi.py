@@ -12,6 +12,7 @@ per second over the training steps only. Prints one JSON object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -80,7 +81,8 @@ def run_hf_recipe(args, backbone, train_docs, test_docs, labels):
     )
     trainer = Trainer(model=model, args=training_args, train_dataset=train,
                       data_collator=DataCollatorForTokenClassification(tokenizer))
-    output = trainer.train()
+    with contextlib.redirect_stdout(sys.stderr):  # Trainer prints its log dicts; stdout is for the JSON
+        output = trainer.train()
     # Prediction: first subword of each CoNLL token.
     model.eval()
     predicted = []
