@@ -14,6 +14,12 @@ logger = logging.getLogger("cardioner")
 PREDICT_FORMATS = ("brat", "jsonl", "tsv")
 
 
+def check_predict_format(format: str) -> None:
+    """Raise a one-sentence error for an output format predict cannot write."""
+    if format not in PREDICT_FORMATS:
+        raise ValueError(f"--format must be one of {', '.join(PREDICT_FORMATS)}, got {format!r}")
+
+
 def load_predictor(model_dir: str | Path, max_length: int | None = None, stride: int | None = None):
     """(model, task) for an export: the installed package's classes, windows as the model was trained."""
     from cardioner.export import load_model
@@ -60,8 +66,7 @@ def write_predictions(docs: list[Document], output: str | Path, format: str) -> 
     """Write predicted documents as brat (NAME.txt + NAME.ann per document), JSONL or MultiCardioNER TSV."""
     from cardioner.data.io import write_corpus
 
-    if format not in PREDICT_FORMATS:
-        raise ValueError(f"--format must be one of {', '.join(PREDICT_FORMATS)}, got {format!r}")
+    check_predict_format(format)
     output = Path(output)
     write_corpus(docs, output, format)
     return output
@@ -74,8 +79,7 @@ def predict_path(model_dir: str | Path, input: str | Path, output: str | Path, f
     Returns:
         The predicted documents.
     """
-    if format not in PREDICT_FORMATS:
-        raise ValueError(f"--format must be one of {', '.join(PREDICT_FORMATS)}, got {format!r}")
+    check_predict_format(format)
     docs = read_inputs(input)
     model, task = load_predictor(model_dir, max_length, stride)
     predicted = task.predict(model, docs, batch_size=batch_size)

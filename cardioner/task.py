@@ -85,6 +85,14 @@ def class_weights(windows: list[dict], num_labels: int, strategy: str, channel: 
     return [round(float(w), 6) for w in weights]
 
 
+def _window_stride(stride: int, max_length: int) -> int:
+    """The stride used: at most half a window (consecutive windows must advance); a cut is logged, never silent."""
+    used = min(stride, max_length // 2)
+    if used != stride:
+        logger.warning("stride %d is more than half of the %d-subword window; using %d", stride, max_length, used)
+    return used
+
+
 class Task:
     """Tokenizer + label set + encoder, and what to do with a model and documents.
 
@@ -130,7 +138,7 @@ class Task:
                     f"(remove them from {name}, or add training examples)"
                 )
         max_length = data.max_length or min(int(tokenizer.model_max_length or 512), 512)
-        encoder = Encoder(tokenizer, labels, max_length=max_length, stride=min(data.stride, max_length // 2),
+        encoder = Encoder(tokenizer, labels, max_length=max_length, stride=_window_stride(data.stride, max_length),
                           label_all_subwords=data.label_all_subwords)
         return cls(tokenizer, labels, encoder, config, backbone)
 
@@ -146,7 +154,7 @@ class Task:
         windows = getattr(model.config, "cardioner_windows", None) or {}
         max_length = max_length or windows.get("max_length") or min(int(tokenizer.model_max_length or 512), 512)
         stride = stride if stride is not None else windows.get("stride", 64)
-        encoder = Encoder(tokenizer, labels, max_length=max_length, stride=min(stride, max_length // 2),
+        encoder = Encoder(tokenizer, labels, max_length=max_length, stride=_window_stride(stride, max_length),
                           label_all_subwords=bool(windows.get("label_all_subwords", False)))
         return cls(tokenizer, labels, encoder)
 
