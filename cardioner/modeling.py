@@ -581,6 +581,17 @@ def _viterbi(
 CONFIG_VERSION = 1  # bump when the meaning of a config key changes; old keys keep loading
 
 
+def _per_tag_values(values: list | None) -> list | None:
+    """A per-label list of floats, or one such row per channel, as plain Python floats (None stays None)."""
+    if values is None:
+        return None
+    return [[float(v) for v in value] if isinstance(value, (list, tuple)) else float(value) for value in values]
+
+
+def _flatten_values(values: list) -> list[float]:
+    return [v for value in values for v in (value if isinstance(value, list) else [value])]
+
+
 class CardioNERConfig(PretrainedConfig):
     """Configuration of a cardioner token-classification model (backbone config embedded; nothing fetched).
 
@@ -612,6 +623,11 @@ class CardioNERConfig(PretrainedConfig):
         channel_types: multi-label models only: the entity type of each channel (one O/B/I chain per type, in this
             order); id2label then holds the typed tags ``O, B-T1, I-T1, B-T2, ...`` of the channels in order.
         thresholds: multi-label sigmoid model: each channel's decision threshold in (0, 1); None means 0.5.
+        tag_priors: the frequency of each tag in the training data (same layout as ``class_weights``), or None.
+            A fresh head starts with its output biases at these priors (log p for softmax and CRF scores, the
+            log-odds for the multi-label sigmoid), so training begins from the tag distribution instead of a
+            uniform guess (Lin et al. 2017, "Focal loss", §3.3); without it they start at 0. Only initialisation
+            reads it: a loaded model keeps its trained biases.
         cardioner_version: version of cardioner that wrote the model (set on export).
         config_version: version of this config's layout.
         **kwargs: PretrainedConfig arguments (id2label, label2id, ...).
@@ -650,6 +666,7 @@ class CardioNERConfig(PretrainedConfig):
         label_all_subwords: bool = False,
         channel_types: list[str] | None = None,
         thresholds: list[float] | None = None,
+        tag_priors: list[float] | None = None,
         cardioner_version: str | None = None,
         config_version: int = CONFIG_VERSION,
         **kwargs,
@@ -688,9 +705,10 @@ class CardioNERConfig(PretrainedConfig):
         self.use_crf = bool(use_crf)
         self.crf_constraints = bool(crf_constraints)
         self.crf_reduction = crf_reduction
-        self.class_weights = None if class_weights is None else [
-            [float(w) for w in weight] if isinstance(weight, (list, tuple)) else float(weight) for weight in class_weights
-        ]  # one weight per label; multi-label: one row per channel
+        self.class_weights = _per_tag_values(class_weights)  # one weight per label; multi-label: one row per channel
+        self.tag_priors = _per_tag_values(tag_priors)
+        if self.tag_priors is not None and not all(0.0 < p < 1.0 for p in _flatten_values(self.tag_priors)):
+            raise ValueError(f"tag_priors must lie in (0, 1), got {self.tag_priors}")
         self.freeze_backbone = bool(freeze_backbone)
         self.label_all_subwords = bool(label_all_subwords)
         self.channel_types = None if channel_types is None else [str(t) for t in channel_types]
@@ -705,13 +723,17 @@ class CardioNERConfig(PretrainedConfig):
             tags = chain_tags(self)  # validates the channel layout of id2label
             if self.thresholds is not None and len(self.thresholds) != len(self.channel_types):
                 raise ValueError(f"{len(self.thresholds)} thresholds for {len(self.channel_types)} channels")
-            if self.class_weights is not None and [len(row) if isinstance(row, list) else 0 for row in self.class_weights] != [len(tags)] * len(
-                self.channel_types
-            ):
-                raise ValueError(f"class_weights must be {len(self.channel_types)} rows of {len(tags)} weights (per "
-                                 f"channel and tag), got {self.class_weights}")
-        elif self.class_weights is not None and len(self.class_weights) != self.num_labels:
-            raise ValueError(f"class_weights has {len(self.class_weights)} values for {self.num_labels} labels")
+        for name in ("class_weights", "tag_priors"):
+            values = getattr(self, name)
+            if values is None:
+                continue
+            if self.channel_types is not None:
+                shape = [len(row) if isinstance(row, list) else 0 for row in values]
+                if shape != [len(tags)] * len(self.channel_types):
+                    raise ValueError(f"{name} must be {len(self.channel_types)} rows of {len(tags)} values (per "
+                                     f"channel and tag), got {values}")
+            elif len(values) != self.num_labels or any(isinstance(value, list) for value in values):
+                raise ValueError(f"{name} has {len(values)} values for {self.num_labels} labels")
 
     def build_backbone_config(self) -> PretrainedConfig:
         """The embedded backbone config as a transformers config object."""
@@ -1306,10 +1328,23 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
         if config.freeze_backbone:
             self.backbone.requires_grad_(False)
         self.post_init()
+        if config.tag_priors is not None:
+            self._init_output_biases(torch.tensor(config.tag_priors, dtype=torch.float64))
 
     def _num_outputs(self, config: CardioNERConfig) -> int:
         """How many scores the head emits per token (one per label here)."""
         return config.num_labels
+
+    def _init_output_biases(self, priors: torch.Tensor) -> None:
+        """Set the head's output biases from the tag priors (``config.tag_priors``); its other parameters keep
+        their initialisation. On the meta device (loading) this is a no-op: loaded weights replace it."""
+        bias = self.head.classifier.bias  # every head ends in a linear ``classifier`` (KAN: + a residual linear)
+        with torch.no_grad():
+            bias.copy_(self._prior_scores(priors.clamp(1e-6, 1 - 1e-6)).flatten().to(bias.dtype))
+
+    def _prior_scores(self, priors: torch.Tensor) -> torch.Tensor:
+        """Output scores whose softmax is ``priors`` (num_labels,)."""
+        return priors.log()
 
     def _build_decoder(self, config: CardioNERConfig, labels: list[str]) -> None:
         """Add what sits on the emissions (nothing for softmax; the CRF in the subclass); ``labels``: the tags
@@ -1649,6 +1684,10 @@ class MultiLabelTokenClassificationModel(TokenClassificationModel):
             raise ValueError("a multi-label model needs config.channel_types (the entity type of each channel)")
         tags_per_channel = len(chain_tags(config)) - (0 if self.learns_outside_score else 1)
         return len(config.channel_types) * tags_per_channel
+
+    def _prior_scores(self, priors: torch.Tensor) -> torch.Tensor:
+        """Scores (C, tags) at the priors (C, tags): log p per channel (CRF), or each entity tag's log-odds."""
+        return priors.log() if self.learns_outside_score else torch.logit(priors[:, 1:])
 
     def _emissions(self, *args, **kwargs) -> torch.Tensor:
         """The head's scores as (batch, seq_len, C, tags); arguments as ``TokenClassificationModel._emissions``."""

@@ -53,15 +53,12 @@ def load_tokenizer(name_or_path: str):
     return tokenizer
 
 
-def class_weights(windows: list[dict], num_labels: int, strategy: str, channel: int | None = None) -> list[float] | None:
-    """Per-tag loss weights from the training tags: none | inverse | inverse_sqrt | normalised.
+def tag_frequencies(windows: list[dict], num_labels: int, channel: int | None = None) -> torch.Tensor:
+    """The frequency of each tag id over the labelled positions of ``windows`` (float64, sums to 1).
 
     Counts are taken over labelled positions: of one channel when ``channel`` is given, else of all channels
-    of a multi-label task together. ``normalised`` is ``inverse`` rescaled so that the weights average 1 over
-    the tag distribution.
+    of a multi-label task together. A tag never seen counts once, so that no frequency is zero.
     """
-    if strategy == "none":
-        return None
     counts = Counter()
     for window in windows:
         for label in window["labels"]:
@@ -69,8 +66,18 @@ def class_weights(windows: list[dict], num_labels: int, strategy: str, channel: 
             for value in values if channel is None else values[channel : channel + 1]:
                 if value >= 0:
                     counts[value] += 1
-    total = sum(counts.values())
-    freq = torch.tensor([max(counts[i], 1) / max(total, 1) for i in range(num_labels)], dtype=torch.float64)
+    seen = torch.tensor([max(counts[i], 1) for i in range(num_labels)], dtype=torch.float64)
+    return seen / seen.sum()
+
+
+def class_weights(windows: list[dict], num_labels: int, strategy: str, channel: int | None = None) -> list[float] | None:
+    """Per-tag loss weights from the training tags (``tag_frequencies``): none | inverse | inverse_sqrt | normalised.
+
+    ``normalised`` is ``inverse`` rescaled so that the weights average 1 over the tag distribution.
+    """
+    if strategy == "none":
+        return None
+    freq = tag_frequencies(windows, num_labels, channel)
     if strategy == "inverse":
         weights = 1.0 / freq
         weights = weights / weights.min()
@@ -161,31 +168,37 @@ class Task:
     def build_model(self, train_docs: list[Document]):
         """A fresh model on the pretrained backbone, with this task's labels and the config's head settings.
 
-        Class weights (if asked for) are computed from the tags of ``train_docs``.
+        Class weights (if asked for) and the tag priors that start the head's output biases (``model.prior_init``)
+        are computed from the tags of ``train_docs``.
         """
         from cardioner.config import HEAD_SETTINGS
         from cardioner.modeling import TokenClassificationModel
 
         settings = self.config.model
-        windows = self.encode(train_docs, "train") if settings.class_weighting != "none" else []
+        needs_counts = settings.class_weighting != "none" or settings.prior_init
+        windows = self.encode(train_docs, "train") if needs_counts else []
         num_tags = len(self.labels.id2label)
         id2label, multilabel = self.labels.id2label, {}
-        weights = class_weights(windows, num_tags, settings.class_weighting)
+        channels = [None]  # the tag counts of each channel: all tags together for a flat task
         if self.labels.is_multilabel:  # typed tags of the channels in order; per-type weights and thresholds
             id2label = LabelSet.flat(self.labels.types, self.labels.scheme).id2label
-            channels = range(self.labels.num_channels)
+            channels = list(range(self.labels.num_channels))
             multilabel = {"channel_types": [channel.types[0] for channel in self.labels.channels],
                           "thresholds": None if settings.use_crf else [settings.threshold for _ in channels]}
-            if settings.class_weighting != "none" and not settings.use_crf:
-                weights = [class_weights(windows, num_tags, settings.class_weighting, c) for c in channels]
-            else:
-                weights = None  # the CRF NLL takes no class weights
+        weights = [class_weights(windows, num_tags, settings.class_weighting, c) for c in channels]
+        priors = None
+        if settings.prior_init:
+            priors = [[round(float(p), 8) for p in tag_frequencies(windows, num_tags, c)] for c in channels]
+        if not self.labels.is_multilabel:  # one flat row, not one row per channel
+            weights, priors = weights[0], priors and priors[0]
+        elif settings.use_crf or weights[0] is None:
+            weights = None  # the CRF NLL takes no class weights
         model = TokenClassificationModel.from_backbone(
             self.backbone, self.tokenizer, id2label, use_crf=settings.use_crf, **multilabel,
             head=settings.head, classifier_hidden_layers=tuple(settings.classifier_hidden_layers),
             classifier_activation=settings.classifier_activation, classifier_dropout=settings.classifier_dropout,
             crf_constraints=settings.crf_constraints, crf_reduction=settings.crf_reduction,
-            class_weights=weights, freeze_backbone=settings.freeze_backbone,
+            class_weights=weights, tag_priors=priors, freeze_backbone=settings.freeze_backbone,
             label_all_subwords=self.config.data.label_all_subwords,
             **{name: getattr(settings, name) for name in HEAD_SETTINGS},
         )

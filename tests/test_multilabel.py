@@ -195,8 +195,44 @@ def test_config_validation(bert_dir):
         MultiLabelTokenClassificationModel.from_backbone(str(bert_dir), tokenizer, ID2LABEL, thresholds=[0.0, 0.5])
     with pytest.raises(ValueError, match="channel layout"):
         MultiLabelTokenClassificationModel.from_backbone(str(bert_dir), tokenizer, ID2LABEL, channel_types=["DISO", "ANAT"])
-    with pytest.raises(ValueError, match="rows of 3"):
+    with pytest.raises(ValueError, match="class_weights must be 2 rows of 3"):
         MultiLabelTokenClassificationModel.from_backbone(str(bert_dir), tokenizer, ID2LABEL, class_weights=[1.0] * 5)
+
+
+def test_output_biases_start_at_the_tag_priors(bert_dir):
+    """A fresh head starts at the training tag distribution: softmax(bias) = priors for the flat and CRF models,
+    sigmoid(bias) = each entity tag's prior for the multi-label sigmoid model; the weights keep their init."""
+    tokenizer = AutoTokenizer.from_pretrained(bert_dir)
+    flat_priors = [0.9, 0.03, 0.02, 0.03, 0.02]
+    channel_priors = [[0.95, 0.03, 0.02], [0.8, 0.12, 0.08]]
+    cases = (
+        (TokenClassificationModel, {"use_crf": False}, flat_priors),
+        (TokenClassificationModel, {"use_crf": True}, flat_priors),
+        (MultiLabelTokenClassificationModelCRF, {}, channel_priors),
+    )
+    for cls, settings, priors in cases:
+        model = cls.from_backbone(str(bert_dir), tokenizer, ID2LABEL, tag_priors=priors, **settings)
+        bias = model.head.classifier.bias.detach().view(torch.tensor(priors).shape)
+        torch.testing.assert_close(bias.softmax(-1), torch.tensor(priors), rtol=0, atol=1e-6)
+        assert model.config.tag_priors == priors
+    sigmoid = MultiLabelTokenClassificationModel.from_backbone(str(bert_dir), tokenizer, ID2LABEL,
+                                                               tag_priors=channel_priors)
+    bias = sigmoid.head.classifier.bias.detach().view(2, 2)
+    torch.testing.assert_close(bias.sigmoid(), torch.tensor(channel_priors)[:, 1:], rtol=0, atol=1e-6)
+    assert sigmoid.head.classifier.weight.std().item() == pytest.approx(0.02, rel=0.2)  # the weights: normal(0, 0.02)
+    plain = MultiLabelTokenClassificationModel.from_backbone(str(bert_dir), tokenizer, ID2LABEL)
+    assert torch.equal(plain.head.classifier.bias, torch.zeros(4))  # no priors: zero biases, as before
+
+
+def test_tag_priors_validation(bert_dir):
+    tokenizer = AutoTokenizer.from_pretrained(bert_dir)
+    with pytest.raises(ValueError, match="tag_priors must lie in"):
+        TokenClassificationModel.from_backbone(str(bert_dir), tokenizer, ID2LABEL, tag_priors=[1.0, 0, 0, 0, 0])
+    with pytest.raises(ValueError, match="tag_priors has 3 values for 5 labels"):
+        TokenClassificationModel.from_backbone(str(bert_dir), tokenizer, ID2LABEL, tag_priors=[0.5, 0.3, 0.2])
+    with pytest.raises(ValueError, match="tag_priors must be 2 rows of 3"):
+        MultiLabelTokenClassificationModel.from_backbone(str(bert_dir), tokenizer, ID2LABEL,
+                                                         tag_priors=[0.9, 0.03, 0.02, 0.03, 0.02])
 
 
 def test_average_thresholds():
@@ -300,3 +336,23 @@ def test_multilabel_exports_reload_identically_without_cardioner(trained, tmp_pa
             f"{name}: no overlapping spans decoded: the comparison would not cover overlaps"
         card = (folder / "README.md").read_text()
         assert "decode_spans" in card and "Overlapping entities" in card
+
+
+def test_priors_come_from_the_training_tags_and_trained_biases_survive_reload(trained):
+    """Task.build_model sets each channel's priors to its tag frequencies in the training windows; the export
+    keeps them in its config, and loading it restores the trained biases rather than re-initialising them."""
+    from cardioner.task import tag_frequencies
+
+    models, _, _, _ = trained
+    for name in ("sigmoid", "crf"):
+        trainer = models[name]["trainer"]
+        windows = trainer.task.encode([], "train")  # cached by training
+        expected = [tag_frequencies(windows, 3, channel).tolist() for channel in range(4)]
+        priors = trainer.model.config.tag_priors
+        torch.testing.assert_close(torch.tensor(priors, dtype=torch.float64), torch.tensor(expected, dtype=torch.float64), atol=1e-8, rtol=0)
+        reloaded, _ = load_model(models[name]["export"])
+        assert reloaded.config.tag_priors == priors
+        trained_bias = trainer.model.head.classifier.bias.detach()
+        torch.testing.assert_close(reloaded.head.classifier.bias.detach(), trained_bias, rtol=0, atol=0)
+        initial = reloaded._prior_scores(torch.tensor(priors, dtype=torch.float64)).flatten().float()
+        assert not torch.allclose(trained_bias, initial, atol=1e-4), f"{name}: training left the biases at init"
