@@ -67,6 +67,7 @@ class ModelConfig:
     prior_init: bool = True  # a fresh head's output biases start at the training tag frequencies (else at 0)
     class_weighting: str = "none"  # class weights in the softmax loss (multi-label sigmoid: the BCE, per type): none | inverse | inverse_sqrt | normalised
     threshold: float = 0.5  # multi-label sigmoid model: every type's decision threshold before any tuning
+    type_thresholds: dict[str, float] | None = None  # multi-label sigmoid model: per-type thresholds overriding `threshold` (e.g. the fold average `train --folds` reports); --set model.type_thresholds=DISO=0.4,ANAT=0.35
     threshold_selection: str = "dev"  # multi-label sigmoid model: "dev" tunes each type's threshold on dev (span F1) after training; "fixed" keeps `threshold`
     freeze_backbone: bool = False  # train only the head (and CRF)
 
@@ -203,6 +204,14 @@ def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
         hint = options[0]
         origin = typing.get_origin(hint)
     try:
+        if origin is dict:
+            if isinstance(value, str):  # "DISO=0.4,ANAT=0.35" or a YAML/JSON mapping
+                text = value.strip()
+                value = yaml.safe_load(text) if text.startswith("{") else dict(
+                    item.split("=", 1) for item in text.split(",") if item.strip())
+            if not isinstance(value, dict):
+                raise ValueError(value)
+            return {str(k).strip(): float(v) for k, v in value.items()}
         if origin is tuple:
             if isinstance(value, str):
                 value = [v for v in value.replace("(", "").replace(")", "").split(",") if v.strip()]
@@ -253,6 +262,9 @@ def _validate(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: training.layer_decay must be in (0, 1], got {training.layer_decay}")
     if not 0.0 < config.model.threshold < 1.0:
         raise ConfigError(f"{source}: model.threshold must be in (0, 1), got {config.model.threshold}")
+    for entity_type, value in (config.model.type_thresholds or {}).items():
+        if not 0.0 < value < 1.0:
+            raise ConfigError(f"{source}: model.type_thresholds[{entity_type!r}] must be in (0, 1), got {value}")
     if training.lr <= 0:
         raise ConfigError(f"{source}: training.lr must be > 0, got {training.lr}")
     if not 0.0 <= data.dev_fraction < 1.0:

@@ -184,7 +184,7 @@ class Task:
             id2label = LabelSet.flat(self.labels.types, self.labels.scheme).id2label
             channels = list(range(self.labels.num_channels))
             multilabel = {"channel_types": [channel.types[0] for channel in self.labels.channels],
-                          "thresholds": None if settings.use_crf else [settings.threshold for _ in channels]}
+                          "thresholds": None if settings.use_crf else self._initial_thresholds()}
         weights = [class_weights(windows, num_tags, settings.class_weighting, c) for c in channels]
         priors = None
         if settings.prior_init:
@@ -206,6 +206,16 @@ class Task:
         model.config.cardioner_windows = {"max_length": self.encoder.max_length, "stride": self.encoder.stride,
                                           "label_all_subwords": self.encoder.label_all_subwords}
         return model
+
+    def _initial_thresholds(self) -> list[float]:
+        """Each channel's threshold before any tuning: model.type_thresholds for its type, else model.threshold."""
+        settings = self.config.model
+        given = dict(settings.type_thresholds or {})
+        unknown = sorted(set(given) - set(self.labels.types))
+        if unknown:
+            raise ValueError(f"model.type_thresholds names types the training data does not have: {unknown}; "
+                             f"the types are {list(self.labels.types)}")
+        return [given.get(channel.types[0], settings.threshold) for channel in self.labels.channels]
 
     # ------------------------------------------------------------------ encoding
     def encode(self, docs: list[Document], split: str) -> list[dict]:

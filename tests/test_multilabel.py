@@ -356,3 +356,47 @@ def test_priors_come_from_the_training_tags_and_trained_biases_survive_reload(tr
         torch.testing.assert_close(reloaded.head.classifier.bias.detach(), trained_bias, rtol=0, atol=0)
         initial = reloaded._prior_scores(torch.tensor(priors, dtype=torch.float64)).flatten().float()
         assert not torch.allclose(trained_bias, initial, atol=1e-4), f"{name}: training left the biases at init"
+
+
+# -- thresholds averaged across folds, then used for a final model ----------------------------------------------
+
+
+def test_fold_thresholds_are_averaged_and_feed_a_final_model(bert_dir):
+    from cardioner.training.folds import cross_validate, format_summary
+
+    docs = [Document(f"{doc.id}-{copy}", doc.text, doc.spans) for copy in range(2) for doc in annotated_docs()]
+    config = load_config(None, {
+        "model.model": str(bert_dir), "data.multilabel": True, "data.dev_fraction": 0.25,
+        "training.epochs": 2, "training.batch_size": 4, "training.lr": 5e-3, "training.seed": 3,
+    })
+    result = cross_validate(config, docs, k=2, bootstrap_samples=50)
+    types = ["ANAT", "CHEM", "DISO", "PROC"]
+    per_fold = [row["thresholds"] for row in result["folds"]]
+    assert all(list(fold) == types for fold in per_fold)
+    assert result["mean_thresholds"] == {t: pytest.approx((per_fold[0][t] + per_fold[1][t]) / 2) for t in types}
+    summary = format_summary(result)
+    given = ",".join(f"{t}={v:g}" for t, v in result["mean_thresholds"].items())
+    assert f"--set model.type_thresholds={given} --set model.threshold_selection=fixed" in summary
+    final = load_config(None, {"model.model": str(bert_dir), "data.multilabel": True,
+                               "model.type_thresholds": given, "model.threshold_selection": "fixed"})
+    task = Task.from_config(final, docs)
+    model = task.build_model(docs)
+    assert model.config.thresholds == pytest.approx([result["mean_thresholds"][t] for t in types], abs=1e-6)
+
+
+def test_type_thresholds_config():
+    config = load_config(None, {"model.type_thresholds": "DISO=0.4, ANAT=0.35"})
+    assert config.model.type_thresholds == {"DISO": 0.4, "ANAT": 0.35}
+    assert load_config(None, {"model.type_thresholds": "{DISO: 0.25}"}).model.type_thresholds == {"DISO": 0.25}
+    with pytest.raises(ValueError, match=r"model.type_thresholds\['DISO'\] must be in \(0, 1\)"):
+        load_config(None, {"model.type_thresholds": "DISO=1.5"})
+    with pytest.raises(ValueError, match="model.type_thresholds must be"):
+        load_config(None, {"model.type_thresholds": "DISO"})
+
+
+def test_type_thresholds_naming_an_unknown_type_fail(bert_dir):
+    config = load_config(None, {"model.model": str(bert_dir), "data.multilabel": True,
+                                "model.type_thresholds": "DISEASE=0.4"})
+    task = Task.from_config(config, annotated_docs())
+    with pytest.raises(ValueError, match=r"types the training data does not have: \['DISEASE'\]"):
+        task.build_model(annotated_docs())

@@ -58,7 +58,8 @@ def train(
 
         cv = run_or_exit(run_cross_validation, resolved, folds)
         typer.echo(json.dumps({"folds": [{k: v for k, v in row.items() if k != "dev_scores"} for row in cv["folds"]],
-                               "mean_f1": cv["mean_f1"], "std_f1": cv["std_f1"], "ci": cv["ci"]}, indent=2))
+                               "mean_f1": cv["mean_f1"], "std_f1": cv["std_f1"], "ci": cv["ci"],
+                               "mean_thresholds": cv["mean_thresholds"]}, indent=2))
         typer.echo(format_summary(cv))
         return
     result, path = run_or_exit(run_training, resolved)

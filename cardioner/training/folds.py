@@ -68,10 +68,13 @@ def cross_validate(
 
     Returns:
         {"k", "seed", "folds": [per-fold counts and scores], "mean_f1", "std_f1", "dev_mean_f1",
-        "pooled": micro P/R/F1 over all test documents, "ci": bootstrap_ci(...) of the pooled counts}.
+        "pooled": micro P/R/F1 over all test documents, "ci": bootstrap_ci(...) of the pooled counts,
+        "mean_thresholds": {type: mean of the folds' dev-tuned thresholds} for a multi-label sigmoid model, else
+        None; each fold row has its own "thresholds"}.
     """
     from cardioner.evaluation import bootstrap_ci, score_spans
     from cardioner.metrics.span_matching import prf
+    from cardioner.thresholds import average_thresholds
     from cardioner.training.batch_size import train_with_batch_fallback
 
     seed = config.training.seed
@@ -92,7 +95,9 @@ def cross_validate(
         scores = score_spans(test_docs, predicted, match="exact")
         pooled_counts.update(scores["per_document"])
         micro = scores["micro"]
-        folds.append({"fold": fold, "num_train": len(train_docs), "num_dev": len(dev_docs),
+        channel_types, thresholds = (getattr(trainer.model.config, name, None) for name in ("channel_types", "thresholds"))
+        folds.append({"thresholds": dict(zip(channel_types, thresholds, strict=True)) if thresholds else None,
+                      "fold": fold, "num_train": len(train_docs), "num_dev": len(dev_docs),
                       "num_test": len(test_docs), "best_epoch": result.best_epoch,
                       "dev_f1": (result.dev_metrics or {}).get("micro", {}).get("f1"),
                       "dev_scores": result.dev_metrics,
@@ -101,6 +106,11 @@ def cross_validate(
                       "test_fn": micro["fn"]})
         logger.info("fold %d/%d: dev F1 %.4f, test F1 %.4f", fold + 1, k, folds[-1]["dev_f1"] or 0.0, micro["f1"])
     test_f1 = [row["test_f1"] for row in folds]
+    tuned = [row["thresholds"] for row in folds if row["thresholds"]]
+    mean_thresholds = None
+    if tuned:  # multi-label sigmoid: one threshold per type from each fold's dev set, and their mean
+        types = list(tuned[0])
+        mean_thresholds = dict(zip(types, average_thresholds([[fold[t] for t in types] for fold in tuned]), strict=True))
     totals = {key: sum(row[f"test_{key}"] for row in folds) for key in ("tp", "fp", "fn")}
     return {
         "k": k,
@@ -112,17 +122,23 @@ def cross_validate(
         "dev_mean_f1": statistics.fmean(row["dev_f1"] or 0.0 for row in folds),
         "pooled": prf(totals["tp"], totals["fp"], totals["fn"]),
         "ci": bootstrap_ci(pooled_counts, n=bootstrap_samples, seed=seed),
+        "mean_thresholds": mean_thresholds,
     }
 
 
 def format_summary(result: dict) -> str:
     """One line: mean ± std of test-fold span F1 and the bootstrap CI of the pooled F1."""
     ci = result["ci"]
-    return (
+    line = (
         f"span F1 over {result['k']} test folds: {result['mean_f1']:.4f} ± {result['std_f1']:.4f} (mean ± std); "
         f"pooled {ci['f1']['value']:.4f}, {round(100 * ci['confidence'])}% CI "
         f"[{ci['f1']['low']:.4f}, {ci['f1']['high']:.4f}] ({ci['num_documents']} documents, {ci['n']} resamples)"
     )
+    if result.get("mean_thresholds"):
+        given = ",".join(f"{t}={v:g}" for t, v in result["mean_thresholds"].items())
+        line += (f"\nthresholds averaged over the folds: {given} (train a final model with them: "
+                 f"--set model.type_thresholds={given} --set model.threshold_selection=fixed)")
+    return line
 
 
 def run_cross_validation(config: Config, k: int) -> dict:
