@@ -5,7 +5,9 @@ Copy this file anywhere; it needs no cardioner install. It loads the model folde
 ``trust_remote_code=True`` (the folder's own ``modeling.py``), reads a ``.txt`` file, a folder of them
 (recursive) or JSONL (``{"id": ..., "text": ...}`` per line), cuts each document into overlapping windows of
 subwords, decodes every window with the model (Viterbi for CRF models), takes each word's tag from the window
-where it sits farthest from an edge, and writes spans with exact character offsets:
+where it sits farthest from an edge, and writes spans with exact character offsets. Multi-label models (one
+tag chain per entity type: a CRF per type, or sigmoids with the thresholds in their config) give each type's
+spans, overlaps included:
 
     python viterbi_predict.py --model MODEL_DIR --input notes/ --output predictions/ --format brat
     python viterbi_predict.py --model MODEL_DIR --input docs.jsonl --output predictions.jsonl --format jsonl
@@ -268,18 +270,35 @@ def tags_to_spans(word_offsets: list[tuple[int, int]], tags: list[str]) -> list[
     return sorted(spans)
 
 
+def channel_labels(config) -> list[list[str]]:
+    """The typed tag of each tag id, per channel. A flat model has one channel (its id2label); a multi-label model
+    one per entity type (``config.channel_types``), whose ids O, B, I[, E, S] map onto that type's tags in
+    id2label (``O, B-T1, I-T1, B-T2, ...``, channels in order)."""
+    id2label = {int(k): v for k, v in config.id2label.items()}
+    types = getattr(config, "channel_types", None)
+    if not types:
+        return [[id2label[i] for i in range(len(id2label))]]
+    per_channel = (len(id2label) - 1) // len(types)
+    return [["O"] + [id2label[1 + c * per_channel + k] for k in range(per_channel)] for c in range(len(types))]
+
+
 def predict(model, tokenizer, documents: list[tuple[str, str]], max_length: int, stride: int,
             batch_size: int) -> list[dict]:
-    """{"id", "text", "spans": [(start, end, label)]} for each (id, text) document."""
+    """{"id", "text", "spans": [(start, end, label)]} for each (id, text) document.
+
+    Multi-label models decode one tag per word and type; each type's spans are read on their own, so entities of
+    different types may overlap."""
     windower = Windower(model, tokenizer, max_length, stride)
     encoded = [windower(text) for _, text in documents]
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     decode_windows(model, [w for doc in encoded for w in doc["windows"]], pad_token_id, batch_size)
-    id2label = {int(k): v for k, v in model.config.id2label.items()}
+    channels = channel_labels(model.config)
     results = []
     for (doc_id, text), doc in zip(documents, encoded, strict=True):
-        tags = [id2label[int(tag)] for tag in merge_windows(doc)]
-        results.append({"id": doc_id, "text": text, "spans": tags_to_spans(doc["word_offsets"], tags)})
+        words = [tag if isinstance(tag, list) else [tag] for tag in merge_windows(doc)]  # tag ids per channel
+        spans = [span for c, labels in enumerate(channels)
+                 for span in tags_to_spans(doc["word_offsets"], [labels[int(tags[c])] for tags in words])]
+        results.append({"id": doc_id, "text": text, "spans": sorted(spans)})
     return results
 
 
@@ -336,9 +355,6 @@ def main(argv: list[str] | None = None) -> None:
     model = AutoModelForTokenClassification.from_pretrained(args.model, trust_remote_code=True).to(args.device).eval()
     if not hasattr(model, "decode") or not hasattr(model, "token_classes"):
         raise SystemExit(f"error: --model {args.model}: not a cardioner model (no decode() / token_classes)")
-    labels = getattr(model.config, "cardioner_labels", None) or {}
-    if labels.get("multilabel"):
-        raise SystemExit("error: this script decodes flat (one tag per word) models; this one is multi-label")
     windows = getattr(model.config, "cardioner_windows", None) or {}
     max_length = args.max_length or windows.get("max_length") or min(int(tokenizer.model_max_length or 512), 512)
     stride = args.stride if args.stride is not None else windows.get("stride", 64)

@@ -400,3 +400,30 @@ def test_type_thresholds_naming_an_unknown_type_fail(bert_dir):
     task = Task.from_config(config, annotated_docs())
     with pytest.raises(ValueError, match=r"types the training data does not have: \['DISEASE'\]"):
         task.build_model(annotated_docs())
+
+
+# -- the copyable Viterbi script decodes multi-label exports like cardioner predict -----------------------------
+
+
+def test_viterbi_script_gives_the_same_overlapping_spans_as_cardioner_predict(trained, tmp_path):
+    from test_scripts import cardioner_predict, run_script, spans_by_document
+
+    models, _, _, _ = trained
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    long_text = " ".join(CORPUS * 3)  # many windows of 16 subwords
+    for index, text in enumerate([*CORPUS, long_text]):
+        (folder / f"t{index}.txt").write_text(text, encoding="utf-8")
+    windows = ["--max-length", "16", "--stride", "4"]
+    for name in ("sigmoid", "crf"):
+        export = str(models[name]["export"])
+        result = run_script(tmp_path, "--model", export, "--input", str(folder), "--output",
+                            str(tmp_path / f"{name}-script"), "--format", "brat", *windows)
+        assert result.returncode == 0, result.stderr[-3000:]
+        cardioner_predict("--model", export, "--input", str(folder), "--output", str(tmp_path / f"{name}-cli"),
+                          "--format", "brat", *windows)
+        expected = spans_by_document(tmp_path / f"{name}-cli")
+        assert spans_by_document(tmp_path / f"{name}-script") == expected
+        overlapping = [(a, b) for spans in expected.values() for a in spans for b in spans
+                       if a[2] != b[2] and a[0] < b[1] and b[0] < a[1]]
+        assert overlapping, f"{name}: no overlapping spans: the comparison would not cover overlaps"
