@@ -309,10 +309,11 @@ class Task:
         for doc, enc, preds in zip(docs, encoded, predictions, strict=True):
             merged = self.encoder.merge_predictions(enc, preds)
             predicted_docs.append(Document(doc.id, doc.text, self.encoder.word_labels_to_spans(enc.word_offsets, merged)))
-            if not self.labels.is_multilabel:
-                channel = self.labels.channels[0]
-                gold_tags.append([channel.typed_tag(t) for t in enc.word_labels])
-                pred_tags.append([channel.typed_tag(t) for t in merged])
+            for index, channel in enumerate(self.labels.channels):  # multi-label: one sequence per type
+                gold, pred = (enc.word_labels, merged) if not self.labels.is_multilabel else (
+                    [tags[index] for tags in enc.word_labels], [tags[index] for tags in merged])
+                gold_tags.append([channel.typed_tag(t) for t in gold])
+                pred_tags.append([channel.typed_tag(t) for t in pred])
         scores = score_spans(docs, predicted_docs, match="exact")
         scores["overlap"] = score_spans(docs, predicted_docs, match="overlap")
         scores.pop("per_document", None)

@@ -427,3 +427,19 @@ def test_viterbi_script_gives_the_same_overlapping_spans_as_cardioner_predict(tr
         overlapping = [(a, b) for spans in expected.values() for a in spans for b in spans
                        if a[2] != b[2] and a[0] < b[1] and b[0] < a[1]]
         assert overlapping, f"{name}: no overlapping spans: the comparison would not cover overlaps"
+
+
+def test_seqeval_view_scores_each_type_on_its_own_channel(trained):
+    """seqeval reads one IOB2 sequence per document and type; for the CRF (no I after O, spans on word
+    boundaries) its strict per-type scores equal the span scorer's."""
+    models, _, _, test = trained
+    trainer = models["crf"]["trainer"]
+    scores = trainer.task.evaluate(trainer.model, test, "test")["scores"]
+    seqeval = scores["seqeval"]
+    assert seqeval["num_sequences"] == 4 * len(test)
+    assert set(seqeval["per_type"]) == set(scores["per_type"])
+    for entity_type, row in scores["per_type"].items():
+        assert (seqeval["per_type"][entity_type]["tp"], seqeval["per_type"][entity_type]["fp"],
+                seqeval["per_type"][entity_type]["fn"]) == (row["tp"], row["fp"], row["fn"]), entity_type
+    assert seqeval["micro"]["f1"] == pytest.approx(scores["micro"]["f1"])
+    assert scores["micro"]["tp"] > 0  # not vacuous
