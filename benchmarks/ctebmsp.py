@@ -56,6 +56,7 @@ def run(system: str, args, train_docs, dev_docs, test_docs) -> dict:
         "data.overlaps": "longest", "data.max_length": args.max_length, "data.stride": args.max_length // 4,
         "training.epochs": args.epochs, "training.batch_size": args.batch_size, "training.lr": args.lr,
         "training.seed": args.seed, "training.patience": 0, "model.threshold_selection": "dev",
+        **dict(item.split("=", 1) for item in args.set),
     })
     trainer = ModelTrainer(config)
     result = trainer.train(list(train_docs), dev_docs, None)
@@ -85,6 +86,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--systems", default=",".join(SYSTEMS))
     parser.add_argument("--model", default="default", help="backbone (default: bundled all-MiniLM-L6-v2)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override for every cardioner system, e.g. --set model.prior_init=false")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -100,7 +103,7 @@ def main() -> None:
         print(f"{system}: {json.dumps(results[system])}", file=sys.stderr, flush=True)
     summary = {
         "benchmark": "ct_ebm_sp", "backbone": args.model, "epochs": args.epochs, "batch_size": args.batch_size,
-        "lr": args.lr, "max_length": args.max_length, "seed": args.seed, "train_docs": len(train_docs),
+        "lr": args.lr, "max_length": args.max_length, "seed": args.seed, "overrides": args.set, "train_docs": len(train_docs),
         "dev_docs": len(dev_docs), "test_docs": len(test_docs),
         "gold_test_spans": sum(len(d.spans) for d in test_docs),
         "gold_test_overlapping_spans": overlapping_spans(test_docs),

@@ -110,6 +110,7 @@ def run_cardioner(args, backbone_name, train_docs, test_docs, use_crf):
         "model.model": backbone_name, "model.use_crf": use_crf, "training.epochs": args.epochs,
         "training.batch_size": args.batch_size, "training.lr": args.lr, "training.seed": args.seed,
         "data.max_length": args.max_length, "training.patience": 0, "training.warmup_ratio": 0.1,
+        **dict(item.split("=", 1) for item in args.set),
     })
     trainer = ModelTrainer(config)
     result = trainer.train(train_docs, None, None)
@@ -130,6 +131,8 @@ def main() -> None:
     parser.add_argument("--train-limit", type=int, default=0, help="use the first N training sentences (0 = all)")
     parser.add_argument("--systems", default="hf,linear,crf")
     parser.add_argument("--model", default="default", help="backbone (default: bundled all-MiniLM-L6-v2)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override for every cardioner system, e.g. --set model.prior_init=false")
     parser.add_argument("--work-dir", default="/tmp/cardioner-bench")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -169,7 +172,7 @@ def main() -> None:
         gc.collect()
 
     summary = {"benchmark": "ncbi_disease", "backbone": args.model, "epochs": args.epochs,
-               "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "max_length": args.max_length,
+               "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "overrides": args.set, "max_length": args.max_length,
                "train_sentences": len(train_docs), "test_sentences": len(test_docs),
                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
                           f"{torch.__version__}, threads {torch.get_num_threads()}",
