@@ -60,6 +60,8 @@ def run(system: str, args, train_docs, dev_docs, test_docs) -> dict:
     })
     trainer = ModelTrainer(config)
     result = trainer.train(list(train_docs), dev_docs, None)
+    if args.save:
+        trainer.save(Path(args.save) / system)
     predicted = trainer.task.predict(trainer.model, test_docs, batch_size=64)
     scores = score_spans(test_docs, predicted, match="exact")
     return {
@@ -70,6 +72,8 @@ def run(system: str, args, train_docs, dev_docs, test_docs) -> dict:
         "overlapping_predicted_spans": overlapping_spans(predicted),
         "predicted_spans": sum(len(d.spans) for d in predicted),
         "thresholds": getattr(trainer.model.config, "thresholds", None) if multilabel and not use_crf else None,
+        "dev_threshold_tuning": result.thresholds,  # per type: chosen threshold, dev F1 there and at 0.5
+        "dev_f1_per_epoch": [round(row["dev_f1"] * 100, 2) for row in result.history],
         "best_epoch": result.best_epoch,
         "train_seconds": round(result.train_seconds, 1),
     }
@@ -86,6 +90,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--systems", default=",".join(SYSTEMS))
     parser.add_argument("--model", default="default", help="backbone (default: bundled all-MiniLM-L6-v2)")
+    parser.add_argument("--save", help="export each system's model into this folder (SAVE/SYSTEM)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override for every cardioner system, e.g. --set model.prior_init=false")
     args = parser.parse_args()

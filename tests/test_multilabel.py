@@ -273,6 +273,7 @@ def test_thresholds_tuned_on_dev_only_and_used_for_test(trained):
     assert sum(r["f1"] for r in report.values()) > sum(r["f1_at_0.5"] for r in report.values())
     sigmoid = models["sigmoid"]
     assert sigmoid["trainer"].model.config.thresholds == thresholds
+    assert sigmoid["result"].thresholds == report and models["crf"]["result"].thresholds is None  # in TrainResult
     test_calls = [saved for split, saved in calls["evaluate"] if split == "test"]
     assert test_calls[0] == thresholds  # the sigmoid model's test score used the dev-chosen thresholds
     assert test_calls[1] is None  # the CRF has no thresholds

@@ -42,6 +42,7 @@ class TrainResult:
     test_metrics: dict | None = None
     train_seconds: float = 0.0
     train_samples_per_second: float = 0.0  # windows per second over the training steps (evaluation excluded)
+    thresholds: dict | None = None  # multi-label sigmoid: {type: {"threshold", "f1", "f1_at_0.5"}} tuned on dev
     stopped_early: bool = False
 
     def to_dict(self) -> dict:
@@ -236,7 +237,7 @@ class ModelTrainer:
         result.train_seconds = state["train_seconds"]
         result.train_samples_per_second = state["train_windows_seen"] / max(state["train_seconds"], 1e-9)
         if dev_docs:
-            task.select_thresholds(model, dev_docs)  # multi-label sigmoid: per-type thresholds from dev only
+            result.thresholds = task.select_thresholds(model, dev_docs)  # multi-label sigmoid: from dev only
             result.dev_metrics = task.evaluate(model, dev_docs, "dev")["scores"]
         if test_docs:
             result.test_metrics = task.evaluate(model, test_docs, "test")["scores"]
