@@ -79,6 +79,17 @@ def run(system: str, args, train_docs, dev_docs, test_docs) -> dict:
     }
 
 
+def plot(summary: dict, path: str) -> None:
+    """Per-type test F1 of every system (and its micro F1) as grouped bars."""
+    from cardioner.plots import plot_systems_per_type
+
+    per_system = {name: {**row["test_f1_per_type"], "micro": row["test_micro_f1"]}
+                  for name, row in summary["systems"].items()}
+    title = (f"CT-EBM-SP test, exact spans ({summary['train_docs']} train docs, {summary['epochs']} epochs, "
+             f"{summary['backbone']} backbone)")
+    plot_systems_per_type(per_system, path, title=title, ylabel="F1 (%)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-docs", type=int, default=360, help="seeded subset of the 720 training docs (0 = all)")
@@ -93,8 +104,13 @@ def main() -> None:
     parser.add_argument("--save", help="export each system's model into this folder (SAVE/SYSTEM)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override for every cardioner system, e.g. --set model.prior_init=false")
+    parser.add_argument("--plot", help="also draw per-type test F1 of the systems as this PNG")
+    parser.add_argument("--plot-from", help="draw --plot from this earlier JSON output instead of training")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.plot_from:
+        plot(json.loads(Path(args.plot_from).read_text(encoding="utf-8")), args.plot or "ctebmsp.png")
+        return
 
     from cardioner.data import read_corpus
 
@@ -117,6 +133,8 @@ def main() -> None:
         "systems": results,
     }
     print(json.dumps(summary, indent=2))
+    if args.plot:
+        plot(summary, args.plot)
 
 
 if __name__ == "__main__":

@@ -88,6 +88,34 @@ def plot_comparison(rows: list[dict], path: str | Path, title: str = "Token head
     return _save(fig, path, title)
 
 
+def plot_systems_per_type(per_system: dict[str, dict[str, float]], path: str | Path,
+                          title: str = "Per-type F1 by system", ylabel: str = "F1") -> Path:
+    """Grouped bars: one group per entity type, one bar per system (e.g. multi-label against flat models).
+
+    Args:
+        per_system: {system name: {entity type: score}}; a type a system lacks is drawn as 0.
+        path: the PNG to write.
+    """
+    path = Path(path)
+    if not per_system:
+        raise ValueError("no systems to plot")
+    types = list(dict.fromkeys(t for scores in per_system.values() for t in scores))
+    width = 0.8 / len(per_system)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(types) + 2), 4.5))
+    top = max([value for scores in per_system.values() for value in scores.values()] + [1e-9])
+    for offset, (name, scores) in enumerate(per_system.items()):
+        positions = [index + (offset - (len(per_system) - 1) / 2) * width for index in range(len(types))]
+        bars = ax.bar(positions, [scores.get(t, 0.0) for t in types], width, label=name)
+        ax.bar_label(bars, fmt="%.1f" if top > 1 else "%.3f", fontsize=7, padding=2)
+    ax.set_xticks(range(len(types)), types)
+    ax.set_xlabel("entity type")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, top * 1.25)
+    ax.legend(loc="upper left", fontsize=8, ncols=min(len(per_system), 3))
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path, title)
+
+
 def _save(fig, path: Path, title: str) -> Path:
     """Title, tighten, write as PNG (120 dpi) and close a figure."""
     fig.suptitle(title)

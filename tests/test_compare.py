@@ -86,3 +86,15 @@ def test_compare_rejects_unknown_heads_and_crf_settings(tmp_path):
 
 def test_default_heads_are_all_heads():
     assert ALL_HEADS == tuple(TOKEN_HEADS)
+
+
+def test_systems_per_type_plot(tmp_path):
+    from cardioner.plots import plot_systems_per_type
+
+    per_system = {"multi-label": {"ANAT": 40.1, "DISO": 55.0}, "flat": {"ANAT": 12.0, "DISO": 57.5, "CHEM": 60.0}}
+    path = plot_systems_per_type(per_system, tmp_path / "types.png", ylabel="F1 (%)")
+    image = matplotlib.image.imread(path)
+    assert image.shape[:2] == (540, 816)  # 6.8 x 4.5 inches (3 type groups) at 120 dpi
+    assert image[..., :3].std() > 0.05  # something was drawn
+    with pytest.raises(ValueError, match="no systems"):
+        plot_systems_per_type({}, tmp_path / "empty.png")
