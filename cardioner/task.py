@@ -190,7 +190,7 @@ class Task:
         if settings.prior_init:
             priors = [[round(float(p), 8) for p in tag_frequencies(windows, num_tags, c)] for c in channels]
         if not self.labels.is_multilabel:  # one flat row, not one row per channel
-            weights, priors = weights[0], priors and priors[0]
+            weights, priors = weights[0], (priors[0] if priors else None)
         elif settings.use_crf or weights[0] is None:
             weights = None  # the CRF NLL takes no class weights
         model = TokenClassificationModel.from_backbone(
@@ -310,10 +310,9 @@ class Task:
             merged = self.encoder.merge_predictions(enc, preds)
             predicted_docs.append(Document(doc.id, doc.text, self.encoder.word_labels_to_spans(enc.word_offsets, merged)))
             for index, channel in enumerate(self.labels.channels):  # multi-label: one sequence per type
-                gold, pred = (enc.word_labels, merged) if not self.labels.is_multilabel else (
-                    [tags[index] for tags in enc.word_labels], [tags[index] for tags in merged])
-                gold_tags.append([channel.typed_tag(t) for t in gold])
-                pred_tags.append([channel.typed_tag(t) for t in pred])
+                pick = (lambda tags, index=index: tags[index]) if self.labels.is_multilabel else (lambda tag: tag)
+                gold_tags.append([channel.typed_tag(pick(t)) for t in enc.word_labels])
+                pred_tags.append([channel.typed_tag(pick(t)) for t in merged])
         scores = score_spans(docs, predicted_docs, match="exact")
         scores["overlap"] = score_spans(docs, predicted_docs, match="overlap")
         scores.pop("per_document", None)

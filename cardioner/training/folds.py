@@ -95,15 +95,16 @@ def cross_validate(
         scores = score_spans(test_docs, predicted, match="exact")
         pooled_counts.update(scores["per_document"])
         micro = scores["micro"]
-        channel_types, thresholds = (getattr(trainer.model.config, name, None) for name in ("channel_types", "thresholds"))
-        folds.append({"thresholds": dict(zip(channel_types, thresholds, strict=True)) if thresholds else None,
-                      "fold": fold, "num_train": len(train_docs), "num_dev": len(dev_docs),
+        thresholds = getattr(trainer.model.config, "thresholds", None)  # multi-label sigmoid: tuned on dev
+        if thresholds:
+            thresholds = dict(zip(trainer.model.config.channel_types, thresholds, strict=True))
+        folds.append({"fold": fold, "num_train": len(train_docs), "num_dev": len(dev_docs),
                       "num_test": len(test_docs), "best_epoch": result.best_epoch,
                       "dev_f1": (result.dev_metrics or {}).get("micro", {}).get("f1"),
                       "dev_scores": result.dev_metrics,
                       "test_precision": micro["precision"], "test_recall": micro["recall"],
                       "test_f1": micro["f1"], "test_tp": micro["tp"], "test_fp": micro["fp"],
-                      "test_fn": micro["fn"]})
+                      "test_fn": micro["fn"], "thresholds": thresholds})
         logger.info("fold %d/%d: dev F1 %.4f, test F1 %.4f", fold + 1, k, folds[-1]["dev_f1"] or 0.0, micro["f1"])
     test_f1 = [row["test_f1"] for row in folds]
     tuned = [row["thresholds"] for row in folds if row["thresholds"]]
