@@ -117,6 +117,7 @@ class Task:
         self.config = config
         self.backbone = backbone
         self.encoded: dict[str, list[EncodedDocument]] = {}
+        self.corpus_sizes: dict[str, int] = {}  # documents per split this task was built from (model card)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -147,7 +148,10 @@ class Task:
         max_length = data.max_length or min(int(tokenizer.model_max_length or 512), 512)
         encoder = Encoder(tokenizer, labels, max_length=max_length, stride=_window_stride(data.stride, max_length),
                           label_all_subwords=data.label_all_subwords)
-        return cls(tokenizer, labels, encoder, config, backbone)
+        task = cls(tokenizer, labels, encoder, config, backbone)
+        task.corpus_sizes = {name: len(docs) for name, docs in
+                             (("train", train_docs), ("dev", dev_docs), ("test", test_docs)) if docs}
+        return task
 
     @classmethod
     def from_model(cls, model, tokenizer, max_length: int | None = None, stride: int | None = None) -> Task:
@@ -356,12 +360,18 @@ class Task:
         base = config.model.model
         if base == DEFAULT_BACKBONE:
             base = "sentence-transformers/all-MiniLM-L6-v2"
-        splits = [f"{name}: `{path}`" for name, path in
-                  (("train", config.data.train), ("dev", config.data.dev), ("test", config.data.test)) if path]
+        splits = []
+        for name, path in (("train", config.data.train), ("dev", config.data.dev), ("test", config.data.test)):
+            size = self.corpus_sizes.get(name)
+            counted = f"{size} document{'s' if size != 1 else ''}" if size else None
+            if path:
+                splits.append(f"{name}: `{path}`" + (f" ({counted})" if counted else ""))
+            elif counted:
+                splits.append(f"{name}: {counted}")
         kind = "multi-label (overlapping entity types)" if self.labels.is_multilabel else "flat"
         return {
             "base_model": base,
-            "data": "; ".join(splits) + f". Task: {kind}, {len(self.labels.types)} entity types, "
+            "data": ("; ".join(splits) + ". " if splits else "") + f"Task: {kind}, {len(self.labels.types)} entity types, "
                     f"windows of {self.encoder.max_length} subwords with stride {self.encoder.stride}.",
             "description": f"A {kind} named-entity recogniser ({', '.join(self.labels.types)}) trained with cardioner "
                            f"on `{base}`.",

@@ -337,6 +337,9 @@ def test_multilabel_exports_reload_identically_without_cardioner(trained, tmp_pa
             f"{name}: no overlapping spans decoded: the comparison would not cover overlaps"
         card = (folder / "README.md").read_text()
         assert "decode_spans" in card and "Overlapping entities" in card
+        n_train = len(annotated_docs()) * 3  # documents passed in memory: the card counts them, no empty paths
+        assert f"## Data\n\ntrain: {n_train} documents; dev: 4 documents; test: " in card
+        assert "Task: multi-label (overlapping entity types), " in card
 
 
 def test_priors_come_from_the_training_tags_and_trained_biases_survive_reload(trained):
