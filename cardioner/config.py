@@ -64,6 +64,7 @@ class ModelConfig:
     use_crf: bool = False  # a CRF over word positions, trained with its NLL, decoded with Viterbi
     crf_constraints: bool = True  # mask transitions the tag scheme forbids (O->I-X, B-X->I-Y, start->I-X)
     crf_reduction: str = "token_mean"  # CRF NLL reduction: token_mean | mean | sum
+    constrained_decoding: bool = True  # no CRF: decode the best path the tag scheme allows (Viterbi), not per-word argmax
     prior_init: bool = True  # a fresh head's output biases start at the training tag frequencies (else at 0)
     class_weighting: str = "none"  # class weights in the softmax loss (multi-label sigmoid: the BCE, per type): none | inverse | inverse_sqrt | normalised
     threshold: float = 0.5  # multi-label sigmoid model: every type's decision threshold before any tuning

@@ -177,6 +177,9 @@ def model_card(model: modeling.CardioNERPreTrainedModel, metrics: dict, card: di
         decoder = ("multi-label: one CRF per entity type (Viterbi decoding in each)" if config.use_crf else
                    "multi-label: sigmoid per entity type, thresholds "
                    + ", ".join(f"{t} {v:g}" for t, v in zip(channel_types, thresholds, strict=True)))
+    if not config.use_crf:
+        constrained = getattr(config, "constrained_decoding", False)
+        decoder += ", Viterbi over words under the tag scheme's constraints" if constrained else ", argmax per word"
     lines = [
         *front,
         "",
@@ -210,7 +213,9 @@ def model_card(model: modeling.CardioNERPreTrainedModel, metrics: dict, card: di
         "```",
         "",
         "The pipeline returns whole words"
-        + (", decoded with the CRF (Viterbi path)" if config.use_crf else "")
+        + (", decoded with the CRF (Viterbi path)" if config.use_crf else
+           ", decoded by Viterbi under the tag scheme's constraints" if getattr(config, "constrained_decoding", False)
+           else "")
         + "; `model.decode(input_ids, attention_mask)` gives the tag ids per word, "
         "and `model(...).emissions` the raw head scores.",
         "Loading without `trust_remote_code=True` fails: the architecture is defined in `modeling.py`.",

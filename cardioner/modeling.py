@@ -581,6 +581,30 @@ def _viterbi(
 CONFIG_VERSION = 1  # bump when the meaning of a config key changes; old keys keep loading
 
 
+def scheme_viterbi(
+    scores: torch.Tensor, mask: torch.Tensor, constraints: tuple[list[bool], list[list[bool]], list[bool]]
+) -> torch.Tensor:
+    """Best tag path under the tag scheme's constraints alone (no learned transitions): the highest sum of
+    ``scores`` over the paths ``transition_constraints`` allows.
+
+    Args:
+        scores: (batch, seq_len, tags), or (batch, seq_len, channels, tags) for one chain per channel.
+        mask: (batch, seq_len) bool, left aligned.
+        constraints: (start_allowed, allowed, end_allowed) as ``transition_constraints`` returns them.
+
+    Returns:
+        long tensor of the shape of ``scores`` without its last dimension; values at padding are arbitrary.
+    """
+    start, transitions, end = (_penalty(a, scores.device, scores.dtype)[None] for a in constraints)
+    if scores.dim() == 3:
+        return _viterbi(scores, mask, start, transitions, end)
+    batch, seq_len, channels, num_tags = scores.shape
+    rows = scores.transpose(1, 2).reshape(batch * channels, seq_len, num_tags)
+    row_mask = mask[:, None].expand(batch, channels, seq_len).reshape(batch * channels, seq_len)
+    paths = _viterbi(rows, row_mask, start, transitions, end)  # shape: (batch * channels, seq_len)
+    return paths.view(batch, channels, seq_len).transpose(1, 2)
+
+
 def _per_tag_values(values: list | None) -> list | None:
     """A per-label list of floats, or one such row per channel, as plain Python floats (None stays None)."""
     if values is None:
@@ -616,6 +640,11 @@ class CardioNERConfig(PretrainedConfig):
         use_crf: whether a CRF sits on the emissions (TokenClassificationModelCRF).
         crf_constraints: mask the transitions that the tag scheme (BIO/BIOES, read from id2label) forbids.
         crf_reduction: how the CRF NLL is reduced: "token_mean" (per word), "mean" (per sequence), "sum".
+        constrained_decoding: models without a CRF (softmax, multi-label sigmoid) decode each word sequence by
+            Viterbi under the tag scheme's constraints (``transition_constraints``: I-X only after B-X or I-X, ...)
+            over their word scores (log-softmax; the sigmoid model's logits against its thresholds) instead of
+            an independent argmax per word; a fragment such as ``B I O I`` then becomes one entity or two
+            well-formed ones, whichever scores higher. False: the argmax per word.
         class_weights: per-label weights of the softmax cross-entropy, or None; multi-label sigmoid model: one
             row per channel of per-tag weights of the BCE (a word's loss in a channel is weighted by its gold tag).
         freeze_backbone: the backbone gets no gradient.
@@ -661,6 +690,7 @@ class CardioNERConfig(PretrainedConfig):
         use_crf: bool = False,
         crf_constraints: bool = True,
         crf_reduction: str = "token_mean",
+        constrained_decoding: bool = True,
         class_weights: list[float] | None = None,
         freeze_backbone: bool = False,
         label_all_subwords: bool = False,
@@ -705,6 +735,7 @@ class CardioNERConfig(PretrainedConfig):
         self.use_crf = bool(use_crf)
         self.crf_constraints = bool(crf_constraints)
         self.crf_reduction = crf_reduction
+        self.constrained_decoding = bool(constrained_decoding)
         self.class_weights = _per_tag_values(class_weights)  # one weight per label; multi-label: one row per channel
         self.tag_priors = _per_tag_values(tag_priors)
         if self.tag_priors is not None and not all(0.0 < p < 1.0 for p in _flatten_values(self.tag_priors)):
@@ -1347,8 +1378,9 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
         return priors.log()
 
     def _build_decoder(self, config: CardioNERConfig, labels: list[str]) -> None:
-        """Add what sits on the emissions (nothing for softmax; the CRF in the subclass); ``labels``: the tags
-        of one decoding chain (``chain_tags``)."""
+        """Add what sits on the emissions (the CRF in the subclass; here the tag scheme's constraints when decoding
+        is constrained); ``labels``: the tags of one decoding chain (``chain_tags``)."""
+        self.decoding_constraints = transition_constraints(labels) if config.constrained_decoding else None
 
     # -- building ---------------------------------------------------------------------------------------------
 
@@ -1580,9 +1612,21 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
         )
 
     def _decode_words(self, emissions: torch.Tensor, words: Words) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tag of each word (batch, max_words) and its logits (batch, max_words, num_labels), argmax = tag."""
-        word_logits = gather_rows(emissions, words.positions)  # shape: (batch, max_words, num_labels)
-        return word_logits.argmax(-1), word_logits
+        """Tag of each word (batch, max_words) and its logits (batch, max_words, num_labels), argmax = tag.
+
+        Multi-label: (batch, max_words, channels) and (batch, max_words, channels, tags). With
+        ``constrained_decoding`` the tags are the best path the tag scheme allows (``scheme_viterbi``) and the
+        logits are raised so that their argmax is that path.
+        """
+        word_logits = gather_rows(emissions, words.positions)  # shape: (batch, max_words[, C], num_tags)
+        if self.decoding_constraints is None:
+            return word_logits.argmax(-1), word_logits
+        word_tags = scheme_viterbi(self._path_scores(word_logits.detach()), words.word_mask, self.decoding_constraints)
+        return word_tags, force_argmax(word_logits, word_tags)
+
+    def _path_scores(self, word_logits: torch.Tensor) -> torch.Tensor:
+        """What constrained decoding sums along a path: each word's log-probabilities (softmax)."""
+        return word_logits.log_softmax(-1)
 
     def _eval_outputs(self, emissions: torch.Tensor, words: Words) -> dict[str, torch.Tensor]:
         """Eval-mode outputs: ``logits`` for the stock pipeline (multi-label models add ``channel_logits``)."""
@@ -1668,7 +1712,10 @@ class MultiLabelTokenClassificationModel(TokenClassificationModel):
         a word is O in channel T unless its most probable entity tag reaches T's threshold; then it is that tag.
 
     (With BIO: B if p(B) >= t and p(B) >= p(I), I if p(I) >= t and p(I) > p(B), else O; an I after O is read
-    as the start of an entity when spans are made.) Types never compete, so entities of different types overlap.
+    as the start of an entity when spans are made.) With ``constrained_decoding`` (the default) each channel's
+    words are instead decoded jointly: the BIO-valid path with the highest sum of these scores (O scoring
+    logit(t)), which mends fragments such as ``B I O I``. Types never compete, so entities of different types
+    overlap.
 
     Eval-mode outputs: ``channel_logits`` (batch, seq_len, channels, tags), whose argmax at each word start is the
     word's tag in every channel, and ``logits`` (batch, seq_len, num_labels) over the typed tags of id2label for
@@ -1713,6 +1760,10 @@ class MultiLabelTokenClassificationModel(TokenClassificationModel):
             table = torch.tensor(self.config.class_weights, dtype=emissions.dtype, device=emissions.device)  # (C, T)
             weights = weights * table.expand(*gold.shape, table.shape[-1]).gather(-1, gold[..., None]).squeeze(-1)
         return (losses.mean(-1) * weights).sum() / weights.sum().clamp(min=1e-12)
+
+    def _path_scores(self, word_logits: torch.Tensor) -> torch.Tensor:
+        """Each tag's logit, O's being logit(threshold): the path maximises the summed margins over the threshold."""
+        return word_logits
 
     def _eval_outputs(self, emissions: torch.Tensor, words: Words) -> dict[str, torch.Tensor]:
         word_tags, word_logits = self._decode_words(emissions, words)  # shapes: (b, W, C), (b, W, C, T)

@@ -202,6 +202,7 @@ class Task:
             head=settings.head, classifier_hidden_layers=tuple(settings.classifier_hidden_layers),
             classifier_activation=settings.classifier_activation, classifier_dropout=settings.classifier_dropout,
             crf_constraints=settings.crf_constraints, crf_reduction=settings.crf_reduction,
+            constrained_decoding=settings.constrained_decoding,
             class_weights=weights, tag_priors=priors, freeze_backbone=settings.freeze_backbone,
             label_all_subwords=self.config.data.label_all_subwords,
             **{name: getattr(settings, name) for name in HEAD_SETTINGS},

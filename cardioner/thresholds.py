@@ -1,7 +1,9 @@
 """Decision thresholds of the multi-label sigmoid model: tuned per entity type on dev, averaged across folds.
 
 The model decides each word and type by ``O`` unless the most probable entity tag of the type reaches the
-type's threshold (``MultiLabelTokenClassificationModel``). The types never interact — in decoding, in spans and
+type's threshold (``MultiLabelTokenClassificationModel``); with constrained decoding (the default) each type's
+words are decoded jointly, O scoring the threshold's logit, by the model's own ``scheme_viterbi`` (here over each
+whole document; ``predict`` decodes windows and keeps each word's most central one, which can differ at seams). The types never interact — in decoding, in spans and
 in scoring — so each type's threshold is chosen on its own: the one in ``grid`` that maximises the type's
 span F1 (exact match) on the dev documents, ties going to the one nearest 0.5. 0.5 is always a candidate, so
 no type scores lower on dev than with 0.5. The model runs once; each candidate only re-decodes its scores.
@@ -43,7 +45,12 @@ def tune_thresholds(task, model, docs: list[Document], split: str = "dev",
     task.encode(docs, split)
     encoded = task.encoded[split]
     scores: list = []
-    task.predict_encoded(model, encoded, desc=f"thresholds on {split}", scores=scores)
+    constraints = model.decoding_constraints
+    model.decoding_constraints = None  # the raw logits at word starts, not ones raised to the current thresholds' path
+    try:
+        task.predict_encoded(model, encoded, desc=f"thresholds on {split}", scores=scores)
+    finally:
+        model.decoding_constraints = constraints
     # One (num_words, channels, tags) tensor per document: every word from its most central window.
     merged = [torch.tensor(task.encoder.merge_predictions(enc, [s.tolist() for s in doc_scores]))
               for enc, doc_scores in zip(encoded, scores, strict=True)]
@@ -54,7 +61,7 @@ def tune_thresholds(task, model, docs: list[Document], split: str = "dev",
         for threshold in candidates:
             predicted = []
             for doc, enc, words in zip(docs, encoded, merged, strict=True):
-                tag_ids = decide(words[:, channel] if len(words) else words, threshold)
+                tag_ids = decide(words[:, channel] if len(words) else words, threshold, constraints)
                 predicted.append(Document(doc.id, doc.text, task.encoder.channel_spans(enc.word_offsets, tag_ids, channel)))
             f1_by_threshold[threshold] = score_spans(gold, predicted)["micro"]["f1"]
         best = max(candidates, key=lambda t: f1_by_threshold[t])  # first maximum: the one nearest 0.5
@@ -63,16 +70,25 @@ def tune_thresholds(task, model, docs: list[Document], split: str = "dev",
     return thresholds, report
 
 
-def decide(scores: torch.Tensor, threshold: float) -> list[int]:
+def decide(scores: torch.Tensor, threshold: float, constraints=None) -> list[int]:
     """The sigmoid model's rule on one channel: tag ids from scores (words, tags) whose column 0 is O's.
 
-    O unless the best entity tag's logit reaches ``logit(threshold)``; then that tag.
+    Without ``constraints``: O unless the best entity tag's logit reaches ``logit(threshold)``; then that tag.
+    With the channel's tag-scheme constraints (``model.decoding_constraints``): the valid path with the highest
+    sum of scores, O scoring ``logit(threshold)`` — what the model does with ``constrained_decoding``.
     """
     if scores.numel() == 0:
         return []
+    outside = math.log(threshold / (1 - threshold))
+    if constraints is not None:
+        from cardioner.modeling import scheme_viterbi
+
+        scores = torch.cat([torch.full_like(scores[:, :1], outside), scores[:, 1:]], dim=-1)
+        mask = torch.ones(1, scores.shape[0], dtype=torch.bool)
+        return scheme_viterbi(scores[None], mask, constraints)[0].tolist()
     entity_scores = scores[:, 1:]  # shape: (words, tags - 1)
     best, best_tag = entity_scores.max(-1)  # shape: (words,)
-    return torch.where(best >= math.log(threshold / (1 - threshold)), best_tag + 1, 0).tolist()
+    return torch.where(best >= outside, best_tag + 1, 0).tolist()
 
 
 def average_thresholds(per_fold: Sequence[Sequence[float]]) -> list[float]:

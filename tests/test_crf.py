@@ -8,7 +8,7 @@ import pytest
 import torch
 import torchcrf
 
-from cardioner.modeling import CRF, split_tag, transition_constraints
+from cardioner.modeling import CRF, scheme_viterbi, split_tag, transition_constraints
 
 pytestmark = pytest.mark.filterwarnings("ignore:where received a uint8")  # pytorch-crf's own deprecation
 
@@ -213,3 +213,28 @@ def test_public_entry_points_reject_bad_inputs_and_show_the_value():
         crf.nll(torch.randn(1, 2, 4), torch.tensor([[0, 1]]), reduction="max")
     with pytest.raises(ValueError, match="invalid number of tags: 0"):
         CRF(0)
+
+
+@pytest.mark.parametrize("channels", [None, 3], ids=["one_chain", "channels"])
+def test_scheme_viterbi_is_the_best_allowed_path_by_enumeration(channels):
+    """Constrained decoding without a CRF: the best-scoring path among those the BIO scheme allows, found by
+    enumerating every tag sequence; per channel when the scores have one."""
+    labels = ["O", "B-A", "I-A", "B-B", "I-B"] if channels is None else ["O", "B", "I"]
+    start, allowed, end = constraints = transition_constraints(labels)
+    generator = torch.Generator().manual_seed(3)
+    shape = (4, 5, len(labels)) if channels is None else (4, 5, channels, len(labels))
+    scores = torch.randn(*shape, generator=generator) * 3
+    lengths = [5, 3, 1, 0]
+    mask = torch.arange(5)[None] < torch.tensor(lengths)[:, None]
+    paths = scheme_viterbi(scores, mask, constraints)
+    assert paths.shape == scores.shape[:-1]
+    for row, length in enumerate(lengths):
+        for channel in [None] if channels is None else range(channels):
+            chain = scores[row, :length] if channel is None else scores[row, :length, channel]
+            valid = [p for p in itertools.product(range(len(labels)), repeat=length)
+                     if not p or (start[p[0]] and end[p[-1]] and all(allowed[a][b] for a, b in zip(p, p[1:])))]
+            best = max(valid, key=lambda p: sum(chain[i, t].item() for i, t in enumerate(p)))
+            got = paths[row, :length] if channel is None else paths[row, :length, channel]
+            assert got.tolist() == list(best), (row, channel)
+    unconstrained = scores.argmax(-1)
+    assert not torch.equal(paths[0], unconstrained[0]), "the constraints change nothing here: a weak test"

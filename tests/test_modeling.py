@@ -114,9 +114,18 @@ def test_eval_logits_give_word_decisions_and_continuations_inside(backbone, mode
             word = int(words.word_index[row, position])
             if position not in starts:
                 assert int(argmax[row, position]) == continuation[tags[word]]
-    if model_class is TokenClassificationModel:
-        emissions_argmax = output.emissions.argmax(-1)
-        assert all(emissions_argmax[r, words.word_start[r]].tolist() == t for r, t in enumerate(word_tags))
+    if model_class is TokenClassificationModel:  # constrained decoding (the default): the best path BIO allows
+        word_scores = output.emissions.log_softmax(-1)
+        for r, tags in enumerate(word_tags):
+            scores = word_scores[r, words.word_start[r]]  # shape: (words, tags)
+            valid = all(not (b in (2, 4) and a not in (b - 1, b)) for a, b in zip([0, *tags], tags))
+            assert valid, tags  # I-X only after B-X or I-X
+            plain = scores.argmax(-1).tolist()
+            plain_valid = all(not (b in (2, 4) and a not in (b - 1, b)) for a, b in zip([0, *plain], plain))
+            if plain_valid:  # the argmax path is allowed: nothing to mend
+                assert tags == plain
+            else:  # mended: an allowed path, scoring no higher than the (forbidden) argmax path
+                assert sum(scores[i, t] for i, t in enumerate(tags)) <= sum(scores[i, t] for i, t in enumerate(plain))
     assert any(tag != 0 for tags in word_tags for tag in tags)
 
 
