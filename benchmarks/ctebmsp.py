@@ -7,6 +7,10 @@ overlaps resolved longest-first (it cannot represent nested entities of differen
 per-type thresholds are tuned on dev only. Prints one JSON object.
 
     python benchmarks/ctebmsp.py --train-docs 360 --dev-docs 80 --epochs 2 --max-length 128 > ctebmsp.json
+
+``--redecode DIR`` trains nothing: it loads the models an earlier run saved with ``--save DIR`` and scores them
+again with ``--decoding`` (the sigmoid model's thresholds re-tuned on the same dev documents), so decoders can be
+compared on the same weights.
 """
 
 from __future__ import annotations
@@ -79,6 +83,43 @@ def run(system: str, args, train_docs, dev_docs, test_docs) -> dict:
     }
 
 
+def redecode(system: str, args, dev_docs, test_docs) -> dict:
+    """Score a saved system again with the decoder ``args.decoding`` (no training; thresholds re-tuned on dev)."""
+    from cardioner import load_model
+    from cardioner.evaluation import score_spans
+    from cardioner.modeling import chain_tags, transition_constraints
+    from cardioner.task import Task
+    from cardioner.thresholds import tune_thresholds
+
+    model, tokenizer = load_model(Path(args.redecode) / system)
+    if not model.config.use_crf:  # the CRF decodes by Viterbi with its learned transitions either way
+        constrained = args.decoding == "constrained"
+        model.config.constrained_decoding = constrained
+        model.decoding_constraints = transition_constraints(chain_tags(model.config)) if constrained else None
+    task = Task.from_model(model, tokenizer)
+    tuning = None
+    if model.config.channel_types is not None and not model.config.use_crf:
+        thresholds, tuning = tune_thresholds(task, model, dev_docs, "dev")
+        model.config.thresholds = thresholds
+    scores = {}
+    for split, docs in (("dev", dev_docs), ("test", test_docs)):
+        predicted = task.predict(model, docs, batch_size=64)
+        scores[split] = (score_spans(docs, predicted, match="exact"), predicted)
+    test, predicted = scores["test"]
+    return {
+        "decoding": "crf" if model.config.use_crf else args.decoding,
+        "test_micro_f1": round(test["micro"]["f1"] * 100, 2),
+        "test_macro_f1": round(test["macro"]["f1"] * 100, 2),
+        "test_f1_per_type": {t: round(s["f1"] * 100, 2) for t, s in test["per_type"].items()},
+        "dev_micro_f1": round(scores["dev"][0]["micro"]["f1"] * 100, 2),
+        "dev_f1_per_type": {t: round(s["f1"] * 100, 2) for t, s in scores["dev"][0]["per_type"].items()},
+        "overlapping_predicted_spans": overlapping_spans(predicted),
+        "predicted_spans": sum(len(d.spans) for d in predicted),
+        "thresholds": model.config.thresholds if tuning else None,
+        "dev_threshold_tuning": tuning,
+    }
+
+
 def plot(summary: dict, path: str) -> None:
     """Per-type test F1 of every system (and its micro F1) as grouped bars."""
     from cardioner.plots import plot_systems_per_type
@@ -106,6 +147,9 @@ def main() -> None:
                         help="config override for every cardioner system, e.g. --set model.prior_init=false")
     parser.add_argument("--plot", help="also draw per-type test F1 of the systems as this PNG")
     parser.add_argument("--plot-from", help="draw --plot from this earlier JSON output instead of training")
+    parser.add_argument("--redecode", metavar="DIR", help="score the systems saved in DIR (--save) again; no training")
+    parser.add_argument("--decoding", choices=("constrained", "argmax"), default="constrained",
+                        help="with --redecode: the decoder of the models without a CRF")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.plot_from:
@@ -120,11 +164,13 @@ def main() -> None:
     results = {}
     for system in args.systems.split(","):
         torch.manual_seed(args.seed)
-        results[system] = run(system, args, train_docs, dev_docs, test_docs)
+        results[system] = (redecode(system, args, dev_docs, test_docs) if args.redecode else
+                           run(system, args, train_docs, dev_docs, test_docs))
         print(f"{system}: {json.dumps(results[system])}", file=sys.stderr, flush=True)
     summary = {
         "benchmark": "ct_ebm_sp", "backbone": args.model, "epochs": args.epochs, "batch_size": args.batch_size,
-        "lr": args.lr, "max_length": args.max_length, "seed": args.seed, "overrides": args.set, "train_docs": len(train_docs),
+        "lr": args.lr, "max_length": args.max_length, "seed": args.seed, "overrides": args.set,
+        "redecoded": args.redecode and {"from": args.redecode, "decoding": args.decoding}, "train_docs": len(train_docs),
         "dev_docs": len(dev_docs), "test_docs": len(test_docs),
         "gold_test_spans": sum(len(d.spans) for d in test_docs),
         "gold_test_overlapping_spans": overlapping_spans(test_docs),
