@@ -87,7 +87,7 @@ def redecode(system: str, args, dev_docs, test_docs) -> dict:
     """Score a saved system again with the decoder ``args.decoding`` (no training; thresholds re-tuned on dev)."""
     from cardioner import load_model
     from cardioner.evaluation import score_spans
-    from cardioner.modeling import chain_tags, transition_constraints
+    from cardioner.modeling import chain_tags
     from cardioner.task import Task
     from cardioner.thresholds import tune_thresholds
 
@@ -95,7 +95,7 @@ def redecode(system: str, args, dev_docs, test_docs) -> dict:
     if not model.config.use_crf:  # the CRF decodes by Viterbi with its learned transitions either way
         constrained = args.decoding == "constrained"
         model.config.constrained_decoding = constrained
-        model.decoding_constraints = transition_constraints(chain_tags(model.config)) if constrained else None
+        model._build_decoder(model.config, chain_tags(model.config))  # the decoder the config now describes
     task = Task.from_model(model, tokenizer)
     tuning = None
     if model.config.channel_types is not None and not model.config.use_crf:

@@ -3,10 +3,11 @@
 The model decides each word and type by ``O`` unless the most probable entity tag of the type reaches the
 type's threshold (``MultiLabelTokenClassificationModel``); with constrained decoding (the default) each type's
 words are decoded jointly, O scoring the threshold's logit, by the model's own ``scheme_viterbi`` (here over each
-whole document; ``predict`` decodes windows and keeps each word's most central one, which can differ at seams). The types never interact — in decoding, in spans and
-in scoring — so each type's threshold is chosen on its own: the one in ``grid`` that maximises the type's
-span F1 (exact match) on the dev documents, ties going to the one nearest 0.5. 0.5 is always a candidate, so
-no type scores lower on dev than with 0.5. The model runs once; each candidate only re-decodes its scores.
+whole document; ``predict`` decodes windows and keeps each word's most central one, which can differ at seams).
+The types never interact — in decoding, in spans and in scoring — so each type's threshold is chosen on its
+own: the one in ``grid`` that maximises the type's span F1 (exact match) on the dev documents, ties going to the
+one nearest 0.5. 0.5 is always a candidate, so no type scores lower on dev than with 0.5. The model runs once;
+each candidate only re-decodes its scores.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 import torch
 
 from cardioner.data.document import Document
+from cardioner.modeling import scheme_viterbi
 
 DEFAULT_GRID = tuple(round(0.05 * step, 2) for step in range(1, 20))  # 0.05, 0.10, ..., 0.95 (0.5 included)
 
@@ -81,8 +83,6 @@ def decide(scores: torch.Tensor, threshold: float, constraints=None) -> list[int
         return []
     outside = math.log(threshold / (1 - threshold))
     if constraints is not None:
-        from cardioner.modeling import scheme_viterbi
-
         scores = torch.cat([torch.full_like(scores[:, :1], outside), scores[:, 1:]], dim=-1)
         mask = torch.ones(1, scores.shape[0], dtype=torch.bool)
         return scheme_viterbi(scores[None], mask, constraints)[0].tolist()

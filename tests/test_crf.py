@@ -232,7 +232,7 @@ def test_scheme_viterbi_is_the_best_allowed_path_by_enumeration(channels):
         for channel in [None] if channels is None else range(channels):
             chain = scores[row, :length] if channel is None else scores[row, :length, channel]
             valid = [p for p in itertools.product(range(len(labels)), repeat=length)
-                     if not p or (start[p[0]] and end[p[-1]] and all(allowed[a][b] for a, b in zip(p, p[1:])))]
+                     if not p or (start[p[0]] and end[p[-1]] and all(allowed[a][b] for a, b in itertools.pairwise(p)))]
             best = max(valid, key=lambda p: sum(chain[i, t].item() for i, t in enumerate(p)))
             got = paths[row, :length] if channel is None else paths[row, :length, channel]
             assert got.tolist() == list(best), (row, channel)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import itertools
 import sys
 from pathlib import Path
 
@@ -118,11 +119,12 @@ def test_eval_logits_give_word_decisions_and_continuations_inside(backbone, mode
         word_scores = output.emissions.log_softmax(-1)
         for r, tags in enumerate(word_tags):
             scores = word_scores[r, words.word_start[r]]  # shape: (words, tags)
-            valid = all(not (b in (2, 4) and a not in (b - 1, b)) for a, b in zip([0, *tags], tags))
-            assert valid, tags  # I-X only after B-X or I-X
+            def bio_valid(path: list[int]) -> bool:  # I-X (ids 2, 4) only after B-X or I-X (ids 1, 2 / 3, 4)
+                return all(not (b in (2, 4) and a not in (b - 1, b)) for a, b in itertools.pairwise([0, *path]))
+
+            assert bio_valid(tags), tags
             plain = scores.argmax(-1).tolist()
-            plain_valid = all(not (b in (2, 4) and a not in (b - 1, b)) for a, b in zip([0, *plain], plain))
-            if plain_valid:  # the argmax path is allowed: nothing to mend
+            if bio_valid(plain):  # the argmax path is allowed: nothing to mend
                 assert tags == plain
             else:  # mended: an allowed path, scoring no higher than the (forbidden) argmax path
                 assert sum(scores[i, t] for i, t in enumerate(tags)) <= sum(scores[i, t] for i, t in enumerate(plain))
