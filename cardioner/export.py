@@ -171,6 +171,7 @@ def model_card(model: modeling.CardioNERPreTrainedModel, metrics: dict, card: di
         front.append(f"language: {card['language']}")
     front.append("---")
     decoder = "CRF (Viterbi decoding)" if config.use_crf else "softmax"
+    constrained = not config.use_crf and getattr(config, "constrained_decoding", False)
     channel_types = getattr(config, "channel_types", None)
     if channel_types:
         thresholds = config.thresholds or [0.5] * len(channel_types)
@@ -178,7 +179,6 @@ def model_card(model: modeling.CardioNERPreTrainedModel, metrics: dict, card: di
                    "multi-label: sigmoid per entity type, thresholds "
                    + ", ".join(f"{t} {v:g}" for t, v in zip(channel_types, thresholds, strict=True)))
     if not config.use_crf:
-        constrained = getattr(config, "constrained_decoding", False)
         decoder += ", Viterbi over words under the tag scheme's constraints" if constrained else ", argmax per word"
     lines = [
         *front,
@@ -214,8 +214,7 @@ def model_card(model: modeling.CardioNERPreTrainedModel, metrics: dict, card: di
         "",
         "The pipeline returns whole words"
         + (", decoded with the CRF (Viterbi path)" if config.use_crf else
-           ", decoded by Viterbi under the tag scheme's constraints" if getattr(config, "constrained_decoding", False)
-           else "")
+           ", decoded by Viterbi under the tag scheme's constraints" if constrained else "")
         + "; `model.decode(input_ids, attention_mask)` gives the tag ids per word, "
         "and `model(...).emissions` the raw head scores.",
         "Loading without `trust_remote_code=True` fails: the architecture is defined in `modeling.py`.",

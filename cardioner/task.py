@@ -244,8 +244,9 @@ class Task:
         """Per-window word predictions for encoded documents (and the mean loss when gold labels exist).
 
         Args:
-            scores: a list to fill with the decision logits behind the predictions: scores[d][k] is a tensor
-                (words of window k, [channels,] tags) whose argmax over the last dimension is the prediction.
+            scores: a list to fill with the head's raw scores (``emissions``, before any decoding) at the word
+                starts: scores[d][k] is a tensor (words of window k, [channels,] tags), for re-decoding them
+                another way (threshold tuning).
 
         Returns:
             (predictions, loss): predictions[d][k] is the tag ids of window k of document d, per word;
@@ -270,7 +271,9 @@ class Task:
             rows = self.word_rows(logits.float().cpu(), [w for _, _, w in chunk])
             for (d, k, _), window_rows in zip(chunk, rows, strict=True):
                 predictions[d][k] = window_rows.argmax(-1).tolist()
-                if scores is not None:
+            if scores is not None:
+                raw = self.word_rows(output.emissions.float().cpu(), [w for _, _, w in chunk])
+                for (d, k, _), window_rows in zip(chunk, raw, strict=True):
                     scores[d][k] = window_rows
         return predictions, (sum(losses) / len(losses) if losses else None)
 

@@ -47,12 +47,8 @@ def tune_thresholds(task, model, docs: list[Document], split: str = "dev",
     task.encode(docs, split)
     encoded = task.encoded[split]
     scores: list = []
+    task.predict_encoded(model, encoded, desc=f"thresholds on {split}", scores=scores)  # raw logits, undecoded
     constraints = model.decoding_constraints
-    model.decoding_constraints = None  # the raw logits at word starts, not ones raised to the current thresholds' path
-    try:
-        task.predict_encoded(model, encoded, desc=f"thresholds on {split}", scores=scores)
-    finally:
-        model.decoding_constraints = constraints
     # One (num_words, channels, tags) tensor per document: every word from its most central window.
     merged = [torch.tensor(task.encoder.merge_predictions(enc, [s.tolist() for s in doc_scores]))
               for enc, doc_scores in zip(encoded, scores, strict=True)]
