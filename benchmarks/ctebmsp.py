@@ -11,6 +11,11 @@ per-type thresholds are tuned on dev only. Prints one JSON object.
 ``--redecode DIR`` trains nothing: it loads the models an earlier run saved with ``--save DIR`` and scores them
 again with ``--decoding`` (the sigmoid model's thresholds re-tuned on the same dev documents), so decoders can be
 compared on the same weights.
+
+``--aggregate A.json B.json ...`` trains nothing: it reads runs of one budget that differ only in ``--seed`` and
+prints each system's mean and standard deviation per type, and each system's paired difference from
+``flat_longest`` (same seed, same dev and training order) with how many seeds it won; ``--plot`` draws the means
+with the standard deviations as error bars.
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ def run(system: str, args, train_docs, dev_docs, test_docs) -> dict:
     predicted = trainer.task.predict(trainer.model, test_docs, batch_size=64)
     scores = score_spans(test_docs, predicted, match="exact")
     return {
+        "decoding": "crf" if use_crf else "constrained" if trainer.model.config.constrained_decoding else "argmax",
         "test_micro_f1": round(scores["micro"]["f1"] * 100, 2),
         "test_macro_f1": round(scores["macro"]["f1"] * 100, 2),
         "test_f1_per_type": {t: round(s["f1"] * 100, 2) for t, s in scores["per_type"].items()},
@@ -120,15 +126,69 @@ def redecode(system: str, args, dev_docs, test_docs) -> dict:
     }
 
 
+BUDGET = ("benchmark", "backbone", "epochs", "batch_size", "lr", "max_length", "overrides", "train_docs", "dev_docs")
+
+
+def aggregate(runs: dict[str, dict], reference: str = "flat_longest") -> dict:
+    """Per system and type: mean and sample standard deviation of test F1 over ``runs`` ({file: summary}, one
+    budget, seeds differing); per system other than ``reference``: the paired differences from it, seed by seed."""
+    import statistics
+
+    first_file, first = next(iter(runs.items()))
+    for file, summary in runs.items():
+        differing = [key for key in BUDGET if summary.get(key) != first.get(key)]
+        if differing:
+            raise ValueError(f"{file}: {', '.join(differing)} differ from {first_file}; aggregate runs of one budget")
+    seeds = [summary["seed"] for summary in runs.values()]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"the runs repeat a seed: {seeds}")
+
+    def scores(summary: dict, system: str) -> dict[str, float]:
+        row = summary["systems"][system]
+        return {**row["test_f1_per_type"], "micro": row["test_micro_f1"]}
+
+    systems = list(dict.fromkeys(name for summary in runs.values() for name in summary["systems"]))
+    for system in systems:  # runs that say how they decoded must agree (runs older than the field do not say)
+        decoders = {summary["systems"][system].get("decoding") for summary in runs.values()
+                    if system in summary["systems"]} - {None}
+        if len(decoders) > 1:
+            raise ValueError(f"{system} was decoded differently across the runs: {sorted(decoders)}")
+    result = {"runs": [{"file": file, "seed": summary["seed"], "systems": list(summary["systems"])}
+                       for file, summary in runs.items()],
+              **{key: first.get(key) for key in BUDGET}, "systems": {}, f"paired_vs_{reference}": {}}
+    for system in systems:
+        rows = [scores(summary, system) for summary in runs.values() if system in summary["systems"]]
+        types = list(rows[0])
+        result["systems"][system] = {
+            "runs": len(rows),
+            "mean": {t: round(statistics.fmean(row[t] for row in rows), 2) for t in types},
+            "sd": {t: round(statistics.stdev(row[t] for row in rows), 2) if len(rows) > 1 else None for t in types},
+        }
+        paired = [(scores(summary, system), scores(summary, reference)) for summary in runs.values()
+                  if system != reference and {system, reference} <= set(summary["systems"])]
+        if paired:
+            differences = {t: [round(own[t] - ref[t], 2) for own, ref in paired] for t in types}
+            result[f"paired_vs_{reference}"][system] = {
+                t: {"differences": d, "mean": round(statistics.fmean(d), 2), "wins": sum(x > 0 for x in d),
+                    "runs": len(d)} for t, d in differences.items()}
+    return result
+
+
 def plot(summary: dict, path: str) -> None:
     """Per-type test F1 of every system (and its micro F1) as grouped bars."""
     from cardioner.plots import plot_systems_per_type
 
+    budget = f"{summary['train_docs']} train docs, {summary['epochs']} epochs, {summary['backbone']} backbone"
+    if "runs" in summary:  # an --aggregate summary: means over seeds, standard deviations as error bars
+        seeds = ", ".join(str(run["seed"]) for run in summary["runs"])
+        plot_systems_per_type({name: row["mean"] for name, row in summary["systems"].items()}, path,
+                              title=f"CT-EBM-SP test, exact spans, mean ± sd over seeds {seeds}\n({budget})",
+                              ylabel="F1 (%)", errors={name: row["sd"] for name, row in summary["systems"].items()
+                                                       if row["runs"] > 1})
+        return
     per_system = {name: {**row["test_f1_per_type"], "micro": row["test_micro_f1"]}
                   for name, row in summary["systems"].items()}
-    title = (f"CT-EBM-SP test, exact spans ({summary['train_docs']} train docs, {summary['epochs']} epochs, "
-             f"{summary['backbone']} backbone)")
-    plot_systems_per_type(per_system, path, title=title, ylabel="F1 (%)")
+    plot_systems_per_type(per_system, path, title=f"CT-EBM-SP test, exact spans ({budget})", ylabel="F1 (%)")
 
 
 def main() -> None:
@@ -150,8 +210,16 @@ def main() -> None:
     parser.add_argument("--redecode", metavar="DIR", help="score the systems saved in DIR (--save) again; no training")
     parser.add_argument("--decoding", choices=("constrained", "argmax"), default="constrained",
                         help="with --redecode: the decoder of the models without a CRF")
+    parser.add_argument("--aggregate", nargs="+", metavar="JSON",
+                        help="summarise earlier outputs of one budget over their seeds; no training")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.aggregate:
+        summary = aggregate({file: json.loads(Path(file).read_text(encoding="utf-8")) for file in args.aggregate})
+        print(json.dumps(summary, indent=2))
+        if args.plot:
+            plot(summary, args.plot)
+        return
     if args.plot_from:
         plot(json.loads(Path(args.plot_from).read_text(encoding="utf-8")), args.plot or "ctebmsp.png")
         return

@@ -89,12 +89,15 @@ def plot_comparison(rows: list[dict], path: str | Path, title: str = "Token head
 
 
 def plot_systems_per_type(per_system: dict[str, dict[str, float]], path: str | Path,
-                          title: str = "Per-type F1 by system", ylabel: str = "F1") -> Path:
+                          title: str = "Per-type F1 by system", ylabel: str = "F1",
+                          errors: dict[str, dict[str, float]] | None = None) -> Path:
     """Grouped bars: one group per entity type, one bar per system (e.g. multi-label against flat models).
 
     Args:
         per_system: {system name: {entity type: score}}; a type a system lacks is drawn as 0.
         path: the PNG to write.
+        errors: optional {system name: {entity type: half-length}} drawn as error bars (e.g. the standard
+            deviation over seeds when ``per_system`` holds means).
     """
     path = Path(path)
     if not per_system:
@@ -105,7 +108,9 @@ def plot_systems_per_type(per_system: dict[str, dict[str, float]], path: str | P
     top = max([value for scores in per_system.values() for value in scores.values()] + [1e-9])
     for offset, (name, scores) in enumerate(per_system.items()):
         positions = [index + (offset - (len(per_system) - 1) / 2) * width for index in range(len(types))]
-        bars = ax.bar(positions, [scores.get(t, 0.0) for t in types], width, label=name)
+        spread = (errors or {}).get(name)
+        bars = ax.bar(positions, [scores.get(t, 0.0) for t in types], width, label=name,
+                      yerr=[spread.get(t, 0.0) for t in types] if spread else None, capsize=3 if spread else 0)
         ax.bar_label(bars, fmt="%.1f" if top > 1 else "%.3f", fontsize=7, padding=2)
     ax.set_xticks(range(len(types)), types)
     ax.set_xlabel("entity type")

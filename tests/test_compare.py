@@ -96,5 +96,9 @@ def test_systems_per_type_plot(tmp_path):
     image = matplotlib.image.imread(path)
     assert image.shape[:2] == (540, 816)  # 6.8 x 4.5 inches (3 type groups) at 120 dpi
     assert image[..., :3].std() > 0.05  # something was drawn
+    spread = {"multi-label": {"ANAT": 1.5, "DISO": 0.4}, "flat": {"ANAT": 2.0, "DISO": 0.0, "CHEM": 0.9}}
+    with_errors = plot_systems_per_type(per_system, tmp_path / "errors.png", ylabel="F1 (%)", errors=spread)
+    assert matplotlib.image.imread(with_errors).shape == image.shape
+    assert not (matplotlib.image.imread(with_errors) == image).all()  # the error bars were drawn
     with pytest.raises(ValueError, match="no systems"):
         plot_systems_per_type({}, tmp_path / "empty.png")
