@@ -168,10 +168,25 @@ def aggregate(runs: dict[str, dict], reference: str = "flat_longest") -> dict:
                   if system != reference and {system, reference} <= set(summary["systems"])]
         if paired:
             differences = {t: [round(own[t] - ref[t], 2) for own, ref in paired] for t in types}
-            result[f"paired_vs_{reference}"][system] = {
-                t: {"differences": d, "mean": round(statistics.fmean(d), 2), "wins": sum(x > 0 for x in d),
-                    "runs": len(d)} for t, d in differences.items()}
+            result[f"paired_vs_{reference}"][system] = {t: paired_summary(d) for t, d in differences.items()}
     return result
+
+
+def paired_summary(differences: list[float]) -> dict:
+    """Seed-by-seed differences: their mean and sd, the paired t statistic (n - 1 degrees of freedom), the wins,
+    and the one-sided sign-test p-value of that many wins or more if each seed were a coin flip (ties dropped)."""
+    import math
+    import statistics
+
+    n = len(differences)
+    wins, losses = sum(d > 0 for d in differences), sum(d < 0 for d in differences)
+    mean = statistics.fmean(differences)
+    sd = statistics.stdev(differences) if n > 1 else None
+    decided = wins + losses
+    sign_p = sum(math.comb(decided, k) for k in range(wins, decided + 1)) / 2**decided if decided else None
+    return {"differences": differences, "mean": round(mean, 2), "sd": sd and round(sd, 2),
+            "t": round(mean / (sd / math.sqrt(n)), 2) if sd else None, "wins": wins, "losses": losses, "runs": n,
+            "sign_test_p": sign_p and round(sign_p, 3)}
 
 
 def plot(summary: dict, path: str) -> None:
