@@ -14,17 +14,19 @@ compared on the same weights.
 
 ``--aggregate A.json B.json ...`` trains nothing: it reads runs of one budget that differ only in ``--seed`` and
 prints each system's mean and standard deviation per type, and each system's paired difference from
-``flat_longest`` (same seed, same dev and training order) with how many seeds it won; ``--plot`` draws the means
-with the standard deviations as error bars.
+``flat_longest`` (same seed, same dev and training order): their mean and sd, the paired t statistic, wins and
+losses, and a sign-test p-value; ``--plot`` draws the means with the standard deviations as error bars.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import random
+import statistics
 import sys
 from pathlib import Path
 
@@ -132,8 +134,6 @@ BUDGET = ("benchmark", "backbone", "epochs", "batch_size", "lr", "max_length", "
 def aggregate(runs: dict[str, dict], reference: str = "flat_longest") -> dict:
     """Per system and type: mean and sample standard deviation of test F1 over ``runs`` ({file: summary}, one
     budget, seeds differing); per system other than ``reference``: the paired differences from it, seed by seed."""
-    import statistics
-
     first_file, first = next(iter(runs.items()))
     for file, summary in runs.items():
         differing = [key for key in BUDGET if summary.get(key) != first.get(key)]
@@ -175,9 +175,6 @@ def aggregate(runs: dict[str, dict], reference: str = "flat_longest") -> dict:
 def paired_summary(differences: list[float]) -> dict:
     """Seed-by-seed differences: their mean and sd, the paired t statistic (n - 1 degrees of freedom), the wins,
     and the one-sided sign-test p-value of that many wins or more if each seed were a coin flip (ties dropped)."""
-    import math
-    import statistics
-
     n = len(differences)
     wins, losses = sum(d > 0 for d in differences), sum(d < 0 for d in differences)
     mean = statistics.fmean(differences)
