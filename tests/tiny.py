@@ -8,10 +8,15 @@ and a fast tokenizer trained on a few sentences, in the format of the real famil
 - Unigram + Metaspace (``▁`` word marker): xlmr, deberta-v2
 
 and returns the folder, loadable with ``AutoModel.from_pretrained`` / ``AutoTokenizer.from_pretrained``.
+
+The tokenizers were trained once and are kept in ``tests/tokenizers/`` (delete a file to train it again): the
+WordPiece and Unigram trainers of ``tokenizers`` give a different vocabulary in every process, which made every
+tiny model, and whether a briefly trained one decodes any entity, change from run to run.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -19,6 +24,7 @@ import transformers
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoConfig, AutoModel, PreTrainedTokenizerFast
 
+TOKENIZERS = Path(__file__).resolve().parent / "tokenizers"
 CORPUS = [
     "The patient was admitted with acute myocardial infarction and chest pain.",
     "Aspirin 100 mg daily was started; heparin was stopped (bleeding risk).",
@@ -45,7 +51,16 @@ def _training_text() -> list[str]:
     return CORPUS * 4
 
 
-def _wordpiece_tokenizer() -> PreTrainedTokenizerFast:
+def _trained_once(name: str, train: Callable[[], Tokenizer]) -> Tokenizer:
+    """The tokenizer kept in ``tests/tokenizers/<name>.json``; trained with ``train`` and kept there if missing."""
+    path = TOKENIZERS / f"{name}.json"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        train().save(str(path))
+    return Tokenizer.from_file(str(path))
+
+
+def _train_wordpiece() -> Tokenizer:
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
@@ -57,6 +72,11 @@ def _wordpiece_tokenizer() -> PreTrainedTokenizerFast:
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
     )
+    return tokenizer
+
+
+def _wordpiece_tokenizer() -> PreTrainedTokenizerFast:
+    tokenizer = _trained_once("wordpiece", _train_wordpiece)
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         unk_token="[UNK]",
@@ -67,7 +87,7 @@ def _wordpiece_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def _byte_bpe_tokenizer() -> PreTrainedTokenizerFast:
+def _train_byte_bpe() -> Tokenizer:
     specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -79,6 +99,11 @@ def _byte_bpe_tokenizer() -> PreTrainedTokenizerFast:
     tokenizer.post_processor = processors.RobertaProcessing(
         ("</s>", tokenizer.token_to_id("</s>")), ("<s>", tokenizer.token_to_id("<s>")), trim_offsets=True
     )
+    return tokenizer
+
+
+def _byte_bpe_tokenizer() -> PreTrainedTokenizerFast:
+    tokenizer = _trained_once("byte-bpe", _train_byte_bpe)
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         bos_token="<s>",
@@ -91,13 +116,16 @@ def _byte_bpe_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def _unigram_tokenizer(kind: str) -> PreTrainedTokenizerFast:
+def _unigram_specials(kind: str) -> tuple[str, str, str, str, str]:
+    """cls, sep, pad, unk, mask of the Unigram family ``kind``."""
     if kind == "xlmr":
-        cls, sep, pad, unk, mask = "<s>", "</s>", "<pad>", "<unk>", "<mask>"
-        specials = [cls, pad, sep, unk, mask]
-    else:
-        cls, sep, pad, unk, mask = "[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]"
-        specials = [pad, cls, sep, unk, mask]
+        return "<s>", "</s>", "<pad>", "<unk>", "<mask>"
+    return "[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]"
+
+
+def _train_unigram(kind: str) -> Tokenizer:
+    cls, sep, pad, unk, mask = _unigram_specials(kind)
+    specials = [cls, pad, sep, unk, mask] if kind == "xlmr" else [pad, cls, sep, unk, mask]
     tokenizer = Tokenizer(models.Unigram())
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
     tokenizer.decoder = decoders.Metaspace()
@@ -107,6 +135,12 @@ def _unigram_tokenizer(kind: str) -> PreTrainedTokenizerFast:
     tokenizer.post_processor = processors.TemplateProcessing(
         single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} $B {sep}", special_tokens=[(cls, cls_id), (sep, sep_id)]
     )
+    return tokenizer
+
+
+def _unigram_tokenizer(kind: str) -> PreTrainedTokenizerFast:
+    cls, sep, pad, unk, mask = _unigram_specials(kind)
+    tokenizer = _trained_once(f"unigram-{kind}", lambda: _train_unigram(kind))
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, unk_token=unk, cls_token=cls, sep_token=sep, pad_token=pad, mask_token=mask
     )
