@@ -333,9 +333,12 @@ class CRF(nn.Module):
         if ((flat_tags < 0) | (flat_tags >= self.num_tags)).any():
             bad = flat_tags[(flat_tags < 0) | (flat_tags >= self.num_tags)]
             raise ValueError(f"tags must lie in [0, {self.num_tags}) at real positions; got {bad[:5].tolist()}")
-        gold = _path_score(flat_emissions, flat_tags, flat_mask, start, transitions, end)  # shape: (rows,)
-        log_partition = _forward_algorithm(flat_emissions, flat_mask, start, transitions, end)[0]
-        nll = log_partition - gold  # shape: (rows,)
+        if flat_mask.shape[1] == 0:  # no position in any sequence: NLL 0, kept on the graph for backward()
+            nll = flat_emissions.sum(dim=(1, 2))  # shape: (rows,)
+        else:
+            gold = _path_score(flat_emissions, flat_tags, flat_mask, start, transitions, end)  # shape: (rows,)
+            log_partition = _forward_algorithm(flat_emissions, flat_mask, start, transitions, end)[0]
+            nll = log_partition - gold  # shape: (rows,)
         if self.num_channels is not None:
             nll = nll.view(emissions.shape[0], self.num_channels)  # shape: (batch, num_channels)
         if reduction == "none":
@@ -430,7 +433,8 @@ class CRF(nn.Module):
         if self.num_channels is None:
             return tensor
         moved = tensor.transpose(1, 2)  # shape: (batch, channels, seq_len, ...)
-        return moved.reshape(-1, *moved.shape[2:])  # shape: (batch * channels, seq_len, ...)
+        # explicit sizes, not -1: with no words (seq_len 0) a -1 would be ambiguous
+        return moved.reshape(moved.shape[0] * moved.shape[1], *moved.shape[2:])  # (batch * channels, seq_len, ...)
 
     def _unfold_channels(self, tensor: torch.Tensor, batch: int) -> torch.Tensor:
         """(batch * channels, seq_len, ...) -> (batch, seq_len, channels, ...)."""
@@ -454,11 +458,11 @@ class CRF(nn.Module):
             return emissions, mask, start[None], transitions[None], end[None]
         batch = emissions.shape[0]
         flat_mask = mask[:, None, :].expand(batch, self.num_channels, mask.shape[1])  # shape: (batch, C, seq_len)
-        flat_mask = flat_mask.reshape(-1, mask.shape[1])  # shape: (batch * C, seq_len)
+        flat_mask = flat_mask.reshape(batch * self.num_channels, mask.shape[1])  # shape: (batch * C, seq_len)
 
         def rows(parameter: torch.Tensor) -> torch.Tensor:
             expanded = parameter[None].expand(batch, *parameter.shape)  # shape: (batch, C, ...)
-            return expanded.reshape(-1, *parameter.shape[1:])  # shape: (batch * C, ...)
+            return expanded.reshape(batch * self.num_channels, *parameter.shape[1:])  # shape: (batch * C, ...)
 
         return self._fold_channels(emissions), flat_mask, rows(start), rows(transitions), rows(end)
 
@@ -767,10 +771,16 @@ class CardioNERConfig(PretrainedConfig):
                 raise ValueError(f"{name} has {len(values)} values for {self.num_labels} labels")
 
     def build_backbone_config(self) -> PretrainedConfig:
-        """The embedded backbone config as a transformers config object."""
+        """The embedded backbone config as a transformers config object.
+
+        Without the backbone's own dtype: the backbone takes the dtype the whole model is built or loaded in
+        (``from_pretrained(..., dtype=torch.bfloat16)``, an export saved after ``.to(torch.float16)``), not
+        the one it was first downloaded in, or the backbone and the head would disagree.
+        """
         if self.backbone_config is None:
             raise ValueError("CardioNERConfig.backbone_config is None: build models with from_backbone()")
-        return AutoConfig.for_model(**self.backbone_config)
+        settings = {key: value for key, value in self.backbone_config.items() if key not in ("dtype", "torch_dtype")}
+        return AutoConfig.for_model(**settings)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -1216,12 +1226,14 @@ def softmax_loss(
         focal_gamma: >= 0.
 
     Returns:
-        a scalar.
+        a scalar; 0 (kept on the graph for backward()) when no target is counted, as the CRF's NLL.
     """
+    counted = targets != -100
+    if not bool(counted.any()):  # cross_entropy's mean over no target is NaN
+        return logits[counted].sum()  # shape: () — a sum over (0, num_labels)
     if focal_gamma == 0.0:
         return nn.functional.cross_entropy(logits, targets, weight=weight, ignore_index=-100,
                                            label_smoothing=label_smoothing)
-    counted = targets != -100
     logits, targets = logits[counted], targets[counted]  # shape: (counted, num_labels), (counted,)
     losses = nn.functional.cross_entropy(logits, targets, weight=weight, reduction="none",
                                          label_smoothing=label_smoothing)  # shape: (counted,)
@@ -1300,15 +1312,9 @@ def force_argmax(rows: torch.Tensor, target: torch.Tensor, margin: float = 1e-3)
     current = rows.gather(-1, index)
     top = rows.max(-1, keepdim=True).values
     needs = rows.argmax(-1, keepdim=True) != index
-    return rows.scatter(-1, index, torch.where(needs, top + margin, current))
-
-
-def swap_columns(rows: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    """Exchange columns ``first`` and ``second`` of each row. rows (..., T); first, second (...)."""
-    index = torch.arange(rows.shape[-1], device=rows.device).expand_as(rows).clone()  # shape: (..., T)
-    index.scatter_(-1, first[..., None], second[..., None])
-    index.scatter_(-1, second[..., None], first[..., None])
-    return rows.gather(-1, index)
+    # in half precision top + margin can round back to top (4.0 + 1e-3 == 4.0 in bf16): at least the next value
+    raised = torch.maximum(top + margin, torch.nextafter(top, torch.full_like(top, math.inf)))
+    return rows.scatter(-1, index, torch.where(needs, raised, current))
 
 
 class CardioNERPreTrainedModel(PreTrainedModel):
@@ -1636,11 +1642,14 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
     def _pipeline_logits(
         self, emissions: torch.Tensor, words: Words, word_tags: torch.Tensor, word_logits: torch.Tensor
     ) -> torch.Tensor:
-        """Token logits whose argmax reproduces the word decisions under the pipeline's "simple" grouping.
+        """Token logits from which the stock pipeline reproduces the word decisions, with every aggregation
+        strategy ("simple", and the word-level "first", "max", "average" where its words are ours: WordPiece).
 
-        Word starts: the word's logits. Continuation subwords: the word's logits with the word's tag and its
-        ``I-`` tag exchanged. Tokens between words that are not special (a bare ``▁``): ``I-X`` when the words on
-        both sides are in one X entity, else O. Special tokens and padding keep their emissions.
+        Word starts: the word's logits. Continuation subwords: the word's logits with its ``I-`` tag raised just
+        above the word's tag (so the argmax continues the entity, while the word's tag keeps the highest peak
+        and the highest average over the word's subwords). Tokens between words that are not special (a bare
+        ``▁``): ``I-X`` when the words on both sides are in one X entity, else O. Special tokens and padding
+        keep their emissions.
         """
         batch, seq_len, num_labels = emissions.shape
         if word_tags.shape[1] == 0:
@@ -1652,7 +1661,9 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
         own_logits = gather_rows(word_logits, own)  # shape: (batch, seq_len, num_labels)
         logits = torch.where(words.word_start[..., None], own_logits, emissions)
         inner = words.in_word & ~words.word_start
-        continued = force_argmax(swap_columns(own_logits, own_tags, continuation[own_tags]), continuation[own_tags])
+        # the word's tag a close second: argmax I-X ("simple" joins the word), a flatter peak than the first
+        # subword's ("max" keeps the first subword's tag), and on average the word's tag ("average")
+        continued = force_argmax(own_logits, continuation[own_tags])
         logits = torch.where(inner[..., None], continued, logits)
         if self._outside_tag is not None:
             num_words = words.word_mask.sum(1, keepdim=True)  # shape: (batch, 1)
@@ -1697,7 +1708,8 @@ class TokenClassificationModelCRF(TokenClassificationModel):
         word_emissions = gather_rows(emissions, words.positions)  # shape: (batch, max_words, num_labels)
         word_tags = self.crf.viterbi_tags(word_emissions, words.word_mask)  # shape: (batch, max_words)
         marginals = self.crf.marginals(word_emissions.detach(), words.word_mask)
-        word_logits = force_argmax(marginals.clamp(min=1e-12).log(), word_tags)
+        floor = max(1e-12, torch.finfo(marginals.dtype).tiny)  # fp16 flushes 1e-12 to 0, whose log is -inf
+        word_logits = force_argmax(marginals.clamp(min=floor).log(), word_tags)
         return word_tags, word_logits
 
 

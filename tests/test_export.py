@@ -18,13 +18,14 @@ from pathlib import Path
 import pytest
 import torch
 from tiny import available_kinds, tiny_backbone
-from transformers import AutoTokenizer
+from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from cardioner.export import load_model, save_model
 from cardioner.modeling import (
     TokenClassificationModel,
     TokenClassificationModelCRF,
     build_token_classes,
+    force_argmax,
     split_tag,
     word_start_mask,
 )
@@ -307,3 +308,62 @@ def test_save_model_replaces_a_folder_only_when_complete(tmp_path):
         warnings.simplefilter("error")
         reloaded, _ = load_model(target)
     torch.testing.assert_close(reloaded.crf.transitions, model.crf.transitions)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_loads_and_exports_run_in_one_dtype(tmp_path, dtype):
+    """Loading with ``dtype=`` and exporting a model cast with ``.to()`` give a backbone in the head's dtype."""
+    backbone = tiny_backbone("bert", tmp_path / "backbones")
+    folder = build_export("bert", "mlp", True, backbone, tmp_path / "exports")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    encoding = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    reference = AutoModelForTokenClassification.from_pretrained(folder, trust_remote_code=True).eval()
+    loaded = AutoModelForTokenClassification.from_pretrained(folder, trust_remote_code=True, dtype=dtype).eval()
+    assert {parameter.dtype for parameter in loaded.parameters()} == {dtype}
+    with torch.no_grad():
+        emissions = loaded(**encoding).logits
+    assert emissions.dtype == dtype and torch.isfinite(emissions).all()
+    words = (encoding["input_ids"], encoding["attention_mask"])
+    assert loaded.decode(*words) == reference.decode(*words)  # wide margins: precision does not flip a tag
+
+    own, _ = load_model(folder)  # save_model takes cardioner's classes, not the folder's copy
+    cast = save_model(own.to(dtype), tokenizer, tmp_path / "cast")
+    reloaded = AutoModelForTokenClassification.from_pretrained(cast, trust_remote_code=True).eval()
+    assert {parameter.dtype for parameter in reloaded.parameters()} == {dtype}
+    assert reloaded.decode(*words) == loaded.decode(*words)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_force_argmax_wins_in_every_precision(dtype):
+    """The raised tag becomes the strict argmax even where top + margin rounds back to top (bf16: 4 + 1e-3 = 4)."""
+    rows = torch.tensor([[4.0, 1.0, 4.0], [0.0, 2.0, -1.0]], dtype=dtype)
+    raised = force_argmax(rows, torch.tensor([2, 1]))
+    assert raised.argmax(-1).tolist() == [2, 1]
+    assert raised[0, 2] > 4.0 and raised[0, :2].tolist() == [4.0, 1.0]
+    assert raised[1].tolist() == [0.0, 2.0, -1.0]  # already the argmax: unchanged
+
+
+@pytest.mark.parametrize("use_crf", [False, True])
+def test_every_pipeline_aggregation_strategy_gives_the_decoded_spans(tmp_path, use_crf):
+    """WordPiece (words split into many subwords by the tiny vocabulary): simple, first, max and average all
+    give the entities decode_spans gives."""
+    from transformers import pipeline
+
+    backbone = tiny_backbone("bert", tmp_path / "backbones")
+    folder = build_export("bert", "linear", use_crf, backbone, tmp_path / "exports")
+    model = AutoModelForTokenClassification.from_pretrained(folder, trust_remote_code=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    texts = [*TEXTS, "No history of diabetes mellitus, hypertension or heart failure.",
+             "She denies fever, cough, or recent travel; metoprolol was increased."]
+    expected = []
+    for text in texts:
+        encoding = tokenizer([text], return_offsets_mapping=True, return_tensors="pt")
+        offsets = encoding.pop("offset_mapping")
+        expected.append(sorted(model.decode_spans(encoding["input_ids"], encoding["attention_mask"], offsets)[0]))
+    assert sum(map(len, expected)) >= 5  # not vacuous
+    assert any(len(tokenizer.tokenize(text[start:end])) > 2 for text, spans in zip(texts, expected, strict=True)
+               for start, end, _ in spans)  # entities made of several subwords
+    for strategy in ("simple", "first", "max", "average"):
+        ner = pipeline("token-classification", model=model, tokenizer=tokenizer, aggregation_strategy=strategy)
+        found = [sorted((e["start"], e["end"], e["entity_group"]) for e in ner(text)) for text in texts]
+        assert found == expected, strategy

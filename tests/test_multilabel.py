@@ -26,6 +26,7 @@ from cardioner.modeling import (
     MultiLabelTokenClassificationModel,
     MultiLabelTokenClassificationModelCRF,
     TokenClassificationModel,
+    TokenClassificationModelCRF,
     build_token_classes,
     flat_channel_scores,
     word_start_mask,
@@ -471,3 +472,24 @@ def test_seqeval_view_scores_each_type_on_its_own_channel(trained):
                 seqeval["per_type"][entity_type]["fn"]) == (row["tp"], row["fp"], row["fn"]), entity_type
     assert seqeval["micro"]["f1"] == pytest.approx(scores["micro"]["f1"])
     assert scores["micro"]["tp"] > 0  # not vacuous
+
+
+@pytest.mark.parametrize("model_class", [TokenClassificationModel, TokenClassificationModelCRF,
+                                         MultiLabelTokenClassificationModel, MultiLabelTokenClassificationModelCRF])
+def test_a_batch_without_words_decodes_to_nothing(bert_dir, model_class):
+    """Empty and blank texts (no word at all in the batch): no entity, and a zero loss in training."""
+    tokenizer = AutoTokenizer.from_pretrained(bert_dir)
+    torch.manual_seed(0)
+    model = model_class.from_backbone(str(bert_dir), tokenizer, ID2LABEL).eval()
+    multilabel = model.config.channel_types is not None
+    encoding = tokenizer(["", "   "], padding=True, return_tensors="pt", return_offsets_mapping=True)
+    offsets = encoding.pop("offset_mapping")
+    with torch.no_grad():
+        output = model(**encoding)
+    assert output.logits.shape[:2] == encoding["input_ids"].shape
+    assert model.decode(encoding["input_ids"], encoding["attention_mask"]) == [[], []]
+    assert model.decode_spans(encoding["input_ids"], encoding["attention_mask"], offsets) == [[], []]
+    labels = torch.full((*encoding["input_ids"].shape, *([2] if multilabel else [])), -100)
+    loss = model.train()(**encoding, labels=labels).loss
+    assert loss.item() == 0.0
+    loss.backward()  # a graph to backpropagate through, as in any other batch
