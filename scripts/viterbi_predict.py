@@ -33,6 +33,7 @@ import sys
 from pathlib import Path
 
 import torch
+from tokenizers import Tokenizer
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 FORMATS = ("brat", "jsonl", "tsv")
@@ -82,7 +83,11 @@ class Windower:
         self.word_start_mask = sys.modules[type(model).__module__].word_start_mask  # the exported modeling.py
         self.token_classes = model.token_classes.cpu()  # shape: (vocab_size,)
         self.tokenizer = tokenizer
-        probe = tokenizer.backend_tokenizer.encode("a", add_special_tokens=True)
+        # a copy without padding and truncation: a tokenizer.json that pads (e.g. to 128) would add pads here
+        backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        backend.no_padding()
+        backend.no_truncation()
+        probe = backend.encode("a", add_special_tokens=True)
         text = [i for i, special in enumerate(probe.special_tokens_mask) if not special]
         self.prefix_ids, self.suffix_ids = probe.ids[: text[0]], probe.ids[text[-1] + 1 :]
         self.prefix_types, self.text_type, self.suffix_types = (
@@ -351,7 +356,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if not (args.model / "config.json").is_file():
         raise SystemExit(f"error: --model {args.model}: not a model folder (no config.json)")
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=True)  # no prompt over auto_map
     model = AutoModelForTokenClassification.from_pretrained(args.model, trust_remote_code=True).to(args.device).eval()
     if not hasattr(model, "decode") or not hasattr(model, "token_classes"):
         raise SystemExit(f"error: --model {args.model}: not a cardioner model (no decode() / token_classes)")

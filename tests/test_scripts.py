@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -138,3 +139,23 @@ def test_script_rejects_a_folder_that_is_not_a_model(tmp_path):
     result = run_script(tmp_path, "--model", str(tmp_path), "--input", str(tmp_path), "--output", str(tmp_path / "o"))
     assert result.returncode != 0
     assert "not a model folder" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_script_ignores_padding_and_truncation_saved_in_the_tokenizer(export, inputs, tmp_path):
+    """A tokenizer.json that pads to a fixed length (all-MiniLM-L6-v2's pads to 128) and truncates: the script
+    still cuts the windows cardioner cuts, and it loads the folder without asking about remote code."""
+    padded = tmp_path / "padded"
+    shutil.copytree(export, padded)
+    spec = json.loads((padded / "tokenizer.json").read_text(encoding="utf-8"))
+    spec["padding"] = {"strategy": {"Fixed": 128}, "direction": "Right", "pad_to_multiple_of": None, "pad_id": 0,
+                       "pad_type_id": 0, "pad_token": "[PAD]"}
+    spec["truncation"] = {"direction": "Right", "max_length": 128, "strategy": "LongestFirst", "stride": 0}
+    (padded / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
+    result = run_script(tmp_path, "--model", str(padded), "--input", str(inputs["jsonl"]),
+                        "--output", str(tmp_path / "script.tsv"), "--format", "tsv", *WINDOWS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "custom code" not in result.stdout + result.stderr
+    cardioner_predict("--model", str(export), "--input", str(inputs["jsonl"]), "--output", str(tmp_path / "cli.tsv"),
+                      "--format", "tsv", *WINDOWS)
+    expected = (tmp_path / "cli.tsv").read_text(encoding="utf-8")
+    assert expected.count("\n") > 5 and (tmp_path / "script.tsv").read_text(encoding="utf-8") == expected
