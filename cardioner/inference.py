@@ -20,6 +20,12 @@ def check_predict_format(format: str) -> None:
         raise ValueError(f"--format must be one of {', '.join(PREDICT_FORMATS)}, got {format!r}")
 
 
+def check_batch_size(batch_size: int) -> None:
+    """Raise a one-sentence error for a batch size below 1."""
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+
+
 def load_predictor(model_dir: str | Path, max_length: int | None = None, stride: int | None = None):
     """(model, task) for an export: the installed package's classes, windows as the model was trained."""
     from cardioner.export import load_model
@@ -45,14 +51,16 @@ def read_inputs(path: str | Path) -> list[Document]:
 
     Texts are read exactly as stored (no newline translation, BOM kept), so offsets index the file.
     """
-    from cardioner.data.common import relative_id
+    from cardioner.data.common import check_unique_ids, relative_id
     from cardioner.data.jsonl import read_jsonl
 
     path = Path(path)
     if not path.exists():
         raise CorpusError("no such file or folder", path)
     if path.is_file() and path.suffix in (".jsonl", ".json"):
-        return read_jsonl(path)
+        docs = read_jsonl(path)
+        check_unique_ids(docs, path)  # predictions are written per id: a repeated id would overwrite one
+        return docs
     if path.is_file():
         return [Document(path.stem, read_text(path, allow_empty=True), [], {"path": str(path)})]
     files = sorted(path.rglob("*.txt"))
@@ -80,6 +88,7 @@ def predict_path(model_dir: str | Path, input: str | Path, output: str | Path, f
         The predicted documents.
     """
     check_predict_format(format)
+    check_batch_size(batch_size)
     docs = read_inputs(input)
     model, task = load_predictor(model_dir, max_length, stride)
     predicted = task.predict(model, docs, batch_size=batch_size)
@@ -96,6 +105,7 @@ def evaluate_path(model_dir: str | Path, data: str | Path, format: str | None = 
     """
     from cardioner.data.io import read_corpus
 
+    check_batch_size(batch_size)
     docs, report = read_corpus(data, format=format)
     logger.info("%s", report.summary().replace("\n", "; "))
     if not docs:

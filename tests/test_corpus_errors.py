@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
+from datasets import Dataset
 
-from cardioner.data import CorpusError, ReadReport, read_brat, read_conll, read_corpus, read_jsonl
+from cardioner.data import (
+    CorpusError,
+    Document,
+    ReadReport,
+    Span,
+    read_brat,
+    read_conll,
+    read_corpus,
+    read_jsonl,
+    read_tsv,
+    write_brat,
+    write_conll,
+    write_corpus,
+)
 from cardioner.data.conll import REPAIR_NOTE
 
 
@@ -140,8 +156,8 @@ def test_overlapping_spans_in_flat_task_show_both(tmp_path: Path) -> None:
     folder = brat(tmp_path, "presión arterial alta", "T1\tPROC 0 16\tpresión arterial\nT2\tANAT 8 16\tarterial\n")
     docs, _ = read_corpus(folder)  # fine for a multi-label task
     assert len(docs[0].spans) == 2
-    with pytest.raises(CorpusError, match=r"doc\.ann: .*overlapping spans 0-16 PROC 'presión arterial' and "
-                                          r"8-16 ANAT 'arterial'"):
+    with pytest.raises(CorpusError, match=r"doc\.ann:2: .*overlapping spans 0-16 PROC 'presión arterial' and "
+                                          r"8-16 ANAT 'arterial' \(lines 1 and 2\)"):
         read_corpus(folder, flat=True)
 
 
@@ -153,3 +169,136 @@ def test_nothing_dropped_silently_report(tmp_path: Path) -> None:
     assert "read 2 documents, 1 spans" in summary
     assert "1 blank lines in .ann files" in summary and "1 brat A lines (attribute)" in summary
     assert "1 .txt files without .ann" in summary
+
+
+# --- bad input found in review: each names the file and line (or document) and what is wrong ------------------
+
+
+@pytest.mark.parametrize("tag, line, bad", [
+    ("B-creative-work,B-person", 2, "','"),  # WNUT-17 extras: several comma-joined labels in one tag
+    ("B-Signo clinico", 2, "' '"),
+    ("B-B-PER", 2, "'B-'"),
+])
+def test_tag_with_several_labels_or_whitespace_is_rejected(tmp_path: Path, tag: str, line: int, bad: str) -> None:
+    path = write(tmp_path, "a.conll", f"Ana\tB-PER\nGotham\t{tag}\n")
+    with pytest.raises(CorpusError, match=rf"a\.conll:{line}: tag '{re.escape(tag)}': its entity type .* holds {bad}"):
+        read_conll(path)
+
+
+def test_wnut17_multilabel_extras_file_is_rejected_at_its_first_joined_tag(shared_data: Path) -> None:
+    with pytest.raises(CorpusError, match=r"emerging\.test\.conll:212: tag 'B-corporation,B-person,B-location'"):
+        read_corpus(shared_data / "wnut17" / "extras" / "emerging.test.conll")
+
+
+def test_jsonl_ner_tags_with_joined_labels_name_the_record(tmp_path: Path) -> None:
+    path = write(tmp_path, "a.jsonl", '{"text": "ok"}\n{"tokens": ["Gotham"], "ner_tags": ["B-LOC,B-ORG"]}\n')
+    with pytest.raises(CorpusError, match=r"a\.jsonl:2: tag 'B-LOC,B-ORG'"):
+        read_jsonl(path)
+
+
+@pytest.mark.parametrize("key, value", [("label", [[0, 3, "PER"]]), ("entities", [{"start": 0, "end": 3}]),
+                                        ("ents", [[0, 3, "PER"]])])
+def test_jsonl_annotation_form_not_read_is_an_error(tmp_path: Path, key: str, value: list) -> None:
+    path = write(tmp_path, "a.jsonl", '{"id": "a", "text": "Ana"}\n'
+                                      + json.dumps({"id": "b", "text": "Ana", key: value}) + "\n")
+    with pytest.raises(CorpusError, match=rf"a\.jsonl:2: record has '{key}', an annotation form cardioner does not "
+                                          r"read; expected 'spans'"):
+        read_jsonl(path)
+
+
+def test_jsonl_document_class_or_empty_annotation_list_is_not_an_error(tmp_path: Path) -> None:
+    """Nothing is lost: a scalar "label" classifies the document, an empty "entities" holds no span."""
+    path = write(tmp_path, "a.jsonl", json.dumps({"id": "a", "text": "Ana", "label": "discharge", "entities": [],
+                                                  "spans": [{"start": 0, "end": 3, "label": "PER"}]}) + "\n")
+    docs = read_jsonl(path)
+    assert [(s.start, s.end, s.label) for s in docs[0].spans] == [(0, 3, "PER")]
+
+
+def test_jsonl_tokens_not_in_text_name_the_token_and_record(tmp_path: Path) -> None:
+    path = write(tmp_path, "a.jsonl", '{"text": "John Smith ran", "tokens": ["John", "Smyth", "ran"], '
+                                      '"ner_tags": ["B-PER", "I-PER", "O"]}\n')
+    with pytest.raises(CorpusError, match=r"a\.jsonl:1: token 2 'Smyth' does not come next in 'text' \(at offset 4, "
+                                          r"after whitespace only; the text there is ' Smith ran'\)"):
+        read_jsonl(path)
+
+
+def test_jsonl_spans_and_ner_tags_together_are_an_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "a.jsonl", '{"text": "Ana", "spans": [], "tokens": ["Ana"], "ner_tags": ["B-PER"]}\n')
+    with pytest.raises(CorpusError, match=r"a\.jsonl:1: record has both 'spans' and 'tokens' \+ 'ner_tags'"):
+        read_jsonl(path)
+
+
+def test_overlapping_fragments_are_rejected(tmp_path: Path) -> None:
+    folder = brat(tmp_path, "dolor en el pecho", "T1\tSYM 0 5\tdolor\nT2\tSYM 0 8;3 11\tdolor en or en el\n")
+    with pytest.raises(CorpusError, match=r"doc\.ann:2: document 'doc': fragments 0-8 and 3-11 of a SYM span overlap"):
+        read_brat(folder)
+    path = write(tmp_path, "a.jsonl", '{"text": "dolor en el pecho", "spans": [{"start": 0, "end": 11, "label": "S", '
+                                      '"fragments": [[6, 11], [0, 8]]}]}\n')
+    with pytest.raises(CorpusError, match=r"a\.jsonl:1: document 'a#1': fragments 0-8 and 6-11 of a S span overlap"):
+        read_jsonl(path)
+
+
+def test_writing_duplicate_ids_is_an_error_and_writes_nothing(tmp_path: Path) -> None:
+    docs = [Document("a", "fiebre alta", [Span(0, 6, "S")]), Document("a", "tos seca", [Span(0, 3, "S")])]
+    for to in ("brat", "jsonl", "tsv"):
+        with pytest.raises(CorpusError, match=r"duplicate document id 'a' \(documents 1 and 2 in the documents to "
+                                              "write\\)"):
+            write_corpus(docs, tmp_path / f"out.{to}", to)
+    with pytest.raises(CorpusError, match=r"brat: duplicate document id 'a'"):
+        write_brat(docs, tmp_path / "brat")
+    assert not list(tmp_path.iterdir())
+
+
+def test_predict_inputs_with_duplicate_ids_are_an_error(tmp_path: Path) -> None:
+    from cardioner.inference import read_inputs
+
+    path = write(tmp_path, "in.jsonl", '{"id": "note", "text": "fiebre alta"}\n{"id": "note", "text": "tos seca"}\n')
+    with pytest.raises(CorpusError, match=r"in\.jsonl: duplicate document id 'note' \(documents 1 and 2"):
+        read_inputs(path)
+
+
+@pytest.mark.parametrize("token", ["\n", "a\tb", " "])
+def test_conll_writer_rejects_tokens_a_line_cannot_hold(tmp_path: Path, token: str) -> None:
+    doc = Document("s1", f"Fiebre {token} Tos", [Span(0, 6, "S")],
+                   {"tokens": [[0, 6], [7, 7 + len(token)], [8 + len(token), 11 + len(token)]]})
+    with pytest.raises(CorpusError, match=rf"o\.conll: document 's1': token 2 {re.escape(repr(token))} "
+                                          rf"\(characters 7-{7 + len(token)}\) is blank or holds a line break"):
+        write_conll([doc], tmp_path / "o.conll")
+    assert not (tmp_path / "o.conll").exists()
+
+
+@pytest.mark.parametrize("to, label, bad", [("brat", "Signo clinico", " "), ("tsv", "S\tX", "\t"),
+                                            ("conll", "Signo clinico", " "), ("conll", "A,B", ",")])
+def test_writers_reject_labels_they_cannot_hold(tmp_path: Path, to: str, label: str, bad: str) -> None:
+    doc = Document("a", "fiebre alta", [Span(0, 6, label)])
+    with pytest.raises(CorpusError, match=rf"document 'a': label {re.escape(repr(label))} \(span 0-6\) holds "
+                                          rf"{re.escape(repr(bad))} at character"):
+        write_corpus([doc], tmp_path / "out", to)
+    assert not (tmp_path / "out").exists()
+
+
+def test_flat_overlap_error_names_the_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "corpus").mkdir()
+    write(tmp_path / "corpus", "part1.jsonl", '{"id": "a", "text": "fiebre alta", "spans": []}\n')
+    write(tmp_path / "corpus", "part2.jsonl", '{"id": "b", "text": "x"}\n\n{"id": "c", "text": "dolor de pecho", '
+                                              '"spans": [{"start": 0, "end": 14, "label": "S"}, '
+                                              '{"start": 9, "end": 14, "label": "A"}]}\n')
+    with pytest.raises(CorpusError, match=r"corpus/part2\.jsonl:3: document 'c': overlapping spans 0-14 S"):
+        read_corpus(tmp_path / "corpus", flat=True)
+    tsv = write(tmp_path, "a.tsv", "filename\tlabel\tstart_span\tend_span\ttext\nd\tS\t0\t5\tdolor\n"
+                                   "e\tS\t0\t3\tdol\nd\tA\t3\t8\tor de\n")
+    with pytest.raises(CorpusError, match=r"a\.tsv:4: document 'd': overlapping spans 0-5 S .* \(lines 2 and 4\)"):
+        read_corpus(tsv, flat=True)
+    rows = Dataset.from_list([{"text": "ab", "spans": []},
+                              {"text": "dolor", "spans": [{"start": 0, "end": 5, "label": "S"},
+                                                          {"start": 1, "end": 3, "label": "A"}]}])
+    with pytest.raises(CorpusError, match=r"dataset split data:2: document 'data#2': overlapping spans"):
+        read_corpus(rows, flat=True)
+
+
+def test_tsv_missing_text_file_names_the_tsv_row(tmp_path: Path) -> None:
+    (tmp_path / "texts").mkdir()
+    write(tmp_path / "texts", "a.txt", "fiebre")
+    path = write(tmp_path, "g.tsv", "filename\tlabel\tstart_span\tend_span\ttext\na\tS\t0\t6\tfiebre\nb\tS\t0\t3\ttos\n")
+    with pytest.raises(CorpusError, match=r"g\.tsv:3: no text .*texts/b\.txt for filename 'b'"):
+        read_tsv(path, texts_dir=tmp_path / "texts")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import stat
 from collections import Counter
 from pathlib import Path
 
@@ -20,12 +23,17 @@ from cardioner.data import (
     read_hf,
     read_jsonl,
     read_tsv,
+    resolve_overlaps,
     write_brat,
     write_conll,
+    write_corpus,
     write_jsonl,
     write_tsv,
 )
-from cardioner.data.conll import IOB1_NOTE
+from cardioner.data.brat import BOM_DROPPED
+from cardioner.data.common import FRAGMENTS_SORTED
+from cardioner.data.conll import IOB1_NOTE, TOKEN_EDGE_NOTE
+from cardioner.data.document import BRAT_LINES_DROPPED
 
 # (folder, split) -> (documents, entities), from each SOURCE.md
 BRAT_COUNTS = {
@@ -295,3 +303,195 @@ def test_brat_kept_lines_and_txt_without_ann(tmp_path: Path) -> None:
     write_brat(docs, tmp_path / "out")
     assert (tmp_path / "out" / "sub" / "a.ann").read_text(encoding="utf-8") == ann
     assert (tmp_path / "out" / "b.ann").read_text() == ""
+
+
+# --- fixes found in review: what is read, written and reported ---------------------------------------------
+
+CHEST = "dolor en el pecho y fiebre"
+CHEST_ANN = ("T1\tDISO 20 26\tfiebre\n#1\tAnnotatorNotes T1\tC0015967 (fever)\n"
+             "T2\tDISO 0 17\tdolor en el pecho\n#2\tAnnotatorNotes T2\tC0008031 (chest pain)\n")
+
+
+def _brat_folder(root: Path, files: dict[str, str]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(content, encoding="utf-8", newline="")
+    return root
+
+
+def test_resolve_overlaps_keeps_brat_ids_and_notes_on_their_entities(tmp_path: Path) -> None:
+    ann = CHEST_ANN + ("T3\tANAT 12 17\tpecho\n#3\tAnnotatorNotes T3\tC0817096 (chest)\nR1\tPart Arg1:T3 Arg2:T2\n"
+                       "E1\tFinding:T1 Site:T3\nA1\tNegated E1\nN1\tReference T1 UMLS:C0015967\n")
+    docs = read_brat(_brat_folder(tmp_path / "in", {"a.txt": CHEST, "a.ann": ann}))
+    flat, dropped = resolve_overlaps(docs[0])
+    assert dropped == 1
+    assert [(s.start, s.end, s.label) for s in flat.spans] == [(20, 26, "DISO"), (0, 17, "DISO")]  # file order
+    assert flat.meta["brat_ids"] == ["T1", "T2"]
+    report = ReadReport()
+    assert resolve_overlaps(docs[0], report)[0] == flat
+    # the note, relation and event on T3 go with it, and so does the attribute on that event; all counted
+    assert report.skipped[BRAT_LINES_DROPPED] == 4
+    write_brat([flat], tmp_path / "out")
+    assert (tmp_path / "out" / "a.ann").read_text(encoding="utf-8") == CHEST_ANN + "N1\tReference T1 UMLS:C0015967\n"
+
+
+def test_resolve_overlaps_without_overlaps_writes_brat_back_unchanged(tmp_path: Path) -> None:
+    docs = read_brat(_brat_folder(tmp_path / "in", {"a.txt": CHEST, "a.ann": CHEST_ANN}))
+    flat, dropped = resolve_overlaps(docs[0])
+    assert dropped == 0 and flat.spans == docs[0].spans and flat.meta == docs[0].meta
+    write_brat([flat], tmp_path / "out")
+    assert (tmp_path / "out" / "a.ann").read_text(encoding="utf-8") == CHEST_ANN
+
+
+def test_convert_resolve_overlaps_keeps_every_note_on_its_entity(shared_data: Path, tmp_path: Path) -> None:
+    from cardioner.cli.convert import convert_corpus
+
+    source = shared_data / "ct_ebm_sp" / "dev"
+    summary = convert_corpus(str(source), str(tmp_path / "out"), "brat", resolve=True)
+    assert "overlapping spans dropped" in summary and BRAT_LINES_DROPPED in summary
+    t_line = re.compile(r"^(T\d+)\t(\S+) ([\d; ]+)\t", re.M)
+    note = re.compile(r"^(#\d+)\tAnnotatorNotes (T\d+)\t", re.M)
+    notes = 0
+    for ann_path in sorted((tmp_path / "out").rglob("*.ann")):
+        written = ann_path.read_text(encoding="utf-8")
+        original = (source / ann_path.relative_to(tmp_path / "out")).read_text(encoding="utf-8")
+        entity = {m.group(1): m.group(2, 3) for m in t_line.finditer(written)}
+        before = {m.group(1): m.group(2, 3) for m in t_line.finditer(original.replace("sT1\t", "T1\t"))}
+        noted = {m.group(1): m.group(2) for m in note.finditer(original)}  # note id -> T id in the source
+        for m in note.finditer(written):  # on the same entity (type, offsets) as in the source, never dangling
+            assert entity[m.group(2)] == before[noted[m.group(1)]], (ann_path, m.group(0))
+            notes += 1
+    assert 5000 < notes < 6846
+
+
+def test_brat_lines_on_renumbered_entities_are_dropped_and_counted(tmp_path: Path) -> None:
+    doc = read_brat(_brat_folder(tmp_path / "in", {"a.txt": CHEST, "a.ann": CHEST_ANN}))[0]
+    doc.spans.append(Span(12, 17, "ANAT"))  # brat_ids no longer match: the T lines are renumbered
+    report = ReadReport()
+    write_corpus([doc], tmp_path / "out", "brat", report=report)
+    assert (tmp_path / "out" / "a.ann").read_text(encoding="utf-8") == (
+        "T1\tDISO 20 26\tfiebre\nT2\tDISO 0 17\tdolor en el pecho\nT3\tANAT 12 17\tpecho\n")
+    assert report.skipped[BRAT_LINES_DROPPED] == 2
+
+
+def test_jsonl_text_with_tokens_and_ner_tags_aligns_the_tokens(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"id": "s1", "text": "John  Smith\\nran", "tokens": ["John", "Smith", "ran"], '
+                    '"ner_tags": ["B-PER", "I-PER", "O"]}\n{"id": "s2", "text": "only text"}\n', encoding="utf-8")
+    docs, report = read_corpus(path)
+    assert [(d.id, d.text, [(s.start, s.end, s.label) for s in d.spans]) for d in docs] == [
+        ("s1", "John  Smith\nran", [(0, 11, "PER")]), ("s2", "only text", [])]
+    assert docs[0].meta["tokens"] == [[0, 4], [6, 11], [12, 15]] and report.spans == 1
+    dataset = Dataset.from_dict({"text": ["Ana  Gil"], "tokens": [["Ana", "Gil"]], "ner_tags": [["B-PER", "I-PER"]]})
+    assert [(s.start, s.end) for s in read_hf(dataset)[0].spans] == [(0, 8)]  # HF rows take the same path
+
+
+def test_hf_missing_span_text_is_absent(tmp_path: Path) -> None:
+    rows = [{"id": "a", "text": "fiebre alta", "spans": [{"start": 0, "end": 6, "label": "S", "text": "fiebre"},
+                                                         {"start": 7, "end": 11, "label": "S"}]}]
+    docs = read_hf(Dataset.from_list(rows))  # Arrow gives the second span "text": None
+    assert [(s.start, s.end, s.label) for s in docs[0].spans] == [(0, 6, "S"), (7, 11, "S")]
+
+
+def test_brat_fragments_out_of_order_are_sorted_and_counted(tmp_path: Path) -> None:
+    ann = "T1\tSINTOMA 12 17;0 5\tpecho dolor\nT2\tSINTOMA 20 26\tfiebre\n"
+    report = ReadReport()
+    docs = read_brat(_brat_folder(tmp_path / "in", {"a.txt": CHEST, "a.ann": ann}), report)
+    assert docs[0].spans[0] == Span(0, 17, "SINTOMA", ((0, 5), (12, 17)))
+    assert report.repaired[FRAGMENTS_SORTED] == 1
+    write_brat(docs, tmp_path / "out")
+    assert (tmp_path / "out" / "a.ann").read_text() == "T1\tSINTOMA 0 5;12 17\tdolor pecho\nT2\tSINTOMA 20 26\tfiebre\n"
+    (tmp_path / "a.jsonl").write_text(json.dumps({"id": "a", "text": CHEST, "spans": [
+        {"start": 12, "end": 5, "label": "S", "fragments": [[12, 17], [0, 5]], "text": "pecho dolor"}]}) + "\n")
+    assert read_jsonl(tmp_path / "a.jsonl")[0].spans == [Span(0, 17, "S", ((0, 5), (12, 17)))]
+
+
+def test_tsv_round_trip_of_spans_across_lines_and_discontinuous(tmp_path: Path) -> None:
+    text = "dolor\ntorácico y\r\nfiebre en el pecho"
+    doc = Document("doc1", text, [Span(0, 14, "SINTOMA"), Span(15, 24, "SINTOMA"),
+                                  Span(18, 36, "SINTOMA", ((18, 24), (31, 36)))])
+    write_brat([doc], tmp_path / "brat")
+    write_tsv(read_brat(tmp_path / "brat"), tmp_path / "out.tsv")
+    assert (tmp_path / "out.tsv").read_text(encoding="utf-8").split("\n")[1:] == [
+        "doc1\tSINTOMA\t0\t14\tdolor torácico", "doc1\tSINTOMA\t15\t24\ty fiebre",
+        "doc1\tSINTOMA\t18\t36\tfiebre en el pecho", ""]
+    back = read_tsv(tmp_path / "out.tsv", texts_dir=tmp_path / "brat")
+    assert [(s.start, s.end, s.label) for s in back[0].spans] == [(0, 14, "SINTOMA"), (15, 24, "SINTOMA"),
+                                                                    (18, 36, "SINTOMA")]
+
+
+BOM = "\ufeff"
+
+
+@pytest.mark.parametrize("name, content", [
+    ("a.jsonl", BOM + '{"id": "x", "text": "EU rejects", "spans": [{"start": 0, "end": 2, "label": "ORG"}]}\n'),
+    ("b.conll", BOM + "-DOCSTART- O\n\nEU\tB-ORG\nrejects\tO\n"),
+    ("c.conll", BOM + "EU NNP B-ORG\nrejects VBZ O\n"),
+    ("d.tsv", BOM + "filename\tlabel\tstart_span\tend_span\ttext\nx\tORG\t0\t2\tEU\n"),
+])
+def test_bom_at_the_start_of_a_data_file_is_not_data(tmp_path: Path, name: str, content: str) -> None:
+    (tmp_path / name).write_text(content, encoding="utf-8")
+    docs, _ = read_corpus(tmp_path / name)  # the format is detected through the BOM too
+    span = docs[0].spans[0]
+    assert (span.start, span.end, span.label) == (0, 2, "ORG")
+    assert not docs[0].text.startswith(BOM) and docs[0].meta.get("span_texts", ["EU"]) == ["EU"]
+    assert docs[0].text[:2] in ("EU", "")  # a bare TSV has no text
+
+
+def test_bom_in_ann_file_and_brat_text_offsets_with_or_without_it(tmp_path: Path) -> None:
+    folder = _brat_folder(tmp_path / "brat", {
+        "a.txt": "fiebre alta", "a.ann": BOM + "#1\tAnnotatorNotes T1\tC0015967\nT1\tS 0 6\tfiebre\n",
+        "counted.txt": BOM + "fiebre alta", "counted.ann": "T1\tS 1 7\tfiebre\n",
+        "ignored.txt": BOM + "fiebre alta", "ignored.ann": "T1\tS 0 6\tfiebre\nT2\tS 7 11\talta\n",
+    })
+    report = ReadReport()
+    docs = {d.id: d for d in read_brat(folder, report)}
+    assert docs["a"].meta["brat_other"] == [[0, "#1\tAnnotatorNotes T1\tC0015967"]]
+    assert docs["counted"].text == BOM + "fiebre alta" and docs["counted"].spans == [Span(1, 7, "S")]
+    assert docs["ignored"].text == "fiebre alta" and docs["ignored"].meta["bom_dropped"] is True
+    assert docs["ignored"].spans == [Span(0, 6, "S"), Span(7, 11, "S")]
+    assert report.repaired[BOM_DROPPED] == 1 and report.kept_aside["brat # lines (note)"] == 1
+
+
+def test_conll_whitespace_nbsp_token_tag_padding_and_spaced_docstart(tmp_path: Path) -> None:
+    (tmp_path / "a.conll").write_text("-DOCSTART- -X- -X- O\n\nEU\tB-ORG \nrejects\tO\nGerman\tB-MISC\n",
+                                      encoding="utf-8")
+    doc = read_conll(tmp_path / "a.conll")[0]
+    assert [(s.label, doc.text[s.start : s.end]) for s in doc.spans] == [("ORG", "EU"), ("MISC", "German")]
+    (tmp_path / "b.conll").write_text("Il O\npaie  O\n10\u00a0000 B-NUM\neuros O\n", encoding="utf-8")
+    doc = read_conll(tmp_path / "b.conll")[0]
+    assert doc.text == "Il paie 10\u00a0000 euros" and doc.text[doc.spans[0].start : doc.spans[0].end] == "10\u00a0000"
+
+
+def test_conll_writer_counts_a_span_on_no_token_as_skipped(tmp_path: Path) -> None:
+    doc = Document("a", "fiebre  alta", [Span(6, 8, "WS"), Span(8, 12, "S"), Span(0, 3, "P")])
+    report = ReadReport()
+    write_conll([doc], tmp_path / "o.conll", report=report)
+    assert report.skipped == {"spans covering no CoNLL token (not written)": 1}
+    assert report.repaired == {TOKEN_EDGE_NOTE: 1}  # fie|bre: written as the whole token
+    assert [s.label for s in read_conll(tmp_path / "o.conll")[0].spans] == ["P", "S"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_atomic_writes_follow_the_umask(tmp_path: Path, umask: int) -> None:
+    docs = [Document("a", "fiebre", [Span(0, 6, "S")])]
+    previous = os.umask(umask)
+    try:
+        write_jsonl(docs, tmp_path / "out.jsonl")
+        write_brat(docs, tmp_path / "brat")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "out.jsonl").stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE((tmp_path / "brat").stat().st_mode) == 0o777 & ~umask
+
+
+def test_brat_reader_skips_hidden_files_and_folders(tmp_path: Path) -> None:
+    folder = _brat_folder(tmp_path / "brat", {
+        "a.txt": "fiebre", "a.ann": "T1\tS 0 6\tfiebre\n",
+        ".ipynb_checkpoints/a-checkpoint.txt": "old", ".ipynb_checkpoints/a-checkpoint.ann": "",
+        ".out.x1y2.tmp/b.txt": "half-written", ".hidden.txt": "x",
+    })
+    assert detect_format(folder) == "brat"
+    docs, report = read_corpus(folder)
+    assert [d.id for d in docs] == ["a"] and report.documents == 1

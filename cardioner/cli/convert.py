@@ -23,7 +23,8 @@ def convert_corpus(input: str, output: str, to: str, format: str | None = None,
         format: the input format (detected when None).
         texts_dir: the ``NAME.txt`` folder for a TSV input.
         scheme: the CoNLL output tag scheme.
-        resolve: drop overlapping spans (keeping the longest), counted in the report, e.g. for CoNLL output.
+        resolve: drop overlapping spans (keeping the longest), counted in the report, e.g. for CoNLL output; brat
+            notes and relations on a dropped span are dropped with it (and counted), the others stay on theirs.
 
     Returns:
         The ReadReport summary (including what the writer had to change).
@@ -33,7 +34,7 @@ def convert_corpus(input: str, output: str, to: str, format: str | None = None,
     docs, report = read_corpus(input, format=format, texts_dir=texts_dir)
     if resolve:
         for i, doc in enumerate(docs):
-            docs[i], dropped = resolve_overlaps(doc)
+            docs[i], dropped = resolve_overlaps(doc, report)
             if dropped:
                 report.note("skipped", "overlapping spans dropped by --resolve-overlaps (longest kept)", doc.id,
                             n=dropped)

@@ -1,11 +1,14 @@
 """CoNLL column files: one token per line, the tag in the last column, blank lines between sentences.
 
-- A blank or whitespace-only line (a lone TAB in WNUT-17 train) ends a sentence; CRLF is accepted.
+- A blank or whitespace-only line (a lone TAB in WNUT-17 train) ends a sentence; CRLF and a leading BOM are accepted.
+- Columns are separated by TABs when any line has one (the tag column is stripped of spaces), else by runs of
+  plain spaces (``" "`` only: a no-break space, U+00A0, inside a number stays in its token).
 - ``-DOCSTART-`` starts a document. A file without any ``-DOCSTART-`` gives one document per sentence.
   Ids are ``NAME#n`` (``NAME`` = the file path relative to the folder read, without extension; n from 1).
 - Tags: IOB1, IOB2 and BIOES are accepted and detected per file; all become spans. An ``I-`` that starts an
   entity (after ``O`` or another type) is read by the IOB2 rule as ``B-`` and counted; for an IOB1 file the
-  report says that it was normalised to IOB2.
+  report says that it was normalised to IOB2. An entity type holding a comma, whitespace or a second tag
+  prefix (``B-creative-work,B-person``: several labels in one tag) is an error, not a new type.
 - Document text = tokens joined by one space, sentences joined by ``"\\n"``. ``doc.meta`` keeps ``tokens``
   (``[start, end]`` per token), ``sentences`` (``[first, last+1]`` token indices), the middle ``columns`` and the
   ``separator``, so that ``write_conll`` gives back the same tokens, columns and (IOB2) tags.
@@ -17,15 +20,27 @@ import re
 from pathlib import Path
 
 from cardioner import labels
-from cardioner.data.common import atomic_path, progress, read_text, split_lines
+from cardioner.data.common import atomic_path, check_labels, progress, read_text, split_lines
 from cardioner.data.document import CorpusError, Document, ReadReport, Span, find_overlap
 from cardioner.labels import detect_scheme
 
 DOCSTART = "-DOCSTART-"
 _WORD = re.compile(r"\w+|[^\w\s]")
+#: what an entity type cannot hold (a comma or whitespace, or a second tag prefix at its start)
+_BAD_TYPE = re.compile(r"[,\s]|^[BIES]-")
 IOB1_NOTE = "IOB1 tags normalised to IOB2 (entities starting with I-)"
 REPAIR_NOTE = "I- after O or another type repaired to B- (IOB2 rule)"
 BIOES_REPAIR_NOTE = "BIOES entity without B-/S- start repaired (read as a start)"
+TOKEN_EDGE_NOTE = "spans not on token boundaries (written as the tokens they touch)"
+#: how format_conll writes a span that does not fit the tokens, by its alignment problem: (report kind, reason)
+_ALIGNMENT_NOTES = {
+    labels.EDGE_INSIDE_WORD: ("repaired", TOKEN_EDGE_NOTE),
+    labels.EDGE_OFF_WORDS: ("repaired", TOKEN_EDGE_NOTE),
+    labels.DISCONTINUOUS: ("repaired", "discontinuous spans written to CoNLL as their whole extent"),
+    labels.NO_WORD: ("skipped", "spans covering no CoNLL token (not written)"),
+    labels.CONFLICT: ("skipped", "spans sharing a CoNLL token with another span (not written)"),
+    labels.DUPLICATE: ("skipped", "duplicate spans (written once)"),
+}
 
 
 def split_tag(tag: str, where: str | Path | None = None, line: int | None = None) -> tuple[str, str]:
@@ -49,6 +64,11 @@ def split_tag(tag: str, where: str | Path | None = None, line: int | None = None
     if label is None:
         raise CorpusError(f"unknown tag {tag!r}: expected O or B-/I-/E-/S- followed by a type "
                           "(IOB1, IOB2 or BIOES)", where, line)
+    bad = _BAD_TYPE.search(label)
+    if bad is not None:
+        raise CorpusError(f"tag {tag!r}: its entity type {label!r} holds {bad.group()!r} at character {bad.start()}; "
+                          "one tag per token, one type per tag (several labels joined in one tag are not read)",
+                          where, line)
     return prefix, label
 
 
@@ -79,9 +99,25 @@ def tags_to_spans(
     return [Span(bounds[first][0], bounds[last][1], label) for first, last, label in entities]
 
 
+def _find_tokens(text: str, tokens: list[str], where: str | Path | None, lines: list[int] | None) -> list[tuple[int, int]]:
+    """(start, end) of each token in ``text``, in order, with only whitespace before each; CorpusError otherwise."""
+    bounds: list[tuple[int, int]] = []
+    pos = 0
+    for i, token in enumerate(tokens):
+        start = text.find(token, pos)
+        if start < 0 or text[pos:start].strip():
+            raise CorpusError(f"token {i + 1} {token!r} does not come next in 'text' (at offset {pos}, after whitespace "
+                              f"only; the text there is {text[pos : pos + 40]!r}): the tokens must appear in the text "
+                              "in order, with only whitespace between them", where, lines[i] if lines else None)
+        bounds.append((start, start + len(token)))
+        pos = start + len(token)
+    return bounds
+
+
 def tokens_to_document(
     doc_id: str, sentences: list[list[str]], tags: list[list[str]], report: ReadReport,
     where: str | Path | None = None, lines: list[list[int]] | None = None, scheme: str | None = None,
+    text: str | None = None,
 ) -> Document:
     """Build a document from tokenised sentences and their tags (shared by CoNLL, JSONL and HF readers).
 
@@ -93,6 +129,8 @@ def tokens_to_document(
         where: the source (for messages).
         lines: line (or record) numbers per token, for messages.
         scheme: the tag scheme, detected when None.
+        text: the text the tokens come from (a JSONL record with ``text`` and ``tokens``); the tokens are found
+            in it, in order. When None, the text is the tokens joined by spaces, sentences by newlines.
 
     Returns:
         The document, with ``tokens`` and ``sentences`` in its meta.
@@ -116,13 +154,15 @@ def tokens_to_document(
         sentence_bounds.append([first, len(bounds)])
     flat_tags = [t for sentence_tags in tags for t in sentence_tags]
     flat_lines = [x for sentence_lines in lines for x in sentence_lines] if lines else None
+    if text is not None:
+        bounds = _find_tokens(text, [token for sentence in sentences for token in sentence], where, flat_lines)
     scheme = scheme or detect_scheme(tags)
     spans: list[Span] = []
     for first, last in sentence_bounds:  # an entity never crosses a sentence boundary
         spans.extend(tags_to_spans(flat_tags[first:last], bounds[first:last], report, where,
                                    flat_lines[first:last] if flat_lines else None, scheme))
     meta = {"tokens": [list(b) for b in bounds], "sentences": sentence_bounds}
-    return Document(doc_id, "".join(parts), spans, meta)
+    return Document(doc_id, "".join(parts) if text is None else text, spans, meta)
 
 
 def read_conll(path: str | Path, report: ReadReport | None = None, doc_prefix: str | None = None) -> list[Document]:
@@ -139,7 +179,7 @@ def read_conll(path: str | Path, report: ReadReport | None = None, doc_prefix: s
     path = Path(path)
     report = report if report is not None else ReadReport()
     prefix = doc_prefix if doc_prefix is not None else path.stem
-    lines = split_lines(read_text(path))
+    lines = split_lines(read_text(path, strip_bom=True))
     has_docstart = any(line.startswith(DOCSTART) for line in lines)
     separator = "\t" if any("\t" in line.strip(" ") for line in lines if line.strip()) else " "
     num_columns: int | None = None
@@ -160,11 +200,11 @@ def read_conll(path: str | Path, report: ReadReport | None = None, doc_prefix: s
         if not line.strip():
             end_sentence()
             continue
-        fields = line.split("\t") if separator == "\t" else line.split()
-        if fields[0] == DOCSTART:
+        if line.split(None, 1)[0] == DOCSTART:  # its columns may be space-separated in a TAB file
             end_sentence()
             documents.append([])
             continue
+        fields = line.split("\t") if separator == "\t" else [field for field in line.split(" ") if field]
         if len(fields) < 2:
             raise CorpusError(f"expected a token and a tag separated by {separator!r}, got {line!r}", path, line_no)
         if num_columns is None:
@@ -174,7 +214,7 @@ def read_conll(path: str | Path, report: ReadReport | None = None, doc_prefix: s
                               f"on line {columns_line}", path, line_no)
         if not fields[0]:
             raise CorpusError(f"empty token in {line!r}", path, line_no)
-        sentence.append((fields[0], fields[1:-1], fields[-1], line_no))
+        sentence.append((fields[0], fields[1:-1], fields[-1].strip(), line_no))
     end_sentence()
     if num_columns is None:
         raise CorpusError("no token lines (only blank lines and -DOCSTART-)", path)
@@ -216,13 +256,27 @@ def _regex_tokens(doc: Document) -> tuple[list[tuple[int, int]], list[list[int]]
     return bounds, sentences
 
 
+def _check_tokens(doc: Document, bounds: list[tuple[int, int]], sep: str) -> None:
+    """Raise CorpusError naming the document and token when a token cannot be one CoNLL column.
+
+    A token holding a line break or the column separator would split its line, and a blank one would read
+    back as a sentence break.
+    """
+    for i, (s, e) in enumerate(bounds):
+        token = doc.text[s:e]
+        if not token.strip() or "\n" in token or "\r" in token or sep in token:
+            raise CorpusError(f"document {doc.id!r}: token {i + 1} {token!r} (characters {s}-{e}) is blank or holds a "
+                              f"line break or the column separator {sep!r}, which a CoNLL line cannot hold")
+
+
 def format_conll(doc: Document, scheme: str = "IOB2", report: ReadReport | None = None) -> str:
     """The CoNLL lines of one document (with ``-DOCSTART-`` unless it was read from a file without one).
 
     Args:
-        doc: a flat document (overlapping spans raise CorpusError).
+        doc: a flat document (overlapping spans raise CorpusError, as do labels and tokens the reader could
+            not read back).
         scheme: "IOB2" or "BIOES".
-        report: where spans not on token boundaries are counted.
+        report: where spans widened to token boundaries (repaired) and spans not written (skipped) are counted.
 
     Returns:
         The text of the document's lines.
@@ -232,16 +286,20 @@ def format_conll(doc: Document, scheme: str = "IOB2", report: ReadReport | None 
         a, b = pair
         raise CorpusError(f"document {doc.id!r}: CoNLL cannot hold overlapping spans {a.start}-{a.end} {a.label} and "
                           f"{b.start}-{b.end} {b.label} (resolve them first: resolve_overlaps, or convert --resolve-overlaps)")
+    check_labels(doc, _BAD_TYPE.pattern, "a CoNLL tag")
     if "tokens" in doc.meta:
         bounds = [tuple(b) for b in doc.meta["tokens"]]
         sentences = doc.meta.get("sentences") or [[0, len(bounds)]]
     else:
         bounds, sentences = _regex_tokens(doc)
-    tags, inexact = labels.spans_to_word_tags(bounds, doc.spans, scheme)
-    if inexact and report is not None:
-        report.note("repaired", "spans not on token boundaries (written as the tokens they touch)", doc.id,
-                    n=len(inexact))
     sep = doc.meta.get("separator", "\t")
+    _check_tokens(doc, bounds, sep)
+    alignment = labels.align_spans(bounds, doc.spans)
+    tags = labels.entities_to_tags(len(bounds), alignment.entities, scheme)
+    if report is not None:
+        for span, problem in alignment.problems:
+            kind, reason = _ALIGNMENT_NOTES[problem]
+            report.note(kind, reason, f"{doc.id} {span.start}-{span.end} {span.label}")
     columns = doc.meta.get("columns")
     if columns is not None and len(columns) != len(bounds):
         columns = None
@@ -265,7 +323,7 @@ def write_conll(docs: list[Document], path: str | Path, scheme: str = "IOB2", re
         docs: flat documents.
         path: the output file.
         scheme: "IOB2" (default) or "BIOES".
-        report: where spans widened to token boundaries are counted.
+        report: where spans widened to token boundaries (repaired) and spans not written (skipped) are counted.
     """
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
         for doc in progress(docs, desc=f"writing {Path(path).name}"):

@@ -6,7 +6,9 @@ on disk (read with ``newline=""``; a BOM is kept as character 0 when the annotat
 
 from __future__ import annotations
 
+import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +60,10 @@ class Span:
         return joiner.join(text[s:e] for s, e in self.pieces())
 
 
+#: meta lists holding one item per span, kept in step with ``Document.spans`` when spans are dropped
+PER_SPAN_META = ("brat_ids", "span_texts")
+
+
 @dataclass
 class Document:
     """A text with its spans. ``meta`` carries what a reader kept aside (brat notes, relations, source path)."""
@@ -87,39 +93,134 @@ class Document:
                     )
 
 
-def find_overlap(spans: list[Span]) -> tuple[Span, Span] | None:
-    """The first pair of overlapping spans (by start), or None."""
-    ordered = sorted(spans, key=lambda s: (s.start, s.end))
-    furthest: Span | None = None
-    for span in ordered:
-        if furthest is not None and span.start < furthest.end:
-            return furthest, span
-        if furthest is None or span.end > furthest.end:
-            furthest = span
+def overlapping_pair(spans: Sequence[Span]) -> tuple[int, int] | None:
+    """Indices (i, j) of the first pair of overlapping spans (by start; ``spans[j]`` starts inside ``spans[i]``)."""
+    ordered = sorted(range(len(spans)), key=lambda i: (spans[i].start, spans[i].end))
+    furthest: int | None = None
+    for i in ordered:
+        if furthest is not None and spans[i].start < spans[furthest].end:
+            return furthest, i
+        if furthest is None or spans[i].end > spans[furthest].end:
+            furthest = i
     return None
 
 
-def check_flat(doc: Document, path: str | Path | None = None) -> None:
-    """Raise CorpusError naming the two spans if ``doc`` has overlapping spans (a flat task forbids them)."""
-    pair = find_overlap(doc.spans)
+def find_overlap(spans: Sequence[Span]) -> tuple[Span, Span] | None:
+    """The first pair of overlapping spans (by start), or None."""
+    pair = overlapping_pair(spans)
+    return None if pair is None else (spans[pair[0]], spans[pair[1]])
+
+
+def check_flat(doc: Document, path: str | Path | None = None, line: int | None = None,
+               span_lines: Sequence[int] | None = None) -> None:
+    """Raise CorpusError naming the two spans if ``doc`` has overlapping spans (a flat task forbids them).
+
+    Args:
+        doc: the document.
+        path: the file it was read from (for the message).
+        line: the line (or record) the whole document was read from (JSONL, HF), if any.
+        span_lines: the line of each span (brat ``T`` lines, TSV rows), if known; the error then names the line
+            of the second span and the message both lines.
+    """
+    pair = overlapping_pair(doc.spans)
     if pair is not None:
-        a, b = pair
+        a, b = (doc.spans[i] for i in pair)
+        lines = ""
+        if span_lines is not None:
+            line = span_lines[pair[1]]
+            lines = f" (lines {span_lines[pair[0]]} and {line})"
         raise CorpusError(
             f"document {doc.id!r}: overlapping spans {a.start}-{a.end} {a.label} {doc.text[a.start:a.end]!r} and "
-            f"{b.start}-{b.end} {b.label} {doc.text[b.start:b.end]!r}; a flat (multi-class) task forbids overlaps "
-            "(train with --multilabel, or resolve them with resolve_overlaps)",
-            path,
+            f"{b.start}-{b.end} {b.label} {doc.text[b.start:b.end]!r}{lines}; a flat (multi-class) task forbids "
+            "overlaps (train with --multilabel, or resolve them with resolve_overlaps)",
+            path, line,
         )
 
 
-def resolve_overlaps(doc: Document) -> tuple[Document, int]:
-    """Keep the longest of overlapping spans (then the earliest); returns the flat document and how many were dropped."""
-    kept: list[Span] = []
-    for span in sorted(doc.spans, key=lambda s: (-(s.end - s.start), s.start, s.label)):
-        if not any(span.overlaps(k) for k in kept):
-            kept.append(span)
-    dropped = len(doc.spans) - len(kept)
-    return Document(doc.id, doc.text, sorted(kept, key=lambda s: (s.start, s.end)), dict(doc.meta)), dropped
+#: an id a kept-aside brat line refers to, bare or after a role: ``T1``, ``Arg1:T1``, ``Theme:E2``
+_BRAT_REFERENCE = re.compile(r"^(?:[^:\s]+:)?([TERAMN]\d+)$")
+#: report reason for kept-aside brat lines dropped because an entity they refer to is gone
+BRAT_LINES_DROPPED = "brat A/R/E/N/#/* lines dropped with the entities they refer to"
+
+
+def brat_references(line: str) -> set[str]:
+    """The annotation ids a kept-aside brat line refers to: ``#1<TAB>AnnotatorNotes T1<TAB>note`` -> {"T1"}."""
+    fields = line.split("\t")
+    if len(fields) < 2:
+        return set()
+    return {m.group(1) for m in map(_BRAT_REFERENCE.match, fields[1].split()) if m is not None}
+
+
+def prune_brat_lines(other: list[list], defined: set[str]) -> tuple[list[list], list[str]]:
+    """Split kept-aside brat lines into those whose references all exist and those that refer to a missing id.
+
+    A dropped line takes with it the lines that refer to it (an ``A`` on a dropped ``E``), so that no written
+    line points at an annotation that is not in the file.
+
+    Args:
+        other: ``[position, line]`` items (``doc.meta["brat_other"]``).
+        defined: the ``T`` ids that will be written with their entities.
+
+    Returns:
+        (the items kept, in their order; the dropped lines).
+    """
+    ids = [line.split("\t", 1)[0] for _, line in other]
+    refs = [brat_references(line) for _, line in other]
+    alive = [True] * len(other)
+    changed = True
+    while changed:
+        known = set(defined) | {ann_id for ann_id, ok in zip(ids, alive, strict=True) if ok}
+        changed = False
+        for i, ok in enumerate(alive):
+            if ok and not refs[i] <= known:
+                alive[i], changed = False, True
+    kept = [item for item, ok in zip(other, alive, strict=True) if ok]
+    return kept, [item[1] for item, ok in zip(other, alive, strict=True) if not ok]
+
+
+def keep_spans(doc: Document, keep: Sequence[int]) -> tuple[Document, list[str]]:
+    """``doc`` with only the spans at indices ``keep`` (ascending), and its meta kept in step with them.
+
+    Per-span meta (``brat_ids``, ``span_texts``) is filtered alike, so every brat id stays on its entity; a
+    kept-aside brat line keeps its place among the remaining ``T`` lines, and one that refers to a dropped
+    entity is dropped with it.
+
+    Returns:
+        (the new document, the kept-aside brat lines dropped).
+    """
+    meta = dict(doc.meta)
+    for key in PER_SPAN_META:
+        values = meta.get(key)
+        if isinstance(values, list) and len(values) == len(doc.spans):
+            meta[key] = [values[i] for i in keep]
+    dropped: list[str] = []
+    if meta.get("brat_other"):
+        kept_before = [0] * (len(doc.spans) + 1)  # position p (p T lines before) -> how many of them are kept
+        kept_set = set(keep)
+        for p in range(len(doc.spans)):
+            kept_before[p + 1] = kept_before[p] + (p in kept_set)
+        moved = [[kept_before[min(position, len(doc.spans))], line] for position, line in meta["brat_other"]]
+        defined = set(meta["brat_ids"]) if isinstance(meta.get("brat_ids"), list) else set()
+        meta["brat_other"], dropped = prune_brat_lines(moved, defined)
+    return Document(doc.id, doc.text, [doc.spans[i] for i in keep], meta), dropped
+
+
+def resolve_overlaps(doc: Document, report: ReadReport | None = None) -> tuple[Document, int]:
+    """Keep the longest of overlapping spans (then the earliest); returns the flat document and how many were dropped.
+
+    The kept spans stay in their order (so a brat document without overlaps is written back unchanged) and
+    carry their brat ids; kept-aside brat lines that refer to a dropped span are dropped too and counted in
+    ``report`` when one is given.
+    """
+    spans = doc.spans
+    kept: list[int] = []
+    for i in sorted(range(len(spans)), key=lambda i: (-(spans[i].end - spans[i].start), spans[i].start, spans[i].label)):
+        if not any(spans[i].overlaps(spans[k]) for k in kept):
+            kept.append(i)
+    flat, lines = keep_spans(doc, sorted(kept))
+    if lines and report is not None:
+        report.note("skipped", BRAT_LINES_DROPPED, f"{doc.id}: {lines[0]}", n=len(lines))
+    return flat, len(spans) - len(kept)
 
 
 @dataclass

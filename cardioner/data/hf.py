@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cardioner.data.document import CorpusError, Document, ReadReport
+from cardioner.data.document import CorpusError, Document, ReadReport, check_flat
 from cardioner.data.jsonl import record_to_document
 
 
@@ -34,8 +34,8 @@ def _rows_as_records(row: dict) -> dict:
 
 
 def _read_dataset(dataset: Any, split: str, label_names: Sequence[str] | None, report: ReadReport,
-                  where: str) -> list[Document]:
-    """Documents from one ``datasets.Dataset``."""
+                  where: str, flat: bool = False) -> list[Document]:
+    """Documents from one ``datasets.Dataset`` (with ``flat``, overlapping spans raise CorpusError naming the row)."""
     columns = set(dataset.column_names)
     if not ({"tokens", "ner_tags"} <= columns or "text" in columns):
         raise CorpusError(f"dataset split {split!r} has columns {sorted(columns)}; expected tokens+ner_tags or "
@@ -45,6 +45,8 @@ def _read_dataset(dataset: Any, split: str, label_names: Sequence[str] | None, r
     for i, row in enumerate(dataset):
         doc = record_to_document(_rows_as_records(dict(row)), f"{split}#{i + 1}", report, names,
                                  f"{where} split {split}", i + 1)
+        if flat:
+            check_flat(doc, f"{where} split {split}", i + 1)
         docs.append(doc)
         report.documents += 1
         report.spans += len(doc.spans)
@@ -52,7 +54,7 @@ def _read_dataset(dataset: Any, split: str, label_names: Sequence[str] | None, r
 
 
 def read_hf(obj_or_folder: Any, split: str | None = None, label_names: Sequence[str] | None = None,
-            report: ReadReport | None = None) -> list[Document]:
+            report: ReadReport | None = None, flat: bool = False) -> list[Document]:
     """Read a ``datasets.Dataset``/``DatasetDict`` or a ``save_to_disk`` folder.
 
     Args:
@@ -60,6 +62,7 @@ def read_hf(obj_or_folder: Any, split: str | None = None, label_names: Sequence[
         split: one split of a DatasetDict (default: all splits, ids prefixed by the split name).
         label_names: tag names for integer ``ner_tags`` (default: the ClassLabel feature's names).
         report: counts (a new one if None).
+        flat: the task is flat: overlapping spans raise CorpusError naming the split and the row.
 
     Returns:
         The documents.
@@ -79,14 +82,14 @@ def read_hf(obj_or_folder: Any, split: str | None = None, label_names: Sequence[
         if split is not None:
             if split not in obj:
                 raise CorpusError(f"no split {split!r} (splits: {sorted(obj)})", where)
-            return _read_dataset(obj[split], split, label_names, report, where)
+            return _read_dataset(obj[split], split, label_names, report, where, flat)
         docs = []
         for name in obj:
-            for doc in _read_dataset(obj[name], name, label_names, report, where):
+            for doc in _read_dataset(obj[name], name, label_names, report, where, flat):
                 if "id" in obj[name].column_names:
                     doc.id = f"{name}/{doc.id}"
                 docs.append(doc)
         return docs
     if isinstance(obj, datasets.Dataset):
-        return _read_dataset(obj, split or "data", label_names, report, where)
+        return _read_dataset(obj, split or "data", label_names, report, where, flat)
     raise CorpusError(f"expected a datasets.Dataset, DatasetDict or a save_to_disk folder, got {type(obj).__name__}")

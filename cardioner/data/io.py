@@ -6,10 +6,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cardioner import labels
 from cardioner.data.brat import read_brat, write_brat
-from cardioner.data.common import progress, split_lines
-from cardioner.data.conll import DOCSTART, read_conll, split_tag, write_conll
-from cardioner.data.document import CorpusError, Document, ReadReport, check_flat
+from cardioner.data.common import BOM, check_unique_ids, is_hidden, progress, split_lines
+from cardioner.data.conll import DOCSTART, read_conll, write_conll
+from cardioner.data.document import CorpusError, Document, ReadReport
 from cardioner.data.hf import read_hf
 from cardioner.data.jsonl import read_jsonl, write_jsonl
 from cardioner.data.tsv import HEADER, read_tsv, write_tsv
@@ -23,17 +24,21 @@ def _data_files(folder: Path) -> list[Path]:
     """Files under ``folder`` that may hold data (not hidden, not ``*.md``, not ``LICENSE*``), sorted."""
     return sorted(
         p for p in folder.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        if p.is_file() and not is_hidden(p, folder)
         and p.suffix.lower() != ".md" and not p.name.upper().startswith("LICENSE")
     )
 
 
 def _sniff_file(path: Path) -> str | None:
-    """The format of one file from its name and first lines, or None when it does not look like any."""
+    """The format of one file from its name and first lines, or None when it does not look like any.
+
+    A CoNLL file is recognised by its tag prefixes alone, so that the reader, not this guess, says what is wrong
+    with a tag (with its line).
+    """
     with open(path, "rb") as f:
-        head = f.read(_SNIFF_BYTES).decode("utf-8", errors="replace")
+        head = f.read(_SNIFF_BYTES).decode("utf-8", errors="replace").removeprefix(BOM)
     lines = [line for line in split_lines(head) if line.strip()]
-    if path.suffix.lower() in (".jsonl", ".json") or (lines and lines[0].lstrip("\ufeff ").startswith("{")):
+    if path.suffix.lower() in (".jsonl", ".json") or (lines and lines[0].lstrip(" ").startswith("{")):
         return "jsonl"
     if lines and lines[0].split("\t")[: len(HEADER)] == HEADER:
         return "tsv"
@@ -41,11 +46,10 @@ def _sniff_file(path: Path) -> str | None:
     rows = [row for row in rows if row and row[0] != DOCSTART]
     if rows and all(len(row) >= 2 for row in rows):
         try:
-            for row in rows:
-                split_tag(row[-1])
-            return "conll"
-        except CorpusError:
+            tags = [labels.split_tag(row[-1].strip()) for row in rows]
+        except ValueError:
             return None
+        return "conll" if all(prefix == labels.OUTSIDE or entity_type for prefix, entity_type in tags) else None
     return None
 
 
@@ -71,7 +75,7 @@ def detect_format(path: str | Path | Any) -> str:
         return found
     if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
         return "hf"
-    if any(path.rglob("*.ann")):
+    if any(not is_hidden(p, path) for p in path.rglob("*.ann")):
         return "brat"
     files = _data_files(path)
     if not files:
@@ -98,7 +102,8 @@ def read_corpus(
     Args:
         path: a file, a folder (every data file in it, recursively), or a ``datasets`` object.
         format: "brat", "conll", "jsonl", "tsv" or "hf"; detected when None.
-        flat: the task is flat (multi-class): overlapping spans raise CorpusError naming both.
+        flat: the task is flat (multi-class): overlapping spans raise CorpusError naming both, with the file and
+            the line (brat ``T`` line, TSV row, JSONL record) or HF row.
         texts_dir: the ``NAME.txt`` folder for a TSV.
         label_names: names of integer ``ner_tags`` (JSONL/HF).
         split: one split of a DatasetDict.
@@ -111,9 +116,9 @@ def read_corpus(
         raise CorpusError(f"unknown format {format!r}; expected one of {', '.join(READ_FORMATS)}")
     report = ReadReport()
     if format == "hf":
-        docs = read_hf(path, split=split, label_names=label_names, report=report)
+        docs = read_hf(path, split=split, label_names=label_names, report=report, flat=flat)
     elif format == "brat":
-        docs = read_brat(path, report)
+        docs = read_brat(path, report, flat=flat)
     else:
         path = Path(path)
         if not path.exists():
@@ -124,23 +129,15 @@ def read_corpus(
         docs = []
         for file in progress(files, desc=f"reading {path.name}"):
             prefix = file.stem if file == path else file.relative_to(path).with_suffix("").as_posix()
-            if format == "conll":
+            if format == "conll":  # CoNLL tags cannot overlap
                 docs.extend(read_conll(file, report, doc_prefix=prefix))
             elif format == "jsonl":
-                docs.extend(read_jsonl(file, report, label_names=label_names, doc_prefix=prefix))
+                docs.extend(read_jsonl(file, report, label_names=label_names, doc_prefix=prefix, flat=flat))
             else:
-                docs.extend(read_tsv(file, texts_dir=texts_dir, report=report))
+                docs.extend(read_tsv(file, texts_dir=texts_dir, report=report, flat=flat))
     if not docs:
         raise CorpusError("no documents read", path if isinstance(path, (str, Path)) else None)
-    where = path if isinstance(path, (str, Path)) else None
-    first_seen: dict[str, int] = {}
-    for i, doc in enumerate(docs):
-        if doc.id in first_seen:
-            raise CorpusError(f"duplicate document id {doc.id!r} (documents {first_seen[doc.id] + 1} and {i + 1} "
-                              "in reading order)", where)
-        first_seen[doc.id] = i
-        if flat:
-            check_flat(doc, Path(path) / f"{doc.id}.ann" if format == "brat" else where)
+    check_unique_ids(docs, path if isinstance(path, (str, Path)) else None)
     return docs, report
 
 
@@ -153,17 +150,19 @@ def write_corpus(docs: list[Document], path: str | Path, to: str, scheme: str = 
         path: the output file (a folder for brat).
         to: "brat", "conll", "jsonl" or "tsv".
         scheme: the CoNLL tag scheme ("IOB2" or "BIOES").
-        report: where a writer notes what it had to change (spans widened to CoNLL tokens).
+        report: where a writer notes what it had to change or leave out (spans widened to CoNLL tokens, brat
+            lines dropped with their entities).
     """
     if to not in WRITE_FORMATS:
         raise CorpusError(f"unknown output format {to!r}; expected one of {', '.join(WRITE_FORMATS)}")
+    check_unique_ids(docs, path, "the documents to write")  # one would overwrite (brat) or merge into (TSV) the other
     if to in ("brat", "conll"):
         missing = [doc.id for doc in docs if doc.meta.get("text_missing")]
         if missing:
             raise CorpusError(f"document {missing[0]!r} has no text (read from a TSV without texts_dir), so it "
                               f"cannot be written as {to} ({len(missing)} such documents)")
     if to == "brat":
-        write_brat(docs, path)
+        write_brat(docs, path, report=report)
     elif to == "conll":
         write_conll(docs, path, scheme=scheme, report=report)
     elif to == "jsonl":
