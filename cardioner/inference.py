@@ -51,7 +51,7 @@ def read_inputs(path: str | Path) -> list[Document]:
 
     Texts are read exactly as stored (no newline translation, BOM kept), so offsets index the file.
     """
-    from cardioner.data.common import check_unique_ids, relative_id
+    from cardioner.data.common import check_unique_ids, is_hidden, relative_id
     from cardioner.data.jsonl import read_jsonl
 
     path = Path(path)
@@ -63,7 +63,8 @@ def read_inputs(path: str | Path) -> list[Document]:
         return docs
     if path.is_file():
         return [Document(path.stem, read_text(path, allow_empty=True), [], {"path": str(path)})]
-    files = sorted(path.rglob("*.txt"))
+    # not in hidden folders: a staging folder of an interrupted write, .ipynb_checkpoints
+    files = sorted(f for f in path.rglob("*.txt") if not is_hidden(f, path))
     if not files:
         raise CorpusError("no .txt files in the folder", path)
     return [Document(relative_id(f, path, ".txt"), read_text(f, allow_empty=True), [], {"path": str(f)})

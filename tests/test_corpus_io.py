@@ -33,7 +33,7 @@ from cardioner.data import (
 from cardioner.data.brat import BOM_DROPPED
 from cardioner.data.common import FRAGMENTS_SORTED
 from cardioner.data.conll import IOB1_NOTE, TOKEN_EDGE_NOTE
-from cardioner.data.document import BRAT_LINES_DROPPED
+from cardioner.data.document import BRAT_LINES_DROPPED, CorpusError
 
 # (folder, split) -> (documents, entities), from each SOURCE.md
 BRAT_COUNTS = {
@@ -495,3 +495,35 @@ def test_brat_reader_skips_hidden_files_and_folders(tmp_path: Path) -> None:
     assert detect_format(folder) == "brat"
     docs, report = read_corpus(folder)
     assert [d.id for d in docs] == ["a"] and report.documents == 1
+
+
+def test_write_brat_into_an_existing_folder_keeps_other_files(tmp_path: Path, monkeypatch) -> None:
+    """The input folder as output (``.ann`` beside each ``.txt``): other files stay, these documents' are replaced,
+    and a failure part-way leaves the folder as it was."""
+    folder = _brat_folder(tmp_path / "notes", {"a.txt": "fiebre alta", "a.ann": "", "sub/b.txt": "tos",
+                                               "README.md": "keep me", "other/c.ann": "T1\tS 0 1\tx\n"})
+    docs = [Document("a", "fiebre alta", [Span(0, 6, "S")]), Document("sub/b", "tos", [Span(0, 3, "S")])]
+    write_brat(docs, folder)
+    assert (folder / "README.md").read_text() == "keep me" and (folder / "other/c.ann").exists()
+    assert (folder / "a.ann").read_text() == "T1\tS 0 6\tfiebre\n"
+    assert (folder / "sub/b.ann").read_text() == "T1\tS 0 3\ttos\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes"]  # no staging folder left
+
+    def fail(doc, report=None):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("cardioner.data.brat.format_ann", fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_brat([Document("a", "fiebre alta", [])], folder)
+    assert (folder / "a.ann").read_text() == "T1\tS 0 6\tfiebre\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes"]
+    with pytest.raises(CorpusError, match="refusing to overwrite"):
+        write_brat(docs, folder, overwrite=False)
+
+
+def test_predict_inputs_skip_hidden_folders(tmp_path: Path) -> None:
+    from cardioner.inference import read_inputs
+
+    folder = _brat_folder(tmp_path / "notes", {"a.txt": "fiebre", ".ipynb_checkpoints/a-checkpoint.txt": "old",
+                                               ".notes.k2j.tmp/b.txt": "half-written", "sub/c.txt": "tos"})
+    assert [doc.id for doc in read_inputs(folder)] == ["a", "sub/c"]

@@ -12,7 +12,10 @@ text only without it, the BOM is dropped (``meta["bom_dropped"]``) and counted. 
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 from cardioner.data.common import (
@@ -216,25 +219,48 @@ def format_ann(doc: Document, report: ReadReport | None = None) -> str:
 
 def write_brat(docs: list[Document], folder: str | Path, overwrite: bool = True,
                report: ReadReport | None = None) -> None:
-    """Write ``NAME.txt`` (exact text) and ``NAME.ann`` per document into ``folder`` (replaced atomically).
+    """Write ``NAME.txt`` (exact text) and ``NAME.ann`` per document into ``folder``.
+
+    Everything is written to a staging folder first, so a failure leaves ``folder`` as it was. A new folder
+    then appears whole; into an existing one (the input folder itself, to put ``.ann`` files beside the
+    ``.txt`` files) each file is moved atomically, and files of other documents are left alone.
 
     Args:
         docs: the documents; ids may contain ``/`` (subfolders are created) and must be unique (one would
             overwrite the other); labels must hold no whitespace (an ``.ann`` line could not be read back).
         folder: the output folder.
-        overwrite: replace an existing folder.
+        overwrite: write into an existing folder, replacing these documents' files there.
         report: where kept-aside lines dropped with their entities are counted.
     """
     check_unique_ids(docs, folder, "the documents to write")
     for doc in docs:
         check_labels(doc, r"\s", "a brat .ann line", folder)
-    with atomic_path(folder, is_dir=True, overwrite=overwrite) as tmp:
-        for doc in progress(docs, desc=f"writing {Path(folder).name}"):
-            base = tmp / doc.id
-            if base.resolve() == tmp.resolve() or tmp.resolve() not in base.resolve().parents:
-                raise CorpusError(f"document id {doc.id!r} is not a relative file name", folder)
-            base.parent.mkdir(parents=True, exist_ok=True)
-            with open(base.with_name(base.name + ".txt"), "w", encoding="utf-8", newline="") as f:
-                f.write(doc.text)
-            with open(base.with_name(base.name + ".ann"), "w", encoding="utf-8", newline="") as f:
-                f.write(format_ann(doc, report))
+    folder = Path(folder)
+    if not folder.is_dir():
+        with atomic_path(folder, is_dir=True, overwrite=overwrite) as tmp:
+            _write_documents(docs, tmp, folder, report)
+        return
+    if not overwrite:
+        raise CorpusError("output already exists (refusing to overwrite)", folder)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        _write_documents(docs, staging, folder, report)
+        for path in sorted(p for p in staging.rglob("*") if p.is_file()):
+            target = folder / path.relative_to(staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_documents(docs: list[Document], root: Path, folder: Path, report: ReadReport | None) -> None:
+    """``NAME.txt`` and ``NAME.ann`` of every document under ``root`` (``folder`` names the output in errors)."""
+    for doc in progress(docs, desc=f"writing {folder.name}"):
+        base = root / doc.id
+        if base.resolve() == root.resolve() or root.resolve() not in base.resolve().parents:
+            raise CorpusError(f"document id {doc.id!r} is not a relative file name", folder)
+        base.parent.mkdir(parents=True, exist_ok=True)
+        with open(base.with_name(base.name + ".txt"), "w", encoding="utf-8", newline="") as f:
+            f.write(doc.text)
+        with open(base.with_name(base.name + ".ann"), "w", encoding="utf-8", newline="") as f:
+            f.write(format_ann(doc, report))
