@@ -17,6 +17,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from cardioner.config import Config
+from cardioner.data.common import atomic_path
 
 logger = logging.getLogger("cardioner")
 
@@ -44,23 +45,25 @@ def compare_heads(config: Config, heads: Sequence[str], crf: str = "off", output
     """
     from cardioner.modeling import TOKEN_HEADS
     from cardioner.training import ModelTrainer
-    from cardioner.training.run import read_split, split_dev
+    from cardioner.training.run import check_before_reading, read_split, split_dev
 
     unknown = [head for head in heads if head not in TOKEN_HEADS]
     if unknown or not heads:
         raise ValueError(f"unknown heads {unknown or list(heads)}; expected names from {sorted(TOKEN_HEADS)}")
     if crf not in CRF_SETTINGS:
         raise ValueError(f"--crf must be one of {', '.join(CRF_SETTINGS)}; got {crf!r}")
-    if not config.data.train:
-        raise ValueError("no training corpus: pass --train PATH (or data.train in the config file)")
     output_dir = Path(output_dir)
+    runs = [(head, use_crf) for head in heads for use_crf in CRF_SETTINGS[crf]]
+    check_before_reading(config, [output_dir / run_name(head, use_crf) for head, use_crf in runs])
+    if not (config.data.dev or config.data.test or config.data.dev_fraction > 0):
+        raise ValueError("compare scores each head on a test or dev corpus: pass --test PATH or --dev PATH "
+                         "(or set data.dev_fraction)")
     output_dir.mkdir(parents=True, exist_ok=True)
     train = read_split(config.data.train, config, "train")
     dev = read_split(config.data.dev, config, "dev")
     test = read_split(config.data.test, config, "test")
     if dev is None and config.data.dev_fraction > 0:
         train, dev = split_dev(train, config.data.dev_fraction, config.training.seed)
-    runs = [(head, use_crf) for head in heads for use_crf in CRF_SETTINGS[crf]]
     comparison = {"settings": {"base_config": config.to_dict(), "heads": list(heads), "crf": crf,
                                "scored_on": "test" if test else "dev"}, "runs": []}
     progress = tqdm(runs, desc="comparing heads", unit="run")
@@ -213,10 +216,16 @@ def write_comparison(comparison: dict, output_dir: Path) -> dict[str, Path]:
     """Write comparison.json, comparison.md and comparison.png into ``output_dir``; returns their paths."""
     from cardioner.plots import plot_comparison
 
-    output_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": output_dir / "comparison.json", "md": output_dir / "comparison.md",
              "png": output_dir / "comparison.png"}
-    paths["json"].write_text(json.dumps(comparison, indent=2), encoding="utf-8")
-    paths["md"].write_text(markdown_table(comparison["runs"]), encoding="utf-8")
-    plot_comparison(comparison["runs"], paths["png"])
+    for kind, text in (("json", json.dumps(comparison, indent=2)), ("md", markdown_table(comparison["runs"]))):
+        with atomic_path(paths[kind]) as temporary:
+            temporary.write_text(text, encoding="utf-8")
+    with atomic_path(paths["png"]) as temporary:
+        drawn = temporary.with_suffix(".png")  # matplotlib takes the image format from the file name
+        try:
+            plot_comparison(comparison["runs"], drawn)
+            drawn.replace(temporary)
+        finally:
+            drawn.unlink(missing_ok=True)
     return paths

@@ -33,7 +33,7 @@ class DataConfig:
     overlaps: str = "error"  # flat task with overlapping gold spans: "error" or "longest" (keep longest, count dropped)
     scheme: str = "BIO"  # tag scheme on words: BIO (IOB2) or BIOES
     max_length: int | None = None  # window size in subwords, special tokens included; None = backbone limit (<= 512)
-    stride: int = 64  # overlap between consecutive windows, in subwords
+    stride: int | None = None  # overlap between consecutive windows, in subwords; None = a quarter of the window
     label_all_subwords: bool = False  # label continuation subwords too (I- of their word) instead of -100
     dev_fraction: float = 0.0  # carve a dev set from train (by document, seeded) when no dev corpus is given
 
@@ -100,7 +100,7 @@ class TrainingConfig:
     min_delta: float = 0.0  # smallest improvement that counts
     group_by_length: bool = True  # length-grouped batches (dynamic padding wastes less)
     checkpoint_steps: int = 0  # save an Accelerate checkpoint every N optimiser steps (0 = each epoch)
-    resume: bool = False  # resume from the last checkpoint in <output>.checkpoints
+    resume: bool = False  # resume from the last checkpoint in <output>.checkpoints (same settings); else it is emptied
     log_with: str | None = None  # Accelerate tracker: tensorboard | wandb | mlflow
     max_steps: int = 0  # stop after this many optimiser steps (0 = no limit; for smoke runs)
     unfreeze_at_epoch: int = 0  # train only the head (and CRF) for the first N epochs, then everything (0 = off)
@@ -174,24 +174,25 @@ _ALIASES = {
 }
 
 
-def _nearest(key: str, candidates: list[str]) -> str:
+def _nearest(key: str, candidates: list[str]) -> str | None:
+    """The valid key ``key`` was probably meant to be (an alias, or a close spelling), or None."""
     if key.split(".")[-1] in _ALIASES:
         return _ALIASES[key.split(".")[-1]]
-    short = {c.split(".")[-1]: c for c in candidates}
-    match = difflib.get_close_matches(key, candidates, n=1, cutoff=0.0)
-    match_short = difflib.get_close_matches(key.split(".")[-1], list(short), n=1, cutoff=0.5)
-    return short[match_short[0]] if match_short else match[0]
+    short = {c.split(".")[-1]: c for c in candidates}  # compared without the section: "training." matches a lot
+    match = difflib.get_close_matches(key.split(".")[-1], list(short), n=1, cutoff=0.6)
+    return short[match[0]] if match else None
 
 
 def resolve_key(key: str, source: str = "config") -> str:
-    """Map ``lr`` or ``training.lr`` to its dotted key; unknown keys raise ConfigError with the nearest key."""
+    """Map ``lr`` or ``training.lr`` to its dotted key; unknown keys raise ConfigError with the nearest key, if any."""
     keys = all_keys()
     if key in keys:
         return key
     matches = [k for k in keys if k.split(".", 1)[1] == key]
     if len(matches) == 1:
         return matches[0]
-    raise ConfigError(f"{source}: unknown key {key!r}; did you mean {_nearest(key, keys)!r}?")
+    nearest = _nearest(key, keys)
+    raise ConfigError(f"{source}: unknown key {key!r}" + (f"; did you mean {nearest!r}?" if nearest else ""))
 
 
 def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
@@ -204,6 +205,8 @@ def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
             return None
         hint = options[0]
         origin = typing.get_origin(hint)
+    elif value is None:
+        raise ConfigError(f"{source}: {key} cannot be null; give it a value or leave the key out for its default")
     try:
         if origin is dict:
             if isinstance(value, str):  # "DISO=0.4,ANAT=0.35" or a YAML/JSON mapping
@@ -248,9 +251,9 @@ def _validate(config: Config, source: str) -> None:
     data, training = config.data, config.training
     if data.max_length is not None and data.max_length < 8:
         raise ConfigError(f"{source}: data.max_length must be at least 8 subwords, got {data.max_length}")
-    if data.stride < 0:
+    if data.stride is not None and data.stride < 0:
         raise ConfigError(f"{source}: data.stride must be >= 0, got {data.stride}")
-    if data.max_length is not None and data.stride >= data.max_length:
+    if data.max_length is not None and data.stride is not None and data.stride >= data.max_length:
         raise ConfigError(
             f"{source}: data.stride ({data.stride}) must be smaller than data.max_length ({data.max_length})"
         )
@@ -308,11 +311,17 @@ def parse_unfreezing(schedule: str, source: str = "config") -> list[tuple[int, i
     return stages
 
 
-def apply_overrides(config: Config, overrides: dict[str, Any], source: str = "command line") -> Config:
-    """Return ``config`` with dotted (or unambiguous short) keys replaced; None values are ignored."""
+def apply_overrides(
+    config: Config, overrides: dict[str, Any], source: str = "command line", skip_none: bool = False
+) -> Config:
+    """Return ``config`` with dotted (or unambiguous short) keys replaced.
+
+    A None value sets the key to None (a ConfigError for a key that does not take None), unless ``skip_none``:
+    then it means "not given" (a command-line option left unset) and the key keeps its value.
+    """
     sections = {name: dataclasses.asdict(getattr(config, name)) for name in SECTIONS}
     for raw_key, value in overrides.items():
-        if value is None:
+        if value is None and skip_none:
             continue
         key = resolve_key(raw_key, source)
         section, name = key.split(".")
@@ -328,7 +337,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
     Args:
         path: YAML file with sections data/model/training (flat keys are accepted when unambiguous).
-        overrides: dotted keys -> values, e.g. from the command line; None values are skipped.
+        overrides: dotted keys -> values, e.g. from the command line; None values (options left unset) are skipped.
 
     Returns:
         The resolved, frozen Config.
@@ -359,7 +368,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             else:
                 flat[resolve_key(key, source)] = value
     config = apply_overrides(Config(), flat, source)
-    return apply_overrides(config, overrides or {})
+    return apply_overrides(config, overrides or {}, skip_none=True)
 
 
 def config_from_dict(raw: dict) -> Config:

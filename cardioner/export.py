@@ -63,8 +63,7 @@ def save_model(
     if not isinstance(model, modeling.CardioNERPreTrainedModel):
         raise TypeError(f"save_model expects a cardioner model, got {type(model).__name__}")
     output_dir = Path(output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ValueError(f"output_dir exists and is not a folder: {output_dir}")
+    check_export_target(output_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     source = modeling_source()
     config = model.config
@@ -94,11 +93,39 @@ def save_model(
     return output_dir
 
 
+def is_export(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a cardioner export (a config.json with model_type "cardioner")."""
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(config, dict) and config.get("model_type") == modeling.CardioNERConfig.model_type
+
+
+def check_export_target(output_dir: str | Path) -> None:
+    """Raise a one-sentence ValueError unless ``output_dir`` is new, an empty folder or an earlier export.
+
+    An export replaces the folder as a whole, so any other folder (a corpus, a project) is refused, not deleted.
+    """
+    output_dir = Path(output_dir)
+    if Path.cwd().resolve().is_relative_to(output_dir.resolve()):
+        raise ValueError(f"--output {output_dir} is the current folder or holds it, and an export replaces the whole "
+                         "folder; choose a subfolder")
+    if not output_dir.exists():
+        return
+    if not output_dir.is_dir():
+        raise ValueError(f"--output {output_dir} exists and is not a folder")
+    if any(output_dir.iterdir()) and not is_export(output_dir):
+        raise ValueError(f"--output {output_dir} is a folder that is neither empty nor a cardioner export, and an "
+                         "export replaces the whole folder; choose a new or empty folder")
+
+
 def _replace_folder(staging: Path, output_dir: Path) -> None:
-    """Move ``staging`` to ``output_dir``; an existing folder is moved aside first and deleted after."""
+    """Move ``staging`` to ``output_dir``; an existing (empty or export) folder is moved aside first and deleted after."""
     if not output_dir.exists():
         staging.rename(output_dir)
         return
+    check_export_target(output_dir)
     backup = output_dir.parent / f".{output_dir.name}.old-{uuid.uuid4().hex[:8]}"
     output_dir.rename(backup)
     try:

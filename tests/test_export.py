@@ -367,3 +367,38 @@ def test_every_pipeline_aggregation_strategy_gives_the_decoded_spans(tmp_path, u
         ner = pipeline("token-classification", model=model, tokenizer=tokenizer, aggregation_strategy=strategy)
         found = [sorted((e["start"], e["end"], e["entity_group"]) for e in ner(text)) for text in texts]
         assert found == expected, strategy
+
+
+def test_save_model_replaces_only_an_empty_folder_or_an_earlier_export(tmp_path):
+    backbone = tiny_backbone("bert", tmp_path / "backbones")
+    tokenizer = AutoTokenizer.from_pretrained(backbone)
+    model = TokenClassificationModelCRF.from_backbone(str(backbone), tokenizer, ID2LABEL)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "train.jsonl").write_text('{"id": "a", "text": "x", "spans": []}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="neither empty nor a cardioner export"):
+        save_model(model, tokenizer, corpus)
+    assert [p.name for p in corpus.iterdir()] == ["train.jsonl"]  # nothing deleted, nothing added
+    (corpus / "config.json").write_text('{"model_type": "bert"}', encoding="utf-8")  # a backbone is not an export
+    with pytest.raises(ValueError, match="neither empty nor a cardioner export"):
+        save_model(model, tokenizer, corpus)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    save_model(model, tokenizer, empty)
+    save_model(model, tokenizer, empty)  # now an export: replaced
+    assert json.loads((empty / "config.json").read_text())["model_type"] == "cardioner"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["backbones", "corpus", "empty"]  # no staging leftovers
+
+
+def test_save_model_refuses_the_current_folder(tmp_path, monkeypatch):
+    """An export replaces its folder as a whole: never the folder the process (and its user) stands in."""
+    backbone = tiny_backbone("bert", tmp_path / "backbones")
+    tokenizer = AutoTokenizer.from_pretrained(backbone)
+    model = TokenClassificationModel.from_backbone(str(backbone), tokenizer, ID2LABEL)
+    (tmp_path / "here" / "deeper").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "here" / "deeper")
+    for output in (".", "..", str(tmp_path / "here")):
+        with pytest.raises(ValueError, match="is the current folder or holds it"):
+            save_model(model, tokenizer, output)
+    assert save_model(model, tokenizer, "model").resolve() == tmp_path / "here" / "deeper" / "model"
+    assert sorted(p.name for p in (tmp_path / "here").iterdir()) == ["deeper"]

@@ -100,6 +100,9 @@ def test_train_folds_prints_mean_std_and_ci(ncbi_subset, tmp_path):
     assert saved["ci"]["f1"]["low"] <= saved["ci"]["f1"]["value"] <= saved["ci"]["f1"]["high"]
     assert format_summary(saved) == line
     assert saved["mean_f1"] == pytest.approx(sum(r["test_f1"] for r in saved["folds"]) / 5)
+    # folds train without an output: no checkpoint folder (cv.checkpoints) shared by the folds and left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base.yaml", "cv"]
+    assert [p.name for p in (tmp_path / "cv").iterdir()] == ["cv_results.json"]
 
 
 # ------------------------------------------------------------------------------------------- OOM fallback
@@ -141,3 +144,29 @@ def test_other_errors_are_not_retried(ncbi_subset, monkeypatch):
     with pytest.raises(RuntimeError, match="shape mismatch"):
         train_with_batch_fallback(config_from_dict(base_config(ncbi_subset)), [], None)
     assert calls == [8]
+
+
+def test_cv_results_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from cardioner.training import folds
+
+    output = tmp_path / "cv"
+    output.mkdir()
+    (output / "cv_results.json").write_text('{"earlier": true}', encoding="utf-8")
+    monkeypatch.setattr(folds, "check_before_reading", lambda config: None)
+    monkeypatch.setattr(folds, "read_split", lambda path, config, name: docs_of(4) if name == "train" else None)
+    monkeypatch.setattr(folds, "cross_validate", lambda config, docs, k: {"k": k, "folds": []})
+
+    def disk_full(self, text, encoding=None):
+        with open(self, "w", encoding=encoding) as handle:
+            handle.write(text[:5])
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    config = config_from_dict({"data": {"train": "train.conll"}, "training": {"output": str(output)}})
+    with pytest.raises(OSError, match="disk full"):
+        folds.run_cross_validation(config, 2)
+    monkeypatch.undo()
+    assert [p.name for p in output.iterdir()] == ["cv_results.json"]
+    assert (output / "cv_results.json").read_text(encoding="utf-8") == '{"earlier": true}'

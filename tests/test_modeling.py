@@ -94,6 +94,19 @@ def test_softmax_loss_is_weighted_cross_entropy_on_word_starts(backbone):
     assert model(**encoding).loss is None
 
 
+@pytest.mark.parametrize("focal_gamma", [0.0, 2.0])
+def test_softmax_loss_of_a_batch_without_labelled_words_is_zero_not_nan(backbone, focal_gamma):
+    """A window of an empty document has no word: cross_entropy's mean over nothing would be NaN."""
+    path, tokenizer = backbone
+    model = TokenClassificationModel.from_backbone(str(path), tokenizer, ID2LABEL, focal_gamma=focal_gamma,
+                                                   class_weights=[0.5, 1.0, 2.0, 1.5, 3.0])
+    encoding, labels, _ = batch_with_labels(model, tokenizer)
+    output = model(**encoding, labels=torch.full_like(labels, -100))
+    assert output.loss.item() == 0.0 and output.loss.requires_grad
+    output.loss.backward()  # on the graph: a training step over such a batch runs and changes nothing
+    assert all(p.grad is None or not p.grad.any() for p in model.parameters())
+
+
 @pytest.mark.parametrize("model_class", [TokenClassificationModel, TokenClassificationModelCRF])
 def test_eval_logits_give_word_decisions_and_continuations_inside(backbone, model_class):
     path, tokenizer = backbone

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from ncbi_subset import base_config, write_subset
 from safetensors.torch import load_file
@@ -115,3 +116,139 @@ def test_resume_after_the_run_stopped_trains_no_further(subset, tmp_path):
     assert [row["global_step"] for row in resumed.history] == [row["global_step"] for row in stopped.history] == [3]
     assert comparable(resumed.history) == comparable(stopped.history)
     assert resumed.dev_metrics == stopped.dev_metrics
+
+
+# ------------------------------------------------------------------------- small runs on a tiny BERT, in memory
+SENTENCES = [
+    ("The patient was admitted with acute myocardial infarction and chest pain.",
+     ["acute myocardial infarction", "chest pain"], "DIS"),
+    ("Aspirin 100 mg daily was started; heparin was stopped (bleeding risk).", ["Aspirin", "heparin"], "DRUG"),
+    ("No history of diabetes mellitus, hypertension or heart failure.",
+     ["diabetes mellitus", "hypertension", "heart failure"], "DIS"),
+]
+
+
+def tiny_documents(n: int) -> list:
+    from cardioner.data.document import Document, Span
+
+    docs = []
+    for index in range(n):
+        text, mentions, label = SENTENCES[index % len(SENTENCES)]
+        docs.append(Document(f"d{index}", text, [Span(text.index(m), text.index(m) + len(m), label) for m in mentions]))
+    return docs
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory) -> Path:
+    from tiny import tiny_backbone
+
+    return tiny_backbone("bert", tmp_path_factory.mktemp("backbones"))
+
+
+def tiny_config(backbone: Path, **overrides):
+    from cardioner.config import load_config
+
+    return load_config(None, {"model.model": str(backbone), "data.max_length": 32, "training.batch_size": 4,
+                              "training.lr": 1e-3, "training.patience": 0, "training.epochs": 2, **overrides})
+
+
+def test_a_new_run_clears_old_checkpoints_and_resume_refuses_other_settings(tiny_bert, tmp_path, one_thread):
+    from cardioner.training.trainer import ModelTrainer
+
+    output = tmp_path / "out"
+    docs, dev = tiny_documents(12), tiny_documents(3)
+    old = tiny_config(tiny_bert, **{"training.output": str(output), "training.epochs": 3})
+    ModelTrainer(old).train(docs, dev)  # no save(): its checkpoints stay, as after a crash
+    assert checkpoints(output)[-1] == (9, 3, 0)
+
+    class Killed(Exception):
+        pass
+
+    def kill(row: dict) -> None:
+        raise Killed()
+
+    new = tiny_config(tiny_bert, **{"training.output": str(output), "training.lr": 5e-4})
+    with pytest.raises(Killed):
+        ModelTrainer(new, on_epoch_end=kill).train(docs, dev)  # a new run, killed after its first epoch
+    assert checkpoints(output) == [(3, 1, 0)]  # the old run's checkpoints are gone, not pruned in among the new
+
+    resumed = ModelTrainer(new.replace(**{"training.resume": True})).train(docs, dev)
+    assert [(row["epoch"], row["global_step"]) for row in resumed.history] == [(1, 3), (2, 6)]
+
+    with pytest.raises(ValueError, match=r"other settings \(training.lr 0.0005 -> 0.001\)"):
+        ModelTrainer(old.replace(**{"training.resume": True, "training.epochs": 2})).train(docs, dev)
+
+
+def test_every_epoch_has_its_own_batch_order_when_the_loader_is_sharded(tiny_bert, monkeypatch, one_thread):
+    """Under several processes Accelerate wraps our batch sampler in a BatchSamplerShard, whose loader's
+    set_epoch does not reach it: the trainer sets the sampler's epoch itself."""
+    from accelerate import Accelerator
+    from accelerate.data_loader import prepare_data_loader
+
+    from cardioner.training import trainer as trainer_module
+
+    epochs: list[int] = []
+
+    class RecordingSampler(trainer_module.LengthGroupedBatchSampler):
+        def batches(self) -> list[list[int]]:
+            epochs.append(self.epoch)
+            return super().batches()
+
+    prepare = Accelerator.prepare
+
+    def prepare_as_process_0_of_2(self, *objects):
+        prepared = prepare(self, *objects)
+        return tuple(prepare_data_loader(original, num_processes=2, process_index=0, put_on_device=False)
+                     if isinstance(original, torch.utils.data.DataLoader) else result
+                     for original, result in zip(objects, prepared, strict=True))
+
+    monkeypatch.setattr(trainer_module, "LengthGroupedBatchSampler", RecordingSampler)
+    monkeypatch.setattr(Accelerator, "prepare", prepare_as_process_0_of_2)
+    trainer_module.ModelTrainer(tiny_config(tiny_bert, **{"training.epochs": 3})).train(tiny_documents(16))
+    assert epochs == [0, 1, 2]
+
+
+def test_empty_documents_are_left_out_of_training_and_every_epoch_loss_is_a_number(tiny_bert, caplog, one_thread):
+    from cardioner.data.document import Document
+    from cardioner.training.trainer import ModelTrainer
+
+    docs = [*tiny_documents(3), Document("empty", ""), Document("blank", " \n ")]
+    config = tiny_config(tiny_bert, **{"training.batch_size": 1, "training.epochs": 3, "training.lr": 3e-3})
+    with caplog.at_level("INFO", logger="cardioner"):
+        result = ModelTrainer(config).train(docs)
+    assert "train: 2 window(s) without any word left out of training" in caplog.text
+    losses = [row["train_loss"] for row in result.history]
+    assert all(loss == loss and loss > 0 for loss in losses), losses  # no NaN, no batch of nothing (loss 0)
+    assert result.best_epoch == 1 + losses.index(min(losses))  # no dev: the lowest training loss is chosen
+
+
+def test_a_nan_score_never_counts_as_an_improvement():
+    from cardioner.training.trainer import _improved
+
+    nan = float("nan")
+    assert not _improved(nan, None, 0.0) and not _improved(nan, -1.0, 0.0)
+    assert _improved(-0.5, None, 0.0) and _improved(-0.5, -0.7, 0.1) and not _improved(-0.65, -0.7, 0.1)
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta", "xlmr"])
+def test_the_default_window_is_the_backbone_limit_and_a_longer_one_is_refused(kind, tmp_path, one_thread):
+    """The tiny tokenizers say nothing of a limit (model_max_length 1e30); the backbones take 128 subwords
+    (RoBERTa and XLM-R: 130 position embeddings, the first two never used)."""
+    from tiny import tiny_backbone
+
+    from cardioner.config import load_config
+    from cardioner.task import Task
+
+    backbone = tiny_backbone(kind, tmp_path)
+    text = " ".join(sentence for sentence, _, _ in SENTENCES * 8)
+    docs = [*tiny_documents(3), tiny_documents(1)[0].__class__("long", text)]
+    task = Task.from_config(load_config(None, {"model.model": str(backbone)}), docs)
+    assert task.tokenizer.model_max_length > 10**9 and task.encoder.max_length == 128
+    assert task.encoder.stride == 32  # the default stride: a quarter of the window
+    windows = task.encode(docs, "train")
+    assert max(len(window["input_ids"]) for window in windows) == 128
+    model = task.build_model(docs)
+    with torch.no_grad():  # a full window runs through the backbone's position embeddings
+        model(**task.collate([max(windows, key=lambda window: len(window["input_ids"]))]))
+    with pytest.raises(ValueError, match=f"max_length 129 .* more than the 128 subwords the backbone {backbone} takes"):
+        Task.from_config(load_config(None, {"model.model": str(backbone), "data.max_length": 129}), docs)

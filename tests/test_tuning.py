@@ -134,6 +134,67 @@ def test_importance_plot_is_skipped_with_one_complete_trial(ncbi_subset, tmp_pat
     assert not (tmp_path / "out" / "param_importances.png").exists()
 
 
+def test_tune_maximises_the_metric_of_the_config_unless_told_otherwise(ncbi_subset, tmp_path, monkeypatch):
+    from cardioner.training import batch_size
+
+    dev_scores: list[dict] = []
+    train = batch_size.train_with_batch_fallback
+
+    def recording(*args, **kwargs):
+        trainer, result = train(*args, **kwargs)
+        dev_scores.append(result.dev_metrics)
+        return trainer, result
+
+    monkeypatch.setattr(batch_size, "train_with_batch_fallback", recording)
+    path = write_config(tmp_path / "base.yaml", base_config(ncbi_subset, epochs=1, metric="recall"),
+                        {"training.lr": [3e-3]})
+    result = CliRunner().invoke(app, ["tune", "--config", str(path), "--trials", "1", "--output", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    summary = yaml.safe_load(result.output[result.output.index("{"):])
+    assert summary["best_dev_score"] == dev_scores[0]["micro"]["recall"]
+    assert load_config(tmp_path / "out" / "best_config.yaml").training.metric == "recall"
+    assert (tmp_path / "out" / "best_config.yaml").read_text().startswith("# best trial 0 of study 'cardioner': dev recall")
+
+
+def test_study_outputs_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    from cardioner.config import Config
+    from cardioner.tuning import write_study_outputs
+
+    lr = optuna.distributions.FloatDistribution(1e-4, 1e-2)
+    study = optuna.create_study(direction="maximize")
+
+    def add_trial(value: float) -> None:
+        config = Config().replace(**{"training.lr": value / 100})
+        study.add_trial(optuna.trial.create_trial(params={"training.lr": value / 100}, distributions={"training.lr": lr},
+                                                  value=value, user_attrs={"config": config.to_dict()}))
+
+    add_trial(0.5)
+    write_study_outputs(study, Config(), tmp_path)
+    before = {name: (tmp_path / name).read_text() for name in ("trials.csv", "best_config.yaml")}
+    add_trial(0.7)
+
+    class FullDisk:
+        def __init__(self, handle):
+            self.rows = 0
+
+        def writerow(self, row):
+            self.rows += 1
+            if self.rows > 2:
+                raise OSError("disk full")
+
+    monkeypatch.setattr("cardioner.tuning.csv.writer", FullDisk)
+    with pytest.raises(OSError, match="disk full"):  # in the middle of trials.csv
+        write_study_outputs(study, Config(), tmp_path)
+    assert (tmp_path / "trials.csv").read_text() == before["trials.csv"]
+    monkeypatch.undo()
+    monkeypatch.setattr(Config, "to_yaml", lambda self: 1 / 0)
+    with pytest.raises(ZeroDivisionError):  # in the middle of best_config.yaml
+        write_study_outputs(study, Config(), tmp_path)
+    assert (tmp_path / "best_config.yaml").read_text() == before["best_config.yaml"]
+    assert len((tmp_path / "trials.csv").read_text().splitlines()) == 3  # written whole this time: both trials
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
 def test_hyperband_pruner_runs_over_epochs(ncbi_subset, tmp_path):
     config, _ = load_tuning_config(write_config(tmp_path / "base.yaml", base_config(ncbi_subset)))
     study = tune(config, 3, search_space=parse_search_space({"training.lr": [1e-9, 1e-3]}),

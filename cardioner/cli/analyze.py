@@ -22,8 +22,10 @@ def analyze(
 ) -> None:
     """Span confusion matrix over types (PNG + JSON), per-type error examples, PCA and t-SNE of words."""
     from cardioner.analysis import analyze_model
+    from cardioner.inference import check_batch_size
 
     setup_logging(verbose)
+    run_or_exit(check_batch_size, batch_size)
     paths = run_or_exit(analyze_model, model, data, output, format, batch_size, max_words, max_examples, seed)
     for path in paths.values():
         typer.echo(str(path))

@@ -27,7 +27,8 @@ def compare(
     epochs: Annotated[int | None, typer.Option(help="maximum epochs (the same for every head)")] = None,
     batch_size: Annotated[int | None, typer.Option(help="windows per batch")] = None,
     lr: Annotated[float | None, typer.Option(help="backbone learning rate")] = None,
-    max_length: Annotated[int | None, typer.Option(help="window size in subwords")] = None,
+    max_length: Annotated[int | None, typer.Option(help="window size in subwords (default: the backbone's limit, "
+                                                           "at most 512)")] = None,
     seed: Annotated[int | None, typer.Option(help="random seed (the same for every head)")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="any config key: --set model.num_layers_to_use=3")] = None,
     compare_only: Annotated[bool, typer.Option("--compare-only", help="tabulate existing exports; train nothing")] = False,

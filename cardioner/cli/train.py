@@ -25,8 +25,10 @@ def train(
     epochs: Annotated[int | None, typer.Option(help="maximum epochs")] = None,
     batch_size: Annotated[int | None, typer.Option(help="windows per batch")] = None,
     lr: Annotated[float | None, typer.Option(help="backbone learning rate")] = None,
-    max_length: Annotated[int | None, typer.Option(help="window size in subwords")] = None,
-    stride: Annotated[int | None, typer.Option(help="window overlap in subwords")] = None,
+    max_length: Annotated[int | None, typer.Option(help="window size in subwords (default: the backbone's limit, "
+                                                           "at most 512)")] = None,
+    stride: Annotated[int | None, typer.Option(help="window overlap in subwords (default: a quarter of the "
+                                                       "window)")] = None,
     seed: Annotated[int | None, typer.Option(help="random seed")] = None,
     resume: Annotated[bool | None, typer.Option("--resume/--no-resume", help="resume from the last checkpoint")] = None,
     log_with: Annotated[str | None, typer.Option(help="tensorboard | wandb | mlflow")] = None,

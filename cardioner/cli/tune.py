@@ -16,7 +16,8 @@ def tune(
     trials: Annotated[int, typer.Option(help="finished trials the study should reach (pbt: the population)")],
     storage: Annotated[str | None, typer.Option(help="RDB URL to resume/share the study: sqlite:///study.db")] = None,
     study_name: Annotated[str | None, typer.Option(help="study name in the storage (default: cardioner)")] = None,
-    metric: Annotated[str, typer.Option(help="dev metric to maximise: f1 | precision | recall | overlap_f1 | macro_f1")] = "f1",
+    metric: Annotated[str | None, typer.Option(help="dev metric to maximise: f1 | precision | recall | overlap_f1 | "
+                                                    "macro_f1 (default: training.metric of the config)")] = None,
     timeout: Annotated[float | None, typer.Option(help="stop starting trials after SEC seconds")] = None,
     method: Annotated[str, typer.Option(help="optuna (TPE + pruning) | pbt (Ray Tune population-based training)")] = "optuna",
     pruner: Annotated[str, typer.Option(help="median | hyperband | none")] = "median",

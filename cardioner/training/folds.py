@@ -16,8 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cardioner.config import Config
+from cardioner.data.common import atomic_path
 from cardioner.data.document import Document
-from cardioner.training.run import read_split, split_dev
+from cardioner.training.run import check_before_reading, read_split, split_dev
 
 logger = logging.getLogger("cardioner")
 
@@ -147,8 +148,7 @@ def run_cross_validation(config: Config, k: int) -> dict:
 
     A test corpus in the config is not used: every document is tested once, in its own fold.
     """
-    if not config.data.train:
-        raise ValueError("no training corpus: pass --train PATH (or data.train in the config file)")
+    check_before_reading(config)
     docs = read_split(config.data.train, config, "train")
     dev = read_split(config.data.dev, config, "dev")
     if dev:
@@ -157,8 +157,8 @@ def run_cross_validation(config: Config, k: int) -> dict:
         logger.warning("--folds: the test corpus %s is not used (each fold is tested in turn)", config.data.test)
     result = cross_validate(config, docs, k)
     if config.training.output:
-        output = Path(config.training.output)
-        output.mkdir(parents=True, exist_ok=True)
-        (output / "cv_results.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-        result["path"] = str(output / "cv_results.json")
+        path = Path(config.training.output) / "cv_results.json"
+        with atomic_path(path) as temporary:
+            temporary.write_text(json.dumps(result, indent=2), encoding="utf-8")
+        result["path"] = str(path)
     return result

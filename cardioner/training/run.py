@@ -34,6 +34,19 @@ def split_dev(docs: list[Document], fraction: float, seed: int) -> tuple[list[Do
     return [d for i, d in enumerate(docs) if i not in dev_ids], [d for i, d in enumerate(docs) if i in dev_ids]
 
 
+def check_before_reading(config: Config, exports: list[str | Path] = ()) -> None:
+    """The checks that need no corpus, made before any is read: a training corpus is named, the backbone loads
+    and takes the window size, and each folder in ``exports`` may be written (new, empty or an earlier export)."""
+    from cardioner.export import check_export_target
+    from cardioner.task import check_backbone
+
+    if not config.data.train:
+        raise ValueError("no training corpus: pass --train PATH (or data.train in the config file)")
+    for folder in exports:
+        check_export_target(folder)
+    check_backbone(config)
+
+
 def run_training(config: Config) -> tuple[object, Path | None]:
     """Read train/dev/test as the config says, train, and export to ``training.output``.
 
@@ -42,12 +55,7 @@ def run_training(config: Config) -> tuple[object, Path | None]:
     """
     from cardioner.training.batch_size import train_with_batch_fallback
 
-    if not config.data.train:
-        raise ValueError("no training corpus: pass --train PATH (or data.train in the config file)")
-    if config.training.output:
-        output = Path(config.training.output)
-        if output.exists() and not output.is_dir():
-            raise ValueError(f"--output {output} exists and is not a folder")
+    check_before_reading(config, [config.training.output] if config.training.output else [])
     train = read_split(config.data.train, config, "train")
     dev = read_split(config.data.dev, config, "dev")
     test = read_split(config.data.test, config, "test")

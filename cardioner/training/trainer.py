@@ -7,6 +7,7 @@ training, with the weights chosen on dev.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -30,6 +31,10 @@ from cardioner.training.optim import build_optimizer, build_scheduler, describe_
 from cardioner.training.sampling import LengthGroupedBatchSampler
 
 logger = logging.getLogger("cardioner")
+
+# Keys that do not change what a run computes: a resumed run may differ from its checkpoint in these only.
+RESUME_FREE_KEYS = ("data.test", "training.output", "training.resume", "training.log_with", "training.checkpoint_steps",
+                    "training.feature_cache_dir")
 
 
 @dataclass
@@ -80,6 +85,8 @@ class ModelTrainer:
     ) -> TrainResult:
         """Train on ``train_docs``, select on ``dev_docs``, score ``test_docs`` once at the end."""
         config = self.config
+        if config.training.resume:
+            self._check_resumable(self._checkpoint_dir())
         set_seed(config.training.seed)
         self.task = self._task_class.from_config(config, train_docs, dev_docs, test_docs)
         self.model = self.task.build_model(train_docs)
@@ -127,9 +134,17 @@ class ModelTrainer:
             log_with=config.log_with,
             project_dir=str(checkpoint_dir) if checkpoint_dir else None,
         )
-        train_windows = task.encode(train_docs, "train")
+        if checkpoint_dir is not None and not config.resume:
+            if accelerator.is_main_process:
+                _remove_stale_checkpoints(checkpoint_dir)
+            accelerator.wait_for_everyone()
+        encoded = task.encode(train_docs, "train")
+        train_windows = [window for window in encoded if _has_labels(window)]
         if not train_windows:
-            raise ValueError("the training corpus produced no windows (no text?)")
+            raise ValueError("the training corpus produced no windows with words (no text?)")
+        if len(train_windows) < len(encoded):  # empty documents: nothing to learn, and a loss of 0 in the mean
+            logger.info("train: %d window(s) without any word left out of training (empty documents)",
+                        len(encoded) - len(train_windows))
         sampler = LengthGroupedBatchSampler(
             [len(w["input_ids"]) for w in train_windows], config.batch_size, config.seed, config.group_by_length
         )
@@ -163,6 +178,7 @@ class ModelTrainer:
             task.on_epoch_start(model, epoch)
             logger.info("epoch %d: %s", epoch + 1, describe_trainable(describe_groups(optimizer)))
             loader.set_epoch(epoch)
+            sampler.set_epoch(epoch)  # directly: under several processes the loader's set_epoch stops at its shard
             batches = accelerator.skip_first_batches(loader, state["step_in_epoch"]) if state["step_in_epoch"] else loader
             if batches is not loader:
                 batches.set_epoch(epoch)
@@ -207,8 +223,7 @@ class ModelTrainer:
                 score = _selection_score(dev["scores"], config.metric)
             else:
                 score = -row["train_loss"]
-            improved = state["best_score"] is None or score > state["best_score"] + config.min_delta
-            if improved:
+            if _improved(score, state["best_score"], config.min_delta):
                 state["best_score"], state["best_epoch"], state["bad_epochs"] = score, epoch + 1, 0
                 self._save_best(accelerator, model, checkpoint_dir)
             else:
@@ -262,20 +277,39 @@ class ModelTrainer:
         temporary = checkpoint_dir / (final.name + ".tmp")
         shutil.rmtree(temporary, ignore_errors=True)
         accelerator.save_state(str(temporary))
-        (temporary / "trainer_state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
+        fingerprint, settings = _run_fingerprint(self.config)  # checked by --resume; the settings name what differs
+        saved = {**state, "config_sha256": fingerprint, "config": settings}
+        (temporary / "trainer_state.json").write_text(json.dumps(saved, indent=1), encoding="utf-8")
         shutil.rmtree(final, ignore_errors=True)
         temporary.rename(final)
         for old in sorted(p for p in checkpoint_dir.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp"))[:-2]:
             shutil.rmtree(old, ignore_errors=True)
 
-    def _resume(self, accelerator: Accelerator, checkpoint_dir: Path | None, state: dict) -> dict:
+    def _check_resumable(self, checkpoint_dir: Path | None) -> None:
+        """Refuse to resume a checkpoint written by a run with other settings (before any work is done)."""
         if checkpoint_dir is None:
             raise ValueError("--resume needs --output (checkpoints live next to the output folder)")
-        candidates = sorted(p for p in checkpoint_dir.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp"))
-        if not candidates:
+        latest = _latest_checkpoint(checkpoint_dir)
+        if latest is None:
+            return
+        saved = json.loads((latest / "trainer_state.json").read_text(encoding="utf-8"))
+        if "config_sha256" not in saved:
+            logger.warning("--resume: %s records no configuration; resuming it unchecked", latest)
+            return
+        fingerprint, settings = _run_fingerprint(self.config)
+        if saved["config_sha256"] != fingerprint:
+            theirs = saved.get("config") or {}
+            changed = [f"{key} {theirs.get(key)!r} -> {value!r}" for key, value in settings.items()
+                       if key in theirs and theirs[key] != value]
+            raise ValueError(f"--resume: the checkpoint {latest} was written by a run with other settings "
+                             f"({', '.join(changed[:4]) or 'changed keys'}); resume with that run's settings, or "
+                             "train without --resume to start over")
+
+    def _resume(self, accelerator: Accelerator, checkpoint_dir: Path | None, state: dict) -> dict:
+        latest = _latest_checkpoint(checkpoint_dir)
+        if latest is None:
             logger.warning("--resume: no checkpoint in %s; starting from scratch", checkpoint_dir)
             return state
-        latest = candidates[-1]
         accelerator.load_state(str(latest))
         loaded = json.loads((latest / "trainer_state.json").read_text(encoding="utf-8"))
         logger.info("resumed from %s (epoch %d, step %d)", latest, loaded["epoch"], loaded["global_step"])
@@ -299,6 +333,38 @@ class ModelTrainer:
         best = checkpoint_dir / "best.safetensors"
         if best.exists():
             load_safetensors_model(model, str(best))
+
+
+def _latest_checkpoint(checkpoint_dir: Path) -> Path | None:
+    candidates = sorted(p for p in checkpoint_dir.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp"))
+    return candidates[-1] if candidates else None
+
+
+def _remove_stale_checkpoints(checkpoint_dir: Path) -> None:
+    """A new run (no --resume) starts from an empty checkpoint folder: an earlier run's checkpoints are removed."""
+    if not checkpoint_dir.exists():
+        return
+    logger.info("removing the checkpoints of an earlier run in %s (pass --resume to continue that run)", checkpoint_dir)
+    shutil.rmtree(checkpoint_dir)
+
+
+def _run_fingerprint(config: Config) -> tuple[str, dict]:
+    """(sha256, settings): the dotted settings that shape a run (all but RESUME_FREE_KEYS) and their hash."""
+    settings = {f"{section}.{key}": value for section, values in config.to_dict().items()
+                for key, value in values.items() if f"{section}.{key}" not in RESUME_FREE_KEYS}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest(), settings
+
+
+def _has_labels(window: dict) -> bool:
+    """Whether a window has a labelled position (a word): a window of an empty document has none."""
+    return any(value != -100 for label in window["labels"] for value in (label if isinstance(label, list) else [label]))
+
+
+def _improved(score: float, best: float | None, min_delta: float) -> bool:
+    """Whether an epoch's selection score beats the best so far; a NaN score never does (and never becomes best)."""
+    if math.isnan(score):
+        return False
+    return best is None or score > best + min_delta
 
 
 def _selection_score(scores: dict, metric: str) -> float:
