@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: --model {args.model}: not a cardioner model (no decode() / token_classes)")
     windows = getattr(model.config, "cardioner_windows", None) or {}
     max_length = args.max_length or windows.get("max_length") or min(int(tokenizer.model_max_length or 512), 512)
-    stride = args.stride if args.stride is not None else windows.get("stride", 64)
+    stride = next((s for s in (args.stride, windows.get("stride")) if s is not None), max_length // 4)  # as cardioner
     stride = min(stride, max_length // 2)  # as cardioner predict does
 
     documents = read_documents(args.input)
