@@ -218,7 +218,7 @@ def _read_multicardioner_tsv(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise CorpusError("no such TSV file", path)
-    with path.open(encoding="utf-8", newline="") as f:
+    with path.open(encoding="utf-8-sig", newline="") as f:  # -sig: a BOM is no part of the header (pandas agrees)
         reader = csv.reader(f, delimiter="\t")
         header = next(reader, None)
         if header is None:
