@@ -5,7 +5,8 @@ Copy this file anywhere; it needs no cardioner install. It loads the model folde
 ``trust_remote_code=True`` (the folder's own ``modeling.py``), reads a ``.txt`` file, a folder of them
 (recursive) or JSONL (``{"id": ..., "text": ...}`` per line), cuts each document into overlapping windows of
 subwords, decodes every window with the model (Viterbi for CRF models), takes each word's tag from the window
-where it sits farthest from an edge, and writes spans with exact character offsets. Multi-label models (one
+where it sits farthest from an edge (joining again an entity that a window cut split, where no window holds the
+cut word inside), and writes spans with exact character offsets. Multi-label models (one
 tag chain per entity type: a CRF per type, or sigmoids with the thresholds in their config) give each type's
 spans, overlaps included:
 
@@ -225,23 +226,62 @@ def decode_windows(model, windows: list[dict], pad_token_id: int, batch_size: in
             window["tags"] = window_tags
 
 
-def merge_windows(document: dict) -> list[int]:
+def merge_windows(document: dict) -> tuple[list, set[int], set[int]]:
     """One tag id per word, from the window where the word sits farthest from an edge (ties: earlier window).
 
-    A window edge at the document's start or end is no edge (no context is cut there); distances are in subwords.
+    Distances are in subwords from the window's first word and to its last word (the words at a cut, whatever
+    non-word pieces open the window); a window edge at the document's start or end is no edge (no context is cut
+    there). Returns the tag ids and the words taken at a cut: those taken from a window whose first word they are
+    (and that does not start the document), and those taken from a window whose last word they are (and that does
+    not end it) — see ``rejoin_cut_entities``.
     """
     pieces = document["word_pieces"]
     firsts = [first for first, _ in pieces]
     best, merged = [-math.inf] * len(pieces), [None] * len(pieces)
+    start_cut, end_cut = [False] * len(pieces), [False] * len(pieces)
     for window in document["windows"]:
         words = range(bisect.bisect_left(firsts, window["start"]), bisect.bisect_left(firsts, window["end"]))
         if len(words) != len(window["tags"]):
             raise RuntimeError(f"the model found {len(window['tags'])} words in a window of {len(words)} words")
+        if not words:
+            continue
+        left = -math.inf if window["left"] == -math.inf else pieces[words[0]][0]
+        right = math.inf if window["right"] == math.inf else pieces[words[-1]][1]
         for w, tag in zip(words, window["tags"], strict=True):
-            distance = min(pieces[w][0] - window["left"], window["right"] - pieces[w][1])
+            distance = min(pieces[w][0] - left, right - pieces[w][1])
             if distance > best[w]:
                 best[w], merged[w] = distance, tag
-    return merged
+                start_cut[w] = w == words[0] and left != -math.inf
+                end_cut[w] = w == words[-1] and right != math.inf
+    return (merged, {w for w, cut in enumerate(start_cut) if cut}, {w for w, cut in enumerate(end_cut) if cut})
+
+
+def rejoin_cut_entities(tags: list[str], start_cuts: set[int], end_cuts: set[int]) -> list[str]:
+    """Undo the re-tagging that training gives an entity cut by a window edge, at the words taken at a cut.
+
+    A window's first word was trained as the start of an entity (I-X -> B-X, E-X -> S-X), and under BIOES its last
+    word as the end of one (I-X -> E-X, B-X -> S-X). Where no window holds such a word inside (stride 0, windows
+    sharing one word), two consecutive words of the same type are one entity when each side either continues it
+    (B-/I- on the left, I-/E- on the right) or is a word at that cut: the right word then continues the left one
+    (B -> I, S -> E) and the left one runs into the right one (E -> I, S -> B). As cardioner's Encoder does.
+    """
+    tags = list(tags)
+    joins = set()
+    for p in sorted({w - 1 for w in start_cuts if w > 0} | {w for w in end_cuts if w + 1 < len(tags)}):
+        (left_prefix, _, left_type), (right_prefix, _, right_type) = tags[p].partition("-"), tags[p + 1].partition("-")
+        if "O" in (left_prefix, right_prefix) or left_type != right_type:
+            continue
+        left_open, right_open = left_prefix in ("B", "I"), right_prefix in ("I", "E")
+        if not (left_open and right_open) and (left_open or p in end_cuts) and (right_open or p + 1 in start_cuts):
+            joins.add(p)
+    for w in sorted({w for p in joins for w in (p, p + 1)}):
+        prefix, _, label = tags[w].partition("-")
+        if w - 1 in joins:
+            prefix = {"B": "I", "S": "E"}.get(prefix, prefix)
+        if w in joins:
+            prefix = {"E": "I", "S": "B"}.get(prefix, prefix)
+        tags[w] = f"{prefix}-{label}"
+    return tags
 
 
 def tags_to_spans(word_offsets: list[tuple[int, int]], tags: list[str]) -> list[tuple[int, int, str]]:
@@ -300,9 +340,11 @@ def predict(model, tokenizer, documents: list[tuple[str, str]], max_length: int,
     channels = channel_labels(model.config)
     results = []
     for (doc_id, text), doc in zip(documents, encoded, strict=True):
-        words = [tag if isinstance(tag, list) else [tag] for tag in merge_windows(doc)]  # tag ids per channel
+        merged, start_cuts, end_cuts = merge_windows(doc)
+        words = [tag if isinstance(tag, list) else [tag] for tag in merged]  # tag ids per channel
         spans = [span for c, labels in enumerate(channels)
-                 for span in tags_to_spans(doc["word_offsets"], [labels[int(tags[c])] for tags in words])]
+                 for span in tags_to_spans(doc["word_offsets"], rejoin_cut_entities(
+                     [labels[int(tags[c])] for tags in words], start_cuts, end_cuts))]
         results.append({"id": doc_id, "text": text, "spans": sorted(spans)})
     return results
 

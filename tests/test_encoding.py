@@ -7,12 +7,20 @@ import random
 
 import pytest
 import torch
+from tiny import CORPUS, tiny_tokenizer
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from cardioner.data import read_corpus
 from cardioner.data.document import Document, Span
-from cardioner.data.encoding import IGNORE_INDEX, Encoder, collate, window_word_labels
+from cardioner.data.encoding import (
+    IGNORE_INDEX,
+    Encoder,
+    collate,
+    joins_across_cut,
+    rejoined_tag,
+    window_word_labels,
+)
 from cardioner.labels import LabelSet
 from cardioner.modeling import build_token_classes, word_start_mask
 
@@ -275,8 +283,9 @@ def test_merge_takes_each_word_from_the_window_where_it_sits_farthest_from_an_ed
     # Window k predicts B-T{k} for every word; the merged tag says which window each word was taken from.
     predictions = [[1 + 2 * k] * len(window_word_labels(w)) for k, w in enumerate(windows)]
     merged = encoder.merge_predictions(encoded, predictions)
-    # Reference: brute force over the window dicts (distance in subwords to the window's text edges; the
-    # document's own start and end are not edges; ties to the earlier window).
+    # Reference: brute force over the window dicts (distance in subwords to the window's text edges, which are
+    # its first and last words here: WordPiece leaves no non-word pieces; the document's own start and end are
+    # not edges; ties to the earlier window).
     n_prefix = len(encoder.prefix_ids)
     for word in range(len(encoded.word_offsets)):
         best, best_k = None, None
@@ -415,3 +424,112 @@ def test_byte_level_non_ascii_letters_stay_in_their_word():
     text = "el ñandú corre"
     encoded = encoder.encode_document(Document("d", text))
     assert [text[s:e] for s, e in encoded.word_offsets] == ["el", "ñandú", "corre"]
+
+
+# -- a perfect model reproduces gold at every window seam ------------------------------------------------
+
+
+def seam_document(tokenizer, multilabel: bool, seed: int = 0) -> Document:
+    """~300 words of CORPUS text with spaces, newlines and blank lines between them (byte-level ``Ċ`` pieces and
+    bare ``▁`` pieces open many windows), and entities of up to 9 words, long enough to cross window seams.
+
+    Flat: non-overlapping spans, adjacent ones of different types only. Multi-label: each type's spans on their
+    own, so spans of different types overlap. Two spans of one type always have a word between them (two
+    entities of one type meeting exactly at a cut are indistinguishable from one, see the module docstring).
+    """
+    rng = random.Random(seed)
+    vocabulary = " ".join(CORPUS).split()
+    text = ""
+    for _ in range(300):
+        text += rng.choice(vocabulary) + rng.choice([" ", " ", " ", "\n", "\n\n", "  "])
+    words = Encoder(tokenizer, ["A"], max_length=512).encode_document(Document("d", text)).word_offsets
+    offsets = [(start, end) for start, end in words if end > start]  # not the empty words (a bare "▁")
+    spans = []
+    for types in ([("A",), ("B",), ("C",)] if multilabel else [("A", "B", "C")]):
+        w, previous = 0, None
+        while w < len(offsets):
+            if rng.random() < 0.4:
+                label = rng.choice([t for t in types if t != previous] or types)
+                last = min(len(offsets) - 1, w + rng.randint(0, 8))
+                spans.append(Span(offsets[w][0], offsets[last][1], label))
+                w, previous = last + 1, label
+                if len(types) > 1 and rng.random() < 0.5:
+                    continue  # the next span (of another type) may start right here
+            w += 1
+            previous = None
+    return Document("d", text, spans)
+
+
+SEAM_FAMILIES = ("bert", "roberta", "xlmr")  # WordPiece, byte-level BPE, Unigram + Metaspace (tests/tiny.py)
+
+
+@pytest.mark.parametrize("family", SEAM_FAMILIES)
+@pytest.mark.parametrize("multilabel", [False, True], ids=["flat", "multilabel"])
+@pytest.mark.parametrize("scheme", ["BIO", "BIOES"])
+def test_perfect_model_reproduces_gold_at_every_seam(family, multilabel, scheme):
+    """A model that predicts each window's own training labels (re-tagged at the window's cuts) gives back the
+    gold word tags and spans exactly: no entity crossing a seam comes back in two, whatever the stride."""
+    tokenizer = tiny_tokenizer(family)
+    doc = seam_document(tokenizer, multilabel)
+    labels = (LabelSet.multilabel if multilabel else LabelSet.flat)(["A", "B", "C"], scheme)
+    seams = 0
+    for max_length, stride in ((32, None), (32, 0), (32, 1), (32, 2), (16, 0), (16, 1), (16, None), (64, 0)):
+        encoder = Encoder(tokenizer, labels, max_length=max_length, stride=stride)
+        encoded = encoder.encode_document(doc)
+        assert encoded.report.inexact == 0 and len(encoded.windows) > 10
+        perfect = [window_word_labels(window) for window in encoded.windows]
+        assert encoder.merge_predictions(encoded, perfect) == encoded.word_labels, (max_length, stride)
+        assert encoder.decode_document(encoded, perfect) == sorted(doc.spans), (max_length, stride)
+        seams += sum(p != g for p, g in zip(perfect, encoded.window_gold(), strict=True))  # windows re-tagged
+    assert seams > 20  # entities do cross many seams
+
+
+def test_merge_never_takes_a_cut_word_that_another_window_holds_inside():
+    """Distances count from a window's first word, not from the newlines that open it (byte-level ``Ċ``)."""
+    tokenizer = tiny_tokenizer("roberta")
+    doc = seam_document(tokenizer, multilabel=False)
+    types = [f"T{k:03d}" for k in range(200)]
+    for stride in (None, 1, 3):
+        encoder = Encoder(tokenizer, types, max_length=32, stride=stride)
+        encoded = encoder.encode_document(Document("d", doc.text))
+        assert len(encoded.windows) < len(types)
+        # Window k predicts B-T{k} for every word; the merged tag says which window each word was taken from.
+        predictions = [[1 + 2 * k] * (end - first) for k, (first, end) in enumerate(encoded.window_words)]
+        merged = encoder.merge_predictions(encoded, predictions)
+        n = len(encoded.windows)
+        for w, tag in enumerate(merged):
+            k = (tag - 1) // 2
+            first, end = encoded.window_words[k]
+            holding = [j for j, (a, b) in enumerate(encoded.window_words) if a <= w < b]
+            inside = [j for j in holding if (encoded.window_words[j][0] < w or j == 0)
+                      and (w < encoded.window_words[j][1] - 1 or j == n - 1)]
+            if inside:
+                assert k in inside, (stride, w, k, holding)
+        # Scores (not tag ids) are only picked, never re-tagged: thresholds.py merges raw scores.
+        scores = [[[float(tag), 0.5]] * len(window) for window, tag in zip(predictions, [0] * n, strict=True)]
+        assert encoder.merge_predictions(encoded, scores) == [[0.0, 0.5]] * len(merged)
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "left_at_cut", "right_at_cut", "joined"),
+    [
+        ("I-X", "B-X", False, True, ("I-X", "I-X")),  # BIO, stride 0: I-X I-X cut as I-X | B-X
+        ("B-X", "B-X", False, True, ("B-X", "I-X")),
+        ("I-X", "B-X", False, False, None),  # not at a cut: two entities
+        ("O", "B-X", False, True, None),
+        ("I-Y", "B-X", False, True, None),
+        ("E-X", "B-X", True, True, ("I-X", "I-X")),  # BIOES, stride 0: I-X I-X cut as E-X | B-X
+        ("S-X", "S-X", True, True, ("B-X", "E-X")),  # B-X E-X
+        ("E-X", "S-X", True, True, ("I-X", "E-X")),  # I-X E-X
+        ("S-X", "B-X", True, True, ("B-X", "I-X")),  # B-X I-X
+        ("E-X", "I-X", True, False, ("I-X", "I-X")),  # BIOES, one word shared: its end-cut tag
+        ("S-X", "E-X", True, False, ("B-X", "E-X")),
+        ("E-X", "B-X", True, False, None),  # the next word starts its own entity: E-X really ends one
+        ("B-X", "S-X", False, True, ("B-X", "E-X")),
+        ("B-X", "I-X", True, True, None),  # already one entity
+    ],
+)
+def test_joins_across_cut(left, right, left_at_cut, right_at_cut, joined):
+    assert joins_across_cut(left, right, left_at_cut, right_at_cut) == (joined is not None)
+    if joined:
+        assert (rejoined_tag(left, False, True), rejoined_tag(right, True, False)) == joined

@@ -19,12 +19,22 @@ continuation pieces carry ``I-`` of the word's type, ``O`` for ``O``). ``labels`
 label set and (seq_len, num_channels) for a multi-label one.
 
 Decoding: per-window word tag ids -> one tag per document word, each word taken from the window where it sits
-farthest from a window edge (in subwords; a window edge that is the document's start or end does not count
-as an edge, since no context is cut there; ties go to the earlier window) -> spans with character offsets.
+farthest from a window edge -> spans with character offsets. A word's distance from a window's edges is
+counted in subwords from the window's first word and to its last word (the words at a cut are at distance 0,
+whatever non-word pieces such as newlines open the window); a window edge that is the document's start or
+end does not count as an edge, since no context is cut there; ties go to the earlier window. Where the word
+taken is at a cut (no window holds it inside: ``stride=0``, or windows sharing one word), its tag is the
+window's re-tagged one (``I-X -> B-X`` at a window's first word; under BIOES also ``I-X -> E-X``,
+``B-X -> S-X`` at its last), so the merge undoes that (``joins_across_cut``): two consecutive words of one type
+are one entity when each side of the cut between them either continues it or is a word taken at that cut;
+e.g. BIO ``B-X``/``I-X`` then a window's first word ``B-X`` -> ``I-X``; BIOES a window's last word ``E-X``
+then ``I-X`` -> ``I-X``. Only two entities of one type that meet exactly at such a cut, with no word between
+them, come back joined: the window labels cannot tell them from one entity cut in two.
 """
 
 from __future__ import annotations
 
+import numbers
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -122,9 +132,8 @@ class EncodedDocument:
     word_labels: list  # gold tag id per word: int (flat) or list of num_channels ints (multi-label)
     windows: list[dict]
     window_words: list[tuple[int, int]]  # [first, end) document words of each window
-    window_edges: list[
-        tuple[float, float]
-    ]  # piece index of each window's left/right edge; +-inf at document ends
+    # first piece of each window's first word / end piece of its last word; -inf / +inf at the document's ends
+    window_edges: list[tuple[float, float]]
     word_pieces: list[tuple[int, int]]  # [first, end) document pieces of each word
     report: EncodingReport
 
@@ -249,9 +258,10 @@ class Encoder:
             )
             words_here = [w for w in piece_word[start:end] if w != NO_WORD]
             window_words.append((words_here[0], words_here[-1] + 1) if words_here else (0, 0))
-            window_edges.append(
-                (float("-inf") if u0 == 0 else start, float("inf") if u1 == len(units) else end)
-            )
+            # Distances are counted from the window's first word and to its last one (the words at a cut),
+            # not from its first piece: a window may open with non-word pieces (newlines, a bare "▁").
+            left, right = (word_pieces[words_here[0]][0], word_pieces[words_here[-1]][1]) if words_here else (start, end)
+            window_edges.append((float("-inf") if u0 == 0 else left, float("inf") if u1 == len(units) else right))
         report.windows = len(windows)
         return EncodedDocument(
             doc.id, word_offsets, word_labels, windows, window_words, window_edges, word_pieces, report
@@ -391,7 +401,9 @@ class Encoder:
 
         Returns:
             tag id per document word (int or list of ints), each from the window where the word sits farthest
-            from an edge (ties: the earlier window).
+            from an edge (ties: the earlier window); at a cut, entities the window re-tagging split are joined
+            again (module docstring, "Decoding"). Predictions that are not tag ids (raw scores per tag) are
+            only picked, never re-tagged.
         """
         if len(predictions) != len(encoded.windows):
             raise ValueError(
@@ -399,6 +411,7 @@ class Encoder:
             )
         merged: list = [None] * len(encoded.word_offsets)
         best = [float("-inf")] * len(encoded.word_offsets)
+        source = [0] * len(encoded.word_offsets)  # the window each word is taken from
         for k, (window_prediction, (first, end)) in enumerate(
             zip(predictions, encoded.window_words, strict=True)
         ):
@@ -412,10 +425,54 @@ class Encoder:
                 piece_first, piece_end = encoded.word_pieces[w]
                 distance = min(piece_first - left, right - piece_end)
                 if distance > best[w]:
-                    best[w], merged[w] = distance, tag
+                    best[w], merged[w], source[w] = distance, tag, k
         missing = [w for w, tag in enumerate(merged) if tag is None]
         assert not missing, f"words in no window: {missing[:5]}"
+        if merged and all(self._is_tag_ids(tag) for tag in merged):  # not raw scores (thresholds.py merges those)
+            # Words taken at a cut: the first word of a window that does not start the document, the last word
+            # of one that does not end it.
+            start_cuts = {w for w in range(len(merged)) if w == encoded.window_words[source[w]][0]
+                          and encoded.window_edges[source[w]][0] != float("-inf")}
+            end_cuts = {w for w in range(len(merged)) if w == encoded.window_words[source[w]][1] - 1
+                        and encoded.window_edges[source[w]][1] != float("inf")}
+            merged = self._rejoin_cut_entities(merged, start_cuts, end_cuts)
         return merged
+
+    def _is_tag_ids(self, tag) -> bool:
+        """Whether a merged entry is a tag id (flat) or one tag id per channel (multi-label), not scores."""
+        if not self.labels.is_multilabel:
+            return isinstance(tag, numbers.Integral)
+        return (
+            isinstance(tag, (list, tuple))
+            and len(tag) == self.labels.num_channels
+            and all(isinstance(t, numbers.Integral) for t in tag)
+        )
+
+    def _rejoin_cut_entities(self, merged: list, start_cuts: set[int], end_cuts: set[int]) -> list:
+        """Undo the window re-tagging (``_window``) at the words taken at a cut, per channel (see
+        ``joins_across_cut``): tag ids per word in, tag ids per word out."""
+        boundaries = sorted({w - 1 for w in start_cuts if w > 0} | {w for w in end_cuts if w + 1 < len(merged)})
+        if not boundaries:
+            return merged
+        multilabel = self.labels.is_multilabel
+        result = [list(tag) for tag in merged] if multilabel else list(merged)
+        for c, channel in enumerate(self.labels.channels):
+            tags = {  # typed tag of each word next to a cut
+                w: channel.typed_tag(merged[w][c] if multilabel else merged[w])
+                for p in boundaries for w in (p, p + 1)
+            }
+            joins = {
+                p for p in boundaries
+                if joins_across_cut(tags[p], tags[p + 1], p in end_cuts, p + 1 in start_cuts)
+            }
+            changed = {w: (w - 1 in joins, w in joins) for p in joins for w in (p, p + 1)}
+            for w, (join_left, join_right) in changed.items():
+                tag_id = channel.tag_id(rejoined_tag(tags[w], join_left, join_right))
+                if multilabel:
+                    result[w][c] = tag_id
+                else:
+                    result[w] = tag_id
+        return result
 
     def decode_document(self, encoded: EncodedDocument, predictions: Sequence) -> list[Span]:
         """Spans (character offsets) from per-window word predictions (see ``merge_predictions``)."""
@@ -601,6 +658,34 @@ def _window_edge_tag(tag: str, first: bool, scheme: str) -> str:
     else:
         mapping = {"I": "E", "B": "S"}
     return f"{mapping[prefix]}-{entity_type}" if prefix in mapping else tag
+
+
+def joins_across_cut(left_tag: str, right_tag: str, left_at_cut: bool, right_at_cut: bool) -> bool:
+    """Whether two consecutive words' merged tags (typed, e.g. ``B-X``) are one entity that a window cut split.
+
+    ``left_at_cut``: the left word was taken from a window whose last word it is (under BIOES its tag was
+    re-tagged I-X -> E-X, B-X -> S-X); ``right_at_cut``: the right word from a window whose first word it is
+    (I-X -> B-X, E-X -> S-X). The entity continues across when both words have the same type and each side
+    either continues it (B-/I- on the left, I-/E- on the right) or may have been re-tagged at its cut, and
+    they do not already continue it on both sides. Read the same way under BIO (no E-/S- tags) and BIOES.
+    """
+    left_prefix, left_type = split_tag(left_tag)
+    right_prefix, right_type = split_tag(right_tag)
+    if OUTSIDE in (left_prefix, right_prefix) or left_type != right_type:
+        return False
+    left_open, right_open = left_prefix in ("B", "I"), right_prefix in ("I", "E")
+    return not (left_open and right_open) and (left_open or left_at_cut) and (right_open or right_at_cut)
+
+
+def rejoined_tag(tag: str, join_left: bool, join_right: bool) -> str:
+    """``tag`` continuing the entity of the word before it (B -> I, S -> E) and/or into the word after it
+    (E -> I, S -> B)."""
+    prefix, entity_type = split_tag(tag)
+    if join_left:
+        prefix = {"B": "I", "S": "E"}.get(prefix, prefix)
+    if join_right:
+        prefix = {"E": "I", "S": "B"}.get(prefix, prefix)
+    return f"{prefix}-{entity_type}"
 
 
 def _continuation_tag(tag: str) -> str:
