@@ -3,9 +3,9 @@ the backbone lays out words of each type.
 
 ``analyze_model(model_dir, data_path, output_dir)`` writes:
 
-- ``confusion_matrix.json`` / ``.png``: span-level confusion over entity types. Gold and predicted spans of
-  any type are paired one-to-one by overlap (greedy, most shared characters first, as the overlap scorer
-  does); rows are gold types plus ``spurious`` (a prediction overlapping no gold span), columns are predicted
+- ``confusion_matrix.json`` / ``.png``: span-level confusion over entity types. Gold and predicted spans are
+  paired one-to-one: exact matches first, then overlaps of the same type, then overlaps of any type (each
+  greedy, most shared characters first, as the overlap scorer does); rows are gold types plus ``spurious`` (a prediction overlapping no gold span), columns are predicted
   types plus ``missed`` (a gold span overlapping no prediction).
 - ``errors.json`` / ``errors.md``: per gold type, counts and examples (with context) of missed spans, wrong
   types, wrong boundaries (same type, overlapping, not exact) and spurious predictions.
@@ -38,20 +38,38 @@ MISSED, SPURIOUS, OUTSIDE = "missed", "spurious", "O"
 
 
 def match_spans(gold: list[Span], predicted: list[Span]) -> list[tuple[Span | None, Span | None]]:
-    """Pair one document's gold and predicted spans by overlap, whatever their types.
+    """Pair one document's gold and predicted spans one-to-one, in three rounds: exact matches (same type, same
+    boundaries) first, then overlaps of the same type, then overlaps of any type (each round greedy by shared
+    characters). An exactly right span nested in another gold span is thus paired with its own gold span, as
+    the span scorer counts it, and not with the enclosing one.
 
     Returns:
         (gold, predicted) pairs: both set for overlapping spans, (gold, None) for a missed span,
         (None, predicted) for a spurious one; every span appears once.
     """
-    gold_keys = [span_key("", s.start, s.end, s.fragments or ()) for s in gold]
-    pred_keys = [span_key("", s.start, s.end, s.fragments or ()) for s in predicted]
-    pairs = greedy_overlap_pairs(gold_keys, pred_keys)
-    matched_gold = {g for g, _ in pairs}
-    matched_pred = {p for _, p in pairs}
+    gold_keys = [span_key(s.label, s.start, s.end, s.fragments or ()) for s in gold]
+    pred_keys = [span_key(s.label, s.start, s.end, s.fragments or ()) for s in predicted]
+    pairs: list[tuple[int, int]] = []
+    used_gold: set[int] = set()
+    used_pred: set[int] = set()
+    for g, key in enumerate(gold_keys):  # round 1: exact
+        p = next((p for p, other in enumerate(pred_keys) if p not in used_pred and other == key), None)
+        if p is not None:
+            pairs.append((g, p))
+            used_gold.add(g)
+            used_pred.add(p)
+    labels = sorted({s.label for s in gold})
+    for group in [[label] for label in labels] + [None]:  # round 2: overlaps per type; round 3: any overlap
+        free_gold = [g for g in range(len(gold)) if g not in used_gold and (group is None or gold[g].label in group)]
+        free_pred = [p for p in range(len(predicted))
+                     if p not in used_pred and (group is None or predicted[p].label in group)]
+        for g, p in greedy_overlap_pairs([gold_keys[g] for g in free_gold], [pred_keys[p] for p in free_pred]):
+            pairs.append((free_gold[g], free_pred[p]))
+            used_gold.add(free_gold[g])
+            used_pred.add(free_pred[p])
     result: list[tuple[Span | None, Span | None]] = [(gold[g], predicted[p]) for g, p in sorted(pairs)]
-    result += [(span, None) for g, span in enumerate(gold) if g not in matched_gold]
-    result += [(None, span) for p, span in enumerate(predicted) if p not in matched_pred]
+    result += [(span, None) for g, span in enumerate(gold) if g not in used_gold]
+    result += [(None, span) for p, span in enumerate(predicted) if p not in used_pred]
     return result
 
 

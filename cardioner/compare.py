@@ -22,6 +22,7 @@ from cardioner.data.common import atomic_path
 logger = logging.getLogger("cardioner")
 
 CRF_SETTINGS = {"off": (False,), "on": (True,), "both": (False, True)}
+CRF_HEAD = "crf"  # in a list of heads: the linear head with a CRF (DESIGN's `--heads linear,mlp,crf`)
 ALL_HEADS = ("linear", "mlp", "bilstm", "cnn", "attention", "fourier_kan", "wavelet_kan")
 
 
@@ -30,14 +31,16 @@ def run_name(head: str, use_crf: bool) -> str:
     return f"{head}+crf" if use_crf else head
 
 
-def compare_heads(config: Config, heads: Sequence[str], crf: str = "off", output_dir: str | Path = "comparison") -> dict:
+def compare_heads(config: Config, heads: Sequence[str], crf: str | None = None,
+                  output_dir: str | Path = "comparison") -> dict:
     """Train one model per head and CRF setting on the same data, seed and budget; write the comparison files.
 
     Args:
         config: the base configuration (data paths, backbone, training budget); ``model.head`` and
             ``model.use_crf`` are set per run, everything else is shared.
-        heads: head names (keys of ``modeling.TOKEN_HEADS``).
-        crf: "off", "on" or "both".
+        heads: head names (keys of ``modeling.TOKEN_HEADS``); ``crf`` stands for the linear head with a CRF
+            (run ``linear+crf``), whatever ``crf`` says.
+        crf: "off", "on" or "both"; None = the config's ``model.use_crf`` ("on" when true, else "off").
         output_dir: where the exports (one folder per run) and comparison.json/.md/.png go.
 
     Returns:
@@ -47,13 +50,17 @@ def compare_heads(config: Config, heads: Sequence[str], crf: str = "off", output
     from cardioner.training import ModelTrainer
     from cardioner.training.run import check_before_reading, read_split, split_dev
 
-    unknown = [head for head in heads if head not in TOKEN_HEADS]
+    unknown = [head for head in heads if head not in TOKEN_HEADS and head != CRF_HEAD]
     if unknown or not heads:
-        raise ValueError(f"unknown heads {unknown or list(heads)}; expected names from {sorted(TOKEN_HEADS)}")
+        raise ValueError(f"unknown heads {unknown or list(heads)}; expected names from "
+                         f"{sorted(TOKEN_HEADS)} (or {CRF_HEAD!r}: the linear head with a CRF)")
+    if crf is None:
+        crf = "on" if config.model.use_crf else "off"
     if crf not in CRF_SETTINGS:
         raise ValueError(f"--crf must be one of {', '.join(CRF_SETTINGS)}; got {crf!r}")
     output_dir = Path(output_dir)
-    runs = [(head, use_crf) for head in heads for use_crf in CRF_SETTINGS[crf]]
+    runs = list(dict.fromkeys(run for head in heads for run in (
+        [("linear", True)] if head == CRF_HEAD else [(head, use_crf) for use_crf in CRF_SETTINGS[crf]])))
     check_before_reading(config, [output_dir / run_name(head, use_crf) for head, use_crf in runs])
     if not (config.data.dev or config.data.test or config.data.dev_fraction > 0):
         raise ValueError("compare scores each head on a test or dev corpus: pass --test PATH or --dev PATH "

@@ -10,12 +10,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def plot_learning_curves(history: list[dict], path: str | Path, title: str = "Learning curves") -> Path:
+def plot_learning_curves(history: list[dict], path: str | Path, title: str = "Learning curves",
+                         best_epoch: int | None = None) -> Path:
     """Training loss and dev span F1 per epoch, side by side.
 
     Args:
         history: one dict per epoch with ``epoch``, ``train_loss`` and optionally ``dev_loss``, ``dev_f1``.
         path: the PNG to write.
+        best_epoch: the epoch the trainer selected (by ``training.metric`` and ``min_delta``), marked with a
+            dashed line; None = the epoch with the highest dev micro F1.
     """
     path = Path(path)
     epochs = [row["epoch"] for row in history]
@@ -30,8 +33,9 @@ def plot_learning_curves(history: list[dict], path: str | Path, title: str = "Le
     ax_loss.grid(alpha=0.3)
     if any(row.get("dev_f1") is not None for row in history):
         ax_f1.plot(epochs, [row.get("dev_f1") for row in history], marker="o", color="tab:green", label="dev span F1")
-        best = max(history, key=lambda row: row.get("dev_f1") or -1.0)
-        ax_f1.axvline(best["epoch"], color="grey", linestyle="--", label=f"best epoch {best['epoch']}")
+        if not best_epoch:
+            best_epoch = max(history, key=lambda row: row.get("dev_f1") or -1.0)["epoch"]
+        ax_f1.axvline(best_epoch, color="grey", linestyle="--", label=f"best epoch {best_epoch}")
     ax_f1.set_xlabel("epoch")
     ax_f1.set_ylabel("micro F1 (exact spans)")
     ax_f1.set_ylim(0, 1)
@@ -44,7 +48,7 @@ def plot_learning_curves(history: list[dict], path: str | Path, title: str = "Le
 
 
 def plot_comparison(rows: list[dict], path: str | Path, title: str = "Token heads compared") -> Path:
-    """Micro F1 of each head (bars: without and with CRF) beside F1 against inference speed.
+    """Micro F1 of each run (one bar per row, coloured by CRF) beside F1 against inference speed.
 
     Args:
         rows: comparison rows (``cardioner.compare.export_row``): name, head, use_crf, micro_f1, scored_on,
@@ -52,22 +56,21 @@ def plot_comparison(rows: list[dict], path: str | Path, title: str = "Token head
         path: the PNG to write.
     """
     path = Path(path)
-    heads = list(dict.fromkeys(row["head"] for row in rows))
     settings = sorted({row["use_crf"] for row in rows})
-    fig, (ax_bars, ax_speed) = plt.subplots(1, 2, figsize=(13, 4.8))
-    width = 0.8 / max(len(settings), 1)
-    for offset, use_crf in enumerate(settings):
-        by_head = {row["head"]: row for row in rows if row["use_crf"] == use_crf}
-        positions = [index + (offset - (len(settings) - 1) / 2) * width for index in range(len(heads))]
-        values = [(by_head.get(head) or {}).get("micro_f1") or 0.0 for head in heads]
-        bars = ax_bars.bar(positions, values, width, label="with CRF" if use_crf else "softmax")
+    fig, (ax_bars, ax_speed) = plt.subplots(1, 2, figsize=(max(13.0, 8.0 + 0.5 * len(rows)), 4.8))
+    # one bar per run (two exports of one head, e.g. from different folders, are two bars), coloured by CRF
+    colours = {False: "tab:blue", True: "tab:orange"}
+    for use_crf in settings:
+        chosen = [(index, row) for index, row in enumerate(rows) if row["use_crf"] == use_crf]
+        bars = ax_bars.bar([index for index, _ in chosen], [row.get("micro_f1") or 0.0 for _, row in chosen], 0.7,
+                           color=colours[bool(use_crf)], label="with CRF" if use_crf else "softmax")
         ax_bars.bar_label(bars, fmt="%.3f", fontsize=8, padding=2)
-    ax_bars.set_xticks(range(len(heads)), heads, rotation=20)
-    ax_bars.set_xlabel("token head")
+    ax_bars.set_xticks(range(len(rows)), [row["name"] for row in rows], rotation=20, ha="right")
+    ax_bars.set_xlabel("run")
     scored = " / ".join(sorted({row.get("scored_on") or "test" for row in rows}))
     ax_bars.set_ylabel(f"micro F1 ({scored}, exact spans)")
     ax_bars.set_ylim(0, 1.15)
-    ax_bars.set_title("Span F1 per head")
+    ax_bars.set_title("Span F1 per run")
     ax_bars.legend(loc="upper right", ncols=2)
     ax_bars.grid(axis="y", alpha=0.3)
     for use_crf in settings:

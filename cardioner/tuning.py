@@ -41,6 +41,9 @@ SEARCH_SECTION = "search"
 METHODS = ("optuna", "pbt")
 PRUNERS = ("median", "hyperband", "none")
 PARAM_TYPES = ("float", "int", "categorical")
+# A trial failing with these (a sampled combination the config or model refuses) is recorded as FAIL and the
+# study goes on; anything else (out of memory after the batch fallback, a bug) still ends the study.
+TRIAL_ERRORS = (ValueError, ConfigError)
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,8 @@ def parse_search_space(raw: dict, source: str = "search") -> list[SearchParam]:
         kind = spec.get("type", "categorical" if "choices" in spec else "float")
         if kind not in PARAM_TYPES:
             raise ConfigError(f"{source}: {SEARCH_SECTION}.{raw_key}.type must be one of {PARAM_TYPES}, got {kind!r}")
-        when = tuple((resolve_key(str(k), source), v) for k, v in (spec.get("when") or {}).items())
+        when = tuple(_when_value(resolve_key(str(k), source), v, f"{source}: {SEARCH_SECTION}.{raw_key}.when")
+                     for k, v in (spec.get("when") or {}).items())
         if kind == "categorical":
             choices = tuple(_choice(c) for c in spec.get("choices") or ())
             if not choices:
@@ -106,6 +110,17 @@ def parse_search_space(raw: dict, source: str = "search") -> list[SearchParam]:
         step = float(spec["step"]) if spec.get("step") is not None else None
         space.append(SearchParam(key, kind, low, high, bool(spec.get("log", False)), step, when=when))
     return space
+
+
+def _when_value(key: str, value: Any, source: str) -> tuple[str, Any]:
+    """A ``when`` condition with its value in the key's config type (YAML [512, 256] or "512,256" -> (512, 256),
+    "true" -> True), as the config itself would read it; a value the key cannot take is a ConfigError."""
+    import typing
+
+    from cardioner.config import SECTIONS, _coerce
+
+    section, name = key.split(".")
+    return key, _coerce(value, typing.get_type_hints(SECTIONS[section])[name], key, source)
 
 
 def _choice(value: Any) -> Any:
@@ -127,6 +142,11 @@ def default_search_space(config: Config) -> list[SearchParam]:
         "model.use_crf": [False, True],
         "training.crf_lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True, "when": {"model.use_crf": True}},
     }
+    if config.model.use_crf or config.model.label_smoothing or config.model.focal_gamma:
+        # A config that fixes a CRF keeps it; softmax-only losses (label smoothing, focal) refuse a CRF.
+        del space["model.use_crf"]
+        if not config.model.use_crf:
+            del space["training.crf_lr"]
     if config.model.head == "mlp":
         space["model.classifier_hidden_layers"] = ["256", "512,256", "256,128"]
         space["model.classifier_activation"] = ["gelu", "relu", "tanh"]
@@ -160,7 +180,7 @@ def sample_config(trial, space: list[SearchParam], base: Config) -> Config:
     values: dict[str, Any] = {}
     for param in space:
         current = base.replace(**values) if values else base
-        if all(_get(current, key) == _coerce_like(_get(current, key), want) for key, want in param.when):
+        if all(_get(current, key) == want for key, want in param.when):
             values[param.key] = param.suggest(trial)
     return base.replace(**values) if values else base
 
@@ -168,13 +188,6 @@ def sample_config(trial, space: list[SearchParam], base: Config) -> Config:
 def _get(config: Config, key: str) -> Any:
     section, name = key.split(".")
     return getattr(getattr(config, section), name)
-
-
-def _coerce_like(current: Any, want: Any) -> Any:
-    """Compare ``when`` values with the config's types (YAML 'true' vs True, '512,256' vs (512, 256))."""
-    if isinstance(current, tuple) and isinstance(want, str):
-        return tuple(int(v) for v in want.split(","))
-    return want
 
 
 def dev_score(scores: dict, metric: str) -> float:
@@ -235,7 +248,9 @@ def read_tuning_data(config: Config, folds: int | None) -> tuple[list[Document],
     train = read_split(config.data.train, config, "train")
     dev = read_split(config.data.dev, config, "dev")
     if folds:
-        return train + (dev or []), None  # folds carve their own dev sets
+        from cardioner.training.folds import pool_documents
+
+        return pool_documents(train, dev), None  # folds carve their own dev sets
     if dev is None:
         if config.data.dev_fraction <= 0:
             raise ValueError("tuning needs a dev set: set data.dev or data.dev_fraction > 0 (or use --folds)")
@@ -308,13 +323,20 @@ def tune(
     def objective(trial) -> float:
         config = sample_config(trial, space, trial_config)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        step = {"value": 0}
+        reported: set[int] = set()
 
         def report(row: dict, fold: int = 0) -> None:
             if "dev_scores" not in row:
                 return
-            trial.report(dev_score(row["dev_scores"], metric), step["value"])
-            step["value"] += 1
+            # The step is the (fold, epoch) itself, so that the pruner compares the same point of every trial;
+            # a run restarted after an out-of-memory retry reports the same steps again (Optuna keeps the first).
+            step = fold * config.training.epochs + row["epoch"] - 1
+            if step not in reported:
+                trial.report(dev_score(row["dev_scores"], metric), step)
+                reported.add(step)
+            trial.set_user_attr("last_epoch", row["epoch"])
+            if folds:
+                trial.set_user_attr("last_fold", fold + 1)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {row['epoch']}" + (f" of fold {fold + 1}" if folds else ""))
 
@@ -332,15 +354,24 @@ def tune(
         trial.set_user_attr("best_epoch", result.best_epoch)
         return dev_score(result.dev_metrics, metric)
 
+    def guarded(trial) -> float:
+        try:
+            return objective(trial)
+        except TRIAL_ERRORS as error:  # a configuration this trial sampled is refused: a FAIL row, not the end
+            trial.set_user_attr("error", f"{type(error).__name__}: {error}")
+            raise
+
     remaining = trials - len(finished)
-    if remaining > 0:
-        study.optimize(
-            objective, n_trials=remaining, timeout=timeout, gc_after_trial=True,
-            callbacks=[optuna.study.MaxTrialsCallback(trials, states=_finished_states())],
-        )
-    else:
-        logger.info("study %r already has %d finished trials: nothing to run", study.study_name, len(finished))
-    write_study_outputs(study, base_config, output_dir)
+    try:
+        if remaining > 0:
+            study.optimize(
+                guarded, n_trials=remaining, timeout=timeout, gc_after_trial=True, catch=TRIAL_ERRORS,
+                callbacks=[optuna.study.MaxTrialsCallback(trials, states=_finished_states())],
+            )
+        else:
+            logger.info("study %r already has %d finished trials: nothing to run", study.study_name, len(finished))
+    finally:  # whatever stopped the study (an error, Ctrl-C), the trials that finished are written
+        write_study_outputs(study, base_config, output_dir)
     return study
 
 
@@ -371,8 +402,7 @@ def write_study_outputs(study, base_config: Config, output_dir: str | Path) -> d
     if complete:
         best = study.best_trial
         best_config = config_from_dict(best.user_attrs["config"])
-        best_config = best_config.replace(**{"training.output": base_config.training.output
-                                             or str(output_dir / "best_model")})
+        best_config = best_config.replace(**{"training.output": str(output_dir / "best_model")})
         header = (f"# best trial {best.number} of study {study.study_name!r}: dev {best_config.training.metric} "
                   f"{best.value:.6f}\n# reproduce: cardioner train --config best_config.yaml\n")
         written["best_config"] = _write_text(output_dir / "best_config.yaml", header + best_config.to_yaml())
@@ -397,13 +427,14 @@ def _write_trials_csv(study, path: Path) -> Path:
     param_names = sorted({name for trial in trials for name in trial.params})
     with atomic_path(path) as temporary, temporary.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["number", "state", "value", "last_step", "duration_s", "datetime_start", *param_names])
+        writer.writerow(["number", "state", "value", "last_step", "last_fold", "last_epoch", "duration_s",
+                         "datetime_start", "error", *param_names])
         for trial in trials:
             duration = trial.duration.total_seconds() if trial.duration is not None else ""
             last_step = trial.last_step if trial.last_step is not None else ""
             writer.writerow([trial.number, trial.state.name, "" if trial.value is None else trial.value, last_step,
-                             duration, trial.datetime_start.isoformat() if trial.datetime_start else "",
-                             *[trial.params.get(name, "") for name in param_names]])
+                             trial.user_attrs.get("last_fold", ""), trial.user_attrs.get("last_epoch", ""), duration, trial.datetime_start.isoformat() if trial.datetime_start else "",
+                             trial.user_attrs.get("error", ""), *[trial.params.get(name, "") for name in param_names]])
     return path
 
 
@@ -585,7 +616,7 @@ def tune_pbt(
                                             reuse_actors=False),
             run_config=ray_tune.RunConfig(
                 name="pbt", storage_path=str(output_dir / "ray"), verbose=0,
-                checkpoint_config=ray_tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="score"),
+                checkpoint_config=_pbt_checkpoint_config(ray_tune),
             ),
         )
         results = tuner.fit()
@@ -597,7 +628,7 @@ def tune_pbt(
         raise RuntimeError(f"{len(errors)} PBT member(s) failed; first error: {errors[0]}")
     best = results.get_best_result(metric="score", mode="max", scope="all")
     checkpoint = best.get_best_checkpoint("score", "max") or best.checkpoint
-    events = _pbt_events(output_dir / "ray" / "pbt")
+    events = _pbt_events(output_dir / "ray" / "pbt", base_config.training.epochs)
     _write_text(output_dir / "pbt_events.txt", "".join(line + "\n" for line in events))
     for line in events:
         logger.info("PBT %s", line)
@@ -616,15 +647,24 @@ def tune_pbt(
             "model_dir": model_dir, "events": events, "members": members, "test": scores.get("test")}
 
 
+def _pbt_checkpoint_config(ray_tune):
+    """Keep every member's checkpoints: an exploit restores the donor's checkpoint of its reported epoch (which
+    the donor may already have trained past), and the export takes the best epoch of the best member. Pruning
+    them by score (or count) deleted checkpoints a member was about to restore ("does not exist on storage
+    anymore"). They are one weights file per member and epoch under ``<output>/ray``."""
+    return ray_tune.CheckpointConfig(num_to_keep=None)
+
+
 def _has_cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
 
 
-def _pbt_events(experiment_dir: Path) -> list[str]:
+def _pbt_events(experiment_dir: Path, epochs: int | None = None) -> list[str]:
     """Ray's exploit log (``pbt_global.txt``, one JSON list per exploit: target tag, donor tag, target
-    iteration, donor iteration, donor config, new config) as readable lines."""
+    iteration, donor iteration, donor config, new config) as readable lines. An exploit of a donor that had
+    already trained ``epochs`` epochs trains nothing more: its line says the explored values were never used."""
     path = experiment_dir / "pbt_global.txt"
     if not path.exists():
         return []
@@ -636,8 +676,10 @@ def _pbt_events(experiment_dir: Path) -> list[str]:
             continue
         changes = ", ".join(f"{key} {donor_config.get(key, float('nan')):.4g} -> {value:.4g}"
                             for key, value in new_config.items() if key in PBT_KEYS)
+        finished = epochs is not None and int(donor_epoch) >= epochs
         events.append(f"exploit: member {str(target).split('_')[0]} (epoch {target_epoch}) takes the weights of "
-                      f"member {str(donor).split('_')[0]} (epoch {donor_epoch}); explore: {changes}")
+                      f"member {str(donor).split('_')[0]} (epoch {donor_epoch}); explore: {changes}"
+                      + (" (not trained: the donor had finished its epochs)" if finished else ""))
     return events
 
 
@@ -674,8 +716,10 @@ def _export_member(
     task = Task.from_config(config, train_docs, dev_docs, test_docs)
     model = task.build_model(train_docs)
     load_safetensors_model(model, str(weights))
+    thresholds = task.select_thresholds(model, dev_docs)  # multi-label sigmoid: tuned on dev, as `train` does
     result = TrainResult(dev_metrics=task.evaluate(model, dev_docs, "dev")["scores"],
-                         test_metrics=task.evaluate(model, test_docs, "test")["scores"] if test_docs else None)
+                         test_metrics=task.evaluate(model, test_docs, "test")["scores"] if test_docs else None,
+                         thresholds=thresholds)
     metrics = {"dev": result.dev_metrics, "test": result.test_metrics}
     path = save_model(model, task.tokenizer, output_dir, training_config=config.to_dict(), metrics=metrics,
                       card=task.card_info(result))

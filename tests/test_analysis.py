@@ -97,3 +97,28 @@ def test_analyze_rejects_a_corpus_without_spans(export, tmp_path):
     result = CliRunner().invoke(app, ["analyze", "--model", str(model_dir), "--data", str(empty)])
     assert result.exit_code == 1
     assert "no annotated spans" in result.output
+
+
+def test_nested_spans_pair_exact_then_same_type_then_across_types():
+    """An exactly right DRUG nested in a gold PROC is correct (as score_spans counts it), not "missed"; a DRUG
+    overlapping the nested gold DRUG less than the PROC still pairs with the DRUG."""
+    from cardioner.evaluation import score_spans
+
+    text = "Se inició administración de aspirina oral."
+    gold = Document("d", text, [Span(10, 36, "PROC"), Span(28, 36, "DRUG")])
+    exact = Document("d", text, [Span(28, 36, "DRUG")])
+    matrix = confusion_matrix([gold], [exact], ["DRUG", "PROC"])
+    assert matrix["counts"] == [[1, 0, 0], [0, 0, 1], [0, 0, 0]]  # DRUG right, PROC missed
+    errors = error_examples([gold], [exact])
+    assert errors["DRUG"]["correct"] == 1 and errors["DRUG"]["counts"]["missed"] == 0
+    assert errors["PROC"]["counts"] == {"missed": 1, "wrong_type": 0, "wrong_boundary": 0, "spurious": 0}
+    assert score_spans([gold], [exact], match="exact")["micro"]["tp"] == 1
+
+    # boundary off: shares 10 characters with PROC, 8 with the gold DRUG; same type wins
+    wider = Document("d", text, [Span(26, 36, "DRUG")])
+    errors = error_examples([gold], [wider])
+    assert errors["DRUG"]["counts"]["wrong_boundary"] == 1 and errors["PROC"]["counts"]["missed"] == 1
+    assert errors["PROC"]["counts"]["wrong_type"] == 0
+    # no same-type partner: the overlap across types is still a wrong type
+    other = Document("d", text, [Span(10, 24, "DISEASE")])
+    assert confusion_matrix([gold], [other], ["DRUG", "PROC"])["counts"][1] == [0, 0, 1, 0]  # PROC -> DISEASE

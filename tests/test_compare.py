@@ -144,3 +144,85 @@ def test_systems_per_type_plot(tmp_path):
     assert not (matplotlib.image.imread(with_errors) == image).all()  # the error bars were drawn
     with pytest.raises(ValueError, match="no systems"):
         plot_systems_per_type({}, tmp_path / "empty.png")
+
+
+def test_comparison_plot_has_one_bar_per_run_even_for_one_head(tmp_path, monkeypatch):
+    """`compare --compare-only runs/heads models/other_export`: two linear exports are two bars, not one."""
+    from cardioner import plots
+
+    drawn = {}
+
+    def keep(fig, path, title):
+        drawn["fig"] = fig
+        return path
+
+    monkeypatch.setattr(plots, "_save", keep)
+    rows = [{"name": "linear", "head": "linear", "use_crf": False, "micro_f1": 0.61},
+            {"name": "other_export", "head": "linear", "use_crf": False, "micro_f1": 0.42},
+            {"name": "linear+crf", "head": "linear", "use_crf": True, "micro_f1": 0.55}]
+    plots.plot_comparison(rows, tmp_path / "comparison.png")
+    bars = drawn["fig"].axes[0]
+    heights = sorted((round(patch.get_x() + patch.get_width() / 2), round(patch.get_height(), 2))
+                     for patch in bars.patches)
+    assert heights == [(0, 0.61), (1, 0.42), (2, 0.55)]
+    assert [label.get_text() for label in bars.get_xticklabels()] == ["linear", "other_export", "linear+crf"]
+
+
+def test_compare_crf_follows_the_config_unless_given_and_crf_is_a_head(tmp_path, monkeypatch):
+    """--crf defaults to model.use_crf (from --set or the YAML); `--heads linear,mlp,crf` (DESIGN §7) works."""
+    from cardioner.training import run
+
+    planned = []
+
+    class Planned(Exception):
+        pass
+
+    def record(config, outputs=()):
+        planned.append([path.name for path in outputs])
+        raise Planned
+
+    monkeypatch.setattr(run, "check_before_reading", record)
+    config = load_config(overrides={"data.train": str(tmp_path), "model.use_crf": True})
+    for heads, crf, expected in ((["linear"], None, ["linear+crf"]), (["linear"], "off", ["linear"]),
+                                 (["linear", "mlp", "crf"], None, ["linear+crf", "mlp+crf"]),
+                                 (["linear", "crf"], "both", ["linear", "linear+crf"])):
+        with pytest.raises(Planned):
+            compare_heads(config, heads, crf=crf, output_dir=tmp_path)
+        assert planned.pop() == expected, (heads, crf)
+    with pytest.raises(Planned):
+        compare_heads(config.replace(**{"model.use_crf": False}), ["mlp", "crf"], output_dir=tmp_path)
+    assert planned.pop() == ["mlp", "linear+crf"]
+
+    result = CliRunner().invoke(app, ["compare", "--heads", "cnn", "--train", str(tmp_path), "--dev", str(tmp_path),
+                                      "--set", "model.use_crf=true", "--output", str(tmp_path / "out")])
+    assert isinstance(result.exception, Planned) or "Planned" in result.output, result.output
+    assert planned.pop() == ["cnn+crf"]
+
+
+def test_learning_curves_mark_the_epoch_the_trainer_selected(shared_data, tmp_path, monkeypatch):
+    """The dashed line is the trainer's best epoch (training.metric, min_delta), not the top dev micro F1."""
+    from cardioner import plots
+    from cardioner.data import read_corpus
+    from cardioner.training import ModelTrainer
+
+    marked = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path, title: marked.append(
+        [line.get_xdata()[0] for line in fig.axes[1].lines if line.get_linestyle() == "--"]) or path)
+    history = [{"epoch": 1, "train_loss": 1.0, "dev_f1": 0.2}, {"epoch": 2, "train_loss": 0.8, "dev_f1": 0.3},
+               {"epoch": 3, "train_loss": 0.6, "dev_f1": 0.5}]
+    plots.plot_learning_curves(history, tmp_path / "a.png", best_epoch=2)
+    plots.plot_learning_curves(history, tmp_path / "b.png")
+    assert marked == [[2], [3]]
+
+    passed = []
+    drawn = plots.plot_learning_curves
+    monkeypatch.setattr(plots, "plot_learning_curves", lambda *args, **kwargs: passed.append(kwargs.get("best_epoch"))
+                        or drawn(*args, **kwargs))
+    paths = write_subset(shared_data, tmp_path / "data")
+    raw = base_config(paths, epochs=3, lr=3e-3, min_delta=0.5)  # no later epoch beats the first by 0.5
+    config = load_config(overrides={f"{s}.{k}": v for s, values in raw.items() for k, v in values.items()})
+    trainer = ModelTrainer(config)
+    result = trainer.train(read_corpus(paths["train"])[0], read_corpus(paths["dev"])[0])
+    trainer.save(tmp_path / "export")
+    assert result.best_epoch == 1 and passed == [1]
+    assert json.loads((tmp_path / "export" / "metrics.json").read_text())["best_epoch"] == 1

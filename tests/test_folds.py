@@ -105,6 +105,42 @@ def test_train_folds_prints_mean_std_and_ci(ncbi_subset, tmp_path):
     assert [p.name for p in (tmp_path / "cv").iterdir()] == ["cv_results.json"]
 
 
+def test_folds_pool_splits_whose_ids_restart_at_zero(ncbi_subset, tmp_path):
+    """JSONL train and dev that both number their documents "0", "1", ...: pooled with split-prefixed ids."""
+    from cardioner.data import read_corpus
+
+    for split in ("train", "dev"):
+        docs, _ = read_corpus(ncbi_subset[split])
+        with (tmp_path / f"{split}.jsonl").open("w", encoding="utf-8") as handle:
+            for i, doc in enumerate(docs):
+                spans = [{"start": s.start, "end": s.end, "label": s.label} for s in doc.spans]
+                handle.write(json.dumps({"id": str(i), "text": doc.text, "spans": spans}) + "\n")
+    raw = base_config(ncbi_subset, epochs=1)
+    raw["data"].update(train=str(tmp_path / "train.jsonl"), dev=str(tmp_path / "dev.jsonl"))
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
+    result = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "base.yaml"), "--folds", "2",
+                                      "--output", str(tmp_path / "cv")])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "cv" / "cv_results.json").read_text(encoding="utf-8"))
+    assert sum(row["num_test"] for row in saved["folds"]) == 100 and saved["ci"]["num_documents"] == 100
+    assert sum(row["test_tp"] + row["test_fn"] for row in saved["folds"]) == saved["pooled"]["support"]
+
+
+def test_pooling_prefixes_colliding_ids_and_refuses_duplicates_within_a_split():
+    from cardioner.training.folds import pool_documents
+
+    train, dev = docs_of(3), docs_of(2)
+    assert [d.id for d in pool_documents(train, dev)] == ["train/d0", "train/d1", "train/d2", "dev/d0", "dev/d1"]
+    assert [d.id for d in train] == ["d0", "d1", "d2"]  # the caller's documents are not renamed
+    disjoint = [Document("x", "text")]
+    assert [d.id for d in pool_documents(train, disjoint)] == ["d0", "d1", "d2", "x"]
+    assert [d.id for d in pool_documents(train, None)] == ["d0", "d1", "d2"]
+    with pytest.raises(ValueError, match="the dev corpus: document id 'd1' appears twice"):
+        pool_documents(train, [*dev, Document("d1", "again")])
+    with pytest.raises(ValueError, match="cross-validation: document id 'd0' appears twice"):
+        cross_validate(config_from_dict({}), [*train, Document("d0", "again")], 2)
+
+
 # ------------------------------------------------------------------------------------------- OOM fallback
 @pytest.mark.parametrize("error", [
     torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),

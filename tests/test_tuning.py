@@ -303,3 +303,193 @@ def test_pbt_population_of_4_exploits_and_exports_its_best_member(ncbi_subset, t
     model, _ = load_model(model_dir)
     assert model.config.num_labels == 3
     assert load_config(tmp_path / "pbt" / "best_config.yaml").training.lr == result["best_config"].training.lr
+
+
+# ------------------------------------------------------------------------------------------- review fixes
+def test_default_space_leaves_out_the_crf_where_the_config_rules_it_out_or_fixes_it():
+    from cardioner.config import Config
+
+    focal = {p.key for p in default_search_space(Config().replace(**{"model.focal_gamma": 2.0}))}
+    smoothing = {p.key for p in default_search_space(Config().replace(**{"model.label_smoothing": 0.1}))}
+    assert "model.use_crf" not in focal | smoothing and "training.crf_lr" not in focal | smoothing
+    crf = default_search_space(Config().replace(**{"model.use_crf": True}))
+    assert "model.use_crf" not in {p.key for p in crf} and "training.crf_lr" in {p.key for p in crf}
+    plain = {p.key for p in default_search_space(Config())}
+    assert {"model.use_crf", "training.crf_lr"} <= plain
+
+
+def test_a_refused_trial_is_a_fail_row_and_the_study_goes_on(ncbi_subset, tmp_path):
+    """focal_gamma with a sampled CRF is refused by the model: that trial FAILs, the others finish, and
+    trials.csv / best_config.yaml are written."""
+    raw = base_config(ncbi_subset, epochs=1)
+    raw["model"]["focal_gamma"] = 2.0
+    config, _ = load_tuning_config(write_config(tmp_path / "base.yaml", raw))
+    space = parse_search_space({"model.use_crf": [False, True]})
+    study = tune(config, 4, search_space=space, output_dir=tmp_path / "out", pruner="none")
+    states = {t.number: (t.state.name, t.params["model.use_crf"]) for t in study.trials}
+    assert {state for state, crf in states.values() if crf} == {"FAIL"}, states
+    assert {state for state, crf in states.values() if not crf} == {"COMPLETE"}, states
+    with (tmp_path / "out" / "trials.csv").open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(study.trials)
+    for row in rows:
+        if row["state"] == "FAIL":
+            assert row["error"].startswith("ValueError: label_smoothing (0.0) and focal_gamma (2.0)"), row
+        else:
+            assert row["error"] == ""
+    assert load_config(tmp_path / "out" / "best_config.yaml").model.use_crf is False
+
+
+def test_pbt_keeps_every_checkpoint_exploitation_may_restore(ncbi_subset, monkeypatch, tmp_path):
+    """Ray deleted checkpoints a member was about to restore when it kept the 2 best by score per member."""
+    pytest.importorskip("ray.tune")
+    import ray
+    from ray import tune as ray_tune
+
+    from cardioner.tuning import tune_pbt
+
+    built = {}
+
+    class Stop(Exception):
+        pass
+
+    class Tuner:
+        def __init__(self, trainable, **kwargs):
+            built.update(kwargs)
+            raise Stop
+
+    monkeypatch.setattr(ray_tune, "Tuner", Tuner)
+    monkeypatch.setattr(ray_tune, "with_parameters", lambda trainable, **kwargs: trainable)
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)  # no Ray cluster started for this
+    config, _ = load_tuning_config(write_config(tmp_path / "base.yaml", base_config(ncbi_subset)))
+    with pytest.raises(Stop):
+        tune_pbt(config, population=2, output_dir=tmp_path / "pbt", train_docs=[], dev_docs=[])
+    kept = built["run_config"].checkpoint_config
+    assert kept.num_to_keep is None and kept.checkpoint_score_attribute is None
+
+
+def test_pbt_export_tunes_multilabel_thresholds_on_dev(ncbi_subset, tmp_path):
+    """The exported PBT member gets dev-tuned thresholds, as `cardioner train` gives its model."""
+    import json
+
+    from safetensors.torch import save_model
+
+    from cardioner.data import read_corpus
+    from cardioner.training import ModelTrainer
+    from cardioner.tuning import _export_member
+
+    raw = base_config(ncbi_subset, epochs=3)
+    raw["data"]["multilabel"] = True
+    config = load_config(write_config(tmp_path / "base.yaml", raw))
+    train, _ = read_corpus(ncbi_subset["train"])
+    dev, _ = read_corpus(ncbi_subset["dev"])
+    trainer = ModelTrainer(config)
+    result = trainer.train(train, dev)
+    tuned = trainer.model.config.thresholds
+    assert tuned != [0.5], "the toy model must prefer a threshold other than 0.5 for this test to tell"
+    save_model(trainer.model, str(tmp_path / "member.safetensors"))
+    model_dir, scores = _export_member(config, tmp_path / "member.safetensors", train, dev, None, tmp_path / "best")
+    assert json.loads((model_dir / "config.json").read_text(encoding="utf-8"))["thresholds"] == tuned
+    assert scores["dev_score"] == pytest.approx(result.dev_metrics["micro"]["f1"])
+
+
+def test_when_conditions_read_values_as_the_config_does():
+    from cardioner.config import Config
+    from cardioner.tuning import sample_config
+
+    space = parse_search_space({
+        "model.classifier_hidden_layers": {"choices": [[256], [512, 256]]},
+        "model.classifier_activation": {"choices": ["relu", "tanh"],
+                                        "when": {"model.classifier_hidden_layers": [512, 256]}},
+        "training.crf_lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True, "when": {"model.use_crf": "true"}},
+    })
+    assert space[1].when == (("model.classifier_hidden_layers", (512, 256)),)
+    assert space[2].when == (("model.use_crf", True),)
+    base = Config().replace(**{"model.head": "mlp", "model.use_crf": True})
+    values = {"model.classifier_hidden_layers": "512,256", "model.classifier_activation": "tanh",
+              "training.crf_lr": 0.05}
+    sampled = sample_config(optuna.trial.FixedTrial(values), space, base)
+    assert (sampled.model.classifier_activation, sampled.training.crf_lr) == ("tanh", 0.05)
+    other = sample_config(optuna.trial.FixedTrial({**values, "model.classifier_hidden_layers": "256"}), space,
+                          base.replace(**{"model.use_crf": False}))
+    assert other.model.classifier_activation == base.model.classifier_activation
+    assert other.training.crf_lr == base.training.crf_lr
+    with pytest.raises(ConfigError, match="model.use_crf"):
+        parse_search_space({"training.crf_lr": {"type": "float", "low": 1e-3, "high": 1e-1,
+                                                "when": {"model.use_crf": "maybe"}}})
+
+
+def test_pruner_steps_are_fold_and_epoch_and_survive_an_oom_retry(ncbi_subset, tmp_path, monkeypatch):
+    """Step = fold x epochs + epoch - 1 (a fold stopped early leaves a gap), and a batch-halving retry reports the
+    same steps again instead of shifting them; trials.csv gives the 1-based fold and epoch."""
+    import torch
+
+    from cardioner.training import folds as folds_module
+    from cardioner.training.trainer import ModelTrainer
+
+    config, _ = load_tuning_config(write_config(tmp_path / "base.yaml", base_config(ncbi_subset, epochs=3)))
+
+    def fake_cross_validate(config, docs, k, on_epoch_end=None):
+        rows = []
+        for fold, last in ((0, 1), (1, 3)):  # fold 1 stops early after epoch 1
+            for epoch in range(1, last + 1):
+                on_epoch_end(fold, {"epoch": epoch, "dev_scores": {"micro": {"f1": fold + epoch / 10}}})
+            rows.append({"dev_scores": {"micro": {"f1": fold + last / 10}}})
+        return {"folds": rows, "mean_f1": 0.0}
+
+    monkeypatch.setattr(folds_module, "cross_validate", fake_cross_validate)
+    study = tune(config, 1, search_space=parse_search_space({"training.lr": [1e-3]}), output_dir=tmp_path / "cv",
+                 folds=2, pruner="none", train_docs=[], dev_docs=None)
+    assert study.trials[0].intermediate_values == {0: 0.1, 3: 1.1, 4: 1.2, 5: 1.3}
+    with (tmp_path / "cv" / "trials.csv").open(encoding="utf-8") as handle:
+        row = next(csv.DictReader(handle))
+    assert (row["last_step"], row["last_fold"], row["last_epoch"]) == ("5", "2", "3")
+    monkeypatch.undo()
+
+    train = ModelTrainer.train
+    attempts = []
+
+    def out_of_memory_in_epoch_2(self, *args, **kwargs):
+        attempts.append(self.config.training.batch_size)
+        if len(attempts) == 1:
+            hook = self.on_epoch_end
+
+            def then_oom(row):
+                hook(row)
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+            self.on_epoch_end = then_oom
+        return train(self, *args, **kwargs)
+
+    monkeypatch.setattr(ModelTrainer, "train", out_of_memory_in_epoch_2)
+    study = tune(config, 1, search_space=parse_search_space({"training.lr": [3e-3]}), output_dir=tmp_path / "oom",
+                 pruner="none")
+    assert attempts == [8, 4]
+    assert sorted(study.trials[0].intermediate_values) == [0, 1, 2]  # was {0, 1, 2, 3}: the retry shifted on
+    with (tmp_path / "oom" / "trials.csv").open(encoding="utf-8") as handle:
+        row = next(csv.DictReader(handle))
+    assert (row["last_step"], row["last_fold"], row["last_epoch"]) == ("2", "", "3")
+
+
+def test_best_config_trains_into_the_tuning_output_and_late_exploits_are_marked(tmp_path):
+    """README: best_config.yaml's training.output is <output>/best_model, even when the base config has one."""
+    import json
+
+    from cardioner.config import Config
+    from cardioner.tuning import _pbt_events, write_study_outputs
+
+    lr = optuna.distributions.FloatDistribution(1e-4, 1e-2)
+    study = optuna.create_study(direction="maximize")
+    base = Config().replace(**{"training.output": str(tmp_path / "elsewhere")})
+    study.add_trial(optuna.trial.create_trial(params={"training.lr": 1e-3}, distributions={"training.lr": lr},
+                                              value=0.5, user_attrs={"config": base.to_dict()}))
+    write_study_outputs(study, base, tmp_path / "out")
+    assert load_config(tmp_path / "out" / "best_config.yaml").training.output == str(tmp_path / "out" / "best_model")
+
+    log = tmp_path / "pbt" / "pbt_global.txt"
+    log.parent.mkdir()
+    log.write_text("\n".join(json.dumps(["0001_a", "0002_b", epoch, epoch, {"training.lr": 1e-3},
+                                         {"training.lr": 1.2e-3}]) for epoch in (2, 4)) + "\n")
+    early, late = _pbt_events(log.parent, epochs=4)
+    assert early.endswith("explore: training.lr 0.001 -> 0.0012")
+    assert late.endswith("explore: training.lr 0.001 -> 0.0012 (not trained: the donor had finished its epochs)")

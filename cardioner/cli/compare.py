@@ -15,8 +15,9 @@ from cardioner.compare import ALL_HEADS
 def compare(
     exports: Annotated[list[Path] | None, typer.Argument(help="with --compare-only: export folders (or folders "
                                                                "of exports) to tabulate")] = None,
-    heads: Annotated[str, typer.Option(help="comma-separated heads")] = ",".join(ALL_HEADS),
-    crf: Annotated[str, typer.Option(help="CRF off, on, or both (each head twice)")] = "off",
+    heads: Annotated[str, typer.Option(help="comma-separated heads ('crf' = linear with a CRF)")] = ",".join(ALL_HEADS),
+    crf: Annotated[str | None, typer.Option(help="CRF off, on, or both (each head twice); default: model.use_crf "
+                                                 "of the config / --set (off unless set)")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="base YAML config (sections data/model/training)")] = None,
     train: Annotated[str | None, typer.Option(help="training corpus")] = None,
     dev: Annotated[str | None, typer.Option(help="dev corpus: model selection and early stopping")] = None,

@@ -13,6 +13,7 @@ import logging
 import random
 import statistics
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from cardioner.config import Config
@@ -23,6 +24,37 @@ from cardioner.training.run import check_before_reading, read_split, split_dev
 logger = logging.getLogger("cardioner")
 
 DEFAULT_DEV_FRACTION = 0.1  # dev share of each training fold when data.dev_fraction is 0
+
+
+def pool_documents(train: list[Document], dev: list[Document] | None) -> list[Document]:
+    """Train and dev documents as one pool for cross-validation, every id unique.
+
+    Splits whose ids restart in each file (JSONL exports numbering "0", "1", ... per split) are valid on their
+    own; pooled, their ids collide. Then every id is prefixed with its split ("train/0", "dev/0"), so that folds,
+    per-document counts and predictions keep the documents apart.
+
+    Raises:
+        ValueError: an id appears twice within one split (before any training starts).
+    """
+    for name, docs in (("train", train), ("dev", dev or [])):
+        _check_unique_ids(docs, f"the {name} corpus")
+    if not dev:
+        return list(train)
+    if not {doc.id for doc in train} & {doc.id for doc in dev}:
+        return train + dev
+    logger.warning("--folds: train and dev share document ids (e.g. %r); ids are prefixed with their split "
+                   "(train/..., dev/...) in the pooled corpus", sorted({d.id for d in train} & {d.id for d in dev})[0])
+    return ([replace(doc, id=f"train/{doc.id}") for doc in train]
+            + [replace(doc, id=f"dev/{doc.id}") for doc in dev])
+
+
+def _check_unique_ids(docs: list[Document], where: str) -> None:
+    seen: set[str] = set()
+    for doc in docs:
+        if doc.id in seen:
+            raise ValueError(f"{where}: document id {doc.id!r} appears twice; cross-validation needs unique ids "
+                             "(folds and per-document scores are keyed by id)")
+        seen.add(doc.id)
 
 
 def fold_assignments(
@@ -78,6 +110,7 @@ def cross_validate(
     from cardioner.thresholds import average_thresholds
     from cardioner.training.batch_size import train_with_batch_fallback
 
+    _check_unique_ids(docs, "cross-validation")  # before any fold trains (pool_documents pools train + dev)
     seed = config.training.seed
     fraction = config.data.dev_fraction or DEFAULT_DEV_FRACTION
     assignment = fold_assignments(docs, k, seed, group_of)
@@ -151,8 +184,7 @@ def run_cross_validation(config: Config, k: int) -> dict:
     check_before_reading(config)
     docs = read_split(config.data.train, config, "train")
     dev = read_split(config.data.dev, config, "dev")
-    if dev:
-        docs = docs + dev  # every document is a test document once; dev is carved from the training folds
+    docs = pool_documents(docs, dev)  # every document is a test document once; dev is carved from the training folds
     if config.data.test:
         logger.warning("--folds: the test corpus %s is not used (each fold is tested in turn)", config.data.test)
     result = cross_validate(config, docs, k)

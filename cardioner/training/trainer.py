@@ -112,7 +112,8 @@ class ModelTrainer:
             if result.history:
                 plot_learning_curves(result.history, folder / "learning_curves.png",
                                      title=f"{self.config.model.model} — {self.config.model.head}"
-                                     + (" + CRF" if self.config.model.use_crf else ""))
+                                     + (" + CRF" if self.config.model.use_crf else ""),
+                                     best_epoch=result.best_epoch)
 
         path = save_model(
             self.model, self.task.tokenizer, output_dir,
