@@ -5,8 +5,9 @@ the backbone lays out words of each type.
 
 - ``confusion_matrix.json`` / ``.png``: span-level confusion over entity types. Gold and predicted spans are
   paired one-to-one: exact matches first, then overlaps of the same type, then overlaps of any type (each
-  greedy, most shared characters first, as the overlap scorer does); rows are gold types plus ``spurious`` (a prediction overlapping no gold span), columns are predicted
-  types plus ``missed`` (a gold span overlapping no prediction).
+  greedy, most shared characters first, as the overlap scorer does); rows are gold types plus ``spurious`` (a
+  prediction overlapping no gold span), columns are predicted types plus ``missed`` (a gold span overlapping no
+  prediction).
 - ``errors.json`` / ``errors.md``: per gold type, counts and examples (with context) of missed spans, wrong
   types, wrong boundaries (same type, overlapping, not exact) and spurious predictions.
 - ``words_pca.png`` / ``words_tsne.png``: the backbone's representation of each word's first subword (what

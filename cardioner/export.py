@@ -121,7 +121,7 @@ def check_export_target(output_dir: str | Path) -> None:
 
 
 def _replace_folder(staging: Path, output_dir: Path) -> None:
-    """Move ``staging`` to ``output_dir``; an existing (empty or export) folder is moved aside first and deleted after."""
+    """Move ``staging`` to ``output_dir``; an existing (empty or export) folder is moved aside, deleted after."""
     if not output_dir.exists():
         staging.rename(output_dir)
         return

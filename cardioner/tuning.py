@@ -432,9 +432,11 @@ def _write_trials_csv(study, path: Path) -> Path:
         for trial in trials:
             duration = trial.duration.total_seconds() if trial.duration is not None else ""
             last_step = trial.last_step if trial.last_step is not None else ""
+            started = trial.datetime_start.isoformat() if trial.datetime_start else ""
+            attrs = trial.user_attrs
             writer.writerow([trial.number, trial.state.name, "" if trial.value is None else trial.value, last_step,
-                             trial.user_attrs.get("last_fold", ""), trial.user_attrs.get("last_epoch", ""), duration, trial.datetime_start.isoformat() if trial.datetime_start else "",
-                             trial.user_attrs.get("error", ""), *[trial.params.get(name, "") for name in param_names]])
+                             attrs.get("last_fold", ""), attrs.get("last_epoch", ""), duration, started,
+                             attrs.get("error", ""), *[trial.params.get(name, "") for name in param_names]])
     return path
 
 

@@ -99,7 +99,9 @@ def tags_to_spans(
     return [Span(bounds[first][0], bounds[last][1], label) for first, last, label in entities]
 
 
-def _find_tokens(text: str, tokens: list[str], where: str | Path | None, lines: list[int] | None) -> list[tuple[int, int]]:
+def _find_tokens(
+    text: str, tokens: list[str], where: str | Path | None, lines: list[int] | None
+) -> list[tuple[int, int]]:
     """(start, end) of each token in ``text``, in order, with only whitespace before each; CorpusError otherwise."""
     bounds: list[tuple[int, int]] = []
     pos = 0

@@ -9,8 +9,9 @@
 
 A record with only ``"text"`` is an unannotated document (e.g. for predict). Annotations under keys this reader
 does not read (a non-empty list in doccano's ``"label"``/``"entities"``, spaCy's ``"ents"``...) raise CorpusError
-rather than give a document without its spans (a scalar ``"label"``, a document class, is not annotation); a ``null`` value counts as absent (Arrow fills missing optional fields with it). A record
-without ``"id"`` gets ``NAME#n`` (n = its line number). Errors name the file and the record (line) number.
+rather than give a document without its spans (a scalar ``"label"``, a document class, is not annotation); a
+``null`` value counts as absent (Arrow fills missing optional fields with it). A record without ``"id"`` gets
+``NAME#n`` (n = its line number). Errors name the file and the record (line) number.
 """
 
 from __future__ import annotations
