@@ -17,7 +17,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from cardioner.config import Config
-from cardioner.data.common import atomic_path
+from cardioner.data.common import atomic_path, write_text_atomic
 
 logger = logging.getLogger("cardioner")
 
@@ -226,8 +226,7 @@ def write_comparison(comparison: dict, output_dir: Path) -> dict[str, Path]:
     paths = {"json": output_dir / "comparison.json", "md": output_dir / "comparison.md",
              "png": output_dir / "comparison.png"}
     for kind, text in (("json", json.dumps(comparison, indent=2)), ("md", markdown_table(comparison["runs"]))):
-        with atomic_path(paths[kind]) as temporary:
-            temporary.write_text(text, encoding="utf-8")
+        write_text_atomic(paths[kind], text)
     with atomic_path(paths["png"]) as temporary:
         drawn = temporary.with_suffix(".png")  # matplotlib takes the image format from the file name
         try:

@@ -6,7 +6,7 @@ import json
 import logging
 from pathlib import Path
 
-from cardioner.data.common import atomic_path, progress, read_text
+from cardioner.data.common import progress, read_text, write_text_atomic
 from cardioner.data.document import CorpusError, Document
 
 logger = logging.getLogger("cardioner")
@@ -117,8 +117,7 @@ def evaluate_path(model_dir: str | Path, data: str | Path, format: str | None = 
         logger.warning("labels the model does not know (scored as misses): %s", ", ".join(unknown))
     scores = task.evaluate(model, docs, "eval", batch_size=batch_size)["scores"]
     if output is not None:
-        with atomic_path(output) as temporary:
-            Path(temporary).write_text(json.dumps(scores, indent=2), encoding="utf-8")
+        write_text_atomic(output, json.dumps(scores, indent=2))
     return scores
 
 

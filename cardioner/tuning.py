@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from cardioner.config import Config, ConfigError, apply_overrides, config_from_dict, resolve_key
-from cardioner.data.common import atomic_path
+from cardioner.data.common import atomic_path, write_text_atomic
 from cardioner.data.document import Document
 
 logger = logging.getLogger("cardioner")
@@ -405,21 +405,14 @@ def write_study_outputs(study, base_config: Config, output_dir: str | Path) -> d
         best_config = best_config.replace(**{"training.output": str(output_dir / "best_model")})
         header = (f"# best trial {best.number} of study {study.study_name!r}: dev {best_config.training.metric} "
                   f"{best.value:.6f}\n# reproduce: cardioner train --config best_config.yaml\n")
-        written["best_config"] = _write_text(output_dir / "best_config.yaml", header + best_config.to_yaml())
-        _write_text(output_dir / "best_trial.json", json.dumps(
+        written["best_config"] = write_text_atomic(output_dir / "best_config.yaml", header + best_config.to_yaml())
+        write_text_atomic(output_dir / "best_trial.json", json.dumps(
             {"number": best.number, "value": best.value, "params": best.params,
              "study": study.study_name, "finished_trials": len(_finished(study))}, indent=2))
     else:
         logger.warning("no trial completed: no best_config.yaml written")
     written.update(_write_plots(study, output_dir, len(complete)))
     return written
-
-
-def _write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (a reader never sees half a file; a crash keeps the old one)."""
-    with atomic_path(path) as temporary:
-        temporary.write_text(text, encoding="utf-8")
-    return path
 
 
 def _write_trials_csv(study, path: Path) -> Path:
@@ -631,7 +624,7 @@ def tune_pbt(
     best = results.get_best_result(metric="score", mode="max", scope="all")
     checkpoint = best.get_best_checkpoint("score", "max") or best.checkpoint
     events = _pbt_events(output_dir / "ray" / "pbt", base_config.training.epochs)
-    _write_text(output_dir / "pbt_events.txt", "".join(line + "\n" for line in events))
+    write_text_atomic(output_dir / "pbt_events.txt", "".join(line + "\n" for line in events))
     for line in events:
         logger.info("PBT %s", line)
     members = _write_pbt_members(results, output_dir / "pbt_members.csv")
@@ -642,7 +635,7 @@ def tune_pbt(
                                            test_docs, output_dir / "best_model")
     header = (f"# best PBT member at epoch {state['epoch']}: dev {metric} {scores['dev_score']:.6f} "
               "(its hyperparameters changed during training; retraining with this file is not PBT)\n")
-    _write_text(output_dir / "best_config.yaml", header + best_config.to_yaml())
+    write_text_atomic(output_dir / "best_config.yaml", header + best_config.to_yaml())
     logger.info("PBT: %d exploit/explore event(s); best member %s, dev %s %.4f at epoch %d; exported to %s",
                 len(events), best.path, metric, scores["dev_score"], state["epoch"], model_dir)
     return {"best_score": scores["dev_score"], "best_epoch": state["epoch"], "best_config": best_config,

@@ -234,3 +234,11 @@ def atomic_path(target: str | Path, is_dir: bool = False, overwrite: bool = True
         elif tmp.exists():
             tmp.unlink()
         raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through ``atomic_path``: a reader never sees half a file, a crash keeps
+    the old one. Returns ``path``."""
+    with atomic_path(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+    return Path(path)

@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from cardioner.config import Config
-from cardioner.data.common import atomic_path
+from cardioner.data.common import write_text_atomic
 from cardioner.data.document import Document
 from cardioner.training.run import check_before_reading, read_split, split_dev
 
@@ -190,7 +190,6 @@ def run_cross_validation(config: Config, k: int) -> dict:
     result = cross_validate(config, docs, k)
     if config.training.output:
         path = Path(config.training.output) / "cv_results.json"
-        with atomic_path(path) as temporary:
-            temporary.write_text(json.dumps(result, indent=2), encoding="utf-8")
+        write_text_atomic(path, json.dumps(result, indent=2))
         result["path"] = str(path)
     return result
