@@ -18,9 +18,8 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A configuration problem: names the file, the key and (for unknown keys) the nearest valid key."""
+from cardioner.errors import ConfigError
+from cardioner.values import InvalidValue, as_float, as_int, loads_json
 
 
 @dataclass(frozen=True)
@@ -31,6 +30,8 @@ class DataConfig:
     format: str | None = None  # brat | conll | jsonl | hf | tsv; None = auto-detect
     multilabel: bool = False  # one BIO channel per entity type (overlapping entities of different types)
     overlaps: str = "error"  # flat task with overlapping gold spans: "error" or "longest" (keep longest, count dropped)
+    span_errors: str = "error"  # a span whose offsets do not fit its annotated string: error | skip (leave it out,
+    #   counted) | realign (moved to the nearest occurrence of its string within a few characters, each move reported)
     scheme: str = "BIO"  # tag scheme on words: BIO (IOB2) or BIOES
     max_length: int | None = None  # window size in subwords, special tokens included; None = backbone limit (<= 512)
     stride: int | None = None  # overlap between consecutive windows, in subwords; None = a quarter of the window
@@ -138,6 +139,7 @@ SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "training
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.format": ("brat", "conll", "jsonl", "hf", "tsv"),
     "data.overlaps": ("error", "longest"),
+    "data.span_errors": ("error", "skip", "realign"),
     "data.scheme": ("BIO", "BIOES"),
     "model.head": ("linear", "mlp", "bilstm", "cnn", "attention", "fourier_kan", "wavelet_kan"),
     "model.crf_reduction": ("token_mean", "mean", "sum"),
@@ -196,7 +198,11 @@ def resolve_key(key: str, source: str = "config") -> str:
 
 
 def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
-    """Check and convert one value to its field's type; raise ConfigError naming the key and the value."""
+    """Check and convert one value to its field's type; raise ConfigError naming the key and the value.
+
+    Numbers go through ``cardioner.values`` (finite, integers never rounded, no booleans, bounded, ASCII text);
+    booleans are true/false (or yes/no, 1/0); text is parsed by the same rules, since a command-line value is.
+    """
     hint = annotation
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
@@ -211,35 +217,74 @@ def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
         if origin is dict:
             if isinstance(value, str):  # "DISO=0.4,ANAT=0.35" or a YAML/JSON mapping
                 text = value.strip()
-                value = yaml.safe_load(text) if text.startswith("{") else dict(
+                value = _load_yaml_text(text, source) if text.startswith("{") else dict(
                     item.split("=", 1) for item in text.split(",") if item.strip())
             if not isinstance(value, dict):
-                raise ValueError(value)
-            return {str(k).strip(): float(v) for k, v in value.items()}
+                raise InvalidValue(f"must be a mapping TYPE=VALUE,..., got {value!r:.80}")
+            return {str(k).strip(): as_float(v) for k, v in value.items()}
         if origin is tuple:
             if isinstance(value, str):
                 value = [v for v in value.replace("(", "").replace(")", "").split(",") if v.strip()]
-            return tuple(int(v) for v in value)
+            if not isinstance(value, (list, tuple)):
+                raise InvalidValue(f"must be a list of integers, got {value!r:.80}")
+            return tuple(as_int(v, whole_floats=True) for v in value)
         if hint is bool:
-            if isinstance(value, str):
-                lowered = value.lower()
-                if lowered not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(value)
-                return lowered in ("true", "1", "yes")
-            if not isinstance(value, (bool, int)):
-                raise ValueError(value)
-            return bool(value)
+            if isinstance(value, str) and value.strip().lower() in _BOOLEAN_TEXT:
+                return _BOOLEAN_TEXT[value.strip().lower()]
+            if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+                return bool(value)
+            raise InvalidValue(f"must be true or false, got {value!r:.80}")
         if hint is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return int(value)
+            return as_int(value, whole_floats=True)
         if hint is float:
-            return float(value)
+            return as_float(value)
         if hint is str:
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise InvalidValue(f"must be text, got {type(value).__name__} {value!r:.80}")
             return str(value)
+    except InvalidValue as error:
+        raise ConfigError(f"{source}: {key} {error}") from None
     except (TypeError, ValueError):
-        raise ConfigError(f"{source}: {key} must be {getattr(hint, '__name__', hint)}, got {value!r}") from None
+        raise ConfigError(f"{source}: {key} must be {getattr(hint, '__name__', hint)}, got {value!r:.80}") from None
     return value
+
+
+_BOOLEAN_TEXT = {"true": True, "false": False, "yes": True, "no": False, "1": True, "0": False}
+
+#: the values each numeric key may take: (lowest, highest; None = unbounded, whether each bound itself is allowed).
+#: Head settings (HEAD_SETTINGS) are checked by the model's config, which owns them.
+RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
+    "data.max_length": (8, None, True, True),
+    "data.stride": (0, None, True, True),
+    "data.dev_fraction": (0.0, 1.0, True, False),
+    "model.classifier_dropout": (0.0, 1.0, True, False),
+    "model.threshold": (0.0, 1.0, False, False),
+    **{f"training.{name}": (1, None, True, True) for name in (
+        "epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps", "step_size_epochs")},
+    **{f"training.{name}": (0, None, True, True) for name in (
+        "patience", "min_epochs", "checkpoint_steps", "max_steps", "unfreeze_at_epoch", "weight_decay",
+        "max_grad_norm", "min_delta")},
+    **{f"training.{name}": (0.0, None, False, True) for name in ("lr", "head_lr", "crf_lr", "step_gamma")},
+    "training.layer_decay": (0.0, 1.0, False, True),
+    "training.momentum": (0.0, 1.0, True, False),
+    "training.warmup_ratio": (0.0, 1.0, True, False),
+    "training.seed": (0, 2**32 - 1, True, True),  # what numpy's seed takes
+}
+
+
+def _range_text(low: float | None, high: float | None, low_in: bool, high_in: bool) -> str:
+    def shown(bound: float) -> str:
+        return str(int(bound)) if float(bound).is_integer() and abs(bound) >= 1 else f"{bound:g}"
+
+    if high is None:
+        return f"{'>=' if low_in else '>'} {shown(low)}"
+    return f"in {'[' if low_in else '('}{shown(low)}, {shown(high)}{']' if high_in else ')'}"
+
+
+def _in_range(value: float, low: float | None, high: float | None, low_in: bool, high_in: bool) -> bool:
+    above = low is None or value > low or (low_in and value == low)
+    below = high is None or value < high or (high_in and value == high)
+    return above and below
 
 
 def _validate(config: Config, source: str) -> None:
@@ -248,33 +293,19 @@ def _validate(config: Config, source: str) -> None:
         value = getattr(getattr(config, section), name)
         if value is not None and value not in choices:
             raise ConfigError(f"{source}: {key} must be one of {', '.join(choices)}; got {value!r}")
+    for key, bounds in RANGES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if value is not None and not _in_range(value, *bounds):
+            raise ConfigError(f"{source}: {key} must be {_range_text(*bounds)}, got {value!r}")
     data, training = config.data, config.training
-    if data.max_length is not None and data.max_length < 8:
-        raise ConfigError(f"{source}: data.max_length must be at least 8 subwords, got {data.max_length}")
-    if data.stride is not None and data.stride < 0:
-        raise ConfigError(f"{source}: data.stride must be >= 0, got {data.stride}")
     if data.max_length is not None and data.stride is not None and data.stride >= data.max_length:
         raise ConfigError(
             f"{source}: data.stride ({data.stride}) must be smaller than data.max_length ({data.max_length})"
         )
-    for name in ("epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps"):
-        if getattr(training, name) < 1:
-            raise ConfigError(f"{source}: training.{name} must be >= 1, got {getattr(training, name)}")
-    if not 0.0 <= training.warmup_ratio < 1.0:
-        raise ConfigError(f"{source}: training.warmup_ratio must be in [0, 1), got {training.warmup_ratio}")
-    if not 0.0 < training.layer_decay <= 1.0:
-        raise ConfigError(f"{source}: training.layer_decay must be in (0, 1], got {training.layer_decay}")
-    if not 0.0 < config.model.threshold < 1.0:
-        raise ConfigError(f"{source}: model.threshold must be in (0, 1), got {config.model.threshold}")
     for entity_type, value in (config.model.type_thresholds or {}).items():
         if not 0.0 < value < 1.0:
             raise ConfigError(f"{source}: model.type_thresholds[{entity_type!r}] must be in (0, 1), got {value}")
-    if training.lr <= 0:
-        raise ConfigError(f"{source}: training.lr must be > 0, got {training.lr}")
-    if not 0.0 <= data.dev_fraction < 1.0:
-        raise ConfigError(f"{source}: data.dev_fraction must be in [0, 1), got {data.dev_fraction}")
-    if training.unfreeze_at_epoch < 0:
-        raise ConfigError(f"{source}: training.unfreeze_at_epoch must be >= 0, got {training.unfreeze_at_epoch}")
     if training.gradual_unfreezing is not None:
         parse_unfreezing(training.gradual_unfreezing, source)
     scheduled = [f"training.{name}" for name in ("unfreeze_at_epoch", "gradual_unfreezing") if getattr(training, name)]
@@ -332,6 +363,75 @@ def apply_overrides(
     return new
 
 
+#: aliases (``*name``) a configuration file may use: a few keep a file short; more can make a small file expand
+#: into gigabytes ("billion laughs")
+MAX_YAML_ALIASES = 16
+
+
+class _TooManyAliases(Exception):
+    def __init__(self, line: int):
+        self.line = line
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing more than MAX_YAML_ALIASES aliases (merge keys ``<<: *x`` count too)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.num_aliases = getattr(self, "num_aliases", 0) + 1
+            if self.num_aliases > MAX_YAML_ALIASES:
+                raise _TooManyAliases(self.peek_event().start_mark.line + 1)
+        return super().compose_node(parent, index)
+
+
+def _load_yaml_text(text: str, source: str) -> Any:
+    """Parse YAML with the bounded loader; every failure is a ConfigError naming ``source`` (and the line)."""
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)  # a SafeLoader: builds plain data only
+    except _TooManyAliases as error:
+        raise ConfigError(f"{source}:{error.line}: more than {MAX_YAML_ALIASES} YAML aliases (*name); write the "
+                          "values out") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{source}: not valid YAML: {error}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: not a configuration: nested too deeply") from None
+    except ValueError as error:  # PyYAML converts a 5,000-digit integer with int(), which refuses it
+        raise ConfigError(f"{source}: not a configuration: a number too long to be a setting "
+                          f"({str(error).split(':')[0]})") from None
+
+
+def read_config_file(path: str | Path) -> dict:
+    """The mapping in a YAML (or ``.json``) configuration file; ConfigError naming the file for anything else.
+
+    Aliases are bounded (MAX_YAML_ALIASES); JSON numbers follow ``cardioner.values`` (no Infinity/NaN, no
+    integers beyond 2**63).
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as error:  # a folder, a name too long, no permission
+        raise ConfigError(f"{path}: cannot read the config file ({error.strerror or error})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte offset {error.start})") from None
+    if path.suffix == ".json":
+        try:
+            raw = loads_json(text)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"{path}:{error.lineno}: not valid JSON: {error.msg}") from None
+        except InvalidValue as error:
+            raise ConfigError(f"{path}: {error}") from None
+    else:
+        raw = _load_yaml_text(text, str(path))
+    raw = raw if raw is not None else {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping with sections data/model/training, got {type(raw).__name__}")
+    return raw
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
     """Read a YAML (or JSON) config file, then apply overrides (dotted keys), then validate.
 
@@ -347,22 +447,13 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     if path is not None:
         path = Path(path)
         source = str(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        text = path.read_text(encoding="utf-8")
-        try:
-            raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        except (yaml.YAMLError, json.JSONDecodeError) as error:
-            raise ConfigError(f"{path}: not valid YAML/JSON: {error}") from None
-        raw = raw or {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a mapping with sections data/model/training, got {type(raw).__name__}")
+        raw = read_config_file(path)
         for key, value in raw.items():
             if key == "search":
                 continue  # the search space of `cardioner tune`; training ignores it
             if key in SECTIONS:
                 if not isinstance(value, dict):
-                    raise ConfigError(f"{path}: section {key!r} must be a mapping, got {value!r}")
+                    raise ConfigError(f"{path}: section {key!r} must be a mapping, got {value!r:.80}")
                 for name, inner in value.items():
                     flat[resolve_key(f"{key}.{name}", source)] = inner
             else:

@@ -29,9 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from cardioner.config import Config, ConfigError, apply_overrides, config_from_dict, resolve_key
+from cardioner.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    config_from_dict,
+    read_config_file,
+    resolve_key,
+)
 from cardioner.data.common import atomic_path, write_text_atomic
 from cardioner.data.document import Document
 
@@ -156,14 +161,7 @@ def default_search_space(config: Config) -> list[SearchParam]:
 def load_tuning_config(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[Config, list[SearchParam] | None]:
     """Read a config file that may hold a ``search:`` section; return (base Config, search space or None)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping with sections data/model/training/search, got {type(raw).__name__}")
+    raw = read_config_file(path)
     search = raw.pop(SEARCH_SECTION, None)
     flat: dict[str, Any] = {}
     for key, value in raw.items():

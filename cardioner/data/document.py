@@ -12,26 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-class CorpusError(ValueError):
-    """Bad input: names the file, the line (or record) and the problem.
-
-    Args:
-        message: what is wrong, including the bad value.
-        path: the file (or folder) being read.
-        line: 1-based line (or JSONL record) number, when there is one.
-    """
-
-    def __init__(self, message: str, path: str | Path | None = None, line: int | None = None):
-        self.problem = message
-        self.path = str(path) if path is not None else None
-        self.line = line
-        where = ""
-        if self.path is not None:
-            where = self.path + (f":{line}" if line is not None else "") + ": "
-        elif line is not None:
-            where = f"line {line}: "
-        super().__init__(where + message)
+from cardioner.errors import CorpusError
 
 
 @dataclass(frozen=True, order=True)
