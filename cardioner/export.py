@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import uuid
 import warnings
 from importlib import metadata
 from pathlib import Path
@@ -19,8 +17,11 @@ import yaml
 from transformers import AutoTokenizer
 
 from cardioner import modeling
+from cardioner.data.paths import check_output, staged_output
+from cardioner.errors import CorpusError
 
 MODELING_FILE = "modeling.py"
+EXPORT = "a cardioner export"
 
 
 def modeling_source() -> bytes:
@@ -48,6 +49,10 @@ def save_model(
 ) -> Path:
     """Write an export folder; it appears at ``output_dir`` only once complete (an old one is replaced then).
 
+    Crash-safe (``cardioner.data.paths``): the folder is written into a marked staging folder beside
+    ``output_dir`` and swapped in with one rename-exchange, so a kill at any moment leaves the old or the new
+    complete export at ``output_dir``; the next save removes what a killed one left behind.
+
     Args:
         model: a cardioner model (TokenClassificationModel, TokenClassificationModelCRF, ...).
         tokenizer: its fast tokenizer.
@@ -64,7 +69,6 @@ def save_model(
         raise TypeError(f"save_model expects a cardioner model, got {type(model).__name__}")
     output_dir = Path(output_dir)
     check_export_target(output_dir)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
     source = modeling_source()
     config = model.config
     config.auto_map = {
@@ -74,8 +78,7 @@ def save_model(
     config.cardioner_version = cardioner_version()
     config.modeling_sha256 = hashlib.sha256(source).hexdigest()
 
-    staging = output_dir.parent / f".{output_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
+    with staged_output(output_dir, "folder", is_export, EXPORT) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         (staging / MODELING_FILE).write_bytes(source)
@@ -86,10 +89,6 @@ def save_model(
         (staging / "README.md").write_text(model_card(model, metrics or {}, card or {}), encoding="utf-8")
         if extra_files is not None:
             extra_files(staging)
-        _replace_folder(staging, output_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     return output_dir
 
 
@@ -103,37 +102,16 @@ def is_export(folder: str | Path) -> bool:
 
 
 def check_export_target(output_dir: str | Path) -> None:
-    """Raise a one-sentence ValueError unless ``output_dir`` is new, an empty folder or an earlier export.
+    """Raise CorpusError unless ``output_dir`` is new, an empty folder or an earlier export (not a link either).
 
-    An export replaces the folder as a whole, so any other folder (a corpus, a project) is refused, not deleted.
+    An export replaces the folder as a whole, so any other folder (a corpus, a project) is refused and left as it
+    is; so is the folder the process stands in.
     """
     output_dir = Path(output_dir)
     if Path.cwd().resolve().is_relative_to(output_dir.resolve()):
-        raise ValueError(f"--output {output_dir} is the current folder or holds it, and an export replaces the whole "
-                         "folder; choose a subfolder")
-    if not output_dir.exists():
-        return
-    if not output_dir.is_dir():
-        raise ValueError(f"--output {output_dir} exists and is not a folder")
-    if any(output_dir.iterdir()) and not is_export(output_dir):
-        raise ValueError(f"--output {output_dir} is a folder that is neither empty nor a cardioner export, and an "
-                         "export replaces the whole folder; choose a new or empty folder")
-
-
-def _replace_folder(staging: Path, output_dir: Path) -> None:
-    """Move ``staging`` to ``output_dir``; an existing (empty or export) folder is moved aside, deleted after."""
-    if not output_dir.exists():
-        staging.rename(output_dir)
-        return
-    check_export_target(output_dir)
-    backup = output_dir.parent / f".{output_dir.name}.old-{uuid.uuid4().hex[:8]}"
-    output_dir.rename(backup)
-    try:
-        staging.rename(output_dir)
-    except BaseException:
-        backup.rename(output_dir)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)
+        raise CorpusError("the output is the current folder or holds it, and an export replaces the whole "
+                          "folder; choose a subfolder", output_dir)
+    check_output(output_dir, "folder", is_export, EXPORT)
 
 
 def load_model(path: str | Path):

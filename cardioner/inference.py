@@ -49,10 +49,13 @@ def load_predictor(model_dir: str | Path, max_length: int | None = None, stride:
 def read_inputs(path: str | Path) -> list[Document]:
     """Documents to annotate: a ``.txt`` file, a folder of them (recursive), or JSONL with ``id`` and ``text``.
 
-    Texts are read exactly as stored (no newline translation, BOM kept), so offsets index the file.
+    Texts are read exactly as stored (no newline translation, BOM kept), so offsets index the file. In a folder,
+    hidden files and folders (a staging folder of an interrupted write, ``.ipynb_checkpoints``) are not read and
+    a symbolic link is an error (``data.paths.corpus_files``).
     """
-    from cardioner.data.common import check_unique_ids, is_hidden, relative_id
+    from cardioner.data.common import check_unique_ids, relative_id
     from cardioner.data.jsonl import read_jsonl
+    from cardioner.data.paths import corpus_files
 
     path = Path(path)
     if not path.exists():
@@ -63,8 +66,7 @@ def read_inputs(path: str | Path) -> list[Document]:
         return docs
     if path.is_file():
         return [Document(path.stem, read_text(path, allow_empty=True), [], {"path": str(path)})]
-    # not in hidden folders: a staging folder of an interrupted write, .ipynb_checkpoints
-    files = sorted(f for f in path.rglob("*.txt") if not is_hidden(f, path))
+    files = [f for f in corpus_files(path) if f.suffix == ".txt"]
     if not files:
         raise CorpusError("no .txt files in the folder", path)
     return [Document(relative_id(f, path, ".txt"), read_text(f, allow_empty=True), [], {"path": str(f)})
@@ -85,29 +87,57 @@ def predict_path(model_dir: str | Path, input: str | Path, output: str | Path, f
                  batch_size: int = 32, max_length: int | None = None, stride: int | None = None) -> list[Document]:
     """Annotate ``input`` with the model in ``model_dir`` and write the predictions to ``output``.
 
+    The output and the documents' ids are checked before the model runs: an existing output that is not an
+    earlier one of ``format`` is refused (and left as it is), as are ids ``format`` cannot hold.
+
     Returns:
         The predicted documents.
     """
+    from cardioner.data.io import check_output_target
+    from cardioner.data.paths import check_writable_ids
+
     check_predict_format(format)
     check_batch_size(batch_size)
+    check_output_target(output, format)
     docs = read_inputs(input)
+    check_writable_ids([doc.id for doc in docs], format, output)
     model, task = load_predictor(model_dir, max_length, stride)
     predicted = task.predict(model, docs, batch_size=batch_size)
     write_predictions(predicted, output, format)
     return predicted
 
 
+def _is_json(path: Path) -> bool:
+    """Whether ``path`` holds JSON (an earlier scores file that ``evaluate --output`` may replace)."""
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return False
+    return True
+
+
 def evaluate_path(model_dir: str | Path, data: str | Path, format: str | None = None,
-                  output: str | Path | None = None, batch_size: int = 32) -> dict:
+                  output: str | Path | None = None, batch_size: int = 32, span_errors: str = "error") -> dict:
     """Score the model in ``model_dir`` on the annotated corpus ``data`` (span-level; seqeval view).
+
+    Args:
+        model_dir: the export.
+        data: the annotated corpus.
+        format: its format (detected when None).
+        output: a JSON file for the scores (new, or an earlier JSON file: anything else is refused).
+        batch_size: windows per batch.
+        span_errors: gold spans whose offsets do not fit their annotated string: "error", "skip" or "realign".
 
     Returns:
         The scores (exact match at the top level, ``overlap`` and ``seqeval`` inside).
     """
     from cardioner.data.io import read_corpus
+    from cardioner.data.paths import check_output
 
     check_batch_size(batch_size)
-    docs, report = read_corpus(data, format=format)
+    if output is not None:
+        check_output(output, "file", _is_json, "JSON")
+    docs, report = read_corpus(data, format=format, span_errors=span_errors)
     logger.info("%s", report.summary().replace("\n", "; "))
     if not docs:
         raise ValueError(f"--data {data}: no documents")
@@ -117,7 +147,7 @@ def evaluate_path(model_dir: str | Path, data: str | Path, format: str | None = 
         logger.warning("labels the model does not know (scored as misses): %s", ", ".join(unknown))
     scores = task.evaluate(model, docs, "eval", batch_size=batch_size)["scores"]
     if output is not None:
-        write_text_atomic(output, json.dumps(scores, indent=2))
+        write_text_atomic(output, json.dumps(scores, indent=2), _is_json, "JSON")
     return scores
 
 

@@ -206,14 +206,17 @@ def test_bad_training_input_fails_with_one_sentence_and_keeps_the_previous_outpu
 
 def test_bad_prediction_and_evaluation_input_fails_with_one_sentence(backbone, tmp_path, previous_export):
     (tmp_path / "empty").mkdir()
+    predictions = tmp_path / "predictions"
     cases = [
-        (["predict", "--model", tmp_path / "missing", "--input", SAMPLE / "test", "--output", previous_export],
+        (["predict", "--model", tmp_path / "missing", "--input", SAMPLE / "test", "--output", predictions],
          "not an exported model folder"),
-        (["predict", "--model", backbone, "--input", SAMPLE / "test", "--output", previous_export],
+        (["predict", "--model", backbone, "--input", SAMPLE / "test", "--output", predictions],
          "not an exported model folder"),  # a bare backbone is not a cardioner export
-        (["predict", "--model", backbone, "--input", tmp_path / "missing", "--output", previous_export],
+        (["predict", "--model", tmp_path / "missing", "--input", SAMPLE / "test", "--output", previous_export],
+         "neither empty nor a brat folder"),  # checked before the model: an export is no brat folder
+        (["predict", "--model", backbone, "--input", tmp_path / "missing", "--output", predictions],
          "no such file"),
-        (["predict", "--model", backbone, "--input", tmp_path / "empty", "--output", previous_export],
+        (["predict", "--model", backbone, "--input", tmp_path / "empty", "--output", predictions],
          "no .txt files"),
         (["evaluate", "--model", backbone, "--data", tmp_path / "missing"], "no such file"),
         (["evaluate", "--model", backbone, "--data", tmp_path / "empty"], "no data files"),
@@ -233,7 +236,7 @@ def test_train_refuses_an_output_folder_that_is_not_an_export_before_training(ba
 
     monkeypatch.setattr("cardioner.training.run.read_split", read_split)
     result = cli("train", "--train", corpus, "--model", backbone, "--output", corpus, *TINY_TRAINING, ok=False)
-    assert_clean_failure(result, f"--output {corpus} is a folder that is neither empty nor a cardioner export")
+    assert_clean_failure(result, f"{corpus}: the output is a folder that is neither empty nor a cardioner export")
     assert sorted(p.name for p in corpus.iterdir()) == before and (corpus / "NOTES.txt").read_text() == "my notes"
 
 

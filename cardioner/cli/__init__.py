@@ -11,9 +11,11 @@ from cardioner.cli import evaluate as _evaluate
 from cardioner.cli import predict as _predict
 from cardioner.cli import train as _train
 from cardioner.cli import tune as _tune
+from cardioner.cli.common import guarded
 
+# pretty_exceptions_show_locals: with CARDIONER_DEBUG=1 a traceback shows the code, not every local variable
 app = typer.Typer(name="cardioner", help="Named-entity recognisers on any Hugging Face encoder.",
-                  no_args_is_help=True, add_completion=False)
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 
 
 @app.callback()
@@ -21,13 +23,13 @@ def _root() -> None:
     """cardioner: train, evaluate, predict with and convert NER corpora."""
 
 
-app.command("train")(_train.train)
-app.command("evaluate")(_evaluate.evaluate)
-app.command("predict")(_predict.predict)
-app.command("convert")(_convert.convert)
-app.command("tune")(_tune.tune)
-app.command("compare")(_compare.compare)
-app.command("analyze")(_analyze.analyze)
+app.command("train")(guarded(_train.train))
+app.command("evaluate")(guarded(_evaluate.evaluate))
+app.command("predict")(guarded(_predict.predict))
+app.command("convert")(guarded(_convert.convert))
+app.command("tune")(guarded(_tune.tune))
+app.command("compare")(guarded(_compare.compare))
+app.command("analyze")(guarded(_analyze.analyze))
 
 
 def main() -> None:

@@ -1,14 +1,42 @@
-"""What every command shares: turning user errors into one clear sentence and logging setup."""
+"""What every command shares: the error boundary, logging setup and ``--set`` parsing.
+
+The boundary (``guarded``, wrapped around every command at registration, and ``run_or_exit``) decides what a
+failure looks like; no traceback reaches a user unless ``CARDIONER_DEBUG=1`` asks for it:
+
+- exit 0: done;
+- exit 1, one ``error:`` line: something the user can act on — the project's own errors (ConfigError,
+  CorpusError: bad corpus, bad configuration, bad output path), a file-system error (no permission, disk
+  full: ``OSError``, which names the path), and a ``ValueError`` raised on purpose: by a ``raise`` statement in
+  cardioner (the library's older checks) or inside another library, which rejects a value it was handed
+  (``deliberate``);
+- exit 2: a usage error (an unknown option, ``--epochs abc``), printed by Typer as usage plus one line;
+- exit 70 (EX_SOFTWARE), ``internal error:``: anything else is a bug in cardioner, and says so, with the hint to
+  rerun with CARDIONER_DEBUG=1 for the traceback: ``KeyError``, ``TypeError``, ``AttributeError``,
+  ``RuntimeError``..., and a ``ValueError`` that Python itself raised inside cardioner's code (unpacking the
+  wrong number of values, ``int("x")``, ``max([])``);
+- exit 130: interrupted (Ctrl-C).
+"""
 
 from __future__ import annotations
 
+import dis
+import functools
 import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
+import click
 import typer
+
+from cardioner.errors import CardioNERError
+
+#: the exit code of a failure that is a bug in cardioner (sysexits' EX_SOFTWARE)
+INTERNAL_ERROR_EXIT = 70
+#: what a user can act on (a ValueError only when ``deliberate``); anything else is a bug
+USER_ERRORS: tuple[type[BaseException], ...] = (CardioNERError, OSError)
+DEBUG_VARIABLE = "CARDIONER_DEBUG"
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -21,21 +49,86 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def debugging() -> bool:
+    """Whether ``CARDIONER_DEBUG`` asks for tracebacks (set, and not 0/false/no)."""
+    return os.environ.get(DEBUG_VARIABLE, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def deliberate(error: ValueError) -> bool:
+    """Whether a plain ValueError was raised on purpose, with a message meant for the user.
+
+    True when it comes from a ``raise`` statement in cardioner's code (a check of its input) or from inside
+    another library (rejecting a value it was given); False when Python raised it inside cardioner's code —
+    an unpacking of the wrong length, ``int("x")``, ``max([])``: a bug. Decided from the instruction the
+    innermost traceback frame stopped at.
+    """
+    tb = error.__traceback__
+    if tb is None:
+        return True
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    frame = tb.tb_frame
+    if frame.f_globals.get("__name__", "").split(".")[0] != "cardioner":
+        return True
+    for instruction in dis.get_instructions(frame.f_code):
+        if instruction.offset == tb.tb_lasti:
+            return instruction.opname in ("RAISE_VARARGS", "RERAISE")
+    return True
+
+
+def is_user_error(error: BaseException) -> bool:
+    """Whether ``error`` is something the user can act on (exit 1) rather than a bug (exit 70)."""
+    return isinstance(error, USER_ERRORS) or (isinstance(error, ValueError) and deliberate(error))
+
+
+def _user_message(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.filename is not None and str(error.filename) not in str(error):
+        return f"{error.filename}: {error.strerror or error}"
+    return str(error).strip() or type(error).__name__
+
+
+def fail(error: BaseException) -> NoReturn:
+    """Print ``error`` as one line and exit: 1 for a user error, 70 for a bug, 130 for an interruption."""
+    if isinstance(error, KeyboardInterrupt):
+        typer.secho("interrupted", fg=typer.colors.RED, err=True)
+        sys.exit(130)
+    if is_user_error(error):
+        typer.secho(f"error: {_user_message(error)}", fg=typer.colors.RED, err=True)
+        sys.exit(1)
+    detail = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+    typer.secho(f"internal error (a bug in cardioner): {type(error).__name__}{': ' + detail if detail else ''}; "
+                f"rerun with {DEBUG_VARIABLE}=1 to see the traceback, and please report it",
+                fg=typer.colors.RED, err=True)
+    sys.exit(INTERNAL_ERROR_EXIT)
+
+
+def _passes_through(error: BaseException) -> bool:
+    """Exits and Typer/Click usage errors, which Click itself turns into an exit code and a short message."""
+    return isinstance(error, (SystemExit, click.exceptions.ClickException, click.exceptions.Exit,
+                              click.exceptions.Abort, typer.Exit))
+
+
 def run_or_exit(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call a library function; a user error (bad input, bad config, missing file) exits 1 with one sentence.
+    """Call a library function; any failure becomes one line and an exit code (see the module docstring).
 
     Set ``CARDIONER_DEBUG=1`` to see the traceback instead.
     """
     try:
         return function(*args, **kwargs)
-    except (ValueError, OSError, KeyError) as error:
-        if os.environ.get("CARDIONER_DEBUG"):
+    except BaseException as error:
+        if _passes_through(error) or debugging():
             raise
-        message = str(error).strip() or type(error).__name__
-        if isinstance(error, KeyError):
-            message = f"missing key {message}"
-        typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-        sys.exit(1)
+        fail(error)
+
+
+def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``command`` with the error boundary around all of it: option checks, existence checks, imports, output."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return run_or_exit(command, *args, **kwargs)
+
+    return wrapper
 
 
 def parse_sets(values: list[str] | None) -> dict[str, str]:

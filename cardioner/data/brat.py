@@ -7,26 +7,30 @@ annotation it refers to is (``document.prune_brat_lines``); the others are dropp
 
 A ``.txt`` that starts with a BOM keeps it as character 0 when the ``.ann`` offsets count it; when they match the
 text only without it, the BOM is dropped (``meta["bom_dropped"]``) and counted. Hidden files and folders
-(``.ipynb_checkpoints``, a leftover ``.NAME.tmp`` of an interrupted write) are not read.
+(``.ipynb_checkpoints``, a staging folder of an interrupted write) are not read, and counted; a symbolic link in
+the folder is an error (``paths.corpus_files``). A ``T`` line whose offsets do not fit its annotated string is an
+error, left out or moved, as ``data.span_errors`` says (``common.fit_span``).
+
+Writing follows ``paths``: ids are checked file names; a new folder appears whole; into an existing brat folder
+each document's files are staged, then moved in one at a time — its ``.txt`` (only if new: an existing text file
+holding another text is never replaced) before its ``.ann``, or the ``.ann`` first when an ``.ann`` without its
+``.txt`` is there — so that a kill never leaves a ``.txt`` beside an ``.ann`` made for another text.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from cardioner.data.common import (
     BOM,
-    atomic_path,
     check_labels,
-    check_unique_ids,
-    is_hidden,
-    make_span,
+    check_span_errors,
     pieces_text,
     progress,
+    read_span,
     read_text,
     relative_id,
     span_strings,
@@ -41,10 +45,23 @@ from cardioner.data.document import (
     check_flat,
     prune_brat_lines,
 )
+from cardioner.data.paths import (
+    check_output,
+    check_writable_ids,
+    corpus_files,
+    inside,
+    make_folders,
+    staged_output,
+    write_into_folder,
+)
+from cardioner.values import InvalidValue, as_int
 
 #: a T line: id, label, fragments ``s e;s e``, annotated string
 _T_LINE = re.compile(r"^(?P<id>\S*T\d+)\t(?P<label>\S+) (?P<offsets>[^\t]+)\t(?P<text>.*)$")
-_FRAGMENT = re.compile(r"^(-?\d+) (-?\d+)$")
+_FRAGMENT = re.compile(r"^(-?[0-9]+) (-?[0-9]+)$")  # ASCII digits only (\d takes Arabic-Indic ones too)
+#: a kept-aside line that may be written: a known kind with its id, one line (brat splits at any line break)
+_OTHER_LINE = re.compile(r"^(?:[AM]\d+|R\d+|E\d+|N\d+|#\d*|\*)\t[^\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]*$")
+OTHER_LINES_INVALID = "kept-aside brat lines that are not one A/M/R/E/N/#/* line (dropped, never written)"
 _OTHER_KINDS = {"A": "attribute", "M": "attribute", "R": "relation", "E": "event", "N": "normalisation",
                 "#": "note", "*": "equivalence"}
 BOM_DROPPED = "BOMs dropped from .txt files whose .ann offsets do not count them"
@@ -56,14 +73,22 @@ def _parse_offsets(offsets: str, path: Path, line_no: int) -> tuple[tuple[int, i
     for piece in offsets.split(";"):
         match = _FRAGMENT.match(piece.strip())
         if match is None:
-            raise CorpusError(f"unparseable T line: offsets {offsets!r} are not 'START END[;START END...]'",
-                              path, line_no)
-        fragments.append((int(match.group(1)), int(match.group(2))))
+            raise CorpusError(f"unparseable T line: offsets {offsets!r:.80} are not 'START END[;START END...]' "
+                              "(ASCII digits)", path, line_no)
+        try:
+            fragments.append((as_int(match.group(1)), as_int(match.group(2))))
+        except InvalidValue as error:
+            raise CorpusError(f"unparseable T line: an offset {error}", path, line_no) from None
     return tuple(fragments)
 
 
+def valid_other_line(line: object) -> bool:
+    """Whether ``line`` may be written into an ``.ann`` file as a kept-aside (A/M/R/E/N/#/*) line."""
+    return isinstance(line, str) and _OTHER_LINE.match(line) is not None
+
+
 def parse_ann(ann_text: str, text: str, doc_id: str, ann_path: Path, report: ReadReport,
-              flat: bool = False) -> tuple[list[Span], dict]:
+              flat: bool = False, span_errors: str = "error") -> tuple[list[Span], dict]:
     """Parse the contents of one ``.ann`` file against its text.
 
     Args:
@@ -71,8 +96,9 @@ def parse_ann(ann_text: str, text: str, doc_id: str, ann_path: Path, report: Rea
         text: the document text (offsets index into it).
         doc_id: the document id (for messages).
         ann_path: the ``.ann`` path (for messages).
-        report: where kept-aside and repaired lines are counted.
+        report: where kept-aside, repaired, moved and left-out lines are counted.
         flat: overlapping spans raise CorpusError naming their ``T`` lines.
+        span_errors: a ``T`` line whose offsets do not fit its annotated string: "error", "skip" or "realign".
 
     Returns:
         (spans in file order, meta with ``brat_ids`` and ``brat_other``).
@@ -92,19 +118,27 @@ def parse_ann(ann_text: str, text: str, doc_id: str, ann_path: Path, report: Rea
             continue
         match = _T_LINE.match(line)
         if match is None:
-            raise CorpusError(f"unparseable line {line!r} (expected 'T<n>\\tLABEL START END\\tTEXT' or an "
+            raise CorpusError(f"unparseable line {line!r:.120} (expected 'T<n>\\tLABEL START END\\tTEXT' or an "
                               "A/R/E/N/M/#/* line)", ann_path, line_no)
         ann_id = match.group("id")
         if not ann_id.startswith("T") or not ann_id[1:].isdigit():
             fixed = ann_id[ann_id.rindex("T"):]
             report.note("repaired", "malformed T ids read as T<n>", f"{ann_path}:{line_no} {ann_id!r} -> {fixed!r}")
             ann_id = fixed
-        fragments = _parse_offsets(match.group("offsets"), ann_path, line_no)
-        span = make_span(match.group("label"), fragments, text, doc_id, ann_path, line_no, report)
-        annotated, covered = match.group("text"), pieces_text(text, fragments)  # fragments as the line lists them
-        if covered != annotated and one_line(covered) != annotated:
-            raise CorpusError(f"annotated string {annotated!r} != text[{match.group('offsets')}] {covered!r}",
-                              ann_path, line_no)
+        annotated = match.group("text")
+
+        def matches(pieces: tuple[tuple[int, int], ...], annotated: str = annotated) -> bool:
+            covered = pieces_text(text, pieces)  # fragments as the line lists them
+            return covered == annotated or one_line(covered) == annotated
+
+        def mismatch(pieces: tuple[tuple[int, int], ...], annotated: str = annotated) -> str:
+            offsets = ";".join(f"{s} {e}" for s, e in pieces)
+            return f"annotated string {annotated!r} != text[{offsets}] {pieces_text(text, pieces)!r}"
+
+        span = read_span(match.group("label"), _parse_offsets(match.group("offsets"), ann_path, line_no), text, doc_id,
+                         ann_path, line_no, report, span_errors, matches, mismatch)
+        if span is None:
+            continue
         spans.append(span)
         ids.append(ann_id)
         span_lines.append(line_no)
@@ -116,51 +150,79 @@ def parse_ann(ann_text: str, text: str, doc_id: str, ann_path: Path, report: Rea
     return spans, meta
 
 
-def _parse_with_bom(ann_path: Path, text: str, doc_id: str, report: ReadReport,
-                    flat: bool) -> tuple[str, list[Span], dict]:
+def _parse_with_bom(ann_path: Path, text: str, doc_id: str, report: ReadReport, flat: bool,
+                    span_errors: str = "error") -> tuple[str, list[Span], dict]:
     """Parse ``ann_path`` against ``text``; a leading BOM is dropped when only the text without it fits the offsets.
+
+    When neither text fits every span (a BOM and a broken span, read with skip or realign), the one whose
+    ``skip`` parse leaves out fewer spans is taken.
 
     Returns:
         (the text, possibly without its BOM; the spans; the meta).
     """
     ann_text = read_text(ann_path, allow_empty=True, strip_bom=True)
-    counts = ReadReport()  # merged only once a parse succeeds, so that a failed first try counts nothing
-    try:
-        spans, meta = parse_ann(ann_text, text, doc_id, ann_path, counts, flat)
-    except CorpusError as err:
-        if not text.startswith(BOM):
-            raise
-        counts = ReadReport()
+
+    def attempt(candidate: str, policy: str, check_flat: bool = flat) -> tuple[list[Span], dict, ReadReport]:
+        counts = ReadReport()  # merged only once a parse is kept, so that a failed try counts nothing
+        spans, meta = parse_ann(ann_text, candidate, doc_id, ann_path, counts, check_flat, policy)
+        return spans, meta, counts
+
+    def left_out(candidate: str) -> int:
         try:
-            spans, meta = parse_ann(ann_text, text[1:], doc_id, ann_path, counts)
+            return sum(attempt(candidate, "skip", False)[2].skipped.values())
         except CorpusError:
-            raise err from None
-        text = text[1:]
-        if flat:  # the offsets fit without the BOM: now overlapping spans are the error to report
-            parse_ann(ann_text, text, doc_id, ann_path, ReadReport(), flat)
-        meta["bom_dropped"] = True
-        counts.note("repaired", BOM_DROPPED, str(ann_path))
+            return 1 << 30
+
+    try:
+        spans, meta, counts = attempt(text, "error")
+    except CorpusError as err:
+        if span_errors == "error" and not text.startswith(BOM):
+            raise
+        chosen = text
+        if text.startswith(BOM):
+            try:
+                spans, meta, counts = attempt(text[1:], "error", False)
+                chosen = text[1:]
+                if flat:  # the offsets fit without the BOM: now overlapping spans are the error to report
+                    attempt(chosen, "error")
+            except CorpusError as without:
+                if span_errors == "error":
+                    raise (without if "overlapping spans" in without.problem else err) from None
+                if left_out(text[1:]) < left_out(text):
+                    chosen = text[1:]
+                spans, meta, counts = attempt(chosen, span_errors)
+        else:
+            spans, meta, counts = attempt(text, span_errors)
+        if chosen != text:
+            meta["bom_dropped"] = True
+            counts.note("repaired", BOM_DROPPED, str(ann_path))
+        text = chosen
     report.merge(counts)
     return text, spans, meta
 
 
-def read_brat(folder: str | Path, report: ReadReport | None = None, flat: bool = False) -> list[Document]:
+def read_brat(folder: str | Path, report: ReadReport | None = None, flat: bool = False,
+              span_errors: str = "error") -> list[Document]:
     """Read every ``NAME.txt`` (+ ``NAME.ann``) under ``folder``, recursively, skipping hidden files and folders.
 
     Args:
         folder: the brat folder.
-        report: counts of kept-aside, repaired and skipped items (a new one if None).
+        report: counts of kept-aside, repaired, moved and skipped items (a new one if None).
         flat: the task is flat: overlapping spans raise CorpusError naming the ``.ann`` file and lines.
+        span_errors: a ``T`` line whose offsets do not fit its annotated string: "error" (CorpusError naming the
+            option), "skip" (left out, counted) or "realign" (moved to its string nearby, each move reported).
 
     Returns:
         Documents sorted by id; ids are paths relative to ``folder`` without ``.txt``.
     """
     folder = Path(folder)
     report = report if report is not None else ReadReport()
+    check_span_errors(span_errors)
     if not folder.is_dir():
         raise CorpusError("not a folder", folder)
-    txts = {relative_id(p, folder, ".txt"): p for p in folder.rglob("*.txt") if p.is_file() and not is_hidden(p, folder)}
-    anns = {relative_id(p, folder, ".ann"): p for p in folder.rglob("*.ann") if p.is_file() and not is_hidden(p, folder)}
+    files = corpus_files(folder, report)
+    txts = {relative_id(p, folder, ".txt"): p for p in files if p.suffix == ".txt"}
+    anns = {relative_id(p, folder, ".ann"): p for p in files if p.suffix == ".ann"}
     orphans = sorted(set(anns) - set(txts))
     if orphans:
         raise CorpusError(f".ann file without its .txt: {anns[orphans[0]].name} (no {orphans[0]}.txt; "
@@ -171,7 +233,7 @@ def read_brat(folder: str | Path, report: ReadReport | None = None, flat: bool =
     for doc_id in progress(sorted(txts), desc=f"reading {folder.name}"):
         text = read_text(txts[doc_id], allow_empty=True)
         if doc_id in anns:
-            text, spans, meta = _parse_with_bom(anns[doc_id], text, doc_id, report, flat)
+            text, spans, meta = _parse_with_bom(anns[doc_id], text, doc_id, report, flat, span_errors)
         else:
             report.note("skipped", ".txt files without .ann (read with no spans)", str(txts[doc_id]))
             spans, meta = [], {}
@@ -179,6 +241,16 @@ def read_brat(folder: str | Path, report: ReadReport | None = None, flat: bool =
         report.documents += 1
         report.spans += len(spans)
     return docs
+
+
+def is_brat_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds brat files (a ``.txt`` or ``.ann`` outside hidden folders; links not followed):
+    a folder documents may be written into."""
+    for _, folders, files in os.walk(folder):
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        if any(name.endswith((".txt", ".ann")) and not name.startswith(".") for name in files):
+            return True
+    return False
 
 
 def one_line(string: str) -> str:
@@ -201,7 +273,13 @@ def format_ann(doc: Document, report: ReadReport | None = None) -> str:
     keep_ids = isinstance(ids, list) and len(ids) == len(doc.spans)
     if not keep_ids:
         ids = [f"T{i}" for i in range(1, len(doc.spans) + 1)]
-    other, dropped = prune_brat_lines(doc.meta.get("brat_other", []), set(ids) if keep_ids else set())
+    other = doc.meta.get("brat_other") or []
+    valid = [item for item in other if isinstance(item, (list, tuple)) and len(item) == 2
+             and isinstance(item[0], int) and not isinstance(item[0], bool) and valid_other_line(item[1])]
+    if len(valid) < len(other) and report is not None:
+        report.note("skipped", OTHER_LINES_INVALID, f"{doc.id}: {next(i for i in other if i not in valid)!r:.80}",
+                    n=len(other) - len(valid))
+    other, dropped = prune_brat_lines(valid, set(ids) if keep_ids else set())
     if dropped and report is not None:
         report.note("skipped", BRAT_LINES_DROPPED, f"{doc.id}: {dropped[0]}", n=len(dropped))
     lines: list[str] = []
@@ -219,48 +297,55 @@ def format_ann(doc: Document, report: ReadReport | None = None) -> str:
 
 def write_brat(docs: list[Document], folder: str | Path, overwrite: bool = True,
                report: ReadReport | None = None) -> None:
-    """Write ``NAME.txt`` (exact text) and ``NAME.ann`` per document into ``folder``.
+    """Write ``NAME.txt`` (exact text) and ``NAME.ann`` per document into ``folder`` (see the module docstring).
 
-    Everything is written to a staging folder first, so a failure leaves ``folder`` as it was. A new folder
-    then appears whole; into an existing one (the input folder itself, to put ``.ann`` files beside the
-    ``.txt`` files) each file is moved atomically, and files of other documents are left alone.
+    A new folder appears whole. An existing folder must be empty or a brat folder (anything else is refused and
+    left as it is); into it, each document's files are staged and moved in one at a time, files of other
+    documents are left alone, and a ``.txt`` that holds another text than its document is never replaced.
 
     Args:
-        docs: the documents; ids may contain ``/`` (subfolders are created) and must be unique (one would
-            overwrite the other); labels must hold no whitespace (an ``.ann`` line could not be read back).
+        docs: the documents; ids are relative file paths (``paths.id_problem``: no ``..``, no hidden part,
+            unique up to case) — subfolders are created; labels must hold no whitespace (an ``.ann`` line
+            could not be read back).
         folder: the output folder.
-        overwrite: write into an existing folder, replacing these documents' files there.
-        report: where kept-aside lines dropped with their entities are counted.
+        overwrite: write into an existing folder, replacing these documents' ``.ann`` files there.
+        report: where kept-aside lines dropped (with their entities, or invalid) are counted.
     """
-    check_unique_ids(docs, folder, "the documents to write")
+    folder = Path(folder)
+    check_writable_ids([doc.id for doc in docs], "brat", folder)
     for doc in docs:
         check_labels(doc, r"\s", "a brat .ann line", folder)
-    folder = Path(folder)
-    if not folder.is_dir():
-        with atomic_path(folder, is_dir=True, overwrite=overwrite) as tmp:
-            _write_documents(docs, tmp, folder, report)
+    exists = check_output(folder, "folder", is_brat_folder, "a brat folder (.txt and .ann files)")
+    if not exists:
+        with staged_output(folder, "folder", is_brat_folder, "a brat folder (.txt and .ann files)") as staging:
+            for doc in progress(docs, desc=f"writing {folder.name}"):
+                for relative, content in _document_files(doc, report):
+                    make_folders(staging, relative)
+                    (staging / relative).write_bytes(content)
         return
     if not overwrite:
         raise CorpusError("output already exists (refusing to overwrite)", folder)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
-    try:
-        _write_documents(docs, staging, folder, report)
-        for path in sorted(p for p in staging.rglob("*") if p.is_file()):
-            target = folder / path.relative_to(staging)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    write_into_folder(folder, _files_into(folder, progress(docs, desc=f"writing {folder.name}"), report))
 
 
-def _write_documents(docs: list[Document], root: Path, folder: Path, report: ReadReport | None) -> None:
-    """``NAME.txt`` and ``NAME.ann`` of every document under ``root`` (``folder`` names the output in errors)."""
-    for doc in progress(docs, desc=f"writing {folder.name}"):
-        base = root / doc.id
-        if base.resolve() == root.resolve() or root.resolve() not in base.resolve().parents:
-            raise CorpusError(f"document id {doc.id!r} is not a relative file name", folder)
-        base.parent.mkdir(parents=True, exist_ok=True)
-        with open(base.with_name(base.name + ".txt"), "w", encoding="utf-8", newline="") as f:
-            f.write(doc.text)
-        with open(base.with_name(base.name + ".ann"), "w", encoding="utf-8", newline="") as f:
-            f.write(format_ann(doc, report))
+def _document_files(doc: Document, report: ReadReport | None) -> list[tuple[str, bytes]]:
+    """(``ID.txt``, text bytes) and (``ID.ann``, annotation bytes) of one document."""
+    return [(f"{doc.id}.txt", doc.text.encode("utf-8")), (f"{doc.id}.ann", format_ann(doc, report).encode("utf-8"))]
+
+
+def _files_into(folder: Path, docs, report: ReadReport | None) -> Iterator[tuple[str, bytes]]:
+    """The files to move into the existing ``folder``, pair by pair, in the order that never mismatches a pair."""
+    for doc in docs:
+        (txt_name, text), (ann_name, ann) = _document_files(doc, report)
+        txt_path, ann_path = inside(folder, txt_name, "text file"), inside(folder, ann_name, "annotation file")
+        if txt_path.exists():
+            if txt_path.read_bytes() != text:
+                raise CorpusError(f"exists and holds another text than document {doc.id!r}; an existing text file "
+                                  "is never replaced (remove it, or write to a new folder)", txt_path)
+            yield ann_name, ann
+        elif ann_path.exists():  # an .ann without its .txt: pairing it with the new text for a moment would mismatch
+            yield ann_name, ann
+            yield txt_name, text
+        else:
+            yield txt_name, text
+            yield ann_name, ann

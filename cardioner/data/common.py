@@ -1,12 +1,11 @@
-"""Helpers shared by the readers and writers: strict decoding, ids from paths, atomic writes, progress bars."""
+"""Helpers shared by the readers and writers: strict decoding, ids from paths, span checks and the
+``data.span_errors`` policy, atomic writes (through ``cardioner.data.paths``), progress bars."""
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -14,6 +13,8 @@ from typing import TypeVar
 from tqdm.auto import tqdm
 
 from cardioner.data.document import CorpusError, Document, ReadReport, Span
+from cardioner.data.paths import staged_output
+from cardioner.errors import ConfigError
 
 T = TypeVar("T")
 
@@ -41,6 +42,8 @@ def read_text(path: str | Path, allow_empty: bool = False, strip_bom: bool = Fal
         data = path.read_bytes()
     except FileNotFoundError:
         raise CorpusError("no such file", path) from None
+    except OSError as error:  # a folder, a name too long, no permission
+        raise CorpusError(f"cannot read the file ({error.strerror or error})", path) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -64,9 +67,16 @@ def split_lines(text: str) -> list[str]:
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
-def is_hidden(path: Path, root: Path) -> bool:
-    """Whether ``path`` (under ``root``) is or lies in a hidden entry: ``.ipynb_checkpoints``, a leftover ``.X.tmp``."""
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
+#: how much of a file is looked at to tell its format
+SNIFF_BYTES = 65536
+
+
+def head_lines(path: str | Path) -> list[str]:
+    """The non-blank lines of the first SNIFF_BYTES of ``path`` (BOM dropped, bad bytes replaced): for guessing
+    a file's format, and for telling whether an existing output holds an earlier output of that format."""
+    with open(path, "rb") as f:
+        head = f.read(SNIFF_BYTES).decode("utf-8", errors="replace").removeprefix(BOM)
+    return [line for line in split_lines(head) if line.strip()]
 
 
 def relative_id(path: Path, root: Path, suffix: str) -> str:
@@ -133,6 +143,130 @@ def make_span(
     return span
 
 
+#: what a reader does with a span whose offsets do not fit its annotated string (config key data.span_errors)
+SPAN_ERRORS = ("error", "skip", "realign")
+#: how far realign looks for a span's annotated string, in characters either way
+REALIGN_WINDOW = 10
+SPAN_ERRORS_HINT = ("set data.span_errors=skip to leave such spans out, or data.span_errors=realign to move each "
+                    f"to its annotated string within {REALIGN_WINDOW} characters")
+SKIPPED_NOTE = "spans left out whose offsets do not fit their annotated string (data.span_errors=skip)"
+UNPLACED_NOTE = (f"spans left out whose annotated string is not within {REALIGN_WINDOW} characters "
+                 "(data.span_errors=realign)")
+REALIGNED_NOTE = "spans moved to their annotated string (data.span_errors=realign)"
+
+Pieces = tuple[tuple[int, int], ...]
+
+
+def check_span_errors(policy: str) -> str:
+    """``policy`` if it is one of SPAN_ERRORS, else ConfigError naming data.span_errors."""
+    if policy not in SPAN_ERRORS:
+        raise ConfigError(f"data.span_errors must be one of {', '.join(SPAN_ERRORS)}; got {policy!r}")
+    return policy
+
+
+def _nearest_shift(pieces: Pieces, fits: Callable[[Pieces], bool]) -> int | None:
+    """The smallest shift (the earlier position on a tie) within REALIGN_WINDOW that makes ``pieces`` fit."""
+    for distance in range(1, REALIGN_WINDOW + 1):
+        for shift in (-distance, distance):
+            if fits(tuple((s + shift, e + shift) for s, e in pieces)):
+                return shift
+    return None
+
+
+def fit_span(pieces: Pieces, text: str, matches: Callable[[Pieces], bool], mismatch: Callable[[Pieces], str],
+             policy: str, report: ReadReport, where: str | Path | None, line: int | None,
+             label: str) -> Pieces | None:
+    """The pieces of a span checked against its annotated string, under the ``data.span_errors`` policy.
+
+    Offsets that run past the text or cover another string than the annotated one are an error (``error``,
+    naming the option), left out and counted (``skip``), or moved as a whole by the smallest shift within
+    REALIGN_WINDOW characters that makes them cover the annotated string — each move listed in
+    ``report.moves``; left out and counted when there is none (``realign``).
+
+    Args:
+        pieces: (start, end) of each fragment, as the file lists them.
+        text: the document text.
+        matches: whether pieces (inside the text) cover the annotated string.
+        mismatch: the problem, for pieces that do not fit (for the message).
+        policy: "error", "skip" or "realign".
+        report: where skipped spans are counted and moves listed.
+        where: the file (for messages).
+        line: the line or record (for messages).
+        label: the entity type (for the report).
+
+    Returns:
+        The pieces (moved, under realign), or None when the span is left out.
+    """
+    def fits(candidate: Pieces) -> bool:
+        return all(0 <= s and e <= len(text) for s, e in candidate) and matches(candidate)
+
+    if fits(pieces):
+        return pieces
+    problem = mismatch(pieces)
+    if policy == "error":
+        raise CorpusError(f"{problem}; {SPAN_ERRORS_HINT}", where, line)
+    location = f"{where}:{line}" if line is not None else str(where)
+    if policy == "realign":
+        shift = _nearest_shift(pieces, fits)
+        if shift is not None:
+            moved = tuple((s + shift, e + shift) for s, e in pieces)
+            report.note("repaired", REALIGNED_NOTE)
+            report.moves.append(f"{location}: {label} {_offsets(pieces)} -> {_offsets(moved)} ({shift:+d}) "
+                                f"{pieces_text(text, moved)!r}")
+            return moved
+        report.note("skipped", UNPLACED_NOTE, f"{location}: {problem}")
+        return None
+    report.note("skipped", SKIPPED_NOTE, f"{location}: {problem}")
+    return None
+
+
+def _offsets(pieces: Pieces) -> str:
+    return ";".join(f"{s}-{e}" for s, e in pieces)
+
+
+def past_end(pieces: Pieces, text: str, doc_id: str, label: str) -> str | None:
+    """The message for pieces that run past the end of ``text``, or None."""
+    for s, e in pieces:
+        if e > len(text):
+            return (f"document {doc_id!r}: span {s}-{e} ({label}) ends past the end of the text "
+                    f"({len(text)} characters)")
+    return None
+
+
+def read_span(label: str, pieces: Pieces, text: str | None, doc_id: str, where: str | Path | None, line: int | None,
+              report: ReadReport, policy: str = "error", matches: Callable[[Pieces], bool] | None = None,
+              mismatch: Callable[[Pieces], str] | None = None) -> Span | None:
+    """A span read from a file: malformed offsets are errors, offsets that do not fit follow ``policy``.
+
+    Negative, reversed or empty pieces and overlapping fragments are always a CorpusError. Pieces past the end of
+    the text, or (with ``matches``) covering another string than the annotated one, follow ``data.span_errors``
+    (``fit_span``). Without a text (a bare TSV) only the first kind of check is made.
+
+    Args:
+        label, pieces, doc_id, where, line: as for ``make_span``.
+        text: the document text, or None when it is missing.
+        report: where repairs, moves and left-out spans are counted.
+        policy: "error", "skip" or "realign" (data.span_errors).
+        matches: whether pieces cover the annotated string (None: no annotated string to check).
+        mismatch: the problem of pieces that cover another string (for the message).
+
+    Returns:
+        The span, or None when the policy leaves it out.
+    """
+    make_span(label, pieces, None, doc_id, where, line)
+    if text is not None:
+        def explain(candidate: Pieces) -> str:
+            outside = past_end(candidate, text, doc_id, label)
+            return outside if outside is not None or mismatch is None else mismatch(candidate)
+
+        fitted = fit_span(pieces, text, matches or (lambda candidate: True), explain, policy, report, where, line,
+                          label)
+        if fitted is None:
+            return None
+        pieces = fitted
+    return make_span(label, pieces, text, doc_id, where, line, report)
+
+
 def check_labels(doc: Document, forbidden: str, format_name: str, path: str | Path | None = None) -> None:
     """Raise CorpusError naming the document and the label when a label is empty or matches ``forbidden``.
 
@@ -184,61 +318,33 @@ def check_span(span: Span, text: str | None, doc_id: str, path: str | Path | Non
         raise CorpusError(err.problem, path, line) from None
 
 
-def _umask() -> int:
-    """The process umask (reading it means setting it, so it is set straight back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 @contextmanager
-def atomic_path(target: str | Path, is_dir: bool = False, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; rename it onto ``target`` only when the block completes.
+def atomic_path(target: str | Path, is_dir: bool = False, overwrite: bool = True,
+                looks_ours: Callable[[Path], bool] | None = None, what: str = "an earlier output") -> Iterator[Path]:
+    """Yield a path to write; it becomes ``target`` in one rename when the block completes (``paths.staged_output``).
 
     Args:
         target: the final file or folder.
-        is_dir: create a temporary folder (else a file path).
-        overwrite: replace an existing target (a non-empty folder is replaced only when True).
+        is_dir: write a folder (else a file).
+        overwrite: replace an existing target (else an existing target is an error).
+        looks_ours: whether an existing target holds an earlier output it may replace (None: any regular file,
+            only an empty folder); anything else is refused and left as it is.
+        what: what ``looks_ours`` recognises (for the message).
 
     Returns:
-        A context manager yielding the temporary path. Nothing half-written survives an exception.
+        A context manager yielding the temporary path. Nothing half-written survives an exception or a kill.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists() and not overwrite:
+    if not overwrite and os.path.lexists(target):
         raise CorpusError("output already exists (refusing to overwrite)", target)
-    if is_dir:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    else:
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        os.close(fd)
-        tmp = Path(name)
-    tmp.chmod((0o777 if is_dir else 0o666) & ~_umask())  # mkstemp/mkdtemp make 0600/0700, private to the owner
-    try:
-        yield tmp
-        if is_dir:
-            if target.is_dir():
-                old = target.with_name(f".{target.name}.old-{os.getpid()}")
-                target.rename(old)
-                tmp.rename(target)
-                shutil.rmtree(old)
-            else:
-                if target.exists():
-                    target.unlink()
-                tmp.rename(target)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists():
-            tmp.unlink()
-        raise
+    with staged_output(target, "folder" if is_dir else "file", looks_ours, what) as temporary:
+        yield temporary
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
+def write_text_atomic(path: str | Path, text: str, looks_ours: Callable[[Path], bool] | None = None,
+                      what: str = "an earlier output") -> Path:
     """Write ``text`` (UTF-8) to ``path`` through ``atomic_path``: a reader never sees half a file, a crash keeps
-    the old one. Returns ``path``."""
-    with atomic_path(path) as temporary:
+    the old one, and an existing file that ``looks_ours`` rejects is refused. Returns ``path``."""
+    with atomic_path(path, looks_ours=looks_ours, what=what) as temporary:
         temporary.write_text(text, encoding="utf-8")
     return Path(path)

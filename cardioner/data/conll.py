@@ -2,7 +2,9 @@
 
 - A blank or whitespace-only line (a lone TAB in WNUT-17 train) ends a sentence; CRLF and a leading BOM are accepted.
 - Columns are separated by TABs when any line has one (the tag column is stripped of spaces), else by runs of
-  plain spaces (``" "`` only: a no-break space, U+00A0, inside a number stays in its token).
+  plain spaces (``" "`` only: a no-break space, U+00A0, inside a number stays in its token). A token that is
+  blank (only spaces, no-break spaces...) or holds a line break (a carriage return, U+2028...) is an error: it
+  would become part of an entity's text and could not be written back.
 - ``-DOCSTART-`` starts a document. A file without any ``-DOCSTART-`` gives one document per sentence.
   Ids are ``NAME#n`` (``NAME`` = the file path relative to the folder read, without extension; n from 1).
 - Tags: IOB1, IOB2 and BIOES are accepted and detected per file; all become spans. An ``I-`` that starts an
@@ -20,7 +22,7 @@ import re
 from pathlib import Path
 
 from cardioner import labels
-from cardioner.data.common import atomic_path, check_labels, progress, read_text, split_lines
+from cardioner.data.common import atomic_path, check_labels, head_lines, progress, read_text, split_lines
 from cardioner.data.document import CorpusError, Document, ReadReport, Span, find_overlap
 from cardioner.labels import detect_scheme
 
@@ -41,6 +43,38 @@ _ALIGNMENT_NOTES = {
     labels.CONFLICT: ("skipped", "spans sharing a CoNLL token with another span (not written)"),
     labels.DUPLICATE: ("skipped", "duplicate spans (written once)"),
 }
+
+
+#: characters that break a line somewhere (str.splitlines, brat, editors): never inside a token
+LINE_BREAKS = re.compile(r"[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+
+
+def token_problem(token: object) -> str | None:
+    """Why ``token`` cannot be a CoNLL token (one column of one line, not blank), or None."""
+    if not isinstance(token, str) or not token:
+        return "is empty or not text"
+    if not token.strip():
+        return "is blank (only whitespace)"
+    found = LINE_BREAKS.search(token)
+    if found is not None:
+        return f"holds the line break {found.group()!r}"
+    return None
+
+
+def looks_like_conll(lines: list[str]) -> bool:
+    """Whether the first non-blank ``lines`` of a file read as CoNLL: two or more columns, a tag in the last.
+
+    Recognised by the tag prefixes alone, so that the reader, not this guess, says what is wrong with a tag.
+    """
+    rows = [line.split("\t") if "\t" in line else line.split() for line in lines[:50]]
+    rows = [row for row in rows if row and row[0] != DOCSTART]
+    if not rows or any(len(row) < 2 for row in rows):
+        return False
+    try:
+        tags = [labels.split_tag(row[-1].strip()) for row in rows]
+    except ValueError:
+        return False
+    return all(prefix == labels.OUTSIDE or entity_type for prefix, entity_type in tags)
 
 
 def split_tag(tag: str, where: str | Path | None = None, line: int | None = None) -> tuple[str, str]:
@@ -214,8 +248,9 @@ def read_conll(path: str | Path, report: ReadReport | None = None, doc_prefix: s
         elif len(fields) != num_columns:
             raise CorpusError(f"inconsistent column count: {len(fields)} columns in {line!r}, but {num_columns} "
                               f"on line {columns_line}", path, line_no)
-        if not fields[0]:
-            raise CorpusError(f"empty token in {line!r}", path, line_no)
+        problem = token_problem(fields[0])
+        if problem is not None:
+            raise CorpusError(f"token {fields[0]!r} {problem}: a token is one column of one line", path, line_no)
         sentence.append((fields[0], fields[1:-1], fields[-1].strip(), line_no))
     end_sentence()
     if num_columns is None:
@@ -266,9 +301,10 @@ def _check_tokens(doc: Document, bounds: list[tuple[int, int]], sep: str) -> Non
     """
     for i, (s, e) in enumerate(bounds):
         token = doc.text[s:e]
-        if not token.strip() or "\n" in token or "\r" in token or sep in token:
-            raise CorpusError(f"document {doc.id!r}: token {i + 1} {token!r} (characters {s}-{e}) is blank or holds a "
-                              f"line break or the column separator {sep!r}, which a CoNLL line cannot hold")
+        problem = token_problem(token) or (f"holds the column separator {sep!r}" if sep in token else None)
+        if problem is not None:
+            raise CorpusError(f"document {doc.id!r}: token {i + 1} {token!r} (characters {s}-{e}) {problem}, which "
+                              "a CoNLL line cannot hold")
 
 
 def format_conll(doc: Document, scheme: str = "IOB2", report: ReadReport | None = None) -> str:
@@ -327,7 +363,8 @@ def write_conll(docs: list[Document], path: str | Path, scheme: str = "IOB2", re
         scheme: "IOB2" (default) or "BIOES".
         report: where spans widened to token boundaries (repaired) and spans not written (skipped) are counted.
     """
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+    with atomic_path(path, looks_ours=lambda existing: looks_like_conll(head_lines(existing)),
+                     what="CoNLL") as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
         for doc in progress(docs, desc=f"writing {Path(path).name}"):
             try:
                 f.write(format_conll(doc, scheme, report))

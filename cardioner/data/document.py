@@ -58,7 +58,7 @@ class Document:
         return sorted(self.spans, key=lambda s: (s.start, -s.end, s.label))
 
     def check_spans(self, path: str | Path | None = None) -> None:
-        """Raise CorpusError for a span that is negative, reversed or past the end of the text."""
+        """Raise CorpusError for a span (or fragment) that is negative, reversed, empty or past the end of the text."""
         n = len(self.text)
         for span in self.spans:
             for s, e in span.pieces():
@@ -66,6 +66,9 @@ class Document:
                     raise CorpusError(f"document {self.id!r}: negative offset in span {s}-{e} ({span.label})", path)
                 if e < s:
                     raise CorpusError(f"document {self.id!r}: reversed span {s}-{e} ({span.label})", path)
+                if e == s:
+                    raise CorpusError(f"document {self.id!r}: empty span {s}-{e} ({span.label}) covers no character",
+                                      path)
                 if e > n:
                     raise CorpusError(
                         f"document {self.id!r}: span {s}-{e} ({span.label}) ends past the end of the text "
@@ -214,6 +217,7 @@ class ReadReport:
     repaired: Counter = field(default_factory=Counter)  # e.g. {"I- after O repaired to B- (IOB2 rule)": 3}
     skipped: Counter = field(default_factory=Counter)  # e.g. {"file without .ann": 1}
     examples: dict = field(default_factory=dict)  # reason -> first few examples (strings)
+    moves: list = field(default_factory=list)  # every span moved by data.span_errors=realign: "file:line: ..."
 
     def note(self, kind: str, reason: str, example: str | None = None, n: int = 1) -> None:
         getattr(self, kind)[reason] += n
@@ -230,6 +234,7 @@ class ReadReport:
         for reason, items in other.examples.items():
             bucket = self.examples.setdefault(reason, [])
             bucket.extend(items[: max(0, 3 - len(bucket))])
+        self.moves.extend(other.moves)
         return self
 
     def summary(self) -> str:
@@ -239,4 +244,5 @@ class ReadReport:
                 example = self.examples.get(reason)
                 tail = f" (e.g. {example[0]})" if example else ""
                 lines.append(f"  {title}: {count} {reason}{tail}")
+        lines.extend(f"  moved: {move}" for move in self.moves)
         return "\n".join(lines)

@@ -6,51 +6,41 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cardioner import labels
-from cardioner.data.brat import read_brat, write_brat
-from cardioner.data.common import BOM, check_unique_ids, is_hidden, progress, split_lines
-from cardioner.data.conll import DOCSTART, read_conll, write_conll
+from cardioner.data.brat import is_brat_folder, read_brat, write_brat
+from cardioner.data.common import check_span_errors, check_unique_ids, head_lines, progress
+from cardioner.data.conll import looks_like_conll, read_conll, write_conll
 from cardioner.data.document import CorpusError, Document, ReadReport
 from cardioner.data.hf import read_hf
-from cardioner.data.jsonl import read_jsonl, write_jsonl
-from cardioner.data.tsv import HEADER, read_tsv, write_tsv
+from cardioner.data.jsonl import looks_like_jsonl, read_jsonl, write_jsonl
+from cardioner.data.paths import check_output, check_writable_ids, corpus_files
+from cardioner.data.tsv import looks_like_tsv, read_tsv, write_tsv
 
 READ_FORMATS = ("brat", "conll", "jsonl", "tsv", "hf")
 WRITE_FORMATS = ("brat", "conll", "jsonl", "tsv")
-_SNIFF_BYTES = 65536
+#: what an existing output of each format must look like to be replaced (anything else is left as it is)
+OUTPUT_CHECKS = {
+    "brat": ("folder", is_brat_folder, "a brat folder (.txt and .ann files)"),
+    "conll": ("file", lambda path: looks_like_conll(head_lines(path)), "CoNLL"),
+    "jsonl": ("file", lambda path: looks_like_jsonl(head_lines(path)), "JSON Lines"),
+    "tsv": ("file", lambda path: looks_like_tsv(head_lines(path)), "a MultiCardioNER TSV"),
+}
 
 
-def _data_files(folder: Path) -> list[Path]:
-    """Files under ``folder`` that may hold data (not hidden, not ``*.md``, not ``LICENSE*``), sorted."""
-    return sorted(
-        p for p in folder.rglob("*")
-        if p.is_file() and not is_hidden(p, folder)
-        and p.suffix.lower() != ".md" and not p.name.upper().startswith("LICENSE")
-    )
+def _data_files(folder: Path, report: ReadReport | None = None) -> list[Path]:
+    """Files under ``folder`` that may hold data (not hidden, not ``*.md``, not ``LICENSE*``), sorted; a symbolic
+    link inside it is a CorpusError (``paths.corpus_files``)."""
+    return [p for p in corpus_files(folder, report)
+            if p.suffix.lower() != ".md" and not p.name.upper().startswith("LICENSE")]
 
 
 def _sniff_file(path: Path) -> str | None:
-    """The format of one file from its name and first lines, or None when it does not look like any.
-
-    A CoNLL file is recognised by its tag prefixes alone, so that the reader, not this guess, says what is wrong
-    with a tag (with its line).
-    """
-    with open(path, "rb") as f:
-        head = f.read(_SNIFF_BYTES).decode("utf-8", errors="replace").removeprefix(BOM)
-    lines = [line for line in split_lines(head) if line.strip()]
-    if path.suffix.lower() in (".jsonl", ".json") or (lines and lines[0].lstrip(" ").startswith("{")):
+    """The format of one file from its name and first lines, or None when it does not look like any."""
+    lines = head_lines(path)
+    if path.suffix.lower() in (".jsonl", ".json") or looks_like_jsonl(lines):
         return "jsonl"
-    if lines and lines[0].split("\t")[: len(HEADER)] == HEADER:
+    if looks_like_tsv(lines):
         return "tsv"
-    rows = [line.split("\t") if "\t" in line else line.split() for line in lines[:50]]
-    rows = [row for row in rows if row and row[0] != DOCSTART]
-    if rows and all(len(row) >= 2 for row in rows):
-        try:
-            tags = [labels.split_tag(row[-1].strip()) for row in rows]
-        except ValueError:
-            return None
-        return "conll" if all(prefix == labels.OUTSIDE or entity_type for prefix, entity_type in tags) else None
-    return None
+    return "conll" if looks_like_conll(lines) else None
 
 
 def detect_format(path: str | Path | Any) -> str:
@@ -75,9 +65,9 @@ def detect_format(path: str | Path | Any) -> str:
         return found
     if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
         return "hf"
-    if any(not is_hidden(p, path) for p in path.rglob("*.ann")):
-        return "brat"
     files = _data_files(path)
+    if any(p.suffix == ".ann" for p in files):
+        return "brat"
     if not files:
         raise CorpusError("folder holds no data files", path)
     by_file = {p: _sniff_file(p) for p in files}
@@ -95,7 +85,7 @@ def detect_format(path: str | Path | Any) -> str:
 
 def read_corpus(
     path: str | Path | Any, format: str | None = None, flat: bool = False, *, texts_dir: str | Path | None = None,
-    label_names: Sequence[str] | None = None, split: str | None = None,
+    label_names: Sequence[str] | None = None, split: str | None = None, span_errors: str = "error",
 ) -> tuple[list[Document], ReadReport]:
     """Read a corpus in any supported format.
 
@@ -107,23 +97,28 @@ def read_corpus(
         texts_dir: the ``NAME.txt`` folder for a TSV.
         label_names: names of integer ``ner_tags`` (JSONL/HF).
         split: one split of a DatasetDict.
+        span_errors: a span whose offsets do not fit its annotated string (brat ``T`` line, TSV row with
+            ``texts_dir``, JSONL/HF span with ``"text"``) or run past the text: "error" (CorpusError naming
+            data.span_errors), "skip" (left out, counted) or "realign" (moved to the nearest occurrence of its
+            string within ``common.REALIGN_WINDOW`` characters, each move in ``report.moves``).
 
     Returns:
-        (documents, report of what was read, kept aside, repaired and skipped).
+        (documents, report of what was read, kept aside, repaired, moved and skipped).
     """
+    check_span_errors(span_errors)
     format = format or detect_format(path)
     if format not in READ_FORMATS:
         raise CorpusError(f"unknown format {format!r}; expected one of {', '.join(READ_FORMATS)}")
     report = ReadReport()
     if format == "hf":
-        docs = read_hf(path, split=split, label_names=label_names, report=report, flat=flat)
+        docs = read_hf(path, split=split, label_names=label_names, report=report, flat=flat, span_errors=span_errors)
     elif format == "brat":
-        docs = read_brat(path, report, flat=flat)
+        docs = read_brat(path, report, flat=flat, span_errors=span_errors)
     else:
         path = Path(path)
         if not path.exists():
             raise CorpusError("no such file or folder", path)
-        files = [path] if path.is_file() else _data_files(path)
+        files = [path] if path.is_file() else _data_files(path, report)
         if not files:
             raise CorpusError("folder holds no data files", path)
         docs = []
@@ -132,30 +127,38 @@ def read_corpus(
             if format == "conll":  # CoNLL tags cannot overlap
                 docs.extend(read_conll(file, report, doc_prefix=prefix))
             elif format == "jsonl":
-                docs.extend(read_jsonl(file, report, label_names=label_names, doc_prefix=prefix, flat=flat))
+                docs.extend(read_jsonl(file, report, label_names=label_names, doc_prefix=prefix, flat=flat,
+                                       span_errors=span_errors))
             else:
-                docs.extend(read_tsv(file, texts_dir=texts_dir, report=report, flat=flat))
+                docs.extend(read_tsv(file, texts_dir=texts_dir, report=report, flat=flat, span_errors=span_errors))
     if not docs:
         raise CorpusError("no documents read", path if isinstance(path, (str, Path)) else None)
     check_unique_ids(docs, path if isinstance(path, (str, Path)) else None)
     return docs, report
 
 
+def check_output_target(path: str | Path, to: str) -> None:
+    """Raise CorpusError, before any work, when ``path`` cannot receive format ``to``: an existing output that is
+    not one of that format (it is never modified), a symbolic link, a file where a folder is wanted."""
+    if to not in WRITE_FORMATS:
+        raise CorpusError(f"unknown output format {to!r}; expected one of {', '.join(WRITE_FORMATS)}")
+    check_output(path, *OUTPUT_CHECKS[to])
+
+
 def write_corpus(docs: list[Document], path: str | Path, to: str, scheme: str = "IOB2",
                  report: ReadReport | None = None) -> None:
-    """Write documents in format ``to`` (a temporary path renamed when complete).
+    """Write documents in format ``to``, crash-safely and only where ``paths`` allows.
 
     Args:
-        docs: the documents.
-        path: the output file (a folder for brat).
+        docs: the documents; their ids must be writable as ``to`` (``paths.check_writable_ids``).
+        path: the output file (a folder for brat): new, or an earlier output of that format.
         to: "brat", "conll", "jsonl" or "tsv".
         scheme: the CoNLL tag scheme ("IOB2" or "BIOES").
         report: where a writer notes what it had to change or leave out (spans widened to CoNLL tokens, brat
             lines dropped with their entities).
     """
-    if to not in WRITE_FORMATS:
-        raise CorpusError(f"unknown output format {to!r}; expected one of {', '.join(WRITE_FORMATS)}")
-    check_unique_ids(docs, path, "the documents to write")  # one would overwrite (brat) or merge into (TSV) the other
+    check_output_target(path, to)
+    check_writable_ids([doc.id for doc in docs], to, path)  # a repeated id would overwrite (brat) or merge (TSV)
     if to in ("brat", "conll"):
         missing = [doc.id for doc in docs if doc.meta.get("text_missing")]
         if missing:

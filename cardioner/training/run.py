@@ -18,7 +18,7 @@ def read_split(path: str | None, config: Config, name: str) -> list[Document] | 
         return None
     from cardioner.data import read_corpus
 
-    docs, report = read_corpus(path, format=config.data.format)
+    docs, report = read_corpus(path, format=config.data.format, span_errors=config.data.span_errors)
     logger.info("%s: %s", name, report.summary().replace("\n", "; "))
     if not docs:
         raise ValueError(f"{name} corpus {path} holds no documents")

@@ -1,0 +1,321 @@
+"""One path-safety rule for every writer and reader (issue 15, items 1, 2, 5 and 9): outputs that are not ours are
+never modified, nothing is written through a link or outside the output, ids that would collide or vanish are
+refused, and a replacement survives a kill at any moment."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cardioner.cli import app
+from cardioner.data import CorpusError, Document, ReadReport, Span, read_brat, read_corpus, write_corpus
+from cardioner.data.paths import STAGING_MARK, clean_stale_staging, staged_output
+from cardioner.inference import predict_path, read_inputs
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = [Document("a", "fiebre alta", [Span(0, 6, "S")]), Document("sub/b", "tos seca", [Span(0, 3, "S")])]
+FORMATS = ("brat", "jsonl", "tsv", "conll")
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (links listed, not followed) with its bytes."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink():
+            found[str(path.relative_to(root))] = b"-> " + os.readlink(path).encode()
+        elif path.is_file():
+            found[str(path.relative_to(root))] = path.read_bytes()
+    return found
+
+
+# ------------------------------------------------------------------------ 1: an output that is not ours
+@pytest.mark.parametrize("to", FORMATS)
+def test_an_existing_file_that_is_not_ours_is_never_modified(tmp_path: Path, to: str) -> None:
+    thesis = tmp_path / "thesis.docx"
+    thesis.write_bytes(b"PK\x03\x04 four years of work")
+    with pytest.raises(CorpusError, match="thesis.docx: the output exists and (is not a folder|does not hold)"):
+        write_corpus(DOCS, thesis, to)
+    assert thesis.read_bytes() == b"PK\x03\x04 four years of work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["thesis.docx"]  # no staging leftovers
+
+
+def test_an_existing_folder_that_is_not_ours_is_never_modified(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "thesis.docx").write_bytes(b"work")
+    for to in FORMATS:
+        with pytest.raises(CorpusError, match="project: the output (is a folder|exists)"):
+            write_corpus(DOCS, project, to)
+    assert tree(project) == {"thesis.docx": b"work"}
+
+
+@pytest.mark.parametrize("to", ["jsonl", "tsv", "conll"])
+def test_an_earlier_output_of_the_same_format_is_replaced(tmp_path: Path, to: str) -> None:
+    output = tmp_path / f"out.{to}"
+    write_corpus(DOCS, output, to)
+    write_corpus(DOCS[:1], output, to)
+    docs, _ = read_corpus(output, format=to)
+    assert len(docs) == 1
+
+
+def test_convert_and_predict_refuse_a_file_given_as_output_before_any_work(tmp_path: Path) -> None:
+    thesis = tmp_path / "thesis.docx"
+    thesis.write_bytes(b"work")
+    result = CliRunner().invoke(app, ["convert", "--input", str(REPO / "examples" / "ncbi_sample" / "dev"),
+                                      "--output", str(thesis), "--to", "brat"])
+    assert result.exit_code == 1 and "the output exists and is not a folder" in result.stderr
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "a.txt").write_text("fiebre", encoding="utf-8")
+    with pytest.raises(CorpusError, match="thesis.docx: the output exists and is not a folder"):
+        predict_path(tmp_path / "no-model", notes, thesis, "brat")  # refused before the model is even loaded
+    with pytest.raises(CorpusError, match="report.pdf: the output exists and does not hold JSON Lines"):
+        (tmp_path / "report.pdf").write_bytes(b"%PDF")
+        predict_path(tmp_path / "no-model", notes, tmp_path / "report.pdf", "jsonl")
+    assert thesis.read_bytes() == b"work" and (tmp_path / "report.pdf").read_bytes() == b"%PDF"
+
+
+def test_an_output_that_is_a_symbolic_link_is_refused(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere.jsonl"
+    write_corpus(DOCS, elsewhere, "jsonl")
+    before = elsewhere.read_bytes()
+    (tmp_path / "link.jsonl").symlink_to(elsewhere)
+    with pytest.raises(CorpusError, match="link.jsonl: the output is a symbolic link"):
+        write_corpus(DOCS[:1], tmp_path / "link.jsonl", "jsonl")
+    assert elsewhere.read_bytes() == before and (tmp_path / "link.jsonl").is_symlink()
+
+
+# ------------------------------------------------------------------------ 2: links, inside and outside
+def test_a_link_inside_the_output_folder_is_never_written_through(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    output = tmp_path / "out"
+    write_corpus(DOCS[:1], output, "brat")
+    (output / "sub").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(CorpusError, match=r"out/sub: is a symbolic link"):
+        write_corpus(DOCS, output, "brat")
+    assert list(outside.iterdir()) == []
+    (output / "b.ann").symlink_to(outside / "b.ann")
+    with pytest.raises(CorpusError, match=r"out/b.ann: is a symbolic link"):
+        write_corpus([Document("b", "x", [])], output, "brat")
+    assert list(outside.iterdir()) == [] and sorted(tree(output)) == ["a.ann", "a.txt", "b.ann", "sub"]
+
+
+@pytest.mark.parametrize("kind", ["txt", "folder"])
+def test_a_link_inside_an_input_folder_is_refused_naming_it_never_read_or_skipped_silently(tmp_path: Path,
+                                                                                          kind: str) -> None:
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "key.txt").write_text("private key", encoding="utf-8")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("fiebre", encoding="utf-8")
+    (corpus / "a.ann").write_text("T1\tS 0 6\tfiebre\n", encoding="utf-8")
+    if kind == "txt":
+        (corpus / "b.txt").symlink_to(secret / "key.txt")
+    else:
+        (corpus / "more").symlink_to(secret, target_is_directory=True)
+    name = "b.txt" if kind == "txt" else "more"
+    for read in (read_brat, lambda folder: read_corpus(folder, format="brat"), read_inputs):
+        with pytest.raises(CorpusError, match=rf"corpus: {name} is a symbolic link \(to {secret}"):
+            read(corpus)
+    (corpus / "a.conll").write_text("fiebre\tB-S\n", encoding="utf-8")
+    (corpus / "a.txt").unlink()
+    (corpus / "a.ann").unlink()
+    with pytest.raises(CorpusError, match=f"{name} is a symbolic link"):
+        read_corpus(corpus, format="conll")
+
+
+def test_hidden_entries_are_not_read_and_are_counted(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    (corpus / ".ipynb_checkpoints").mkdir(parents=True)
+    (corpus / "a.txt").write_text("fiebre", encoding="utf-8")
+    (corpus / ".b.txt").write_text("hidden", encoding="utf-8")
+    report = ReadReport()
+    assert [doc.id for doc in read_brat(corpus, report)] == ["a"]
+    assert report.skipped["hidden files and folders (names starting with '.') not read"] == 2
+
+
+# ------------------------------------------------------------------------ 5: ids that collide or vanish
+@pytest.mark.parametrize(("ids", "problem"), [
+    (["a", "./a"], r"id './a' is not a plain relative path .*write it as 'a'"),
+    (["c", "c/"], r"id 'c/' is not a plain relative path"),
+    (["x", "a//b"], r"id 'a//b' is not a plain relative path"),
+    (["Notes", "notes"], r"duplicate document id 'notes' .*as 'Notes': ids that differ only in case"),
+    (["caf\u00e9", "cafe\u0301"], r"duplicate document id .*Unicode form"),
+    ([".hidden"], r"id '.hidden' has a part starting with '.'"),
+    (["sub/.x"], r"has a part starting with '.'"),
+    (["/etc/passwd"], "is an absolute path"),
+    (["../escape"], r"is not a plain relative path \(it has '..' part\)"),
+    (["a\x00b"], r"holds '\\x00'"),
+    (["a\\b"], r"holds '\\\\'"),
+    (["x" * 300], "longer than a file name can be"),
+    ([""], "an id must be non-empty text"),
+])
+def test_brat_ids_that_would_collide_escape_or_vanish_are_refused_naming_the_id(tmp_path: Path, ids: list[str],
+                                                                                 problem: str) -> None:
+    docs = [Document(doc_id, "fiebre", [Span(0, 6, "S")]) for doc_id in ids]
+    with pytest.raises(CorpusError, match=problem):
+        write_corpus(docs, tmp_path / "out", "brat")
+    assert sorted(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("doc_id", ["a\tb", "a\nb", "a\rb", "a\x00b"])
+def test_tsv_ids_a_row_cannot_hold_are_refused(tmp_path: Path, doc_id: str) -> None:
+    with pytest.raises(CorpusError, match=f"id {doc_id!r}".replace("\\", "\\\\") + " holds"):
+        write_corpus([Document(doc_id, "fiebre", [Span(0, 6, "S")])], tmp_path / "out.tsv", "tsv")
+    assert not (tmp_path / "out.tsv").exists()
+
+
+def test_predict_checks_the_ids_of_jsonl_inputs_before_the_model_runs(tmp_path: Path) -> None:
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text('{"id": "a", "text": "x"}\n{"id": "./a", "text": "y"}\n', encoding="utf-8")
+    with pytest.raises(CorpusError, match="id './a' is not a plain relative path"):
+        predict_path(tmp_path / "no-model", inputs, tmp_path / "out", "brat")
+    assert not (tmp_path / "out").exists()
+
+
+def test_what_is_written_reads_back_with_every_document(tmp_path: Path) -> None:
+    docs = [Document(doc_id, "fiebre", [Span(0, 6, "S")]) for doc_id in ("a", "b/c", "b/d/e", "caf\u00e9")]
+    write_corpus(docs, tmp_path / "out", "brat")
+    assert [doc.id for doc in read_brat(tmp_path / "out")] == sorted(doc.id for doc in docs)
+
+
+# ------------------------------------------------------------------------ 9: crash safety
+def test_writing_into_a_brat_folder_never_replaces_a_text_with_another(tmp_path: Path) -> None:
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "a.txt").write_text("my own notes", encoding="utf-8")
+    with pytest.raises(CorpusError, match="a.txt: exists and holds another text than document 'a'"):
+        write_corpus([Document("a", "fiebre", [Span(0, 6, "S")])], folder, "brat")
+    assert tree(folder) == {"a.txt": b"my own notes"}
+
+
+def moves_into(folder: Path, docs: list[Document], monkeypatch) -> list[str]:
+    """The files ``write_corpus`` moves into ``folder``, in order."""
+    moved = []
+    real_replace = os.replace
+
+    def replace(source, target, *args, **kwargs):
+        if Path(target).parent.is_relative_to(folder) and STAGING_MARK not in str(target):
+            moved.append(str(Path(target).relative_to(folder)))
+        return real_replace(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    write_corpus(docs, folder, "brat")
+    monkeypatch.undo()
+    return moved
+
+
+def test_a_pair_is_moved_in_an_order_that_never_leaves_a_mismatched_pair(tmp_path: Path, monkeypatch) -> None:
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "same.txt").write_text("tos", encoding="utf-8")  # predict into its input: the text is kept
+    (folder / "orphan.ann").write_text("T1\tS 0 3\tabc\n", encoding="utf-8")  # an .ann without its .txt
+    docs = [Document("new", "fiebre", [Span(0, 6, "S")]), Document("orphan", "dolor", [Span(0, 5, "S")]),
+            Document("same", "tos", [Span(0, 3, "S")])]
+    assert moves_into(folder, docs, monkeypatch) == ["new.txt", "new.ann", "orphan.ann", "orphan.txt", "same.ann"]
+    assert read_brat(folder)[1].spans == [Span(0, 5, "S")] and (folder / "same.txt").read_text() == "tos"
+
+
+def test_staging_folders_of_a_killed_run_are_removed_by_the_next_run_and_only_ours(tmp_path: Path) -> None:
+    output = tmp_path / "out.jsonl"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    ours = tmp_path / ".out.jsonl.cardioner-tmp-killed"
+    ours.mkdir()
+    (ours / STAGING_MARK).write_text(json.dumps({"pid": dead_pid, "host": os.uname().nodename,
+                                                 "target": str(output)}), encoding="utf-8")
+    (ours / "payload").write_text("half", encoding="utf-8")
+    running = tmp_path / ".out.jsonl.cardioner-tmp-running"  # a concurrent run: its process is alive
+    running.mkdir()
+    (running / STAGING_MARK).write_text(json.dumps({"pid": os.getppid(), "host": os.uname().nodename,
+                                                    "target": str(output)}), encoding="utf-8")
+    unmarked = tmp_path / ".out.jsonl.cardioner-tmp-user"  # named like ours, but nothing proves it is
+    unmarked.mkdir()
+    (unmarked / "keep").write_text("user data", encoding="utf-8")
+    write_corpus(DOCS, output, "jsonl")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([output.name, running.name, unmarked.name])
+    assert (unmarked / "keep").read_text() == "user data"
+
+
+KILL_AT_EACH_STEP = textwrap.dedent("""
+    import os, sys
+    from pathlib import Path
+    import cardioner.data.paths as paths
+
+    step, target, kind = int(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+    calls = [0]
+
+    def dies(function):
+        def wrapped(*args, **kwargs):
+            calls[0] += 1
+            if calls[0] == step:
+                os._exit(9)  # like kill -9: no cleanup runs
+            return function(*args, **kwargs)
+        return wrapped
+
+    for name in ("rename", "replace", "rmdir", "unlink", "mkdir"):
+        setattr(os, name, dies(getattr(os, name)))
+    paths._renameat2 = dies(paths._renameat2)
+    with paths.staged_output(target, kind, lambda p: True) as payload:
+        if kind == "file":
+            payload.write_text("new", encoding="utf-8")
+        else:
+            payload.mkdir(exist_ok=True)
+            (payload / "config.json").write_text("new", encoding="utf-8")
+    print("completed")
+""")
+
+
+@pytest.mark.parametrize("kind", ["file", "folder"])
+@pytest.mark.parametrize("exchange", [True, False])
+def test_a_kill_at_every_step_of_a_replacement_leaves_the_old_or_the_new_output(tmp_path: Path, kind: str,
+                                                                               exchange: bool) -> None:
+    """Each file-system call of ``staged_output`` in turn is where the process dies; the target then holds the
+    old or the new content, never nothing, and the next run cleans up (restoring the old folder if needed)."""
+    script = tmp_path / "kill.py"
+    script.write_text(KILL_AT_EACH_STEP + ("" if exchange else "\n"), encoding="utf-8")
+    if not exchange:  # the fallback where renameat2 is missing: two renames, recovered by the next run
+        script.write_text(KILL_AT_EACH_STEP.replace("paths._renameat2 = dies(paths._renameat2)",
+                                                    "paths._renameat2 = lambda *a: False"), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    step = 0
+    while True:
+        step += 1
+        target = tmp_path / f"run{step}" / ("out.jsonl" if kind == "file" else "export")
+        target.parent.mkdir()
+        if kind == "file":
+            target.write_text("old", encoding="utf-8")
+        else:
+            target.mkdir()
+            (target / "config.json").write_text("old", encoding="utf-8")
+        result = subprocess.run([sys.executable, str(script), str(step), str(target), kind], env=env,
+                                capture_output=True, text=True)
+        clean_stale_staging(target)  # what the next run of the command does first
+        content = (target if kind == "file" else target / "config.json").read_text(encoding="utf-8")
+        assert content in ("old", "new"), (step, content)
+        assert sorted(p.name for p in target.parent.iterdir()) == [target.name], step  # no staging left
+        if "completed" in result.stdout:
+            assert content == "new"
+            break
+    assert step > 4  # the kill landed at every step of a real replacement
+
+
+def test_staged_output_replaces_an_existing_folder_in_one_exchange(tmp_path: Path) -> None:
+    target = tmp_path / "export"
+    target.mkdir()
+    (target / "config.json").write_text("old", encoding="utf-8")
+    inode = target.stat().st_ino
+    with staged_output(target, "folder", lambda p: True) as payload:
+        (payload / "config.json").write_text("new", encoding="utf-8")
+        assert (target / "config.json").read_text() == "old"  # untouched until the block completes
+    assert (target / "config.json").read_text() == "new" and target.stat().st_ino != inode
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
