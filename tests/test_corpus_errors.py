@@ -302,3 +302,161 @@ def test_tsv_missing_text_file_names_the_tsv_row(tmp_path: Path) -> None:
     path = write(tmp_path, "g.tsv", "filename\tlabel\tstart_span\tend_span\ttext\na\tS\t0\t6\tfiebre\nb\tS\t0\t3\ttos\n")
     with pytest.raises(CorpusError, match=r"g\.tsv:3: no text .*texts/b\.txt for filename 'b'"):
         read_tsv(path, texts_dir=tmp_path / "texts")
+
+
+# ------------------------------------------------------------------ issue 15: hostile and messy input
+def test_jsonl_meta_brat_other_is_never_written_verbatim_into_an_ann(tmp_path: Path) -> None:
+    """One record, one span: an injected entity in meta.brat_other (a T line, a line break) never reaches the .ann."""
+    record = {"id": "a", "text": "fiebre alta", "spans": [{"start": 0, "end": 6, "label": "S"}],
+              "meta": {"brat_ids": ["T1"], "brat_other": [[1, "T2\tX 7 11\talta"], [1, "#1\tAnnotatorNotes T1\tok\nT3\tX 0 6\tfiebre"],
+                                                            [1, "#2\tAnnotatorNotes T1\tkept"], "junk"]}}
+    path = write(tmp_path, "in.jsonl", json.dumps(record) + "\n")
+    docs, report = read_corpus(path)
+    assert report.skipped["kept-aside brat lines or brat ids in a record's meta that could not be written as they "
+                          "are (dropped)"] == 3
+    write_corpus(docs, tmp_path / "out", "brat")
+    assert (tmp_path / "out" / "a.ann").read_text() == "T1\tS 0 6\tfiebre\n#2\tAnnotatorNotes T1\tkept\n"
+    assert len(read_brat(tmp_path / "out")[0].spans) == 1
+
+
+@pytest.mark.parametrize(("meta", "problem"), [
+    ({"tokens": 5}, "meta.tokens must be a list of"), ({"tokens": [[0, 6], [3, 99]]}, "meta.tokens must be"),
+    ({"tokens": [[0, 6]], "sentences": [[0, 2]]}, "meta.sentences must be"), ({"separator": "|"}, "meta.separator"),
+    ({"tokens": [[0, 6]], "columns": [["a\tb"]]}, "meta.columns must be"), ({"docstart": "yes"}, "meta.docstart"),
+    ({"brat_other": 5}, None), ("notes", "'meta' must be an object"), ({"span_texts": [1]}, "meta.span_texts"),
+])
+def test_malformed_jsonl_meta_is_a_corpus_error_with_file_and_line(tmp_path: Path, meta, problem) -> None:
+    record = {"id": "a", "text": "fiebre alta", "spans": [{"start": 0, "end": 6, "label": "S"}], "meta": meta}
+    path = write(tmp_path, "in.jsonl", '{"id": "z", "text": "x"}\n' + json.dumps(record) + "\n")
+    if problem is None:  # a kept-aside list that is no list: dropped and counted, never written
+        docs, report = read_corpus(path)
+        assert docs[1].meta["brat_other"] == [] and sum(report.skipped.values()) == 1
+        return
+    with pytest.raises(CorpusError, match=rf"in\.jsonl:2: {problem}"):
+        read_corpus(path)
+
+
+@pytest.mark.parametrize(("span", "problem"), [
+    ({"fragments": [[0.9, 5.7]], "label": "S"}, r"'start' must be an integer, got 0.9 \(a fraction is never rounded\)"),
+    ({"start": "0", "end": 6, "label": "S"}, "'start' must be an integer, not text"),
+    ({"start": 0.0, "end": 6, "label": "S"}, "'start' must be an integer, got 0.0"),
+    ({"start": True, "end": 6, "label": "S"}, "'start' must be an integer, got the boolean True"),
+    ({"start": 15, "end": 20, "label": "S", "fragments": [[0, 5]]}, "'start' 15 contradicts its fragments"),
+    ({"start": 0, "end": 0, "label": "S"}, r"empty span 0-0 \(S\) covers no character"),
+    ({"start": 0, "end": int("9" * 30), "label": "S"}, "must lie within"),
+])
+def test_jsonl_offsets_are_integers_never_coerced(tmp_path: Path, span: dict, problem: str) -> None:
+    path = write(tmp_path, "in.jsonl", json.dumps({"id": "a", "text": "chest pain and fever", "spans": [span]}) + "\n")
+    with pytest.raises(CorpusError, match=rf"in\.jsonl:1: .*{problem}"):
+        read_jsonl(path)
+
+
+@pytest.mark.parametrize(("line", "problem"), [
+    ('{"id": "a", "text": "abc", "spans": [{"start": 0, "end": ' + "9" * 5000 + ', "label": "X"}]}',
+     "not valid data: a 5000-digit integer"),
+    ('{"id": "a", "text": "abc", "spans": [{"fragments": [[0, Infinity]], "label": "X"}]}',
+     "not valid data: Infinity is not a JSON number"),
+    ('{"id": "a", "text": "abc", "spans": [{"start": 0, "end": NaN, "label": "X"}]}', "NaN is not a JSON number"),
+    ('{"id": "a", "text": "abc", "spans": [{"start": 0, "end": 1e999, "label": "X"}]}', "must be a finite number"),
+    ("[" * 100000, "not valid"),
+    ('{"tokens": ["a", "b"], "ner_tags": ["O", "X-FOO"]}', "unknown tag 'X-FOO'"),
+    ('{"tokens": ["a", "b"], "ner_tags": ["O", 7]}', "ner_tags holds integer 7"),
+    ('{"tokens": ["a", "\\u00a0"], "ner_tags": ["O", "O"]}', "token 2 '\\\\xa0' is blank"),
+    ('{"id": ["x"], "text": "abc"}', "'id' must be a non-empty string"),
+])
+def test_jsonl_hostile_records_name_the_file_and_line(tmp_path: Path, line: str, problem: str) -> None:
+    path = write(tmp_path, "in.jsonl", '{"id": "z", "text": "x"}\n' + line + "\n")
+    with pytest.raises(CorpusError, match=rf"in\.jsonl:2: .*{problem}"):
+        read_jsonl(path)
+
+
+def test_brat_and_tsv_offsets_of_thousands_of_digits_are_errors_with_the_line(tmp_path: Path) -> None:
+    folder = brat(tmp_path, "chest pain", "T1\tSYM 0 5\tchest\nT2\tSYM 0 " + "9" * 5000 + "\tx\n")
+    with pytest.raises(CorpusError, match=r"doc\.ann:2: unparseable T line: an offset must be an integer"):
+        read_brat(folder)
+    tsv = write(tmp_path, "a.tsv", "filename\tlabel\tstart_span\tend_span\ttext\ndoc\tX\t0\t" + "9" * 5000 + "\tx\n")
+    with pytest.raises(CorpusError, match=r"a\.tsv:2: start_span/end_span must be integers"):
+        read_tsv(tsv)
+
+
+@pytest.mark.parametrize(("row", "problem"), [
+    ("doc\t\t0\t5\tchest", "empty label"), ("\tX\t0\t5\tchest", "empty filename"),
+    ("doc\tX\t1_0\t15\tx", "'1_0' is not written with ASCII digits"), ("doc\tX\t+3\t5\tx", "'\\+3' is not written"),
+    ("doc\tX\t\u0660\t5\tchest", "is not written with ASCII digits"), ("doc\tX\t 0\t5\tchest", "is not written"),
+    ("doc\tX\t3\t3\t", r"empty span 3-3 \(X\)"),
+])
+def test_tsv_is_strict_where_leniency_would_change_data(tmp_path: Path, row: str, problem: str) -> None:
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "doc.txt").write_text("chest pain", encoding="utf-8")
+    path = write(tmp_path, "a.tsv", "filename\tlabel\tstart_span\tend_span\ttext\n" + row + "\n")
+    with pytest.raises(CorpusError, match=rf"a\.tsv:2: .*{problem}"):
+        read_tsv(path, texts_dir=tmp_path / "texts")
+
+
+def test_tsv_filenames_name_files_inside_texts_dir_only(tmp_path: Path) -> None:
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "secret.txt").write_text("chest pain", encoding="utf-8")
+    path = write(tmp_path, "a.tsv", "filename\tlabel\tstart_span\tend_span\ttext\n../secret\tX\t0\t5\tchest\n")
+    with pytest.raises(CorpusError, match=r"a\.tsv:2: filename '../secret' is not a plain relative path"):
+        read_tsv(path, texts_dir=tmp_path / "texts")
+    (tmp_path / "texts" / "link.txt").symlink_to(tmp_path / "secret.txt")
+    write(tmp_path, "a.tsv", "filename\tlabel\tstart_span\tend_span\ttext\nlink\tX\t0\t5\tchest\n")
+    with pytest.raises(CorpusError, match=r"link\.txt: is a symbolic link"):
+        read_tsv(path, texts_dir=tmp_path / "texts")
+
+
+@pytest.mark.parametrize(("line", "problem"), [
+    ("fie\rbre\tB-S", r"token 'fie\\rbre' holds the line break '\\r'"),
+    ("\u00a0\tB-S", r"token '\\xa0' is blank"), (" \tB-S", "token ' ' is blank"),
+    ("fie\u2028bre\tO", r"token 'fie\\u2028bre' holds the line break '\\u2028'"),
+])
+def test_conll_tokens_that_are_blank_or_hold_a_line_break_are_errors(tmp_path: Path, line: str, problem: str) -> None:
+    path = write(tmp_path, "a.conll", "Aspirin\tB-DRUG\n" + line + "\n")
+    with pytest.raises(CorpusError, match=rf"a\.conll:2: {problem}"):
+        read_conll(path)
+
+
+@pytest.mark.parametrize("offsets", ["3 3", "0 5;7 7"])
+def test_zero_length_brat_spans_are_errors(tmp_path: Path, offsets: str) -> None:
+    folder = brat(tmp_path, "chest pain", f"T1\tSYM {offsets}\t\n")
+    with pytest.raises(CorpusError, match=r"doc\.ann:1: .*empty span 7-7|doc\.ann:1: .*empty span 3-3"):
+        read_brat(folder)
+
+
+def test_brat_offsets_are_ascii_digits(tmp_path: Path) -> None:
+    folder = brat(tmp_path, "chest pain", "T1\tSYM \u0660 5\tchest\n")
+    with pytest.raises(CorpusError, match=r"doc\.ann:1: unparseable T line: offsets '\\u0660 5'|doc\.ann:1: unpars"):
+        read_brat(folder)
+
+
+def saved_dataset(tmp_path: Path) -> Path:
+    from datasets import DatasetDict
+
+    folder = tmp_path / "hf"
+    DatasetDict({"train": Dataset.from_dict({"tokens": [["a", "b"]], "ner_tags": [["O", "B-X"]]})}).save_to_disk(folder)
+    return folder
+
+
+@pytest.mark.parametrize(("damage", "problem"), [
+    (lambda f: (f / "dataset_dict.json").write_text('{"splits": null}'), r"dataset_dict\.json: 'splits' must be"),
+    (lambda f: (f / "dataset_dict.json").write_text('{"splits": ['), r"dataset_dict\.json:1: not valid JSON"),
+    (lambda f: (f / "train" / "state.json").write_text(json.dumps(
+        {**json.loads((f / "train" / "state.json").read_text()), "_data_files": []})),
+     r"state\.json: '_data_files' must list"),
+    (lambda f: (f / "train" / "dataset_info.json").write_text(json.dumps(
+        {**json.loads((f / "train" / "dataset_info.json").read_text()), "features": {"tokens": {"_type": "Nope"}}})),
+     "not a readable dataset folder written by save_to_disk"),
+    (lambda f: (f / "train" / "dataset_info.json").write_text('{"features": 5}'), "'features' must be an object"),
+    (lambda f: next((f / "train").glob("*.arrow")).write_bytes(b"not arrow"), r"hf: not a readable dataset folder"),
+])
+def test_damaged_save_to_disk_folders_are_corpus_errors(tmp_path: Path, damage, problem: str) -> None:
+    folder = saved_dataset(tmp_path)
+    damage(folder)
+    with pytest.raises(CorpusError, match=problem):
+        read_corpus(folder)
+
+
+def test_a_nul_in_an_id_names_the_id(tmp_path: Path) -> None:
+    docs, _ = read_corpus(write(tmp_path, "in.jsonl", '{"id": "a\\u0000b", "text": "fiebre"}\n'))
+    with pytest.raises(CorpusError, match=r"id 'a\\x00b' holds '\\x00'"):
+        write_corpus(docs, tmp_path / "out", "brat")

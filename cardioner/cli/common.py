@@ -82,8 +82,9 @@ def is_user_error(error: BaseException) -> bool:
 
 
 def _user_message(error: BaseException) -> str:
-    if isinstance(error, OSError) and error.filename is not None and str(error.filename) not in str(error):
-        return f"{error.filename}: {error.strerror or error}"
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        also = f" -> {error.filename2}" if error.filename2 is not None else ""
+        return f"{error.filename}{also}: {error.strerror}"
     return str(error).strip() or type(error).__name__
 
 

@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from tqdm.auto import tqdm
 
-from cardioner.data.document import CorpusError, Document, ReadReport, Span
+from cardioner.data.document import CorpusError, Document, ReadReport, Span, span_problem
 from cardioner.data.paths import staged_output
 from cardioner.errors import ConfigError
 
@@ -224,15 +224,6 @@ def _offsets(pieces: Pieces) -> str:
     return ";".join(f"{s}-{e}" for s, e in pieces)
 
 
-def past_end(pieces: Pieces, text: str, doc_id: str, label: str) -> str | None:
-    """The message for pieces that run past the end of ``text``, or None."""
-    for s, e in pieces:
-        if e > len(text):
-            return (f"document {doc_id!r}: span {s}-{e} ({label}) ends past the end of the text "
-                    f"({len(text)} characters)")
-    return None
-
-
 def read_span(label: str, pieces: Pieces, text: str | None, doc_id: str, where: str | Path | None, line: int | None,
               report: ReadReport, policy: str = "error", matches: Callable[[Pieces], bool] | None = None,
               mismatch: Callable[[Pieces], str] | None = None) -> Span | None:
@@ -256,7 +247,7 @@ def read_span(label: str, pieces: Pieces, text: str | None, doc_id: str, where: 
     make_span(label, pieces, None, doc_id, where, line)
     if text is not None:
         def explain(candidate: Pieces) -> str:
-            outside = past_end(candidate, text, doc_id, label)
+            outside = span_problem(doc_id, Span(0, 0, label, tuple(candidate)), len(text))
             return outside if outside is not None or mismatch is None else mismatch(candidate)
 
         fitted = fit_span(pieces, text, matches or (lambda candidate: True), explain, policy, report, where, line,
@@ -301,21 +292,18 @@ def check_unique_ids(docs: Sequence[Document], where: str | Path | None, order: 
 
 
 def check_span(span: Span, text: str | None, doc_id: str, path: str | Path | None, line: int | None) -> None:
-    """Raise CorpusError (with file and line) for negative, reversed or out-of-text offsets of ``span``.
+    """Raise CorpusError (with file and line) for negative, reversed, empty or out-of-text offsets of ``span``.
 
     Args:
         span: the span.
-        text: the document text, or None when it is missing (then only sign and order are checked).
+        text: the document text, or None when it is missing (then only sign, order and emptiness are checked).
         doc_id: the document id (for the message).
         path: the file (for the message).
         line: the line or record number (for the message).
     """
-    try:
-        Document(doc_id, text if text is not None else "", [span]).check_spans()
-    except CorpusError as err:
-        if text is None and "past the end" in err.problem:
-            return
-        raise CorpusError(err.problem, path, line) from None
+    problem = span_problem(doc_id, span, None if text is None else len(text))
+    if problem is not None:
+        raise CorpusError(problem, path, line)
 
 
 @contextmanager

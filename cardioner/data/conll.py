@@ -192,6 +192,8 @@ def tokens_to_document(
     flat_lines = [x for sentence_lines in lines for x in sentence_lines] if lines else None
     if text is not None:
         bounds = _find_tokens(text, [token for sentence in sentences for token in sentence], where, flat_lines)
+    for i, tag in enumerate(flat_tags):  # an unknown tag names its line before the scheme is guessed from all
+        split_tag(tag, where, flat_lines[i] if flat_lines else None)
     scheme = scheme or detect_scheme(tags)
     spans: list[Span] = []
     for first, last in sentence_bounds:  # an entity never crosses a sentence boundary

@@ -59,22 +59,27 @@ class Document:
 
     def check_spans(self, path: str | Path | None = None) -> None:
         """Raise CorpusError for a span (or fragment) that is negative, reversed, empty or past the end of the text."""
-        n = len(self.text)
         for span in self.spans:
-            for s, e in span.pieces():
-                if s < 0 or e < 0:
-                    raise CorpusError(f"document {self.id!r}: negative offset in span {s}-{e} ({span.label})", path)
-                if e < s:
-                    raise CorpusError(f"document {self.id!r}: reversed span {s}-{e} ({span.label})", path)
-                if e == s:
-                    raise CorpusError(f"document {self.id!r}: empty span {s}-{e} ({span.label}) covers no character",
-                                      path)
-                if e > n:
-                    raise CorpusError(
-                        f"document {self.id!r}: span {s}-{e} ({span.label}) ends past the end of the text "
-                        f"({n} characters)",
-                        path,
-                    )
+            problem = span_problem(self.id, span, len(self.text))
+            if problem is not None:
+                raise CorpusError(problem, path)
+
+
+def span_problem(doc_id: str, span: Span, length: int | None) -> str | None:
+    """What is wrong with the offsets of ``span``: a negative, reversed or empty piece, or (when the text's
+    ``length`` is known) one past its end; None when nothing is."""
+    for s, e in span.pieces():
+        if s < 0 or e < 0:
+            return f"document {doc_id!r}: negative offset in span {s}-{e} ({span.label})"
+        if e < s:
+            return f"document {doc_id!r}: reversed span {s}-{e} ({span.label})"
+        if e == s:
+            return f"document {doc_id!r}: empty span {s}-{e} ({span.label}) covers no character"
+    for s, e in span.pieces():
+        if length is not None and e > length:
+            return (f"document {doc_id!r}: span {s}-{e} ({span.label}) ends past the end of the text "
+                    f"({length} characters)")
+    return None
 
 
 def overlapping_pair(spans: Sequence[Span]) -> tuple[int, int] | None:
