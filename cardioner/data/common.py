@@ -173,7 +173,7 @@ def _nearest_shift(pieces: Pieces, fits: Callable[[Pieces], bool]) -> int | None
     return None
 
 
-def fit_span(pieces: Pieces, text: str, matches: Callable[[Pieces], bool], mismatch: Callable[[Pieces], str],
+def fit_span(pieces: Pieces, text: str, matches: Callable[[Pieces], bool] | None, mismatch: Callable[[Pieces], str],
              policy: str, report: ReadReport, where: str | Path | None, line: int | None,
              label: str) -> Pieces | None:
     """The pieces of a span checked against its annotated string, under the ``data.span_errors`` policy.
@@ -186,7 +186,8 @@ def fit_span(pieces: Pieces, text: str, matches: Callable[[Pieces], bool], misma
     Args:
         pieces: (start, end) of each fragment, as the file lists them.
         text: the document text.
-        matches: whether pieces (inside the text) cover the annotated string.
+        matches: whether pieces (inside the text) cover the annotated string; None when the file gives no string
+            (then only pieces past the end do not fit, and realign has nothing to look for: they are left out).
         mismatch: the problem, for pieces that do not fit (for the message).
         policy: "error", "skip" or "realign".
         report: where skipped spans are counted and moves listed.
@@ -198,7 +199,7 @@ def fit_span(pieces: Pieces, text: str, matches: Callable[[Pieces], bool], misma
         The pieces (moved, under realign), or None when the span is left out.
     """
     def fits(candidate: Pieces) -> bool:
-        return all(0 <= s and e <= len(text) for s, e in candidate) and matches(candidate)
+        return all(0 <= s and e <= len(text) for s, e in candidate) and (matches is None or matches(candidate))
 
     if fits(pieces):
         return pieces
@@ -207,7 +208,7 @@ def fit_span(pieces: Pieces, text: str, matches: Callable[[Pieces], bool], misma
         raise CorpusError(f"{problem}; {SPAN_ERRORS_HINT}", where, line)
     location = f"{where}:{line}" if line is not None else str(where)
     if policy == "realign":
-        shift = _nearest_shift(pieces, fits)
+        shift = _nearest_shift(pieces, fits) if matches is not None else None
         if shift is not None:
             moved = tuple((s + shift, e + shift) for s, e in pieces)
             report.note("repaired", REALIGNED_NOTE)
@@ -250,8 +251,7 @@ def read_span(label: str, pieces: Pieces, text: str | None, doc_id: str, where: 
             outside = span_problem(doc_id, Span(0, 0, label, tuple(candidate)), len(text))
             return outside if outside is not None or mismatch is None else mismatch(candidate)
 
-        fitted = fit_span(pieces, text, matches or (lambda candidate: True), explain, policy, report, where, line,
-                          label)
+        fitted = fit_span(pieces, text, matches, explain, policy, report, where, line, label)
         if fitted is None:
             return None
         pieces = fitted
