@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -319,3 +321,183 @@ def test_staged_output_replaces_an_existing_folder_in_one_exchange(tmp_path: Pat
         assert (target / "config.json").read_text() == "old"  # untouched until the block completes
     assert (target / "config.json").read_text() == "new" and target.stat().st_ino != inode
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+
+
+# ------------------------------------------------------------------------ Done-when 3: kill -9 at random moments
+KILLS = 20
+
+
+def cardioner_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cardioner", *[str(a) for a in args]]
+
+
+def run_env() -> dict:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
+           "HF_HUB_OFFLINE": "1"}
+    env.pop("CARDIONER_DEBUG", None)
+    return env
+
+
+def run_to_completion(args: list[str]) -> float:
+    """Run a command to its end; returns how long it took."""
+    started = time.perf_counter()
+    result = subprocess.run(args, env=run_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return time.perf_counter() - started
+
+
+def staging_in(*folders: Path) -> list[Path]:
+    return [p for folder in folders if folder.is_dir() for p in folder.iterdir() if ".cardioner-tmp-" in p.name]
+
+
+def kill_at_a_random_moment(args: list[str], duration: float, watch: list[Path], rng) -> bool:
+    """Start ``args`` and SIGKILL it: at a uniformly random moment of a full run, or (half the time) a random few
+    milliseconds after its staging folder appears, so that many kills land while the output is being written.
+
+    Returns:
+        Whether the kill landed while a staging folder existed (the output was being written or replaced).
+    """
+    process = subprocess.Popen(args, env=run_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        if rng.random() < 0.5:
+            time.sleep(rng.uniform(0, duration))
+        else:
+            deadline = time.perf_counter() + duration * 2
+            while not staging_in(*watch) and process.poll() is None and time.perf_counter() < deadline:
+                time.sleep(0.001)
+            time.sleep(rng.choice([0.0, rng.uniform(0, 0.005), rng.uniform(0, 0.05)]))
+        writing = process.poll() is None and bool(staging_in(*watch))
+    finally:
+        process.kill()
+        process.wait()
+    return writing
+
+
+def kill_repeatedly(args: list[str], watch: list[Path], check: Callable[[], None], seed: int,
+                    measure: list[str] | None = None) -> None:
+    """Measure a full run (of ``measure``, else of ``args``), then KILLS runs killed at random moments, each
+    followed by ``check``; then a full run, after which no staging folder may be left."""
+    import random
+
+    rng = random.Random(seed)
+    duration = run_to_completion(measure or args)
+    check()
+    while_writing = 0
+    for _ in range(KILLS):
+        while_writing += kill_at_a_random_moment(args, duration, watch, rng)
+        check()
+    assert while_writing >= 3, f"only {while_writing} of {KILLS} kills landed while the output was written"
+    run_to_completion(args)
+    check()
+    assert staging_in(*watch) == []
+
+
+def corpus_files_for(tmp_path: Path, docs: int) -> Path:
+    """A JSONL corpus big enough that writing it takes a moment."""
+    path = tmp_path / "corpus.jsonl"
+    lines = [json.dumps({"id": f"notes/{i}", "text": f"Paciente {i} con fiebre alta y dolor torácico. " * 20,
+                         "spans": [{"start": 12 + len(str(i)), "end": 23 + len(str(i)), "label": "SINTOMA"}]})
+             for i in range(docs)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.slow
+def test_kill_9_during_convert_never_loses_or_half_writes_the_previous_output(tmp_path: Path) -> None:
+    corpus = corpus_files_for(tmp_path, 4000)
+    target = tmp_path / "out.jsonl"
+    old = [Document(f"old/{i}", "fiebre", [Span(0, 6, "S")]) for i in range(50)]
+    write_corpus(old, target, "jsonl")
+    old_bytes, new_bytes = target.read_bytes(), None
+
+    def check() -> None:
+        nonlocal new_bytes
+        content = target.read_bytes()
+        if content != old_bytes:
+            new_bytes = new_bytes or content
+            assert content == new_bytes  # the complete new file, never part of it
+        assert read_corpus(target, format="jsonl")[0]
+
+    kill_repeatedly(cardioner_command("convert", "-i", corpus, "-o", target, "--to", "jsonl"), [tmp_path], check, 1)
+    assert target.read_bytes() == new_bytes
+
+
+@pytest.mark.slow
+def test_kill_9_while_writing_into_a_brat_folder_never_leaves_a_mismatched_pair(tmp_path: Path) -> None:
+    corpus = corpus_files_for(tmp_path, 1500)
+    folder = tmp_path / "brat"
+    old = [Document(f"old/{i}", "fiebre", [Span(0, 6, "S")]) for i in range(20)]
+    write_corpus(old, folder, "brat")
+    old_files = tree(folder)
+
+    def check() -> None:
+        files = tree(folder)
+        assert all(files.get(name) == content for name, content in old_files.items())  # nothing of before lost
+        docs, _ = read_corpus(folder, format="brat")  # every pair matches: a mismatch is a CorpusError
+        for doc in docs:
+            if doc.id.startswith("notes/") and (folder / f"{doc.id}.ann").exists():
+                number = doc.id.split("/")[1]
+                assert doc.spans == [Span(12 + len(number), 23 + len(number), "SINTOMA")], doc.id
+
+    elsewhere = tmp_path / "measure"  # measured elsewhere: the killed runs still add new .txt files
+    kill_repeatedly(cardioner_command("convert", "-i", corpus, "-o", folder, "--to", "brat"), [folder, tmp_path],
+                    check, 2, cardioner_command("convert", "-i", corpus, "-o", elsewhere, "--to", "brat"))
+    assert len(read_corpus(folder, format="brat")[0]) == 1520
+
+
+@pytest.fixture(scope="module")
+def tiny_exports(tmp_path_factory) -> dict[str, Path]:
+    """A tiny BERT, a small brat corpus and a first export (the one a later run replaces)."""
+    from tiny import tiny_backbone
+
+    root = tmp_path_factory.mktemp("kill")
+    corpus = root / "train"
+    corpus.mkdir()
+    for path in sorted((REPO / "examples" / "ncbi_sample" / "train").iterdir())[:20]:
+        (corpus / path.name).write_bytes(path.read_bytes())
+    paths = {"backbone": tiny_backbone("bert", root), "train": corpus, "export": root / "export", "root": root}
+    run_to_completion(train_command(paths, seed=1))
+    return paths
+
+
+def train_command(paths: dict[str, Path], seed: int) -> list[str]:
+    return cardioner_command("train", "--train", paths["train"], "--model", paths["backbone"], "--output",
+                             paths["export"], "--epochs", "1", "--max-length", "64", "--batch-size", "8",
+                             "--seed", seed, "--set", "training.max_steps=2", "--set", "training.patience=0")
+
+
+@pytest.mark.slow
+def test_kill_9_during_an_export_never_leaves_a_half_export_or_loses_the_previous_one(tiny_exports) -> None:
+    from cardioner.export import load_model
+
+    export = tiny_exports["export"]
+    weights = {(export / "model.safetensors").read_bytes()}  # the previous export's, then the new run's
+
+    def check() -> None:
+        load_model(export)  # complete: config, weights, tokenizer
+        assert {"config.json", "model.safetensors", "modeling.py", "README.md", "training_config.yaml",
+                "metrics.json"} <= {p.name for p in export.iterdir()}
+        weights.add((export / "model.safetensors").read_bytes())
+        assert len(weights) <= 2  # the old export or the (deterministic) new one, never a mixture
+
+    kill_repeatedly(train_command(tiny_exports, seed=2), [tiny_exports["root"]], check, 3)
+    assert len(weights) == 2
+
+
+@pytest.mark.slow
+def test_kill_9_during_predict_never_loses_or_half_writes_the_previous_predictions(tiny_exports, tmp_path) -> None:
+    notes = REPO / "examples" / "ncbi_sample"  # every split's .txt files: an output that takes a moment to write
+    target = tmp_path / "predictions.jsonl"
+    target.write_text('{"id": "old", "text": "previous predictions", "spans": []}\n', encoding="utf-8")
+    old_bytes, new_bytes = target.read_bytes(), None
+
+    def check() -> None:
+        nonlocal new_bytes
+        content = target.read_bytes()
+        if content != old_bytes:
+            new_bytes = new_bytes or content
+            assert content == new_bytes
+        assert read_corpus(target, format="jsonl")[0]
+
+    kill_repeatedly(cardioner_command("predict", "--model", tiny_exports["export"], "--input", notes, "--output",
+                                      target, "--format", "jsonl"), [tmp_path], check, 4)
