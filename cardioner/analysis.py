@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from cardioner.data.document import Document, Span
+from cardioner.data.paths import check_output_folder
 from cardioner.metrics.span_matching import greedy_overlap_pairs, span_key
 
 logger = logging.getLogger("cardioner")
@@ -334,13 +335,14 @@ def analyze_model(model_dir: str | Path, data_path: str | Path, output_dir: str 
     from cardioner.data.io import read_corpus
     from cardioner.inference import load_predictor
 
+    output = Path(output_dir) if output_dir is not None else Path(model_dir) / "analysis"
+    check_output_folder(output, ("confusion_matrix.json",), "an earlier analysis")  # never another folder
     docs, report = read_corpus(data_path, format=format)
     if not docs:
         raise ValueError(f"--data {data_path}: no documents")
     if not any(d.spans for d in docs):
         raise ValueError(f"--data {data_path}: no annotated spans to analyse")
     model, task = load_predictor(model_dir)
-    output = Path(output_dir) if output_dir is not None else Path(model_dir) / "analysis"
     output.mkdir(parents=True, exist_ok=True)
     name = Path(model_dir).name
     predicted = task.predict(model, docs, batch_size=batch_size)

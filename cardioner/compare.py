@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from cardioner.config import Config
 from cardioner.data.common import atomic_path, write_text_atomic
+from cardioner.data.paths import check_output
 
 logger = logging.getLogger("cardioner")
 
@@ -61,6 +62,7 @@ def compare_heads(config: Config, heads: Sequence[str], crf: str | None = None,
     output_dir = Path(output_dir)
     runs = list(dict.fromkeys(run for head in heads for run in (
         [("linear", True)] if head == CRF_HEAD else [(head, use_crf) for use_crf in CRF_SETTINGS[crf]])))
+    check_comparison_folder(output_dir)
     check_before_reading(config, [output_dir / run_name(head, use_crf) for head, use_crf in runs])
     if not (config.data.dev or config.data.test or config.data.dev_fraction > 0):
         raise ValueError("compare scores each head on a test or dev corpus: pass --test PATH or --dev PATH "
@@ -187,6 +189,7 @@ def tabulate_exports(paths: Sequence[str | Path], output_dir: str | Path = "comp
     Returns:
         the comparison dict, as ``compare_heads`` returns it.
     """
+    check_comparison_folder(Path(output_dir))
     rows = [export_row(folder) for folder in tqdm(export_folders(paths), desc="reading exports", unit="export")]
     comparison = {"settings": {"compare_only": [str(p) for p in paths]}, "runs": rows}
     write_comparison(comparison, Path(output_dir))
@@ -217,6 +220,18 @@ def _number(value: float | None, digits: int) -> str:
 
 def _count(value: int | None) -> str:
     return "–" if value is None else f"{value:,}"
+
+
+def check_comparison_folder(output_dir: Path) -> None:
+    """Raise CorpusError unless ``output_dir`` is new, empty or an earlier comparison (comparison.json, or only
+    exports): a comparison never writes into another folder (``data.paths``)."""
+    from cardioner.export import is_export
+
+    def earlier_comparison(folder: Path) -> bool:
+        entries = [entry for entry in folder.iterdir() if not entry.name.startswith(".")]
+        return (folder / "comparison.json").is_file() or all(is_export(entry) for entry in entries)
+
+    check_output(output_dir, "folder", earlier_comparison, "an earlier comparison (comparison.json or exports)")
 
 
 def write_comparison(comparison: dict, output_dir: Path) -> dict[str, Path]:

@@ -501,3 +501,22 @@ def test_kill_9_during_predict_never_loses_or_half_writes_the_previous_predictio
 
     kill_repeatedly(cardioner_command("predict", "--model", tiny_exports["export"], "--input", notes, "--output",
                                       target, "--format", "jsonl"), [tmp_path], check, 4)
+
+
+@pytest.mark.parametrize("args", [
+    ["compare", "--compare-only", str(REPO / "examples"), "--output", "{project}"],
+    ["compare", "--train", str(REPO / "examples" / "ncbi_sample" / "train"), "--heads", "linear", "--output",
+     "{project}"],
+    ["analyze", "--model", "{project}/../no-model", "--data", str(REPO / "examples" / "ncbi_sample" / "dev"),
+     "--output", "{project}"],
+    ["tune", "--config", "{project}/../missing.yaml", "--trials", "1", "--output", "{project}"],
+    ["train", "--folds", "2", "--train", str(REPO / "examples" / "ncbi_sample" / "train"), "--output", "{project}"],
+])
+def test_commands_that_fill_an_output_folder_refuse_one_that_is_not_theirs(tmp_path: Path, args: list[str]) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "thesis.docx").write_bytes(b"work")
+    result = CliRunner().invoke(app, [a.replace("{project}", str(project)) for a in args])
+    assert result.exit_code == 1, result.output
+    assert "the output is a folder that is neither empty nor" in result.stderr, result.stderr
+    assert tree(project) == {"thesis.docx": b"work"}

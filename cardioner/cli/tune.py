@@ -28,10 +28,12 @@ def tune(
 ) -> None:
     """Search hyperparameters (Optuna TPE with pruning, or PBT) and write the best config."""
     from cardioner import tuning
+    from cardioner.data.paths import check_output_folder
 
     setup_logging(verbose)
     if method not in tuning.METHODS:
         raise typer.BadParameter(f"--method must be one of {', '.join(tuning.METHODS)}, got {method!r}")
+    check_output_folder(output, ("best_config.yaml", "trials.csv", "pbt_members.csv"), "an earlier tuning output")
     base, space = run_or_exit(tuning.load_tuning_config, config, parse_sets(set_))
     if method == "pbt":
         if folds:

@@ -267,6 +267,14 @@ def check_output(target: str | Path, kind: str, looks_ours: Callable[[Path], boo
     return True
 
 
+def check_output_folder(folder: str | Path, names: Sequence[str], what: str) -> None:
+    """Raise CorpusError unless ``folder`` may receive a command's output files (``names``, written one by one):
+    it is new, empty, or already holds one of them (an earlier output of that command). Anything else — a
+    project, a corpus — is refused and left as it is."""
+    check_output(folder, "folder", lambda existing: any((existing / name).exists() for name in names),
+                 f"{what} (with {' or '.join(names)})")
+
+
 def _staging_prefix(target: Path) -> str:
     return f".{target.name[:100]}{STAGING_INFIX}"
 

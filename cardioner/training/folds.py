@@ -19,6 +19,8 @@ from pathlib import Path
 from cardioner.config import Config
 from cardioner.data.common import write_text_atomic
 from cardioner.data.document import Document
+from cardioner.data.paths import check_output
+from cardioner.export import is_export
 from cardioner.training.run import check_before_reading, read_split, split_dev
 
 logger = logging.getLogger("cardioner")
@@ -181,6 +183,10 @@ def run_cross_validation(config: Config, k: int) -> dict:
 
     A test corpus in the config is not used: every document is tested once, in its own fold.
     """
+    if config.training.output:  # cv_results.json goes there: a new folder, an export or an earlier one only
+        check_output(config.training.output, "folder",
+                     lambda folder: is_export(folder) or (folder / "cv_results.json").is_file(),
+                     "an export or an earlier cross-validation (cv_results.json)")
     check_before_reading(config)
     docs = read_split(config.data.train, config, "train")
     dev = read_split(config.data.dev, config, "dev")
