@@ -10,7 +10,9 @@ __version__ = "0.1.0"
 _LAZY = {
     "Document": "cardioner.data.document",
     "Span": "cardioner.data.document",
-    "CorpusError": "cardioner.data.document",
+    "CorpusError": "cardioner.errors",
+    "ConfigError": "cardioner.errors",
+    "CardioNERError": "cardioner.errors",
     "read_corpus": "cardioner.data.io",
     "write_corpus": "cardioner.data.io",
     "Config": "cardioner.config",
