@@ -419,13 +419,13 @@ def test_conll_tokens_that_are_blank_or_hold_a_line_break_are_errors(tmp_path: P
 @pytest.mark.parametrize("offsets", ["3 3", "0 5;7 7"])
 def test_zero_length_brat_spans_are_errors(tmp_path: Path, offsets: str) -> None:
     folder = brat(tmp_path, "chest pain", f"T1\tSYM {offsets}\t\n")
-    with pytest.raises(CorpusError, match=r"doc\.ann:1: .*empty span 7-7|doc\.ann:1: .*empty span 3-3"):
+    with pytest.raises(CorpusError, match=r"doc\.ann:1: .*empty span (7-7|3-3) \(SYM\) covers no character"):
         read_brat(folder)
 
 
 def test_brat_offsets_are_ascii_digits(tmp_path: Path) -> None:
     folder = brat(tmp_path, "chest pain", "T1\tSYM \u0660 5\tchest\n")
-    with pytest.raises(CorpusError, match=r"doc\.ann:1: unparseable T line: offsets '\\u0660 5'|doc\.ann:1: unpars"):
+    with pytest.raises(CorpusError, match="doc\\.ann:1: unparseable T line: offsets '\u0660 5' are not 'START END"):
         read_brat(folder)
 
 

@@ -392,6 +392,18 @@ def kill_repeatedly(args: list[str], watch: list[Path], check: Callable[[], None
     assert staging_in(*watch) == []
 
 
+def old_or_new_file(target: Path) -> Callable[[], None]:
+    """A check that ``target`` holds, whole, its content from before or the one complete new content (its
+    ``seen`` set collects them), and reads as JSONL."""
+    def check() -> None:
+        check.seen.add(target.read_bytes())
+        assert len(check.seen) <= 2, "a third content: part of a file"
+        assert read_corpus(target, format="jsonl")[0]
+
+    check.seen = {target.read_bytes()}
+    return check
+
+
 def corpus_files_for(tmp_path: Path, docs: int) -> Path:
     """A JSONL corpus big enough that writing it takes a moment."""
     path = tmp_path / "corpus.jsonl"
@@ -406,20 +418,10 @@ def corpus_files_for(tmp_path: Path, docs: int) -> Path:
 def test_kill_9_during_convert_never_loses_or_half_writes_the_previous_output(tmp_path: Path) -> None:
     corpus = corpus_files_for(tmp_path, 4000)
     target = tmp_path / "out.jsonl"
-    old = [Document(f"old/{i}", "fiebre", [Span(0, 6, "S")]) for i in range(50)]
-    write_corpus(old, target, "jsonl")
-    old_bytes, new_bytes = target.read_bytes(), None
-
-    def check() -> None:
-        nonlocal new_bytes
-        content = target.read_bytes()
-        if content != old_bytes:
-            new_bytes = new_bytes or content
-            assert content == new_bytes  # the complete new file, never part of it
-        assert read_corpus(target, format="jsonl")[0]
-
+    write_corpus([Document(f"old/{i}", "fiebre", [Span(0, 6, "S")]) for i in range(50)], target, "jsonl")
+    check = old_or_new_file(target)
     kill_repeatedly(cardioner_command("convert", "-i", corpus, "-o", target, "--to", "jsonl"), [tmp_path], check, 1)
-    assert target.read_bytes() == new_bytes
+    assert len(check.seen) == 2
 
 
 @pytest.mark.slow
@@ -489,16 +491,7 @@ def test_kill_9_during_predict_never_loses_or_half_writes_the_previous_predictio
     notes = REPO / "examples" / "ncbi_sample"  # every split's .txt files: an output that takes a moment to write
     target = tmp_path / "predictions.jsonl"
     target.write_text('{"id": "old", "text": "previous predictions", "spans": []}\n', encoding="utf-8")
-    old_bytes, new_bytes = target.read_bytes(), None
-
-    def check() -> None:
-        nonlocal new_bytes
-        content = target.read_bytes()
-        if content != old_bytes:
-            new_bytes = new_bytes or content
-            assert content == new_bytes
-        assert read_corpus(target, format="jsonl")[0]
-
+    check = old_or_new_file(target)
     kill_repeatedly(cardioner_command("predict", "--model", tiny_exports["export"], "--input", notes, "--output",
                                       target, "--format", "jsonl"), [tmp_path], check, 4)
 
