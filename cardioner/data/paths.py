@@ -87,10 +87,14 @@ def id_problem(doc_id: object, to: str) -> str | None:
         return f"holds {found.group()!r}, which a file name should not hold"
     if doc_id.startswith("/"):
         return "is an absolute path; ids are paths relative to the output folder"
-    for part in doc_id.split("/"):
-        if part in ("", ".", ".."):
-            return (f"is not a plain relative path (it has {'an empty' if not part else repr(part)} part); write "
-                    f"it as {canonical_id(doc_id)!r}" if canonical_id(doc_id) else "is not a relative path")
+    parts = doc_id.split("/")
+    if ".." in parts:
+        return "is not a plain relative path (it has a '..' part, which leaves the folder)"
+    for part in parts:
+        if part in ("", "."):
+            canonical = canonical_id(doc_id)
+            suggestion = f"; write it as {canonical!r}" if canonical else ""
+            return f"is not a plain relative path (it has {'an empty' if not part else repr(part)} part){suggestion}"
         if part.startswith("."):
             return f"has a part starting with '.' ({part!r}): a hidden file, which readers skip"
         if len(part.encode("utf-8")) + _ID_SUFFIX_ROOM > MAX_NAME_BYTES:
