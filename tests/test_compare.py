@@ -119,11 +119,13 @@ def test_compare_refuses_a_run_folder_that_is_not_an_export_before_training(shar
     paths = write_subset(shared_data, tmp_path / "data")
     (tmp_path / "out" / "mlp").mkdir(parents=True)
     (tmp_path / "out" / "mlp" / "notes.txt").write_text("keep", encoding="utf-8")
+    (tmp_path / "out" / "comparison.json").write_text("{}", encoding="utf-8")  # an earlier comparison's folder
     config = load_config(overrides={"data.train": str(paths["train"]), "data.dev": str(paths["dev"]),
                                     "model.model": str(paths["model"])})
-    with pytest.raises(ValueError, match="out/mlp is a folder that is neither empty nor a cardioner export"):
+    with pytest.raises(ValueError, match="out/mlp: the output is a folder that is neither empty nor a cardioner "
+                                         "export"):
         compare_heads(config, ["linear", "mlp"], output_dir=tmp_path / "out")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["mlp"]  # the linear run never started
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["comparison.json", "mlp"]  # no run started
 
 
 def test_default_heads_are_all_heads():
