@@ -38,9 +38,8 @@ def tune(
     if method == "pbt":
         if folds:
             raise typer.BadParameter("--folds is not supported with --method pbt")
-        try:
-            result = run_or_exit(tuning.tune_pbt, base, population=trials, output_dir=output, metric=metric,
-                                 timeout=timeout)
+        try:  # a missing optional dependency is the user's to install, not a bug (the boundary would say one)
+            result = tuning.tune_pbt(base, population=trials, output_dir=output, metric=metric, timeout=timeout)
         except tuning.RayUnavailableError as error:
             typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
             raise typer.Exit(1) from None

@@ -265,7 +265,9 @@ def check_output(target: str | Path, kind: str, looks_ours: Callable[[Path], boo
     if not stat.S_ISDIR(mode):
         raise CorpusError(f"the output exists and is not a folder; it is left as it is ({what} is written as a "
                           "folder)", target)
-    if any(os.scandir(target)) and (looks_ours is None or not looks_ours(target)):
+    with os.scandir(target) as entries:
+        empty = next(entries, None) is None
+    if not empty and (looks_ours is None or not looks_ours(target)):
         raise CorpusError(f"the output is a folder that is neither empty nor {what}; it is left as it is "
                           "(choose a new or empty folder)", target)
     return True
@@ -307,6 +309,9 @@ def staging_folder(where: Path, prefix: str, target: Path) -> Iterator[Path]:
         except FileNotFoundError:  # a concurrent clean_stale_staging took it for an empty leftover: again
             if attempt == 2:
                 raise
+        except BaseException:  # disk full: no half-marked folder is left behind
+            shutil.rmtree(holder, ignore_errors=True)
+            raise
     try:
         yield holder
     finally:
