@@ -380,7 +380,9 @@ def test_brat_and_tsv_offsets_of_thousands_of_digits_are_errors_with_the_line(tm
 
 
 @pytest.mark.parametrize(("row", "problem"), [
-    ("doc\t\t0\t5\tchest", "empty label"), ("\tX\t0\t5\tchest", "empty filename"),
+    ("doc\t\t0\t5\tchest", "label '' is empty"), ("\tX\t0\t5\tchest", "filename '' is empty"),
+    ("doc\tX\rY\t0\t5\tchest", r"label 'X\\rY' is empty or holds a line break"),
+    ("d\roc\tX\t0\t5\tchest", r"filename 'd\\roc' holds '\\r'"),
     ("doc\tX\t1_0\t15\tx", "'1_0' is not written with ASCII digits"), ("doc\tX\t+3\t5\tx", "'\\+3' is not written"),
     ("doc\tX\t\u0660\t5\tchest", "is not written with ASCII digits"), ("doc\tX\t 0\t5\tchest", "is not written"),
     ("doc\tX\t3\t3\t", r"empty span 3-3 \(X\)"),

@@ -88,8 +88,11 @@ def read_tsv(path: str | Path, texts_dir: str | Path | None = None, report: Read
             raise CorpusError(f"inconsistent column count: {len(fields)} columns in {line!r:.120}, header has "
                               f"{len(header)}", path, line_no)
         name, label, start_text, end_text, string = fields[:5]
-        if not name or not label:
-            raise CorpusError(f"empty {'filename' if not name else 'label'} in {line!r:.120}", path, line_no)
+        if not label or "\r" in label:  # what a row cannot hold is refused on reading, not first on writing
+            raise CorpusError(f"label {label!r:.40} is empty or holds a line break in {line!r:.120}", path, line_no)
+        problem = id_problem(name, "tsv") if name else "is empty"
+        if problem is not None:
+            raise CorpusError(f"filename {name!r:.40} {problem}, in {line!r:.120}", path, line_no)
         try:
             start, end = _offset(start_text), _offset(end_text)
         except InvalidValue as error:
