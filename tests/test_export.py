@@ -160,13 +160,16 @@ REMOTE_SCRIPT = textwrap.dedent(
 )
 
 
-def reload_in_fresh_process(exports: dict[str, Path], workdir: Path, untrusted: dict[str, Path] | None = None) -> dict:
+def reload_in_fresh_process(
+    exports: dict[str, Path], workdir: Path, untrusted: dict[str, Path] | None = None, texts: list[str] = TEXTS
+) -> dict:
     """Load every export in one fresh, offline process that cannot import cardioner (REMOTE_SCRIPT).
 
     Args:
         exports: case name -> export folder; each one's logits/emissions land in ``workdir/<name>.pt``.
         workdir: an empty folder for the request, the script and its outputs.
         untrusted: case name -> folder to load without ``trust_remote_code`` (the outcome is reported).
+        texts: the texts each model reads.
 
     Returns:
         the report: {"cardioner_importable", "cases": {name: {class, module, decode, entities}}, "untrusted"}.
@@ -175,7 +178,7 @@ def reload_in_fresh_process(exports: dict[str, Path], workdir: Path, untrusted: 
     request = {
         "exports": {name: str(path) for name, path in exports.items()},
         "untrusted": {name: str(path) for name, path in (untrusted or {}).items()},
-        "texts": TEXTS,
+        "texts": texts,
         "out": str(workdir),
     }
     (workdir / "request.json").write_text(json.dumps(request))
