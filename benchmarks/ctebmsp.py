@@ -95,15 +95,12 @@ def redecode(system: str, args, dev_docs, test_docs) -> dict:
     """Score a saved system again with the decoder ``args.decoding`` (no training; thresholds re-tuned on dev)."""
     from cardioner import load_model
     from cardioner.evaluation import score_spans
-    from cardioner.modeling import chain_tags
     from cardioner.task import Task
     from cardioner.thresholds import tune_thresholds
 
     model, tokenizer = load_model(Path(args.redecode) / system)
     if not model.config.use_crf:  # the CRF decodes by Viterbi with its learned transitions either way
-        constrained = args.decoding == "constrained"
-        model.config.constrained_decoding = constrained
-        model._build_decoder(model.config, chain_tags(model.config))  # the decoder the config now describes
+        model.config.constrained_decoding = args.decoding == "constrained"  # the decoder reads it at every call
     task = Task.from_model(model, tokenizer)
     tuning = None
     if model.config.channel_types is not None and not model.config.use_crf:

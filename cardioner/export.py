@@ -166,7 +166,7 @@ def model_card(model: modeling.CardioNERPreTrainedModel, metrics: dict, card: di
     """README.md of an export: labels, data, scores, how to load, how to cite."""
     config = model.config
     labels = [config.id2label[index] for index in range(config.num_labels)]
-    entity_types = sorted({modeling.split_tag(label)[1] for label in labels if label != "O"} - {""})
+    entity_types = sorted({modeling.split_tag(label)[1] for label in labels} - {None})
     title = card.get("title", "cardioner token-classification model")
     base_model = card.get("base_model") or (config.backbone_config or {}).get("_name_or_path") or ""
     front = ["---", "library_name: transformers", "pipeline_tag: token-classification", "tags:", "- cardioner", "- ner"]

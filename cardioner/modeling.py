@@ -2,7 +2,20 @@
 
 This exact file is copied into every exported model folder and executed by
 ``AutoModelForTokenClassification.from_pretrained(path, trust_remote_code=True)`` on machines that have only
-torch and transformers. It must import nothing but torch, transformers and the Python standard library.
+torch and transformers. It imports nothing but torch, transformers and the Python standard library.
+
+It reads top to bottom; each part uses only what comes before it:
+
+1. Words: which subwords make a word, decided from the token ids alone.
+2. Tags: the tag grammar (``split_tag``, ``tags_to_entities``: cardioner.labels uses these), what the tag
+   scheme forbids, and how a model's labels are laid out as channels of tags (``TagLayout``).
+3. CRF: a linear-chain CRF with pytorch-crf's parameters, and Viterbi under the scheme's constraints alone.
+4. Heads: hidden states -> scores per token (linear, mlp, bilstm, cnn, attention, fourier_kan, wavelet_kan).
+5. Configuration: the head-settings table (``HEAD_SETTINGS``) and ``CardioNERConfig``.
+6. Decoders: the decoding rule the config chooses (softmax, sigmoid channels, a CRF, a CRF per channel):
+   emissions -> loss, and emissions -> a tag per word and channel.
+7. The model: backbone -> head -> emissions -> loss or decode, in one class (``TokenClassificationModel``;
+   the other exported names are that class with a setting fixed).
 
 Words. A *word* is a run of subwords decided from the token ids alone, so that training, cardioner's own
 inference and the stock ``pipeline("token-classification")`` (which passes only ``input_ids``) agree. Every
@@ -23,18 +36,22 @@ with punctuation split off.
 
 from __future__ import annotations
 
-import cmath
 import functools
 import inspect
 import json
 import math
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import TokenClassifierOutput
+
+# ---------------------------------------------------------------------------------------------------------------
+# 1. Words: the class of every vocabulary id, word starts, and the words of a batch gathered into sequences
+# ---------------------------------------------------------------------------------------------------------------
 
 TOKEN_CONTINUATION = 0
 TOKEN_WORD_START = 1
@@ -123,7 +140,9 @@ def build_token_classes(tokenizer) -> torch.Tensor:
     return classes
 
 
-def word_start_mask(token_classes: torch.Tensor, attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def word_start_mask(
+    token_classes: torch.Tensor, attention_mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Which positions are in a word, and which start one.
 
     Args:
@@ -143,101 +162,377 @@ def word_start_mask(token_classes: torch.Tensor, attention_mask: torch.Tensor | 
     return in_word, word_start
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Tag schemes: what the CRF forbids, and which tag a word's continuation subwords carry.
-# ---------------------------------------------------------------------------------------------------------------
+def gather_positions(select: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions of the True entries of each row, left aligned.
 
-FORBIDDEN_SCORE = -10000.0  # added to forbidden transitions: exp() of it is 0 in float32, and it never wins a max
+    Args:
+        select: (batch, seq_len) bool.
 
-
-def split_tag(label: str) -> tuple[str | None, str]:
-    """Split a tag into (prefix, entity type): "B-DISO" -> ("B", "DISO"), "O" -> ("O", ""), "B" -> ("B", "").
-
-    A label outside the BIO/BIOES schemes gets the prefix None (the CRF puts no constraint on it).
+    Returns:
+        (positions (batch, max_count) long, 0 at padding; mask (batch, max_count) bool).
     """
-    if label == "O":
-        return "O", ""
-    if label in ("B", "I", "E", "S"):
-        return label, ""
-    if len(label) > 2 and label[0] in "BIES" and label[1] == "-":
-        return label[0], label[2:]
-    return None, label
+    batch, seq_len = select.shape
+    counts = select.sum(1)  # shape: (batch,)
+    max_count = int(counts.max()) if batch > 0 else 0
+    arange = torch.arange(seq_len, device=select.device)
+    keys = torch.where(select, arange, arange + seq_len)  # selected positions sort first, in order
+    positions = keys.argsort(dim=1, stable=True)[:, :max_count]  # shape: (batch, max_count)
+    mask = torch.arange(max_count, device=select.device)[None, :] < counts[:, None]  # shape: (batch, max_count)
+    return positions * mask, mask
 
 
-def entities_from_tags(labels: list[str]) -> list[tuple[int, int, str]]:
-    """(first, last, type) of each entity in a sequence of typed tags, read leniently: B- and S- open an entity,
-    I- and E- extend an open one of their type (else open one), E- and S- close it, O closes it."""
-    found: list[list] = []
-    is_open = False
-    for index, label in enumerate(labels):
-        prefix, entity_type = split_tag(label)
-        if prefix not in ("B", "I", "E", "S"):
-            is_open = False
-            continue
-        if is_open and prefix in ("I", "E") and found[-1][2] == entity_type:
-            found[-1][1] = index
+def gather_rows(values: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """values (batch, seq_len, ...) at positions (batch, k) -> (batch, k, ...)."""
+    index = positions.view(*positions.shape, *([1] * (values.dim() - 2)))  # shape: (batch, k, 1...)
+    return values.gather(1, index.expand(*positions.shape, *values.shape[2:]))
+
+
+class Words:
+    """Where the words of a batch are (``word_start_mask``), and their first subwords gathered into contiguous
+    sequences: what the decoders read (special tokens and continuation subwords never reach them).
+
+    Attributes:
+        in_word, word_start, gap: (batch, seq_len) bool; gap marks real, non-special tokens outside words
+            (a bare word marker such as "▁").
+        word_index: (batch, seq_len) index of the word a position belongs to (or follows, outside words); -1
+            before the first word.
+        positions: (batch, max_words) position of each word's first subword (0 at padding).
+        word_mask: (batch, max_words) bool, left aligned.
+    """
+
+    def __init__(self, in_word: torch.Tensor, word_start: torch.Tensor, gap: torch.Tensor) -> None:
+        self.in_word = in_word
+        self.word_start = word_start
+        self.gap = gap
+        self.word_index = word_start.long().cumsum(1) - 1  # shape: (batch, seq_len)
+        self.positions, self.word_mask = gather_positions(word_start)
+
+    @classmethod
+    def find(cls, token_classes: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Words:
+        """The words of a batch.
+
+        Args:
+            token_classes: (vocab_size,) the TOKEN_* class of each id (``build_token_classes``); ids beyond it
+                count as special tokens.
+            input_ids, attention_mask: (batch, seq_len).
+        """
+        in_table = input_ids < token_classes.shape[0]
+        classes = token_classes[input_ids.clamp(0, token_classes.shape[0] - 1)]  # shape: (batch, seq_len)
+        classes = torch.where(in_table, classes, torch.full_like(classes, TOKEN_SPECIAL))
+        in_word, word_start = word_start_mask(classes, attention_mask)
+        gap = attention_mask.bool() & ~in_word & (classes != TOKEN_SPECIAL)
+        return cls(in_word, word_start, gap)
+
+    def spread(self, word_values: torch.Tensor) -> torch.Tensor:
+        """Per-word values (batch, max_words, ...) at every position: its word's (outside words: the word before;
+        before the first word: the first word's; zeros when the batch has no word) -> (batch, seq_len, ...)."""
+        batch, seq_len = self.word_index.shape
+        if word_values.shape[1] == 0:
+            return word_values.new_zeros(batch, seq_len, *word_values.shape[2:])
+        own = self.word_index.clamp(0, word_values.shape[1] - 1)  # shape: (batch, seq_len)
+        return gather_rows(word_values, own)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 2. Tags: the grammar of a tag, entities from tags, what the scheme forbids, and a model's labels as channels
+# ---------------------------------------------------------------------------------------------------------------
+
+OUTSIDE = "O"
+PREFIXES = ("B", "I", "E", "S")  # BIO uses B and I; BIOES adds E (last word) and S (single word)
+
+
+def split_tag(tag: str) -> tuple[str, str | None]:
+    """Split a tag into (prefix, entity type): ``"B-DISO"`` -> ``("B", "DISO")``, ``"O"`` -> ``("O", None)``, an
+    untyped ``"B"`` (a multi-label channel's tag) -> ``("B", None)``.
+
+    The one grammar of tags in cardioner (cardioner.labels and the corpus readers use this function): ``O``, or
+    a prefix ``B``/``I``/``E``/``S`` alone or followed by ``-`` and a type; the type may itself hold ``-`` (only
+    the first ``-`` separates). ValueError, naming the tag, for anything else.
+    """
+    if tag == OUTSIDE:
+        return OUTSIDE, None
+    prefix, sep, entity_type = tag.partition("-")
+    if prefix not in PREFIXES or (sep and not entity_type):
+        raise ValueError(f"unknown tag {tag!r}: expected O or a B-/I-/E-/S- prefix followed by a type")
+    return prefix, (entity_type if sep else None)
+
+
+def tags_to_entities(tags: list[str]) -> list[tuple[int, int, str | None]]:
+    """(first, last, type) of every entity in a sequence of tags, read leniently (BIO and BIOES alike).
+
+    ``B-T`` starts an entity; ``I-T`` continues an entity of type T, else starts one (the IOB2 repair rule);
+    ``E-T`` ends an entity of type T (a lone ``E-T`` is a one-word entity); ``S-T`` is a one-word entity; ``O``
+    ends the current entity. Untyped tags (``B``, ``I`` of a multi-label channel) give entities of type None.
+    """
+    entities: list[tuple[int, int, str | None]] = []
+    current: list = []  # [first, last, type] of the open entity, or empty
+    for index, tag in enumerate(tags):
+        prefix, entity_type = split_tag(tag)
+        if prefix in ("I", "E") and current and current[2] == entity_type:
+            current[1] = index
         else:
-            found.append([index, index, entity_type])
-        is_open = prefix in ("B", "I")
-    return [tuple(entity) for entity in found]
+            if current:
+                entities.append(tuple(current))
+            current = [index, index, entity_type] if prefix != OUTSIDE else []
+        if prefix in ("E", "S") and current:
+            entities.append(tuple(current))
+            current = []
+    if current:
+        entities.append(tuple(current))
+    return entities
 
 
-def transition_constraints(labels: list[str]) -> tuple[list[bool], list[list[bool]], list[bool]]:
+def transition_constraints(tags: list[str]) -> tuple[list[bool], list[list[bool]], list[bool]]:
     """Which start, transition and end moves the tag scheme allows (BIO, or BIOES when E-/S- tags exist).
 
     BIO: I-X only after B-X or I-X (so never at the start, after O or after another type).
     BIOES: after B-X/I-X only I-X or E-X; after O/E-*/S-* only O, B-*, S-*; start only at O/B/S, end only
-    after O/E/S. Labels outside the scheme are unconstrained.
+    after O/E/S.
 
     Args:
-        labels: the tag of each id, in id order.
+        tags: the tag of each id, in id order (typed ``B-X`` or untyped ``B``).
 
     Returns:
         (start_allowed (num_tags,), allowed[from][to] (num_tags, num_tags), end_allowed (num_tags,)).
     """
-    parts = [split_tag(label) for label in labels]
+    parts = [split_tag(tag) for tag in tags]
     bioes = any(prefix in ("E", "S") for prefix, _ in parts)
-    opens = ("B", "I") if bioes else ()  # prefixes after which the entity must continue (BIOES only)
+    continuing = ("I", "E") if bioes else ("I",)  # prefixes that continue an open entity
 
-    def allowed(source: tuple[str | None, str] | None, target: tuple[str | None, str]) -> bool:
+    def allowed(source: tuple[str, str | None] | None, target: tuple[str, str | None]) -> bool:
         target_prefix, target_type = target
-        if target_prefix is None or (source is not None and source[0] is None):
-            return True
-        inside = target_prefix in (("I", "E") if bioes else ("I",))
         if source is None:  # start of the sequence
-            return not inside
+            return target_prefix not in continuing
         source_prefix, source_type = source
-        if source_prefix in opens or (not bioes and source_prefix in ("B", "I")):
-            if inside:
-                return source_type == target_type
-            return not bioes
-        return not inside
+        if source_prefix in ("B", "I"):  # an entity is open: it continues with its type, or (BIO only) ends
+            return source_type == target_type if target_prefix in continuing else not bioes
+        return target_prefix not in continuing
 
     start_allowed = [allowed(None, part) for part in parts]
     transitions = [[allowed(source, target) for target in parts] for source in parts]
-    end_allowed = [not (bioes and prefix in opens) for prefix, _ in parts]
+    end_allowed = [not (bioes and prefix in ("B", "I")) for prefix, _ in parts]
     return start_allowed, transitions, end_allowed
 
 
-def chain_tags(config) -> list[str]:
-    """The tags of one decoding chain: every label (multi-class), or one channel's ``O, B, I`` (BIOES: ``O, B, I,
-    E, S``) for a multi-label config (``channel_types`` set), checking that id2label is the channels' typed tags
-    ``O, B-T1, I-T1, B-T2, ...`` in channel order."""
-    labels = [config.id2label[index] for index in range(config.num_labels)]
-    if config.channel_types is None:
-        return labels
-    types = list(config.channel_types)
-    per_channel = (len(labels) - 1) // max(len(types), 1)
-    tags = ["O"] + [split_tag(label)[0] or "?" for label in labels[1 : 1 + per_channel]]
-    expected = ["O"] + [f"{prefix}-{entity_type}" for entity_type in types for prefix in tags[1:]]
-    if not types or per_channel < 2 or labels != expected:
-        raise ValueError(f"id2label {labels} is not the channel layout {expected} of channel_types {types}")
+def continuation_tags(labels: list[str]) -> list[int]:
+    """Label id that a word's continuation subwords carry, for each label id: ``I-X`` for ``B-X``, ``I-X``,
+    ``E-X`` and ``S-X`` (``I`` for untyped tags) where the labels have it; ``O`` keeps ``O``."""
+    index = {label: position for position, label in enumerate(labels)}
+    result = []
+    for position, label in enumerate(labels):
+        prefix, entity_type = split_tag(label)
+        inside = f"I-{entity_type}" if entity_type else "I"
+        result.append(index[inside] if prefix != OUTSIDE and inside in index else position)
+    return result
+
+
+def tag_types(labels: list[str]) -> list[int]:
+    """Entity type number of each label id, in order of first appearance; -1 for ``O``."""
+    types: dict[str | None, int] = {}
+    result = []
+    for label in labels:
+        prefix, entity_type = split_tag(label)
+        result.append(-1 if prefix == OUTSIDE else types.setdefault(entity_type, len(types)))
+    return result
+
+
+def flat_channel_scores(scores: torch.Tensor) -> torch.Tensor:
+    """Per-channel scores (..., channels, tags) -> typed-tag scores (..., 1 + channels * (tags - 1)).
+
+    Each entity tag of a channel scores its margin over the channel's O score; the O column is 0. The argmax is
+    O when no channel leaves O, else the channel tag with the widest margin.
+    """
+    margins = scores[..., 1:] - scores[..., :1]  # shape: (..., C, tags - 1)
+    flat = margins.flatten(-2)  # shape: (..., C * (tags - 1))
+    return torch.cat([torch.zeros_like(flat[..., :1]), flat], dim=-1)
+
+
+class TagLayout:
+    """A model's labels (id2label) laid out as channels of tags: the one place that tells a flat model from a
+    multi-label one. Everything after it handles scores (..., channels, tags) and tags (..., channels).
+
+    - Flat (``channel_types`` None): one channel whose tags are the labels themselves, ``O, B-T1, I-T1, ...``.
+    - Multi-label: one channel per entity type (``channel_types``, in order), each with the untyped tags
+      ``O, B, I`` (BIOES: ``O, B, I, E, S``); id2label holds the channels' typed tags ``O, B-T1, I-T1, B-T2,
+      ...`` in channel order, so tag k > 0 of channel c is label ``1 + c * (num_tags - 1) + k - 1``.
+
+    Args:
+        labels: the label of each id, in id order (every one in the grammar of ``split_tag``).
+        channel_types: the entity type of each channel, or None for a flat model.
+
+    Attributes:
+        tags: the tags of one channel (one decoding chain).
+        label_ids: (channels, tags) the label id each channel's tag stands for.
+        continuation, tag_type: ``continuation_tags`` and ``tag_types`` of the labels.
+        outside: the label id of ``O``, or None.
+    """
+
+    def __init__(self, labels: list[str], channel_types: list[str] | None = None) -> None:
+        self.labels = list(labels)
+        self.flat = channel_types is None
+        parts = [split_tag(label) for label in self.labels]
+        if self.flat:
+            self.tags = list(self.labels)
+            self.label_ids = [list(range(len(self.labels)))]
+        else:
+            types = list(channel_types)
+            per_channel = (len(self.labels) - 1) // max(len(types), 1)  # entity tags of a channel
+            self.tags = [OUTSIDE] + [prefix for prefix, _ in parts[1 : 1 + per_channel]]
+            expected = [OUTSIDE] + [f"{prefix}-{entity_type}" for entity_type in types for prefix in self.tags[1:]]
+            if not types or per_channel < 2 or self.labels != expected:
+                raise ValueError(f"id2label {self.labels} is not the channel layout {expected} of channel_types "
+                                 f"{types}")
+            self.label_ids = [[0, *range(1 + c * per_channel, 1 + (c + 1) * per_channel)] for c in range(len(types))]
+        self.num_channels = len(self.label_ids)
+        self.num_tags = len(self.tags)
+        self.continuation = continuation_tags(self.labels)
+        self.tag_type = tag_types(self.labels)
+        self.outside = self.labels.index(OUTSIDE) if OUTSIDE in self.labels else None
+
+    def channel_labels(self, labels: torch.Tensor | None, input_shape: tuple[int, ...]) -> torch.Tensor | None:
+        """Gold tag ids as (batch, seq_len, channels); a flat model also takes (batch, seq_len). None stays None."""
+        if labels is None:
+            return None
+        shaped = labels[..., None] if self.flat and labels.dim() == 2 else labels
+        if tuple(shaped.shape) != (*input_shape, self.num_channels):
+            accepted = [(*input_shape, self.num_channels)] + ([tuple(input_shape)] if self.flat else [])
+            raise ValueError(f"labels shape {tuple(labels.shape)} != input_ids shape {tuple(input_shape)}: expected "
+                             f"one of {accepted} ({self.num_channels} channels)")
+        return shaped
+
+    def public(self, values: torch.Tensor, channel_dim: int) -> torch.Tensor:
+        """Outputs as a flat model has always shown them, without a channel dimension; multi-label ones as they are."""
+        return values.squeeze(channel_dim) if self.flat else values
+
+    def channel_logits(self, channel_scores: torch.Tensor) -> torch.Tensor | None:
+        """The ``channel_logits`` output: a multi-label model's per-channel scores; None for a flat model (its
+        ``logits`` are its one channel)."""
+        return None if self.flat else channel_scores
+
+    def label_scores(self, scores: torch.Tensor) -> torch.Tensor:
+        """(..., channels, tags) -> (..., num_labels) over id2label: a flat model's one channel as it is;
+        several channels by each entity tag's margin over its channel's O (``flat_channel_scores``)."""
+        return scores[..., 0, :] if self.flat else flat_channel_scores(scores)
+
+    def channel_tag_labels(self, channel: int, tag_ids: list[int]) -> list[str]:
+        """The labels (typed tags) that a channel's tag ids stand for."""
+        return [self.labels[self.label_ids[channel][tag]] for tag in tag_ids]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 3. CRF: the algorithms (score of a path, forward, backward, Viterbi), the CRF module, and scheme-only Viterbi
+# ---------------------------------------------------------------------------------------------------------------
+
+FORBIDDEN_SCORE = -10000.0  # added to forbidden transitions: exp() of it is 0 in float32, and it never wins a max
+CRF_REDUCTIONS = ("token_mean", "mean", "sum", "none")
+
+
+def _penalty(allowed: list, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    allowed_tensor = torch.tensor(allowed, dtype=torch.bool, device=device)
+    return torch.zeros(allowed_tensor.shape, dtype=dtype, device=device).masked_fill(~allowed_tensor, FORBIDDEN_SCORE)
+
+
+def _path_score(
+    emissions: torch.Tensor,
+    tags: torch.Tensor,
+    mask: torch.Tensor,
+    start: torch.Tensor,
+    transitions: torch.Tensor,
+    end: torch.Tensor,
+) -> torch.Tensor:
+    """Score of the given tag sequences. Shapes: emissions (N, L, T); tags, mask (N, L); start, end (N|1, T);
+    transitions (N|1, T, T). Returns (N,); 0 for empty sequences."""
+    rows, seq_len, num_tags = emissions.shape
+    if seq_len == 0:
+        return emissions.new_zeros(rows)
+    weights = mask.to(emissions.dtype)
+    emission_scores = emissions.gather(2, tags[..., None]).squeeze(-1) * weights  # shape: (N, L)
+    score = start.expand(rows, num_tags).gather(1, tags[:, :1]).squeeze(1) * weights[:, 0]  # shape: (N,)
+    score = score + emission_scores.sum(1)
+    if seq_len > 1:
+        pair_index = tags[:, :-1] * num_tags + tags[:, 1:]  # shape: (N, L - 1)
+        flat_transitions = transitions.reshape(transitions.shape[0], -1).expand(rows, -1)  # shape: (N, T * T)
+        score = score + (flat_transitions.gather(1, pair_index) * weights[:, 1:]).sum(1)
+    lengths = mask.sum(1)
+    last_tags = tags.gather(1, (lengths - 1).clamp(min=0)[:, None]).squeeze(1)  # shape: (N,)
+    score = score + end.expand(rows, num_tags).gather(1, last_tags[:, None]).squeeze(1) * (lengths > 0)
+    return score
+
+
+def _forward_algorithm(
+    emissions: torch.Tensor,
+    mask: torch.Tensor,
+    start: torch.Tensor,
+    transitions: torch.Tensor,
+    end: torch.Tensor,
+    keep_alphas: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log partition function (N,) and, with keep_alphas, the forward log-scores (N, L, T) (emission at t
+    included)."""
+    rows, seq_len, num_tags = emissions.shape
+    if seq_len == 0:
+        return emissions.new_zeros(rows), emissions.new_zeros(rows, 0, num_tags)
+    incoming = transitions.transpose(1, 2)  # shape: (N|1, to, from): reduce over the contiguous last dim
+    alpha = start + emissions[:, 0]  # shape: (N, T)
+    alphas = [alpha]
+    for t in range(1, seq_len):
+        scores = alpha[:, None, :] + incoming  # shape: (N, to, from)
+        next_alpha = torch.logsumexp(scores, dim=2) + emissions[:, t]  # shape: (N, T)
+        alpha = torch.where(mask[:, t, None], next_alpha, alpha)
+        if keep_alphas:
+            alphas.append(alpha)
+    log_partition = torch.logsumexp(alpha + end, dim=1)  # shape: (N,)
+    log_partition = torch.where(mask[:, 0], log_partition, torch.zeros_like(log_partition))
+    return log_partition, (torch.stack(alphas, dim=1) if keep_alphas else None)  # shape: (N, L, T)
+
+
+def _backward_algorithm(
+    emissions: torch.Tensor, mask: torch.Tensor, transitions: torch.Tensor, end: torch.Tensor
+) -> torch.Tensor:
+    """Backward log-scores betas (N, L, T): everything after position t (emission at t excluded)."""
+    rows, seq_len, num_tags = emissions.shape
+    final = end.expand(rows, num_tags)
+    beta = final
+    betas = [beta]
+    for t in range(seq_len - 1, 0, -1):
+        scores = transitions + (emissions[:, t] + beta)[:, None, :]  # shape: (N, from, to)
+        previous = torch.logsumexp(scores, dim=2)  # shape: (N, T)
+        beta = torch.where(mask[:, t, None], previous, final)
+        betas.append(beta)
+    return torch.stack(betas[::-1], dim=1)  # shape: (N, L, T)
+
+
+def _viterbi(
+    emissions: torch.Tensor,
+    mask: torch.Tensor,
+    start: torch.Tensor,
+    transitions: torch.Tensor,
+    end: torch.Tensor,
+) -> torch.Tensor:
+    """Best paths (N, L); positions past a sequence's end repeat its last tag.
+
+    At padded steps the back-pointers are the identity, so one backtracking pass over all rows at once recovers
+    every path (no Python loop over rows).
+    """
+    rows, seq_len, num_tags = emissions.shape
+    if seq_len == 0:
+        return torch.zeros(rows, 0, dtype=torch.long, device=emissions.device)
+    incoming = transitions.transpose(1, 2)  # shape: (N|1, to, from)
+    identity = torch.arange(num_tags, device=emissions.device).expand(rows, num_tags)  # shape: (N, T)
+    score = start + emissions[:, 0]  # shape: (N, T)
+    history = []
+    for t in range(1, seq_len):
+        best, best_from = (score[:, None, :] + incoming).max(dim=2)  # shape: (N, to)
+        step = mask[:, t, None]
+        score = torch.where(step, best + emissions[:, t], score)
+        history.append(torch.where(step, best_from, identity))
+    tags = torch.empty(rows, seq_len, dtype=torch.long, device=emissions.device)
+    last = (score + end).argmax(dim=1, keepdim=True)  # shape: (N, 1)
+    tags[:, seq_len - 1 :] = last
+    for t in range(seq_len - 1, 0, -1):
+        last = history[t - 1].gather(1, last)  # shape: (N, 1)
+        tags[:, t - 1 : t] = last
     return tags
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# CRF
-# ---------------------------------------------------------------------------------------------------------------
 
 
 class CRF(nn.Module):
@@ -467,124 +762,6 @@ class CRF(nn.Module):
         return self._fold_channels(emissions), flat_mask, rows(start), rows(transitions), rows(end)
 
 
-CRF_REDUCTIONS = ("token_mean", "mean", "sum", "none")
-
-
-def _penalty(allowed: list, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    allowed_tensor = torch.tensor(allowed, dtype=torch.bool, device=device)
-    return torch.zeros(allowed_tensor.shape, dtype=dtype, device=device).masked_fill(~allowed_tensor, FORBIDDEN_SCORE)
-
-
-def _path_score(
-    emissions: torch.Tensor,
-    tags: torch.Tensor,
-    mask: torch.Tensor,
-    start: torch.Tensor,
-    transitions: torch.Tensor,
-    end: torch.Tensor,
-) -> torch.Tensor:
-    """Score of the given tag sequences. Shapes: emissions (N, L, T); tags, mask (N, L); start, end (N|1, T);
-    transitions (N|1, T, T). Returns (N,); 0 for empty sequences."""
-    rows, seq_len, num_tags = emissions.shape
-    if seq_len == 0:
-        return emissions.new_zeros(rows)
-    weights = mask.to(emissions.dtype)
-    emission_scores = emissions.gather(2, tags[..., None]).squeeze(-1) * weights  # shape: (N, L)
-    score = start.expand(rows, num_tags).gather(1, tags[:, :1]).squeeze(1) * weights[:, 0]  # shape: (N,)
-    score = score + emission_scores.sum(1)
-    if seq_len > 1:
-        pair_index = tags[:, :-1] * num_tags + tags[:, 1:]  # shape: (N, L - 1)
-        flat_transitions = transitions.reshape(transitions.shape[0], -1).expand(rows, -1)  # shape: (N, T * T)
-        score = score + (flat_transitions.gather(1, pair_index) * weights[:, 1:]).sum(1)
-    lengths = mask.sum(1)
-    last_tags = tags.gather(1, (lengths - 1).clamp(min=0)[:, None]).squeeze(1)  # shape: (N,)
-    score = score + end.expand(rows, num_tags).gather(1, last_tags[:, None]).squeeze(1) * (lengths > 0)
-    return score
-
-
-def _forward_algorithm(
-    emissions: torch.Tensor,
-    mask: torch.Tensor,
-    start: torch.Tensor,
-    transitions: torch.Tensor,
-    end: torch.Tensor,
-    keep_alphas: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log partition function (N,) and, with keep_alphas, the forward log-scores (N, L, T) (emission at t
-    included)."""
-    rows, seq_len, num_tags = emissions.shape
-    if seq_len == 0:
-        return emissions.new_zeros(rows), emissions.new_zeros(rows, 0, num_tags)
-    incoming = transitions.transpose(1, 2)  # shape: (N|1, to, from): reduce over the contiguous last dim
-    alpha = start + emissions[:, 0]  # shape: (N, T)
-    alphas = [alpha]
-    for t in range(1, seq_len):
-        scores = alpha[:, None, :] + incoming  # shape: (N, to, from)
-        next_alpha = torch.logsumexp(scores, dim=2) + emissions[:, t]  # shape: (N, T)
-        alpha = torch.where(mask[:, t, None], next_alpha, alpha)
-        if keep_alphas:
-            alphas.append(alpha)
-    log_partition = torch.logsumexp(alpha + end, dim=1)  # shape: (N,)
-    log_partition = torch.where(mask[:, 0], log_partition, torch.zeros_like(log_partition))
-    return log_partition, (torch.stack(alphas, dim=1) if keep_alphas else None)  # shape: (N, L, T)
-
-
-def _backward_algorithm(
-    emissions: torch.Tensor, mask: torch.Tensor, transitions: torch.Tensor, end: torch.Tensor
-) -> torch.Tensor:
-    """Backward log-scores betas (N, L, T): everything after position t (emission at t excluded)."""
-    rows, seq_len, num_tags = emissions.shape
-    final = end.expand(rows, num_tags)
-    beta = final
-    betas = [beta]
-    for t in range(seq_len - 1, 0, -1):
-        scores = transitions + (emissions[:, t] + beta)[:, None, :]  # shape: (N, from, to)
-        previous = torch.logsumexp(scores, dim=2)  # shape: (N, T)
-        beta = torch.where(mask[:, t, None], previous, final)
-        betas.append(beta)
-    return torch.stack(betas[::-1], dim=1)  # shape: (N, L, T)
-
-
-def _viterbi(
-    emissions: torch.Tensor,
-    mask: torch.Tensor,
-    start: torch.Tensor,
-    transitions: torch.Tensor,
-    end: torch.Tensor,
-) -> torch.Tensor:
-    """Best paths (N, L); positions past a sequence's end repeat its last tag.
-
-    At padded steps the back-pointers are the identity, so one backtracking pass over all rows at once recovers
-    every path (no Python loop over rows).
-    """
-    rows, seq_len, num_tags = emissions.shape
-    if seq_len == 0:
-        return torch.zeros(rows, 0, dtype=torch.long, device=emissions.device)
-    incoming = transitions.transpose(1, 2)  # shape: (N|1, to, from)
-    identity = torch.arange(num_tags, device=emissions.device).expand(rows, num_tags)  # shape: (N, T)
-    score = start + emissions[:, 0]  # shape: (N, T)
-    history = []
-    for t in range(1, seq_len):
-        best, best_from = (score[:, None, :] + incoming).max(dim=2)  # shape: (N, to)
-        step = mask[:, t, None]
-        score = torch.where(step, best + emissions[:, t], score)
-        history.append(torch.where(step, best_from, identity))
-    tags = torch.empty(rows, seq_len, dtype=torch.long, device=emissions.device)
-    last = (score + end).argmax(dim=1, keepdim=True)  # shape: (N, 1)
-    tags[:, seq_len - 1 :] = last
-    for t in range(seq_len - 1, 0, -1):
-        last = history[t - 1].gather(1, last)  # shape: (N, 1)
-        tags[:, t - 1 : t] = last
-    return tags
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Configuration
-# ---------------------------------------------------------------------------------------------------------------
-
-CONFIG_VERSION = 1  # bump when the meaning of a config key changes; old keys keep loading
-
-
 def scheme_viterbi(
     scores: torch.Tensor, mask: torch.Tensor, constraints: tuple[list[bool], list[list[bool]], list[bool]]
 ) -> torch.Tensor:
@@ -609,189 +786,93 @@ def scheme_viterbi(
     return paths.view(batch, channels, seq_len).transpose(1, 2)
 
 
-def _per_tag_values(values: list | None) -> list | None:
-    """A per-label list of floats, or one such row per channel, as plain Python floats (None stays None)."""
-    if values is None:
-        return None
-    return [[float(v) for v in value] if isinstance(value, (list, tuple)) else float(value) for value in values]
+# ---------------------------------------------------------------------------------------------------------------
+# 4. Heads: hidden states (batch, seq_len, hidden) -> scores (batch, seq_len, num_outputs), chosen by name
+# ---------------------------------------------------------------------------------------------------------------
+#
+# Every head is ``__init__(input_size, num_outputs, config)`` and ``forward(hidden_states, attention_mask)``, reads
+# its settings from the config (HEAD_SETTINGS, below, says which) and ends in a linear layer named ``classifier``
+# (whose bias starts at the tag priors). Sequence heads see the real tokens only: padding is moved out first.
 
 
-def _flatten_values(values: list) -> list[float]:
-    return [v for value in values for v in (value if isinstance(value, list) else [value])]
-
-
-class CardioNERConfig(PretrainedConfig):
-    """Configuration of a cardioner token-classification model (backbone config embedded; nothing fetched).
+def compact_real_tokens(hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The real tokens of each row moved to the front, in order (sequence heads then never see padding).
 
     Args:
-        backbone_config: the backbone's own config as a dict, ``model_type`` included.
-        head: token head, a key of TOKEN_HEADS ("linear", "mlp", "bilstm", "cnn", "attention", "fourier_kan",
-            "wavelet_kan").
-        classifier_hidden_layers: hidden sizes of the mlp head.
-        classifier_activation: activation of the mlp head (a transformers ACT2FN name: "gelu", "relu", ...).
-        classifier_dropout: dropout before each head layer.
-        num_layers_to_use: how many of the backbone's last hidden layers the head reads (1 = the top layer).
-        layer_combination: how those layers combine: "concat" or "mix" (learned scalar weights, softmax-normalised).
-        use_combined: each token's vector is followed by its sequence's first-token ([CLS]) vector.
-        lstm_hidden_size, lstm_num_layers, lstm_dropout: the bilstm head (size per direction; dropout between
-            LSTM layers).
-        cnn_kernel_sizes, cnn_num_filters: the cnn head (one convolution per kernel size, same-length output).
-        attention_hidden_size, attention_num_heads, attention_num_layers: the attention head's transformer blocks.
-        num_frequencies: the fourier_kan head's learnable frequencies per input feature.
-        wavelet_type, num_wavelets: the wavelet_kan head: "haar", "db2", "db4" or "mixed"; wavelets per feature.
-        label_smoothing: label smoothing of the softmax cross-entropy, in [0, 1).
-        focal_gamma: focal loss exponent of the softmax cross-entropy (0 = plain cross-entropy).
-        use_crf: whether a CRF sits on the emissions (TokenClassificationModelCRF).
-        crf_constraints: mask the transitions that the tag scheme (BIO/BIOES, read from id2label) forbids.
-        crf_reduction: how the CRF NLL is reduced: "token_mean" (per word), "mean" (per sequence), "sum".
-        constrained_decoding: models without a CRF (softmax, multi-label sigmoid) decode each word sequence by
-            Viterbi under the tag scheme's constraints (``transition_constraints``: I-X only after B-X or I-X, ...)
-            over their word scores (log-softmax; the sigmoid model's logits against its thresholds) instead of
-            an independent argmax per word; a fragment such as ``B I O I`` then becomes one entity or two
-            well-formed ones, whichever scores higher. False: the argmax per word.
-        class_weights: per-label weights of the softmax cross-entropy, or None; multi-label sigmoid model: one
-            row per channel of per-tag weights of the BCE (a word's loss in a channel is weighted by its gold tag).
-        freeze_backbone: the backbone gets no gradient.
-        label_all_subwords: the softmax loss uses every labelled subword (the CRF always uses word starts only).
-        channel_types: multi-label models only: the entity type of each channel (one O/B/I chain per type, in this
-            order); id2label then holds the typed tags ``O, B-T1, I-T1, B-T2, ...`` of the channels in order.
-        thresholds: multi-label sigmoid model: each channel's decision threshold in (0, 1); None means 0.5.
-        tag_priors: the frequency of each tag in the training data (same layout as ``class_weights``), or None.
-            A fresh head starts with its output biases at these priors (log p for softmax and CRF scores, the
-            log-odds for the multi-label sigmoid), so training begins from the tag distribution instead of a
-            uniform guess (Lin et al. 2017, "Focal loss", §3.3); without it they start at 0. Only initialisation
-            reads it: a loaded model keeps its trained biases.
-        cardioner_version: version of cardioner that wrote the model (set on export).
-        config_version: version of this config's layout.
-        **kwargs: PretrainedConfig arguments (id2label, label2id, ...).
+        hidden_states: (batch, seq_len, size).
+        attention_mask: (batch, seq_len), 1 for real tokens.
+
+    Returns:
+        (tokens (batch, max_real, size), left-aligned mask (batch, max_real) bool).
+    """
+    positions, token_mask = gather_positions(attention_mask.bool())  # shape: (batch, max_real)
+    if positions.shape[1] == 0:  # no real token in the batch: one masked slot keeps every head's shapes valid
+        positions, token_mask = positions.new_zeros(len(positions), 1), token_mask.new_zeros(len(token_mask), 1)
+    return gather_rows(hidden_states, positions), token_mask
+
+
+def expand_real_tokens(features: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Undo ``compact_real_tokens``: (batch, max_real, size) -> (batch, seq_len, size), zeros at padding."""
+    real = attention_mask.bool()
+    slot = (real.long().cumsum(1) - 1).clamp(min=0)  # shape: (batch, seq_len): rank among the row's real tokens
+    expanded = gather_rows(features, slot)  # shape: (batch, seq_len, size)
+    return torch.where(real[..., None], expanded, torch.zeros_like(expanded))
+
+
+class HeadInput(nn.Module):
+    """What the head reads: the backbone's top layer, or its last ``num_layers_to_use`` layers concatenated
+    ("concat") or mixed with learned scalar weights ("mix": softmax-normalised weights times a learned gain);
+    with ``use_combined``, each token's vector followed by its sequence's first-token ([CLS]) vector.
+
+    Args:
+        backbone_config: the backbone's config (its hidden size and number of layers).
+        config: the model config.
     """
 
-    model_type = "cardioner"
+    def __init__(self, backbone_config: PretrainedConfig, config: PretrainedConfig) -> None:
+        super().__init__()
+        self.num_layers = config.num_layers_to_use
+        self.layer_combination = config.layer_combination
+        self.use_combined = config.use_combined
+        available = int(getattr(backbone_config, "num_hidden_layers", 0) or 0) + 1  # embeddings + every layer
+        if self.num_layers > available > 1:
+            raise ValueError(f"num_layers_to_use={self.num_layers}, but the backbone has {available} hidden states "
+                             f"(embeddings + {available - 1} layers)")
+        if self.num_layers > 1 and self.layer_combination == "mix":
+            self.layer_weights = nn.Parameter(torch.zeros(self.num_layers))  # softmax -> equal weights at start
+            self.layer_gain = nn.Parameter(torch.ones(()))
+        layers = self.num_layers if self.layer_combination == "concat" else 1
+        self.output_size = backbone_config.hidden_size * layers * (2 if self.use_combined else 1)
 
-    def __init__(
-        self,
-        backbone_config: dict | None = None,
-        head: str = "linear",
-        classifier_hidden_layers: tuple[int, ...] | list[int] = (512, 256),
-        classifier_activation: str = "gelu",
-        classifier_dropout: float = 0.1,
-        num_layers_to_use: int = 1,
-        layer_combination: str = "concat",
-        use_combined: bool = False,
-        lstm_hidden_size: int = 256,
-        lstm_num_layers: int = 1,
-        lstm_dropout: float = 0.1,
-        cnn_kernel_sizes: tuple[int, ...] | list[int] = (3, 4, 5),
-        cnn_num_filters: int = 128,
-        attention_hidden_size: int = 256,
-        attention_num_heads: int = 4,
-        attention_num_layers: int = 1,
-        num_frequencies: int = 8,
-        wavelet_type: str = "mixed",
-        num_wavelets: int = 8,
-        label_smoothing: float = 0.0,
-        focal_gamma: float = 0.0,
-        use_crf: bool = False,
-        crf_constraints: bool = True,
-        crf_reduction: str = "token_mean",
-        constrained_decoding: bool = True,
-        class_weights: list[float] | None = None,
-        freeze_backbone: bool = False,
-        label_all_subwords: bool = False,
-        channel_types: list[str] | None = None,
-        thresholds: list[float] | None = None,
-        tag_priors: list[float] | None = None,
-        cardioner_version: str | None = None,
-        config_version: int = CONFIG_VERSION,
-        **kwargs,
-    ) -> None:
-        if backbone_config is not None and not isinstance(backbone_config, dict):
-            backbone_config = backbone_config.to_dict()  # a PretrainedConfig
-        if backbone_config is not None and "model_type" not in backbone_config:
-            raise ValueError(f"backbone_config needs a 'model_type'; got keys {sorted(backbone_config)[:10]}")
-        if head not in TOKEN_HEADS:
-            raise ValueError(f"unknown head {head!r}; expected one of {sorted(TOKEN_HEADS)}")
-        if crf_reduction not in ("token_mean", "mean", "sum"):
-            raise ValueError(f"invalid crf_reduction {crf_reduction!r}; expected 'token_mean', 'mean' or 'sum'")
-        if not 0.0 <= classifier_dropout < 1.0:
-            raise ValueError(f"classifier_dropout must be in [0, 1), got {classifier_dropout}")
-        self.backbone_config = backbone_config
-        self.head = head
-        self.classifier_hidden_layers = [int(size) for size in classifier_hidden_layers]
-        self.classifier_activation = classifier_activation
-        self.classifier_dropout = float(classifier_dropout)
-        self.num_layers_to_use = int(num_layers_to_use)
-        self.layer_combination = layer_combination
-        self.use_combined = bool(use_combined)
-        self.lstm_hidden_size = int(lstm_hidden_size)
-        self.lstm_num_layers = int(lstm_num_layers)
-        self.lstm_dropout = float(lstm_dropout)
-        self.cnn_kernel_sizes = [int(size) for size in cnn_kernel_sizes]
-        self.cnn_num_filters = int(cnn_num_filters)
-        self.attention_hidden_size = int(attention_hidden_size)
-        self.attention_num_heads = int(attention_num_heads)
-        self.attention_num_layers = int(attention_num_layers)
-        self.num_frequencies = int(num_frequencies)
-        self.wavelet_type = wavelet_type
-        self.num_wavelets = int(num_wavelets)
-        self.label_smoothing = float(label_smoothing)
-        self.focal_gamma = float(focal_gamma)
-        self.use_crf = bool(use_crf)
-        self.crf_constraints = bool(crf_constraints)
-        self.crf_reduction = crf_reduction
-        self.constrained_decoding = bool(constrained_decoding)
-        self.class_weights = _per_tag_values(class_weights)  # one weight per label; multi-label: one row per channel
-        self.tag_priors = _per_tag_values(tag_priors)
-        if self.tag_priors is not None and not all(0.0 < p < 1.0 for p in _flatten_values(self.tag_priors)):
-            raise ValueError(f"tag_priors must lie in (0, 1), got {self.tag_priors}")
-        self.freeze_backbone = bool(freeze_backbone)
-        self.label_all_subwords = bool(label_all_subwords)
-        self.channel_types = None if channel_types is None else [str(t) for t in channel_types]
-        self.thresholds = None if thresholds is None else [float(t) for t in thresholds]
-        if self.thresholds is not None and not all(0.0 < t < 1.0 for t in self.thresholds):
-            raise ValueError(f"thresholds must lie in (0, 1), got {self.thresholds}")
-        check_head_settings(self)
-        self.cardioner_version = cardioner_version
-        self.config_version = int(config_version)
-        super().__init__(**kwargs)
-        if self.channel_types is not None:
-            tags = chain_tags(self)  # validates the channel layout of id2label
-            if self.thresholds is not None and len(self.thresholds) != len(self.channel_types):
-                raise ValueError(f"{len(self.thresholds)} thresholds for {len(self.channel_types)} channels")
-        for name in ("class_weights", "tag_priors"):
-            values = getattr(self, name)
-            if values is None:
-                continue
-            if self.channel_types is not None:
-                shape = [len(row) if isinstance(row, list) else 0 for row in values]
-                if shape != [len(tags)] * len(self.channel_types):
-                    raise ValueError(f"{name} must be {len(self.channel_types)} rows of {len(tags)} values (per "
-                                     f"channel and tag), got {values}")
-            elif len(values) != self.num_labels or any(isinstance(value, list) for value in values):
-                raise ValueError(f"{name} has {len(values)} values for {self.num_labels} labels")
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Args:
+            hidden_states: ``backbone_features``: (batch, seq_len, hidden), or (batch, seq_len, num_layers, hidden)
+                when num_layers_to_use > 1.
+            attention_mask: (batch, seq_len).
 
-    def build_backbone_config(self) -> PretrainedConfig:
-        """The embedded backbone config as a transformers config object.
-
-        Without the backbone's own dtype: the backbone takes the dtype the whole model is built or loaded in
-        (``from_pretrained(..., dtype=torch.bfloat16)``, an export saved after ``.to(torch.float16)``), not
-        the one it was first downloaded in, or the backbone and the head would disagree.
+        Returns:
+            (batch, seq_len, output_size).
         """
-        if self.backbone_config is None:
-            raise ValueError("CardioNERConfig.backbone_config is None: build models with from_backbone()")
-        settings = {key: value for key, value in self.backbone_config.items() if key not in ("dtype", "torch_dtype")}
-        return AutoConfig.for_model(**settings)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Token heads: hidden states (batch, seq_len, hidden) -> emissions (batch, seq_len, num_outputs)
-# ---------------------------------------------------------------------------------------------------------------
+        features = hidden_states
+        if self.num_layers > 1:
+            if hidden_states.dim() != 4 or hidden_states.shape[2] != self.num_layers:
+                raise ValueError(f"expected hidden states (batch, seq_len, {self.num_layers}, hidden), "
+                                 f"got {tuple(hidden_states.shape)}")
+            if self.layer_combination == "mix":
+                weights = self.layer_weights.softmax(0).to(hidden_states.dtype)  # shape: (num_layers,)
+                features = self.layer_gain * (hidden_states * weights[:, None]).sum(2)  # shape: (b, seq, hidden)
+            else:
+                features = hidden_states.flatten(2)  # shape: (batch, seq_len, num_layers * hidden)
+        if self.use_combined:
+            first = features[:, :1].expand_as(features)  # shape: (batch, seq_len, size)
+            features = torch.cat([features, first], dim=-1)  # shape: (batch, seq_len, 2 * size)
+        return features
 
 
 class LinearHead(nn.Module):
     """Dropout and one linear layer."""
 
-    def __init__(self, input_size: int, num_outputs: int, config: CardioNERConfig) -> None:
+    def __init__(self, input_size: int, num_outputs: int, config: PretrainedConfig) -> None:
         super().__init__()
         self.dropout = nn.Dropout(config.classifier_dropout)
         self.classifier = nn.Linear(input_size, num_outputs)
@@ -803,7 +884,7 @@ class LinearHead(nn.Module):
 class MLPHead(nn.Module):
     """(dropout, linear, activation) per ``classifier_hidden_layers``, then dropout and a linear output."""
 
-    def __init__(self, input_size: int, num_outputs: int, config: CardioNERConfig) -> None:
+    def __init__(self, input_size: int, num_outputs: int, config: PretrainedConfig) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         for size in config.classifier_hidden_layers:
@@ -824,7 +905,7 @@ class BiLSTMHead(nn.Module):
     Uses ``lstm_hidden_size`` (per direction), ``lstm_num_layers`` and ``lstm_dropout`` (between LSTM layers).
     """
 
-    def __init__(self, input_size: int, num_outputs: int, config: CardioNERConfig) -> None:
+    def __init__(self, input_size: int, num_outputs: int, config: PretrainedConfig) -> None:
         super().__init__()
         self.dropout = nn.Dropout(config.classifier_dropout)
         self.lstm = nn.LSTM(
@@ -850,7 +931,7 @@ class CNNHead(nn.Module):
     Padding tokens are removed first and the convolution pads with zeros, so a real token never sees padding.
     """
 
-    def __init__(self, input_size: int, num_outputs: int, config: CardioNERConfig) -> None:
+    def __init__(self, input_size: int, num_outputs: int, config: PretrainedConfig) -> None:
         super().__init__()
         self.kernel_sizes = [int(size) for size in config.cnn_kernel_sizes]
         self.dropout = nn.Dropout(config.classifier_dropout)
@@ -875,7 +956,7 @@ class AttentionHead(nn.Module):
     """A projection to ``attention_hidden_size``, ``attention_num_layers`` transformer blocks (multi-head
     self-attention with padded keys masked, layer norm, GELU MLP), then dropout and a linear layer."""
 
-    def __init__(self, input_size: int, num_outputs: int, config: CardioNERConfig) -> None:
+    def __init__(self, input_size: int, num_outputs: int, config: PretrainedConfig) -> None:
         super().__init__()
         size = config.attention_hidden_size
         self.dropout = nn.Dropout(config.classifier_dropout)
@@ -897,66 +978,25 @@ class AttentionHead(nn.Module):
         return self.classifier(self.dropout(expand_real_tokens(features, attention_mask)))
 
 
-def _polynomial_roots(coefficients: list[float]) -> list[complex]:
-    """Complex roots of ``sum_k coefficients[k] * y**k`` (Durand–Kerner iteration; for small degrees).
-
-    Args:
-        coefficients: lowest degree first; the last must be non-zero.
-
-    Returns:
-        the degree's number of roots.
-    """
-    degree = len(coefficients) - 1
-    monic = [c / coefficients[-1] for c in coefficients]
-    roots = [complex(0.4, 0.9) ** k for k in range(degree)]
-    for _ in range(200):
-        for i, root in enumerate(roots):
-            value = sum(c * root**k for k, c in enumerate(monic))
-            roots[i] = root - value / math.prod(root - other for j, other in enumerate(roots) if j != i)
-    return roots
-
-
-def _multiply(first: list[complex], second: list[complex]) -> list[complex]:
-    """Product of two polynomials (coefficient lists, lowest degree first)."""
-    product = [0j] * (len(first) + len(second) - 1)
-    for i, a in enumerate(first):
-        for j, b in enumerate(second):
-            product[i + j] += a * b
-    return product
-
-
-@functools.cache
-def daubechies_filter(num_vanishing_moments: int) -> tuple[float, ...]:
-    """Scaling (low-pass) filter h of the Daubechies wavelet dbN (db1 = Haar): 2N taps, minimum phase, sum sqrt(2).
-
-    Daubechies' construction by spectral factorisation: H(z) = sqrt(2) ((1 + 1/z) / 2)^N Q(1/z), where
-    |Q|^2 on the unit circle is P(sin^2(w/2)) with P(y) = sum_{k<N} C(N-1+k, k) y^k. Each root y of P gives a
-    pair z, 1/z of roots (y = (2 - z - 1/z) / 4); Q keeps the one inside the unit circle.
-    """
-    if num_vanishing_moments < 1:
-        raise ValueError(f"a Daubechies wavelet needs >= 1 vanishing moment, got {num_vanishing_moments}")
-    n = num_vanishing_moments
-    polynomial = [1 + 0j]  # in powers of 1/z, lowest first
-    for y in _polynomial_roots([float(math.comb(n - 1 + k, k)) for k in range(n)]):
-        middle = 2 - 4 * y  # z + 1/z
-        z = min(((middle + s * cmath.sqrt(middle * middle - 4)) / 2 for s in (1, -1)), key=abs)
-        polynomial = _multiply(polynomial, [1, -z])
-    for _ in range(n):
-        polynomial = _multiply(polynomial, [1, 1])
-    scale = math.sqrt(2) / sum(c.real for c in polynomial)
-    return tuple(c.real * scale for c in polynomial)
-
-
-WAVELET_VANISHING_MOMENTS = {"haar": 1, "db2": 2, "db4": 4}  # wavelet name -> N of dbN
-WAVELET_NAMES = tuple(WAVELET_VANISHING_MOMENTS)
+# Scaling (low-pass) filters h of the Daubechies wavelets (haar = db1): dbN has 2N taps summing to sqrt(2) and N
+# vanishing moments. These are the doubles that Daubechies' spectral factorisation gives (the values earlier
+# versions computed when loading, so that exported wavelet heads compute the same to the bit); they agree with the
+# closed forms and published tables to 1e-15. tests/test_heads.py derives them again and checks them.
+WAVELET_FILTERS: dict[str, tuple[float, ...]] = {
+    "haar": (0.7071067811865476, 0.7071067811865476),
+    "db2": (0.48296291314453427, 0.836516303737808, 0.22414386804201333, -0.12940952255126045),
+    "db4": (0.23037781330889653, 0.7148465705529158, 0.630880767929859, -0.027983769416859854,
+            -0.18703481171909309, 0.030841381835560792, 0.03288301166688521, -0.010597401785069035),
+}
+WAVELET_NAMES = tuple(WAVELET_FILTERS)
 WAVELET_LEVELS = 6  # wavelet tables hold 2**6 points per unit of support
 
 
 def wavelet_filter(name: str) -> tuple[float, ...]:
-    """Scaling filter of a wavelet by name ("haar", "db2", "db4"): see ``daubechies_filter``."""
-    if name not in WAVELET_VANISHING_MOMENTS:
-        raise ValueError(f"unknown wavelet {name!r}; expected one of {sorted(WAVELET_VANISHING_MOMENTS)}")
-    return daubechies_filter(WAVELET_VANISHING_MOMENTS[name])
+    """Scaling filter of a wavelet by name ("haar", "db2", "db4"): ``WAVELET_FILTERS``."""
+    if name not in WAVELET_FILTERS:
+        raise ValueError(f"unknown wavelet {name!r}; expected one of {sorted(WAVELET_FILTERS)}")
+    return WAVELET_FILTERS[name]
 
 
 def _solve(matrix: list[list[float]], vector: list[float]) -> list[float]:
@@ -1018,7 +1058,7 @@ class KANHead(nn.Module):
         num_basis: basis functions per input feature.
     """
 
-    def __init__(self, input_size: int, num_outputs: int, config: CardioNERConfig, num_basis: int) -> None:
+    def __init__(self, input_size: int, num_outputs: int, config: PretrainedConfig, num_basis: int) -> None:
         super().__init__()
         self.dropout = nn.Dropout(config.classifier_dropout)
         self.norm = nn.LayerNorm(input_size)
@@ -1039,7 +1079,7 @@ class FourierKANHead(KANHead):
     """KAN head with a Fourier basis: cos(f x) and sin(f x) for ``num_frequencies`` learnable frequencies per input
     feature (starting at 1, 2, ..., num_frequencies)."""
 
-    def __init__(self, input_size: int, num_outputs: int, config: CardioNERConfig) -> None:
+    def __init__(self, input_size: int, num_outputs: int, config: PretrainedConfig) -> None:
         super().__init__(input_size, num_outputs, config, num_basis=2 * config.num_frequencies)
         self.num_frequencies = config.num_frequencies
         self.frequency_offsets = nn.Parameter(torch.zeros(input_size, config.num_frequencies))  # learned shifts
@@ -1059,7 +1099,7 @@ class WaveletKANHead(KANHead):
     support stretched over [t - s, t + s].
     """
 
-    def __init__(self, input_size: int, num_outputs: int, config: CardioNERConfig) -> None:
+    def __init__(self, input_size: int, num_outputs: int, config: PretrainedConfig) -> None:
         super().__init__(input_size, num_outputs, config, num_basis=config.num_wavelets)
         names = WAVELET_NAMES if config.wavelet_type == "mixed" else (config.wavelet_type,)
         count = config.num_wavelets
@@ -1103,107 +1143,250 @@ TOKEN_HEADS: dict[str, type[nn.Module]] = {
     "fourier_kan": FourierKANHead,
     "wavelet_kan": WaveletKANHead,
 }
-LAYER_COMBINATIONS = ("concat", "mix")
 
 
-def check_head_settings(config: CardioNERConfig) -> None:
-    """Raise ValueError, naming the key and its value, for head settings that cannot build a model."""
-    for name in ("num_layers_to_use", "lstm_hidden_size", "lstm_num_layers", "cnn_num_filters", "attention_hidden_size",
-                 "attention_num_heads", "attention_num_layers", "num_frequencies", "num_wavelets"):
-        if getattr(config, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)!r}")
-    if config.layer_combination not in LAYER_COMBINATIONS:
-        raise ValueError(f"invalid layer_combination {config.layer_combination!r}; expected one of {LAYER_COMBINATIONS}")
-    if config.wavelet_type not in (*WAVELET_NAMES, "mixed"):
-        raise ValueError(f"invalid wavelet_type {config.wavelet_type!r}; expected one of {(*WAVELET_NAMES, 'mixed')}")
-    if not config.cnn_kernel_sizes or min(config.cnn_kernel_sizes) < 1:
-        raise ValueError(f"cnn_kernel_sizes must be positive integers, got {config.cnn_kernel_sizes}")
-    if config.attention_hidden_size % config.attention_num_heads:
-        raise ValueError(f"attention_hidden_size ({config.attention_hidden_size}) must be a multiple of "
-                         f"attention_num_heads ({config.attention_num_heads})")
-    if not 0.0 <= config.lstm_dropout < 1.0:
-        raise ValueError(f"lstm_dropout must be in [0, 1), got {config.lstm_dropout}")
-    if not 0.0 <= config.label_smoothing < 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1), got {config.label_smoothing}")
-    if config.focal_gamma < 0:
-        raise ValueError(f"focal_gamma must be >= 0, got {config.focal_gamma}")
-    if (config.label_smoothing or config.focal_gamma) and (config.use_crf or config.channel_types is not None):
-        raise ValueError(f"label_smoothing ({config.label_smoothing}) and focal_gamma ({config.focal_gamma}) shape the "
-                         "softmax loss; a CRF or multi-label model would ignore them: set them to 0")
+# ---------------------------------------------------------------------------------------------------------------
+# 5. Configuration: the head-settings table, then CardioNERConfig (backbone config embedded; nothing fetched)
+# ---------------------------------------------------------------------------------------------------------------
 
 
-def compact_real_tokens(hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The real tokens of each row moved to the front, in order (sequence heads then never see padding).
+class HeadSetting(NamedTuple):
+    """One row of HEAD_SETTINGS: a setting of the model that a user chooses.
 
-    Args:
-        hidden_states: (batch, seq_len, size).
-        attention_mask: (batch, seq_len), 1 for real tokens.
-
-    Returns:
-        (tokens (batch, max_real, size), left-aligned mask (batch, max_real) bool).
-    """
-    positions, token_mask = gather_positions(attention_mask.bool())  # shape: (batch, max_real)
-    if positions.shape[1] == 0:  # no real token in the batch: one masked slot keeps every head's shapes valid
-        positions, token_mask = positions.new_zeros(len(positions), 1), token_mask.new_zeros(len(token_mask), 1)
-    return gather_rows(hidden_states, positions), token_mask
-
-
-def expand_real_tokens(features: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Undo ``compact_real_tokens``: (batch, max_real, size) -> (batch, seq_len, size), zeros at padding."""
-    real = attention_mask.bool()
-    slot = (real.long().cumsum(1) - 1).clamp(min=0)  # shape: (batch, seq_len): rank among the row's real tokens
-    expanded = gather_rows(features, slot)  # shape: (batch, seq_len, size)
-    return torch.where(real[..., None], expanded, torch.zeros_like(expanded))
-
-
-class HeadInput(nn.Module):
-    """What the head reads: the backbone's top layer, or its last ``num_layers_to_use`` layers concatenated
-    ("concat") or mixed with learned scalar weights ("mix": softmax-normalised weights times a learned gain);
-    with ``use_combined``, each token's vector followed by its sequence's first-token ([CLS]) vector.
-
-    Args:
-        backbone_config: the backbone's config (its hidden size and number of layers).
-        config: the model config.
+    Attributes:
+        default: the value when the setting is not given.
+        type: ``bool``, ``int``, ``float``, ``str``, or ``tuple`` (a tuple of positive ints; stored as a list).
+        help: one line: what the setting does.
+        heads: the heads (keys of TOKEN_HEADS) that read it; () when every model does.
+        choices: the values a ``str`` setting may take; () when any.
+        bounds: (low, high) for a number: low <= value, and value < high unless high is None; None when any.
     """
 
-    def __init__(self, backbone_config: PretrainedConfig, config: CardioNERConfig) -> None:
-        super().__init__()
-        self.num_layers = config.num_layers_to_use
-        self.layer_combination = config.layer_combination
-        self.use_combined = config.use_combined
-        available = int(getattr(backbone_config, "num_hidden_layers", 0) or 0) + 1  # embeddings + every layer
-        if self.num_layers > available > 1:
-            raise ValueError(f"num_layers_to_use={self.num_layers}, but the backbone has {available} hidden states "
-                             f"(embeddings + {available - 1} layers)")
-        if self.num_layers > 1 and self.layer_combination == "mix":
-            self.layer_weights = nn.Parameter(torch.zeros(self.num_layers))  # softmax -> equal weights at start
-            self.layer_gain = nn.Parameter(torch.ones(()))
-        layers = self.num_layers if self.layer_combination == "concat" else 1
-        self.output_size = backbone_config.hidden_size * layers * (2 if self.use_combined else 1)
+    default: Any
+    type: type
+    help: str
+    heads: tuple[str, ...] = ()
+    choices: tuple[str, ...] = ()
+    bounds: tuple[float, float | None] | None = None
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Args:
-            hidden_states: ``backbone_features``: (batch, seq_len, hidden), or (batch, seq_len, num_layers, hidden)
-                when num_layers_to_use > 1.
-            attention_mask: (batch, seq_len).
 
-        Returns:
-            (batch, seq_len, output_size).
+# Every setting of the model that a user chooses: name -> HeadSetting (default, type, help, heads, choices, bounds).
+# CardioNERConfig takes each one as a keyword argument of the same name, with this default, converted to this type
+# and checked against these choices and bounds (``check_head_setting``); a training configuration's model section
+# and a command line can offer the same names, defaults, choices and help from this table.
+HEAD_SETTINGS: dict[str, HeadSetting] = {
+    "head": HeadSetting("linear", str, "token head", choices=tuple(TOKEN_HEADS)),
+    "classifier_hidden_layers": HeadSetting((512, 256), tuple, "hidden sizes of the mlp head", heads=("mlp",)),
+    "classifier_activation": HeadSetting("gelu", str, "activation of the mlp and cnn heads (a transformers name)",
+                                         heads=("mlp", "cnn"), choices=tuple(sorted(ACT2FN))),
+    "classifier_dropout": HeadSetting(0.1, float, "dropout before each head layer", bounds=(0, 1)),
+    "num_layers_to_use": HeadSetting(1, int, "the head reads the backbone's last N hidden layers (1: the top one)",
+                                     bounds=(1, None)),
+    "layer_combination": HeadSetting("concat", str, "how those N layers combine: concatenated, or mixed with "
+                                     "learned scalar weights", choices=("concat", "mix")),
+    "use_combined": HeadSetting(False, bool, "each token's vector followed by its sequence's first-token ([CLS]) "
+                                "vector"),
+    "lstm_hidden_size": HeadSetting(256, int, "bilstm head: hidden size per direction", heads=("bilstm",),
+                                    bounds=(1, None)),
+    "lstm_num_layers": HeadSetting(1, int, "bilstm head: stacked LSTM layers", heads=("bilstm",), bounds=(1, None)),
+    "lstm_dropout": HeadSetting(0.1, float, "bilstm head: dropout between LSTM layers (with lstm_num_layers > 1)",
+                                heads=("bilstm",), bounds=(0, 1)),
+    "cnn_kernel_sizes": HeadSetting((3, 4, 5), tuple, "cnn head: one same-length convolution per kernel size",
+                                    heads=("cnn",)),
+    "cnn_num_filters": HeadSetting(128, int, "cnn head: filters per kernel size", heads=("cnn",), bounds=(1, None)),
+    "attention_hidden_size": HeadSetting(256, int, "attention head: width of its transformer blocks",
+                                         heads=("attention",), bounds=(1, None)),
+    "attention_num_heads": HeadSetting(4, int, "attention head: attention heads (must divide "
+                                       "attention_hidden_size)", heads=("attention",), bounds=(1, None)),
+    "attention_num_layers": HeadSetting(1, int, "attention head: transformer blocks", heads=("attention",),
+                                        bounds=(1, None)),
+    "num_frequencies": HeadSetting(8, int, "fourier_kan head: learnable sin/cos frequencies per input feature",
+                                   heads=("fourier_kan",), bounds=(1, None)),
+    "wavelet_type": HeadSetting("mixed", str, "wavelet_kan head: the wavelet, or the three in turn (mixed)",
+                                heads=("wavelet_kan",), choices=(*WAVELET_NAMES, "mixed")),
+    "num_wavelets": HeadSetting(8, int, "wavelet_kan head: wavelets (learnable scale and translation) per input "
+                                "feature", heads=("wavelet_kan",), bounds=(1, None)),
+    "label_smoothing": HeadSetting(0.0, float, "softmax loss: label smoothing (not with a CRF or multi-label)",
+                                   bounds=(0, 1)),
+    "focal_gamma": HeadSetting(0.0, float, "softmax loss: focal loss exponent, 0 = plain cross-entropy (not with a "
+                               "CRF or multi-label)", bounds=(0, None)),
+    "use_crf": HeadSetting(False, bool, "a CRF over word positions, trained with its NLL, decoded with Viterbi"),
+    "crf_constraints": HeadSetting(True, bool, "the CRF never takes a move the tag scheme forbids (O->I-X, "
+                                   "B-X->I-Y, start->I-X)"),
+    "crf_reduction": HeadSetting("token_mean", str, "how the CRF NLL is reduced: per word, per sequence, or summed",
+                                 choices=("token_mean", "mean", "sum")),
+    "constrained_decoding": HeadSetting(True, bool, "no CRF: decode the best path the tag scheme allows (Viterbi), "
+                                        "not each word's argmax"),
+    "freeze_backbone": HeadSetting(False, bool, "train only the head (and CRF)"),
+}
+
+
+def check_head_setting(name: str, value: Any) -> Any:
+    """``value`` of the head setting ``name`` converted to its type; ValueError, naming the key and the value,
+    when the table does not allow it."""
+    setting = HEAD_SETTINGS[name]
+    if setting.type is tuple:
+        value = [int(item) for item in value]
+        if any(item < 1 for item in value):
+            raise ValueError(f"{name} must be positive integers, got {value}")
+        return value
+    value = setting.type(value)
+    if setting.choices and value not in setting.choices:
+        raise ValueError(f"invalid {name} {value!r}; expected one of {setting.choices}")
+    if setting.bounds is not None:
+        low, high = setting.bounds
+        if value < low or (high is not None and value >= high):
+            allowed = f">= {low}" if high is None else f"in [{low}, {high})"
+            raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return value
+
+
+def _per_tag_values(values: list | None) -> list | None:
+    """A per-label list of floats, or one such row per channel, as plain Python floats (None stays None)."""
+    if values is None:
+        return None
+    return [[float(v) for v in value] if isinstance(value, (list, tuple)) else float(value) for value in values]
+
+
+def _flatten_values(values: list) -> list[float]:
+    return [v for value in values for v in (value if isinstance(value, list) else [value])]
+
+
+CONFIG_VERSION = 1  # bump when the meaning of a config key changes; old keys keep loading
+
+
+class CardioNERConfig(PretrainedConfig):
+    """Configuration of a cardioner token-classification model (backbone config embedded; nothing fetched).
+
+    Args:
+        backbone_config: the backbone's own config as a dict, ``model_type`` included.
+        **settings: every setting of HEAD_SETTINGS by its name (head, use_crf, classifier_dropout, ...): the
+            table gives each one's default, type, meaning and allowed values.
+        channel_types: multi-label models only: the entity type of each channel (one O/B/I chain per type, in this
+            order); id2label then holds the typed tags ``O, B-T1, I-T1, B-T2, ...`` of the channels in order.
+        thresholds: multi-label sigmoid model: each channel's decision threshold in (0, 1); None means 0.5.
+        class_weights: per-label weights of the softmax cross-entropy, or None; multi-label sigmoid model: one
+            row per channel of per-tag weights of the BCE (a word's loss in a channel is weighted by its gold tag).
+        tag_priors: the frequency of each tag in the training data (same layout as ``class_weights``), or None.
+            A fresh head starts with its output biases at these priors (log p for softmax and CRF scores, the
+            log-odds for the multi-label sigmoid), so training begins from the tag distribution instead of a
+            uniform guess (Lin et al. 2017, "Focal loss", §3.3); without it they start at 0. Only initialisation
+            reads it: a loaded model keeps its trained biases.
+        label_all_subwords: the softmax and sigmoid losses use every labelled subword (the CRF: word starts only).
+        cardioner_version: version of cardioner that wrote the model (set on export).
+        config_version: version of this config's layout.
+        **kwargs: PretrainedConfig arguments (id2label, label2id, ...).
+    """
+
+    model_type = "cardioner"
+
+    def __init__(
+        self,
+        backbone_config: dict | None = None,
+        *,
+        channel_types: list[str] | None = None,
+        thresholds: list[float] | None = None,
+        class_weights: list | None = None,
+        tag_priors: list | None = None,
+        label_all_subwords: bool = False,
+        cardioner_version: str | None = None,
+        config_version: int = CONFIG_VERSION,
+        **kwargs,
+    ) -> None:
+        if backbone_config is not None and not isinstance(backbone_config, dict):
+            backbone_config = backbone_config.to_dict()  # a PretrainedConfig
+        if backbone_config is not None and "model_type" not in backbone_config:
+            raise ValueError(f"backbone_config needs a 'model_type'; got keys {sorted(backbone_config)[:10]}")
+        self.backbone_config = backbone_config
+        for name, setting in HEAD_SETTINGS.items():
+            setattr(self, name, check_head_setting(name, kwargs.pop(name, setting.default)))
+        self._check_setting_combinations(channel_types)
+        self.channel_types = None if channel_types is None else [str(t) for t in channel_types]
+        self.thresholds = None if thresholds is None else [float(t) for t in thresholds]
+        if self.thresholds is not None and not all(0.0 < t < 1.0 for t in self.thresholds):
+            raise ValueError(f"thresholds must lie in (0, 1), got {self.thresholds}")
+        self.class_weights = _per_tag_values(class_weights)  # one weight per label; multi-label: one row per channel
+        self.tag_priors = _per_tag_values(tag_priors)
+        if self.tag_priors is not None and not all(0.0 < p < 1.0 for p in _flatten_values(self.tag_priors)):
+            raise ValueError(f"tag_priors must lie in (0, 1), got {self.tag_priors}")
+        self.label_all_subwords = bool(label_all_subwords)
+        self.cardioner_version = cardioner_version
+        self.config_version = int(config_version)
+        super().__init__(**kwargs)
+        if self.channel_types is not None:
+            layout = TagLayout([self.id2label[index] for index in range(self.num_labels)], self.channel_types)
+            if self.thresholds is not None and len(self.thresholds) != layout.num_channels:
+                raise ValueError(f"{len(self.thresholds)} thresholds for {layout.num_channels} channels")
+        for name in ("class_weights", "tag_priors"):
+            values = getattr(self, name)
+            if values is None:
+                continue
+            if self.channel_types is not None:
+                shape = [len(row) if isinstance(row, list) else 0 for row in values]
+                if shape != [layout.num_tags] * layout.num_channels:
+                    raise ValueError(f"{name} must be {layout.num_channels} rows of {layout.num_tags} values (per "
+                                     f"channel and tag), got {values}")
+            elif len(values) != self.num_labels or any(isinstance(value, list) for value in values):
+                raise ValueError(f"{name} has {len(values)} values for {self.num_labels} labels")
+
+    def _check_setting_combinations(self, channel_types: list[str] | None) -> None:
+        """The head settings that are each allowed but not together: ValueError naming them."""
+        if not self.cnn_kernel_sizes:
+            raise ValueError(f"cnn_kernel_sizes must be positive integers, got {self.cnn_kernel_sizes}")
+        if self.attention_hidden_size % self.attention_num_heads:
+            raise ValueError(f"attention_hidden_size ({self.attention_hidden_size}) must be a multiple of "
+                             f"attention_num_heads ({self.attention_num_heads})")
+        if (self.label_smoothing or self.focal_gamma) and (self.use_crf or channel_types is not None):
+            raise ValueError(f"label_smoothing ({self.label_smoothing}) and focal_gamma ({self.focal_gamma}) shape "
+                             "the softmax loss; a CRF or multi-label model would ignore them: set them to 0")
+
+    def build_backbone_config(self) -> PretrainedConfig:
+        """The embedded backbone config as a transformers config object.
+
+        Without the backbone's own dtype: the backbone takes the dtype the whole model is built or loaded in
+        (``from_pretrained(..., dtype=torch.bfloat16)``, an export saved after ``.to(torch.float16)``), not
+        the one it was first downloaded in, or the backbone and the head would disagree.
         """
-        features = hidden_states
-        if self.num_layers > 1:
-            if hidden_states.dim() != 4 or hidden_states.shape[2] != self.num_layers:
-                raise ValueError(f"expected hidden states (batch, seq_len, {self.num_layers}, hidden), "
-                                 f"got {tuple(hidden_states.shape)}")
-            if self.layer_combination == "mix":
-                weights = self.layer_weights.softmax(0).to(hidden_states.dtype)  # shape: (num_layers,)
-                features = self.layer_gain * (hidden_states * weights[:, None]).sum(2)  # shape: (b, seq, hidden)
-            else:
-                features = hidden_states.flatten(2)  # shape: (batch, seq_len, num_layers * hidden)
-        if self.use_combined:
-            first = features[:, :1].expand_as(features)  # shape: (batch, seq_len, size)
-            features = torch.cat([features, first], dim=-1)  # shape: (batch, seq_len, 2 * size)
-        return features
+        if self.backbone_config is None:
+            raise ValueError("CardioNERConfig.backbone_config is None: build models with from_backbone()")
+        settings = {key: value for key, value in self.backbone_config.items() if key not in ("dtype", "torch_dtype")}
+        return AutoConfig.for_model(**settings)
+
+
+def _config_signature() -> inspect.Signature:
+    """CardioNERConfig's arguments with the head settings spelled out (for ``inspect`` and editors): ``__init__``
+    takes them as ``**settings`` so that HEAD_SETTINGS stays their one definition."""
+    arguments = list(inspect.signature(CardioNERConfig.__init__).parameters.values())[1:]  # without self
+    settings = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=setting.default,
+                                  annotation=setting.type.__name__) for name, setting in HEAD_SETTINGS.items()]
+    return inspect.Signature([arguments[0], *settings, *arguments[1:]])  # backbone_config, settings, the rest
+
+
+CardioNERConfig.__signature__ = _config_signature()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 6. Decoders: the decoding rule, chosen from the config. Each one turns the head's scores into emissions
+#    (batch, seq_len, channels, tags), emissions and gold tags into a loss, and emissions into each word's tag per
+#    channel with scores whose argmax is that tag. They hold no tensors: the CRF decoder's CRF is registered on
+#    the model (as ``crf``).
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def force_argmax(rows: torch.Tensor, target: torch.Tensor, margin: float = 1e-3) -> torch.Tensor:
+    """Raise ``rows[..., target]`` just above the other values where it is not already the (first) argmax.
+
+    Args:
+        rows: (..., num_tags) scores.
+        target: (...) tag ids.
+    """
+    index = target[..., None]  # shape: (..., 1)
+    current = rows.gather(-1, index)
+    top = rows.max(-1, keepdim=True).values
+    needs = rows.argmax(-1, keepdim=True) != index
+    # in half precision top + margin can round back to top (4.0 + 1e-3 == 4.0 in bf16): at least the next value
+    raised = torch.maximum(top + margin, torch.nextafter(top, torch.full_like(top, math.inf)))
+    return rows.scatter(-1, index, torch.where(needs, raised, current))
 
 
 def softmax_loss(
@@ -1242,8 +1425,198 @@ def softmax_loss(
     return ((1 - target_probability) ** focal_gamma * losses).sum() / total.clamp(min=1e-12)
 
 
+def decide_words(
+    word_emissions: torch.Tensor,
+    path_scores: torch.Tensor,
+    word_mask: torch.Tensor,
+    constraints: tuple[list[bool], list[list[bool]], list[bool]] | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each word's tag in each channel, without a CRF: the argmax of its emissions, or with ``constraints`` the
+    path the tag scheme allows with the highest sum of ``path_scores`` (``scheme_viterbi``).
+
+    Args:
+        word_emissions: (batch, words, channels, tags).
+        path_scores: what a path sums, the shape of ``word_emissions``.
+        word_mask: (batch, words) bool, left aligned.
+        constraints: ``transition_constraints`` of a channel's tags, or None.
+
+    Returns:
+        (tags (batch, words, channels), scores (batch, words, channels, tags) whose argmax is the tag).
+    """
+    if constraints is None:
+        return word_emissions.argmax(-1), word_emissions
+    word_tags = scheme_viterbi(path_scores.detach(), word_mask, constraints)  # shape: (batch, words, channels)
+    return word_tags, force_argmax(word_emissions, word_tags)
+
+
+class SoftmaxDecoder:
+    """A softmax over the tags of each channel (a flat model: its one channel, over every label).
+
+    Loss: cross-entropy at word starts (at every labelled subword with ``label_all_subwords``), with the config's
+    ``class_weights``, ``label_smoothing`` and ``focal_gamma``. Decoding: each word's argmax, or with
+    ``constrained_decoding`` the path the tag scheme allows with the highest sum of log-probabilities.
+    """
+
+    scores_outside = True  # the head gives O a score of its own
+
+    def __init__(self, config: CardioNERConfig, layout: TagLayout) -> None:
+        self.config = config
+        self.crf = None
+        self.scheme_constraints = transition_constraints(layout.tags)
+
+    @property
+    def constraints(self) -> tuple | None:
+        """The tag scheme's constraints when decoding is constrained (``config.constrained_decoding``), else None."""
+        return self.scheme_constraints if self.config.constrained_decoding else None
+
+    def emissions(self, scores: torch.Tensor) -> torch.Tensor:
+        """The head's scores (batch, seq_len, channels, tags) are the emissions."""
+        return scores
+
+    def prior_scores(self, priors: torch.Tensor) -> torch.Tensor:
+        """Output biases whose softmax is ``priors``."""
+        return priors.log()
+
+    def loss(self, emissions: torch.Tensor, labels: torch.Tensor, words: Words) -> torch.Tensor:
+        """Args: emissions (batch, seq_len, channels, tags); labels (batch, seq_len, channels), -100 where none."""
+        weight = None
+        if self.config.class_weights is not None:
+            weight = torch.tensor(self.config.class_weights, dtype=emissions.dtype, device=emissions.device)
+        if not self.config.label_all_subwords:
+            labels = torch.where(words.word_start[..., None], labels, torch.full_like(labels, -100))
+        return softmax_loss(
+            emissions.reshape(-1, emissions.shape[-1]),  # shape: (batch * seq_len * channels, tags)
+            labels.reshape(-1),  # shape: (batch * seq_len * channels,)
+            weight=weight,
+            label_smoothing=self.config.label_smoothing,
+            focal_gamma=self.config.focal_gamma,
+        )
+
+    def decode(self, emissions: torch.Tensor, words: Words) -> tuple[torch.Tensor, torch.Tensor]:
+        """(tags (batch, words, channels), scores (batch, words, channels, tags) whose argmax is the tag)."""
+        word_emissions = gather_rows(emissions, words.positions)  # shape: (batch, words, channels, tags)
+        return decide_words(word_emissions, word_emissions.log_softmax(-1), words.word_mask, self.constraints)
+
+
+class SigmoidDecoder:
+    """Independent sigmoids per channel and entity tag (a multi-label model: a channel per entity type).
+
+    The head gives each channel's entity tags (B, I[, E, S]) a logit, ``p(tag) = sigmoid(logit)``, trained with
+    binary cross-entropy against the one-hot gold tag of each channel (O: all zeros), each word-channel weighted by
+    ``class_weights[channel][gold tag]`` when given. The emissions put ``logit(threshold)`` of the channel (the
+    config's ``thresholds``, read at every call) in the O column, so that the decision rule is an argmax:
+
+        a word is O in channel T unless its most probable entity tag reaches T's threshold; then it is that tag.
+
+    With ``constrained_decoding`` each channel's words are decoded jointly instead: the path the tag scheme allows
+    with the highest sum of these scores (O scoring logit(t)), which mends fragments such as ``B I O I``.
+    """
+
+    scores_outside = False  # O's score is the channel's threshold, not a learned score
+
+    def __init__(self, config: CardioNERConfig, layout: TagLayout) -> None:
+        self.config = config
+        self.crf = None
+        self.num_channels = layout.num_channels
+        self.scheme_constraints = transition_constraints(layout.tags)
+
+    @property
+    def constraints(self) -> tuple | None:
+        """The tag scheme's constraints when decoding is constrained (``config.constrained_decoding``), else None."""
+        return self.scheme_constraints if self.config.constrained_decoding else None
+
+    def emissions(self, scores: torch.Tensor) -> torch.Tensor:
+        """(batch, seq_len, channels, tags - 1) entity-tag logits -> (batch, seq_len, channels, tags), O first."""
+        thresholds = self.config.thresholds or [0.5] * self.num_channels
+        thresholds = torch.tensor(thresholds, dtype=scores.dtype, device=scores.device)  # shape: (channels,)
+        outside = torch.logit(thresholds).expand(*scores.shape[:2], self.num_channels)[..., None]  # (b, s, C, 1)
+        return torch.cat([outside, scores], dim=-1)  # shape: (batch, seq_len, channels, tags)
+
+    def prior_scores(self, priors: torch.Tensor) -> torch.Tensor:
+        """Output biases whose sigmoid is each entity tag's prior: (channels, tags) -> (channels, tags - 1)."""
+        return torch.logit(priors[..., 1:])
+
+    def loss(self, emissions: torch.Tensor, labels: torch.Tensor, words: Words) -> torch.Tensor:
+        """Args: emissions (batch, seq_len, channels, tags); labels (batch, seq_len, channels), -100 where none."""
+        labelled = labels != -100  # shape: (batch, seq_len, channels)
+        if not self.config.label_all_subwords:
+            labelled = labelled & words.word_start[..., None]
+        gold = labels.clamp(min=0)  # shape: (batch, seq_len, channels)
+        targets = nn.functional.one_hot(gold, emissions.shape[-1])[..., 1:].to(emissions.dtype)  # (b, s, C, T - 1)
+        losses = nn.functional.binary_cross_entropy_with_logits(emissions[..., 1:], targets, reduction="none")
+        weights = labelled.to(emissions.dtype)  # shape: (batch, seq_len, channels)
+        if self.config.class_weights is not None:
+            table = torch.tensor(self.config.class_weights, dtype=emissions.dtype, device=emissions.device)  # (C, T)
+            weights = weights * table.expand(*gold.shape, table.shape[-1]).gather(-1, gold[..., None]).squeeze(-1)
+        return (losses.mean(-1) * weights).sum() / weights.sum().clamp(min=1e-12)
+
+    def decode(self, emissions: torch.Tensor, words: Words) -> tuple[torch.Tensor, torch.Tensor]:
+        """(tags (batch, words, channels), scores (batch, words, channels, tags) whose argmax is the tag); a path
+        sums the logits themselves: it maximises the summed margins over the thresholds."""
+        word_emissions = gather_rows(emissions, words.positions)  # shape: (batch, words, channels, tags)
+        return decide_words(word_emissions, word_emissions, words.word_mask, self.constraints)
+
+
+class CRFDecoder:
+    """A CRF over the words of each channel (``crf``: one chain, or one per channel run as one batch): trained by
+    its negative log-likelihood over the words labelled in every channel (``crf_reduction``), decoded by Viterbi.
+
+    The scores of a word are its log marginals (forward-backward) with the Viterbi tag raised to the argmax, so
+    that eval-mode logits give the Viterbi path and its confidences. A flat model's CRF keeps pytorch-crf's
+    layout, without a channel dimension (its weights load as they are): its one channel is squeezed on the way in.
+    """
+
+    scores_outside = True  # the CRF learns O's emission like any tag's
+
+    def __init__(self, config: CardioNERConfig, layout: TagLayout) -> None:
+        self.config = config
+        start, transitions, end = transition_constraints(layout.tags) if config.crf_constraints else (None,) * 3
+        num_channels = None if layout.flat else layout.num_channels
+        self.crf = CRF(layout.num_tags, start, transitions, end, num_channels=num_channels)
+        self.constraints = None  # the CRF applies its own (``crf_constraints``)
+
+    def emissions(self, scores: torch.Tensor) -> torch.Tensor:
+        """The head's scores (batch, seq_len, channels, tags) are the emissions."""
+        return scores
+
+    def prior_scores(self, priors: torch.Tensor) -> torch.Tensor:
+        """Output biases whose softmax is ``priors``."""
+        return priors.log()
+
+    def _chains(self, values: torch.Tensor) -> torch.Tensor:
+        """(batch, words, channels, ...) as the CRF takes them: without the channel dimension for a flat CRF."""
+        return values if self.crf.num_channels is not None else values.squeeze(2)
+
+    def loss(self, emissions: torch.Tensor, labels: torch.Tensor, words: Words) -> torch.Tensor:
+        """Args: emissions (batch, seq_len, channels, tags); labels (batch, seq_len, channels), -100 where none."""
+        labelled = words.word_start & (labels != -100).all(-1)  # shape: (batch, seq_len): channels together
+        positions, mask = gather_positions(labelled)
+        word_emissions = self._chains(gather_rows(emissions, positions))  # shape: (batch, words[, C], tags)
+        word_labels = self._chains(gather_rows(labels, positions))  # shape: (batch, words[, C])
+        return self.crf.nll(word_emissions, word_labels, mask, reduction=self.config.crf_reduction)
+
+    def decode(self, emissions: torch.Tensor, words: Words) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Viterbi tags (batch, words, channels), log marginals (batch, words, channels, tags), the tag raised)."""
+        word_emissions = self._chains(gather_rows(emissions, words.positions))  # shape: (batch, words[, C], tags)
+        word_tags = self.crf.viterbi_tags(word_emissions, words.word_mask)  # shape: (batch, words[, C])
+        marginals = self.crf.marginals(word_emissions.detach(), words.word_mask)
+        floor = max(1e-12, torch.finfo(marginals.dtype).tiny)  # fp16 flushes 1e-12 to 0, whose log is -inf
+        word_scores = force_argmax(marginals.clamp(min=floor).log(), word_tags)
+        if self.crf.num_channels is None:  # back to one channel
+            return word_tags[..., None], word_scores[..., None, :]
+        return word_tags, word_scores
+
+
+def choose_decoder(config: CardioNERConfig, layout: TagLayout) -> type:
+    """The decoding rule the config describes: a CRF (``use_crf``; per channel for a multi-label model), else a
+    softmax (flat) or sigmoid channels (multi-label)."""
+    if config.use_crf:
+        return CRFDecoder
+    return SoftmaxDecoder if layout.flat else SigmoidDecoder
+
+
 # ---------------------------------------------------------------------------------------------------------------
-# Models
+# 7. The model: backbone -> head input -> head -> emissions -> loss (with labels) or decode (eval)
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -1256,65 +1629,66 @@ class CardioNERTokenClassifierOutput(TokenClassifierOutput):
     channel_logits: torch.FloatTensor | None = None
 
 
-class Words:
-    """Where the words of a batch are (from ``word_start_mask``), gathered into contiguous sequences.
+def pipeline_logits(
+    emissions: torch.Tensor, words: Words, word_scores: torch.Tensor, layout: TagLayout
+) -> torch.Tensor:
+    """Token logits over id2label from which the stock pipeline reproduces the word decisions, with every
+    aggregation strategy ("simple", and the word-level "first", "max", "average" where its words are ours:
+    WordPiece).
 
-    Attributes:
-        in_word, word_start, gap: (batch, seq_len) bool; gap marks real, non-special tokens outside words
-            (a bare word marker such as "▁").
-        word_index: (batch, seq_len) index of the word a position belongs to (or follows, outside words); -1
-            before the first word.
-        positions: (batch, max_words) position of each word's first subword (0 at padding).
-        word_mask: (batch, max_words) bool, left aligned.
-    """
-
-    def __init__(self, in_word: torch.Tensor, word_start: torch.Tensor, gap: torch.Tensor) -> None:
-        self.in_word = in_word
-        self.word_start = word_start
-        self.gap = gap
-        self.word_index = word_start.long().cumsum(1) - 1  # shape: (batch, seq_len)
-        self.positions, self.word_mask = gather_positions(word_start)
-
-
-def gather_positions(select: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Positions of the True entries of each row, left aligned.
+    Word starts: the word's scores. Continuation subwords: the word's scores with its ``I-`` tag raised just above
+    the word's tag (so the argmax continues the entity, while the word's tag keeps the highest peak and the highest
+    average over the word's subwords). Tokens between words that are not special (a bare ``▁``): ``I-X`` when the
+    words on both sides are in one X entity, else O. Special tokens and padding keep their emissions.
 
     Args:
-        select: (batch, seq_len) bool.
-
-    Returns:
-        (positions (batch, max_count) long, 0 at padding; mask (batch, max_count) bool).
+        emissions: (batch, seq_len, num_labels) the emissions over id2label (``TagLayout.label_scores``).
+        words: the words of the batch.
+        word_scores: (batch, words, num_labels) each word's scores over id2label; its argmax is the word's label.
+        layout: the model's TagLayout (continuation and type of each label, the id of O).
     """
-    batch, seq_len = select.shape
-    counts = select.sum(1)  # shape: (batch,)
-    max_count = int(counts.max()) if batch > 0 else 0
-    arange = torch.arange(seq_len, device=select.device)
-    keys = torch.where(select, arange, arange + seq_len)  # selected positions sort first, in order
-    positions = keys.argsort(dim=1, stable=True)[:, :max_count]  # shape: (batch, max_count)
-    mask = torch.arange(max_count, device=select.device)[None, :] < counts[:, None]  # shape: (batch, max_count)
-    return positions * mask, mask
+    if word_scores.shape[1] == 0:
+        return emissions
+    word_tags = word_scores.argmax(-1)  # shape: (batch, words)
+    continuation = torch.tensor(layout.continuation, device=emissions.device)
+    tag_type = torch.tensor(layout.tag_type, device=emissions.device)
+    own_tags = words.spread(word_tags)  # shape: (batch, seq_len)
+    own_scores = words.spread(word_scores)  # shape: (batch, seq_len, num_labels)
+    logits = torch.where(words.word_start[..., None], own_scores, emissions)
+    inner = words.in_word & ~words.word_start
+    # the word's tag a close second: argmax I-X ("simple" joins the word), a flatter peak than the first
+    # subword's ("max" keeps the first subword's tag), and on average the word's tag ("average")
+    continued = force_argmax(own_scores, continuation[own_tags])
+    logits = torch.where(inner[..., None], continued, logits)
+    if layout.outside is not None:
+        num_words = words.word_mask.sum(1, keepdim=True)  # shape: (batch, 1)
+        following = (words.word_index + 1).clamp(max=word_tags.shape[1] - 1)
+        next_tags = word_tags.gather(1, following)  # shape: (batch, seq_len)
+        spans = (
+            (words.word_index >= 0)
+            & (words.word_index + 1 < num_words)
+            & (continuation[next_tags] == next_tags)
+            & (tag_type[next_tags] >= 0)
+            & (tag_type[own_tags] == tag_type[next_tags])
+        )
+        gap_tags = torch.where(spans, next_tags, torch.full_like(next_tags, layout.outside))
+        logits = torch.where(words.gap[..., None], force_argmax(emissions, gap_tags), logits)
+    return logits
 
 
-def gather_rows(values: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """values (batch, seq_len, ...) at positions (batch, k) -> (batch, k, ...)."""
-    index = positions.view(*positions.shape, *([1] * (values.dim() - 2)))  # shape: (batch, k, 1...)
-    return values.gather(1, index.expand(*positions.shape, *values.shape[2:]))
+def _build_backbone(backbone_config: PretrainedConfig) -> PreTrainedModel:
+    """AutoModel.from_config, without the pooling layer where the architecture has one (unused here)."""
+    try:
+        return AutoModel.from_config(backbone_config, add_pooling_layer=False)
+    except TypeError:
+        return AutoModel.from_config(backbone_config)
 
 
-def force_argmax(rows: torch.Tensor, target: torch.Tensor, margin: float = 1e-3) -> torch.Tensor:
-    """Raise ``rows[..., target]`` just above the other values where it is not already the (first) argmax.
-
-    Args:
-        rows: (..., num_tags) scores.
-        target: (...) tag ids.
-    """
-    index = target[..., None]  # shape: (..., 1)
-    current = rows.gather(-1, index)
-    top = rows.max(-1, keepdim=True).values
-    needs = rows.argmax(-1, keepdim=True) != index
-    # in half precision top + margin can round back to top (4.0 + 1e-3 == 4.0 in bf16): at least the next value
-    raised = torch.maximum(top + margin, torch.nextafter(top, torch.full_like(top, math.inf)))
-    return rows.scatter(-1, index, torch.where(needs, raised, current))
+def _load_pretrained_backbone(name_or_path: str) -> PreTrainedModel:
+    try:
+        return AutoModel.from_pretrained(name_or_path, add_pooling_layer=False)
+    except TypeError:
+        return AutoModel.from_pretrained(name_or_path)
 
 
 class CardioNERPreTrainedModel(PreTrainedModel):
@@ -1340,53 +1714,66 @@ class CardioNERPreTrainedModel(PreTrainedModel):
 
 
 class TokenClassificationModel(CardioNERPreTrainedModel):
-    """Backbone + token head; softmax over tags per token, decisions per word.
+    """Backbone + token head + a decoder chosen from the config; decisions per word.
 
-    In eval mode ``logits`` are made for the stock pipeline: each word's continuation subwords get
-    ``I-<type>`` of the word's tag (O stays O), so ``aggregation_strategy="simple"`` returns whole words;
-    ``emissions`` keep the raw head output.
+    ``forward`` runs backbone -> head input -> head -> emissions (batch, seq_len, channels, tags), then the loss
+    when labels are given, and in eval mode the decoded outputs. The decoder (``choose_decoder``) is a softmax
+    (flat), sigmoid channels (multi-label), or a CRF (``use_crf``; one per channel for a multi-label model).
+
+    Outputs (``CardioNERTokenClassifierOutput``): ``emissions``, the raw emissions ((batch, seq_len, num_labels)
+    for a flat model, (batch, seq_len, channels, tags) for a multi-label one); ``logits``, the emissions while
+    training, and in eval mode logits over id2label made for the stock pipeline: each word's first subword gets
+    the word's decoded scores (argmax = its tag: the Viterbi path with a CRF, whose scores are then log
+    marginals), its continuation subwords ``I-<type>`` of the word's tag (O stays O), so that
+    ``aggregation_strategy="simple"`` returns whole, decoded words (a multi-label model shows, per word, the
+    channel whose tag beats its O by the widest margin); ``channel_logits`` (multi-label, eval): each channel's
+    scores with the word's decoded scores at word starts; ``loss`` with labels.
+
+    The other exported names (TokenClassificationModelCRF, MultiLabelTokenClassificationModel,
+    MultiLabelTokenClassificationModelCRF) are this class with a setting fixed.
     """
 
+    use_crf_by_class: bool | None = None  # a subclass's name says whether it has a CRF; None: the config says
+    multilabel_by_class = False  # a subclass's name says multi-label: from_backbone takes the channels from the labels
+
     def __init__(self, config: CardioNERConfig) -> None:
+        if self.use_crf_by_class is not None:
+            config.use_crf = self.use_crf_by_class
         super().__init__(config)
         self.num_labels = config.num_labels
+        self.layout = TagLayout([config.id2label[index] for index in range(config.num_labels)], config.channel_types)
+        if self.multilabel_by_class and self.layout.flat:
+            raise ValueError("a multi-label model needs config.channel_types (the entity type of each channel)")
         self.backbone = _build_backbone(config.build_backbone_config())
         self.head_input = HeadInput(self.backbone.config, config)  # layers / [CLS] combined; no weights by default
-        self.head = TOKEN_HEADS[config.head](self.head_input.output_size, self._num_outputs(config), config)
+        decoder_class = choose_decoder(config, self.layout)
+        scores_per_channel = self.layout.num_tags - (0 if decoder_class.scores_outside else 1)
+        self.head = TOKEN_HEADS[config.head](self.head_input.output_size, self.layout.num_channels * scores_per_channel,
+                                             config)
         vocab_size = max(int(getattr(self.backbone.config, "vocab_size", 0) or 0), 1)
         # TOKEN_* class of each vocabulary id; -1 until set_token_classes() fills it (checked in forward).
         self.register_buffer("token_classes", torch.full((vocab_size,), -1, dtype=torch.int8), persistent=True)
-        labels = [config.id2label[index] for index in range(config.num_labels)]
-        self._continuation_tag = _continuation_tags(labels)  # tag id -> tag id of its continuation subwords
-        self._tag_type = _tag_types(labels)  # tag id -> entity type number; -1 for O and unknown prefixes
-        self._outside_tag = config.label2id.get("O") if config.label2id else None
+        self.decoder = decoder_class(config, self.layout)  # made after the head: seeded models start as they did
+        self.crf = self.decoder.crf  # registered here: its parameters are named crf.* (pytorch-crf's, every export's)
         self._backbone_takes_token_types = "token_type_ids" in inspect.signature(self.backbone.forward).parameters
-        self._build_decoder(config, chain_tags(config))
         if config.freeze_backbone:
             self.backbone.requires_grad_(False)
         self.post_init()
-        if config.tag_priors is not None:
-            self._init_output_biases(torch.tensor(config.tag_priors, dtype=torch.float64))
+        if config.tag_priors is not None:  # on the meta device (loading) a no-op: loaded weights replace it
+            priors = torch.tensor(config.tag_priors, dtype=torch.float64).clamp(1e-6, 1 - 1e-6)
+            bias = self.head.classifier.bias
+            with torch.no_grad():
+                bias.copy_(self.decoder.prior_scores(priors).flatten().to(bias.dtype))
 
-    def _num_outputs(self, config: CardioNERConfig) -> int:
-        """How many scores the head emits per token (one per label here)."""
-        return config.num_labels
+    @property
+    def decoding_constraints(self) -> tuple | None:
+        """The tag scheme's constraints a model without a CRF decodes under (None: argmax per word, or a CRF)."""
+        return self.decoder.constraints
 
-    def _init_output_biases(self, priors: torch.Tensor) -> None:
-        """Set the head's output biases from the tag priors (``config.tag_priors``); its other parameters keep
-        their initialisation. On the meta device (loading) this is a no-op: loaded weights replace it."""
-        bias = self.head.classifier.bias  # every head ends in a linear ``classifier`` (KAN: + a residual linear)
-        with torch.no_grad():
-            bias.copy_(self._prior_scores(priors.clamp(1e-6, 1 - 1e-6)).flatten().to(bias.dtype))
-
-    def _prior_scores(self, priors: torch.Tensor) -> torch.Tensor:
-        """Output scores whose softmax is ``priors`` (num_labels,)."""
-        return priors.log()
-
-    def _build_decoder(self, config: CardioNERConfig, labels: list[str]) -> None:
-        """Add what sits on the emissions (the CRF in the subclass; here the tag scheme's constraints when decoding
-        is constrained); ``labels``: the tags of one decoding chain (``chain_tags``)."""
-        self.decoding_constraints = transition_constraints(labels) if config.constrained_decoding else None
+    @property
+    def learns_outside_score(self) -> bool:
+        """Whether the head scores O (False for sigmoid channels, whose O score is the threshold)."""
+        return self.decoder.scores_outside
 
     # -- building ---------------------------------------------------------------------------------------------
 
@@ -1404,23 +1791,24 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
             name_or_path: a model name or folder with backbone weights.
             tokenizer: the fast tokenizer that goes with it (fills the word-segmentation table).
             id2label: tag of each id, e.g. {0: "O", 1: "B-DISO", 2: "I-DISO"}.
-            **head_settings: CardioNERConfig arguments (head, use_crf, classifier_dropout, ...).
+            **head_settings: CardioNERConfig arguments (head, use_crf, classifier_dropout, channel_types, ...);
+                ``use_crf`` defaults to what the class name says, and a multi-label class takes ``channel_types``
+                from the labels' types when they are not given.
 
         Returns:
-            TokenClassificationModelCRF when ``use_crf`` (or called on it), else TokenClassificationModel.
+            the class ``model_class_for`` names for the config (TokenClassificationModelCRF with a CRF, ...).
         """
         id2label = {int(index): label for index, label in id2label.items()}
         if sorted(id2label) != list(range(len(id2label))):
             raise ValueError(f"id2label ids must be 0..n-1, got {sorted(id2label)}")
-        use_crf = bool(head_settings.pop("use_crf", issubclass(cls, TokenClassificationModelCRF)))
-        if issubclass(cls, MultiLabelTokenClassificationModel) and head_settings.get("channel_types") is None:
-            head_settings["channel_types"] = sorted({split_tag(tag)[1] for tag in id2label.values()} - {""})
+        head_settings.setdefault("use_crf", bool(cls.use_crf_by_class))
+        if cls.multilabel_by_class and head_settings.get("channel_types") is None:
+            head_settings["channel_types"] = sorted({split_tag(tag)[1] for tag in id2label.values()} - {None})
         backbone = _load_pretrained_backbone(name_or_path)
         config = CardioNERConfig(
             backbone_config=backbone.config.to_dict(),
             id2label=id2label,
             label2id={label: index for index, label in id2label.items()},
-            use_crf=use_crf,
             **head_settings,
         )
         model = model_class_for(config)(config)
@@ -1438,127 +1826,11 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
         full[: table.shape[0]] = table
         self.token_classes = full.to(self.token_classes.device)
 
-    # -- forward ----------------------------------------------------------------------------------------------
+    # -- the steps of forward ---------------------------------------------------------------------------------
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        hidden_states: torch.Tensor | None = None,
-        **kwargs,
-    ) -> CardioNERTokenClassifierOutput:
-        """Emissions per token; loss when labels are given; pipeline-ready logits in eval mode.
-
-        Args:
-            input_ids: (batch, seq_len).
-            attention_mask: (batch, seq_len), 1 for real tokens; None means all real.
-            token_type_ids: (batch, seq_len) or None (dropped for backbones without them).
-            labels: (batch, seq_len) tag ids at word starts (and, with label_all_subwords, other subwords),
-                -100 elsewhere.
-            hidden_states: precomputed ``backbone_features`` of these inputs (cached features of a frozen
-                backbone); the backbone is then not run. Words still come from ``input_ids``.
-            **kwargs: ignored (what pipelines may pass along).
-
-        Returns:
-            CardioNERTokenClassifierOutput: loss (scalar, with labels), logits and emissions
-            (batch, seq_len, num_labels).
-        """
-        attention_mask = self._check_inputs(input_ids, attention_mask, labels)
-        emissions = self._emissions(input_ids, attention_mask, token_type_ids, hidden_states)  # shape: (b, seq, tags)
-        words = self._words(input_ids, attention_mask)
-        loss = self._loss(emissions, labels, words) if labels is not None else None
-        outputs = {"logits": emissions}
-        if not self.training:
-            with torch.no_grad():
-                outputs = self._eval_outputs(emissions, words)
-        return CardioNERTokenClassifierOutput(loss=loss, emissions=emissions, **outputs)
-
-    @torch.no_grad()
-    def decode(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-    ) -> list[list[int]]:
-        """Tag id of each word, in word order (Viterbi with a CRF, argmax otherwise).
-
-        Args:
-            input_ids, attention_mask, token_type_ids: as in ``forward``.
-
-        Returns:
-            one list per example, one tag id per word (words as ``word_start_mask`` defines them).
-        """
-        attention_mask = self._check_inputs(input_ids, attention_mask, None)
-        emissions = self._emissions(input_ids, attention_mask, token_type_ids)
-        words = self._words(input_ids, attention_mask)
-        word_tags, _ = self._decode_words(emissions, words)
-        lengths = words.word_mask.sum(1).tolist()
-        return [row[:length] for row, length in zip(word_tags.tolist(), lengths, strict=True)]
-
-    @torch.no_grad()
-    def decode_spans(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        offset_mapping: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-    ) -> list[list[tuple[int, int, str]]]:
-        """Entities with character offsets; a multi-label model gives each type's entities, overlaps included.
-
-        Args:
-            input_ids, attention_mask, token_type_ids: as in ``forward``.
-            offset_mapping: (batch, seq_len, 2) character offsets of each token, from the tokenizer called with
-                ``return_offsets_mapping=True``.
-
-        Returns:
-            one sorted list per example of (start, end, entity type); a word spans its first subword's start to its
-            last subword's end; tags are read leniently (an I- without its B- starts an entity).
-        """
-        if offset_mapping is None or tuple(offset_mapping.shape) != (*input_ids.shape, 2):
-            shape = None if offset_mapping is None else tuple(offset_mapping.shape)
-            raise ValueError(f"offset_mapping must have shape {(*input_ids.shape, 2)}, got {shape}")
-        word_tags = self.decode(input_ids, attention_mask, token_type_ids)
-        words = self._words(input_ids, self._check_inputs(input_ids, attention_mask, None))
-        num_chains = 1 if self.config.channel_types is None else len(self.config.channel_types)
-        tags_per_channel = len(chain_tags(self.config))
-        results = []
-        for b, tags in enumerate(word_tags):
-            word_chars = [[-1, -1] for _ in tags]  # (start, end) characters of each word
-            for position in torch.nonzero(words.in_word[b]).flatten().tolist():
-                start, end = offset_mapping[b, position].tolist()
-                chars = word_chars[int(words.word_index[b, position])]
-                chars[0] = start if chars[0] < 0 else chars[0]
-                chars[1] = end
-            spans = set()
-            for channel in range(num_chains):
-                if self.config.channel_types is None:
-                    labels = [self.config.id2label[int(tag)] for tag in tags]
-                else:  # channel tag k of channel c is the typed label 1 + c * (T - 1) + k - 1
-                    labels = [self.config.id2label[1 + channel * (tags_per_channel - 1) + row[channel] - 1]
-                              if row[channel] > 0 else "O" for row in tags]
-                for first, last, entity_type in entities_from_tags(labels):
-                    spans.add((word_chars[first][0], word_chars[last][1], entity_type))
-            results.append(sorted(spans))
-        return results
-
-    # -- steps ------------------------------------------------------------------------------------------------
-
-    def _check_inputs(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor | None
-    ) -> torch.Tensor:
-        if input_ids is None or input_ids.dim() != 2:
-            raise ValueError(f"input_ids must be (batch, seq_len), got {None if input_ids is None else tuple(input_ids.shape)}")
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        elif attention_mask.shape != input_ids.shape:
-            raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {tuple(input_ids.shape)}")
-        if labels is not None and labels.shape[:2] != input_ids.shape:
-            raise ValueError(f"labels shape {tuple(labels.shape)} != input_ids shape {tuple(input_ids.shape)}")
-        if int(self.token_classes[0]) < 0:
-            raise ValueError("token_classes is not set: build the model with from_backbone() or call set_token_classes()")
-        return attention_mask
+    def words(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Words:
+        """The words of a batch (see the module docstring), from the ids alone."""
+        return Words.find(self.token_classes, input_ids, attention_mask)
 
     def backbone_features(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
@@ -1582,271 +1854,180 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
         layers = (*outputs.hidden_states[-num_layers:-1], outputs[0])  # top: after a final norm, where there is one
         return torch.stack(layers, dim=2)  # shape: (batch, seq_len, num_layers, hidden)
 
-    def _emissions(
+    def emissions(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
-        token_type_ids: torch.Tensor | None,
+        token_type_ids: torch.Tensor | None = None,
         hidden_states: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """The decoder's emissions (batch, seq_len, channels, tags): backbone, head input, head, per channel.
+
+        Args:
+            hidden_states: precomputed ``backbone_features`` (then the backbone is not run), or None.
+        """
         if hidden_states is None:
             hidden_states = self.backbone_features(input_ids, attention_mask, token_type_ids)
         features = self.head_input(hidden_states, attention_mask)  # shape: (batch, seq_len, head input size)
-        return self.head(features, attention_mask)  # shape: (batch, seq_len, num_labels)
+        scores = self.head(features, attention_mask)  # shape: (batch, seq_len, channels * scores per channel)
+        return self.decoder.emissions(scores.unflatten(-1, (self.layout.num_channels, -1)))  # (b, seq, C, tags)
 
-    def _words(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Words:
-        table = self.token_classes
-        in_table = input_ids < table.shape[0]
-        classes = table[input_ids.clamp(0, table.shape[0] - 1)]  # shape: (batch, seq_len)
-        classes = torch.where(in_table, classes, torch.full_like(classes, TOKEN_SPECIAL))
-        in_word, word_start = word_start_mask(classes, attention_mask)
-        gap = attention_mask.bool() & ~in_word & (classes != TOKEN_SPECIAL)
-        return Words(in_word, word_start, gap)
+    def _check_inputs(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The attention mask (all ones when None) and the labels as (batch, seq_len, channels), after checking
+        the shapes and the word-segmentation table."""
+        if input_ids is None or input_ids.dim() != 2:
+            shape = None if input_ids is None else tuple(input_ids.shape)
+            raise ValueError(f"input_ids must be (batch, seq_len), got {shape}")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        elif attention_mask.shape != input_ids.shape:
+            raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape "
+                             f"{tuple(input_ids.shape)}")
+        labels = self.layout.channel_labels(labels, tuple(input_ids.shape))
+        if int(self.token_classes[0]) < 0:
+            raise ValueError("token_classes is not set: build the model with from_backbone() or call "
+                             "set_token_classes()")
+        return attention_mask, labels
 
-    def _loss(self, emissions: torch.Tensor, labels: torch.Tensor, words: Words) -> torch.Tensor:
-        weight = None
-        if self.config.class_weights is not None:
-            weight = torch.tensor(self.config.class_weights, dtype=emissions.dtype, device=emissions.device)
-        if not self.config.label_all_subwords:
-            labels = torch.where(words.word_start, labels, torch.full_like(labels, -100))
-        return softmax_loss(
-            emissions.reshape(-1, self.num_labels),  # shape: (batch * seq_len, num_labels)
-            labels.reshape(-1),  # shape: (batch * seq_len,)
-            weight=weight,
-            label_smoothing=self.config.label_smoothing,
-            focal_gamma=self.config.focal_gamma,
-        )
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        hidden_states: torch.Tensor | None = None,
+        **kwargs,
+    ) -> CardioNERTokenClassifierOutput:
+        """Emissions per token; the loss when labels are given; pipeline-ready logits in eval mode.
 
-    def _decode_words(self, emissions: torch.Tensor, words: Words) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tag of each word (batch, max_words) and its logits (batch, max_words, num_labels), argmax = tag.
+        Args:
+            input_ids: (batch, seq_len).
+            attention_mask: (batch, seq_len), 1 for real tokens; None means all real.
+            token_type_ids: (batch, seq_len) or None (dropped for backbones without them).
+            labels: (batch, seq_len, channels) tag ids of each channel at word starts (and, with
+                label_all_subwords, other subwords), -100 elsewhere; a flat model (one channel) also takes
+                (batch, seq_len).
+            hidden_states: precomputed ``backbone_features`` of these inputs (cached features of a frozen
+                backbone); the backbone is then not run. Words still come from ``input_ids``.
+            **kwargs: ignored (what pipelines may pass along).
 
-        Multi-label: (batch, max_words, channels) and (batch, max_words, channels, tags). With
-        ``constrained_decoding`` the tags are the best path the tag scheme allows (``scheme_viterbi``) and the
-        logits are raised so that their argmax is that path.
+        Returns:
+            CardioNERTokenClassifierOutput (see the class docstring).
         """
-        word_logits = gather_rows(emissions, words.positions)  # shape: (batch, max_words[, C], num_tags)
-        if self.decoding_constraints is None:
-            return word_logits.argmax(-1), word_logits
-        word_tags = scheme_viterbi(self._path_scores(word_logits.detach()), words.word_mask, self.decoding_constraints)
-        return word_tags, force_argmax(word_logits, word_tags)
+        attention_mask, labels = self._check_inputs(input_ids, attention_mask, labels)  # labels: (b, s, channels)
+        words = self.words(input_ids, attention_mask)
+        emissions = self.emissions(input_ids, attention_mask, token_type_ids, hidden_states)  # shape: (b, s, C, T)
+        loss = None if labels is None else self.decoder.loss(emissions, labels, words)
+        outputs = {"logits": self.layout.public(emissions, -2)}
+        if not self.training:
+            with torch.no_grad():
+                outputs = self.decoded_outputs(emissions, words)
+        return CardioNERTokenClassifierOutput(loss=loss, emissions=self.layout.public(emissions, -2), **outputs)
 
-    def _path_scores(self, word_logits: torch.Tensor) -> torch.Tensor:
-        """What constrained decoding sums along a path: each word's log-probabilities (softmax)."""
-        return word_logits.log_softmax(-1)
+    def decoded_outputs(self, emissions: torch.Tensor, words: Words) -> dict[str, torch.Tensor | None]:
+        """Eval-mode ``logits`` (batch, seq_len, num_labels) for the stock pipeline and ``channel_logits``
+        (multi-label): the decoder's word scores at word starts (see the class docstring)."""
+        _, word_scores = self.decoder.decode(emissions, words)  # shape: (batch, words, channels, tags)
+        channel_logits = torch.where(words.word_start[..., None, None], words.spread(word_scores), emissions)
+        logits = pipeline_logits(self.layout.label_scores(emissions), words, self.layout.label_scores(word_scores),
+                                 self.layout)
+        return {"logits": logits, "channel_logits": self.layout.channel_logits(channel_logits)}
 
-    def _eval_outputs(self, emissions: torch.Tensor, words: Words) -> dict[str, torch.Tensor]:
-        """Eval-mode outputs: ``logits`` for the stock pipeline (multi-label models add ``channel_logits``)."""
-        word_tags, word_logits = self._decode_words(emissions, words)
-        return {"logits": self._pipeline_logits(emissions, words, word_tags, word_logits)}
+    # -- decoding ---------------------------------------------------------------------------------------------
 
-    def _pipeline_logits(
-        self, emissions: torch.Tensor, words: Words, word_tags: torch.Tensor, word_logits: torch.Tensor
-    ) -> torch.Tensor:
-        """Token logits from which the stock pipeline reproduces the word decisions, with every aggregation
-        strategy ("simple", and the word-level "first", "max", "average" where its words are ours: WordPiece).
+    @torch.no_grad()
+    def decode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> list[list]:
+        """Tag id of each word, in word order (Viterbi with a CRF, the decoder's rule otherwise).
 
-        Word starts: the word's logits. Continuation subwords: the word's logits with its ``I-`` tag raised just
-        above the word's tag (so the argmax continues the entity, while the word's tag keeps the highest peak
-        and the highest average over the word's subwords). Tokens between words that are not special (a bare
-        ``▁``): ``I-X`` when the words on both sides are in one X entity, else O. Special tokens and padding
-        keep their emissions.
+        Args:
+            input_ids, attention_mask, token_type_ids: as in ``forward``.
+
+        Returns:
+            one list per example with one entry per word (words as ``word_start_mask`` defines them): the tag id
+            (flat), or the list of every channel's tag id (multi-label, in the order of ``config.channel_types``).
         """
-        batch, seq_len, num_labels = emissions.shape
-        if word_tags.shape[1] == 0:
-            return emissions
-        continuation = torch.tensor(self._continuation_tag, device=emissions.device)
-        tag_type = torch.tensor(self._tag_type, device=emissions.device)
-        own = words.word_index.clamp(0, word_tags.shape[1] - 1)  # shape: (batch, seq_len)
-        own_tags = word_tags.gather(1, own)  # shape: (batch, seq_len)
-        own_logits = gather_rows(word_logits, own)  # shape: (batch, seq_len, num_labels)
-        logits = torch.where(words.word_start[..., None], own_logits, emissions)
-        inner = words.in_word & ~words.word_start
-        # the word's tag a close second: argmax I-X ("simple" joins the word), a flatter peak than the first
-        # subword's ("max" keeps the first subword's tag), and on average the word's tag ("average")
-        continued = force_argmax(own_logits, continuation[own_tags])
-        logits = torch.where(inner[..., None], continued, logits)
-        if self._outside_tag is not None:
-            num_words = words.word_mask.sum(1, keepdim=True)  # shape: (batch, 1)
-            following = (words.word_index + 1).clamp(max=word_tags.shape[1] - 1)
-            next_tags = word_tags.gather(1, following)  # shape: (batch, seq_len)
-            spans = (
-                (words.word_index >= 0)
-                & (words.word_index + 1 < num_words)
-                & (continuation[next_tags] == next_tags)
-                & (tag_type[next_tags] >= 0)
-                & (tag_type[own_tags] == tag_type[next_tags])
-            )
-            gap_tags = torch.where(spans, next_tags, torch.full_like(next_tags, self._outside_tag))
-            logits = torch.where(words.gap[..., None], force_argmax(emissions, gap_tags), logits)
-        return logits
+        attention_mask, _ = self._check_inputs(input_ids, attention_mask)
+        words = self.words(input_ids, attention_mask)
+        word_tags, _ = self.decoder.decode(self.emissions(input_ids, attention_mask, token_type_ids), words)
+        rows = self.layout.public(word_tags, -1).tolist()  # (batch, words[, channels])
+        lengths = words.word_mask.sum(1).tolist()
+        return [row[:length] for row, length in zip(rows, lengths, strict=True)]
+
+    @torch.no_grad()
+    def decode_spans(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        offset_mapping: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> list[list[tuple[int, int, str]]]:
+        """Entities with character offsets; a multi-label model gives each type's entities, overlaps included.
+
+        Args:
+            input_ids, attention_mask, token_type_ids: as in ``forward``.
+            offset_mapping: (batch, seq_len, 2) character offsets of each token, from the tokenizer called with
+                ``return_offsets_mapping=True``.
+
+        Returns:
+            one sorted list per example of (start, end, entity type); a word spans its first subword's start to its
+            last subword's end; tags are read leniently (``tags_to_entities``: an I- without its B- starts one).
+        """
+        if offset_mapping is None or tuple(offset_mapping.shape) != (*input_ids.shape, 2):
+            shape = None if offset_mapping is None else tuple(offset_mapping.shape)
+            raise ValueError(f"offset_mapping must have shape {(*input_ids.shape, 2)}, got {shape}")
+        attention_mask, _ = self._check_inputs(input_ids, attention_mask)
+        words = self.words(input_ids, attention_mask)
+        word_tags, _ = self.decoder.decode(self.emissions(input_ids, attention_mask, token_type_ids), words)
+        results = []
+        for b, length in enumerate(words.word_mask.sum(1).tolist()):
+            word_chars = [[-1, -1] for _ in range(length)]  # (start, end) characters of each word
+            for position in torch.nonzero(words.in_word[b]).flatten().tolist():
+                start, end = offset_mapping[b, position].tolist()
+                chars = word_chars[int(words.word_index[b, position])]
+                chars[0] = start if chars[0] < 0 else chars[0]
+                chars[1] = end
+            spans = set()
+            for channel in range(self.layout.num_channels):
+                labels = self.layout.channel_tag_labels(channel, word_tags[b, :length, channel].tolist())
+                for first, last, entity_type in tags_to_entities(labels):
+                    spans.add((word_chars[first][0], word_chars[last][1], entity_type))
+            results.append(sorted(spans))
+        return results
 
 
 class TokenClassificationModelCRF(TokenClassificationModel):
-    """TokenClassificationModel with a CRF over word positions: trained by CRF NLL, decoded by Viterbi.
+    """TokenClassificationModel with ``use_crf`` set: a CRF over word positions, trained by its NLL, decoded by
+    Viterbi (the name existing exports' auto_map gives)."""
 
-    In eval mode ``logits`` at word starts are the CRF marginals (log) with the Viterbi tag raised to the argmax,
-    so the stock pipeline returns the Viterbi decode.
-    """
-
-    def __init__(self, config: CardioNERConfig) -> None:
-        config.use_crf = True
-        super().__init__(config)
-
-    def _build_decoder(self, config: CardioNERConfig, labels: list[str]) -> None:
-        start, transitions, end = transition_constraints(labels) if config.crf_constraints else (None, None, None)
-        num_channels = None if config.channel_types is None else len(config.channel_types)
-        self.crf = CRF(len(labels), start, transitions, end, num_channels=num_channels)
-
-    def _loss(self, emissions: torch.Tensor, labels: torch.Tensor, words: Words) -> torch.Tensor:
-        labelled = words.word_start & (labels != -100).view(*labels.shape[:2], -1).all(-1)  # channels together
-        positions, mask = gather_positions(labelled)
-        word_emissions = gather_rows(emissions, positions)  # shape: (batch, words, num_labels)
-        word_labels = gather_rows(labels, positions)  # shape: (batch, words[, channels])
-        return self.crf.nll(word_emissions, word_labels, mask, reduction=self.config.crf_reduction)
-
-    def _decode_words(self, emissions: torch.Tensor, words: Words) -> tuple[torch.Tensor, torch.Tensor]:
-        word_emissions = gather_rows(emissions, words.positions)  # shape: (batch, max_words, num_labels)
-        word_tags = self.crf.viterbi_tags(word_emissions, words.word_mask)  # shape: (batch, max_words)
-        marginals = self.crf.marginals(word_emissions.detach(), words.word_mask)
-        floor = max(1e-12, torch.finfo(marginals.dtype).tiny)  # fp16 flushes 1e-12 to 0, whose log is -inf
-        word_logits = force_argmax(marginals.clamp(min=floor).log(), word_tags)
-        return word_tags, word_logits
+    use_crf_by_class = True
 
 
 class MultiLabelTokenClassificationModel(TokenClassificationModel):
-    """Overlapping entity types: one O/B/I (BIOES: O/B/I/E/S) channel per type, independent sigmoids, BCE loss.
+    """TokenClassificationModel for overlapping entity types (``channel_types`` set), with sigmoid channels
+    (``SigmoidDecoder``): one O/B/I channel per type, types never compete."""
 
-    The head emits one logit per channel and entity tag (B, I[, E, S]); ``p(tag) = sigmoid(logit)``, trained with
-    binary cross-entropy against the one-hot gold tag of each channel (O: all zeros), each word-channel weighted
-    by ``class_weights[channel][gold tag]`` when given. ``emissions`` have shape (batch, seq_len, channels, tags)
-    with the O column set to ``logit(threshold)`` of the channel's type, so that the decision rule is an argmax:
-
-        a word is O in channel T unless its most probable entity tag reaches T's threshold; then it is that tag.
-
-    (With BIO: B if p(B) >= t and p(B) >= p(I), I if p(I) >= t and p(I) > p(B), else O; an I after O is read
-    as the start of an entity when spans are made.) With ``constrained_decoding`` (the default) each channel's
-    words are instead decoded jointly: the BIO-valid path with the highest sum of these scores (O scoring
-    logit(t)), which mends fragments such as ``B I O I``. Types never compete, so entities of different types
-    overlap.
-
-    Eval-mode outputs: ``channel_logits`` (batch, seq_len, channels, tags), whose argmax at each word start is the
-    word's tag in every channel, and ``logits`` (batch, seq_len, num_labels) over the typed tags of id2label for
-    the stock pipeline, which returns one label per token: the channel whose tag beats its O score by the widest
-    margin (``flat_channel_scores``). ``decode`` gives every channel's tag per word, ``decode_spans`` the
-    (overlapping) entities with character offsets.
-    """
-
-    learns_outside_score = False  # the O column is the threshold, not a learned score (the CRF variant learns it)
-
-    def _num_outputs(self, config: CardioNERConfig) -> int:
-        if config.channel_types is None:
-            raise ValueError("a multi-label model needs config.channel_types (the entity type of each channel)")
-        tags_per_channel = len(chain_tags(config)) - (0 if self.learns_outside_score else 1)
-        return len(config.channel_types) * tags_per_channel
-
-    def _prior_scores(self, priors: torch.Tensor) -> torch.Tensor:
-        """Scores (C, tags) at the priors (C, tags): log p per channel (CRF), or each entity tag's log-odds."""
-        return priors.log() if self.learns_outside_score else torch.logit(priors[:, 1:])
-
-    def _emissions(self, *args, **kwargs) -> torch.Tensor:
-        """The head's scores as (batch, seq_len, C, tags); arguments as ``TokenClassificationModel._emissions``."""
-        scores = super()._emissions(*args, **kwargs)  # shape: (batch, seq_len, C * tags)
-        num_channels = len(self.config.channel_types)
-        scores = scores.view(*scores.shape[:2], num_channels, -1)  # shape: (batch, seq_len, C, tags)
-        if self.learns_outside_score:
-            return scores
-        thresholds = torch.tensor(self.config.thresholds or [0.5] * num_channels, dtype=scores.dtype,
-                                  device=scores.device)
-        outside = torch.logit(thresholds).expand(*scores.shape[:2], num_channels)[..., None]  # shape: (b, s, C, 1)
-        return torch.cat([outside, scores], dim=-1)  # shape: (batch, seq_len, C, 1 + tags)
-
-    def _loss(self, emissions: torch.Tensor, labels: torch.Tensor, words: Words) -> torch.Tensor:
-        labelled = labels != -100  # shape: (batch, seq_len, C)
-        if not self.config.label_all_subwords:
-            labelled = labelled & words.word_start[..., None]
-        gold = labels.clamp(min=0)  # shape: (batch, seq_len, C)
-        targets = nn.functional.one_hot(gold, emissions.shape[-1])[..., 1:].to(emissions.dtype)  # (b, s, C, tags - 1)
-        losses = nn.functional.binary_cross_entropy_with_logits(emissions[..., 1:], targets, reduction="none")
-        weights = labelled.to(emissions.dtype)  # shape: (batch, seq_len, C)
-        if self.config.class_weights is not None:
-            table = torch.tensor(self.config.class_weights, dtype=emissions.dtype, device=emissions.device)  # (C, T)
-            weights = weights * table.expand(*gold.shape, table.shape[-1]).gather(-1, gold[..., None]).squeeze(-1)
-        return (losses.mean(-1) * weights).sum() / weights.sum().clamp(min=1e-12)
-
-    def _path_scores(self, word_logits: torch.Tensor) -> torch.Tensor:
-        """Each tag's logit, O's being logit(threshold): the path maximises the summed margins over the threshold."""
-        return word_logits
-
-    def _eval_outputs(self, emissions: torch.Tensor, words: Words) -> dict[str, torch.Tensor]:
-        word_tags, word_logits = self._decode_words(emissions, words)  # shapes: (b, W, C), (b, W, C, T)
-        if word_tags.shape[1] == 0:
-            return {"logits": flat_channel_scores(emissions), "channel_logits": emissions}
-        own = words.word_index.clamp(0, word_tags.shape[1] - 1)  # shape: (batch, seq_len)
-        channel_logits = torch.where(words.word_start[..., None, None], gather_rows(word_logits, own), emissions)
-        flat_word_logits = flat_channel_scores(word_logits)  # shape: (batch, W, num_labels)
-        flat_word_tags = flat_word_logits.argmax(-1)  # the channel whose tag beats its O by the widest margin
-        logits = self._pipeline_logits(flat_channel_scores(emissions), words, flat_word_tags, flat_word_logits)
-        return {"logits": logits, "channel_logits": channel_logits}
+    use_crf_by_class = False
+    multilabel_by_class = True
 
 
-class MultiLabelTokenClassificationModelCRF(TokenClassificationModelCRF, MultiLabelTokenClassificationModel):
-    """One BIO-constrained CRF per entity type (the CRF's channels, run as one batch), trained with the CRF NLL
-    (per word and channel with ``crf_reduction="token_mean"``), decoded by Viterbi in every channel.
+class MultiLabelTokenClassificationModelCRF(TokenClassificationModel):
+    """TokenClassificationModel for overlapping entity types (``channel_types`` set) with one BIO-constrained CRF
+    per type (the CRF's channels, run as one batch)."""
 
-    Emissions are learned for all of a channel's tags, O included; ``channel_logits`` at word starts are each
-    channel's log marginals with its Viterbi tag raised to the argmax; ``logits`` as in the sigmoid model.
-    """
-
-    learns_outside_score = True
-
-
-def flat_channel_scores(scores: torch.Tensor) -> torch.Tensor:
-    """Per-channel scores (..., channels, tags) -> typed-tag scores (..., 1 + channels * (tags - 1)).
-
-    Each entity tag of a channel scores its margin over the channel's O score; the O column is 0. The argmax is
-    O when no channel leaves O, else the channel tag with the widest margin.
-    """
-    margins = scores[..., 1:] - scores[..., :1]  # shape: (..., C, tags - 1)
-    flat = margins.flatten(-2)  # shape: (..., C * (tags - 1))
-    return torch.cat([torch.zeros_like(flat[..., :1]), flat], dim=-1)
+    use_crf_by_class = True
+    multilabel_by_class = True
 
 
 def model_class_for(config: CardioNERConfig) -> type[TokenClassificationModel]:
-    """The model class a config describes: multi-class or multi-label (``channel_types``), softmax or CRF."""
+    """The exported class name a config describes: multi-class or multi-label (``channel_types``), with a CRF or
+    not. They all build the same model from the same config."""
     if config.channel_types is not None:
         return MultiLabelTokenClassificationModelCRF if config.use_crf else MultiLabelTokenClassificationModel
     return TokenClassificationModelCRF if config.use_crf else TokenClassificationModel
-
-
-def _build_backbone(backbone_config: PretrainedConfig) -> PreTrainedModel:
-    """AutoModel.from_config, without the pooling layer where the architecture has one (unused here)."""
-    try:
-        return AutoModel.from_config(backbone_config, add_pooling_layer=False)
-    except TypeError:
-        return AutoModel.from_config(backbone_config)
-
-
-def _load_pretrained_backbone(name_or_path: str) -> PreTrainedModel:
-    try:
-        return AutoModel.from_pretrained(name_or_path, add_pooling_layer=False)
-    except TypeError:
-        return AutoModel.from_pretrained(name_or_path)
-
-
-def _continuation_tags(labels: list[str]) -> list[int]:
-    index = {label: position for position, label in enumerate(labels)}
-    result = []
-    for position, label in enumerate(labels):
-        prefix, entity_type = split_tag(label)
-        inside = f"I-{entity_type}" if entity_type else "I"
-        result.append(index[inside] if prefix in ("B", "I", "E", "S") and inside in index else position)
-    return result
-
-
-def _tag_types(labels: list[str]) -> list[int]:
-    types: dict[str, int] = {}
-    result = []
-    for label in labels:
-        prefix, entity_type = split_tag(label)
-        result.append(-1 if prefix in (None, "O") else types.setdefault(entity_type, len(types)))
-    return result

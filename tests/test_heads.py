@@ -6,6 +6,7 @@ tiny BERT, all reloaded in one fresh offline process that cannot import cardione
 
 from __future__ import annotations
 
+import cmath
 import math
 
 import pytest
@@ -17,11 +18,11 @@ from transformers import AutoTokenizer, BertConfig
 from cardioner.config import HEAD_SETTINGS, TrainingConfig, load_config
 from cardioner.modeling import (
     TOKEN_HEADS,
+    WAVELET_FILTERS,
     CardioNERConfig,
     HeadInput,
     TokenClassificationModel,
     WaveletKANHead,
-    daubechies_filter,
     softmax_loss,
     wavelet_filter,
     wavelet_functions,
@@ -169,6 +170,48 @@ def test_every_new_head_parameter_gets_the_head_learning_rate(tmp_path):
 
 # -- wavelets -------------------------------------------------------------------------------------------------------
 
+def polynomial_roots(coefficients: list[float]) -> list[complex]:
+    """Complex roots of ``sum_k coefficients[k] * y**k`` (Durand–Kerner iteration; for small degrees), lowest
+    degree first; the last coefficient must be non-zero."""
+    degree = len(coefficients) - 1
+    monic = [c / coefficients[-1] for c in coefficients]
+    roots = [complex(0.4, 0.9) ** k for k in range(degree)]
+    for _ in range(200):
+        for i, root in enumerate(roots):
+            value = sum(c * root**k for k, c in enumerate(monic))
+            roots[i] = root - value / math.prod(root - other for j, other in enumerate(roots) if j != i)
+    return roots
+
+
+def multiply(first: list[complex], second: list[complex]) -> list[complex]:
+    """Product of two polynomials (coefficient lists, lowest degree first)."""
+    product = [0j] * (len(first) + len(second) - 1)
+    for i, a in enumerate(first):
+        for j, b in enumerate(second):
+            product[i + j] += a * b
+    return product
+
+
+def daubechies_filter(num_vanishing_moments: int) -> tuple[float, ...]:
+    """The oracle of modeling.WAVELET_FILTERS: the scaling (low-pass) filter h of the Daubechies wavelet dbN
+    (db1 = Haar), 2N taps, minimum phase, sum sqrt(2).
+
+    Daubechies' construction by spectral factorisation: H(z) = sqrt(2) ((1 + 1/z) / 2)^N Q(1/z), where
+    |Q|^2 on the unit circle is P(sin^2(w/2)) with P(y) = sum_{k<N} C(N-1+k, k) y^k. Each root y of P gives a
+    pair z, 1/z of roots (y = (2 - z - 1/z) / 4); Q keeps the one inside the unit circle.
+    """
+    n = num_vanishing_moments
+    polynomial = [1 + 0j]  # in powers of 1/z, lowest first
+    for y in polynomial_roots([float(math.comb(n - 1 + k, k)) for k in range(n)]):
+        middle = 2 - 4 * y  # z + 1/z
+        z = min(((middle + s * cmath.sqrt(middle * middle - 4)) / 2 for s in (1, -1)), key=abs)
+        polynomial = multiply(polynomial, [1, -z])
+    for _ in range(n):
+        polynomial = multiply(polynomial, [1, 1])
+    scale = math.sqrt(2) / sum(c.real for c in polynomial)
+    return tuple(c.real * scale for c in polynomial)
+
+
 SQRT3 = math.sqrt(3)
 DB4_PUBLISHED = [0.2303778133088964, 0.7148465705529154, 0.6308807679298587, -0.0279837694168599,
                  -0.1870348117190931, 0.0308413818355607, 0.0328830116668852, -0.0105974017850690]
@@ -180,6 +223,14 @@ def test_haar_and_daubechies_filters_equal_their_known_values():
            (1 - SQRT3) / (4 * math.sqrt(2))]  # Daubechies' closed form
     assert wavelet_filter("db2") == pytest.approx(db2, abs=1e-12)
     assert wavelet_filter("db4") == pytest.approx(DB4_PUBLISHED, abs=1e-12)
+
+
+def test_literal_wavelet_filters_are_the_spectral_factorisation():
+    """The model file's literal coefficients are the doubles the derivation gives (to the bit: exported wavelet
+    heads compute what they computed when the model file derived them itself)."""
+    assert set(WAVELET_FILTERS) == {"haar", "db2", "db4"}
+    for name, moments in (("haar", 1), ("db2", 2), ("db4", 4)):
+        assert WAVELET_FILTERS[name] == daubechies_filter(moments), name
 
 
 @pytest.mark.parametrize("moments", [1, 2, 3, 4, 5])

@@ -33,7 +33,7 @@ def backbone(tmp_path_factory):
 
 def batch_with_labels(model, tokenizer, seed: int = 0):
     encoding = tokenizer(TEXTS, padding=True, return_tensors="pt")
-    words = model._words(encoding["input_ids"], encoding["attention_mask"])
+    words = model.words(encoding["input_ids"], encoding["attention_mask"])
     generator = torch.Generator().manual_seed(seed)
     tags = torch.randint(0, len(ID2LABEL), words.word_start.shape, generator=generator)
     labels = torch.where(words.word_start, tags, torch.full_like(tags, -100))
@@ -118,7 +118,7 @@ def test_eval_logits_give_word_decisions_and_continuations_inside(backbone, mode
     encoding = tokenizer(TEXTS, padding=True, return_tensors="pt")
     output = model(**encoding)
     word_tags = model.decode(encoding["input_ids"], encoding["attention_mask"])
-    words = model._words(encoding["input_ids"], encoding["attention_mask"])
+    words = model.words(encoding["input_ids"], encoding["attention_mask"])
     argmax = output.logits.argmax(-1)
     continuation = {0: 0, 1: 2, 2: 2, 3: 4, 4: 4}
     for row, tags in enumerate(word_tags):

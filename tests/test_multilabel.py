@@ -383,7 +383,7 @@ def test_priors_come_from_the_training_tags_and_trained_biases_survive_reload(tr
         assert reloaded.config.tag_priors == priors
         trained_bias = trainer.model.head.classifier.bias.detach()
         torch.testing.assert_close(reloaded.head.classifier.bias.detach(), trained_bias, rtol=0, atol=0)
-        initial = reloaded._prior_scores(torch.tensor(priors, dtype=torch.float64)).flatten().float()
+        initial = reloaded.decoder.prior_scores(torch.tensor(priors, dtype=torch.float64)).flatten().float()
         assert not torch.allclose(trained_bias, initial, atol=1e-4), f"{name}: training left the biases at init"
 
 
