@@ -5,7 +5,8 @@ Tags live on *words* (see docs/architecture.md, "Words"). A word is given here o
 
 Schemes: ``"BIO"`` (IOB2, the default; ``"IOB2"`` is accepted as a name for it) and ``"BIOES"``. Readers may
 meet IOB1 (``I-`` starts an entity, ``B-`` only separates two adjacent entities of one type); ``iob1_to_iob2``
-turns it into IOB2 and ``repair_tags`` fixes broken IOB2/BIOES sequences.
+turns it into IOB2 and ``repair_tags`` fixes broken IOB2/BIOES sequences. The grammar of one tag
+(``split_tag``) and the lenient reading of a tag sequence (``tags_to_entities``) come from cardioner.modeling.
 
 Channels (docs/architecture.md, "Channels"): a flat task has one channel holding every entity type, tags
 ``O, B-T1, I-T1, B-T2, I-T2, ...`` over the sorted types; a multi-label task has one channel per type, each
@@ -19,11 +20,15 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
 
+# The tag grammar is defined once, in the model file (which every export carries and which imports nothing from
+# cardioner), and used from here: split_tag ("B-T" -> ("B", "T"), ValueError outside the grammar) and
+# tags_to_entities (lenient decoding of BIO and BIOES).
+from cardioner.modeling import OUTSIDE, split_tag, tags_to_entities
+
 if TYPE_CHECKING:  # cardioner.data imports this module (CoNLL reader); Span is imported where it is built
     from cardioner.data.document import Span
 
 SCHEMES = ("BIO", "BIOES")
-OUTSIDE = "O"
 _SCHEME_ALIASES = {"BIO": "BIO", "IOB2": "BIO", "BIOES": "BIOES", "IOBES": "BIOES"}
 _PREFIXES = {"BIO": ("B", "I"), "BIOES": ("B", "I", "E", "S")}
 
@@ -34,19 +39,6 @@ def check_scheme(scheme: str) -> str:
     if canonical is None:
         raise ValueError(f"unknown tag scheme {scheme!r}; expected one of BIO (IOB2), BIOES")
     return canonical
-
-
-def split_tag(tag: str) -> tuple[str, str | None]:
-    """Split ``"B-DISO"`` into ``("B", "DISO")``; ``"O"`` gives ``("O", None)`` and an untyped ``"B"`` ``("B", None)``.
-
-    The type may itself contain ``-`` (only the first ``-`` separates). ValueError for an unknown prefix.
-    """
-    if tag == OUTSIDE:
-        return OUTSIDE, None
-    prefix, sep, entity_type = tag.partition("-")
-    if prefix not in ("B", "I", "E", "S") or (sep and not entity_type):
-        raise ValueError(f"unknown tag {tag!r}: expected O or a B-/I-/E-/S- prefix followed by a type")
-    return prefix, (entity_type if sep else None)
 
 
 def id2label(tags: Sequence[str]) -> dict[int, str]:
@@ -336,33 +328,6 @@ def spans_to_word_tags(
     alignment = align_spans(word_offsets, spans)
     tags = entities_to_tags(len(word_offsets), alignment.entities, scheme)
     return tags, [span for span, _ in alignment.problems]
-
-
-def tags_to_entities(tags: Sequence[str]) -> list[tuple[int, int, str | None]]:
-    """(first_word, last_word, type) of every entity in word tags, decoded leniently (BIO and BIOES alike).
-
-    Untyped tags (``B``, ``I`` of a multi-label channel) give entities of type None.
-
-    ``B-T`` starts an entity; ``I-T`` continues an entity of type T, else starts one (IOB2 repair rule);
-    ``E-T`` ends an entity of type T (a lone ``E-T`` is a one-word entity); ``S-T`` is a one-word entity;
-    ``O`` ends the current entity.
-    """
-    entities: list[tuple[int, int, str]] = []
-    current: list = []  # [first, last, type] of the open entity, or empty
-    for i, tag in enumerate(tags):
-        prefix, entity_type = split_tag(tag)
-        if prefix in ("I", "E") and current and current[2] == entity_type:
-            current[1] = i
-        else:
-            if current:
-                entities.append(tuple(current))
-            current = [i, i, entity_type] if prefix != OUTSIDE else []
-        if prefix in ("E", "S") and current:
-            entities.append(tuple(current))
-            current = []
-    if current:
-        entities.append(tuple(current))
-    return entities
 
 
 def word_tags_to_spans(

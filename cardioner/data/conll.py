@@ -77,24 +77,21 @@ def looks_like_conll(lines: list[str]) -> bool:
     return all(prefix == labels.OUTSIDE or entity_type for prefix, entity_type in tags)
 
 
-def split_tag(tag: str, where: str | Path | None = None, line: int | None = None) -> tuple[str, str]:
-    """Split ``"B-PER"`` into ("B", "PER") and ``"O"`` into ("O", ""); CorpusError (file:line) on an unknown prefix.
+def check_tag(tag: str, where: str | Path | None = None, line: int | None = None) -> None:
+    """CorpusError (file:line) unless ``tag`` is in the tag grammar (``labels.split_tag``) with a type a reader
+    accepts: O, or B-/I-/E-/S- followed by one entity type (no comma, whitespace or second tag prefix in it).
 
     Args:
         tag: the tag string.
         where: the file (for the message).
         line: the line or record number (for the message).
-
-    Returns:
-        (prefix, entity type; "" for O).
     """
     try:
         prefix, label = labels.split_tag(tag)
     except ValueError:
-        label = None
-        prefix = ""
-    if prefix == "O":
-        return "O", ""
+        prefix, label = None, None
+    if prefix == labels.OUTSIDE:
+        return
     if label is None:
         raise CorpusError(f"unknown tag {tag!r}: expected O or B-/I-/E-/S- followed by a type "
                           "(IOB1, IOB2 or BIOES)", where, line)
@@ -103,7 +100,6 @@ def split_tag(tag: str, where: str | Path | None = None, line: int | None = None
         raise CorpusError(f"tag {tag!r}: its entity type {label!r} holds {bad.group()!r} at character {bad.start()}; "
                           "one tag per token, one type per tag (several labels joined in one tag are not read)",
                           where, line)
-    return prefix, label
 
 
 def tags_to_spans(
@@ -124,7 +120,7 @@ def tags_to_spans(
         The spans, in order.
     """
     for i, tag in enumerate(tags):
-        split_tag(tag, where, lines[i] if lines else None)
+        check_tag(tag, where, lines[i] if lines else None)
     entities = labels.tags_to_entities(tags)
     repaired = sum(tags[first][0] in "IE" for first, _, _ in entities)
     if repaired and report is not None:
@@ -193,7 +189,7 @@ def tokens_to_document(
     if text is not None:
         bounds = _find_tokens(text, [token for sentence in sentences for token in sentence], where, flat_lines)
     for i, tag in enumerate(flat_tags):  # an unknown tag names its line before the scheme is guessed from all
-        split_tag(tag, where, flat_lines[i] if flat_lines else None)
+        check_tag(tag, where, flat_lines[i] if flat_lines else None)
     scheme = scheme or detect_scheme(tags)
     spans: list[Span] = []
     for first, last in sentence_bounds:  # an entity never crosses a sentence boundary
@@ -261,7 +257,7 @@ def read_conll(path: str | Path, report: ReadReport | None = None, doc_prefix: s
     for doc_sentences in documents:  # unknown prefixes are reported with their line before anything else
         for sent in doc_sentences:
             for row in sent:
-                split_tag(row[2], path, row[3])
+                check_tag(row[2], path, row[3])
     scheme = detect_scheme([[row[2] for row in sent] for doc in documents for sent in doc])
     docs = []
     for n, doc_sentences in enumerate(documents, start=1):
