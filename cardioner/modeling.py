@@ -24,14 +24,14 @@ vocabulary id gets a class (``build_token_classes``), stored in the model as the
 - ``TOKEN_CONTINUATION`` (0): continues the current word (``##ing`` in WordPiece; a piece without the
   ``▁``/``Ġ`` word marker in SentencePiece/byte-level BPE);
 - ``TOKEN_WORD_START`` (1): starts a word (no ``##``; or carries the word marker);
-- ``TOKEN_PUNCTUATION`` (2): a piece made only of punctuation/symbols (or the unknown token): a word of its own,
-  and the piece after it starts a new word;
+- ``TOKEN_PUNCTUATION`` (2): a piece made only of punctuation/symbols (or the unknown token): a word of its
+  own, and the piece after it starts a new word;
 - ``TOKEN_SPECIAL`` (3): [CLS], [SEP], <pad>, ...: in no word;
 - ``TOKEN_SPACE`` (4): a bare word marker (``▁``): in no word; the next piece starts a word.
 
 With a WordPiece tokenizer (BERT, ELECTRA, DistilBERT, MiniLM) the words are exactly the pre-tokenizer's
-(whitespace and punctuation splits); with SentencePiece and byte-level BPE they are whitespace-delimited pieces
-with punctuation split off.
+(whitespace and punctuation splits); with SentencePiece and byte-level BPE they are whitespace-delimited
+pieces with punctuation split off.
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedMode
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import TokenClassifierOutput
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # 1. Words: the class of every vocabulary id, word starts, and the words of a batch gathered into sequences
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 TOKEN_CONTINUATION = 0
 TOKEN_WORD_START = 1
@@ -103,7 +103,8 @@ def build_token_classes(tokenizer) -> torch.Tensor:
         int8 tensor of shape (vocab_size,) with values TOKEN_*; ids beyond the vocabulary are TOKEN_SPECIAL.
     """
     if not getattr(tokenizer, "is_fast", False):
-        raise ValueError(f"cardioner needs a fast tokenizer (offsets, word ids); got {type(tokenizer).__name__}")
+        raise ValueError(f"cardioner needs a fast tokenizer (offsets, word ids); got "
+                         f"{type(tokenizer).__name__}")
     spec = json.loads(tokenizer.backend_tokenizer.to_str())
     model = spec.get("model") or {}
     prefix = model.get("continuing_subword_prefix") or None
@@ -155,8 +156,8 @@ def word_start_mask(
     classes = token_classes.long()
     real = torch.ones_like(classes, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
     in_word = real & (classes <= TOKEN_PUNCTUATION)  # shape: (batch, seq_len)
-    prev_classes = torch.nn.functional.pad(classes[:, :-1], (1, 0), value=TOKEN_SPECIAL)  # shape: (batch, seq_len)
-    prev_in_word = torch.nn.functional.pad(in_word[:, :-1], (1, 0), value=False)
+    prev_classes = nn.functional.pad(classes[:, :-1], (1, 0), value=TOKEN_SPECIAL)  # shape: (batch, seq_len)
+    prev_in_word = nn.functional.pad(in_word[:, :-1], (1, 0), value=False)
     boundary_before = ~prev_in_word | (prev_classes == TOKEN_PUNCTUATION)
     word_start = in_word & ((classes != TOKEN_CONTINUATION) | boundary_before)
     return in_word, word_start
@@ -177,7 +178,8 @@ def gather_positions(select: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     arange = torch.arange(seq_len, device=select.device)
     keys = torch.where(select, arange, arange + seq_len)  # selected positions sort first, in order
     positions = keys.argsort(dim=1, stable=True)[:, :max_count]  # shape: (batch, max_count)
-    mask = torch.arange(max_count, device=select.device)[None, :] < counts[:, None]  # shape: (batch, max_count)
+    slots = torch.arange(max_count, device=select.device)  # shape: (max_count,)
+    mask = slots[None, :] < counts[:, None]  # shape: (batch, max_count)
     return positions * mask, mask
 
 
@@ -208,7 +210,9 @@ class Words:
         self.positions, self.word_mask = gather_positions(word_start)
 
     @classmethod
-    def find(cls, token_classes: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Words:
+    def find(
+        cls, token_classes: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> Words:
         """The words of a batch.
 
         Args:
@@ -224,8 +228,9 @@ class Words:
         return cls(in_word, word_start, gap)
 
     def spread(self, word_values: torch.Tensor) -> torch.Tensor:
-        """Per-word values (batch, max_words, ...) at every position: its word's (outside words: the word before;
-        before the first word: the first word's; zeros when the batch has no word) -> (batch, seq_len, ...)."""
+        """Per-word values (batch, max_words, ...) at every position: its word's (outside words: the word
+        before; before the first word: the first word's; zeros when the batch has no word) -> (batch, seq_len,
+        ...)."""
         batch, seq_len = self.word_index.shape
         if word_values.shape[1] == 0:
             return word_values.new_zeros(batch, seq_len, *word_values.shape[2:])
@@ -233,21 +238,21 @@ class Words:
         return gather_rows(word_values, own)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # 2. Tags: the grammar of a tag, entities from tags, what the scheme forbids, and a model's labels as channels
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 OUTSIDE = "O"
 PREFIXES = ("B", "I", "E", "S")  # BIO uses B and I; BIOES adds E (last word) and S (single word)
 
 
 def split_tag(tag: str) -> tuple[str, str | None]:
-    """Split a tag into (prefix, entity type): ``"B-DISO"`` -> ``("B", "DISO")``, ``"O"`` -> ``("O", None)``, an
-    untyped ``"B"`` (a multi-label channel's tag) -> ``("B", None)``.
+    """Split a tag into (prefix, entity type): ``"B-DISO"`` -> ``("B", "DISO")``, ``"O"`` -> ``("O", None)``,
+    an untyped ``"B"`` (a multi-label channel's tag) -> ``("B", None)``.
 
-    The one grammar of tags in cardioner (cardioner.labels and the corpus readers use this function): ``O``, or
-    a prefix ``B``/``I``/``E``/``S`` alone or followed by ``-`` and a type; the type may itself hold ``-`` (only
-    the first ``-`` separates). ValueError, naming the tag, for anything else.
+    The one grammar of tags in cardioner (cardioner.labels and the corpus readers use this function): ``O``,
+    or a prefix ``B``/``I``/``E``/``S`` alone or followed by ``-`` and a type; the type may itself hold ``-``
+    (only the first ``-`` separates). ValueError, naming the tag, for anything else.
     """
     if tag == OUTSIDE:
         return OUTSIDE, None
@@ -261,8 +266,9 @@ def tags_to_entities(tags: list[str]) -> list[tuple[int, int, str | None]]:
     """(first, last, type) of every entity in a sequence of tags, read leniently (BIO and BIOES alike).
 
     ``B-T`` starts an entity; ``I-T`` continues an entity of type T, else starts one (the IOB2 repair rule);
-    ``E-T`` ends an entity of type T (a lone ``E-T`` is a one-word entity); ``S-T`` is a one-word entity; ``O``
-    ends the current entity. Untyped tags (``B``, ``I`` of a multi-label channel) give entities of type None.
+    ``E-T`` ends an entity of type T (a lone ``E-T`` is a one-word entity); ``S-T`` is a one-word entity;
+    ``O`` ends the current entity. Untyped tags (``B``, ``I`` of a multi-label channel) give entities of type
+    None.
     """
     entities: list[tuple[int, int, str | None]] = []
     current: list = []  # [first, last, type] of the open entity, or empty
@@ -339,8 +345,8 @@ def tag_types(labels: list[str]) -> list[int]:
 def flat_channel_scores(scores: torch.Tensor) -> torch.Tensor:
     """Per-channel scores (..., channels, tags) -> typed-tag scores (..., 1 + channels * (tags - 1)).
 
-    Each entity tag of a channel scores its margin over the channel's O score; the O column is 0. The argmax is
-    O when no channel leaves O, else the channel tag with the widest margin.
+    Each entity tag of a channel scores its margin over the channel's O score; the O column is 0. The argmax
+    is O when no channel leaves O, else the channel tag with the widest margin.
     """
     margins = scores[..., 1:] - scores[..., :1]  # shape: (..., C, tags - 1)
     flat = margins.flatten(-2)  # shape: (..., C * (tags - 1))
@@ -363,6 +369,7 @@ class TagLayout:
     Attributes:
         tags: the tags of one channel (one decoding chain).
         label_ids: (channels, tags) the label id each channel's tag stands for.
+        constraints: ``transition_constraints`` of a channel's tags: what the tag scheme forbids.
         continuation, tag_type: ``continuation_tags`` and ``tag_types`` of the labels.
         outside: the label id of ``O``, or None.
     """
@@ -378,30 +385,36 @@ class TagLayout:
             types = list(channel_types)
             per_channel = (len(self.labels) - 1) // max(len(types), 1)  # entity tags of a channel
             self.tags = [OUTSIDE] + [prefix for prefix, _ in parts[1 : 1 + per_channel]]
-            expected = [OUTSIDE] + [f"{prefix}-{entity_type}" for entity_type in types for prefix in self.tags[1:]]
+            expected = [OUTSIDE] + [f"{prefix}-{name}" for name in types for prefix in self.tags[1:]]
             if not types or per_channel < 2 or self.labels != expected:
-                raise ValueError(f"id2label {self.labels} is not the channel layout {expected} of channel_types "
-                                 f"{types}")
-            self.label_ids = [[0, *range(1 + c * per_channel, 1 + (c + 1) * per_channel)] for c in range(len(types))]
+                raise ValueError(f"id2label {self.labels} is not the channel layout {expected} of "
+                                 f"channel_types {types}")
+            first_ids = [1 + channel * per_channel for channel in range(len(types))]  # each channel's B
+            self.label_ids = [[0, *range(first, first + per_channel)] for first in first_ids]
         self.num_channels = len(self.label_ids)
         self.num_tags = len(self.tags)
+        self.constraints = transition_constraints(self.tags)
         self.continuation = continuation_tags(self.labels)
         self.tag_type = tag_types(self.labels)
         self.outside = self.labels.index(OUTSIDE) if OUTSIDE in self.labels else None
 
-    def channel_labels(self, labels: torch.Tensor | None, input_shape: tuple[int, ...]) -> torch.Tensor | None:
-        """Gold tag ids as (batch, seq_len, channels); a flat model also takes (batch, seq_len). None stays None."""
+    def channel_labels(
+        self, labels: torch.Tensor | None, input_shape: tuple[int, ...]
+    ) -> torch.Tensor | None:
+        """Gold tag ids as (batch, seq_len, channels); a flat model also takes (batch, seq_len). None stays
+        None."""
         if labels is None:
             return None
         shaped = labels[..., None] if self.flat and labels.dim() == 2 else labels
         if tuple(shaped.shape) != (*input_shape, self.num_channels):
             accepted = [(*input_shape, self.num_channels)] + ([tuple(input_shape)] if self.flat else [])
-            raise ValueError(f"labels shape {tuple(labels.shape)} != input_ids shape {tuple(input_shape)}: expected "
-                             f"one of {accepted} ({self.num_channels} channels)")
+            raise ValueError(f"labels shape {tuple(labels.shape)} != input_ids shape {tuple(input_shape)}: "
+                             f"expected one of {accepted} ({self.num_channels} channels)")
         return shaped
 
     def public(self, values: torch.Tensor, channel_dim: int) -> torch.Tensor:
-        """Outputs as a flat model has always shown them, without a channel dimension; multi-label ones as they are."""
+        """Outputs as a flat model has always shown them, without a channel dimension; multi-label ones as
+        they are."""
         return values.squeeze(channel_dim) if self.flat else values
 
     def channel_logits(self, channel_scores: torch.Tensor) -> torch.Tensor | None:
@@ -419,17 +432,18 @@ class TagLayout:
         return [self.labels[self.label_ids[channel][tag]] for tag in tag_ids]
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# 3. CRF: the algorithms (score of a path, forward, backward, Viterbi), the CRF module, and scheme-only Viterbi
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
+# 3. CRF: the algorithms (path score, forward, backward, Viterbi), the CRF module, scheme-only Viterbi
+# ------------------------------------------------------------------------------------------------------------
 
-FORBIDDEN_SCORE = -10000.0  # added to forbidden transitions: exp() of it is 0 in float32, and it never wins a max
+FORBIDDEN_SCORE = -10000.0  # added to forbidden moves: exp() of it is 0 in float32, and it never wins a max
 CRF_REDUCTIONS = ("token_mean", "mean", "sum", "none")
 
 
 def _penalty(allowed: list, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     allowed_tensor = torch.tensor(allowed, dtype=torch.bool, device=device)
-    return torch.zeros(allowed_tensor.shape, dtype=dtype, device=device).masked_fill(~allowed_tensor, FORBIDDEN_SCORE)
+    zeros = torch.zeros(allowed_tensor.shape, dtype=dtype, device=device)
+    return zeros.masked_fill(~allowed_tensor, FORBIDDEN_SCORE)
 
 
 def _path_score(
@@ -467,8 +481,8 @@ def _forward_algorithm(
     end: torch.Tensor,
     keep_alphas: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log partition function (N,) and, with keep_alphas, the forward log-scores (N, L, T) (emission at t
-    included)."""
+    """Log partition function (N,) and, with keep_alphas, the forward log-scores (N, L, T), emission at t
+    included."""
     rows, seq_len, num_tags = emissions.shape
     if seq_len == 0:
         return emissions.new_zeros(rows), emissions.new_zeros(rows, 0, num_tags)
@@ -511,8 +525,8 @@ def _viterbi(
 ) -> torch.Tensor:
     """Best paths (N, L); positions past a sequence's end repeat its last tag.
 
-    At padded steps the back-pointers are the identity, so one backtracking pass over all rows at once recovers
-    every path (no Python loop over rows).
+    At padded steps the back-pointers are the identity, so one backtracking pass over all rows at once
+    recovers every path (no Python loop over rows).
     """
     rows, seq_len, num_tags = emissions.shape
     if seq_len == 0:
@@ -573,8 +587,8 @@ class CRF(nn.Module):
         self.start_transitions = nn.Parameter(torch.empty(*lead, num_tags))
         self.end_transitions = nn.Parameter(torch.empty(*lead, num_tags))
         self.transitions = nn.Parameter(torch.empty(*lead, num_tags, num_tags))
-        # Constraints are plain Python (not buffers): they follow from the labels, never from a checkpoint, so a
-        # pytorch-crf state dict loads as is and meta-device loading has nothing to materialise.
+        # Constraints are plain Python (not buffers): they follow from the labels, never from a checkpoint, so
+        # a pytorch-crf state dict loads as is and meta-device loading has nothing to materialise.
         for name, value, shape in (
             ("allowed_start", allowed_start, [num_tags]),
             ("allowed_transitions", allowed_transitions, [num_tags, num_tags]),
@@ -588,7 +602,7 @@ class CRF(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Uniform(-0.1, 0.1) like pytorch-crf (through ``nn.init`` so transformers can skip loaded tensors)."""
+        """Uniform(-0.1, 0.1) as in pytorch-crf, through ``nn.init`` (transformers skips loaded tensors)."""
         for parameter in (self.start_transitions, self.end_transitions, self.transitions):
             nn.init.uniform_(parameter, -0.1, 0.1)
 
@@ -596,7 +610,7 @@ class CRF(nn.Module):
         constrained = self.allowed_transitions is not None or self.allowed_start is not None
         return f"num_tags={self.num_tags}, num_channels={self.num_channels}, constrained={constrained}"
 
-    # -- public entry points --------------------------------------------------------------------------------
+    # -- public entry points ---------------------------------------------------------------------------------
 
     def nll(
         self,
@@ -609,7 +623,7 @@ class CRF(nn.Module):
 
         Args:
             emissions: (batch, seq_len, num_tags), or (batch, seq_len, num_channels, num_tags) with channels.
-            tags: (batch, seq_len) tag ids, or (batch, seq_len, num_channels); values at masked positions ignored.
+            tags: (batch, seq_len) tag ids, or (batch, seq_len, num_channels); ignored at masked positions.
             mask: (batch, seq_len) bool, left aligned; None means every position is real.
             reduction: "token_mean" (sum over sequences / number of real tokens [x channels]), "mean" (over
                 sequences), "sum", or "none" (per sequence: (batch,) or (batch, num_channels)).
@@ -627,11 +641,12 @@ class CRF(nn.Module):
         flat_tags = torch.where(flat_mask, flat_tags, torch.zeros_like(flat_tags))  # -100 etc. at padding
         if ((flat_tags < 0) | (flat_tags >= self.num_tags)).any():
             bad = flat_tags[(flat_tags < 0) | (flat_tags >= self.num_tags)]
-            raise ValueError(f"tags must lie in [0, {self.num_tags}) at real positions; got {bad[:5].tolist()}")
+            raise ValueError(f"tags must lie in [0, {self.num_tags}) at real positions; got "
+                             f"{bad[:5].tolist()}")
         if flat_mask.shape[1] == 0:  # no position in any sequence: NLL 0, kept on the graph for backward()
             nll = flat_emissions.sum(dim=(1, 2))  # shape: (rows,)
         else:
-            gold = _path_score(flat_emissions, flat_tags, flat_mask, start, transitions, end)  # shape: (rows,)
+            gold = _path_score(flat_emissions, flat_tags, flat_mask, start, transitions, end)  # (rows,)
             log_partition = _forward_algorithm(flat_emissions, flat_mask, start, transitions, end)[0]
             nll = log_partition - gold  # shape: (rows,)
         if self.num_channels is not None:
@@ -688,7 +703,8 @@ class CRF(nn.Module):
         """
         mask = self._check(emissions, mask)
         flat_emissions, flat_mask, start, transitions, end = self._flatten(emissions, mask)
-        log_partition, alphas = _forward_algorithm(flat_emissions, flat_mask, start, transitions, end, keep_alphas=True)
+        log_partition, alphas = _forward_algorithm(flat_emissions, flat_mask, start, transitions, end,
+                                                   keep_alphas=True)
         betas = _backward_algorithm(flat_emissions, flat_mask, transitions, end)
         log_marginals = alphas + betas - log_partition[:, None, None]  # shape: (rows, seq_len, num_tags)
         probabilities = log_marginals.exp() * flat_mask[..., None]
@@ -698,7 +714,7 @@ class CRF(nn.Module):
         # shape: (batch * channels, seq_len, tags) -> (batch, seq_len, channels, tags)
         return probabilities.view(batch, self.num_channels, seq_len, self.num_tags).transpose(1, 2)
 
-    # -- helpers ----------------------------------------------------------------------------------------------
+    # -- helpers ---------------------------------------------------------------------------------------------
 
     @torch.no_grad()
     def _viterbi_rows(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -708,9 +724,11 @@ class CRF(nn.Module):
     def _check(self, emissions: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         expected_dim = 3 if self.num_channels is None else 4
         if emissions.dim() != expected_dim:
-            raise ValueError(f"emissions must have {expected_dim} dimensions, got shape {tuple(emissions.shape)}")
+            raise ValueError(f"emissions must have {expected_dim} dimensions, got shape "
+                             f"{tuple(emissions.shape)}")
         if emissions.shape[-1] != self.num_tags:
-            raise ValueError(f"expected last dimension of emissions is {self.num_tags}, got {emissions.shape[-1]}")
+            raise ValueError(f"expected last dimension of emissions is {self.num_tags}, got "
+                             f"{emissions.shape[-1]}")
         if self.num_channels is not None and emissions.shape[2] != self.num_channels:
             raise ValueError(f"expected {self.num_channels} channels in emissions, got {emissions.shape[2]}")
         if mask is None:
@@ -720,7 +738,8 @@ class CRF(nn.Module):
         mask = mask.bool()
         if mask.shape[1] > 1 and (mask[:, 1:] & ~mask[:, :-1]).any():
             bad = torch.nonzero((mask[:, 1:] & ~mask[:, :-1]).any(1)).flatten().tolist()
-            raise ValueError(f"mask must be left aligned (no real position after padding); rows {bad[:5]} are not")
+            raise ValueError(f"mask must be left aligned (no real position after padding); rows {bad[:5]} "
+                             "are not")
         return mask
 
     def _fold_channels(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -729,14 +748,15 @@ class CRF(nn.Module):
             return tensor
         moved = tensor.transpose(1, 2)  # shape: (batch, channels, seq_len, ...)
         # explicit sizes, not -1: with no words (seq_len 0) a -1 would be ambiguous
-        return moved.reshape(moved.shape[0] * moved.shape[1], *moved.shape[2:])  # (batch * channels, seq_len, ...)
+        rows = moved.shape[0] * moved.shape[1]
+        return moved.reshape(rows, *moved.shape[2:])  # shape: (batch * channels, seq_len, ...)
 
     def _unfold_channels(self, tensor: torch.Tensor, batch: int) -> torch.Tensor:
         """(batch * channels, seq_len, ...) -> (batch, seq_len, channels, ...)."""
         return tensor.view(batch, self.num_channels, *tensor.shape[1:]).transpose(1, 2)
 
     def _flatten(self, emissions: torch.Tensor, mask: torch.Tensor):
-        """Fold channels into rows and return (emissions, mask, start, transitions, end) with constraints applied.
+        """Fold channels into rows; (emissions, mask, start, transitions, end) with the constraints applied.
 
         Parameters come back with a leading dimension that broadcasts against the rows: 1, or rows.
         """
@@ -752,12 +772,12 @@ class CRF(nn.Module):
             # shape: (tags,) -> (1, tags); (tags, tags) -> (1, tags, tags)
             return emissions, mask, start[None], transitions[None], end[None]
         batch = emissions.shape[0]
-        flat_mask = mask[:, None, :].expand(batch, self.num_channels, mask.shape[1])  # shape: (batch, C, seq_len)
+        flat_mask = mask[:, None, :].expand(batch, self.num_channels, mask.shape[1])  # (batch, C, seq_len)
         flat_mask = flat_mask.reshape(batch * self.num_channels, mask.shape[1])  # shape: (batch * C, seq_len)
 
         def rows(parameter: torch.Tensor) -> torch.Tensor:
             expanded = parameter[None].expand(batch, *parameter.shape)  # shape: (batch, C, ...)
-            return expanded.reshape(batch * self.num_channels, *parameter.shape[1:])  # shape: (batch * C, ...)
+            return expanded.reshape(batch * self.num_channels, *parameter.shape[1:])  # (batch * C, ...)
 
         return self._fold_channels(emissions), flat_mask, rows(start), rows(transitions), rows(end)
 
@@ -786,16 +806,19 @@ def scheme_viterbi(
     return paths.view(batch, channels, seq_len).transpose(1, 2)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # 4. Heads: hidden states (batch, seq_len, hidden) -> scores (batch, seq_len, num_outputs), chosen by name
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 #
-# Every head is ``__init__(input_size, num_outputs, config)`` and ``forward(hidden_states, attention_mask)``, reads
-# its settings from the config (HEAD_SETTINGS, below, says which) and ends in a linear layer named ``classifier``
-# (whose bias starts at the tag priors). Sequence heads see the real tokens only: padding is moved out first.
+# Every head is ``__init__(input_size, num_outputs, config)`` and ``forward(hidden_states, attention_mask)``,
+# reads its settings from the config (HEAD_SETTINGS, below, says which) and ends in a linear layer named
+# ``classifier`` (whose bias starts at the tag priors). Sequence heads see the real tokens only: padding is
+# moved out first.
 
 
-def compact_real_tokens(hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def compact_real_tokens(
+    hidden_states: torch.Tensor, attention_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The real tokens of each row moved to the front, in order (sequence heads then never see padding).
 
     Args:
@@ -807,14 +830,15 @@ def compact_real_tokens(hidden_states: torch.Tensor, attention_mask: torch.Tenso
     """
     positions, token_mask = gather_positions(attention_mask.bool())  # shape: (batch, max_real)
     if positions.shape[1] == 0:  # no real token in the batch: one masked slot keeps every head's shapes valid
-        positions, token_mask = positions.new_zeros(len(positions), 1), token_mask.new_zeros(len(token_mask), 1)
+        positions = positions.new_zeros(len(positions), 1)
+        token_mask = token_mask.new_zeros(len(token_mask), 1)
     return gather_rows(hidden_states, positions), token_mask
 
 
 def expand_real_tokens(features: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Undo ``compact_real_tokens``: (batch, max_real, size) -> (batch, seq_len, size), zeros at padding."""
     real = attention_mask.bool()
-    slot = (real.long().cumsum(1) - 1).clamp(min=0)  # shape: (batch, seq_len): rank among the row's real tokens
+    slot = (real.long().cumsum(1) - 1).clamp(min=0)  # shape: (batch, seq_len): rank among real tokens
     expanded = gather_rows(features, slot)  # shape: (batch, seq_len, size)
     return torch.where(real[..., None], expanded, torch.zeros_like(expanded))
 
@@ -836,18 +860,19 @@ class HeadInput(nn.Module):
         self.use_combined = config.use_combined
         available = int(getattr(backbone_config, "num_hidden_layers", 0) or 0) + 1  # embeddings + every layer
         if self.num_layers > available > 1:
-            raise ValueError(f"num_layers_to_use={self.num_layers}, but the backbone has {available} hidden states "
+            raise ValueError(f"num_layers_to_use={self.num_layers}, but the backbone has {available} "
+                             "hidden states "
                              f"(embeddings + {available - 1} layers)")
         if self.num_layers > 1 and self.layer_combination == "mix":
-            self.layer_weights = nn.Parameter(torch.zeros(self.num_layers))  # softmax -> equal weights at start
+            self.layer_weights = nn.Parameter(torch.zeros(self.num_layers))  # softmax: equal weights at first
             self.layer_gain = nn.Parameter(torch.ones(()))
         layers = self.num_layers if self.layer_combination == "concat" else 1
         self.output_size = backbone_config.hidden_size * layers * (2 if self.use_combined else 1)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Args:
-            hidden_states: ``backbone_features``: (batch, seq_len, hidden), or (batch, seq_len, num_layers, hidden)
-                when num_layers_to_use > 1.
+            hidden_states: ``backbone_features``: (batch, seq_len, hidden), or (batch, seq_len, num_layers,
+                hidden) when num_layers_to_use > 1.
             attention_mask: (batch, seq_len).
 
         Returns:
@@ -860,7 +885,7 @@ class HeadInput(nn.Module):
                                  f"got {tuple(hidden_states.shape)}")
             if self.layer_combination == "mix":
                 weights = self.layer_weights.softmax(0).to(hidden_states.dtype)  # shape: (num_layers,)
-                features = self.layer_gain * (hidden_states * weights[:, None]).sum(2)  # shape: (b, seq, hidden)
+                features = self.layer_gain * (hidden_states * weights[:, None]).sum(2)  # (b, seq, hidden)
             else:
                 features = hidden_states.flatten(2)  # shape: (batch, seq_len, num_layers * hidden)
         if self.use_combined:
@@ -900,7 +925,7 @@ class MLPHead(nn.Module):
 
 
 class BiLSTMHead(nn.Module):
-    """A bidirectional LSTM over the real tokens (packed: padding never enters it), then dropout and a linear layer.
+    """A bidirectional LSTM over the real tokens (packed: padding never enters it), dropout, a linear layer.
 
     Uses ``lstm_hidden_size`` (per direction), ``lstm_num_layers`` and ``lstm_dropout`` (between LSTM layers).
     """
@@ -916,7 +941,7 @@ class BiLSTMHead(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         tokens, token_mask = compact_real_tokens(self.dropout(hidden_states), attention_mask)  # (b, n, input)
-        lengths = token_mask.sum(1).clamp(min=1).cpu()  # shape: (batch,); an empty row runs on one padding token
+        lengths = token_mask.sum(1).clamp(min=1).cpu()  # shape: (batch,); an empty row runs on one pad
         packed = nn.utils.rnn.pack_padded_sequence(tokens, lengths, batch_first=True, enforce_sorted=False)
         output, _ = self.lstm(packed)
         output, _ = nn.utils.rnn.pad_packed_sequence(output, batch_first=True, total_length=tokens.shape[1])
@@ -925,8 +950,8 @@ class BiLSTMHead(nn.Module):
 
 
 class CNNHead(nn.Module):
-    """Parallel 1-D convolutions over the real tokens (``cnn_kernel_sizes``, ``cnn_num_filters`` each), padded to
-    keep the length, activation, then dropout and a linear layer over the concatenated filters.
+    """Parallel 1-D convolutions over the real tokens (``cnn_kernel_sizes``, ``cnn_num_filters`` each), padded
+    to keep the length, activation, then dropout and a linear layer over the concatenated filters.
 
     Padding tokens are removed first and the convolution pads with zeros, so a real token never sees padding.
     """
@@ -945,7 +970,7 @@ class CNNHead(nn.Module):
         tokens, token_mask = compact_real_tokens(self.dropout(hidden_states), attention_mask)  # (b, n, input)
         tokens = (tokens * token_mask[..., None]).transpose(1, 2)  # shape: (batch, input, n)
         features = [
-            self.activation(convolution(nn.functional.pad(tokens, ((size - 1) // 2, size // 2))))  # (b, filters, n)
+            self.activation(convolution(nn.functional.pad(tokens, ((size - 1) // 2, size // 2))))  # (b, f, n)
             for size, convolution in zip(self.kernel_sizes, self.convolutions, strict=True)
         ]
         features = torch.cat(features, dim=1).transpose(1, 2)  # shape: (batch, n, filters * kernels)
@@ -978,10 +1003,10 @@ class AttentionHead(nn.Module):
         return self.classifier(self.dropout(expand_real_tokens(features, attention_mask)))
 
 
-# Scaling (low-pass) filters h of the Daubechies wavelets (haar = db1): dbN has 2N taps summing to sqrt(2) and N
-# vanishing moments. These are the doubles that Daubechies' spectral factorisation gives (the values earlier
-# versions computed when loading, so that exported wavelet heads compute the same to the bit); they agree with the
-# closed forms and published tables to 1e-15. tests/test_heads.py derives them again and checks them.
+# Scaling (low-pass) filters h of the Daubechies wavelets (haar = db1): dbN has 2N taps summing to sqrt(2) and
+# N vanishing moments. These are the doubles that Daubechies' spectral factorisation gives (the values earlier
+# versions computed when loading, so that exported wavelet heads compute the same to the bit); they agree with
+# the closed forms and published tables to 1e-15. tests/test_heads.py derives them again and checks them.
 WAVELET_FILTERS: dict[str, tuple[float, ...]] = {
     "haar": (0.7071067811865476, 0.7071067811865476),
     "db2": (0.48296291314453427, 0.836516303737808, 0.22414386804201333, -0.12940952255126045),
@@ -1019,8 +1044,8 @@ def wavelet_functions(name: str, levels: int = WAVELET_LEVELS) -> tuple[tuple[fl
 
     The cascade algorithm from exact values: phi at the integers solves phi(n) = sqrt(2) sum_k h_k phi(2n - k)
     with sum phi(n) = 1 (Haar: the box, phi(0) = 1, phi(1) = 0); each level halves the spacing with the same
-    two-scale relation, and psi(x) = sqrt(2) sum_k g_k phi(2x - k) with g_k = (-1)^k h_{L-1-k}. Pure Python, so
-    it runs the same inside transformers' meta-device model construction.
+    two-scale relation, and psi(x) = sqrt(2) sum_k g_k phi(2x - k) with g_k = (-1)^k h_{L-1-k}. Pure Python,
+    so it runs the same inside transformers' meta-device model construction.
 
     Returns:
         (phi, psi), each (L - 1) * 2**levels + 1 values.
@@ -1050,8 +1075,8 @@ def wavelet_functions(name: str, levels: int = WAVELET_LEVELS) -> tuple[tuple[fl
 
 class KANHead(nn.Module):
     """Kolmogorov–Arnold head: for each input feature a learnable one-dimensional function (a weighted sum of
-    ``num_basis`` basis functions of the layer-normed feature), summed into every output, plus a residual linear
-    path on the features themselves. Subclasses define the basis.
+    ``num_basis`` basis functions of the layer-normed feature), summed into every output, plus a residual
+    linear path on the features themselves. Subclasses define the basis.
 
     Args:
         input_size, num_outputs, config: as for every head.
@@ -1072,31 +1097,31 @@ class KANHead(nn.Module):
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         features = self.dropout(hidden_states)
         values = self.basis(self.norm(features))  # shape: (batch, seq_len, input_size, num_basis)
-        return self.residual(features) + self.classifier(values.flatten(-2))  # shape: (batch, seq_len, outputs)
+        return self.residual(features) + self.classifier(values.flatten(-2))  # shape: (b, seq_len, outputs)
 
 
 class FourierKANHead(KANHead):
-    """KAN head with a Fourier basis: cos(f x) and sin(f x) for ``num_frequencies`` learnable frequencies per input
-    feature (starting at 1, 2, ..., num_frequencies)."""
+    """KAN head with a Fourier basis: cos(f x) and sin(f x) for ``num_frequencies`` learnable frequencies per
+    input feature (starting at 1, 2, ..., num_frequencies)."""
 
     def __init__(self, input_size: int, num_outputs: int, config: PretrainedConfig) -> None:
         super().__init__(input_size, num_outputs, config, num_basis=2 * config.num_frequencies)
         self.num_frequencies = config.num_frequencies
-        self.frequency_offsets = nn.Parameter(torch.zeros(input_size, config.num_frequencies))  # learned shifts
+        self.frequency_offsets = nn.Parameter(torch.zeros(input_size, config.num_frequencies))  # learned
 
     def basis(self, features: torch.Tensor) -> torch.Tensor:
         start = torch.arange(1, self.num_frequencies + 1, device=features.device, dtype=features.dtype)
-        angles = features[..., None] * (start + self.frequency_offsets)  # shape: (..., input_size, frequencies)
+        angles = features[..., None] * (start + self.frequency_offsets)  # shape: (..., input, frequencies)
         return torch.cat([angles.cos(), angles.sin()], dim=-1)  # shape: (..., input_size, 2 * frequencies)
 
 
 class WaveletKANHead(KANHead):
-    """KAN head with a wavelet basis: ``num_wavelets`` mother wavelets psi((x - t) / s) per input feature, each
-    with a learnable translation t (starting evenly over [-2, 2]) and scale s.
+    """KAN head with a wavelet basis: ``num_wavelets`` mother wavelets psi((x - t) / s) per input feature,
+    each with a learnable translation t (starting evenly over [-2, 2]) and scale s.
 
-    ``wavelet_type`` is "haar", "db2", "db4", or "mixed" (the three in turn). A wavelet is its tabulated function
-    (``wavelet_functions``, from the filter coefficients by the cascade algorithm), linearly interpolated, its
-    support stretched over [t - s, t + s].
+    ``wavelet_type`` is "haar", "db2", "db4", or "mixed" (the three in turn). A wavelet is its tabulated
+    function (``wavelet_functions``, from the filter coefficients by the cascade algorithm), linearly
+    interpolated, its support stretched over [t - s, t + s].
     """
 
     def __init__(self, input_size: int, num_outputs: int, config: PretrainedConfig) -> None:
@@ -1106,22 +1131,24 @@ class WaveletKANHead(KANHead):
         self._kinds = [index % len(names) for index in range(count)]  # table row of each wavelet
         tables = [wavelet_functions(name, WAVELET_LEVELS)[1] for name in names]
         width = max(len(table) for table in tables)
-        # Plain lists, not buffers: they follow from the config (like the CRF's constraints), never from weights.
+        # Plain lists, not buffers: they follow from the config (like the CRF's constraints), never from
+        # weights.
         self._table = [list(table) + [0.0] * (width - len(table)) for table in tables]
-        self._support = [len(wavelet_filter(names[kind])) - 1 for kind in self._kinds]  # support width in units
+        self._support = [len(wavelet_filter(names[kind])) - 1 for kind in self._kinds]  # support, in units
         self._starts = [-2.0 + 4.0 * index / (count - 1) if count > 1 else 0.0 for index in range(count)]
         self._start_scale = min(2.0, 8.0 / count)
         self.translation_offsets = nn.Parameter(torch.zeros(input_size, count))  # learned: t = start + offset
-        self.log_scales = nn.Parameter(torch.zeros(input_size, count))  # learned: s = start scale * exp(log_scale)
+        self.log_scales = nn.Parameter(torch.zeros(input_size, count))  # s = start scale * exp(log_scale)
 
     def basis(self, features: torch.Tensor) -> torch.Tensor:
         device, dtype = features.device, features.dtype
         table = torch.tensor(self._table, device=device, dtype=dtype)  # shape: (types, points)
         kinds = torch.tensor(self._kinds, device=device)  # shape: (wavelets,)
         last = torch.tensor(self._support, device=device, dtype=dtype) * 2**WAVELET_LEVELS  # last grid point
-        translations = torch.tensor(self._starts, device=device, dtype=dtype) + self.translation_offsets  # (in, K)
+        starts = torch.tensor(self._starts, device=device, dtype=dtype)  # shape: (wavelets,)
+        translations = starts + self.translation_offsets  # shape: (input_size, wavelets)
         scales = self._start_scale * self.log_scales.exp()  # shape: (input_size, wavelets)
-        unit = (features[..., None] - translations) / scales  # shape: (..., input_size, wavelets); support [-1, 1]
+        unit = (features[..., None] - translations) / scales  # shape: (..., input_size, wavelets); in [-1, 1]
         position = (unit + 1) / 2 * last  # in grid points of the table
         inside = (position >= 0) & (position <= last)
         position = torch.minimum(position.clamp(min=0), last)
@@ -1145,9 +1172,9 @@ TOKEN_HEADS: dict[str, type[nn.Module]] = {
 }
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # 5. Configuration: the head-settings table, then CardioNERConfig (backbone config embedded; nothing fetched)
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 class HeadSetting(NamedTuple):
@@ -1155,7 +1182,7 @@ class HeadSetting(NamedTuple):
 
     Attributes:
         default: the value when the setting is not given.
-        type: ``bool``, ``int``, ``float``, ``str``, or ``tuple`` (a tuple of positive ints; stored as a list).
+        type: ``bool``, ``int``, ``float``, ``str``, or ``tuple`` (of positive ints; stored as a list).
         help: one line: what the setting does.
         heads: the heads (keys of TOKEN_HEADS) that read it; () when every model does.
         choices: the values a ``str`` setting may take; () when any.
@@ -1170,53 +1197,68 @@ class HeadSetting(NamedTuple):
     bounds: tuple[float, float | None] | None = None
 
 
-# Every setting of the model that a user chooses: name -> HeadSetting (default, type, help, heads, choices, bounds).
-# CardioNERConfig takes each one as a keyword argument of the same name, with this default, converted to this type
-# and checked against these choices and bounds (``check_head_setting``); a training configuration's model section
-# and a command line can offer the same names, defaults, choices and help from this table.
+# Every setting of the model that a user chooses: name -> HeadSetting (default, type, help, heads, choices,
+# bounds). CardioNERConfig takes each one as a keyword argument of the same name, with this default, converted
+# to this type and checked against these choices and bounds (``check_head_setting``); a training
+# configuration's model section and a command line can offer the same names, defaults, choices and help from
+# this table.
 HEAD_SETTINGS: dict[str, HeadSetting] = {
     "head": HeadSetting("linear", str, "token head", choices=tuple(TOKEN_HEADS)),
-    "classifier_hidden_layers": HeadSetting((512, 256), tuple, "hidden sizes of the mlp head", heads=("mlp",)),
-    "classifier_activation": HeadSetting("gelu", str, "activation of the mlp and cnn heads (a transformers name)",
-                                         heads=("mlp", "cnn"), choices=tuple(sorted(ACT2FN))),
+    "classifier_hidden_layers": HeadSetting(
+        (512, 256), tuple, "hidden sizes of the mlp head", heads=("mlp",)),
+    "classifier_activation": HeadSetting(
+        "gelu", str, "activation of the mlp and cnn heads (a transformers name)", heads=("mlp", "cnn"),
+        choices=tuple(sorted(ACT2FN))),
     "classifier_dropout": HeadSetting(0.1, float, "dropout before each head layer", bounds=(0, 1)),
-    "num_layers_to_use": HeadSetting(1, int, "the head reads the backbone's last N hidden layers (1: the top one)",
-                                     bounds=(1, None)),
-    "layer_combination": HeadSetting("concat", str, "how those N layers combine: concatenated, or mixed with "
-                                     "learned scalar weights", choices=("concat", "mix")),
-    "use_combined": HeadSetting(False, bool, "each token's vector followed by its sequence's first-token ([CLS]) "
-                                "vector"),
-    "lstm_hidden_size": HeadSetting(256, int, "bilstm head: hidden size per direction", heads=("bilstm",),
-                                    bounds=(1, None)),
-    "lstm_num_layers": HeadSetting(1, int, "bilstm head: stacked LSTM layers", heads=("bilstm",), bounds=(1, None)),
-    "lstm_dropout": HeadSetting(0.1, float, "bilstm head: dropout between LSTM layers (with lstm_num_layers > 1)",
-                                heads=("bilstm",), bounds=(0, 1)),
-    "cnn_kernel_sizes": HeadSetting((3, 4, 5), tuple, "cnn head: one same-length convolution per kernel size",
-                                    heads=("cnn",)),
-    "cnn_num_filters": HeadSetting(128, int, "cnn head: filters per kernel size", heads=("cnn",), bounds=(1, None)),
-    "attention_hidden_size": HeadSetting(256, int, "attention head: width of its transformer blocks",
-                                         heads=("attention",), bounds=(1, None)),
-    "attention_num_heads": HeadSetting(4, int, "attention head: attention heads (must divide "
-                                       "attention_hidden_size)", heads=("attention",), bounds=(1, None)),
-    "attention_num_layers": HeadSetting(1, int, "attention head: transformer blocks", heads=("attention",),
-                                        bounds=(1, None)),
-    "num_frequencies": HeadSetting(8, int, "fourier_kan head: learnable sin/cos frequencies per input feature",
-                                   heads=("fourier_kan",), bounds=(1, None)),
-    "wavelet_type": HeadSetting("mixed", str, "wavelet_kan head: the wavelet, or the three in turn (mixed)",
-                                heads=("wavelet_kan",), choices=(*WAVELET_NAMES, "mixed")),
-    "num_wavelets": HeadSetting(8, int, "wavelet_kan head: wavelets (learnable scale and translation) per input "
-                                "feature", heads=("wavelet_kan",), bounds=(1, None)),
-    "label_smoothing": HeadSetting(0.0, float, "softmax loss: label smoothing (not with a CRF or multi-label)",
-                                   bounds=(0, 1)),
-    "focal_gamma": HeadSetting(0.0, float, "softmax loss: focal loss exponent, 0 = plain cross-entropy (not with a "
-                               "CRF or multi-label)", bounds=(0, None)),
-    "use_crf": HeadSetting(False, bool, "a CRF over word positions, trained with its NLL, decoded with Viterbi"),
-    "crf_constraints": HeadSetting(True, bool, "the CRF never takes a move the tag scheme forbids (O->I-X, "
-                                   "B-X->I-Y, start->I-X)"),
-    "crf_reduction": HeadSetting("token_mean", str, "how the CRF NLL is reduced: per word, per sequence, or summed",
-                                 choices=("token_mean", "mean", "sum")),
-    "constrained_decoding": HeadSetting(True, bool, "no CRF: decode the best path the tag scheme allows (Viterbi), "
-                                        "not each word's argmax"),
+    "num_layers_to_use": HeadSetting(
+        1, int, "the head reads the backbone's last N hidden layers (1: the top one)", bounds=(1, None)),
+    "layer_combination": HeadSetting(
+        "concat", str, "how those N layers combine: concatenated, or mixed with learned scalar weights",
+        choices=("concat", "mix")),
+    "use_combined": HeadSetting(
+        False, bool, "each token's vector followed by its sequence's first-token ([CLS]) vector"),
+    "lstm_hidden_size": HeadSetting(
+        256, int, "bilstm head: hidden size per direction", heads=("bilstm",), bounds=(1, None)),
+    "lstm_num_layers": HeadSetting(
+        1, int, "bilstm head: stacked LSTM layers", heads=("bilstm",), bounds=(1, None)),
+    "lstm_dropout": HeadSetting(
+        0.1, float, "bilstm head: dropout between LSTM layers (with lstm_num_layers > 1)", heads=("bilstm",),
+        bounds=(0, 1)),
+    "cnn_kernel_sizes": HeadSetting(
+        (3, 4, 5), tuple, "cnn head: one same-length convolution per kernel size", heads=("cnn",)),
+    "cnn_num_filters": HeadSetting(
+        128, int, "cnn head: filters per kernel size", heads=("cnn",), bounds=(1, None)),
+    "attention_hidden_size": HeadSetting(
+        256, int, "attention head: width of its transformer blocks", heads=("attention",), bounds=(1, None)),
+    "attention_num_heads": HeadSetting(
+        4, int, "attention head: attention heads (must divide attention_hidden_size)", heads=("attention",),
+        bounds=(1, None)),
+    "attention_num_layers": HeadSetting(
+        1, int, "attention head: transformer blocks", heads=("attention",), bounds=(1, None)),
+    "num_frequencies": HeadSetting(
+        8, int, "fourier_kan head: learnable sin/cos frequencies per input feature", heads=("fourier_kan",),
+        bounds=(1, None)),
+    "wavelet_type": HeadSetting(
+        "mixed", str, "wavelet_kan head: the wavelet, or the three in turn (mixed)", heads=("wavelet_kan",),
+        choices=(*WAVELET_NAMES, "mixed")),
+    "num_wavelets": HeadSetting(
+        8, int, "wavelet_kan head: wavelets (learnable scale and translation) per input feature",
+        heads=("wavelet_kan",), bounds=(1, None)),
+    "label_smoothing": HeadSetting(
+        0.0, float, "softmax loss: label smoothing (not with a CRF or multi-label)", bounds=(0, 1)),
+    "focal_gamma": HeadSetting(
+        0.0, float, "softmax loss: focal loss exponent; 0 is plain cross-entropy (not with a CRF or "
+        "multi-label)",
+        bounds=(0, None)),
+    "use_crf": HeadSetting(
+        False, bool, "a CRF over word positions, trained with its NLL, decoded with Viterbi"),
+    "crf_constraints": HeadSetting(
+        True, bool, "the CRF never takes a move the tag scheme forbids (O->I-X, B-X->I-Y, start->I-X)"),
+    "crf_reduction": HeadSetting(
+        "token_mean", str, "how the CRF NLL is reduced: per word, per sequence, or summed",
+        choices=("token_mean", "mean", "sum")),
+    "constrained_decoding": HeadSetting(
+        True, bool, "no CRF: decode the best path the tag scheme allows (Viterbi), not each word's argmax"),
     "freeze_backbone": HeadSetting(False, bool, "train only the head (and CRF)"),
 }
 
@@ -1245,7 +1287,8 @@ def _per_tag_values(values: list | None) -> list | None:
     """A per-label list of floats, or one such row per channel, as plain Python floats (None stays None)."""
     if values is None:
         return None
-    return [[float(v) for v in value] if isinstance(value, (list, tuple)) else float(value) for value in values]
+    return [[float(v) for v in value] if isinstance(value, (list, tuple)) else float(value)
+            for value in values]
 
 
 def _flatten_values(values: list) -> list[float]:
@@ -1262,17 +1305,17 @@ class CardioNERConfig(PretrainedConfig):
         backbone_config: the backbone's own config as a dict, ``model_type`` included.
         **settings: every setting of HEAD_SETTINGS by its name (head, use_crf, classifier_dropout, ...): the
             table gives each one's default, type, meaning and allowed values.
-        channel_types: multi-label models only: the entity type of each channel (one O/B/I chain per type, in this
-            order); id2label then holds the typed tags ``O, B-T1, I-T1, B-T2, ...`` of the channels in order.
+        channel_types: multi-label models only: the entity type of each channel (one O/B/I chain per type, in
+            this order); id2label then holds the channels' typed tags ``O, B-T1, I-T1, B-T2, ...`` in order.
         thresholds: multi-label sigmoid model: each channel's decision threshold in (0, 1); None means 0.5.
         class_weights: per-label weights of the softmax cross-entropy, or None; multi-label sigmoid model: one
-            row per channel of per-tag weights of the BCE (a word's loss in a channel is weighted by its gold tag).
-        tag_priors: the frequency of each tag in the training data (same layout as ``class_weights``), or None.
-            A fresh head starts with its output biases at these priors (log p for softmax and CRF scores, the
-            log-odds for the multi-label sigmoid), so training begins from the tag distribution instead of a
-            uniform guess (Lin et al. 2017, "Focal loss", §3.3); without it they start at 0. Only initialisation
-            reads it: a loaded model keeps its trained biases.
-        label_all_subwords: the softmax and sigmoid losses use every labelled subword (the CRF: word starts only).
+            row per channel of per-tag weights of the BCE (a word-channel's loss weighted by its gold tag).
+        tag_priors: the frequency of each tag in the training data (same layout as ``class_weights``), or
+            None. A fresh head starts with its output biases at these priors (log p for softmax and CRF
+            scores, the log-odds for the multi-label sigmoid), so training begins from the tag distribution
+            instead of a uniform guess (Lin et al. 2017, "Focal loss", §3.3); without it they start at 0. Only
+            initialisation reads it: a loaded model keeps its trained biases.
+        label_all_subwords: the softmax and sigmoid losses read every labelled subword (a CRF: word starts).
         cardioner_version: version of cardioner that wrote the model (set on export).
         config_version: version of this config's layout.
         **kwargs: PretrainedConfig arguments (id2label, label2id, ...).
@@ -1305,7 +1348,7 @@ class CardioNERConfig(PretrainedConfig):
         self.thresholds = None if thresholds is None else [float(t) for t in thresholds]
         if self.thresholds is not None and not all(0.0 < t < 1.0 for t in self.thresholds):
             raise ValueError(f"thresholds must lie in (0, 1), got {self.thresholds}")
-        self.class_weights = _per_tag_values(class_weights)  # one weight per label; multi-label: one row per channel
+        self.class_weights = _per_tag_values(class_weights)  # per label; multi-label: one row per channel
         self.tag_priors = _per_tag_values(tag_priors)
         if self.tag_priors is not None and not all(0.0 < p < 1.0 for p in _flatten_values(self.tag_priors)):
             raise ValueError(f"tag_priors must lie in (0, 1), got {self.tag_priors}")
@@ -1324,7 +1367,8 @@ class CardioNERConfig(PretrainedConfig):
             if self.channel_types is not None:
                 shape = [len(row) if isinstance(row, list) else 0 for row in values]
                 if shape != [layout.num_tags] * layout.num_channels:
-                    raise ValueError(f"{name} must be {layout.num_channels} rows of {layout.num_tags} values (per "
+                    raise ValueError(f"{name} must be {layout.num_channels} rows of {layout.num_tags} values "
+                                     "(per "
                                      f"channel and tag), got {values}")
             elif len(values) != self.num_labels or any(isinstance(value, list) for value in values):
                 raise ValueError(f"{name} has {len(values)} values for {self.num_labels} labels")
@@ -1337,7 +1381,8 @@ class CardioNERConfig(PretrainedConfig):
             raise ValueError(f"attention_hidden_size ({self.attention_hidden_size}) must be a multiple of "
                              f"attention_num_heads ({self.attention_num_heads})")
         if (self.label_smoothing or self.focal_gamma) and (self.use_crf or channel_types is not None):
-            raise ValueError(f"label_smoothing ({self.label_smoothing}) and focal_gamma ({self.focal_gamma}) shape "
+            raise ValueError(f"label_smoothing ({self.label_smoothing}) and focal_gamma ({self.focal_gamma}) "
+                             "shape "
                              "the softmax loss; a CRF or multi-label model would ignore them: set them to 0")
 
     def build_backbone_config(self) -> PretrainedConfig:
@@ -1349,28 +1394,30 @@ class CardioNERConfig(PretrainedConfig):
         """
         if self.backbone_config is None:
             raise ValueError("CardioNERConfig.backbone_config is None: build models with from_backbone()")
-        settings = {key: value for key, value in self.backbone_config.items() if key not in ("dtype", "torch_dtype")}
+        settings = {key: value for key, value in self.backbone_config.items()
+                    if key not in ("dtype", "torch_dtype")}
         return AutoConfig.for_model(**settings)
 
 
 def _config_signature() -> inspect.Signature:
-    """CardioNERConfig's arguments with the head settings spelled out (for ``inspect`` and editors): ``__init__``
-    takes them as ``**settings`` so that HEAD_SETTINGS stays their one definition."""
+    """CardioNERConfig's arguments with the head settings spelled out (for ``inspect`` and editors):
+    ``__init__`` takes them as ``**settings`` so that HEAD_SETTINGS stays their one definition."""
     arguments = list(inspect.signature(CardioNERConfig.__init__).parameters.values())[1:]  # without self
     settings = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=setting.default,
-                                  annotation=setting.type.__name__) for name, setting in HEAD_SETTINGS.items()]
+                                  annotation=setting.type.__name__)
+                for name, setting in HEAD_SETTINGS.items()]
     return inspect.Signature([arguments[0], *settings, *arguments[1:]])  # backbone_config, settings, the rest
 
 
 CardioNERConfig.__signature__ = _config_signature()
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # 6. Decoders: the decoding rule, chosen from the config. Each one turns the head's scores into emissions
-#    (batch, seq_len, channels, tags), emissions and gold tags into a loss, and emissions into each word's tag per
-#    channel with scores whose argmax is that tag. They hold no tensors: the CRF decoder's CRF is registered on
-#    the model (as ``crf``).
-# ---------------------------------------------------------------------------------------------------------------
+#    (batch, seq_len, channels, tags), emissions and gold tags into a loss, and emissions into each word's
+#    tag per channel with scores whose argmax is that tag. They hold no tensors: the CRF decoder's CRF is
+#    registered on the model (as ``crf``).
+# ------------------------------------------------------------------------------------------------------------
 
 
 def force_argmax(rows: torch.Tensor, target: torch.Tensor, margin: float = 1e-3) -> torch.Tensor:
@@ -1384,7 +1431,8 @@ def force_argmax(rows: torch.Tensor, target: torch.Tensor, margin: float = 1e-3)
     current = rows.gather(-1, index)
     top = rows.max(-1, keepdim=True).values
     needs = rows.argmax(-1, keepdim=True) != index
-    # in half precision top + margin can round back to top (4.0 + 1e-3 == 4.0 in bf16): at least the next value
+    # in half precision top + margin can round back to top (4.0 + 1e-3 == 4.0 in bf16): take at least the
+    # next representable value
     raised = torch.maximum(top + margin, torch.nextafter(top, torch.full_like(top, math.inf)))
     return rows.scatter(-1, index, torch.where(needs, raised, current))
 
@@ -1398,8 +1446,9 @@ def softmax_loss(
 ) -> torch.Tensor:
     """Cross-entropy with optional class weights, label smoothing and focal modulation, -100 targets ignored.
 
-    The focal loss multiplies each token's (weighted, smoothed) cross-entropy by (1 - p_target)^gamma; the mean is
-    over the weights of the counted targets, as ``cross_entropy`` takes it, so gamma = 0 is plain cross-entropy.
+    The focal loss multiplies each token's (weighted, smoothed) cross-entropy by (1 - p_target)^gamma; the
+    mean is over the weights of the counted targets, as ``cross_entropy`` takes it, so gamma = 0 is plain
+    cross-entropy.
 
     Args:
         logits: (tokens, num_labels).
@@ -1420,9 +1469,18 @@ def softmax_loss(
     logits, targets = logits[counted], targets[counted]  # shape: (counted, num_labels), (counted,)
     losses = nn.functional.cross_entropy(logits, targets, weight=weight, reduction="none",
                                          label_smoothing=label_smoothing)  # shape: (counted,)
-    target_probability = logits.log_softmax(-1).gather(1, targets[:, None]).squeeze(1).exp()  # shape: (counted,)
-    total = weight[targets].sum() if weight is not None else torch.tensor(float(targets.numel()), device=logits.device)
+    target_probability = logits.log_softmax(-1).gather(1, targets[:, None]).squeeze(1).exp()  # (counted,)
+    if weight is not None:
+        total = weight[targets].sum()
+    else:
+        total = torch.tensor(float(targets.numel()), device=logits.device)
     return ((1 - target_probability) ** focal_gamma * losses).sum() / total.clamp(min=1e-12)
+
+
+def scheme_constraints(config: CardioNERConfig, layout: TagLayout) -> tuple | None:
+    """The constraints a model without a CRF decodes under: the tag scheme's (``layout.constraints``) with
+    ``constrained_decoding`` (read at every call), else None."""
+    return layout.constraints if config.constrained_decoding else None
 
 
 def decide_words(
@@ -1431,29 +1489,29 @@ def decide_words(
     word_mask: torch.Tensor,
     constraints: tuple[list[bool], list[list[bool]], list[bool]] | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each word's tag in each channel, without a CRF: the argmax of its emissions, or with ``constraints`` the
-    path the tag scheme allows with the highest sum of ``path_scores`` (``scheme_viterbi``).
+    """Each word's tag in each channel, without a CRF: the argmax of its emissions, or with ``constraints``
+    the path the tag scheme allows with the highest sum of ``path_scores`` (``scheme_viterbi``).
 
     Args:
         word_emissions: (batch, words, channels, tags).
         path_scores: what a path sums, the shape of ``word_emissions``.
         word_mask: (batch, words) bool, left aligned.
-        constraints: ``transition_constraints`` of a channel's tags, or None.
+        constraints: ``scheme_constraints``: those of a channel's tags, or None.
 
     Returns:
         (tags (batch, words, channels), scores (batch, words, channels, tags) whose argmax is the tag).
     """
     if constraints is None:
         return word_emissions.argmax(-1), word_emissions
-    word_tags = scheme_viterbi(path_scores.detach(), word_mask, constraints)  # shape: (batch, words, channels)
+    word_tags = scheme_viterbi(path_scores.detach(), word_mask, constraints)  # (batch, words, channels)
     return word_tags, force_argmax(word_emissions, word_tags)
 
 
 class SoftmaxDecoder:
     """A softmax over the tags of each channel (a flat model: its one channel, over every label).
 
-    Loss: cross-entropy at word starts (at every labelled subword with ``label_all_subwords``), with the config's
-    ``class_weights``, ``label_smoothing`` and ``focal_gamma``. Decoding: each word's argmax, or with
+    Loss: cross-entropy at word starts (at every labelled subword with ``label_all_subwords``), with the
+    config's ``class_weights``, ``label_smoothing`` and ``focal_gamma``. Decoding: each word's argmax, or with
     ``constrained_decoding`` the path the tag scheme allows with the highest sum of log-probabilities.
     """
 
@@ -1461,13 +1519,8 @@ class SoftmaxDecoder:
 
     def __init__(self, config: CardioNERConfig, layout: TagLayout) -> None:
         self.config = config
+        self.layout = layout
         self.crf = None
-        self.scheme_constraints = transition_constraints(layout.tags)
-
-    @property
-    def constraints(self) -> tuple | None:
-        """The tag scheme's constraints when decoding is constrained (``config.constrained_decoding``), else None."""
-        return self.scheme_constraints if self.config.constrained_decoding else None
 
     def emissions(self, scores: torch.Tensor) -> torch.Tensor:
         """The head's scores (batch, seq_len, channels, tags) are the emissions."""
@@ -1478,7 +1531,7 @@ class SoftmaxDecoder:
         return priors.log()
 
     def loss(self, emissions: torch.Tensor, labels: torch.Tensor, words: Words) -> torch.Tensor:
-        """Args: emissions (batch, seq_len, channels, tags); labels (batch, seq_len, channels), -100 where none."""
+        """Args: emissions (batch, seq_len, channels, tags); labels (batch, seq_len, channels), -100: none."""
         weight = None
         if self.config.class_weights is not None:
             weight = torch.tensor(self.config.class_weights, dtype=emissions.dtype, device=emissions.device)
@@ -1495,85 +1548,89 @@ class SoftmaxDecoder:
     def decode(self, emissions: torch.Tensor, words: Words) -> tuple[torch.Tensor, torch.Tensor]:
         """(tags (batch, words, channels), scores (batch, words, channels, tags) whose argmax is the tag)."""
         word_emissions = gather_rows(emissions, words.positions)  # shape: (batch, words, channels, tags)
-        return decide_words(word_emissions, word_emissions.log_softmax(-1), words.word_mask, self.constraints)
+        path_scores = word_emissions.log_softmax(-1)  # shape: (batch, words, channels, tags)
+        constraints = scheme_constraints(self.config, self.layout)
+        return decide_words(word_emissions, path_scores, words.word_mask, constraints)
 
 
 class SigmoidDecoder:
     """Independent sigmoids per channel and entity tag (a multi-label model: a channel per entity type).
 
-    The head gives each channel's entity tags (B, I[, E, S]) a logit, ``p(tag) = sigmoid(logit)``, trained with
-    binary cross-entropy against the one-hot gold tag of each channel (O: all zeros), each word-channel weighted by
-    ``class_weights[channel][gold tag]`` when given. The emissions put ``logit(threshold)`` of the channel (the
-    config's ``thresholds``, read at every call) in the O column, so that the decision rule is an argmax:
+    The head gives each channel's entity tags (B, I[, E, S]) a logit, ``p(tag) = sigmoid(logit)``, trained
+    with binary cross-entropy against the one-hot gold tag of each channel (O: all zeros), each word-channel
+    weighted by ``class_weights[channel][gold tag]`` when given. The emissions put ``logit(threshold)`` of the
+    channel (the config's ``thresholds``, read at every call) in the O column, so that the decision rule is an
+    argmax:
 
-        a word is O in channel T unless its most probable entity tag reaches T's threshold; then it is that tag.
+        a word is O in channel T unless its most probable entity tag reaches T's threshold (then that tag).
 
-    With ``constrained_decoding`` each channel's words are decoded jointly instead: the path the tag scheme allows
-    with the highest sum of these scores (O scoring logit(t)), which mends fragments such as ``B I O I``.
+    With ``constrained_decoding`` each channel's words are decoded jointly instead: the path the tag scheme
+    allows with the highest sum of these scores (O scoring logit(t)), which mends fragments such as ``B I O
+    I``.
     """
 
     scores_outside = False  # O's score is the channel's threshold, not a learned score
 
     def __init__(self, config: CardioNERConfig, layout: TagLayout) -> None:
         self.config = config
+        self.layout = layout
         self.crf = None
-        self.num_channels = layout.num_channels
-        self.scheme_constraints = transition_constraints(layout.tags)
-
-    @property
-    def constraints(self) -> tuple | None:
-        """The tag scheme's constraints when decoding is constrained (``config.constrained_decoding``), else None."""
-        return self.scheme_constraints if self.config.constrained_decoding else None
 
     def emissions(self, scores: torch.Tensor) -> torch.Tensor:
-        """(batch, seq_len, channels, tags - 1) entity-tag logits -> (batch, seq_len, channels, tags), O first."""
-        thresholds = self.config.thresholds or [0.5] * self.num_channels
+        """Entity-tag logits (batch, seq_len, channels, tags - 1) -> (batch, seq_len, channels, tags)."""
+        num_channels = self.layout.num_channels
+        thresholds = self.config.thresholds or [0.5] * num_channels
         thresholds = torch.tensor(thresholds, dtype=scores.dtype, device=scores.device)  # shape: (channels,)
-        outside = torch.logit(thresholds).expand(*scores.shape[:2], self.num_channels)[..., None]  # (b, s, C, 1)
+        outside = torch.logit(thresholds).expand(*scores.shape[:2], num_channels)  # shape: (b, s, C)
+        outside = outside[..., None]  # shape: (batch, seq_len, channels, 1)
         return torch.cat([outside, scores], dim=-1)  # shape: (batch, seq_len, channels, tags)
 
     def prior_scores(self, priors: torch.Tensor) -> torch.Tensor:
-        """Output biases whose sigmoid is each entity tag's prior: (channels, tags) -> (channels, tags - 1)."""
+        """Output biases whose sigmoid is each entity tag's prior: (channels, tags) -> (channels, tags -
+        1)."""
         return torch.logit(priors[..., 1:])
 
     def loss(self, emissions: torch.Tensor, labels: torch.Tensor, words: Words) -> torch.Tensor:
-        """Args: emissions (batch, seq_len, channels, tags); labels (batch, seq_len, channels), -100 where none."""
+        """Args: emissions (batch, seq_len, channels, tags); labels (batch, seq_len, channels), -100: none."""
         labelled = labels != -100  # shape: (batch, seq_len, channels)
         if not self.config.label_all_subwords:
             labelled = labelled & words.word_start[..., None]
         gold = labels.clamp(min=0)  # shape: (batch, seq_len, channels)
-        targets = nn.functional.one_hot(gold, emissions.shape[-1])[..., 1:].to(emissions.dtype)  # (b, s, C, T - 1)
+        one_hot = nn.functional.one_hot(gold, emissions.shape[-1])  # shape: (batch, seq_len, C, T)
+        targets = one_hot[..., 1:].to(emissions.dtype)  # shape: (batch, seq_len, C, T - 1)
         losses = nn.functional.binary_cross_entropy_with_logits(emissions[..., 1:], targets, reduction="none")
         weights = labelled.to(emissions.dtype)  # shape: (batch, seq_len, channels)
         if self.config.class_weights is not None:
-            table = torch.tensor(self.config.class_weights, dtype=emissions.dtype, device=emissions.device)  # (C, T)
-            weights = weights * table.expand(*gold.shape, table.shape[-1]).gather(-1, gold[..., None]).squeeze(-1)
+            table = torch.tensor(self.config.class_weights, dtype=emissions.dtype, device=emissions.device)
+            per_word = table.expand(*gold.shape, table.shape[-1])  # shape: (batch, seq_len, C, T)
+            weights = weights * per_word.gather(-1, gold[..., None]).squeeze(-1)  # shape: (batch, seq_len, C)
         return (losses.mean(-1) * weights).sum() / weights.sum().clamp(min=1e-12)
 
     def decode(self, emissions: torch.Tensor, words: Words) -> tuple[torch.Tensor, torch.Tensor]:
-        """(tags (batch, words, channels), scores (batch, words, channels, tags) whose argmax is the tag); a path
-        sums the logits themselves: it maximises the summed margins over the thresholds."""
+        """(tags (batch, words, channels), scores (batch, words, channels, tags) whose argmax is the tag); a
+        path sums the logits themselves: it maximises the summed margins over the thresholds."""
         word_emissions = gather_rows(emissions, words.positions)  # shape: (batch, words, channels, tags)
-        return decide_words(word_emissions, word_emissions, words.word_mask, self.constraints)
+        constraints = scheme_constraints(self.config, self.layout)
+        return decide_words(word_emissions, word_emissions, words.word_mask, constraints)
 
 
 class CRFDecoder:
-    """A CRF over the words of each channel (``crf``: one chain, or one per channel run as one batch): trained by
-    its negative log-likelihood over the words labelled in every channel (``crf_reduction``), decoded by Viterbi.
+    """A CRF over the words of each channel (``crf``: one chain, or one per channel run as one batch): trained
+    by its negative log-likelihood over the words labelled in every channel (``crf_reduction``), decoded by
+    Viterbi.
 
-    The scores of a word are its log marginals (forward-backward) with the Viterbi tag raised to the argmax, so
-    that eval-mode logits give the Viterbi path and its confidences. A flat model's CRF keeps pytorch-crf's
-    layout, without a channel dimension (its weights load as they are): its one channel is squeezed on the way in.
+    The scores of a word are its log marginals (forward-backward) with the Viterbi tag raised to the argmax,
+    so that eval-mode logits give the Viterbi path and its confidences. A flat model's CRF keeps pytorch-crf's
+    layout, without a channel dimension (its weights load as they are): its one channel is squeezed out.
     """
 
     scores_outside = True  # the CRF learns O's emission like any tag's
 
     def __init__(self, config: CardioNERConfig, layout: TagLayout) -> None:
         self.config = config
-        start, transitions, end = transition_constraints(layout.tags) if config.crf_constraints else (None,) * 3
+        start, transitions, end = layout.constraints if config.crf_constraints else (None, None, None)
         num_channels = None if layout.flat else layout.num_channels
         self.crf = CRF(layout.num_tags, start, transitions, end, num_channels=num_channels)
-        self.constraints = None  # the CRF applies its own (``crf_constraints``)
 
     def emissions(self, scores: torch.Tensor) -> torch.Tensor:
         """The head's scores (batch, seq_len, channels, tags) are the emissions."""
@@ -1584,11 +1641,12 @@ class CRFDecoder:
         return priors.log()
 
     def _chains(self, values: torch.Tensor) -> torch.Tensor:
-        """(batch, words, channels, ...) as the CRF takes them: without the channel dimension for a flat CRF."""
+        """(batch, words, channels, ...) as the CRF takes them: without the channel dimension for a flat
+        CRF."""
         return values if self.crf.num_channels is not None else values.squeeze(2)
 
     def loss(self, emissions: torch.Tensor, labels: torch.Tensor, words: Words) -> torch.Tensor:
-        """Args: emissions (batch, seq_len, channels, tags); labels (batch, seq_len, channels), -100 where none."""
+        """Args: emissions (batch, seq_len, channels, tags); labels (batch, seq_len, channels), -100: none."""
         labelled = words.word_start & (labels != -100).all(-1)  # shape: (batch, seq_len): channels together
         positions, mask = gather_positions(labelled)
         word_emissions = self._chains(gather_rows(emissions, positions))  # shape: (batch, words[, C], tags)
@@ -1596,8 +1654,9 @@ class CRFDecoder:
         return self.crf.nll(word_emissions, word_labels, mask, reduction=self.config.crf_reduction)
 
     def decode(self, emissions: torch.Tensor, words: Words) -> tuple[torch.Tensor, torch.Tensor]:
-        """(Viterbi tags (batch, words, channels), log marginals (batch, words, channels, tags), the tag raised)."""
-        word_emissions = self._chains(gather_rows(emissions, words.positions))  # shape: (batch, words[, C], tags)
+        """Viterbi tags (batch, words, channels) and log marginals (batch, words, channels, tags), the tag
+        raised to the argmax."""
+        word_emissions = self._chains(gather_rows(emissions, words.positions))  # (batch, words[, C], tags)
         word_tags = self.crf.viterbi_tags(word_emissions, words.word_mask)  # shape: (batch, words[, C])
         marginals = self.crf.marginals(word_emissions.detach(), words.word_mask)
         floor = max(1e-12, torch.finfo(marginals.dtype).tiny)  # fp16 flushes 1e-12 to 0, whose log is -inf
@@ -1608,22 +1667,23 @@ class CRFDecoder:
 
 
 def choose_decoder(config: CardioNERConfig, layout: TagLayout) -> type:
-    """The decoding rule the config describes: a CRF (``use_crf``; per channel for a multi-label model), else a
-    softmax (flat) or sigmoid channels (multi-label)."""
+    """The decoding rule the config describes: a CRF (``use_crf``; per channel for a multi-label model), else
+    a softmax (flat) or sigmoid channels (multi-label)."""
     if config.use_crf:
         return CRFDecoder
     return SoftmaxDecoder if layout.flat else SigmoidDecoder
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # 7. The model: backbone -> head input -> head -> emissions -> loss (with labels) or decode (eval)
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 @dataclass
 class CardioNERTokenClassifierOutput(TokenClassifierOutput):
-    """TokenClassifierOutput plus ``emissions``: the raw head output (``logits`` are decoded ones in eval), and for
-    multi-label models in eval mode ``channel_logits`` (batch, seq_len, channels, tags): argmax = each channel's tag."""
+    """TokenClassifierOutput plus ``emissions``: the raw head output (``logits`` are decoded ones in eval),
+    and for multi-label models in eval mode ``channel_logits`` (batch, seq_len, channels, tags): argmax = each
+    channel's tag."""
 
     emissions: torch.FloatTensor | None = None
     channel_logits: torch.FloatTensor | None = None
@@ -1636,15 +1696,15 @@ def pipeline_logits(
     aggregation strategy ("simple", and the word-level "first", "max", "average" where its words are ours:
     WordPiece).
 
-    Word starts: the word's scores. Continuation subwords: the word's scores with its ``I-`` tag raised just above
-    the word's tag (so the argmax continues the entity, while the word's tag keeps the highest peak and the highest
-    average over the word's subwords). Tokens between words that are not special (a bare ``▁``): ``I-X`` when the
-    words on both sides are in one X entity, else O. Special tokens and padding keep their emissions.
+    Word starts: the word's scores. Continuation subwords: the word's scores with its ``I-`` tag raised just
+    above the word's tag (so the argmax continues the entity, while the word's tag keeps the highest peak and
+    the highest average over the word's subwords). Tokens between words that are not special (a bare ``▁``):
+    ``I-X`` when the words on both sides are in one X entity, else O. Special tokens and padding: emissions.
 
     Args:
         emissions: (batch, seq_len, num_labels) the emissions over id2label (``TagLayout.label_scores``).
         words: the words of the batch.
-        word_scores: (batch, words, num_labels) each word's scores over id2label; its argmax is the word's label.
+        word_scores: (batch, words, num_labels) each word's scores over id2label; argmax: the word's label.
         layout: the model's TagLayout (continuation and type of each label, the id of O).
     """
     if word_scores.shape[1] == 0:
@@ -1709,53 +1769,58 @@ class CardioNERPreTrainedModel(PreTrainedModel):
         elif isinstance(module, PreTrainedModel) or module is self:
             return
         elif hasattr(self, "backbone"):
-            # transformers 4.x walks the whole tree with this method: backbone modules use the backbone's rules
+            # transformers 4.x walks the whole tree with this method: the backbone's own rules for its modules
             self.backbone._init_weights(module)
 
 
 class TokenClassificationModel(CardioNERPreTrainedModel):
     """Backbone + token head + a decoder chosen from the config; decisions per word.
 
-    ``forward`` runs backbone -> head input -> head -> emissions (batch, seq_len, channels, tags), then the loss
-    when labels are given, and in eval mode the decoded outputs. The decoder (``choose_decoder``) is a softmax
-    (flat), sigmoid channels (multi-label), or a CRF (``use_crf``; one per channel for a multi-label model).
+    ``forward`` runs backbone -> head input -> head -> emissions (batch, seq_len, channels, tags), then the
+    loss when labels are given, and in eval mode the decoded outputs. The decoder (``choose_decoder``) is a
+    softmax (flat), sigmoid channels (multi-label), or a CRF (``use_crf``; one per channel for a multi-label
+    model).
 
-    Outputs (``CardioNERTokenClassifierOutput``): ``emissions``, the raw emissions ((batch, seq_len, num_labels)
-    for a flat model, (batch, seq_len, channels, tags) for a multi-label one); ``logits``, the emissions while
-    training, and in eval mode logits over id2label made for the stock pipeline: each word's first subword gets
-    the word's decoded scores (argmax = its tag: the Viterbi path with a CRF, whose scores are then log
-    marginals), its continuation subwords ``I-<type>`` of the word's tag (O stays O), so that
+    Outputs (``CardioNERTokenClassifierOutput``): ``emissions``, the raw emissions ((batch, seq_len,
+    num_labels) for a flat model, (batch, seq_len, channels, tags) for a multi-label one); ``logits``, the
+    emissions while training, and in eval mode logits over id2label made for the stock pipeline: each word's
+    first subword gets the word's decoded scores (argmax = its tag: the Viterbi path with a CRF, whose scores
+    are then log marginals), its continuation subwords ``I-<type>`` of the word's tag (O stays O), so that
     ``aggregation_strategy="simple"`` returns whole, decoded words (a multi-label model shows, per word, the
-    channel whose tag beats its O by the widest margin); ``channel_logits`` (multi-label, eval): each channel's
-    scores with the word's decoded scores at word starts; ``loss`` with labels.
+    channel whose tag beats its O by the widest margin); ``channel_logits`` (multi-label, eval): each
+    channel's scores with the word's decoded scores at word starts; ``loss`` with labels.
 
     The other exported names (TokenClassificationModelCRF, MultiLabelTokenClassificationModel,
     MultiLabelTokenClassificationModelCRF) are this class with a setting fixed.
     """
 
-    use_crf_by_class: bool | None = None  # a subclass's name says whether it has a CRF; None: the config says
-    multilabel_by_class = False  # a subclass's name says multi-label: from_backbone takes the channels from the labels
+    use_crf_by_class: bool | None = None  # whether the class name says CRF; None: the config decides
+    multilabel_by_class = False  # whether it says multi-label (from_backbone: channels from the labels)
 
     def __init__(self, config: CardioNERConfig) -> None:
         if self.use_crf_by_class is not None:
             config.use_crf = self.use_crf_by_class
         super().__init__(config)
         self.num_labels = config.num_labels
-        self.layout = TagLayout([config.id2label[index] for index in range(config.num_labels)], config.channel_types)
+        labels = [config.id2label[index] for index in range(config.num_labels)]
+        self.layout = TagLayout(labels, config.channel_types)
         if self.multilabel_by_class and self.layout.flat:
-            raise ValueError("a multi-label model needs config.channel_types (the entity type of each channel)")
+            raise ValueError("a multi-label model needs config.channel_types (the entity type of each "
+                             "channel)")
         self.backbone = _build_backbone(config.build_backbone_config())
-        self.head_input = HeadInput(self.backbone.config, config)  # layers / [CLS] combined; no weights by default
+        self.head_input = HeadInput(self.backbone.config, config)  # layers, [CLS]; no weights by default
         decoder_class = choose_decoder(config, self.layout)
         scores_per_channel = self.layout.num_tags - (0 if decoder_class.scores_outside else 1)
-        self.head = TOKEN_HEADS[config.head](self.head_input.output_size, self.layout.num_channels * scores_per_channel,
-                                             config)
+        num_scores = self.layout.num_channels * scores_per_channel
+        self.head = TOKEN_HEADS[config.head](self.head_input.output_size, num_scores, config)
         vocab_size = max(int(getattr(self.backbone.config, "vocab_size", 0) or 0), 1)
         # TOKEN_* class of each vocabulary id; -1 until set_token_classes() fills it (checked in forward).
-        self.register_buffer("token_classes", torch.full((vocab_size,), -1, dtype=torch.int8), persistent=True)
-        self.decoder = decoder_class(config, self.layout)  # made after the head: seeded models start as they did
-        self.crf = self.decoder.crf  # registered here: its parameters are named crf.* (pytorch-crf's, every export's)
-        self._backbone_takes_token_types = "token_type_ids" in inspect.signature(self.backbone.forward).parameters
+        unset = torch.full((vocab_size,), -1, dtype=torch.int8)
+        self.register_buffer("token_classes", unset, persistent=True)
+        self.decoder = decoder_class(config, self.layout)  # after the head: seeded models start as they did
+        self.crf = self.decoder.crf  # registered here: parameters named crf.* (pytorch-crf's, every export's)
+        backbone_arguments = inspect.signature(self.backbone.forward).parameters
+        self._backbone_takes_token_types = "token_type_ids" in backbone_arguments
         if config.freeze_backbone:
             self.backbone.requires_grad_(False)
         self.post_init()
@@ -1767,15 +1832,16 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
 
     @property
     def decoding_constraints(self) -> tuple | None:
-        """The tag scheme's constraints a model without a CRF decodes under (None: argmax per word, or a CRF)."""
-        return self.decoder.constraints
+        """The tag scheme's constraints a model without a CRF decodes under (None: argmax per word, or a
+        CRF, which applies its own)."""
+        return None if self.config.use_crf else scheme_constraints(self.config, self.layout)
 
     @property
     def learns_outside_score(self) -> bool:
         """Whether the head scores O (False for sigmoid channels, whose O score is the threshold)."""
         return self.decoder.scores_outside
 
-    # -- building ---------------------------------------------------------------------------------------------
+    # -- building --------------------------------------------------------------------------------------------
 
     @classmethod
     def from_backbone(
@@ -1791,9 +1857,9 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
             name_or_path: a model name or folder with backbone weights.
             tokenizer: the fast tokenizer that goes with it (fills the word-segmentation table).
             id2label: tag of each id, e.g. {0: "O", 1: "B-DISO", 2: "I-DISO"}.
-            **head_settings: CardioNERConfig arguments (head, use_crf, classifier_dropout, channel_types, ...);
-                ``use_crf`` defaults to what the class name says, and a multi-label class takes ``channel_types``
-                from the labels' types when they are not given.
+            **head_settings: CardioNERConfig arguments (head, use_crf, classifier_dropout, channel_types,
+                ...); ``use_crf`` defaults to what the class name says, and a multi-label class takes
+                ``channel_types`` from the labels' types when they are not given.
 
         Returns:
             the class ``model_class_for`` names for the config (TokenClassificationModelCRF with a CRF, ...).
@@ -1814,7 +1880,8 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
         model = model_class_for(config)(config)
         missing, unexpected = model.backbone.load_state_dict(backbone.state_dict(), strict=False)
         if missing:
-            raise ValueError(f"backbone weights from {name_or_path} miss {len(missing)} keys, e.g. {missing[:5]}")
+            raise ValueError(f"backbone weights from {name_or_path} miss {len(missing)} keys, e.g. "
+                             f"{missing[:5]}")
         model.set_token_classes(tokenizer)
         return model
 
@@ -1826,20 +1893,24 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
         full[: table.shape[0]] = table
         self.token_classes = full.to(self.token_classes.device)
 
-    # -- the steps of forward ---------------------------------------------------------------------------------
+    # -- the steps of forward --------------------------------------------------------------------------------
 
     def words(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Words:
         """The words of a batch (see the module docstring), from the ids alone."""
         return Words.find(self.token_classes, input_ids, attention_mask)
 
     def backbone_features(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """What the head reads from the backbone (the one place the backbone runs; cached when it is frozen).
 
         Returns:
             (batch, seq_len, hidden): the backbone's last hidden states; with ``num_layers_to_use`` N > 1,
-            (batch, seq_len, N, hidden): its last N hidden states, the top one as the single-layer model sees it.
+            (batch, seq_len, N, hidden): its last N hidden states, the top one as the single-layer model sees
+            it.
         """
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None and self._backbone_takes_token_types:
@@ -1849,9 +1920,9 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
             return self.backbone(**inputs)[0]  # shape: (batch, seq_len, hidden)
         outputs = self.backbone(**inputs, output_hidden_states=True)
         if len(outputs.hidden_states) < num_layers:
-            raise ValueError(f"num_layers_to_use={num_layers}, but the backbone returned {len(outputs.hidden_states)}"
-                             " hidden states")
-        layers = (*outputs.hidden_states[-num_layers:-1], outputs[0])  # top: after a final norm, where there is one
+            raise ValueError(f"num_layers_to_use={num_layers}, but the backbone returned "
+                             f"{len(outputs.hidden_states)} hidden states")
+        layers = (*outputs.hidden_states[-num_layers:-1], outputs[0])  # top: after a final norm, if any
         return torch.stack(layers, dim=2)  # shape: (batch, seq_len, num_layers, hidden)
 
     def emissions(
@@ -1870,13 +1941,14 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
             hidden_states = self.backbone_features(input_ids, attention_mask, token_type_ids)
         features = self.head_input(hidden_states, attention_mask)  # shape: (batch, seq_len, head input size)
         scores = self.head(features, attention_mask)  # shape: (batch, seq_len, channels * scores per channel)
-        return self.decoder.emissions(scores.unflatten(-1, (self.layout.num_channels, -1)))  # (b, seq, C, tags)
+        scores = scores.unflatten(-1, (self.layout.num_channels, -1))  # shape: (batch, seq_len, C, scores)
+        return self.decoder.emissions(scores)  # shape: (batch, seq_len, channels, tags)
 
     def _check_inputs(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The attention mask (all ones when None) and the labels as (batch, seq_len, channels), after checking
-        the shapes and the word-segmentation table."""
+        """The attention mask (all ones when None) and the labels as (batch, seq_len, channels), after
+        checking the shapes and the word-segmentation table."""
         if input_ids is None or input_ids.dim() != 2:
             shape = None if input_ids is None else tuple(input_ids.shape)
             raise ValueError(f"input_ids must be (batch, seq_len), got {shape}")
@@ -1916,26 +1988,28 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
         Returns:
             CardioNERTokenClassifierOutput (see the class docstring).
         """
-        attention_mask, labels = self._check_inputs(input_ids, attention_mask, labels)  # labels: (b, s, channels)
+        attention_mask, labels = self._check_inputs(input_ids, attention_mask, labels)  # labels: (b, s, C)
         words = self.words(input_ids, attention_mask)
-        emissions = self.emissions(input_ids, attention_mask, token_type_ids, hidden_states)  # shape: (b, s, C, T)
+        emissions = self.emissions(input_ids, attention_mask, token_type_ids, hidden_states)  # (b, s, C, T)
         loss = None if labels is None else self.decoder.loss(emissions, labels, words)
         outputs = {"logits": self.layout.public(emissions, -2)}
         if not self.training:
             with torch.no_grad():
                 outputs = self.decoded_outputs(emissions, words)
-        return CardioNERTokenClassifierOutput(loss=loss, emissions=self.layout.public(emissions, -2), **outputs)
+        public_emissions = self.layout.public(emissions, -2)
+        return CardioNERTokenClassifierOutput(loss=loss, emissions=public_emissions, **outputs)
 
     def decoded_outputs(self, emissions: torch.Tensor, words: Words) -> dict[str, torch.Tensor | None]:
         """Eval-mode ``logits`` (batch, seq_len, num_labels) for the stock pipeline and ``channel_logits``
         (multi-label): the decoder's word scores at word starts (see the class docstring)."""
         _, word_scores = self.decoder.decode(emissions, words)  # shape: (batch, words, channels, tags)
         channel_logits = torch.where(words.word_start[..., None, None], words.spread(word_scores), emissions)
-        logits = pipeline_logits(self.layout.label_scores(emissions), words, self.layout.label_scores(word_scores),
-                                 self.layout)
+        label_emissions = self.layout.label_scores(emissions)  # shape: (batch, seq_len, num_labels)
+        label_word_scores = self.layout.label_scores(word_scores)  # shape: (batch, words, num_labels)
+        logits = pipeline_logits(label_emissions, words, label_word_scores, self.layout)
         return {"logits": logits, "channel_logits": self.layout.channel_logits(channel_logits)}
 
-    # -- decoding ---------------------------------------------------------------------------------------------
+    # -- decoding --------------------------------------------------------------------------------------------
 
     @torch.no_grad()
     def decode(
@@ -1950,8 +2024,9 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
             input_ids, attention_mask, token_type_ids: as in ``forward``.
 
         Returns:
-            one list per example with one entry per word (words as ``word_start_mask`` defines them): the tag id
-            (flat), or the list of every channel's tag id (multi-label, in the order of ``config.channel_types``).
+            one list per example with one entry per word (words as ``word_start_mask`` defines them): the tag
+            id (flat), or the list of every channel's tag id (multi-label, in the order of
+            ``config.channel_types``).
         """
         attention_mask, _ = self._check_inputs(input_ids, attention_mask)
         words = self.words(input_ids, attention_mask)
@@ -1972,12 +2047,13 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
 
         Args:
             input_ids, attention_mask, token_type_ids: as in ``forward``.
-            offset_mapping: (batch, seq_len, 2) character offsets of each token, from the tokenizer called with
-                ``return_offsets_mapping=True``.
+            offset_mapping: (batch, seq_len, 2) character offsets of each token, from the tokenizer called
+                with ``return_offsets_mapping=True``.
 
         Returns:
-            one sorted list per example of (start, end, entity type); a word spans its first subword's start to its
-            last subword's end; tags are read leniently (``tags_to_entities``: an I- without its B- starts one).
+            one sorted list per example of (start, end, entity type); a word spans its first subword's start
+            to its last subword's end; tags are read leniently (``tags_to_entities``: an I- without its B-
+            starts one).
         """
         if offset_mapping is None or tuple(offset_mapping.shape) != (*input_ids.shape, 2):
             shape = None if offset_mapping is None else tuple(offset_mapping.shape)
@@ -2003,8 +2079,8 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
 
 
 class TokenClassificationModelCRF(TokenClassificationModel):
-    """TokenClassificationModel with ``use_crf`` set: a CRF over word positions, trained by its NLL, decoded by
-    Viterbi (the name existing exports' auto_map gives)."""
+    """TokenClassificationModel with ``use_crf`` set: a CRF over word positions, trained by its NLL, decoded
+    by Viterbi (the name existing exports' auto_map gives)."""
 
     use_crf_by_class = True
 
@@ -2018,16 +2094,16 @@ class MultiLabelTokenClassificationModel(TokenClassificationModel):
 
 
 class MultiLabelTokenClassificationModelCRF(TokenClassificationModel):
-    """TokenClassificationModel for overlapping entity types (``channel_types`` set) with one BIO-constrained CRF
-    per type (the CRF's channels, run as one batch)."""
+    """TokenClassificationModel for overlapping entity types (``channel_types`` set) with one BIO-constrained
+    CRF per type (the CRF's channels, run as one batch)."""
 
     use_crf_by_class = True
     multilabel_by_class = True
 
 
 def model_class_for(config: CardioNERConfig) -> type[TokenClassificationModel]:
-    """The exported class name a config describes: multi-class or multi-label (``channel_types``), with a CRF or
-    not. They all build the same model from the same config."""
+    """The exported class name a config describes: multi-class or multi-label (``channel_types``), with a CRF
+    or not. They all build the same model from the same config."""
     if config.channel_types is not None:
         return MultiLabelTokenClassificationModelCRF if config.use_crf else MultiLabelTokenClassificationModel
     return TokenClassificationModelCRF if config.use_crf else TokenClassificationModel

@@ -15,8 +15,10 @@ from test_export import ID2LABEL, build_export, case_name, check_remote_reload, 
 from tiny import tiny_backbone
 from transformers import AutoTokenizer, BertConfig
 
-from cardioner.config import HEAD_SETTINGS, TrainingConfig, load_config
+from cardioner import config as training_config
+from cardioner.config import TrainingConfig, load_config
 from cardioner.modeling import (
+    HEAD_SETTINGS,
     TOKEN_HEADS,
     WAVELET_FILTERS,
     CardioNERConfig,
@@ -321,7 +323,51 @@ def test_head_settings_are_config_keys_and_model_arguments():
     config = load_config(overrides={f"model.{name}": value for name, value in
                                     {"cnn_kernel_sizes": "3,5", "layer_combination": "mix"}.items()})
     assert config.model.cnn_kernel_sizes == (3, 5) and config.model.layer_combination == "mix"
-    for name in HEAD_SETTINGS:
+    for name in training_config.HEAD_SETTINGS:
         assert name in arguments, name
         assert getattr(config.model, name) == arguments[name].default or name in ("cnn_kernel_sizes",
                                                                                    "layer_combination"), name
+
+
+# -- the head-settings table ----------------------------------------------------------------------------------------
+
+
+def test_the_head_settings_table_gives_the_model_config_its_defaults_and_types():
+    config = CardioNERConfig()
+    for name, setting in HEAD_SETTINGS.items():
+        expected = list(setting.default) if setting.type is tuple else setting.default
+        assert getattr(config, name) == expected, name
+        assert type(getattr(config, name)) is (list if setting.type is tuple else setting.type), name
+        assert set(setting.heads) <= set(HEADS), name
+        assert not setting.choices or setting.default in setting.choices, name
+        assert setting.help and "\n" not in setting.help, name
+    assert HEAD_SETTINGS["head"].choices == HEADS
+    settings = {"head": "cnn", "cnn_kernel_sizes": (2, 3), "use_crf": True, "crf_reduction": "sum"}
+    again = CardioNERConfig.from_dict(CardioNERConfig(**settings).to_dict())
+    assert {name: getattr(again, name) for name in settings} == {**settings, "cnn_kernel_sizes": [2, 3]}
+
+
+# A second allowed value of each setting a head reads (the first: SMALL's, else the table's default).
+CHANGED = {"classifier_hidden_layers": [16, 8], "classifier_activation": "relu", "lstm_hidden_size": 16,
+           "lstm_num_layers": 3, "lstm_dropout": 0.5, "cnn_kernel_sizes": (2, 3), "cnn_num_filters": 16,
+           "attention_hidden_size": 32, "attention_num_heads": 4, "attention_num_layers": 2, "num_frequencies": 6,
+           "wavelet_type": "db2", "num_wavelets": 6}
+
+
+@pytest.mark.parametrize("name", [name for name, setting in HEAD_SETTINGS.items() if setting.heads])
+def test_a_head_reads_exactly_the_settings_the_table_says_it_does(name):
+    """Changing a setting changes the (seeded, training-mode) output of the heads the table names for it, and
+    of no other head."""
+    assert set(CHANGED) == {n for n, setting in HEAD_SETTINGS.items() if setting.heads}
+    base = {**SMALL, "classifier_hidden_layers": [16], "lstm_num_layers": 2}
+    hidden = torch.randn(3, 9, 12, generator=torch.Generator().manual_seed(4))
+    for head in HEADS:
+        outputs = []
+        for value in (base.get(name, HEAD_SETTINGS[name].default), CHANGED[name]):
+            torch.manual_seed(0)
+            config = CardioNERConfig(head=head, id2label=ID2LABEL, **{**base, name: value})
+            module = TOKEN_HEADS[head](12, 5, config).train()
+            torch.manual_seed(1)  # the same dropout masks
+            outputs.append(module(hidden, MASK))
+        differs = outputs[0].shape != outputs[1].shape or not torch.equal(*outputs)
+        assert differs == (head in HEAD_SETTINGS[name].heads), (name, head)

@@ -14,10 +14,15 @@ from transformers import AutoModel, AutoTokenizer
 
 from cardioner.modeling import (
     CardioNERConfig,
+    MultiLabelTokenClassificationModel,
+    MultiLabelTokenClassificationModelCRF,
     TokenClassificationModel,
     TokenClassificationModelCRF,
     gather_positions,
     gather_rows,
+    model_class_for,
+    split_tag,
+    tags_to_entities,
 )
 
 ID2LABEL = {0: "O", 1: "B-DIS", 2: "I-DIS", 3: "B-DRUG", 4: "I-DRUG"}
@@ -181,3 +186,82 @@ def test_model_without_token_classes_refuses_to_run(backbone):
         model(torch.tensor([[2, 10, 3]]))
     with pytest.raises(ValueError, match=r"labels shape \(1, 2\)"):
         model(torch.tensor([[2, 10, 3]]), labels=torch.tensor([[0, 1]]))
+
+
+@pytest.mark.parametrize("use_crf", [False, True], ids=["softmax", "crf"])
+def test_flat_models_take_labels_with_a_channel_dimension_and_without(backbone, use_crf):
+    """Labels are (batch, seq_len, channels) for every model; a flat model has one channel and still takes the
+    (batch, seq_len) labels Hugging Face's Trainer passes, with the same loss."""
+    path, tokenizer = backbone
+    torch.manual_seed(0)
+    model = TokenClassificationModel.from_backbone(str(path), tokenizer, ID2LABEL, use_crf=use_crf).eval()
+    encoding, labels, _ = batch_with_labels(model, tokenizer)
+    flat = model(**encoding, labels=labels).loss
+    channels = model(**encoding, labels=labels[..., None]).loss
+    assert torch.equal(flat, channels) and flat.item() > 0
+    with pytest.raises(ValueError, match=r"labels shape \(2, \d+, 2\)"):
+        model(**encoding, labels=labels[..., None].expand(*labels.shape, 2))
+
+
+def test_multilabel_models_take_labels_per_channel_only(backbone):
+    path, tokenizer = backbone
+    model = MultiLabelTokenClassificationModel.from_backbone(str(path), tokenizer, ID2LABEL).eval()
+    encoding, labels, _ = batch_with_labels(model, tokenizer)
+    channel_labels = labels.clamp(max=2)[..., None].expand(*labels.shape, 2)  # O/B/I in both channels
+    assert model(**encoding, labels=channel_labels).loss.item() > 0
+    with pytest.raises(ValueError, match=r"labels shape \(2, \d+\) != input_ids shape .*2 channels"):
+        model(**encoding, labels=labels)
+
+
+def test_the_exported_names_are_one_model_class_with_a_setting_fixed(backbone):
+    """One forward, one decode: the named classes only fix use_crf / multi-label (what exports' auto_map and
+    from_backbone's defaults need) and override nothing."""
+    path, tokenizer = backbone
+    named = (TokenClassificationModelCRF, MultiLabelTokenClassificationModel, MultiLabelTokenClassificationModelCRF)
+    for cls in named:
+        assert cls.__bases__ == (TokenClassificationModel,), cls
+        overridden = {name for name, value in vars(cls).items()  # transformers copies config_class into each
+                      if not name.startswith("__") and getattr(TokenClassificationModel, name, None) is not value}
+        assert overridden <= {"use_crf_by_class", "multilabel_by_class"}, (cls, overridden)
+    decoders = {}
+    for cls in (TokenClassificationModel, *named):
+        model = cls.from_backbone(str(path), tokenizer, ID2LABEL)
+        assert type(model) is cls and model_class_for(model.config) is cls
+        decoders[cls.__name__] = type(model.decoder).__name__
+    assert decoders == {"TokenClassificationModel": "SoftmaxDecoder", "TokenClassificationModelCRF": "CRFDecoder",
+                        "MultiLabelTokenClassificationModel": "SigmoidDecoder",
+                        "MultiLabelTokenClassificationModelCRF": "CRFDecoder"}
+
+
+def test_modeling_reads_top_to_bottom():
+    """Every module-level name is defined before a definition that uses it, but for one factory: from_backbone
+    returns the exported class ``model_class_for`` names, which follows those classes."""
+    tree = ast.parse(MODELING_PATH.read_text())
+    defined: dict[str, int] = {}
+    for node in tree.body:
+        targets = [node] if isinstance(node, (ast.FunctionDef, ast.ClassDef)) else getattr(node, "targets", [])
+        for target in targets + ([node.target] if isinstance(node, ast.AnnAssign) else []):
+            name = getattr(target, "name", None) or getattr(target, "id", None)
+            if name:
+                defined.setdefault(name, node.lineno)
+    early = []
+    for node in tree.body:
+        for inner in ast.walk(node):
+            if isinstance(inner, ast.arg):  # annotations are strings (from __future__ import annotations)
+                continue
+            if isinstance(inner, ast.Name) and isinstance(inner.ctx, ast.Load) and \
+                    defined.get(inner.id, 0) > node.lineno:
+                early.append((inner.id, getattr(node, "name", node.lineno)))
+    annotation_only = {name for name, _ in early if name in ("CardioNERConfig", "TagLayout", "Words")}
+    early = [(name, where) for name, where in early if name not in annotation_only]
+    assert early == [("model_class_for", "TokenClassificationModel")]
+
+
+def test_the_tag_grammar_is_defined_once():
+    import cardioner.labels
+
+    assert cardioner.labels.split_tag is split_tag and cardioner.labels.tags_to_entities is tags_to_entities
+    assert split_tag("B-ID-SUJETO") == ("B", "ID-SUJETO") and split_tag("O") == ("O", None)
+    for bad in ("LABEL_0", "B-", "X-DISO", "b-DISO"):
+        with pytest.raises(ValueError, match=repr(bad)):
+            split_tag(bad)
