@@ -167,14 +167,13 @@ def model_card(model: modeling.CardioNERPreTrainedModel, metrics: dict, card: di
     config = model.config
     labels = [config.id2label[index] for index in range(config.num_labels)]
     entity_types = sorted({modeling.split_tag(label)[1] for label in labels} - {None})
+    from cardioner import hub
+
     title = card.get("title", "cardioner token-classification model")
-    base_model = card.get("base_model") or (config.backbone_config or {}).get("_name_or_path") or ""
-    front = ["---", "library_name: transformers", "pipeline_tag: token-classification", "tags:", "- cardioner", "- ner"]
-    if base_model:
-        front.append(f"base_model: {base_model}")
-    if card.get("language"):
-        front.append(f"language: {card['language']}")
-    front.append("---")
+    given = card.get("base_model") or (config.backbone_config or {}).get("_name_or_path") or ""
+    base_model = hub.hub_id(given) or ""  # a Hub id; a local backbone is named by its folder, not its path
+    backbone = base_model or (f"local folder {Path(given).name}" if given else "")
+    front = hub.front_matter(entity_types, metrics, {**card, "base_model": base_model})
     decoder = "CRF (Viterbi decoding)" if config.use_crf else "softmax"
     constrained = not config.use_crf and getattr(config, "constrained_decoding", False)
     channel_types = getattr(config, "channel_types", None)
@@ -192,7 +191,7 @@ def model_card(model: modeling.CardioNERPreTrainedModel, metrics: dict, card: di
         "",
         card.get("description", "A named-entity recogniser trained with cardioner."),
         "",
-        f"- backbone: `{(config.backbone_config or {}).get('model_type', '?')}`{f' ({base_model})' if base_model else ''}",
+        f"- backbone: `{(config.backbone_config or {}).get('model_type', '?')}`{f' ({backbone})' if backbone else ''}",
         f"- head: `{config.head}`, decoder: {decoder}",
         f"- entity types: {', '.join(entity_types) if entity_types else '-'}",
         f"- labels: {', '.join(f'`{label}`' for label in labels)}",

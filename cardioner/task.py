@@ -424,22 +424,27 @@ class Task:
         config = self.config
         if config is None:
             return {}
+        from cardioner.hub import data_name, dataset_name, hub_id
+
         base = config.model.model
         if base == DEFAULT_BACKBONE:
             base = "sentence-transformers/all-MiniLM-L6-v2"
-        splits = []
+
+        splits, sources = [], {}
         for name, path in (("train", config.data.train), ("dev", config.data.dev), ("test", config.data.test)):
             size = self.corpus_sizes.get(name)
             counted = f"{size} document{'s' if size != 1 else ''}" if size else None
-            if path:
-                splits.append(f"{name}: `{path}`" + (f" ({counted})" if counted else ""))
+            if isinstance(path, (str, Path)):  # named by folder, never by this machine's absolute path
+                splits.append(f"{name}: `{data_name(path)}`" + (f" ({counted})" if counted else ""))
+                sources[name] = dataset_name(path)
             elif counted:
                 splits.append(f"{name}: {counted}")
         kind = "multi-label (overlapping entity types)" if self.labels.is_multilabel else "flat"
         return {
             "base_model": base,
+            "datasets": list(dict.fromkeys(sources.values())),  # the training corpus first
             "data": ("; ".join(splits) + ". " if splits else "") + f"Task: {kind}, {len(self.labels.types)} entity types, "
                     f"windows of {self.encoder.max_length} subwords with stride {self.encoder.stride}.",
             "description": f"A {kind} named-entity recogniser ({', '.join(self.labels.types)}) trained with cardioner "
-                           f"on `{base}`.",
+                           f"on `{hub_id(base) or Path(base).name}`.",
         }

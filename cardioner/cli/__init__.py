@@ -9,6 +9,8 @@ from cardioner.cli import compare as _compare
 from cardioner.cli import convert as _convert
 from cardioner.cli import evaluate as _evaluate
 from cardioner.cli import predict as _predict
+from cardioner.cli import push as _push
+from cardioner.cli import serve as _serve
 from cardioner.cli import train as _train
 from cardioner.cli import tune as _tune
 from cardioner.cli.common import guarded
@@ -20,7 +22,7 @@ app = typer.Typer(name="cardioner", help="Named-entity recognisers on any Huggin
 
 @app.callback()
 def _root() -> None:
-    """cardioner: train, evaluate, predict with and convert NER corpora."""
+    """cardioner: train, evaluate, predict with, serve and convert NER corpora."""
 
 
 app.command("train")(guarded(_train.train))
@@ -30,6 +32,8 @@ app.command("convert")(guarded(_convert.convert))
 app.command("tune")(guarded(_tune.tune))
 app.command("compare")(guarded(_compare.compare))
 app.command("analyze")(guarded(_analyze.analyze))
+app.command("serve")(guarded(_serve.serve))
+app.command("push")(guarded(_push.push))
 
 
 def main() -> None:

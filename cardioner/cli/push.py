@@ -1,0 +1,29 @@
+"""``cardioner push``: upload an export to the Hugging Face Hub."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from cardioner.cli.common import run_or_exit, setup_logging
+
+
+def push(
+    model: Annotated[str, typer.Option(help="exported model folder")],
+    repo: Annotated[str, typer.Option(help="the Hub repository: NAMESPACE/NAME (created if needed)")],
+    private: Annotated[bool, typer.Option("--private", help="create the repository private")] = False,
+    token: Annotated[str | None, typer.Option(help="Hub token (default: HF_TOKEN or `hf auth login`)")] = None,
+    license: Annotated[str | None, typer.Option(help="licence id written into the card (e.g. apache-2.0)")] = None,
+    revision: Annotated[str | None, typer.Option(help="branch to push to (default: main)")] = None,
+    message: Annotated[str | None, typer.Option(help="commit message")] = None,
+    create_pr: Annotated[bool, typer.Option("--create-pr", help="open a pull request instead")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Upload an export (weights, modeling.py, tokenizer, model card with Hub metadata) to the Hub."""
+    from cardioner.hub import push_to_hub
+
+    setup_logging(verbose)
+    url = run_or_exit(push_to_hub, model, repo, private=private, token=token, license=license, revision=revision,
+                      commit_message=message, create_pr=create_pr)
+    typer.echo(f"pushed {model} to {url}")
