@@ -11,7 +11,7 @@ from cardioner.data.document import CorpusError, Document
 
 logger = logging.getLogger("cardioner")
 
-PREDICT_FORMATS = ("brat", "jsonl", "tsv")
+PREDICT_FORMATS = ("brat", "jsonl", "tsv", "html")
 
 
 def check_predict_format(format: str) -> None:
@@ -73,13 +73,22 @@ def read_inputs(path: str | Path) -> list[Document]:
             for f in progress(files, "reading")]
 
 
-def write_predictions(docs: list[Document], output: str | Path, format: str) -> Path:
-    """Write predicted documents as brat (NAME.txt + NAME.ann per document), JSONL or MultiCardioNER TSV."""
+def write_predictions(docs: list[Document], output: str | Path, format: str, subtitle: str = "") -> Path:
+    """Write predicted documents as brat (NAME.txt + NAME.ann per document), JSONL, MultiCardioNER TSV or one
+    self-contained HTML page (``cardioner.view``; ``subtitle`` is the line under its title)."""
     from cardioner.data.io import write_corpus
 
     check_predict_format(format)
     output = Path(output)
-    write_corpus(docs, output, format)
+    if format == "html":
+        from cardioner.view import prediction_page
+
+        if output.is_dir():
+            raise ValueError(f"--output {output} is a folder; --format html writes one page (e.g. predictions.html)")
+        total = sum(len(doc.spans) for doc in docs)
+        write_text_atomic(output, prediction_page(docs, subtitle=subtitle + f"{len(docs)} documents, {total} entities"))
+    else:
+        write_corpus(docs, output, format)
     return output
 
 
@@ -103,7 +112,7 @@ def predict_path(model_dir: str | Path, input: str | Path, output: str | Path, f
     check_writable_ids([doc.id for doc in docs], format, output)
     model, task = load_predictor(model_dir, max_length, stride)
     predicted = task.predict(model, docs, batch_size=batch_size)
-    write_predictions(predicted, output, format)
+    write_predictions(predicted, output, format, subtitle=f"{Path(model_dir).name} on {Path(input).name}: ")
     return predicted
 
 
@@ -117,7 +126,8 @@ def _is_json(path: Path) -> bool:
 
 
 def evaluate_path(model_dir: str | Path, data: str | Path, format: str | None = None,
-                  output: str | Path | None = None, batch_size: int = 32, span_errors: str = "error") -> dict:
+                  output: str | Path | None = None, batch_size: int = 32, span_errors: str = "error",
+                  html: str | Path | None = None) -> dict:
     """Score the model in ``model_dir`` on the annotated corpus ``data`` (span-level; seqeval view).
 
     Args:
@@ -127,6 +137,7 @@ def evaluate_path(model_dir: str | Path, data: str | Path, format: str | None = 
         output: a JSON file for the scores (new, or an earlier JSON file: anything else is refused).
         batch_size: windows per batch.
         span_errors: gold spans whose offsets do not fit their annotated string: "error", "skip" or "realign".
+        html: also write a page of gold against predicted spans there (``cardioner.view.evaluation_page``).
 
     Returns:
         The scores (exact match at the top level, ``overlap`` and ``seqeval`` inside).
@@ -145,9 +156,17 @@ def evaluate_path(model_dir: str | Path, data: str | Path, format: str | None = 
     unknown = sorted({s.label for d in docs for s in d.spans} - set(task.labels.types))
     if unknown:
         logger.warning("labels the model does not know (scored as misses): %s", ", ".join(unknown))
-    scores = task.evaluate(model, docs, "eval", batch_size=batch_size)["scores"]
+    if html is not None and Path(html).is_dir():
+        raise ValueError(f"--html {html} is a folder; give the page's file name (e.g. evaluation.html)")
+    result = task.evaluate(model, docs, "eval", batch_size=batch_size)
+    scores = result["scores"]
     if output is not None:
         write_text_atomic(output, json.dumps(scores, indent=2), _is_json, "JSON")
+    if html is not None:
+        from cardioner.view import evaluation_page
+
+        write_text_atomic(html, evaluation_page(docs, result["documents"], scores,
+                                                subtitle=f"{Path(model_dir).name} on {Path(str(data)).name}"))
     return scores
 
 

@@ -14,6 +14,7 @@ def evaluate(
     data: Annotated[str, typer.Option(help="annotated corpus (brat folder, CoNLL, JSONL, HF dataset)")],
     format: Annotated[str | None, typer.Option(help="brat | conll | jsonl | hf | tsv (default: detect)")] = None,
     output: Annotated[str | None, typer.Option(help="write the scores as JSON here")] = None,
+    html: Annotated[str | None, typer.Option(help="write a page of gold against predicted spans here")] = None,
     batch_size: Annotated[int, typer.Option(help="windows per batch")] = 32,
     span_errors: Annotated[str, typer.Option("--span-errors", help="gold spans whose offsets do not fit their "
                                              "annotated string: error | skip | realign (data.span_errors)")] = "error",
@@ -24,7 +25,7 @@ def evaluate(
     from cardioner.inference import evaluate_path
 
     setup_logging(verbose)
-    scores = run_or_exit(evaluate_path, model, data, format, output, batch_size, span_errors)
+    scores = run_or_exit(evaluate_path, model, data, format, output, batch_size, span_errors, html)
     typer.echo(format_table(scores))
     micro, overlap = scores["micro"], scores["overlap"]["micro"]
     typer.echo(f"\nexact match:   P {micro['precision']:.4f}  R {micro['recall']:.4f}  F1 {micro['f1']:.4f}")

@@ -12,8 +12,8 @@ from cardioner.cli.common import run_or_exit, setup_logging
 def predict(
     model: Annotated[str, typer.Option(help="exported model folder")],
     input: Annotated[str, typer.Option(help="a .txt file, a folder of .txt files, or JSONL (id, text)")],
-    output: Annotated[str, typer.Option(help="output folder (brat) or file (jsonl, tsv)")],
-    format: Annotated[str, typer.Option(help="brat | jsonl | tsv")] = "brat",
+    output: Annotated[str, typer.Option(help="output folder (brat) or file (jsonl, tsv, html)")],
+    format: Annotated[str, typer.Option(help="brat | jsonl | tsv | html (one page to look at)")] = "brat",
     batch_size: Annotated[int, typer.Option(help="windows per batch")] = 32,
     max_length: Annotated[int | None, typer.Option(help="window size in subwords (default: as trained)")] = None,
     stride: Annotated[int | None, typer.Option(help="window overlap in subwords (default: as trained)")] = None,
