@@ -381,3 +381,44 @@ def test_the_batcher_gathers_concurrent_requests_and_routes_each_answer_back():
         assert [(d.id, d.spans[0].label) for d in answer] == [(d.id, d.text.upper()) for d in request]
     assert len(calls) < len(requests) + 2 and max(len(c) for c in calls) <= 4  # gathered, never above the cap
     assert isinstance(failed[0], RuntimeError) and after[0].spans[0].label == "OK"  # an error ends one batch only
+
+
+# ----------------------------------------------------------------------------------------------- the command
+def test_serve_refuses_what_it_cannot_serve_in_one_sentence(tmp_path, export):
+    def failure(*args: str) -> str:
+        result = CliRunner().invoke(app, ["serve", *args])
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        return result.output
+
+    assert "no such folder" in failure("--model", str(tmp_path / "missing"))
+    assert "not an exported model folder" in failure("--model", str(tmp_path))
+    assert "--workers must be >= 1, got 0" in failure("--model", str(export), "--workers", "0")
+    assert "max_batch_size must be >= 1, got 0" in failure("--model", str(export), "--max-batch-size", "0")
+    assert "--port must be in 0..65535" in failure("--model", str(export), "--port", "70000")
+
+
+@pytest.mark.slow
+def test_several_workers_serve_the_same_answers(export, expected, texts):
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen([sys.executable, "-m", "cardioner", "serve", "--model", str(export), "--port",
+                                str(port), "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env=env, cwd=REPO)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert process.poll() is None and time.monotonic() < deadline, "the server did not start"
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda t: httpx.post(f"{url}/predict", json={"texts": [t]}, timeout=120),
+                                    texts[:40]))
+        for text, answer in zip(texts[:40], answers, strict=True):
+            assert answer.status_code == 200 and spans_of(answer.json()["documents"][0]) == expected[text]
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
