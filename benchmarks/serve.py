@@ -19,11 +19,14 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's cardioner, for the direct runs
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "examples" / "ncbi_sample" / "test"
@@ -65,13 +68,17 @@ def start_server(model: Path, wait_ms: float, threads: int, batch_size: int) -> 
 
 
 def load(url: str, texts: list[str], clients: int) -> dict:
-    """Send one request per text from ``clients`` threads; latency per request and overall throughput."""
+    """Send one request per text from ``clients`` threads (each keeps its connection open, as a service's
+    callers do); latency per request and overall throughput."""
+    local = threading.local()
+
     def send(text: str) -> tuple[float, int]:
-        with httpx.Client(timeout=600) as client:  # one connection per request: as independent callers do
-            start = time.perf_counter()
-            response = client.post(f"{url}/predict", json={"texts": [text]})
-            response.raise_for_status()
-            return time.perf_counter() - start, len(response.json()["documents"][0]["spans"])
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(timeout=600)
+        start = time.perf_counter()
+        response = local.client.post(f"{url}/predict", json={"texts": [text]})
+        response.raise_for_status()
+        return time.perf_counter() - start, len(response.json()["documents"][0]["spans"])
 
     before = httpx.get(f"{url}/info").json()["serving"]
     start = time.perf_counter()
@@ -92,6 +99,27 @@ def load(url: str, texts: list[str], clients: int) -> dict:
                                      / max(1, after["batches"] - before["batches"]), 2),
         "entities": sum(n for _, n in results),
     }
+
+
+def direct(model: Path, texts: list[str], threads: int, batch_size: int) -> dict:
+    """The same texts through the model in this process, no HTTP: one at a time and in batches of 8."""
+    import torch
+
+    from cardioner.data.document import Document
+    from cardioner.serving.engine import Engine
+    from cardioner.serving.server import silence_progress_bars
+
+    silence_progress_bars()
+    torch.set_num_threads(threads)
+    engine = Engine(model, batch_size=batch_size)
+    engine.predict([Document(str(i), t) for i, t in enumerate(texts[:16])])  # warm-up
+    result = {}
+    for size in (1, 8):
+        start = time.perf_counter()
+        for first in range(0, len(texts), size):
+            engine.predict([Document(str(i), t) for i, t in enumerate(texts[first : first + size])])
+        result[f"texts_per_s_in_calls_of_{size}"] = round(len(texts) / (time.perf_counter() - start), 2)
+    return result
 
 
 def main() -> None:
@@ -117,10 +145,14 @@ def main() -> None:
         finally:
             process.terminate()
             process.wait(timeout=60)
+    baseline = direct(args.model, texts, args.threads, args.batch_size)
     by_key = {(r["max_wait_ms"], r["clients"]): r for r in runs}
     ratios = {f"wait {w:g} ms: throughput {c} clients / 1 client": round(r["requests_per_s"]
                                                                           / by_key[(w, 1)]["requests_per_s"], 2)
               for (w, c), r in by_key.items() if c != 1 and (w, 1) in by_key}
+    for (w, c), r in by_key.items():
+        ratios[f"wait {w:g} ms, {c} clients: served / direct in calls of {min(c, 8)}"] = round(
+            r["requests_per_s"] / baseline[f"texts_per_s_in_calls_of_{1 if c == 1 else 8}"], 2)
     print(json.dumps({
         "model": args.model.name,
         "texts": f"{len(texts)} requests of one sentence each (mean {statistics.mean(map(len, texts)):.0f} "
@@ -129,6 +161,7 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_average_at_start": [round(x, 2) for x in os.getloadavg()]},
         "runs": runs,
+        "direct": baseline,
         "ratios": ratios,
     }, indent=2))
 

@@ -81,12 +81,11 @@ def write_predictions(docs: list[Document], output: str | Path, format: str, sub
     check_predict_format(format)
     output = Path(output)
     if format == "html":
-        from cardioner.view import prediction_page
+        from cardioner.view import is_view_page, prediction_page
 
-        if output.is_dir():
-            raise ValueError(f"--output {output} is a folder; --format html writes one page (e.g. predictions.html)")
         total = sum(len(doc.spans) for doc in docs)
-        write_text_atomic(output, prediction_page(docs, subtitle=subtitle + f"{len(docs)} documents, {total} entities"))
+        page = prediction_page(docs, subtitle=subtitle + f"{len(docs)} documents, {total} entities")
+        write_text_atomic(output, page, is_view_page, "a page cardioner wrote")
     else:
         write_corpus(docs, output, format)
     return output
@@ -103,11 +102,15 @@ def predict_path(model_dir: str | Path, input: str | Path, output: str | Path, f
         The predicted documents.
     """
     from cardioner.data.io import check_output_target
-    from cardioner.data.paths import check_writable_ids
+    from cardioner.data.paths import check_output, check_writable_ids
+    from cardioner.view import is_view_page
 
     check_predict_format(format)
     check_batch_size(batch_size)
-    check_output_target(output, format)
+    if format == "html":  # before the model runs: only a page cardioner wrote may be replaced
+        check_output(output, "file", is_view_page, "a page cardioner wrote")
+    else:
+        check_output_target(output, format)
     docs = read_inputs(input)
     check_writable_ids([doc.id for doc in docs], format, output)
     model, task = load_predictor(model_dir, max_length, stride)
@@ -144,10 +147,13 @@ def evaluate_path(model_dir: str | Path, data: str | Path, format: str | None = 
     """
     from cardioner.data.io import read_corpus
     from cardioner.data.paths import check_output
+    from cardioner.view import is_view_page
 
     check_batch_size(batch_size)
     if output is not None:
         check_output(output, "file", _is_json, "JSON")
+    if html is not None:  # before the model runs: only a page cardioner wrote may be replaced
+        check_output(html, "file", is_view_page, "a page cardioner wrote")
     docs, report = read_corpus(data, format=format, span_errors=span_errors)
     logger.info("%s", report.summary().replace("\n", "; "))
     if not docs:
@@ -156,8 +162,6 @@ def evaluate_path(model_dir: str | Path, data: str | Path, format: str | None = 
     unknown = sorted({s.label for d in docs for s in d.spans} - set(task.labels.types))
     if unknown:
         logger.warning("labels the model does not know (scored as misses): %s", ", ".join(unknown))
-    if html is not None and Path(html).is_dir():
-        raise ValueError(f"--html {html} is a folder; give the page's file name (e.g. evaluation.html)")
     result = task.evaluate(model, docs, "eval", batch_size=batch_size)
     scores = result["scores"]
     if output is not None:
@@ -166,7 +170,8 @@ def evaluate_path(model_dir: str | Path, data: str | Path, format: str | None = 
         from cardioner.view import evaluation_page
 
         write_text_atomic(html, evaluation_page(docs, result["documents"], scores,
-                                                subtitle=f"{Path(model_dir).name} on {Path(str(data)).name}"))
+                                                subtitle=f"{Path(model_dir).name} on {Path(str(data)).name}"),
+                          is_view_page, "a page cardioner wrote")
     return scores
 
 

@@ -18,6 +18,7 @@ import html
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from cardioner.data.document import Document, Span
 
@@ -29,6 +30,17 @@ OUTCOMES = (("correct", "correct", "#1B9E45"), ("wrong-type", "wrong type", "#7B
             ("missed", "missed (gold, not predicted)", "#D62728"), ("spurious", "spurious (predicted, not gold)",
                                                                      "#E67E00"))
 MAX_LANES = 8  # deeper nesting shares the last lane
+#: marks a page as ours, so that writing a page again may replace it (``is_view_page``)
+GENERATOR = '<meta name="generator" content="cardioner">'
+
+
+def is_view_page(path: str | Path) -> bool:
+    """Whether ``path`` is a page this module wrote (which ``predict``/``evaluate`` may replace)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return GENERATOR in f.read(4096)
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def type_colour(index: int) -> str:
@@ -152,7 +164,7 @@ def _style(labels: Sequence[str]) -> str:
 def _page(title: str, subtitle: str, legends: str, documents: list[str], labels: Sequence[str],
           table: str = "") -> str:
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">{GENERATOR}"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
         "script-src 'unsafe-inline'\">"

@@ -20,16 +20,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-import torch
-from tiny import tiny_backbone
+from noisy_export import noisy_tiny_export
 from typer.testing import CliRunner
 
 from cardioner.cli import app
-from cardioner.config import config_from_dict
 from cardioner.data import read_corpus
 from cardioner.data.common import read_text
 from cardioner.data.document import Document, Span
-from cardioner.training.trainer import ModelTrainer
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
@@ -47,21 +44,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # ----------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def export(one_thread, tmp_path_factory) -> Path:
-    """A tiny BERT + CRF trained for 6 steps on 12 sample abstracts, its head spread to predict many entities."""
-    root = tmp_path_factory.mktemp("serve_model")
-    train, _ = read_corpus(SAMPLE / "train")
-    config = config_from_dict({
-        "data": {"max_length": 48, "stride": 12, "train": str(SAMPLE / "train")},
-        "model": {"model": str(tiny_backbone("bert", root)), "use_crf": True},
-        "training": {"epochs": 1, "max_steps": 6, "batch_size": 8, "lr": 1e-3, "seed": 5},
-    })
-    trainer = ModelTrainer(config)
-    trainer.train(train[:12])
-    with torch.no_grad():  # a barely trained model predicts O: spread its emissions so that many entities appear
-        for name, parameter in trainer.model.named_parameters():
-            if name.endswith("classifier.weight"):
-                parameter.add_(0.5 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(0)))
-    return trainer.save(root / "model")
+    """A tiny BERT + CRF that predicts many entities (tests/noisy_export.py)."""
+    return noisy_tiny_export(tmp_path_factory.mktemp("export"), seed=0)
 
 
 def free_port() -> int:

@@ -16,15 +16,12 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-import torch
-from tiny import tiny_backbone
+from noisy_export import noisy_tiny_export
 from typer.testing import CliRunner
 
 from cardioner.cli import app
-from cardioner.config import config_from_dict
 from cardioner.data import read_corpus
 from cardioner.data.document import Document, Span
-from cardioner.training.trainer import ModelTrainer
 from cardioner.view import compare_spans, evaluation_page, prediction_page
 
 REPO = Path(__file__).resolve().parents[1]
@@ -158,6 +155,25 @@ def test_evaluation_page_has_the_per_type_table_and_every_outcome():
         assert f"<th>{label}</th>" in page
 
 
+def test_pages_replace_only_earlier_pages(noisy_export, tmp_path):
+    thesis = tmp_path / "thesis.html"
+    thesis.write_text("<html>my thesis</html>", encoding="utf-8")
+    runs = [(["predict", "--model", noisy_export, "--input", SAMPLE / "test", "--output", thesis, "--format", "html"],
+             "is not a page cardioner wrote"),
+            (["evaluate", "--model", noisy_export, "--data", SAMPLE / "test", "--html", tmp_path],
+             "is a folder; give the page's file name")]
+    for args, fragment in runs:
+        result = CliRunner().invoke(app, [str(a) for a in args])
+        assert result.exit_code == 1 and fragment in result.output, result.output
+    assert thesis.read_text(encoding="utf-8") == "<html>my thesis</html>"
+    page = tmp_path / "entities.html"
+    for _ in range(2):  # new, then an earlier page: replaced
+        result = CliRunner().invoke(app, [str(a) for a in ["predict", "--model", noisy_export, "--input",
+                                                           SAMPLE / "test", "--output", page, "--format", "html"]])
+        assert result.exit_code == 0, result.output
+    assert read_page(page.read_text(encoding="utf-8")).docs.keys() == {p.stem for p in (SAMPLE / "test").glob("*.txt")}
+
+
 # ----------------------------------------------------------------------------------------------- slow: Chromium
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -189,21 +205,8 @@ def is_picture(path: Path) -> bool:
 
 @pytest.fixture(scope="module")
 def noisy_export(one_thread, tmp_path_factory) -> Path:
-    """A tiny BERT + CRF trained 6 steps, its head spread with noise so that it predicts many entities."""
-    root = tmp_path_factory.mktemp("view_model")
-    train, _ = read_corpus(SAMPLE / "train")
-    config = config_from_dict({
-        "data": {"max_length": 48, "stride": 12},
-        "model": {"model": str(tiny_backbone("bert", root)), "use_crf": True},
-        "training": {"epochs": 1, "max_steps": 6, "batch_size": 8, "lr": 1e-3, "seed": 5},
-    })
-    trainer = ModelTrainer(config)
-    trainer.train(train[:12])
-    with torch.no_grad():
-        for name, parameter in trainer.model.named_parameters():
-            if name.endswith("classifier.weight"):
-                parameter.add_(0.5 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(1)))
-    return trainer.save(root / "model")
+    """A tiny BERT + CRF that predicts many entities (tests/noisy_export.py)."""
+    return noisy_tiny_export(tmp_path_factory.mktemp("noisy_export"), seed=1)
 
 
 @pytest.mark.slow
