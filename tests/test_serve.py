@@ -217,19 +217,16 @@ CAS_METADATA = "de.tudarmstadt.ukp.clarin.webanno.api.type.CASMetadata"
 
 
 def inception_type_system():
-    """The type system INCEpTION sends for a project with its named-entity layer: DKPro Core's Token, Sentence
-    and NamedEntity (value, identifier), the features INCEpTION adds for recommenders (``<feature>_score``,
-    ``<feature>_score_explanation``, ``inception_internal_predicted``) and its CASMetadata."""
-    from cassis import TypeSystem
+    """The type system INCEpTION sends for a project with its named-entity layer: DKPro Core's (as cassis ships
+    it: Token, Sentence, NamedEntity with value and identifier), the features INCEpTION adds to a layer for
+    recommenders (``<feature>_score``, ``<feature>_score_explanation``, ``inception_internal_predicted``) and its
+    CASMetadata."""
+    from cassis import load_dkpro_core_typesystem
     from cassis.typesystem import TYPE_NAME_BOOLEAN, TYPE_NAME_DOUBLE, TYPE_NAME_LONG, TYPE_NAME_STRING
 
-    ts = TypeSystem()
-    token = ts.create_type(TOKEN)
-    ts.create_feature(token, "order", "uima.cas.Integer")
-    ts.create_type(SENTENCE)
-    entity = ts.create_type(NAMED_ENTITY)
+    ts = load_dkpro_core_typesystem()
+    entity = ts.get_type(NAMED_ENTITY)
     for feature in ("value", "identifier"):
-        ts.create_feature(entity, feature, TYPE_NAME_STRING)
         ts.create_feature(entity, f"{feature}_score", TYPE_NAME_DOUBLE)
         ts.create_feature(entity, f"{feature}_score_explanation", TYPE_NAME_STRING)
     ts.create_feature(entity, "inception_internal_predicted", TYPE_NAME_BOOLEAN)
