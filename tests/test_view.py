@@ -159,9 +159,9 @@ def test_pages_replace_only_earlier_pages(noisy_export, tmp_path):
     thesis = tmp_path / "thesis.html"
     thesis.write_text("<html>my thesis</html>", encoding="utf-8")
     runs = [(["predict", "--model", noisy_export, "--input", SAMPLE / "test", "--output", thesis, "--format", "html"],
-             "is not a page cardioner wrote"),
+             "does not hold a page cardioner wrote"),
             (["evaluate", "--model", noisy_export, "--data", SAMPLE / "test", "--html", tmp_path],
-             "is a folder; give the page's file name")]
+             "the output is a folder; a file was expected")]
     for args, fragment in runs:
         result = CliRunner().invoke(app, [str(a) for a in args])
         assert result.exit_code == 1 and fragment in result.output, result.output
