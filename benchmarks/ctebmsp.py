@@ -73,7 +73,7 @@ def run(system: str, args, train_docs, dev_docs, test_docs) -> dict:
     result = trainer.train(list(train_docs), dev_docs, None)
     if args.save:
         trainer.save(Path(args.save) / system)
-    predicted = trainer.task.predict(trainer.model, test_docs, batch_size=64)
+    predicted = list(trainer.predictor.with_batch_size(64).predict(test_docs))
     scores = score_spans(test_docs, predicted, match="exact")
     return {
         "decoding": "crf" if use_crf else "constrained" if trainer.model.config.constrained_decoding else "argmax",
@@ -95,20 +95,20 @@ def redecode(system: str, args, dev_docs, test_docs) -> dict:
     """Score a saved system again with the decoder ``args.decoding`` (no training; thresholds re-tuned on dev)."""
     from cardioner import load_model
     from cardioner.evaluation import score_spans
-    from cardioner.task import Task
+    from cardioner.predictor import Predictor
     from cardioner.thresholds import tune_thresholds
 
     model, tokenizer = load_model(Path(args.redecode) / system)
     if not model.config.use_crf:  # the CRF decodes by Viterbi with its learned transitions either way
         model.config.constrained_decoding = args.decoding == "constrained"  # the decoder reads it at every call
-    task = Task.from_model(model, tokenizer)
+    predictor = Predictor.from_model(model, tokenizer)
     tuning = None
     if model.config.channel_types is not None and not model.config.use_crf:
-        thresholds, tuning = tune_thresholds(task, model, dev_docs, "dev")
+        thresholds, tuning = tune_thresholds(predictor, predictor.encoder.encode_corpus(dev_docs, "dev"))
         model.config.thresholds = thresholds
     scores = {}
     for split, docs in (("dev", dev_docs), ("test", test_docs)):
-        predicted = task.predict(model, docs, batch_size=64)
+        predicted = list(predictor.with_batch_size(64).predict(docs))
         scores[split] = (score_spans(docs, predicted, match="exact"), predicted)
     test, predicted = scores["test"]
     return {

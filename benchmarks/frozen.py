@@ -71,7 +71,7 @@ def run_mode(args) -> dict:
     result = trainer.train(train_docs, None, None)
     total = time.perf_counter() - started
     peak = rss_mb()
-    predicted = trainer.task.predict(trainer.model, test_docs, batch_size=64)
+    predicted = list(trainer.predictor.with_batch_size(64).predict(test_docs))
     scores = score_spans(test_docs, {d.id: d.spans for d in predicted}, match="exact")
     return {
         "epoch_seconds": [round(row["epoch_seconds"], 2) for row in result.history],

@@ -29,7 +29,7 @@ DATA = ROOT.parent / "shared" / "data" / "ncbi_disease" / "conll"
 
 def spans_from_token_tags(doc, tags):
     """Spans (character offsets) from one tag per CoNLL token of ``doc`` (lenient IOB2 decoding)."""
-    from cardioner.labels import word_tags_to_spans
+    from cardioner.data.encoding import word_tags_to_spans
 
     return word_tags_to_spans(doc.meta["tokens"], tags)
 
@@ -115,7 +115,7 @@ def run_cardioner(args, backbone_name, train_docs, test_docs, use_crf):
     trainer = ModelTrainer(config)
     result = trainer.train(train_docs, None, None)
     started = time.perf_counter()
-    predicted = trainer.task.predict(trainer.model, test_docs, batch_size=64)
+    predicted = list(trainer.predictor.with_batch_size(64).predict(test_docs))
     predict_seconds = time.perf_counter() - started
     return {"train_samples_per_second": result.train_samples_per_second, "train_seconds": result.train_seconds,
             "predict_seconds": predict_seconds, "documents": predicted}
@@ -137,10 +137,10 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+    from cardioner.backbone import resolve_backbone
     from cardioner.data import read_corpus
     from cardioner.evaluation import score_spans, seqeval_scores
     from cardioner.labels import spans_to_word_tags
-    from cardioner.task import resolve_backbone
 
     train_docs, _ = read_corpus(DATA / "train.tsv")
     test_docs, _ = read_corpus(DATA / "test.tsv")

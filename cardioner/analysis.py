@@ -19,15 +19,20 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from cardioner.data.document import Document, Span
+from cardioner.data.io import read_corpus
 from cardioner.data.paths import check_output_folder
+from cardioner.errors import CorpusError
+from cardioner.inference import load_predictor
+from cardioner.labels import LabelSet
 from cardioner.metrics.span_matching import greedy_overlap_pairs, span_key
+from cardioner.plots import plot_confusion, plot_projection
+from cardioner.predictor import Predictor
 
 logger = logging.getLogger("cardioner")
 
@@ -183,22 +188,23 @@ def errors_markdown(errors: dict, title: str) -> str:
 
 
 @torch.no_grad()
-def word_representations(model, task, docs: list[Document], batch_size: int = 32) -> tuple[np.ndarray, list[str]]:
+def word_representations(predictor: Predictor, docs: list[Document]) -> tuple[np.ndarray, list[str]]:
     """The backbone features at each word's first subword (each word taken from the first window holding it).
 
     Returns:
         (features (num_words, feature_size) float32, gold entity type of each word, "O" outside entities).
     """
+    model, batch_size = predictor.model, predictor.batch_size
     model.eval()
     device = next(model.parameters()).device
-    encoded, _ = task.encoder.encode(docs)
+    encoded, _ = predictor.encoder.encode(docs)
     rows: list[np.ndarray] = []
     types: list[str] = []
     for enc in encoded:
         seen: set[int] = set()
         for start in range(0, len(enc.windows), batch_size):
             windows = enc.windows[start : start + batch_size]
-            batch = task.collate(windows)
+            batch = predictor.collate(windows)
             features = model.backbone_features(
                 batch["input_ids"].to(device), batch["attention_mask"].to(device),
                 batch["token_type_ids"].to(device) if "token_type_ids" in batch else None,
@@ -210,15 +216,14 @@ def word_representations(model, task, docs: list[Document], batch_size: int = 32
                         continue
                     seen.add(word)
                     rows.append(row[position])
-                    types.append(_word_type(task.labels, enc.word_labels[word]))
+                    types.append(_word_type(predictor.labels, enc.word_labels[word]))
     size = rows[0].shape[0] if rows else 0
     return np.stack(rows) if rows else np.zeros((0, size), dtype=np.float32), types
 
 
-def _word_type(labels, word_label) -> str:
-    """The entity type of a word's gold tag id (flat), or of its first positive channel (multi-label)."""
-    tags = word_label if isinstance(word_label, (list, tuple)) else [word_label]
-    for channel, tag_id in zip(labels.channels, tags, strict=False):
+def _word_type(labels: LabelSet, word_label: list[int]) -> str:
+    """The entity type of a word's gold tags: that of its first channel whose tag is not O."""
+    for channel, tag_id in zip(labels.channels, word_label, strict=True):
         tag = channel.typed_tag(int(tag_id))
         if tag != OUTSIDE:
             return tag.split("-", 1)[1]
@@ -240,70 +245,6 @@ def sample_words(types: list[str], max_words: int, seed: int = 0) -> list[int]:
     outside = by_type.get(OUTSIDE, [])
     chosen += rng.sample(outside, min(max_words - len(chosen), len(outside)))
     return sorted(chosen)
-
-
-def plot_projection(points: np.ndarray, types: list[str], path: Path, title: str, axis: str,
-                    variance: list[float] | None = None) -> Path:
-    """A 2-D scatter of word points coloured by gold type (O in light grey, drawn first)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 6.5))
-    counts = Counter(types)
-    order = [OUTSIDE] + sorted(t for t in counts if t != OUTSIDE) if OUTSIDE in counts else sorted(counts)
-    colours = plt.get_cmap("tab10" if len(order) <= 11 else "tab20")
-    entity_index = 0
-    for entity_type in order:
-        mask = np.array([t == entity_type for t in types])
-        if entity_type == OUTSIDE:
-            style = {"color": "lightgrey", "s": 8, "alpha": 0.5}
-        else:
-            style = {"color": colours(entity_index % colours.N), "s": 14, "alpha": 0.8}
-            entity_index += 1
-        ax.scatter(points[mask, 0], points[mask, 1], label=f"{entity_type} ({counts[entity_type]})",
-                   edgecolors="none", **style)
-    labels = [f"{axis} 1", f"{axis} 2"]
-    if variance is not None:
-        labels = [f"{label} ({share:.1%} of variance)" for label, share in zip(labels, variance, strict=True)]
-    ax.set_xlabel(labels[0])
-    ax.set_ylabel(labels[1])
-    ax.set_title(title)
-    ax.legend(title="gold type (words)", loc="best", markerscale=2, fontsize=9)
-    ax.grid(alpha=0.2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def plot_confusion(matrix: dict, path: Path, title: str) -> Path:
-    """The confusion matrix as an annotated heat map (counts; colour by share of the row)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    counts = np.array(matrix["counts"])
-    shares = counts / np.maximum(counts.sum(1, keepdims=True), 1)
-    size = max(4.5, 1.1 * len(matrix["predicted"]) + 2)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
-    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(matrix["predicted"])), matrix["predicted"], rotation=45, ha="right")
-    ax.set_yticks(range(len(matrix["gold"])), matrix["gold"])
-    for (row, col), value in np.ndenumerate(counts):
-        if value or (row < len(matrix["gold"]) - 1 and col < len(matrix["predicted"]) - 1):
-            ax.text(col, row, str(value), ha="center", va="center",
-                    color="white" if shares[row, col] > 0.6 else "black", fontsize=10)
-    ax.set_xlabel("predicted type (\"missed\": no overlapping prediction)")
-    ax.set_ylabel("gold type (\"spurious\": no overlapping gold span)")
-    ax.set_title(title)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the gold row")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -329,26 +270,23 @@ def analyze_model(model_dir: str | Path, data_path: str | Path, output_dir: str 
     Returns:
         {name: path} of the files written.
     """
-    from sklearn.decomposition import PCA
+    from sklearn.decomposition import PCA  # optional (the analysis extra), and slow to import
     from sklearn.manifold import TSNE
-
-    from cardioner.data.io import read_corpus
-    from cardioner.inference import load_predictor
 
     output = Path(output_dir) if output_dir is not None else Path(model_dir) / "analysis"
     check_output_folder(output, ("confusion_matrix.json",), "an earlier analysis")  # never another folder
     docs, report = read_corpus(data_path, format=format)
     if not docs:
-        raise ValueError(f"--data {data_path}: no documents")
+        raise CorpusError("no documents", data_path)
     if not any(d.spans for d in docs):
-        raise ValueError(f"--data {data_path}: no annotated spans to analyse")
-    model, task = load_predictor(model_dir)
+        raise CorpusError("no annotated spans to analyse", data_path)
+    predictor = load_predictor(model_dir, batch_size=batch_size)
     output.mkdir(parents=True, exist_ok=True)
     name = Path(model_dir).name
-    predicted = task.predict(model, docs, batch_size=batch_size)
+    predicted = list(predictor.predict(docs))
     paths: dict[str, Path] = {}
 
-    matrix = confusion_matrix(docs, predicted, list(task.labels.types))
+    matrix = confusion_matrix(docs, predicted, list(predictor.labels.types))
     paths["confusion_json"] = output / "confusion_matrix.json"
     paths["confusion_json"].write_text(json.dumps(matrix, indent=2), encoding="utf-8")
     paths["confusion_png"] = plot_confusion(matrix, output / "confusion_matrix.png",
@@ -360,11 +298,11 @@ def analyze_model(model_dir: str | Path, data_path: str | Path, output_dir: str 
     paths["errors_md"].write_text(errors_markdown(errors, f"Errors of {name} on {Path(data_path).name}"),
                                   encoding="utf-8")
 
-    features, types = word_representations(model, task, docs, batch_size)
+    features, types = word_representations(predictor, docs)
     chosen = sample_words(types, max_words, seed)
     features, types = features[chosen], [types[i] for i in chosen]
     if len(types) < 5:
-        raise ValueError(f"--data {data_path}: only {len(types)} words; too few to plot")
+        raise CorpusError(f"only {len(types)} words; too few to plot", data_path)
     pca = PCA(n_components=2, random_state=seed).fit(features)
     paths["pca_png"] = plot_projection(
         pca.transform(features), types, output / "words_pca.png",

@@ -14,17 +14,23 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from safetensors import safe_open
 from tqdm.auto import tqdm
 
-from cardioner.config import Config
+from cardioner import plots
+from cardioner.config import Config, ConfigError
 from cardioner.data.common import atomic_path, write_text_atomic
 from cardioner.data.paths import check_output
+from cardioner.export import is_export
+from cardioner.modeling import TOKEN_HEADS
+from cardioner.training.run import check_before_reading, read_split, split_dev
+from cardioner.training.trainer import ModelTrainer
 
 logger = logging.getLogger("cardioner")
 
 CRF_SETTINGS = {"off": (False,), "on": (True,), "both": (False, True)}
 CRF_HEAD = "crf"  # in a list of heads: the linear head with a CRF (DESIGN's `--heads linear,mlp,crf`)
-ALL_HEADS = ("linear", "mlp", "bilstm", "cnn", "attention", "fourier_kan", "wavelet_kan")
+ALL_HEADS = tuple(TOKEN_HEADS)
 
 
 def run_name(head: str, use_crf: bool) -> str:
@@ -47,10 +53,6 @@ def compare_heads(config: Config, heads: Sequence[str], crf: str | None = None,
     Returns:
         the comparison: {"settings": {...}, "runs": [row per run]} (rows as ``export_row`` makes them).
     """
-    from cardioner.modeling import TOKEN_HEADS
-    from cardioner.training import ModelTrainer
-    from cardioner.training.run import check_before_reading, read_split, split_dev
-
     unknown = [head for head in heads if head not in TOKEN_HEADS and head != CRF_HEAD]
     if unknown or not heads:
         raise ValueError(f"unknown heads {unknown or list(heads)}; expected names from "
@@ -58,15 +60,15 @@ def compare_heads(config: Config, heads: Sequence[str], crf: str | None = None,
     if crf is None:
         crf = "on" if config.model.use_crf else "off"
     if crf not in CRF_SETTINGS:
-        raise ValueError(f"--crf must be one of {', '.join(CRF_SETTINGS)}; got {crf!r}")
+        raise ValueError(f"crf must be one of {', '.join(CRF_SETTINGS)}; got {crf!r}")
     output_dir = Path(output_dir)
     runs = list(dict.fromkeys(run for head in heads for run in (
         [("linear", True)] if head == CRF_HEAD else [(head, use_crf) for use_crf in CRF_SETTINGS[crf]])))
     check_comparison_folder(output_dir)
     check_before_reading(config, [output_dir / run_name(head, use_crf) for head, use_crf in runs])
     if not (config.data.dev or config.data.test or config.data.dev_fraction > 0):
-        raise ValueError("compare scores each head on a test or dev corpus: pass --test PATH or --dev PATH "
-                         "(or set data.dev_fraction)")
+        raise ConfigError("compare scores each head on a test or dev corpus: set data.test or data.dev "
+                          "(or data.dev_fraction)")
     output_dir.mkdir(parents=True, exist_ok=True)
     train = read_split(config.data.train, config, "train")
     dev = read_split(config.data.dev, config, "dev")
@@ -93,13 +95,12 @@ def compare_heads(config: Config, heads: Sequence[str], crf: str | None = None,
 
 def _record_run_facts(folder: Path, trainer, split: str) -> None:
     """Add inference speed and parameter counts to the export's metrics.json (under "compare")."""
-    task, model = trainer.task, trainer.model
-    encoded = task.encoded[split]
-    tokens = sum(len(window["input_ids"]) for doc in encoded for window in doc.windows)
+    corpus = trainer.corpora.test if split == "test" else trainer.corpora.dev
+    tokens = sum(len(window["input_ids"]) for window in corpus.windows)
     started = time.perf_counter()
-    task.predict_encoded(model, encoded, trainer.config.training.eval_batch_size, desc=f"timing inference on {split}")
+    trainer.predictor.predict_windows(corpus.encoded, desc=f"timing inference on {split}")
     seconds = time.perf_counter() - started
-    named = list(model.named_parameters())
+    named = list(trainer.model.named_parameters())
     facts = {"inference_tokens_per_second": tokens / max(seconds, 1e-9), "inference_tokens": tokens,
              "parameters": sum(p.numel() for _, p in named),
              "head_parameters": sum(p.numel() for n, p in named if not n.startswith("backbone.")),
@@ -151,8 +152,6 @@ def export_row(folder: str | Path) -> dict:
 
 
 def _count_parameters(weights_path: Path) -> dict:
-    from safetensors import safe_open
-
     total = head = 0
     with safe_open(str(weights_path), framework="pt") as weights:
         for key in weights.keys():  # noqa: SIM118 - safe_open is not a mapping
@@ -225,7 +224,6 @@ def _count(value: int | None) -> str:
 def check_comparison_folder(output_dir: Path) -> None:
     """Raise CorpusError unless ``output_dir`` is new, empty or an earlier comparison (comparison.json, or only
     exports): a comparison never writes into another folder (``data.paths``)."""
-    from cardioner.export import is_export
 
     def earlier_comparison(folder: Path) -> bool:
         entries = [entry for entry in folder.iterdir() if not entry.name.startswith(".")]
@@ -236,8 +234,6 @@ def check_comparison_folder(output_dir: Path) -> None:
 
 def write_comparison(comparison: dict, output_dir: Path) -> dict[str, Path]:
     """Write comparison.json, comparison.md and comparison.png into ``output_dir``; returns their paths."""
-    from cardioner.plots import plot_comparison
-
     paths = {"json": output_dir / "comparison.json", "md": output_dir / "comparison.md",
              "png": output_dir / "comparison.png"}
     for kind, text in (("json", json.dumps(comparison, indent=2)), ("md", markdown_table(comparison["runs"]))):
@@ -245,7 +241,7 @@ def write_comparison(comparison: dict, output_dir: Path) -> dict[str, Path]:
     with atomic_path(paths["png"]) as temporary:
         drawn = temporary.with_suffix(".png")  # matplotlib takes the image format from the file name
         try:
-            plot_comparison(comparison["runs"], drawn)
+            plots.plot_comparison(comparison["runs"], drawn)  # through the module: tests replace it
             drawn.replace(temporary)
         finally:
             drawn.unlink(missing_ok=True)

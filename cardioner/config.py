@@ -128,6 +128,11 @@ class Config:
         """A copy with dotted keys replaced, e.g. ``config.replace(**{"training.lr": 1e-4})``."""
         return apply_overrides(self, dotted)
 
+    def get(self, key: str) -> Any:
+        """The value of a dotted (or unambiguous short) key, e.g. ``config.get("training.lr")``."""
+        section, name = resolve_key(key).split(".")
+        return getattr(getattr(self, section), name)
+
 
 # ModelConfig keys passed as they are to the model's config (CardioNERConfig arguments of the same name).
 HEAD_SETTINGS = (
@@ -195,6 +200,15 @@ def resolve_key(key: str, source: str = "config") -> str:
         return matches[0]
     nearest = _nearest(key, keys)
     raise ConfigError(f"{source}: unknown key {key!r}" + (f"; did you mean {nearest!r}?" if nearest else ""))
+
+
+def coerce_value(key: str, value: Any, source: str = "config") -> Any:
+    """``value`` checked and converted to the type of the dotted config ``key``, as a config file's value is
+    (``"512,256"`` or ``[512, 256]`` -> ``(512, 256)``, ``"true"`` -> ``True``); a ConfigError naming the key
+    and the value when the key cannot take it."""
+    key = resolve_key(key, source)
+    section, name = key.split(".")
+    return _coerce(value, typing.get_type_hints(SECTIONS[section])[name], key, source)
 
 
 def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:

@@ -97,7 +97,7 @@ def seqeval_scores(gold_tags: Sequence[Sequence[str]], pred_tags: Sequence[Seque
     """seqeval's strict IOB2 view on word tags: entities are seqeval's, matched exactly per type.
 
     Same numbers as ``seqeval.metrics.classification_report(mode="strict", scheme=IOB2)`` (tested), in the
-    layout of ``score_spans`` so that ``format_table`` and ``plot_per_type`` take both.
+    layout of ``score_spans`` so that ``format_table`` and ``plots.plot_per_type`` take both.
 
     Args:
         gold_tags: one list of IOB2 tags per sentence (or document).
@@ -130,6 +130,41 @@ def seqeval_scores(gold_tags: Sequence[Sequence[str]], pred_tags: Sequence[Seque
         "macro": scores["macro"],
         "num_sequences": len(gold_tags),
     }
+
+
+def corpus_scores(gold: Sequence[Document], predicted: Sequence[Document],
+                  gold_tags: Sequence[Sequence[str]] | None = None,
+                  predicted_tags: Sequence[Sequence[str]] | None = None) -> dict:
+    """What an evaluation reports of predicted documents: exact-match span scores, with the overlap-match
+    scores under "overlap" and, given IOB2 word tag sequences, seqeval's view under "seqeval".
+
+    Args:
+        gold, predicted: the gold and the predicted documents.
+        gold_tags, predicted_tags: one IOB2 tag sequence per document and channel, or None (no seqeval view).
+
+    Returns:
+        ``score_spans`` (exact) without its per-document counts, plus "overlap" and "seqeval".
+    """
+    scores = score_spans(gold, predicted, match="exact")
+    scores["overlap"] = score_spans(gold, predicted, match="overlap")
+    scores.pop("per_document", None)
+    scores["overlap"].pop("per_document", None)
+    if gold_tags:
+        scores["seqeval"] = seqeval_scores(gold_tags, predicted_tags)
+    return scores
+
+
+SELECTION_METRICS = ("f1", "precision", "recall", "overlap_f1", "macro_f1")  # training.metric
+
+
+def selection_score(scores: dict, metric: str) -> float:
+    """The number ``training.metric`` reads from a ``corpus_scores`` dict (model selection, early stopping,
+    tuning): micro f1 / precision / recall (exact match), micro F1 of overlap matching, or macro F1."""
+    if metric == "macro_f1":
+        return scores["macro"]["f1"]
+    if metric == "overlap_f1":
+        return scores.get("overlap", {}).get("micro", {}).get("f1", scores["micro"]["f1"])
+    return scores["micro"][metric]
 
 
 def multicardioner_score(
@@ -327,44 +362,6 @@ def format_table(scores: dict, digits: int = 4) -> str:
             cells[0] = "**macro**"
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def plot_per_type(scores: dict, path: str | Path, title: str | None = None) -> Path:
-    """Write a PNG bar chart of per-type F1 (support in the tick labels, micro F1 as a line); returns the path."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    per_type = scores["per_type"]
-    if not per_type:
-        raise ValueError("no entity types to plot: scores['per_type'] is empty")
-    labels = list(per_type)
-    f1 = [per_type[label]["f1"] for label in labels]
-    figure = Figure(figsize=(max(4.0, 0.8 * len(labels) + 2), 4), layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    bars = axes.bar(range(len(labels)), f1, color="tab:blue")
-    axes.bar_label(bars, labels=[f"{v:.3f}" for v in f1], fontsize=8)
-    axes.axhline(
-        scores["micro"]["f1"], color="tab:red", linestyle="--", label=f"micro F1 {scores['micro']['f1']:.3f}"
-    )
-    axes.set_xticks(range(len(labels)), [f"{label}\n(n={per_type[label]['support']})" for label in labels])
-    axes.set_ylim(0, 1.2)  # headroom for the bar labels and the legend
-    axes.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
-    axes.set_xlabel("entity type (gold support)")
-    axes.set_ylabel("F1")
-    if title is None:
-        view = (
-            f"{scores['match']} match"
-            if "match" in scores
-            else f"seqeval {scores.get('mode', '')} {scores.get('scheme', '')}"
-        )
-        title = f"Per-type F1 ({view.strip()})"
-    axes.set_title(title)
-    axes.legend(loc="upper right", fontsize=8)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    return path
 
 
 def metric_path() -> str:

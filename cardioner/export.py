@@ -16,9 +16,12 @@ from pathlib import Path
 import yaml
 from transformers import AutoTokenizer
 
-from cardioner import modeling
+from cardioner import hub, modeling
+from cardioner.backbone import base_model_name
+from cardioner.config import Config
 from cardioner.data.paths import check_output, staged_output
 from cardioner.errors import CorpusError
+from cardioner.labels import LabelSet
 
 MODELING_FILE = "modeling.py"
 EXPORT = "a cardioner export"
@@ -162,13 +165,42 @@ def _model_class(config: modeling.CardioNERConfig) -> type[modeling.CardioNERPre
     return modeling.model_class_for(config)
 
 
+def card_fields(config: Config, labels: LabelSet, max_length: int, stride: int,
+                corpus_sizes: dict[str, int]) -> dict:
+    """The model card's fields of a training run: base model, data and a one-line description.
+
+    Args:
+        config: the run's Config (corpus paths, backbone).
+        labels: its label set.
+        max_length, stride: its windows.
+        corpus_sizes: documents per corpus ("train", "dev", "test") it was given.
+    """
+    base = base_model_name(config.model.model)
+    splits, sources = [], {}
+    for name, path in (("train", config.data.train), ("dev", config.data.dev), ("test", config.data.test)):
+        size = corpus_sizes.get(name)
+        counted = f"{size} document{'s' if size != 1 else ''}" if size else None
+        if isinstance(path, (str, Path)):  # named by folder, never by this machine's absolute path
+            splits.append(f"{name}: `{hub.data_name(path)}`" + (f" ({counted})" if counted else ""))
+            sources[name] = hub.dataset_name(path)
+        elif counted:
+            splits.append(f"{name}: {counted}")
+    kind = labels.describe()
+    return {
+        "base_model": base,
+        "datasets": list(dict.fromkeys(sources.values())),  # the training corpus first
+        "data": ("; ".join(splits) + ". " if splits else "")
+        + f"Task: {kind}, {len(labels.types)} entity types, windows of {max_length} subwords with stride {stride}.",
+        "description": f"A {kind} named-entity recogniser ({', '.join(labels.types)}) trained with cardioner "
+                       f"on `{hub.hub_id(base) or Path(base).name}`.",
+    }
+
+
 def model_card(model: modeling.CardioNERPreTrainedModel, metrics: dict, card: dict) -> str:
     """README.md of an export: labels, data, scores, how to load, how to cite."""
     config = model.config
     labels = [config.id2label[index] for index in range(config.num_labels)]
     entity_types = sorted({modeling.split_tag(label)[1] for label in labels} - {None})
-    from cardioner import hub
-
     title = card.get("title", "cardioner token-classification model")
     given = card.get("base_model") or (config.backbone_config or {}).get("_name_or_path") or ""
     base_model = hub.hub_id(given) or ""  # a Hub id; a local backbone is named by its folder, not its path

@@ -6,8 +6,22 @@ import json
 import logging
 from pathlib import Path
 
-from cardioner.data.common import progress, read_text, write_text_atomic
+from cardioner.config import ConfigError
+from cardioner.data.common import (
+    check_unique_ids,
+    is_hidden,
+    progress,
+    read_text,
+    relative_id,
+    write_text_atomic,
+)
 from cardioner.data.document import CorpusError, Document
+from cardioner.data.io import check_output_target, read_corpus, write_corpus
+from cardioner.data.jsonl import read_jsonl
+from cardioner.data.paths import check_output, check_writable_ids, corpus_files
+from cardioner.export import is_export, load_model
+from cardioner.predictor import DEFAULT_BATCH_SIZE, Predictor
+from cardioner.view import evaluation_page, is_view_page, prediction_page
 
 logger = logging.getLogger("cardioner")
 
@@ -17,33 +31,37 @@ PREDICT_FORMATS = ("brat", "jsonl", "tsv", "html")
 def check_predict_format(format: str) -> None:
     """Raise a one-sentence error for an output format predict cannot write."""
     if format not in PREDICT_FORMATS:
-        raise ValueError(f"--format must be one of {', '.join(PREDICT_FORMATS)}, got {format!r}")
+        raise ValueError(f"format must be one of {', '.join(PREDICT_FORMATS)}, got {format!r}")
 
 
 def check_batch_size(batch_size: int) -> None:
     """Raise a one-sentence error for a batch size below 1."""
     if batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
 
 
-def load_predictor(model_dir: str | Path, max_length: int | None = None, stride: int | None = None):
-    """(model, task) for an export: the installed package's classes, windows as the model was trained."""
-    from cardioner.export import load_model
-    from cardioner.task import Task
-
+def load_predictor(model_dir: str | Path, max_length: int | None = None, stride: int | None = None,
+                   batch_size: int = DEFAULT_BATCH_SIZE) -> Predictor:
+    """The Predictor of an export: the installed package's classes, windows as the model was trained unless
+    ``max_length`` / ``stride`` say otherwise."""
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
-        raise ValueError(f"--model {model_dir}: not an exported model folder (no config.json)")
+        raise ConfigError(f"{model_dir}: not an exported model folder (no config.json)")
+    if not is_export(model_dir):
+        raise ConfigError(f"{model_dir}: not an exported model folder (its config.json describes "
+                          f"{_described_model(model_dir)}, not a cardioner export; train one with cardioner train)")
+    model, tokenizer = load_model(model_dir)
+    model.eval()
+    return Predictor.from_model(model, tokenizer, max_length=max_length, stride=stride, batch_size=batch_size)
+
+
+def _described_model(model_dir: Path) -> str:
+    """What a non-cardioner config.json describes: "a 'bert' model", or "no model" when it is unreadable."""
     try:
         model_type = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("model_type")
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
         model_type = None
-    if model_type != "cardioner":
-        raise ValueError(f"--model {model_dir}: not an exported model folder (its config.json describes a "
-                         f"{model_type!r} model, not a cardioner export; train one with cardioner train)")
-    model, tokenizer = load_model(model_dir)
-    model.eval()
-    return model, Task.from_model(model, tokenizer, max_length=max_length, stride=stride)
+    return f"a {model_type!r} model"
 
 
 def read_inputs(path: str | Path) -> list[Document]:
@@ -53,10 +71,6 @@ def read_inputs(path: str | Path) -> list[Document]:
     hidden files and folders (a staging folder of an interrupted write, ``.ipynb_checkpoints``) are not read and
     a symbolic link is an error (``data.paths.corpus_files``).
     """
-    from cardioner.data.common import check_unique_ids, relative_id
-    from cardioner.data.jsonl import read_jsonl
-    from cardioner.data.paths import corpus_files
-
     path = Path(path)
     if not path.exists():
         raise CorpusError("no such file or folder", path)
@@ -76,13 +90,9 @@ def read_inputs(path: str | Path) -> list[Document]:
 def write_predictions(docs: list[Document], output: str | Path, format: str, subtitle: str = "") -> Path:
     """Write predicted documents as brat (NAME.txt + NAME.ann per document), JSONL, MultiCardioNER TSV or one
     self-contained HTML page (``cardioner.view``; ``subtitle`` is the line under its title)."""
-    from cardioner.data.io import write_corpus
-
     check_predict_format(format)
     output = Path(output)
     if format == "html":
-        from cardioner.view import is_view_page, prediction_page
-
         total = sum(len(doc.spans) for doc in docs)
         page = prediction_page(docs, subtitle=subtitle + f"{len(docs)} documents, {total} entities")
         write_text_atomic(output, page, is_view_page, "a page cardioner wrote")
@@ -101,10 +111,6 @@ def predict_path(model_dir: str | Path, input: str | Path, output: str | Path, f
     Returns:
         The predicted documents.
     """
-    from cardioner.data.io import check_output_target
-    from cardioner.data.paths import check_output, check_writable_ids
-    from cardioner.view import is_view_page
-
     check_predict_format(format)
     check_batch_size(batch_size)
     if format == "html":  # before the model runs: only a page cardioner wrote may be replaced
@@ -113,8 +119,8 @@ def predict_path(model_dir: str | Path, input: str | Path, output: str | Path, f
         check_output_target(output, format)
     docs = read_inputs(input)
     check_writable_ids([doc.id for doc in docs], format, output)
-    model, task = load_predictor(model_dir, max_length, stride)
-    predicted = task.predict(model, docs, batch_size=batch_size)
+    predictor = load_predictor(model_dir, max_length, stride, batch_size)
+    predicted = list(predictor.predict(docs))
     write_predictions(predicted, output, format, subtitle=f"{Path(model_dir).name} on {Path(input).name}: ")
     return predicted
 
@@ -145,10 +151,6 @@ def evaluate_path(model_dir: str | Path, data: str | Path, format: str | None = 
     Returns:
         The scores (exact match at the top level, ``overlap`` and ``seqeval`` inside).
     """
-    from cardioner.data.io import read_corpus
-    from cardioner.data.paths import check_output
-    from cardioner.view import is_view_page
-
     check_batch_size(batch_size)
     if output is not None:
         check_output(output, "file", _is_json, "JSON")
@@ -157,19 +159,17 @@ def evaluate_path(model_dir: str | Path, data: str | Path, format: str | None = 
     docs, report = read_corpus(data, format=format, span_errors=span_errors)
     logger.info("%s", report.summary().replace("\n", "; "))
     if not docs:
-        raise ValueError(f"--data {data}: no documents")
-    model, task = load_predictor(model_dir)
-    unknown = sorted({s.label for d in docs for s in d.spans} - set(task.labels.types))
+        raise CorpusError("no documents", data)
+    predictor = load_predictor(model_dir, batch_size=batch_size)
+    unknown = sorted({s.label for d in docs for s in d.spans} - set(predictor.labels.types))
     if unknown:
         logger.warning("labels the model does not know (scored as misses): %s", ", ".join(unknown))
-    result = task.evaluate(model, docs, "eval", batch_size=batch_size)
-    scores = result["scores"]
+    evaluation = predictor.evaluate(predictor.encoder.encode_corpus(docs, "eval"))
+    scores = evaluation.scores
     if output is not None:
         write_text_atomic(output, json.dumps(scores, indent=2), _is_json, "JSON")
     if html is not None:
-        from cardioner.view import evaluation_page
-
-        write_text_atomic(html, evaluation_page(docs, result["documents"], scores,
+        write_text_atomic(html, evaluation_page(docs, evaluation.documents, scores,
                                                 subtitle=f"{Path(model_dir).name} on {Path(str(data)).name}"),
                           is_view_page, "a page cardioner wrote")
     return scores

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 # tags_to_entities (lenient decoding of BIO and BIOES).
 from cardioner.modeling import OUTSIDE, split_tag, tags_to_entities
 
-if TYPE_CHECKING:  # cardioner.data imports this module (CoNLL reader); Span is imported where it is built
+if TYPE_CHECKING:  # only annotations name Span: cardioner.data's readers import this module
     from cardioner.data.document import Span
 
 SCHEMES = ("BIO", "BIOES")
@@ -187,6 +187,29 @@ class LabelSet:
     def to_config(self) -> dict:
         return {"types": list(self.types), "scheme": self.scheme, "multilabel": self.is_multilabel}
 
+    # -- what a model's config says of these labels (CardioNERConfig) -------------------------------------------
+
+    @property
+    def model_id2label(self) -> dict[int, str]:
+        """The model's id2label: the typed tags over every type (``O, B-T1, I-T1, ...``); a multi-label model
+        reads its channels' tags from it in order."""
+        return Channel(self.types, self.scheme, typed=True).id2label
+
+    @property
+    def channel_types(self) -> list[str] | None:
+        """The model's ``channel_types``: the type of each channel when every type has its own channel, None
+        for one typed channel."""
+        return [channel.types[0] for channel in self.channels] if self.is_multilabel else None
+
+    def model_rows(self, rows: list[list[float]]) -> list:
+        """Per-channel rows of per-tag values (class weights, tag priors) in the model config's layout: one row
+        per channel, or the single row of a flat label set."""
+        return rows if self.is_multilabel else rows[0]
+
+    def describe(self) -> str:
+        """The kind of task these labels make, for people (model cards)."""
+        return "multi-label (overlapping entity types)" if self.is_multilabel else "flat"
+
 
 def _sorted_types(types: Iterable[str]) -> tuple[str, ...]:
     ordered = tuple(sorted(set(types)))
@@ -330,36 +353,6 @@ def spans_to_word_tags(
     return tags, [span for span, _ in alignment.problems]
 
 
-def word_tags_to_spans(
-    word_offsets: Sequence[tuple[int, int]], tags: Sequence[str], scheme: str = "BIO"
-) -> list[Span]:
-    """Spans with character offsets from typed word tags (lenient decoding, see ``tags_to_entities``).
-
-    A *blank* word — empty character span, e.g. an unknown piece made only of whitespace — never starts or
-    ends a span; an entity made only of blank words gives no span.
-
-    Args:
-        word_offsets: (start, end) character span of each word.
-        tags: one typed tag per word (``O``, ``B-T``, ``I-T``; BIOES adds ``E-T``, ``S-T``).
-        scheme: "BIO" or "BIOES" (checked; both decode with the same lenient rules).
-    """
-    from cardioner.data.document import Span
-
-    check_scheme(scheme)
-    if len(tags) != len(word_offsets):
-        raise ValueError(f"{len(tags)} tags for {len(word_offsets)} words")
-    for tag in tags:
-        if split_tag(tag)[0] != OUTSIDE and split_tag(tag)[1] is None:
-            raise ValueError(f"untyped tag {tag!r}: word_tags_to_spans needs typed tags (B-T)")
-    spans = []
-    for first, last, label in tags_to_entities(tags):
-        while first <= last and word_offsets[first][0] >= word_offsets[first][1]:
-            first += 1  # a blank word (empty character span) never starts a span...
-        while last >= first and word_offsets[last][0] >= word_offsets[last][1]:
-            last -= 1  # ...nor ends one
-        if first <= last:
-            spans.append(Span(word_offsets[first][0], word_offsets[last][1], label))
-    return spans
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,13 +1,20 @@
-"""Figures a person would rather look at than read: learning curves and comparisons, written as PNG."""
+"""Figures a person would rather look at than read, written as PNG: learning curves, head comparisons, per-type
+scores, span confusion and word projections (error analysis)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
+matplotlib.use("Agg")  # files only, never a window: set before pyplot is imported
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from cardioner.labels import OUTSIDE  # noqa: E402
 
 
 def plot_learning_curves(history: list[dict], path: str | Path, title: str = "Learning curves",
@@ -44,7 +51,7 @@ def plot_learning_curves(history: list[dict], path: str | Path, title: str = "Le
     ax_f1.grid(alpha=0.3)
     for ax in (ax_loss, ax_f1):
         ax.set_xticks(epochs)
-    return _save(fig, path, title)
+    return save_figure(fig, path, title)
 
 
 def plot_comparison(rows: list[dict], path: str | Path, title: str = "Token heads compared") -> Path:
@@ -88,7 +95,7 @@ def plot_comparison(rows: list[dict], path: str | Path, title: str = "Token head
     ax_speed.grid(alpha=0.3)
     if ax_speed.collections:
         ax_speed.legend(loc="lower right")
-    return _save(fig, path, title)
+    return save_figure(fig, path, title)
 
 
 def plot_systems_per_type(per_system: dict[str, dict[str, float]], path: str | Path,
@@ -121,12 +128,103 @@ def plot_systems_per_type(per_system: dict[str, dict[str, float]], path: str | P
     ax.set_ylim(0, top * 1.25)
     ax.legend(loc="upper left", fontsize=8, ncols=min(len(per_system), 3))
     ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path, title)
+    return save_figure(fig, path, title)
 
 
-def _save(fig, path: Path, title: str) -> Path:
-    """Title, tighten, write as PNG (120 dpi) and close a figure."""
-    fig.suptitle(title)
+def plot_per_type(scores: dict, path: str | Path, title: str | None = None) -> Path:
+    """Write a PNG bar chart of per-type F1 (support in the tick labels, micro F1 as a line); returns the path."""
+    per_type = scores["per_type"]
+    if not per_type:
+        raise ValueError("no entity types to plot: scores['per_type'] is empty")
+    labels = list(per_type)
+    f1 = [per_type[label]["f1"] for label in labels]
+    figure = Figure(figsize=(max(4.0, 0.8 * len(labels) + 2), 4), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    bars = axes.bar(range(len(labels)), f1, color="tab:blue")
+    axes.bar_label(bars, labels=[f"{v:.3f}" for v in f1], fontsize=8)
+    axes.axhline(
+        scores["micro"]["f1"], color="tab:red", linestyle="--", label=f"micro F1 {scores['micro']['f1']:.3f}"
+    )
+    axes.set_xticks(range(len(labels)), [f"{label}\n(n={per_type[label]['support']})" for label in labels])
+    axes.set_ylim(0, 1.2)  # headroom for the bar labels and the legend
+    axes.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    axes.set_xlabel("entity type (gold support)")
+    axes.set_ylabel("F1")
+    if title is None:
+        view = (
+            f"{scores['match']} match"
+            if "match" in scores
+            else f"seqeval {scores.get('mode', '')} {scores.get('scheme', '')}"
+        )
+        title = f"Per-type F1 ({view.strip()})"
+    axes.set_title(title)
+    axes.legend(loc="upper right", fontsize=8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    return path
+
+
+def plot_projection(points: np.ndarray, types: list[str], path: Path, title: str, axis: str,
+                    variance: list[float] | None = None) -> Path:
+    """A 2-D scatter of word points coloured by gold type (O in light grey, drawn first)."""
+    fig, ax = plt.subplots(figsize=(8, 6.5))
+    counts = Counter(types)
+    order = [OUTSIDE] + sorted(t for t in counts if t != OUTSIDE) if OUTSIDE in counts else sorted(counts)
+    colours = plt.get_cmap("tab10" if len(order) <= 11 else "tab20")
+    entity_index = 0
+    for entity_type in order:
+        mask = np.array([t == entity_type for t in types])
+        if entity_type == OUTSIDE:
+            style = {"color": "lightgrey", "s": 8, "alpha": 0.5}
+        else:
+            style = {"color": colours(entity_index % colours.N), "s": 14, "alpha": 0.8}
+            entity_index += 1
+        ax.scatter(points[mask, 0], points[mask, 1], label=f"{entity_type} ({counts[entity_type]})",
+                   edgecolors="none", **style)
+    labels = [f"{axis} 1", f"{axis} 2"]
+    if variance is not None:
+        labels = [f"{label} ({share:.1%} of variance)" for label, share in zip(labels, variance, strict=True)]
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    ax.set_title(title)
+    ax.legend(title="gold type (words)", loc="best", markerscale=2, fontsize=9)
+    ax.grid(alpha=0.2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_confusion(matrix: dict, path: Path, title: str) -> Path:
+    """The confusion matrix as an annotated heat map (counts; colour by share of the row)."""
+    counts = np.array(matrix["counts"])
+    shares = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    size = max(4.5, 1.1 * len(matrix["predicted"]) + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(matrix["predicted"])), matrix["predicted"], rotation=45, ha="right")
+    ax.set_yticks(range(len(matrix["gold"])), matrix["gold"])
+    for (row, col), value in np.ndenumerate(counts):
+        if value or (row < len(matrix["gold"]) - 1 and col < len(matrix["predicted"]) - 1):
+            ax.text(col, row, str(value), ha="center", va="center",
+                    color="white" if shares[row, col] > 0.6 else "black", fontsize=10)
+    ax.set_xlabel("predicted type (\"missed\": no overlapping prediction)")
+    ax.set_ylabel("gold type (\"spurious\": no overlapping gold span)")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the gold row")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def save_figure(fig, path: str | Path, title: str | None = None) -> Path:
+    """Title (if given), tighten, write as PNG (120 dpi) and close a figure."""
+    path = Path(path)
+    if title is not None:
+        fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

@@ -12,55 +12,94 @@ each candidate only re-decodes its scores.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 
 import torch
 
+from cardioner.config import ConfigError, ModelConfig
 from cardioner.data.document import Document
+from cardioner.data.encoding import EncodedCorpus
+from cardioner.evaluation import score_spans
+from cardioner.labels import LabelSet
 from cardioner.modeling import scheme_viterbi
+from cardioner.predictor import Predictor
+
+logger = logging.getLogger("cardioner")
 
 DEFAULT_GRID = tuple(round(0.05 * step, 2) for step in range(1, 20))  # 0.05, 0.10, ..., 0.95 (0.5 included)
 
 
-def tune_thresholds(task, model, docs: list[Document], split: str = "dev",
+def uses_thresholds(model_config) -> bool:
+    """Whether a model decides by thresholds: the multi-label sigmoid model (channels, no CRF)."""
+    return getattr(model_config, "channel_types", None) is not None and not model_config.use_crf
+
+
+def initial_thresholds(settings: ModelConfig, labels: LabelSet) -> list[float] | None:
+    """Each channel's threshold before any tuning: ``model.type_thresholds`` for its type, else
+    ``model.threshold``; None for a model that decides without thresholds (flat, or a CRF per channel)."""
+    if labels.channel_types is None or settings.use_crf:
+        return None
+    given = dict(settings.type_thresholds or {})
+    unknown = sorted(set(given) - set(labels.types))
+    if unknown:
+        raise ConfigError(f"model.type_thresholds names types the training data does not have: {unknown}; "
+                          f"the types are {list(labels.types)}")
+    return [given.get(channel.types[0], settings.threshold) for channel in labels.channels]
+
+
+def select_thresholds(predictor: Predictor, settings: ModelConfig, dev: EncodedCorpus | None) -> dict | None:
+    """Tune a multi-label sigmoid model's per-type thresholds on the dev corpus (``model.threshold_selection``
+    "dev") and store them in its config, where prediction, evaluation and the exported model read them.
+
+    Returns:
+        {type: {"threshold", "f1", "f1_at_0.5"}} (dev span F1), or None when nothing was tuned.
+    """
+    model = predictor.model
+    if dev is None or settings.threshold_selection != "dev" or not uses_thresholds(model.config):
+        return None
+    thresholds, report = tune_thresholds(predictor, dev)
+    model.config.thresholds = thresholds
+    logger.info("thresholds tuned on dev: %s", ", ".join(f"{t} {r['threshold']} (F1 {r['f1_at_0.5']:.4f} -> "
+                                                         f"{r['f1']:.4f})" for t, r in report.items()))
+    return report
+
+
+def tune_thresholds(predictor: Predictor, corpus: EncodedCorpus,
                     grid: Sequence[float] = DEFAULT_GRID) -> tuple[list[float], dict]:
-    """Each type's threshold maximising its span F1 on ``docs`` (the dev set; never the test set).
+    """Each type's threshold maximising its span F1 on ``corpus`` (the dev set; never the test set).
 
     Args:
-        task: the Task (multi-label) that encodes and decodes.
-        model: a MultiLabelTokenClassificationModel (sigmoid channels).
-        docs: annotated documents to tune on.
-        split: the Task's encoding cache key for ``docs``.
+        predictor: the Predictor of a MultiLabelTokenClassificationModel (sigmoid channels).
+        corpus: the annotated documents to tune on, encoded by the predictor's encoder.
         grid: candidate thresholds in (0, 1); 0.5 is added when missing.
 
     Returns:
         (thresholds in channel order, {type: {"threshold", "f1", "f1_at_0.5"}}).
     """
-    from cardioner.evaluation import score_spans
-
-    if getattr(model.config, "channel_types", None) is None or getattr(model, "learns_outside_score", True):
+    model = predictor.model
+    if not uses_thresholds(model.config):
         raise ValueError(f"thresholds are tuned for the multi-label sigmoid model, not {type(model).__name__}")
     candidates = sorted(set(grid) | {0.5}, key=lambda t: (abs(t - 0.5), t))  # nearest 0.5 first wins ties
     if not all(0.0 < t < 1.0 for t in candidates):
         raise ValueError(f"thresholds must lie in (0, 1), got {sorted(candidates)}")
-    task.encode(docs, split)
-    encoded = task.encoded[split]
-    scores: list = []
-    task.predict_encoded(model, encoded, desc=f"thresholds on {split}", scores=scores)  # raw logits, undecoded
+    predictions = predictor.predict_windows(corpus.encoded, desc=f"thresholds on {corpus.name}", keep_scores=True)
     constraints = model.decoding_constraints
+    encoder = predictor.encoder
     # One (num_words, channels, tags) tensor per document: every word from its most central window.
-    merged = [torch.tensor(task.encoder.merge_predictions(enc, [s.tolist() for s in doc_scores]))
-              for enc, doc_scores in zip(encoded, scores, strict=True)]
+    merged = [torch.tensor(encoder.merge_scores(enc, [s.tolist() for s in doc_scores]))
+              for enc, doc_scores in zip(corpus.encoded, predictions.scores, strict=True)]
     thresholds, report = [], {}
     for channel, entity_type in enumerate(model.config.channel_types):
-        gold = [Document(d.id, d.text, [s for s in d.spans if s.label == entity_type]) for d in docs]
+        gold = [Document(d.id, d.text, [s for s in d.spans if s.label == entity_type]) for d in corpus.documents]
         f1_by_threshold = {}
         for threshold in candidates:
             predicted = []
-            for doc, enc, words in zip(docs, encoded, merged, strict=True):
+            for doc, enc, words in zip(corpus.documents, corpus.encoded, merged, strict=True):
                 tag_ids = decide(words[:, channel] if len(words) else words, threshold, constraints)
-                predicted.append(Document(doc.id, doc.text, task.encoder.channel_spans(enc.word_offsets, tag_ids, channel)))
+                spans = encoder.channel_spans(enc.word_offsets, tag_ids, channel)
+                predicted.append(Document(doc.id, doc.text, spans))
             f1_by_threshold[threshold] = score_spans(gold, predicted)["micro"]["f1"]
         best = max(candidates, key=lambda t: f1_by_threshold[t])  # first maximum: the one nearest 0.5
         thresholds.append(best)

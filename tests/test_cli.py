@@ -20,7 +20,7 @@ from cardioner.cli import app
 from cardioner.data import read_corpus
 from cardioner.evaluation import score_spans
 from cardioner.export import load_model
-from cardioner.task import Task
+from cardioner.predictor import Predictor
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "examples" / "ncbi_sample"
@@ -63,7 +63,7 @@ def uncovered_characters(model_dir: Path, docs, max_length: int | None = None) -
     Spaces and control/format characters (a byte-order mark) are in no word by design: tokenizers drop them.
     """
     model, tokenizer = load_model(model_dir)
-    encoder = Task.from_model(model, tokenizer, max_length=max_length).encoder
+    encoder = Predictor.from_model(model, tokenizer, max_length=max_length).encoder
     encoded, _ = encoder.encode(docs)
     missing = 0
     for doc, enc in zip(docs, encoded, strict=True):
@@ -255,7 +255,7 @@ def untrained_export(backbone, tmp_path) -> Path:
 
 def test_predict_windows_fit_the_backbone_and_bad_batch_sizes_or_windows_are_refused(untrained_export, tmp_path):
     model, tokenizer = load_model(untrained_export)
-    assert Task.from_model(model, tokenizer).encoder.max_length == 128  # the tiny BERT's 128 positions, not 512
+    assert Predictor.from_model(model, tokenizer).encoder.max_length == 128  # the tiny BERT's 128 positions, not 512
     output = tmp_path / "predictions.jsonl"
     cli("predict", "--model", untrained_export, "--input", SAMPLE / "test", "--output", output, "--format", "jsonl")
     assert len(output.read_text(encoding="utf-8").splitlines()) == len(list((SAMPLE / "test").glob("*.txt")))
@@ -263,7 +263,7 @@ def test_predict_windows_fit_the_backbone_and_bad_batch_sizes_or_windows_are_ref
                "--format", "jsonl"]
     cases = [
         ([*predict, "--batch-size", "0"], "--batch-size must be >= 1, got 0"),
-        ([*predict, "--max-length", "129"], "max_length 129 (--max-length) is more than the 128 subwords"),
+        ([*predict, "--max-length", "129"], "--max-length 129 is more than the 128 subwords"),
         (["evaluate", "--model", untrained_export, "--data", SAMPLE / "test", "--batch-size", "0"],
          "--batch-size must be >= 1, got 0"),
         (["analyze", "--model", untrained_export, "--data", SAMPLE / "test", "--batch-size", "-1"],

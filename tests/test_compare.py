@@ -98,7 +98,7 @@ def test_compare_rejects_unknown_heads_and_crf_settings(tmp_path):
     config = load_config(overrides={"data.train": str(tmp_path)})
     with pytest.raises(ValueError, match=r"unknown heads \['gru'\]"):
         compare_heads(config, ["linear", "gru"], output_dir=tmp_path)
-    with pytest.raises(ValueError, match="--crf must be one of off, on, both; got 'sometimes'"):
+    with pytest.raises(ValueError, match="crf must be one of off, on, both; got 'sometimes'"):
         compare_heads(config, ["linear"], crf="sometimes", output_dir=tmp_path)
     result = CliRunner().invoke(app, ["compare", "--compare-only", str(tmp_path / "nothing")])
     assert result.exit_code == 1 and "neither an export folder" in result.output
@@ -110,8 +110,8 @@ def test_compare_without_dev_or_test_fails_before_training_anything(shared_data,
     result = CliRunner().invoke(app, ["compare", "--heads", "linear,mlp", "--train", str(paths["train"]),
                                       "--model", str(paths["model"]), "--output", str(output), "--epochs", "1"])
     assert result.exit_code == 1, result.output
-    assert result.stderr.strip() == ("error: compare scores each head on a test or dev corpus: pass --test PATH "
-                                     "or --dev PATH (or set data.dev_fraction)")
+    assert result.stderr.strip() == ("error: compare scores each head on a test or dev corpus: set --test or --dev "
+                                     "(or data.dev_fraction)")
     assert not output.exists()  # nothing trained, nothing exported
 
 
@@ -158,7 +158,7 @@ def test_comparison_plot_has_one_bar_per_run_even_for_one_head(tmp_path, monkeyp
         drawn["fig"] = fig
         return path
 
-    monkeypatch.setattr(plots, "_save", keep)
+    monkeypatch.setattr(plots, "save_figure", keep)
     rows = [{"name": "linear", "head": "linear", "use_crf": False, "micro_f1": 0.61},
             {"name": "other_export", "head": "linear", "use_crf": False, "micro_f1": 0.42},
             {"name": "linear+crf", "head": "linear", "use_crf": True, "micro_f1": 0.55}]
@@ -172,7 +172,7 @@ def test_comparison_plot_has_one_bar_per_run_even_for_one_head(tmp_path, monkeyp
 
 def test_compare_crf_follows_the_config_unless_given_and_crf_is_a_head(tmp_path, monkeypatch):
     """--crf defaults to model.use_crf (from --set or the YAML); `--heads linear,mlp,crf` (DESIGN §7) works."""
-    from cardioner.training import run
+    from cardioner import compare
 
     planned = []
 
@@ -183,7 +183,7 @@ def test_compare_crf_follows_the_config_unless_given_and_crf_is_a_head(tmp_path,
         planned.append([path.name for path in outputs])
         raise Planned
 
-    monkeypatch.setattr(run, "check_before_reading", record)
+    monkeypatch.setattr(compare, "check_before_reading", record)
     config = load_config(overrides={"data.train": str(tmp_path), "model.use_crf": True})
     for heads, crf, expected in ((["linear"], None, ["linear+crf"]), (["linear"], "off", ["linear"]),
                                  (["linear", "mlp", "crf"], None, ["linear+crf", "mlp+crf"]),
@@ -208,7 +208,7 @@ def test_learning_curves_mark_the_epoch_the_trainer_selected(shared_data, tmp_pa
     from cardioner.training import ModelTrainer
 
     marked = []
-    monkeypatch.setattr(plots, "_save", lambda fig, path, title: marked.append(
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path, title: marked.append(
         [line.get_xdata()[0] for line in fig.axes[1].lines if line.get_linestyle() == "--"]) or path)
     history = [{"epoch": 1, "train_loss": 1.0, "dev_f1": 0.2}, {"epoch": 2, "train_loss": 0.8, "dev_f1": 0.3},
                {"epoch": 3, "train_loss": 0.6, "dev_f1": 0.5}]

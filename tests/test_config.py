@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
+from cardioner.backbone import window_stride
 from cardioner.config import ConfigError, config_from_dict, load_config
-from cardioner.task import _window_stride
 
 
 def test_the_default_stride_follows_the_window_and_an_explicit_one_is_checked():
     for max_length in (16, 32, 64):
         config = load_config(None, {"data.max_length": max_length})  # no stride given: nothing to clash with
         assert config.data.stride is None
-        assert _window_stride(config.data.stride, max_length) == max_length // 4
-    assert _window_stride(None, 512) == 128
+        assert window_stride(config.data.stride, max_length) == max_length // 4
+    assert window_stride(None, 512) == 128
     assert load_config(None, {"data.max_length": 64, "data.stride": 16}).data.stride == 16
     with pytest.raises(ConfigError, match=r"data.stride \(64\) must be smaller than data.max_length \(64\)"):
         load_config(None, {"data.max_length": 64, "data.stride": 64})

@@ -281,7 +281,7 @@ def test_merge_takes_each_word_from_the_window_where_it_sits_farthest_from_an_ed
     windows = encoded.windows
     assert len(windows) > 5
     # Window k predicts B-T{k} for every word; the merged tag says which window each word was taken from.
-    predictions = [[1 + 2 * k] * len(window_word_labels(w)) for k, w in enumerate(windows)]
+    predictions = [[[1 + 2 * k]] * len(window_word_labels(w)) for k, w in enumerate(windows)]
     merged = encoder.merge_predictions(encoded, predictions)
     # Reference: brute force over the window dicts (distance in subwords to the window's text edges, which are
     # its first and last words here: WordPiece leaves no non-word pieces; the document's own start and end are
@@ -298,8 +298,8 @@ def test_merge_takes_each_word_from_the_window_where_it_sits_farthest_from_an_ed
             right = text_end - positions[-1] - 1 if k < len(windows) - 1 else float("inf")
             if best is None or min(left, right) > best:
                 best, best_k = min(left, right), k
-        assert merged[word] == 1 + 2 * best_k, word
-    assert len(set(merged)) == len(windows)  # every window contributed
+        assert merged[word] == [1 + 2 * best_k], word
+    assert len({tag for (tag,) in merged}) == len(windows)  # every window contributed
     # decode_window: one window alone gives the spans of its own words.
     spans = encoder.decode_window(encoded, 2, predictions[2])  # every word B-T02: one span per word
     first, end = encoded.window_words[2]
@@ -317,10 +317,10 @@ def test_label_all_subwords_flat_and_multilabel(minilm):
         tokens = minilm.convert_ids_to_tokens(every["input_ids"])
         continuation = [p for p, t in enumerate(tokens) if t.startswith("##")]
         assert continuation
-        if not multilabel:  # O, B-DISO, I-DISO
-            assert plain["labels"][1] == 1 and all(plain["labels"][p] == IGNORE_INDEX for p in continuation)
-            assert every["labels"][1] == 1 and all(every["labels"][p] == 2 for p in continuation)
-            assert every["labels"][0] == every["labels"][-1] == IGNORE_INDEX
+        if not multilabel:  # one channel: O, B-DISO, I-DISO
+            assert plain["labels"][1] == [1] and all(plain["labels"][p] == [IGNORE_INDEX] for p in continuation)
+            assert every["labels"][1] == [1] and all(every["labels"][p] == [2] for p in continuation)
+            assert every["labels"][0] == every["labels"][-1] == [IGNORE_INDEX]
         else:  # channels ANAT, DISO; tags O, B, I
             first_anat = every["word_ids"].index(1)
             assert every["labels"][1] == [0, 1] and every["labels"][first_anat] == [1, 2]
@@ -335,7 +335,7 @@ def test_bioes_encoding_round_trip(minilm):
     encoder = Encoder(minilm, ["A", "B", "C"], max_length=20, stride=5, scheme="BIOES")
     spans = random_spans(encoder.encode_document(Document("d", text)), random.Random(1))
     encoded = encoder.encode_document(Document("d", text, spans))
-    assert {encoder.labels.id2label[t] for w in encoded.windows for t in window_word_labels(w)} >= {
+    assert {encoder.labels.id2label[t] for w in encoded.windows for (t,) in window_word_labels(w)} >= {
         "S-A",
         "E-B",
     }
@@ -393,9 +393,9 @@ def test_bad_arguments(minilm):
     encoder = Encoder(minilm, ["A"])
     encoded = encoder.encode_document(Document("d", "one two"))
     with pytest.raises(ValueError, match="2 words; got 1"):
-        encoder.decode_document(encoded, [[0]])
+        encoder.decode_document(encoded, [[[0]]])
     with pytest.raises(ValueError, match="2 window predictions for 1 windows"):
-        encoder.decode_document(encoded, [[0, 0], [0, 0]])
+        encoder.decode_document(encoded, [[[0], [0]], [[0], [0]]])
     assert build_token_classes(minilm).shape[0] >= minilm.vocab_size
 
 
@@ -409,7 +409,7 @@ def test_window_starting_inside_an_entity_begins_it(minilm):
         assert len(encoded.windows) > 2
         tags = encoder.labels.id2label
         for window in encoded.windows:
-            word_tags = [tags[t] for t in window_word_labels(window)]
+            word_tags = [tags[t] for (t,) in window_word_labels(window)]
             assert word_tags[0] in first_tags
             if scheme == "BIOES":
                 assert word_tags[-1] in {"E-A", "S-A"}
@@ -494,10 +494,10 @@ def test_merge_never_takes_a_cut_word_that_another_window_holds_inside():
         encoded = encoder.encode_document(Document("d", doc.text))
         assert len(encoded.windows) < len(types)
         # Window k predicts B-T{k} for every word; the merged tag says which window each word was taken from.
-        predictions = [[1 + 2 * k] * (end - first) for k, (first, end) in enumerate(encoded.window_words)]
+        predictions = [[[1 + 2 * k]] * (end - first) for k, (first, end) in enumerate(encoded.window_words)]
         merged = encoder.merge_predictions(encoded, predictions)
         n = len(encoded.windows)
-        for w, tag in enumerate(merged):
+        for w, (tag,) in enumerate(merged):
             k = (tag - 1) // 2
             first, end = encoded.window_words[k]
             holding = [j for j, (a, b) in enumerate(encoded.window_words) if a <= w < b]
@@ -507,7 +507,7 @@ def test_merge_never_takes_a_cut_word_that_another_window_holds_inside():
                 assert k in inside, (stride, w, k, holding)
         # Scores (not tag ids) are only picked, never re-tagged: thresholds.py merges raw scores.
         scores = [[[float(tag), 0.5]] * len(window) for window, tag in zip(predictions, [0] * n, strict=True)]
-        assert encoder.merge_predictions(encoded, scores) == [[0.0, 0.5]] * len(merged)
+        assert encoder.merge_scores(encoded, scores) == [[0.0, 0.5]] * len(merged)
 
 
 @pytest.mark.parametrize(

@@ -17,10 +17,10 @@ from cardioner.evaluation import (
     format_table,
     metric_path,
     multicardioner_score,
-    plot_per_type,
     score_spans,
     seqeval_scores,
 )
+from cardioner.plots import plot_per_type
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TOY = SHARED_DATA / "multicardioner_eval_toy"

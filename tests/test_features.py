@@ -13,8 +13,10 @@ from tiny import tiny_backbone
 from cardioner.config import load_config
 from cardioner.data import read_corpus
 from cardioner.export import load_model
-from cardioner.task import Task
+from cardioner.predictor import Predictor
 from cardioner.training import ModelTrainer
+from cardioner.training import trainer as trainer_module
+from cardioner.training.build import fresh_predictor
 from cardioner.training.features import FeatureCollate, cached_training_data, feature_cache_key
 
 
@@ -62,33 +64,33 @@ def test_uncached_frozen_backbone_runs_in_eval_mode(subset):
     paths, train_docs, _ = subset
     seen = []
     trainer = ModelTrainer(frozen_config(paths, **{"training.cache_features": False, "training.epochs": 1}))
-    original = Task.on_epoch_start
+    original = trainer_module.apply_freezing
 
-    def spy(self, model, epoch):
-        original(self, model, epoch)
+    def spy(model, config, epoch):
+        original(model, config, epoch)
         seen.append((model.training, model.backbone.training, model.head.training))
 
-    Task.on_epoch_start = spy
+    trainer_module.apply_freezing = spy
     try:
         trainer.train(train_docs[:10], None)
     finally:
-        Task.on_epoch_start = original
+        trainer_module.apply_freezing = original
     assert seen == [(True, False, True)]
 
 
 def windows_and_model(paths, train_docs, max_length=64, model_path=None, **settings):
     config = frozen_config(paths, **{"data.max_length": max_length,
                                      **({"model.model": str(model_path)} if model_path else {})})
-    task = Task.from_config(config, list(train_docs))
-    model = task.build_model(train_docs)
+    predictor, corpora = fresh_predictor(config, train_docs)
+    model = predictor.model
     for key, value in settings.items():
         setattr(model.config, key, value)
-    return task, task.encode(train_docs, "train"), model
+    return predictor, corpora.train.windows, model
 
 
 def test_cache_key_follows_data_backbone_window_size_and_layers(subset, tmp_path):
     paths, train_docs, _ = subset
-    task, windows, model = windows_and_model(paths, train_docs)
+    predictor, windows, model = windows_and_model(paths, train_docs)
     key = feature_cache_key(model, windows)
     assert key == feature_cache_key(model, [dict(w) for w in windows])  # deterministic
 
@@ -118,10 +120,10 @@ def test_cache_key_follows_data_backbone_window_size_and_layers(subset, tmp_path
 
 def test_disk_cache_is_written_once_then_reused_memory_mapped(subset, tmp_path, caplog):
     paths, train_docs, _ = subset
-    task, windows, model = windows_and_model(paths, train_docs)
+    predictor, windows, model = windows_and_model(paths, train_docs)
     cache_dir = tmp_path / "cache"
-    memory, collate = cached_training_data(model, windows, task.collate, None)
-    on_disk, _ = cached_training_data(model, windows, task.collate, cache_dir)
+    memory, collate = cached_training_data(model, windows, predictor.collate, None)
+    on_disk, _ = cached_training_data(model, windows, predictor.collate, cache_dir)
     assert len(list(cache_dir.glob("features-*.safetensors"))) == 1
     for index in (0, len(windows) // 2, len(windows) - 1):
         torch.testing.assert_close(on_disk[index]["hidden_states"], memory[index]["hidden_states"])
@@ -135,7 +137,7 @@ def test_disk_cache_is_written_once_then_reused_memory_mapped(subset, tmp_path, 
 
     model.backbone.forward = fail
     with caplog.at_level(logging.INFO, logger="cardioner"):
-        again, _ = cached_training_data(model, windows, task.collate, cache_dir)
+        again, _ = cached_training_data(model, windows, predictor.collate, cache_dir)
     assert "reusing cached backbone features" in caplog.text
     torch.testing.assert_close(again[3]["hidden_states"], memory[3]["hidden_states"])
 
@@ -149,7 +151,7 @@ def test_cached_training_exports_a_normal_model(subset, tmp_path):
     model.eval()
     trainer.model.eval()
     assert any(k.startswith("backbone.") for k in model.state_dict())
-    batch = Task.from_model(model, tokenizer).collate(trainer.task.encode(dev_docs, "dev")[:4])
+    batch = Predictor.from_model(model, tokenizer).collate(trainer.corpora.dev.windows[:4])
     batch.pop("labels")
     with torch.no_grad():
         torch.testing.assert_close(model(**batch).logits, trainer.model(**batch).logits)

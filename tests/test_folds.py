@@ -42,13 +42,13 @@ def test_test_folds_never_reach_training_or_model_selection(ncbi_subset, monkeyp
     """Spy on every document the trainer and the dev evaluation see: a test fold must never be among them,
     and each test fold is scored only after its model was chosen. Fails if a test fold leaked anywhere."""
     from cardioner.data import read_corpus
-    from cardioner.task import Task
+    from cardioner.predictor import Predictor
     from cardioner.training.trainer import ModelTrainer
 
     docs = read_corpus(ncbi_subset["train"])[0][:40]
     config = config_from_dict(base_config(ncbi_subset, epochs=2))
     events: list[tuple] = []
-    real_train, real_evaluate = ModelTrainer.train, Task.evaluate
+    real_train, real_evaluate = ModelTrainer.train, Predictor.evaluate
 
     def spy_train(self, train_docs, dev_docs=None, test_docs=None):
         events.append(("train", {d.id for d in train_docs}, {d.id for d in dev_docs or []}, test_docs))
@@ -56,12 +56,12 @@ def test_test_folds_never_reach_training_or_model_selection(ncbi_subset, monkeyp
         events.append(("trained",))
         return result
 
-    def spy_evaluate(self, model, eval_docs, split, batch_size=None):
-        events.append(("evaluate", split, {d.id for d in eval_docs}))
-        return real_evaluate(self, model, eval_docs, split, batch_size)
+    def spy_evaluate(self, corpus):
+        events.append(("evaluate", corpus.name, {d.id for d in corpus.documents}))
+        return real_evaluate(self, corpus)
 
     monkeypatch.setattr(ModelTrainer, "train", spy_train)
-    monkeypatch.setattr(Task, "evaluate", spy_evaluate)
+    monkeypatch.setattr(Predictor, "evaluate", spy_evaluate)
     result = cross_validate(config, docs, 5)
 
     test_folds = [set() for _ in range(5)]

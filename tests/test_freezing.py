@@ -11,8 +11,8 @@ from ncbi_subset import base_config, write_subset
 
 from cardioner.config import ConfigError, load_config, parse_unfreezing
 from cardioner.data import read_corpus
-from cardioner.task import Task
 from cardioner.training import ModelTrainer
+from cardioner.training.build import fresh_predictor
 from cardioner.training.freezing import apply_freezing, describe_trainable, trainable_layers
 from cardioner.training.optim import backbone_depth
 
@@ -51,9 +51,9 @@ def test_each_stage_gives_gradients_to_exactly_its_layers(subset):
     """Tiny BERT (2 layers): embeddings are depth 0, layer i is depth i + 1; "1:1,2:2,3:all" opens them top down."""
     paths, train_docs = subset
     config = make_config(paths, **{"training.gradual_unfreezing": "1:1,2:2,3:all", "model.use_crf": True})
-    task = Task.from_config(config, list(train_docs))
-    model = task.build_model(train_docs)
-    batch = task.collate(task.encode(train_docs, "train")[:8])
+    predictor, corpora = fresh_predictor(config, train_docs)
+    model = predictor.model
+    batch = predictor.collate(corpora.train.windows[:8])
     expected_depths = {0: set(), 1: {2}, 2: {1, 2}, 3: {0, 1, 2}}
     for epoch, depths in expected_depths.items():
         model.train()
@@ -111,7 +111,7 @@ def test_unfreeze_at_epoch_trains_the_head_first(subset):
 def test_frozen_layers_keep_their_pretrained_weights(subset):
     paths, train_docs = subset
     config = make_config(paths, **{"training.gradual_unfreezing": "1:1", "training.epochs": 2})
-    initial = Task.from_config(config, list(train_docs)).build_model(train_docs).state_dict()
+    initial = fresh_predictor(config, train_docs)[0].model.state_dict()
     trainer = ModelTrainer(config)
     trainer.train(train_docs[:30], None)
     moved = {backbone_depth(name, 2) for name, value in trainer.model.state_dict().items()

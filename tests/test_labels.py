@@ -8,6 +8,7 @@ import random
 import pytest
 
 from cardioner.data.document import Document, Span
+from cardioner.data.encoding import word_tags_to_spans
 from cardioner.labels import (
     CONFLICT,
     DISCONTINUOUS,
@@ -30,7 +31,6 @@ from cardioner.labels import (
     spans_to_word_tags,
     split_tag,
     tags_to_entities,
-    word_tags_to_spans,
 )
 
 TEXT = "Acute renal failure in the left kidney."

@@ -15,6 +15,7 @@ from tiny import CORPUS, tiny_backbone
 from transformers import AutoTokenizer
 
 import cardioner.thresholds as thresholds_module
+from cardioner.backbone import resolve_backbone
 from cardioner.config import load_config
 from cardioner.data import read_corpus
 from cardioner.data.document import Document, Span
@@ -31,9 +32,10 @@ from cardioner.modeling import (
     flat_channel_scores,
     word_start_mask,
 )
-from cardioner.task import Task
+from cardioner.predictor import Predictor
 from cardioner.thresholds import average_thresholds, decide
 from cardioner.training import ModelTrainer
+from cardioner.training.build import fresh_predictor, tag_frequencies
 
 ID2LABEL = {0: "O", 1: "B-ANAT", 2: "I-ANAT", 3: "B-DISO", 4: "I-DISO"}
 ANNOTATIONS = {  # nested entities of different types, as in CT-EBM-SP
@@ -69,23 +71,23 @@ def trained(bert_dir, tmp_path_factory):
     docs = annotated_docs()
     dev, test = docs[:4], docs[4:]
     calls: dict[str, list] = {"tune": [], "evaluate": []}
-    original_tune, original_evaluate = thresholds_module.tune_thresholds, Task.evaluate
+    original_tune, original_evaluate = thresholds_module.tune_thresholds, Predictor.evaluate
 
-    def spy_tune(task, model, tune_docs, split="dev", **kwargs):
-        calls["tune"].append((split, [d.id for d in tune_docs]))
-        result = original_tune(task, model, tune_docs, split, **kwargs)
+    def spy_tune(predictor, corpus, **kwargs):
+        calls["tune"].append((corpus.name, [d.id for d in corpus.documents]))
+        result = original_tune(predictor, corpus, **kwargs)
         calls["tuned"] = result
         return result
 
-    def spy_evaluate(self, model, eval_docs, split, batch_size=None):
-        calls["evaluate"].append((split, getattr(model.config, "thresholds", None)))
-        return original_evaluate(self, model, eval_docs, split, batch_size)
+    def spy_evaluate(self, corpus):
+        calls["evaluate"].append((corpus.name, getattr(self.model.config, "thresholds", None)))
+        return original_evaluate(self, corpus)
 
     root = tmp_path_factory.mktemp("multilabel")
     models = {}
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(thresholds_module, "tune_thresholds", spy_tune)
-        patch.setattr(Task, "evaluate", spy_evaluate)
+        patch.setattr(Predictor, "evaluate", spy_evaluate)
         for use_crf in (False, True):
             config = load_config(None, {
                 "model.model": str(bert_dir), "data.multilabel": True, "model.use_crf": use_crf,
@@ -272,7 +274,7 @@ def test_average_thresholds():
 @pytest.mark.slow  # ~30 s; tests/test_encoding.py checks the same round trip on all of CT-EBM-SP by default
 def test_ctebmsp_channels_round_trip_keeps_every_nested_pair(shared_data):
     docs, _ = read_corpus(shared_data / "ct_ebm_sp" / "train", format="brat")
-    tokenizer = AutoTokenizer.from_pretrained(__import__("cardioner.task").task.resolve_backbone("default"))
+    tokenizer = AutoTokenizer.from_pretrained(resolve_backbone("default"))
     labels = LabelSet.from_documents(docs, multilabel=True)
     encoder = Encoder(tokenizer, labels, max_length=128, stride=32)
     encoded, _ = encoder.encode(docs)
@@ -318,8 +320,7 @@ def test_predict_writes_overlapping_spans(trained, tmp_path):
 
     docs = [Document(d.id, d.text, []) for d in annotated_docs()]
     for name in ("sigmoid", "crf"):
-        model, task = load_predictor(models[name]["export"])
-        predicted = task.predict(model, docs)
+        predicted = list(load_predictor(models[name]["export"]).predict(docs))
         overlaps = {(d.id, a, b) for d in predicted for a in d.spans for b in d.spans
                     if a.label != b.label and a.start < b.end and b.start < a.end}
         assert overlaps, f"{name}: no overlapping prediction"
@@ -368,14 +369,12 @@ def test_multilabel_exports_reload_identically_without_cardioner(trained, tmp_pa
 
 
 def test_priors_come_from_the_training_tags_and_trained_biases_survive_reload(trained):
-    """Task.build_model sets each channel's priors to its tag frequencies in the training windows; the export
+    """build_model sets each channel's priors to its tag frequencies in the training windows; the export
     keeps them in its config, and loading it restores the trained biases rather than re-initialising them."""
-    from cardioner.task import tag_frequencies
-
     models, _, _, _ = trained
     for name in ("sigmoid", "crf"):
         trainer = models[name]["trainer"]
-        windows = trainer.task.encode([], "train")  # cached by training
+        windows = trainer.corpora.train.windows  # encoded once by training
         expected = [tag_frequencies(windows, 3, channel).tolist() for channel in range(4)]
         priors = trainer.model.config.tag_priors
         torch.testing.assert_close(torch.tensor(priors, dtype=torch.float64), torch.tensor(expected, dtype=torch.float64), atol=1e-8, rtol=0)
@@ -408,8 +407,7 @@ def test_fold_thresholds_are_averaged_and_feed_a_final_model(bert_dir):
     assert f"--set model.type_thresholds={given} --set model.threshold_selection=fixed" in summary
     final = load_config(None, {"model.model": str(bert_dir), "data.multilabel": True,
                                "model.type_thresholds": given, "model.threshold_selection": "fixed"})
-    task = Task.from_config(final, docs)
-    model = task.build_model(docs)
+    model = fresh_predictor(final, docs)[0].model
     assert model.config.thresholds == pytest.approx([result["mean_thresholds"][t] for t in types], abs=1e-6)
 
 
@@ -426,9 +424,8 @@ def test_type_thresholds_config():
 def test_type_thresholds_naming_an_unknown_type_fail(bert_dir):
     config = load_config(None, {"model.model": str(bert_dir), "data.multilabel": True,
                                 "model.type_thresholds": "DISEASE=0.4"})
-    task = Task.from_config(config, annotated_docs())
     with pytest.raises(ValueError, match=r"types the training data does not have: \['DISEASE'\]"):
-        task.build_model(annotated_docs())
+        fresh_predictor(config, annotated_docs())
 
 
 # -- the copyable Viterbi script decodes multi-label exports like cardioner predict -----------------------------
@@ -463,7 +460,8 @@ def test_seqeval_view_scores_each_type_on_its_own_channel(trained):
     boundaries) its strict per-type scores equal the span scorer's."""
     models, _, _, test = trained
     trainer = models["crf"]["trainer"]
-    scores = trainer.task.evaluate(trainer.model, test, "test")["scores"]
+    assert [d.id for d in trainer.corpora.test.documents] == [d.id for d in test]
+    scores = trainer.predictor.evaluate(trainer.corpora.test).scores
     seqeval = scores["seqeval"]
     assert seqeval["num_sequences"] == 4 * len(test)
     assert set(seqeval["per_type"]) == set(scores["per_type"])

@@ -66,7 +66,7 @@ def export(one_thread, tmp_path_factory) -> Path:
     with torch.no_grad():  # a barely trained model predicts O: spread its emissions so that many entities appear
         noise = torch.randn(trainer.model.head.classifier.weight.shape, generator=torch.Generator().manual_seed(0))
         trainer.model.head.classifier.weight.add_(0.5 * noise)
-    return save_model(trainer.model, trainer.task.tokenizer, root / "model")
+    return save_model(trainer.model, trainer.predictor.tokenizer, root / "model")
 
 
 @pytest.fixture(scope="module")
@@ -196,14 +196,14 @@ def test_script_merges_windows_like_cardioner(family):
                 predictions = []
                 for (first, end), window in zip(encoded.window_words, document["windows"], strict=True):
                     tags = [[rng.randrange(len(channel.tags)) for channel in labels.channels] for _ in range(end - first)]
-                    predictions.append(tags if labels.is_multilabel else [row[0] for row in tags])
-                    window["tags"] = predictions[-1]
+                    predictions.append(tags)
+                    window["tags"] = tags if labels.is_multilabel else [row[0] for row in tags]  # the script's form
                 expected = encoder.merge_predictions(encoded, predictions)
                 merged, start_cuts, end_cuts = script.merge_windows(document)
                 for c, channel in enumerate(labels.channels):
                     column = (lambda rows, c=c: [row[c] for row in rows]) if labels.is_multilabel else list
                     raw = [channel.typed_tag(t) for t in column(merged)]
                     got = script.rejoin_cut_entities(raw, start_cuts, end_cuts)
-                    assert got == [channel.typed_tag(t) for t in column(expected)], (scheme, max_length, stride)
+                    assert got == [channel.typed_tag(row[c]) for row in expected], (scheme, max_length, stride)
                     rejoined += got != raw
     assert rejoined > 10  # not vacuous: entities were joined again at cuts

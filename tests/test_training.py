@@ -237,18 +237,18 @@ def test_the_default_window_is_the_backbone_limit_and_a_longer_one_is_refused(ki
     from tiny import tiny_backbone
 
     from cardioner.config import load_config
-    from cardioner.task import Task
+    from cardioner.training.build import fresh_predictor
 
     backbone = tiny_backbone(kind, tmp_path)
     text = " ".join(sentence for sentence, _, _ in SENTENCES * 8)
     docs = [*tiny_documents(3), tiny_documents(1)[0].__class__("long", text)]
-    task = Task.from_config(load_config(None, {"model.model": str(backbone)}), docs)
-    assert task.tokenizer.model_max_length > 10**9 and task.encoder.max_length == 128
-    assert task.encoder.stride == 32  # the default stride: a quarter of the window
-    windows = task.encode(docs, "train")
+    predictor, corpora = fresh_predictor(load_config(None, {"model.model": str(backbone)}), docs)
+    assert predictor.tokenizer.model_max_length > 10**9 and predictor.encoder.max_length == 128
+    assert predictor.encoder.stride == 32  # the default stride: a quarter of the window
+    windows = corpora.train.windows
     assert max(len(window["input_ids"]) for window in windows) == 128
-    model = task.build_model(docs)
+    model = predictor.model
     with torch.no_grad():  # a full window runs through the backbone's position embeddings
-        model(**task.collate([max(windows, key=lambda window: len(window["input_ids"]))]))
+        model(**predictor.collate([max(windows, key=lambda window: len(window["input_ids"]))]))
     with pytest.raises(ValueError, match=f"max_length 129 .* more than the 128 subwords the backbone {backbone} takes"):
-        Task.from_config(load_config(None, {"model.model": str(backbone), "data.max_length": 129}), docs)
+        fresh_predictor(load_config(None, {"model.model": str(backbone), "data.max_length": 129}), docs)

@@ -182,7 +182,7 @@ def test_study_outputs_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
             if self.rows > 2:
                 raise OSError("disk full")
 
-    monkeypatch.setattr("cardioner.tuning.csv.writer", FullDisk)
+    monkeypatch.setattr("cardioner.tuning.optuna_study.csv.writer", FullDisk)
     with pytest.raises(OSError, match="disk full"):  # in the middle of trials.csv
         write_study_outputs(study, Config(), tmp_path)
     assert (tmp_path / "trials.csv").read_text() == before["trials.csv"]
@@ -282,7 +282,8 @@ def test_pbt_without_ray_says_so_in_one_sentence(ncbi_subset, tmp_path, monkeypa
                                       "--output", str(tmp_path / "pbt")])
     assert result.exit_code == 1
     message = result.output.strip()
-    assert message.startswith("error: --method pbt needs Ray Tune") and "pip install 'cardioner[ray]'" in message
+    assert message.startswith("error: --method pbt: population-based training needs Ray Tune")
+    assert "pip install 'cardioner[ray]'" in message
     assert len(message.splitlines()) == 1
 
 
@@ -376,7 +377,7 @@ def test_pbt_export_tunes_multilabel_thresholds_on_dev(ncbi_subset, tmp_path):
 
     from cardioner.data import read_corpus
     from cardioner.training import ModelTrainer
-    from cardioner.tuning import _export_member
+    from cardioner.tuning.pbt import export_member
 
     raw = base_config(ncbi_subset, epochs=3)
     raw["data"]["multilabel"] = True
@@ -388,7 +389,7 @@ def test_pbt_export_tunes_multilabel_thresholds_on_dev(ncbi_subset, tmp_path):
     tuned = trainer.model.config.thresholds
     assert tuned != [0.5], "the toy model must prefer a threshold other than 0.5 for this test to tell"
     save_model(trainer.model, str(tmp_path / "member.safetensors"))
-    model_dir, scores = _export_member(config, tmp_path / "member.safetensors", train, dev, None, tmp_path / "best")
+    model_dir, scores = export_member(config, tmp_path / "member.safetensors", train, dev, None, tmp_path / "best")
     assert json.loads((model_dir / "config.json").read_text(encoding="utf-8"))["thresholds"] == tuned
     assert scores["dev_score"] == pytest.approx(result.dev_metrics["micro"]["f1"])
 
@@ -476,7 +477,8 @@ def test_best_config_trains_into_the_tuning_output_and_late_exploits_are_marked(
     import json
 
     from cardioner.config import Config
-    from cardioner.tuning import _pbt_events, write_study_outputs
+    from cardioner.tuning import write_study_outputs
+    from cardioner.tuning.pbt import pbt_events
 
     lr = optuna.distributions.FloatDistribution(1e-4, 1e-2)
     study = optuna.create_study(direction="maximize")
@@ -490,6 +492,6 @@ def test_best_config_trains_into_the_tuning_output_and_late_exploits_are_marked(
     log.parent.mkdir()
     log.write_text("\n".join(json.dumps(["0001_a", "0002_b", epoch, epoch, {"training.lr": 1e-3},
                                          {"training.lr": 1.2e-3}]) for epoch in (2, 4)) + "\n")
-    early, late = _pbt_events(log.parent, epochs=4)
+    early, late = pbt_events(log.parent, epochs=4)
     assert early.endswith("explore: training.lr 0.001 -> 0.0012")
     assert late.endswith("explore: training.lr 0.001 -> 0.0012 (not trained: the donor had finished its epochs)")

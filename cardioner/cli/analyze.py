@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from cardioner.cli.common import run_or_exit, setup_logging
+from cardioner.cli.flags import PREDICT_FLAGS, speaking_flags
 
 
 def analyze(
@@ -25,7 +26,8 @@ def analyze(
     from cardioner.inference import check_batch_size
 
     setup_logging(verbose)
-    run_or_exit(check_batch_size, batch_size)
-    paths = run_or_exit(analyze_model, model, data, output, format, batch_size, max_words, max_examples, seed)
+    run_or_exit(speaking_flags(check_batch_size, PREDICT_FLAGS), batch_size)
+    paths = run_or_exit(speaking_flags(analyze_model, PREDICT_FLAGS), model, data, output, format, batch_size,
+                        max_words, max_examples, seed)
     for path in paths.values():
         typer.echo(str(path))

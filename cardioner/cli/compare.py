@@ -9,13 +9,14 @@ from typing import Annotated
 import typer
 
 from cardioner.cli.common import parse_sets, run_or_exit, setup_logging
-from cardioner.compare import ALL_HEADS
+from cardioner.cli.flags import COMPARE_FLAGS, speaking_flags
+from cardioner.config import CHOICES
 
 
 def compare(
     exports: Annotated[list[Path] | None, typer.Argument(help="with --compare-only: export folders (or folders "
                                                                "of exports) to tabulate")] = None,
-    heads: Annotated[str, typer.Option(help="comma-separated heads ('crf' = linear with a CRF)")] = ",".join(ALL_HEADS),
+    heads: Annotated[str, typer.Option(help="comma-separated heads ('crf' = linear with a CRF)")] = ",".join(CHOICES["model.head"]),
     crf: Annotated[str | None, typer.Option(help="CRF off, on, or both (each head twice); default: model.use_crf "
                                                  "of the config / --set (off unless set)")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="base YAML config (sections data/model/training)")] = None,
@@ -55,6 +56,6 @@ def compare(
         overrides.update(parse_sets(set_))
         resolved = run_or_exit(load_config, config, overrides)
         names = [name.strip() for name in heads.split(",") if name.strip()]
-        result = run_or_exit(compare_heads, resolved, names, crf, output)
+        result = run_or_exit(speaking_flags(compare_heads, COMPARE_FLAGS), resolved, names, crf, output)
     typer.echo(markdown_table(result["runs"]))
     typer.echo(json.dumps({"output": str(Path(output) / "comparison.json")}))

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from cardioner.cli.common import run_or_exit, setup_logging
+from cardioner.cli.flags import PREDICT_FLAGS, speaking_flags
 
 
 def predict(
@@ -24,7 +25,8 @@ def predict(
     from cardioner.inference import entity_table, predict_path
 
     setup_logging(verbose)
-    docs = run_or_exit(predict_path, model, input, output, format, batch_size, max_length, stride)
+    docs = run_or_exit(speaking_flags(predict_path, PREDICT_FLAGS), model, input, output, format, batch_size,
+                       max_length, stride)
     total = sum(len(d.spans) for d in docs)
     typer.echo(entity_table(docs, limit=show))
     typer.echo(f"\n{total} entities in {len(docs)} documents written to {output} ({format})")

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from cardioner.cli.common import parse_sets, run_or_exit, setup_logging
+from cardioner.cli.flags import CONFIG_FLAGS, speaking_flags
 
 
 def train(
@@ -58,13 +59,13 @@ def train(
     if folds is not None:
         from cardioner.training.folds import format_summary, run_cross_validation
 
-        cv = run_or_exit(run_cross_validation, resolved, folds)
+        cv = run_or_exit(speaking_flags(run_cross_validation, CONFIG_FLAGS), resolved, folds)
         typer.echo(json.dumps({"folds": [{k: v for k, v in row.items() if k != "dev_scores"} for row in cv["folds"]],
                                "mean_f1": cv["mean_f1"], "std_f1": cv["std_f1"], "ci": cv["ci"],
                                "mean_thresholds": cv["mean_thresholds"]}, indent=2))
         typer.echo(format_summary(cv))
         return
-    result, path = run_or_exit(run_training, resolved)
+    result, path = run_or_exit(speaking_flags(run_training, CONFIG_FLAGS), resolved)
     summary = {"best_epoch": result.best_epoch, "dev_f1": (result.dev_metrics or {}).get("micro", {}).get("f1"),
                "test_f1": (result.test_metrics or {}).get("micro", {}).get("f1"),
                "train_samples_per_second": round(result.train_samples_per_second, 2), "output": str(path) if path else None}

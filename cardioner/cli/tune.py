@@ -41,7 +41,7 @@ def tune(
         try:  # a missing optional dependency is the user's to install, not a bug (the boundary would say one)
             result = tuning.tune_pbt(base, population=trials, output_dir=output, metric=metric, timeout=timeout)
         except tuning.RayUnavailableError as error:
-            typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+            typer.secho(f"error: --method pbt: {error}", fg=typer.colors.RED, err=True)
             raise typer.Exit(1) from None
         typer.echo(json.dumps({"method": "pbt", "best_dev_score": result["best_score"], "best_epoch": result["best_epoch"],
                                "exploit_events": len(result["events"]), "model": str(result["model_dir"]),

@@ -15,8 +15,9 @@ The model sees exactly that, since a window's first piece always starts a word; 
 
 Labels (docs/architecture.md, "Channels"): per channel, spans -> word tags (``labels.align_spans``); the
 first piece of a word carries its tag id, other pieces and special tokens -100 (with ``label_all_subwords``,
-continuation pieces carry ``I-`` of the word's type, ``O`` for ``O``). ``labels`` is (seq_len,) for a flat
-label set and (seq_len, num_channels) for a multi-label one.
+continuation pieces carry ``I-`` of the word's type, ``O`` for ``O``). Labels have one shape for every label
+set: a row of one tag id per channel at each position, (seq_len, num_channels); a flat label set is one
+channel. Word tags, window predictions and merged predictions are rows of the same kind.
 
 Decoding: per-window word tag ids -> one tag per document word, each word taken from the window where it sits
 farthest from a window edge -> spans with character offsets. A word's distance from a window's edges is
@@ -34,12 +35,13 @@ them, come back joined: the window labels cannot tell them from one entity cut i
 
 from __future__ import annotations
 
-import numbers
+import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+from tqdm.auto import tqdm
 
 from cardioner.data.document import Document, Span
 from cardioner.labels import (
@@ -51,9 +53,11 @@ from cardioner.labels import (
     check_scheme,
     entities_to_tags,
     split_tag,
-    word_tags_to_spans,
+    tags_to_entities,
 )
 from cardioner.modeling import build_token_classes, word_start_mask
+
+logger = logging.getLogger("cardioner")
 
 IGNORE_INDEX = -100
 NO_WORD = -1
@@ -129,7 +133,7 @@ class EncodedDocument:
 
     doc_id: str
     word_offsets: list[tuple[int, int]]  # (start, end) characters of each word
-    word_labels: list  # gold tag id per word: int (flat) or list of num_channels ints (multi-label)
+    word_labels: list[list[int]]  # gold tag id per word and channel: (num_words, num_channels)
     windows: list[dict]
     window_words: list[tuple[int, int]]  # [first, end) document words of each window
     # first piece of each window's first word / end piece of its last word; -inf / +inf at the document's ends
@@ -137,12 +141,27 @@ class EncodedDocument:
     word_pieces: list[tuple[int, int]]  # [first, end) document pieces of each word
     report: EncodingReport
 
-    def window_gold(self) -> list[list]:
+    def window_gold(self) -> list[list[list[int]]]:
         """The document's gold tag ids per window, in word order (what a perfect model would predict).
 
         Unlike the windows' training ``labels``, these are not re-tagged at window edges.
         """
         return [self.word_labels[first:end] for first, end in self.window_words]
+
+
+@dataclass
+class EncodedCorpus:
+    """Documents encoded once, to train on and to evaluate again and again: each with its windows."""
+
+    name: str  # what the corpus is to the run ("train", "dev", "test"), for logs and progress bars
+    documents: list[Document]
+    encoded: list[EncodedDocument]  # one per document, in the same order
+    report: EncodingReport
+
+    @property
+    def windows(self) -> list[dict]:
+        """Every window of every document, in document order."""
+        return [window for doc in self.encoded for window in doc.windows]
 
 
 class Encoder:
@@ -176,6 +195,7 @@ class Encoder:
             labels = LabelSet.flat(labels, scheme or "BIO")
         elif scheme is not None and check_scheme(scheme) != labels.scheme:
             raise ValueError(f"scheme {scheme!r} differs from the label set's scheme {labels.scheme!r}")
+        self.tokenizer = tokenizer
         self.labels = labels
         self.scheme = labels.scheme
         self.label_all_subwords = label_all_subwords
@@ -231,6 +251,13 @@ class Encoder:
             report.merge(one.report)
             encoded.append(one)
         return encoded, report
+
+    def encode_corpus(self, documents: Sequence[Document], name: str) -> EncodedCorpus:
+        """Encode a corpus once (with a progress bar) and log what encoding did to its spans."""
+        documents = list(documents)
+        encoded, report = self.encode(tqdm(documents, desc=f"encoding {name}", leave=False))
+        logger.info("%s: %s", name, report.summary().replace("\n", ";"))
+        return EncodedCorpus(name, documents, encoded, report)
 
     def encode_document(self, document: Document) -> EncodedDocument:
         """Encode one document: words, gold word tags, windows and the report of inexact spans."""
@@ -308,7 +335,7 @@ class Encoder:
 
     def _word_labels(
         self, doc: Document, word_offsets: list[tuple[int, int]], report: EncodingReport
-    ) -> list:
+    ) -> list[list[int]]:
         """Gold tag id per word and channel; spans that will not come back exactly go into ``report``."""
         by_channel: list[list[Span]] = [[] for _ in self.labels.channels]
         types = set(self.labels.types)
@@ -327,8 +354,6 @@ class Encoder:
                 report.note(reason, example)
             tags = entities_to_tags(len(word_offsets), alignment.entities, self.scheme)
             columns.append([channel.tag_id(tag) for tag in tags])
-        if not self.labels.is_multilabel:
-            return columns[0]
         return [list(row) for row in zip(*columns, strict=True)]  # shape: (num_words, num_channels)
 
     def _window(
@@ -338,13 +363,12 @@ class Encoder:
         ids: list[int],
         piece_word: list[int],
         word_pieces: list[tuple[int, int]],
-        word_labels: list,
+        word_labels: list[list[int]],
         start: int,
         end: int,
     ) -> dict:
         """One window over pieces [start, end): ids with special tokens, labels, word_ids."""
-        multilabel = self.labels.is_multilabel
-        ignore = [IGNORE_INDEX] * self.labels.num_channels if multilabel else IGNORE_INDEX
+        ignore = [IGNORE_INDEX] * self.labels.num_channels
         labels, word_ids, starts = [], [], []
         for p in range(start, end):
             w = piece_word[p]
@@ -379,100 +403,83 @@ class Encoder:
         window["word_ids"] = [NO_WORD] * n_prefix + word_ids + [NO_WORD] * n_suffix
         return window
 
-    def _retag(self, label, tables: list[list[int]]):
-        if self.labels.is_multilabel:
-            return [table[i] for table, i in zip(tables, label, strict=True)]
-        return tables[0][label]
+    @staticmethod
+    def _retag(label: list[int], tables: list[list[int]]) -> list[int]:
+        """Each channel's tag id through that channel's table."""
+        return [table[i] for table, i in zip(tables, label, strict=True)]
 
-    def _continuation(self, label):
-        if self.labels.is_multilabel:
-            return [table[i] for table, i in zip(self._continuation_ids, label, strict=True)]
-        return self._continuation_ids[0][label]
+    def _continuation(self, label: list[int]) -> list[int]:
+        return self._retag(label, self._continuation_ids)
 
     # -- decoding -------------------------------------------------------------------------------------
 
-    def merge_predictions(self, encoded: EncodedDocument, predictions: Sequence) -> list:
-        """One tag id per document word from per-window word predictions.
+    def merge_predictions(self, encoded: EncodedDocument, predictions: Sequence) -> list[list[int]]:
+        """One row of tag ids per document word from per-window word predictions.
 
         Args:
             encoded: the document as ``encode`` returned it.
-            predictions: one entry per window: the tag ids of the window's words in order, each an int (flat)
-                or num_channels ints (multi-label) — shape (num_words_in_window,) or (..., num_channels).
+            predictions: one entry per window: a row of tag ids (one per channel) for each of the window's
+                words in order, shape (num_words_in_window, num_channels).
 
         Returns:
-            tag id per document word (int or list of ints), each from the window where the word sits farthest
-            from an edge (ties: the earlier window); at a cut, entities the window re-tagging split are joined
-            again (module docstring, "Decoding"). Predictions that are not tag ids (raw scores per tag) are
-            only picked, never re-tagged.
+            a row of tag ids per document word, (num_words, num_channels), each from the window where the word
+            sits farthest from an edge (ties: the earlier window); at a cut, entities the window re-tagging
+            split are joined again (module docstring, "Decoding").
         """
-        if len(predictions) != len(encoded.windows):
+        merged, source = self._pick_central(encoded, predictions)
+        # Words taken at a cut: the first word of a window that does not start the document, the last word of
+        # one that does not end it.
+        start_cuts = {w for w in range(len(merged)) if w == encoded.window_words[source[w]][0]
+                      and encoded.window_edges[source[w]][0] != float("-inf")}
+        end_cuts = {w for w in range(len(merged)) if w == encoded.window_words[source[w]][1] - 1
+                    and encoded.window_edges[source[w]][1] != float("inf")}
+        return self._rejoin_cut_entities([[int(t) for t in row] for row in merged], start_cuts, end_cuts)
+
+    def merge_scores(self, encoded: EncodedDocument, scores: Sequence) -> list:
+        """Per-window word scores (any values per word, e.g. the head's raw scores per channel and tag) merged
+        as ``merge_predictions`` merges tag ids: each word from its most central window, never re-tagged."""
+        return self._pick_central(encoded, scores)[0]
+
+    def _pick_central(self, encoded: EncodedDocument, per_window: Sequence) -> tuple[list, list[int]]:
+        """(the value of each document word taken from the window where it sits farthest from an edge, that
+        window's index); ``per_window`` holds one value per word of each window."""
+        if len(per_window) != len(encoded.windows):
             raise ValueError(
-                f"{len(predictions)} window predictions for {len(encoded.windows)} windows of {encoded.doc_id!r}"
+                f"{len(per_window)} window predictions for {len(encoded.windows)} windows of {encoded.doc_id!r}"
             )
         merged: list = [None] * len(encoded.word_offsets)
         best = [float("-inf")] * len(encoded.word_offsets)
         source = [0] * len(encoded.word_offsets)  # the window each word is taken from
-        for k, (window_prediction, (first, end)) in enumerate(
-            zip(predictions, encoded.window_words, strict=True)
-        ):
-            window_prediction = _as_list(window_prediction)
-            if len(window_prediction) != end - first:
-                raise ValueError(
-                    f"window {k} of {encoded.doc_id!r} has {end - first} words; got {len(window_prediction)} predictions"
-                )
+        for k, (window_values, (first, end)) in enumerate(zip(per_window, encoded.window_words, strict=True)):
+            window_values = _as_list(window_values)
+            if len(window_values) != end - first:
+                raise ValueError(f"window {k} of {encoded.doc_id!r} has {end - first} words; "
+                                 f"got {len(window_values)} predictions")
             left, right = encoded.window_edges[k]
-            for w, tag in zip(range(first, end), window_prediction, strict=True):
+            for w, value in zip(range(first, end), window_values, strict=True):
                 piece_first, piece_end = encoded.word_pieces[w]
                 distance = min(piece_first - left, right - piece_end)
                 if distance > best[w]:
-                    best[w], merged[w], source[w] = distance, tag, k
-        missing = [w for w, tag in enumerate(merged) if tag is None]
+                    best[w], merged[w], source[w] = distance, value, k
+        missing = [w for w, value in enumerate(merged) if value is None]
         assert not missing, f"words in no window: {missing[:5]}"
-        if merged and all(self._is_tag_ids(tag) for tag in merged):  # not raw scores (thresholds.py merges those)
-            # Words taken at a cut: the first word of a window that does not start the document, the last word
-            # of one that does not end it.
-            start_cuts = {w for w in range(len(merged)) if w == encoded.window_words[source[w]][0]
-                          and encoded.window_edges[source[w]][0] != float("-inf")}
-            end_cuts = {w for w in range(len(merged)) if w == encoded.window_words[source[w]][1] - 1
-                        and encoded.window_edges[source[w]][1] != float("inf")}
-            merged = self._rejoin_cut_entities(merged, start_cuts, end_cuts)
-        return merged
+        return merged, source
 
-    def _is_tag_ids(self, tag) -> bool:
-        """Whether a merged entry is a tag id (flat) or one tag id per channel (multi-label), not scores."""
-        if not self.labels.is_multilabel:
-            return isinstance(tag, numbers.Integral)
-        return (
-            isinstance(tag, (list, tuple))
-            and len(tag) == self.labels.num_channels
-            and all(isinstance(t, numbers.Integral) for t in tag)
-        )
-
-    def _rejoin_cut_entities(self, merged: list, start_cuts: set[int], end_cuts: set[int]) -> list:
+    def _rejoin_cut_entities(self, merged: list[list[int]], start_cuts: set[int],
+                             end_cuts: set[int]) -> list[list[int]]:
         """Undo the window re-tagging (``_window``) at the words taken at a cut, per channel (see
-        ``joins_across_cut``): tag ids per word in, tag ids per word out."""
+        ``joins_across_cut``): a row of tag ids per word in, a row of tag ids per word out."""
         boundaries = sorted({w - 1 for w in start_cuts if w > 0} | {w for w in end_cuts if w + 1 < len(merged)})
-        if not boundaries:
-            return merged
-        multilabel = self.labels.is_multilabel
-        result = [list(tag) for tag in merged] if multilabel else list(merged)
         for c, channel in enumerate(self.labels.channels):
-            tags = {  # typed tag of each word next to a cut
-                w: channel.typed_tag(merged[w][c] if multilabel else merged[w])
-                for p in boundaries for w in (p, p + 1)
-            }
+            tags = {w: channel.typed_tag(merged[w][c]) for p in boundaries for w in (p, p + 1)}  # next to a cut
             joins = {
                 p for p in boundaries
                 if joins_across_cut(tags[p], tags[p + 1], p in end_cuts, p + 1 in start_cuts)
             }
             changed = {w: (w - 1 in joins, w in joins) for p in joins for w in (p, p + 1)}
             for w, (join_left, join_right) in changed.items():
-                tag_id = channel.tag_id(rejoined_tag(tags[w], join_left, join_right))
-                if multilabel:
-                    result[w][c] = tag_id
-                else:
-                    result[w] = tag_id
-        return result
+                merged[w][c] = channel.tag_id(rejoined_tag(tags[w], join_left, join_right))
+        return merged
 
     def decode_document(self, encoded: EncodedDocument, predictions: Sequence) -> list[Span]:
         """Spans (character offsets) from per-window word predictions (see ``merge_predictions``)."""
@@ -489,13 +496,12 @@ class Encoder:
         return self.word_labels_to_spans(encoded.word_offsets[first:end], prediction)
 
     def word_labels_to_spans(
-        self, word_offsets: Sequence[tuple[int, int]], word_labels: Sequence
+        self, word_offsets: Sequence[tuple[int, int]], word_labels: Sequence[Sequence[int]]
     ) -> list[Span]:
-        """Spans from a tag id per word (int, or num_channels ints for multi-label), decoded per channel."""
+        """Spans from a row of tag ids per word (one per channel), decoded channel by channel."""
         spans: list[Span] = []
         for c in range(self.labels.num_channels):
-            column = word_labels if not self.labels.is_multilabel else [row[c] for row in word_labels]
-            spans.extend(self.channel_spans(word_offsets, column, c))
+            spans.extend(self.channel_spans(word_offsets, [row[c] for row in word_labels], c))
         return sorted(spans, key=lambda s: (s.start, s.end, s.label))
 
     def channel_spans(
@@ -511,8 +517,8 @@ class Encoder:
 # windows for training
 
 
-def window_word_labels(window: dict) -> list:
-    """The labels at the word-start positions of a window, in word order (gold tags per word)."""
+def window_word_labels(window: dict) -> list[list[int]]:
+    """The label rows at the word-start positions of a window, in word order (gold tags per word and channel)."""
     word_ids = window["word_ids"]
     return [
         label
@@ -530,7 +536,7 @@ def collate(windows: Sequence[dict], pad_token_id: int) -> dict[str, torch.Tenso
 
     Returns:
         input_ids, attention_mask, word_ids (batch, seq_len); token_type_ids if present; labels (batch,
-        seq_len) or (batch, seq_len, num_channels). Padding: pad_token_id, 0, -1, 0, -100.
+        seq_len, num_channels). Padding: pad_token_id, 0, -1, 0, -100.
     """
     if not windows:
         raise ValueError("collate got an empty batch")
@@ -543,12 +549,42 @@ def collate(windows: Sequence[dict], pad_token_id: int) -> dict[str, torch.Tenso
                 [list(w[key]) + [pad] * (length - len(w[key])) for w in windows], dtype=torch.long
             )  # shape: (batch, seq_len)
     if "labels" in windows[0]:
-        first = next((w["labels"][0] for w in windows if w["labels"]), IGNORE_INDEX)
-        pad = [IGNORE_INDEX] * len(first) if isinstance(first, (list, tuple)) else IGNORE_INDEX
+        num_channels = len(next((w["labels"][0] for w in windows if w["labels"]), [IGNORE_INDEX]))
+        pad = [IGNORE_INDEX] * num_channels
         batch["labels"] = torch.tensor(
             [list(w["labels"]) + [pad] * (length - len(w["labels"])) for w in windows], dtype=torch.long
-        )  # shape: (batch, seq_len) or (batch, seq_len, num_channels)
+        ).view(len(windows), length, num_channels)  # shape: (batch, seq_len, num_channels)
     return batch
+
+
+def word_tags_to_spans(
+    word_offsets: Sequence[tuple[int, int]], tags: Sequence[str], scheme: str = "BIO"
+) -> list[Span]:
+    """Spans with character offsets from typed word tags (lenient decoding, see ``labels.tags_to_entities``).
+
+    A *blank* word — empty character span, e.g. an unknown piece made only of whitespace — never starts or
+    ends a span; an entity made only of blank words gives no span.
+
+    Args:
+        word_offsets: (start, end) character span of each word.
+        tags: one typed tag per word (``O``, ``B-T``, ``I-T``; BIOES adds ``E-T``, ``S-T``).
+        scheme: "BIO" or "BIOES" (checked; both decode with the same lenient rules).
+    """
+    check_scheme(scheme)
+    if len(tags) != len(word_offsets):
+        raise ValueError(f"{len(tags)} tags for {len(word_offsets)} words")
+    for tag in tags:
+        if split_tag(tag)[0] != OUTSIDE and split_tag(tag)[1] is None:
+            raise ValueError(f"untyped tag {tag!r}: word_tags_to_spans needs typed tags (B-T)")
+    spans = []
+    for first, last, label in tags_to_entities(tags):
+        while first <= last and word_offsets[first][0] >= word_offsets[first][1]:
+            first += 1  # a blank word (empty character span) never starts a span...
+        while last >= first and word_offsets[last][0] >= word_offsets[last][1]:
+            last -= 1  # ...nor ends one
+        if first <= last:
+            spans.append(Span(word_offsets[first][0], word_offsets[last][1], label))
+    return spans
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cardioner.data.document import Document, Span
+from cardioner.inference import check_batch_size, load_predictor
 
 logger = logging.getLogger("cardioner")
 
@@ -66,23 +67,21 @@ class Engine:
 
     def __init__(self, model_dir: str | Path, batch_size: int = 32, max_length: int | None = None,
                  stride: int | None = None):
-        from cardioner.inference import check_batch_size, load_predictor
-
         check_batch_size(batch_size)
         self.model_dir = Path(model_dir)
         self.batch_size = batch_size
-        self.model, self.task = load_predictor(self.model_dir, max_length, stride)
+        self.predictor = load_predictor(self.model_dir, max_length, stride, batch_size)
         self.info = self._model_info()
 
     def predict(self, docs: list[Document]) -> list[Document]:
         """The documents with their predicted spans (windows cut and merged exactly as ``cardioner predict``)."""
         if not docs:
             return []
-        return self.task.predict(self.model, docs, batch_size=self.batch_size)
+        return list(self.predictor.predict(docs))
 
     def _model_info(self) -> ModelInfo:
-        config = self.model.config
-        labels = self.task.labels
+        config = self.predictor.model.config
+        labels = self.predictor.labels
         if getattr(config, "use_crf", False):
             decoder = "crf"
         elif labels.is_multilabel:
@@ -95,8 +94,8 @@ class Engine:
             tags=[config.id2label[i] for i in range(config.num_labels)],
             multilabel=labels.is_multilabel,
             decoder=decoder,
-            max_length=self.task.encoder.max_length,
-            stride=self.task.encoder.stride,
+            max_length=self.predictor.encoder.max_length,
+            stride=self.predictor.encoder.stride,
             exported_with=getattr(config, "cardioner_version", None),
             card=card_metadata(self.model_dir),
         )

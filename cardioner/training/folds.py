@@ -16,11 +16,16 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from cardioner.config import Config
+from cardioner.config import Config, ConfigError
 from cardioner.data.common import write_text_atomic
 from cardioner.data.document import Document
 from cardioner.data.paths import check_output
+from cardioner.errors import CorpusError
+from cardioner.evaluation import bootstrap_ci, score_spans
 from cardioner.export import is_export
+from cardioner.metrics.span_matching import prf
+from cardioner.thresholds import average_thresholds
+from cardioner.training.batch_size import train_with_batch_fallback
 from cardioner.training.run import check_before_reading, read_split, split_dev
 
 logger = logging.getLogger("cardioner")
@@ -36,7 +41,7 @@ def pool_documents(train: list[Document], dev: list[Document] | None) -> list[Do
     per-document counts and predictions keep the documents apart.
 
     Raises:
-        ValueError: an id appears twice within one split (before any training starts).
+        CorpusError: an id appears twice within one split (before any training starts).
     """
     for name, docs in (("train", train), ("dev", dev or [])):
         _check_unique_ids(docs, f"the {name} corpus")
@@ -44,7 +49,7 @@ def pool_documents(train: list[Document], dev: list[Document] | None) -> list[Do
         return list(train)
     if not {doc.id for doc in train} & {doc.id for doc in dev}:
         return train + dev
-    logger.warning("--folds: train and dev share document ids (e.g. %r); ids are prefixed with their split "
+    logger.warning("folds: train and dev share document ids (e.g. %r); ids are prefixed with their split "
                    "(train/..., dev/...) in the pooled corpus", sorted({d.id for d in train} & {d.id for d in dev})[0])
     return ([replace(doc, id=f"train/{doc.id}") for doc in train]
             + [replace(doc, id=f"dev/{doc.id}") for doc in dev])
@@ -54,8 +59,8 @@ def _check_unique_ids(docs: list[Document], where: str) -> None:
     seen: set[str] = set()
     for doc in docs:
         if doc.id in seen:
-            raise ValueError(f"{where}: document id {doc.id!r} appears twice; cross-validation needs unique ids "
-                             "(folds and per-document scores are keyed by id)")
+            raise CorpusError(f"{where}: document id {doc.id!r} appears twice; cross-validation needs unique ids "
+                              "(folds and per-document scores are keyed by id)")
         seen.add(doc.id)
 
 
@@ -76,7 +81,8 @@ def fold_assignments(
     group_of = group_of or (lambda doc: doc.id)
     groups = sorted({group_of(doc) for doc in docs})
     if not 2 <= k <= len(groups):
-        raise ValueError(f"--folds must be between 2 and the number of document groups ({len(groups)}), got {k}")
+        raise ValueError(f"the number of folds must be between 2 and the number of document groups "
+                         f"({len(groups)}), got {k}")
     random.Random(seed).shuffle(groups)
     fold_of_group = {group: index % k for index, group in enumerate(groups)}
     return [fold_of_group[group_of(doc)] for doc in docs]
@@ -107,11 +113,6 @@ def cross_validate(
         "mean_thresholds": {type: mean of the folds' dev-tuned thresholds} for a multi-label sigmoid model, else
         None; each fold row has its own "thresholds"}.
     """
-    from cardioner.evaluation import bootstrap_ci, score_spans
-    from cardioner.metrics.span_matching import prf
-    from cardioner.thresholds import average_thresholds
-    from cardioner.training.batch_size import train_with_batch_fallback
-
     _check_unique_ids(docs, "cross-validation")  # before any fold trains (pool_documents pools train + dev)
     seed = config.training.seed
     fraction = config.data.dev_fraction or DEFAULT_DEV_FRACTION
@@ -127,7 +128,8 @@ def cross_validate(
         callback = (lambda row, fold=fold: on_epoch_end(fold, row)) if on_epoch_end else None
         # the test fold is not given to the trainer: selection and early stopping see dev_docs only
         trainer, result = train_with_batch_fallback(fold_config, train_docs, dev_docs, None, on_epoch_end=callback)
-        predicted = trainer.task.evaluate(trainer.model, test_docs, "test")["documents"]
+        predictor = trainer.predictor
+        predicted = predictor.evaluate(predictor.encoder.encode_corpus(test_docs, "test")).documents
         scores = score_spans(test_docs, predicted, match="exact")
         pooled_counts.update(scores["per_document"])
         micro = scores["micro"]
@@ -178,6 +180,31 @@ def format_summary(result: dict) -> str:
     return line
 
 
+def read_train_and_dev(config: Config, pooled: bool) -> tuple[list[Document], list[Document] | None]:
+    """Train and dev documents for a search, which selects on dev and never reads the test corpus.
+
+    Args:
+        config: names the corpora (``data.train``, ``data.dev``, ``data.dev_fraction``).
+        pooled: train and dev as one pool for cross-validation (``pool_documents``; the folds carve their own
+            dev sets), else dev from ``data.dev`` or carved from train by ``data.dev_fraction``.
+
+    Returns:
+        (train documents, dev documents; None when pooled).
+    """
+    if not config.data.train:
+        raise ConfigError("data.train is not set: no training corpus")
+    train = read_split(config.data.train, config, "train")
+    dev = read_split(config.data.dev, config, "dev")
+    if pooled:
+        return pool_documents(train, dev), None
+    if dev is None:
+        if config.data.dev_fraction <= 0:
+            raise ConfigError("a search needs a dev set: set data.dev or data.dev_fraction > 0 "
+                              "(or cross-validate with folds)")
+        train, dev = split_dev(train, config.data.dev_fraction, config.training.seed)
+    return train, dev
+
+
 def run_cross_validation(config: Config, k: int) -> dict:
     """``cardioner train --folds K``: pool the train (and dev) corpora, cross-validate, write cv_results.json.
 
@@ -192,7 +219,7 @@ def run_cross_validation(config: Config, k: int) -> dict:
     dev = read_split(config.data.dev, config, "dev")
     docs = pool_documents(docs, dev)  # every document is a test document once; dev is carved from the training folds
     if config.data.test:
-        logger.warning("--folds: the test corpus %s is not used (each fold is tested in turn)", config.data.test)
+        logger.warning("folds: the test corpus %s is not used (each fold is tested in turn)", config.data.test)
     result = cross_validate(config, docs, k)
     if config.training.output:
         path = Path(config.training.output) / "cv_results.json"

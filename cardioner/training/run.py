@@ -6,8 +6,13 @@ import logging
 import random
 from pathlib import Path
 
-from cardioner.config import Config
-from cardioner.data.document import Document
+from cardioner.backbone import check_backbone
+from cardioner.config import Config, ConfigError
+from cardioner.data.document import CorpusError, Document
+from cardioner.data.io import read_corpus
+from cardioner.export import check_export_target
+from cardioner.training.batch_size import train_with_batch_fallback
+from cardioner.training.trainer import TrainResult
 
 logger = logging.getLogger("cardioner")
 
@@ -16,12 +21,10 @@ def read_split(path: str | None, config: Config, name: str) -> list[Document] | 
     """Read one corpus split (or None when no path is given), reporting what was skipped or repaired."""
     if path is None:
         return None
-    from cardioner.data import read_corpus
-
     docs, report = read_corpus(path, format=config.data.format, span_errors=config.data.span_errors)
     logger.info("%s: %s", name, report.summary().replace("\n", "; "))
     if not docs:
-        raise ValueError(f"{name} corpus {path} holds no documents")
+        raise CorpusError(f"the {name} corpus holds no documents", path)
     return docs
 
 
@@ -37,24 +40,19 @@ def split_dev(docs: list[Document], fraction: float, seed: int) -> tuple[list[Do
 def check_before_reading(config: Config, exports: list[str | Path] = ()) -> None:
     """The checks that need no corpus, made before any is read: a training corpus is named, the backbone loads
     and takes the window size, and each folder in ``exports`` may be written (new, empty or an earlier export)."""
-    from cardioner.export import check_export_target
-    from cardioner.task import check_backbone
-
     if not config.data.train:
-        raise ValueError("no training corpus: pass --train PATH (or data.train in the config file)")
+        raise ConfigError("data.train is not set: no training corpus")
     for folder in exports:
         check_export_target(folder)
     check_backbone(config)
 
 
-def run_training(config: Config) -> tuple[object, Path | None]:
+def run_training(config: Config) -> tuple[TrainResult, Path | None]:
     """Read train/dev/test as the config says, train, and export to ``training.output``.
 
     Returns:
         (TrainResult, export path or None when no output was given).
     """
-    from cardioner.training.batch_size import train_with_batch_fallback
-
     check_before_reading(config, [config.training.output] if config.training.output else [])
     train = read_split(config.data.train, config, "train")
     dev = read_split(config.data.dev, config, "dev")

@@ -1,0 +1,55 @@
+"""Library errors name config keys and arguments (``training.output``, ``batch_size``); a command names its
+own flags (``--output``, ``--batch-size``). ``speaking_flags`` wraps the library call of a command so that its
+errors name the command's flags instead.
+
+Dotted config keys are replaced wherever they stand in a message; a plain argument name only when it opens
+the message (its subject: "batch_size must be >= 1"), since plain words also occur in prose.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+# The config keys that `train` (and, for those it has, `compare`) take as options of their own.
+CONFIG_FLAGS = {
+    "data.train": "--train", "data.dev": "--dev", "data.test": "--test", "data.format": "--format",
+    "model.model": "--model", "training.output": "--output", "model.use_crf": "--crf", "model.head": "--head",
+    "data.multilabel": "--multilabel", "training.epochs": "--epochs", "training.batch_size": "--batch-size",
+    "training.lr": "--lr", "data.max_length": "--max-length", "data.stride": "--stride", "training.seed": "--seed",
+    "training.resume": "--resume", "training.log_with": "--log-with",
+}
+COMPARE_FLAGS = {"crf": "--crf", **{key: flag for key, flag in CONFIG_FLAGS.items() if key not in (
+    "model.use_crf", "model.head", "data.multilabel", "data.stride", "training.resume", "training.log_with")}}
+# `predict`, `evaluate` and `analyze`: their arguments, and the window keys of an export predict overrides.
+PREDICT_FLAGS = {"batch_size": "--batch-size", "format": "--format", "data.max_length": "--max-length",
+                 "data.stride": "--stride"}
+
+
+def flag_message(message: str, flags: Mapping[str, str]) -> str:
+    """``message`` with the keys in ``flags`` named by their flags (see the module docstring)."""
+    dotted = sorted((key for key in flags if "." in key), key=len, reverse=True)
+    if dotted:
+        pattern = re.compile(r"(?<![\w.-])(" + "|".join(map(re.escape, dotted)) + r")(?![\w-])")
+        message = pattern.sub(lambda match: flags[match.group(1)], message)
+    for key in (key for key in flags if "." not in key):
+        if re.match(rf"{re.escape(key)}(?![\w-])", message):
+            message = flags[key] + message[len(key):]
+    return message
+
+
+def speaking_flags(function: Callable[..., Any], flags: Mapping[str, str]) -> Callable[..., Any]:
+    """``function``, whose ValueErrors (ConfigError, CorpusError) name the flags in ``flags`` for the keys."""
+
+    @functools.wraps(function)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except ValueError as error:
+            if error.args and isinstance(error.args[0], str):
+                error.args = (flag_message(error.args[0], flags), *error.args[1:])
+            raise
+
+    return call

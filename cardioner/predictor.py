@@ -1,0 +1,225 @@
+"""The Predictor: a model with the encoder that feeds it — documents in, spans out, in batches.
+
+Four steps, each its own method, so that a caller can run any of them alone:
+
+- ``forward``: one batch of windows through the model -> each window's word tag ids (a row per word, one tag
+  per channel), the batch's loss when the windows carry labels, and on request the head's raw scores at the
+  words (for re-decoding them another way: threshold tuning, confidences);
+- ``predict_windows``: ``forward`` over every window of some encoded documents, shortest windows first;
+- ``predict``: documents, read lazily from any iterable, encoded and predicted chunk by chunk and yielded in
+  input order with their spans;
+- ``evaluate``: an encoded corpus predicted and scored against its gold spans (``evaluation.corpus_scores``).
+
+Nothing is cached here: callers that evaluate one corpus again and again (the trainer, each epoch) encode it
+once (``encoding.encode_corpus``) and pass the ``EncodedCorpus``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from cardioner.backbone import window_length, window_stride
+from cardioner.data.document import Document
+from cardioner.data.encoding import NO_WORD, EncodedCorpus, EncodedDocument, Encoder, collate
+from cardioner.evaluation import corpus_scores
+from cardioner.labels import LabelSet
+
+DEFAULT_BATCH_SIZE = 32  # windows per forward pass
+DEFAULT_CHUNK_DOCUMENTS = 1024  # documents encoded and predicted together by ``predict``
+
+
+@dataclass
+class BatchOutput:
+    """What ``forward`` returns for one batch of windows (in the batch's order)."""
+
+    tags: list[list[list[int]]]  # per window: a row of tag ids (one per channel) for each of its words
+    loss: torch.Tensor | None  # the model's loss over the batch, when the windows carry labels
+    scores: list[torch.Tensor] | None  # per window, on request: the head's raw scores (words, channels, tags)
+
+
+@dataclass
+class WindowPredictions:
+    """What the model said of some encoded documents, per document and window."""
+
+    tags: list[list[list[list[int]]]]  # tags[d][k]: rows of tag ids of the words of window k of document d
+    loss: float | None  # the mean of the batches' losses (windows with labels), else None
+    scores: list[list[torch.Tensor]] | None  # scores[d][k]: raw scores (words, channels, tags), when kept
+
+
+@dataclass
+class Evaluation:
+    """An encoded corpus predicted and scored."""
+
+    loss: float | None  # the mean batch loss on the corpus
+    scores: dict  # exact-match span scores, with "overlap" and "seqeval" inside (``evaluation.corpus_scores``)
+    documents: list[Document]  # the predicted documents, in the corpus's order
+
+
+class Predictor:
+    """A model and the encoder that cuts documents into its windows and turns its tags back into spans.
+
+    Args:
+        model: a cardioner model (``modeling.py``); put in eval mode when it predicts.
+        encoder: the Encoder of the model's tokenizer, labels and window settings.
+        batch_size: windows per forward pass.
+    """
+
+    def __init__(self, model: torch.nn.Module, encoder: Encoder, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model
+        self.encoder = encoder
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, tokenizer, max_length: int | None = None,
+                   stride: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE) -> Predictor:
+        """The predictor of an exported model: its labels, and its windows as it was trained unless
+        ``max_length`` / ``stride`` say otherwise (``data.max_length`` / ``data.stride`` semantics)."""
+        config = model.config
+        windows = getattr(config, "cardioner_windows", None) or {}
+        max_length = window_length(max_length or windows.get("max_length"), tokenizer,
+                                   config.backbone_config or {}, "of this model")
+        stride = window_stride(stride if stride is not None else windows.get("stride"), max_length)
+        encoder = Encoder(tokenizer, model_labels(config), max_length=max_length, stride=stride,
+                          label_all_subwords=bool(windows.get("label_all_subwords", False)))
+        return cls(model, encoder, batch_size)
+
+    def with_batch_size(self, batch_size: int) -> Predictor:
+        """This predictor with another number of windows per forward pass."""
+        return Predictor(self.model, self.encoder, batch_size)
+
+    @property
+    def labels(self) -> LabelSet:
+        return self.encoder.labels
+
+    @property
+    def tokenizer(self):
+        return self.encoder.tokenizer
+
+    # -- one batch ------------------------------------------------------------------------------------------
+
+    def collate(self, windows: Sequence[dict]) -> dict[str, torch.Tensor]:
+        """A padded batch as the model takes it (word_ids left out: the model finds words itself)."""
+        batch = collate(windows, self.encoder.pad_token_id)
+        batch.pop("word_ids", None)
+        if "labels" in batch and getattr(self.model.config, "channel_types", None) is None:
+            # TODO(issue 16, modeling branch): flat models take (batch, seq_len) labels until modeling.py takes
+            # (batch, seq_len, num_channels) for every model; then this adapter goes.
+            batch["labels"] = batch["labels"].squeeze(-1)  # shape: (batch, seq_len)
+        return batch
+
+    @torch.no_grad()
+    def forward(self, windows: Sequence[dict], keep_scores: bool = False) -> BatchOutput:
+        """Run one batch of windows through the model (eval mode) and read its decisions at the words.
+
+        Args:
+            windows: window dicts from the encoder (with ``labels``, the loss is computed too).
+            keep_scores: also return the head's raw scores (``emissions``) at the words, undecoded.
+
+        Returns:
+            BatchOutput: per window, the tag ids of its words (words, channels) — the model's decoded tags
+            (Viterbi for a CRF, thresholds for sigmoid channels) — and the loss and raw scores.
+        """
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        batch = {key: value.to(device) for key, value in self.collate(windows).items()}
+        output = self.model(**batch)
+        # Eval-mode logits are consistent with the model's decoding (their argmax at a word start is its tag).
+        logits = output.logits if output.channel_logits is None else output.channel_logits
+        tags = [rows.argmax(-1).tolist() for rows in word_rows(channel_view(logits).float().cpu(), windows)]
+        scores = word_rows(channel_view(output.emissions).float().cpu(), windows) if keep_scores else None
+        return BatchOutput(tags, output.loss, scores)
+
+    # -- many batches ---------------------------------------------------------------------------------------
+
+    def predict_windows(self, encoded: Sequence[EncodedDocument], desc: str = "predicting",
+                        keep_scores: bool = False) -> WindowPredictions:
+        """``forward`` over every window of ``encoded``, in batches of windows of similar length.
+
+        Returns:
+            WindowPredictions: tags[d][k] (and scores[d][k]) for window k of document d; the mean batch loss
+            when the windows carry labels.
+        """
+        windows = [(d, k, window) for d, doc in enumerate(encoded) for k, window in enumerate(doc.windows)]
+        order = sorted(range(len(windows)), key=lambda i: len(windows[i][2]["input_ids"]))
+        tags: list[list] = [[None] * len(doc.windows) for doc in encoded]
+        scores: list[list] | None = [[None] * len(doc.windows) for doc in encoded] if keep_scores else None
+        losses = []
+        for start in tqdm(range(0, len(order), self.batch_size), desc=desc, leave=False):
+            chunk = [windows[i] for i in order[start : start + self.batch_size]]
+            output = self.forward([window for _, _, window in chunk], keep_scores)
+            if output.loss is not None:
+                losses.append(float(output.loss))
+            for position, (d, k, _) in enumerate(chunk):
+                tags[d][k] = output.tags[position]
+                if scores is not None:
+                    scores[d][k] = output.scores[position]
+        return WindowPredictions(tags, sum(losses) / len(losses) if losses else None, scores)
+
+    def predict(self, documents: Iterable[Document],
+                chunk_size: int = DEFAULT_CHUNK_DOCUMENTS) -> Iterator[Document]:
+        """Documents with predicted spans, in input order (windows merged: each word from its most central
+        window). ``documents`` is read lazily, ``chunk_size`` documents at a time.
+
+        Yields:
+            Document(id, text, predicted spans, {"source": the input's meta "path"}) per input document.
+        """
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        documents = iter(documents)
+        while chunk := list(itertools.islice(documents, chunk_size)):
+            encoded, _ = self.encoder.encode(chunk)
+            predictions = self.predict_windows(encoded)
+            for doc, enc, tags in zip(chunk, encoded, predictions.tags, strict=True):
+                spans = self.encoder.decode_document(enc, tags)
+                yield Document(doc.id, doc.text, spans, {"source": doc.meta.get("path")})
+
+    def evaluate(self, corpus: EncodedCorpus) -> Evaluation:
+        """Predict an encoded corpus and score it against its gold spans (exact and overlap; seqeval on each
+        channel's word tags)."""
+        predictions = self.predict_windows(corpus.encoded, desc=f"evaluating {corpus.name}")
+        predicted, gold_tags, predicted_tags = [], [], []
+        for doc, enc, tags in zip(corpus.documents, corpus.encoded, predictions.tags, strict=True):
+            merged = self.encoder.merge_predictions(enc, tags)
+            predicted.append(Document(doc.id, doc.text, self.encoder.word_labels_to_spans(enc.word_offsets, merged)))
+            for c, channel in enumerate(self.labels.channels):  # one tag sequence per document and channel
+                gold_tags.append([channel.typed_tag(row[c]) for row in enc.word_labels])
+                predicted_tags.append([channel.typed_tag(row[c]) for row in merged])
+        use_tags = self.labels.scheme == "BIO"  # seqeval's strict IOB2 view
+        scores = corpus_scores(corpus.documents, predicted, gold_tags if use_tags else None,
+                               predicted_tags if use_tags else None)
+        return Evaluation(predictions.loss, scores, predicted)
+
+
+def model_labels(config) -> LabelSet:
+    """The label set a model's config records (exports without ``cardioner_labels``: flat, from id2label)."""
+    saved = getattr(config, "cardioner_labels", None)
+    if saved:
+        return LabelSet.from_config(saved)
+    return LabelSet.flat(sorted({tag.split("-", 1)[1] for tag in config.id2label.values() if tag != "O"}))
+
+
+def channel_view(scores: torch.Tensor) -> torch.Tensor:
+    """Model scores as (batch, seq_len, channels, tags): a flat model's (batch, seq_len, tags) is one channel."""
+    return scores if scores.dim() == 4 else scores.unsqueeze(2)
+
+
+def word_rows(scores: torch.Tensor, windows: Sequence[dict]) -> list[torch.Tensor]:
+    """The scores at each window's word starts, in word order: one (num_words, channels, tags) tensor each.
+
+    Args:
+        scores: (batch, seq_len, channels, tags), the batch of ``windows``.
+        windows: the window dicts (``word_ids``).
+    """
+    result = []
+    for row, window in zip(scores, windows, strict=True):  # row shape: (seq_len, channels, tags)
+        word_ids = window["word_ids"]
+        starts = [p for p, w in enumerate(word_ids) if w != NO_WORD and (p == 0 or word_ids[p - 1] != w)]
+        result.append(row[starts])  # shape: (num_words, channels, tags)
+    return result
