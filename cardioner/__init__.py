@@ -5,6 +5,8 @@ The public API; heavy modules (torch, transformers) are imported on first use, s
 
 from __future__ import annotations
 
+import importlib
+
 __version__ = "0.1.0"
 
 _LAZY = {
@@ -33,8 +35,6 @@ __all__ = ["__version__", *_LAZY]
 def __getattr__(name: str):
     """Import heavy names (torch, transformers) on first use only."""
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'cardioner' has no attribute {name!r}")
 

@@ -22,6 +22,9 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
+from seqeval.scheme import IOB2, Entities
+
 from cardioner.data.document import CorpusError, Document, Span
 from cardioner.metrics.span_matching import SpanKey, prf, score_documents, span_key
 
@@ -106,8 +109,6 @@ def seqeval_scores(gold_tags: Sequence[Sequence[str]], pred_tags: Sequence[Seque
     Returns:
         The layout in the module docstring plus ``"scheme": "IOB2"``, ``"mode": "strict"``, ``"num_sequences"``.
     """
-    from seqeval.scheme import IOB2, Entities
-
     if len(gold_tags) != len(pred_tags):
         raise ValueError(f"gold has {len(gold_tags)} sequences, predictions {len(pred_tags)}")
     for i, (gold_seq, pred_seq) in enumerate(zip(gold_tags, pred_tags, strict=True)):
@@ -307,8 +308,6 @@ def bootstrap_ci(
         ``{"precision" | "recall" | "f1": {"value", "low", "high"}, "confidence", "n", "seed", "num_documents"}``;
         ``value`` is the score on all documents.
     """
-    import numpy as np
-
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if not 0 < confidence < 1:

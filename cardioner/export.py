@@ -16,11 +16,12 @@ from pathlib import Path
 import yaml
 from transformers import AutoTokenizer
 
-from cardioner import hub, modeling
+from cardioner import __version__, hub, modeling
 from cardioner.backbone import base_model_name
 from cardioner.config import Config
 from cardioner.data.paths import check_output, staged_output
 from cardioner.errors import CorpusError
+from cardioner.evaluation import format_table
 from cardioner.labels import LabelSet
 
 MODELING_FILE = "modeling.py"
@@ -35,10 +36,8 @@ def modeling_source() -> bytes:
 def cardioner_version() -> str:
     try:
         return metadata.version("cardioner")
-    except metadata.PackageNotFoundError:
-        import cardioner
-
-        return str(getattr(cardioner, "__version__", "unknown"))
+    except metadata.PackageNotFoundError:  # running from a source tree
+        return __version__
 
 
 def save_model(
@@ -305,8 +304,6 @@ def _metrics_table(metrics: dict) -> list[str]:
         rows = [f"| {key} | {value:.4f} |" if isinstance(value, float) else f"| {key} | {value} |"
                 for key, value in metrics.items() if isinstance(value, (int, float)) and not isinstance(value, bool)]
         return ["| metric | value |", "|---|---|", *rows, ""] if rows else ["No numeric scores were recorded.", ""]
-    from cardioner.evaluation import format_table
-
     lines = ["| split | precision | recall | F1 (exact) | F1 (overlap) |", "|---|---|---|---|---|"]
     for name, scores in splits.items():
         micro, overlap = scores["micro"], scores.get("overlap", {}).get("micro", {})

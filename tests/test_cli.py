@@ -272,3 +272,39 @@ def test_predict_windows_fit_the_backbone_and_bad_batch_sizes_or_windows_are_ref
     for args, fragment in cases:
         assert_clean_failure(cli(*args, ok=False), fragment)
     assert not (tmp_path / "p.jsonl").exists()
+
+
+# ------------------------------------------------------------------------- library keys, command-line flags
+def test_library_errors_name_keys_and_commands_name_their_flags():
+    from cardioner.cli.flags import CONFIG_FLAGS, PREDICT_FLAGS, flag_message, speaking_flags
+    from cardioner.config import ConfigError
+    from cardioner.data.document import CorpusError
+
+    assert flag_message("training.output out is a folder that is neither empty nor a cardioner export",
+                        CONFIG_FLAGS) == "--output out is a folder that is neither empty nor a cardioner export"
+    assert flag_message("data.max_length 129 is more than the 128 subwords; use data.max_length 128 or less",
+                        PREDICT_FLAGS) == "--max-length 129 is more than the 128 subwords; use --max-length 128 or less"
+    # a key the command has no flag for, a longer key, a path that contains a key: left alone
+    assert flag_message("data.dev_fraction must be in [0, 1)", CONFIG_FLAGS) == "data.dev_fraction must be in [0, 1)"
+    assert flag_message("training.output_dir is unknown", CONFIG_FLAGS) == "training.output_dir is unknown"
+    # a plain argument name only as the subject of the message
+    assert flag_message("batch_size must be >= 1, got 0", PREDICT_FLAGS) == "--batch-size must be >= 1, got 0"
+    assert flag_message("the format of x: no batch_size", PREDICT_FLAGS) == "the format of x: no batch_size"
+
+    def fails(error):
+        raise error
+
+    for error in (ConfigError("training.output x: not a folder"), CorpusError("training.output x", "f.conll", 3)):
+        with pytest.raises(type(error)) as raised:
+            speaking_flags(fails, CONFIG_FLAGS)(error)
+        assert "--output x" in str(raised.value) and "training.output" not in str(raised.value)
+
+
+def test_a_key_error_is_a_bug_and_keeps_its_traceback():
+    from cardioner.cli.common import run_or_exit
+
+    def buggy():
+        return {}["missing"]
+
+    with pytest.raises(KeyError, match="missing"):
+        run_or_exit(buggy)

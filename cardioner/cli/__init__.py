@@ -1,4 +1,9 @@
-"""The ``cardioner`` command line: a registry of thin commands, one module each."""
+"""The ``cardioner`` command line: a registry of thin commands, one module each.
+
+Each command parses its options into a Config or arguments and calls one library function. Commands import
+the library (torch, transformers: seconds) when they run, not when this module loads, so that
+``cardioner --help`` and a mistyped option answer at once; these deferred imports are marked "when run".
+"""
 
 from __future__ import annotations
 

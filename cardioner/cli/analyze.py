@@ -22,7 +22,7 @@ def analyze(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Span confusion matrix over types (PNG + JSON), per-type error examples, PCA and t-SNE of words."""
-    from cardioner.analysis import analyze_model
+    from cardioner.analysis import analyze_model  # when run (cli/__init__)
     from cardioner.inference import check_batch_size
 
     setup_logging(verbose)

@@ -10,7 +10,7 @@ import typer
 
 from cardioner.cli.common import parse_sets, run_or_exit, setup_logging
 from cardioner.cli.flags import COMPARE_FLAGS, speaking_flags
-from cardioner.config import CHOICES
+from cardioner.config import CHOICES, load_config
 
 
 def compare(
@@ -37,8 +37,7 @@ def compare(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Train every head on the same data, seed and budget, and write a table and a plot of how they do."""
-    from cardioner.compare import compare_heads, markdown_table, tabulate_exports
-    from cardioner.config import load_config
+    from cardioner.compare import compare_heads, markdown_table, tabulate_exports  # when run (cli/__init__)
 
     setup_logging(verbose)
     if compare_only:

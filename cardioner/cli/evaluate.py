@@ -22,7 +22,7 @@ def evaluate(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Span-level precision, recall and F1 per type (exact and overlap match) and the seqeval view."""
-    from cardioner.evaluation import format_table
+    from cardioner.evaluation import format_table  # when run (cli/__init__)
     from cardioner.inference import evaluate_path
 
     setup_logging(verbose)

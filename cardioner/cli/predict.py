@@ -22,7 +22,7 @@ def predict(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Predict entities (Viterbi for CRF models; long documents in overlapping windows) and write them."""
-    from cardioner.inference import entity_table, predict_path
+    from cardioner.inference import entity_table, predict_path  # when run (cli/__init__)
 
     setup_logging(verbose)
     docs = run_or_exit(speaking_flags(predict_path, PREDICT_FLAGS), model, input, output, format, batch_size,

@@ -10,6 +10,7 @@ import typer
 
 from cardioner.cli.common import parse_sets, run_or_exit, setup_logging
 from cardioner.cli.flags import CONFIG_FLAGS, speaking_flags
+from cardioner.config import load_config
 
 
 def train(
@@ -38,8 +39,7 @@ def train(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Train a model on annotated documents and export it as a model folder."""
-    from cardioner.config import load_config
-    from cardioner.training import run_training
+    from cardioner.training import run_training  # when run (cli/__init__)
 
     setup_logging(verbose)
     overrides = {
@@ -57,7 +57,7 @@ def train(
             typer.secho(f"error: --{key} {path}: no such file or folder", fg=typer.colors.RED, err=True)
             raise typer.Exit(1)
     if folds is not None:
-        from cardioner.training.folds import format_summary, run_cross_validation
+        from cardioner.training.folds import format_summary, run_cross_validation  # when run (cli/__init__)
 
         cv = run_or_exit(speaking_flags(run_cross_validation, CONFIG_FLAGS), resolved, folds)
         typer.echo(json.dumps({"folds": [{k: v for k, v in row.items() if k != "dev_scores"} for row in cv["folds"]],

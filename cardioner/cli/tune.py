@@ -27,7 +27,7 @@ def tune(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Search hyperparameters (Optuna TPE with pruning, or PBT) and write the best config."""
-    from cardioner import tuning
+    from cardioner import tuning  # when run (cli/__init__)
     from cardioner.data.paths import check_output_folder
 
     setup_logging(verbose)

@@ -41,6 +41,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
 from cardioner.data.document import Document, Span
@@ -593,8 +594,6 @@ def word_tags_to_spans(
 
 def _plain_backend(tokenizer):
     """A copy of the Rust tokenizer with truncation and padding off (the caller's tokenizer is not touched)."""
-    from tokenizers import Tokenizer
-
     backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
     backend.no_truncation()
     backend.no_padding()

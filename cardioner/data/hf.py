@@ -126,7 +126,7 @@ def read_hf(obj_or_folder: Any, split: str | None = None, label_names: Sequence[
     Returns:
         The documents.
     """
-    import datasets
+    import datasets  # slow to import (pyarrow): only Hugging Face inputs need it
 
     report = report if report is not None else ReadReport()
     check_span_errors(span_errors)

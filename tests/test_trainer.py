@@ -252,3 +252,20 @@ def test_the_default_window_is_the_backbone_limit_and_a_longer_one_is_refused(ki
         model(**predictor.collate([max(windows, key=lambda window: len(window["input_ids"]))]))
     with pytest.raises(ValueError, match=f"max_length 129 .* more than the 128 subwords the backbone {backbone} takes"):
         fresh_predictor(load_config(None, {"model.model": str(backbone), "data.max_length": 129}), docs)
+
+
+def test_a_checkpoint_of_the_old_loop_state_loads_into_the_typed_state():
+    """trainer_state.json written before TrainState existed (an untyped dict; no "stopped" keys before the
+    first epoch ended) resumes with the missing fields at their defaults; the run settings are not state."""
+    from cardioner.training.checkpoints import TrainState
+
+    saved = {"epoch": 1, "step_in_epoch": 4, "global_step": 7, "history": [{"epoch": 1}], "best_score": 0.5,
+             "best_epoch": 1, "bad_epochs": 0, "train_seconds": 3.5, "train_windows_seen": 56,
+             "epoch_loss_sum": 2.0, "epoch_loss_count": 4, "config_sha256": "abc", "config": {"training.lr": 1}}
+    state = TrainState.from_dict(saved)
+    assert (state.epoch, state.step_in_epoch, state.global_step, state.best_epoch) == (1, 4, 7, 1)
+    assert state.epoch_loss == 0.5 and state.stopped is False and state.stopped_early is False
+    state.add_batch(windows=8, loss=1.0)
+    assert (state.step_in_epoch, state.train_windows_seen, state.epoch_loss) == (5, 64, 0.6)
+    state.next_epoch()
+    assert (state.epoch, state.step_in_epoch, state.epoch_loss_count, state.epoch_loss) == (2, 0, 0, 0.0)

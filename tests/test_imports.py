@@ -1,0 +1,104 @@
+"""The package's import order is a line (docs/architecture.md): each module imports only modules of its own
+layer or below, there are no import cycles, and imports sit at the top of modules except the deferred ones,
+which say why on their line."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "cardioner"
+
+# Lowest first. A module belongs to the layer of its longest listed prefix.
+LAYERS = [
+    ("cardioner.modeling", "cardioner.config", "cardioner.data.document", "cardioner.metrics"),
+    ("cardioner.labels",),
+    ("cardioner.data",),  # corpus readers and writers
+    ("cardioner.backbone", "cardioner.data.encoding", "cardioner.evaluation", "cardioner.plots"),
+    ("cardioner.predictor", "cardioner.export"),
+    ("cardioner.thresholds", "cardioner.inference"),
+    ("cardioner.training",),
+    ("cardioner.tuning", "cardioner.compare", "cardioner.analysis"),
+    ("cardioner.cli", "cardioner.__main__"),
+]
+
+
+def modules() -> dict[str, ast.Module]:
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        found[name] = ast.parse(path.read_text(encoding="utf-8"))
+    return found
+
+
+def layer_of(name: str) -> int | None:
+    matches = [(len(prefix), index) for index, layer in enumerate(LAYERS) for prefix in layer
+               if name == prefix or name.startswith(prefix + ".")]
+    return max(matches)[1] if matches else None
+
+
+def top_level_imports(tree: ast.Module, known: set[str]) -> set[str]:
+    """The cardioner modules a module imports when it loads."""
+    imported = set()
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("cardioner"):
+            for alias in node.names:
+                full = f"{node.module}.{alias.name}"
+                imported.add(full if full in known else node.module)
+        elif isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names if alias.name.startswith("cardioner")}
+    return imported
+
+
+def test_every_module_has_a_layer_and_imports_only_its_layer_or_below():
+    found = modules()
+    assert {name for name in found if name != "cardioner" and layer_of(name) is None} == set()
+    upward = []
+    for name, tree in found.items():
+        if name == "cardioner":
+            continue  # the public API: lazy names only
+        for target in top_level_imports(tree, set(found)):
+            if target != "cardioner" and layer_of(target) > layer_of(name):
+                upward.append(f"{name} -> {target}")
+    assert upward == []
+
+
+def test_no_import_cycles():
+    found = modules()
+    graph = {name: top_level_imports(tree, set(found)) - {name} for name, tree in found.items()}
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = 1
+        for target in sorted(graph.get(name, ())):
+            if state.get(target) == 1:
+                cycles.append(path[path.index(target):] + [target])
+            elif target not in state:
+                visit(target, [*path, target])
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert cycles == []
+
+
+def test_imports_inside_functions_say_why():
+    """A deferred import (or a run of imports right after one) carries a comment saying why it waits."""
+    unexplained = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        tree = ast.parse("\n".join(lines))
+        top = {id(node) for node in tree.body}
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)) or id(node) in top:
+                continue
+            first = node.lineno - 1
+            while first > 0 and lines[first - 1].strip().startswith(("import ", "from ")):
+                first -= 1  # the run of imports this one belongs to
+            run = lines[first : node.end_lineno]
+            if "TYPE_CHECKING" not in lines[first - 1] and not any("#" in line for line in run):
+                unexplained.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
+    assert unexplained == []
