@@ -11,9 +11,10 @@ from ncbi_subset import base_config
 from typer.testing import CliRunner
 
 from cardioner.cli import app
+from cardioner.cli.train import format_summary
 from cardioner.config import config_from_dict
 from cardioner.data.document import Document
-from cardioner.training.folds import cross_validate, fold_assignments, format_summary
+from cardioner.training.folds import cross_validate, fold_assignments
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -390,7 +390,8 @@ def test_priors_come_from_the_training_tags_and_trained_biases_survive_reload(tr
 
 
 def test_fold_thresholds_are_averaged_and_feed_a_final_model(bert_dir):
-    from cardioner.training.folds import cross_validate, format_summary
+    from cardioner.cli.train import format_summary
+    from cardioner.training.folds import cross_validate
 
     docs = [Document(f"{doc.id}-{copy}", doc.text, doc.spans) for copy in range(2) for doc in annotated_docs()]
     config = load_config(None, {

@@ -57,7 +57,7 @@ def train(
             typer.secho(f"error: --{key} {path}: no such file or folder", fg=typer.colors.RED, err=True)
             raise typer.Exit(1)
     if folds is not None:
-        from cardioner.training.folds import format_summary, run_cross_validation  # when run (cli/__init__)
+        from cardioner.training.folds import run_cross_validation  # when run (cli/__init__)
 
         cv = run_or_exit(speaking_flags(run_cross_validation, CONFIG_FLAGS), resolved, folds)
         typer.echo(json.dumps({"folds": [{k: v for k, v in row.items() if k != "dev_scores"} for row in cv["folds"]],
@@ -70,3 +70,19 @@ def train(
                "test_f1": (result.test_metrics or {}).get("micro", {}).get("f1"),
                "train_samples_per_second": round(result.train_samples_per_second, 2), "output": str(path) if path else None}
     typer.echo(json.dumps(summary, indent=2))
+
+
+def format_summary(result: dict) -> str:
+    """One line: mean ± std of test-fold span F1 and the bootstrap CI of the pooled F1 (and, for a multi-label
+    sigmoid model, the options that train a final model with the folds' mean thresholds)."""
+    ci = result["ci"]
+    line = (
+        f"span F1 over {result['k']} test folds: {result['mean_f1']:.4f} ± {result['std_f1']:.4f} (mean ± std); "
+        f"pooled {ci['f1']['value']:.4f}, {round(100 * ci['confidence'])}% CI "
+        f"[{ci['f1']['low']:.4f}, {ci['f1']['high']:.4f}] ({ci['num_documents']} documents, {ci['n']} resamples)"
+    )
+    if result.get("mean_thresholds"):
+        given = ",".join(f"{t}={v:g}" for t, v in result["mean_thresholds"].items())
+        line += (f"\nthresholds averaged over the folds: {given} (train a final model with them: "
+                 f"--set model.type_thresholds={given} --set model.threshold_selection=fixed)")
+    return line

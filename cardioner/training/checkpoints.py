@@ -33,7 +33,7 @@ KEPT = 2  # step checkpoints kept (the newest)
 
 @dataclass
 class TrainState:
-    """Where the training loop is: saved in every checkpoint and restored by ``--resume``."""
+    """Where the training loop is: saved in every checkpoint and restored by ``training.resume``."""
 
     epoch: int = 0  # epochs completed
     step_in_epoch: int = 0  # micro-batches done in the current epoch (a resumed run skips them)

@@ -165,21 +165,6 @@ def cross_validate(
     }
 
 
-def format_summary(result: dict) -> str:
-    """One line: mean ± std of test-fold span F1 and the bootstrap CI of the pooled F1."""
-    ci = result["ci"]
-    line = (
-        f"span F1 over {result['k']} test folds: {result['mean_f1']:.4f} ± {result['std_f1']:.4f} (mean ± std); "
-        f"pooled {ci['f1']['value']:.4f}, {round(100 * ci['confidence'])}% CI "
-        f"[{ci['f1']['low']:.4f}, {ci['f1']['high']:.4f}] ({ci['num_documents']} documents, {ci['n']} resamples)"
-    )
-    if result.get("mean_thresholds"):
-        given = ",".join(f"{t}={v:g}" for t, v in result["mean_thresholds"].items())
-        line += (f"\nthresholds averaged over the folds: {given} (train a final model with them: "
-                 f"--set model.type_thresholds={given} --set model.threshold_selection=fixed)")
-    return line
-
-
 def read_train_and_dev(config: Config, pooled: bool) -> tuple[list[Document], list[Document] | None]:
     """Train and dev documents for a search, which selects on dev and never reads the test corpus.
 

@@ -1,10 +1,11 @@
-"""The package's import order is a line (docs/architecture.md): each module imports only modules of its own
-layer or below, there are no import cycles, and imports sit at the top of modules except the deferred ones,
-which say why on their line."""
+"""The shape of the package, as docs/architecture.md gives it: every module named there exists and every module
+is named; the import order is a line (each module imports only modules of its own layer or below), there are
+no import cycles, and imports sit at the top of modules except the deferred ones, which say why on their line."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cardioner"
@@ -102,3 +103,15 @@ def test_imports_inside_functions_say_why():
             if "TYPE_CHECKING" not in lines[first - 1] and not any("#" in line for line in run):
                 unexplained.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
     assert unexplained == []
+
+
+def test_the_architecture_page_names_every_module_and_only_modules_that_exist():
+    page = (PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    table = page[page.index("## Modules"):page.index("## The import line")]
+    named = set(re.findall(r"`((?:[a-z_]+/)*[a-z0-9_]+\.py)`", table))
+    folders = set(re.findall(r"`([a-z_]+/)`", table))  # a package named as a whole
+    files = {path.relative_to(PACKAGE).as_posix() for path in PACKAGE.rglob("*.py")}
+    assert named - files == set(), "named but missing"
+    unnamed = {name for name in files - named if not name.startswith(tuple(folders))
+               and not (name.endswith("/__init__.py") and any(n.startswith(name[:-11]) for n in named))}
+    assert unnamed == set(), "in the package but not named"
