@@ -26,6 +26,7 @@ _LAZY = {
     "predict_path": "cardioner.inference",
     "evaluate_path": "cardioner.inference",
     "load_predictor": "cardioner.inference",
+    "Predictor": "cardioner.predictor",
     "score_spans": "cardioner.evaluation",
 }
 

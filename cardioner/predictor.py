@@ -11,7 +11,12 @@ Four steps, each its own method, so that a caller can run any of them alone:
 - ``evaluate``: an encoded corpus predicted and scored against its gold spans (``evaluation.corpus_scores``).
 
 Nothing is cached here: callers that evaluate one corpus again and again (the trainer, each epoch) encode it
-once (``encoding.encode_corpus``) and pass the ``EncodedCorpus``.
+once (``Encoder.encode_corpus``) and pass the ``EncodedCorpus``.
+
+What each step takes and returns is plain data (window dicts in; tag ids per window and word out), so that the
+steps can be spread: ``predict_windows`` is the unit to shard across processes (each rank runs its share of
+windows; the per-window results are gathered by (document, window) before merging), and confidences or another
+decoding read the raw scores ``forward`` keeps, apart from the tags.
 """
 
 from __future__ import annotations
