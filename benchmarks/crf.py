@@ -59,7 +59,10 @@ def bench_shape(batch: int, seq_len: int, num_tags: int, repeats: int) -> dict:
 
     nll_ours = ours.nll(emissions, tags, mask, reduction="sum")
     nll_reference = -reference(emissions, tags, mask_uint8, reduction="sum")
-    assert torch.allclose(nll_ours, nll_reference, rtol=1e-5, atol=1e-3), (nll_ours.item(), nll_reference.item())
+    assert torch.allclose(nll_ours, nll_reference, rtol=1e-5, atol=1e-3), (
+        nll_ours.item(),
+        nll_reference.item(),
+    )
     trainable = emissions.clone().requires_grad_(True)
 
     def ours_step() -> None:

@@ -1,8 +1,8 @@
 """NCBI-disease: full fine-tuning vs frozen backbone (uncached, cached) vs unfreeze after 1 epoch.
 
-Same backbone, training sentences, epochs, learning rates, batch size and seed for every mode. Each mode runs in
-its own subprocess so that its peak memory (``ru_maxrss``) is its own. Epoch time is the training steps of one
-epoch (no dev set: nothing else runs in an epoch); the cached mode's feature pass is reported separately
+Same backbone, training sentences, epochs, learning rates, batch size and seed for every mode. Each mode runs
+in its own subprocess so that its peak memory (``ru_maxrss``) is its own. Epoch time is the training steps of
+one epoch (no dev set: nothing else runs in an epoch); the cached mode's feature pass is reported separately
 (``cache_seconds``) and is part of its first epoch's cost. Test F1 is span-level, exact match, micro, on the
 whole NCBI test split. Prints one JSON object; never asserts timings.
 

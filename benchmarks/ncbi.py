@@ -59,7 +59,9 @@ def run_hf_recipe(args, backbone, train_docs, test_docs, labels):
         return out
 
     def tokenize(batch):
-        enc = tokenizer(batch["tokens"], is_split_into_words=True, truncation=True, max_length=args.max_length)
+        enc = tokenizer(
+            batch["tokens"], is_split_into_words=True, truncation=True, max_length=args.max_length
+        )
         all_labels = []
         for i, tags in enumerate(batch["tags"]):
             previous, labels_i = None, []
@@ -117,8 +119,12 @@ def run_cardioner(args, backbone_name, train_docs, test_docs, use_crf):
     started = time.perf_counter()
     predicted = list(trainer.predictor.with_batch_size(64).predict(test_docs))
     predict_seconds = time.perf_counter() - started
-    return {"train_samples_per_second": result.train_samples_per_second, "train_seconds": result.train_seconds,
-            "predict_seconds": predict_seconds, "documents": predicted}
+    return {
+        "train_samples_per_second": result.train_samples_per_second,
+        "train_seconds": result.train_seconds,
+        "predict_seconds": predict_seconds,
+        "documents": predicted,
+    }
 
 
 def main() -> None:
@@ -128,7 +134,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--max-length", type=int, default=256)
-    parser.add_argument("--train-limit", type=int, default=0, help="use the first N training sentences (0 = all)")
+    parser.add_argument(
+        "--train-limit", type=int, default=0, help="use the first N training sentences (0 = all)"
+    )
     parser.add_argument("--systems", default="hf,linear,crf")
     parser.add_argument("--model", default="default", help="backbone (default: bundled all-MiniLM-L6-v2)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -156,7 +164,9 @@ def main() -> None:
         if system == "hf":
             run = run_hf_recipe(args, backbone, train_docs, test_docs, labels)
             token_tags = run.pop("token_tags")
-            predicted = {d.id: spans_from_token_tags(d, tags) for d, tags in zip(test_docs, token_tags, strict=False)}
+            predicted = {
+                d.id: spans_from_token_tags(d, tags) for d, tags in zip(test_docs, token_tags, strict=False)
+            }
         else:
             run = run_cardioner(args, args.model, train_docs, test_docs, use_crf=system == "crf")
             documents = run.pop("documents")
@@ -171,12 +181,23 @@ def main() -> None:
         print(f"{system}: {json.dumps(run)}", file=sys.stderr, flush=True)
         gc.collect()
 
-    summary = {"benchmark": "ncbi_disease", "backbone": args.model, "epochs": args.epochs,
-               "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "overrides": args.set, "max_length": args.max_length,
-               "train_sentences": len(train_docs), "test_sentences": len(test_docs),
-               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
-                          f"{torch.__version__}, threads {torch.get_num_threads()}",
-               "systems": results}
+    summary = {
+        "benchmark": "ncbi_disease",
+        "backbone": args.model,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "overrides": args.set,
+        "max_length": args.max_length,
+        "train_sentences": len(train_docs),
+        "test_sentences": len(test_docs),
+        "machine": (
+            f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
+            f"{torch.__version__}, threads {torch.get_num_threads()}"
+        ),
+        "systems": results,
+    }
     if "hf" in results:
         base = results["hf"]
         for system in ("linear", "crf"):

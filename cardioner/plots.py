@@ -1,5 +1,5 @@
-"""Figures a person would rather look at than read, written as PNG: learning curves, head comparisons, per-type
-scores, span confusion and word projections (error analysis)."""
+"""Figures a person would rather look at than read, written as PNG: learning curves, head comparisons,
+per-type scores, span confusion and word projections (error analysis)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,9 @@ def plot_learning_curves(history: list[dict], path: str | Path, title: str = "Le
     ax_loss.legend()
     ax_loss.grid(alpha=0.3)
     if any(row.get("dev_f1") is not None for row in history):
-        ax_f1.plot(epochs, [row.get("dev_f1") for row in history], marker="o", color="tab:green", label="dev span F1")
+        ax_f1.plot(
+            epochs, [row.get("dev_f1") for row in history], marker="o", color="tab:green", label="dev span F1"
+        )
         if not best_epoch:
             best_epoch = max(history, key=lambda row: row.get("dev_f1") or -1.0)["epoch"]
         ax_f1.axvline(best_epoch, color="grey", linestyle="--", label=f"best epoch {best_epoch}")
@@ -69,8 +71,13 @@ def plot_comparison(rows: list[dict], path: str | Path, title: str = "Token head
     colours = {False: "tab:blue", True: "tab:orange"}
     for use_crf in settings:
         chosen = [(index, row) for index, row in enumerate(rows) if row["use_crf"] == use_crf]
-        bars = ax_bars.bar([index for index, _ in chosen], [row.get("micro_f1") or 0.0 for _, row in chosen], 0.7,
-                           color=colours[bool(use_crf)], label="with CRF" if use_crf else "softmax")
+        bars = ax_bars.bar(
+            [index for index, _ in chosen],
+            [row.get("micro_f1") or 0.0 for _, row in chosen],
+            0.7,
+            color=colours[bool(use_crf)],
+            label="with CRF" if use_crf else "softmax",
+        )
         ax_bars.bar_label(bars, fmt="%.3f", fontsize=8, padding=2)
     ax_bars.set_xticks(range(len(rows)), [row["name"] for row in rows], rotation=20, ha="right")
     ax_bars.set_xlabel("run")
@@ -119,8 +126,14 @@ def plot_systems_per_type(per_system: dict[str, dict[str, float]], path: str | P
     for offset, (name, scores) in enumerate(per_system.items()):
         positions = [index + (offset - (len(per_system) - 1) / 2) * width for index in range(len(types))]
         spread = (errors or {}).get(name)
-        bars = ax.bar(positions, [scores.get(t, 0.0) for t in types], width, label=name,
-                      yerr=[spread.get(t, 0.0) for t in types] if spread else None, capsize=3 if spread else 0)
+        bars = ax.bar(
+            positions,
+            [scores.get(t, 0.0) for t in types],
+            width,
+            label=name,
+            yerr=[spread.get(t, 0.0) for t in types] if spread else None,
+            capsize=3 if spread else 0,
+        )
         ax.bar_label(bars, fmt="%.1f" if top > 1 else "%.3f", fontsize=7, padding=2)
     ax.set_xticks(range(len(types)), types)
     ax.set_xlabel("entity type")
@@ -132,7 +145,8 @@ def plot_systems_per_type(per_system: dict[str, dict[str, float]], path: str | P
 
 
 def plot_per_type(scores: dict, path: str | Path, title: str | None = None) -> Path:
-    """Write a PNG bar chart of per-type F1 (support in the tick labels, micro F1 as a line); returns the path."""
+    """Write a PNG bar chart of per-type F1 (support in the tick
+    labels, micro F1 as a line); returns the path."""
     per_type = scores["per_type"]
     if not per_type:
         raise ValueError("no entity types to plot: scores['per_type'] is empty")

@@ -61,7 +61,8 @@ class Evaluation:
     """An encoded corpus predicted and scored."""
 
     loss: float | None  # the mean batch loss on the corpus
-    scores: dict  # exact-match span scores, with "overlap" and "seqeval" inside (``evaluation.corpus_scores``)
+    # exact-match span scores, with "overlap" and "seqeval" inside (``evaluation.corpus_scores``)
+    scores: dict
     documents: list[Document]  # the predicted documents, in the corpus's order
 
 
@@ -74,7 +75,9 @@ class Predictor:
         batch_size: windows per forward pass.
     """
 
-    def __init__(self, model: torch.nn.Module, encoder: Encoder, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+    def __init__(
+        self, model: torch.nn.Module, encoder: Encoder, batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model
@@ -114,8 +117,8 @@ class Predictor:
         batch = collate(windows, self.encoder.pad_token_id)
         batch.pop("word_ids", None)
         if "labels" in batch and getattr(self.model.config, "channel_types", None) is None:
-            # TODO(issue 16, modeling branch): flat models take (batch, seq_len) labels until modeling.py takes
-            # (batch, seq_len, num_channels) for every model; then this adapter goes.
+            # TODO(issue 16, modeling branch): flat models take (batch, seq_len) labels until modeling.py
+            # takes (batch, seq_len, num_channels) for every model; then this adapter goes.
             batch["labels"] = batch["labels"].squeeze(-1)  # shape: (batch, seq_len)
         return batch
 
@@ -192,7 +195,9 @@ class Predictor:
         predicted, gold_tags, predicted_tags = [], [], []
         for doc, enc, tags in zip(corpus.documents, corpus.encoded, predictions.tags, strict=True):
             merged = self.encoder.merge_predictions(enc, tags)
-            predicted.append(Document(doc.id, doc.text, self.encoder.word_labels_to_spans(enc.word_offsets, merged)))
+            predicted.append(
+                Document(doc.id, doc.text, self.encoder.word_labels_to_spans(enc.word_offsets, merged))
+            )
             for c, channel in enumerate(self.labels.channels):  # one tag sequence per document and channel
                 gold_tags.append([channel.typed_tag(row[c]) for row in enc.word_labels])
                 predicted_tags.append([channel.typed_tag(row[c]) for row in merged])
@@ -211,7 +216,8 @@ def model_labels(config) -> LabelSet:
 
 
 def channel_view(scores: torch.Tensor) -> torch.Tensor:
-    """Model scores as (batch, seq_len, channels, tags): a flat model's (batch, seq_len, tags) is one channel."""
+    """Model scores as (batch, seq_len, channels, tags): a flat
+    model's (batch, seq_len, tags) is one channel."""
     return scores if scores.dim() == 4 else scores.unsqueeze(2)
 
 

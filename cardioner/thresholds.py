@@ -2,12 +2,12 @@
 
 The model decides each word and type by ``O`` unless the most probable entity tag of the type reaches the
 type's threshold (``MultiLabelTokenClassificationModel``); with constrained decoding (the default) each type's
-words are decoded jointly, O scoring the threshold's logit, by the model's own ``scheme_viterbi`` (here over each
-whole document; ``predict`` decodes windows and keeps each word's most central one, which can differ at seams).
-The types never interact — in decoding, in spans and in scoring — so each type's threshold is chosen on its
-own: the one in ``grid`` that maximises the type's span F1 (exact match) on the dev documents, ties going to the
-one nearest 0.5. 0.5 is always a candidate, so no type scores lower on dev than with 0.5. The model runs once;
-each candidate only re-decodes its scores.
+words are decoded jointly, O scoring the threshold's logit, by the model's own ``scheme_viterbi`` (here over
+each whole document; ``predict`` decodes windows and keeps each word's most central one, which can differ at
+seams). The types never interact — in decoding, in spans and in scoring — so each type's threshold is chosen
+on its own: the one in ``grid`` that maximises the type's span F1 (exact match) on the dev documents, ties
+going to the one nearest 0.5. 0.5 is always a candidate, so no type scores lower on dev than with 0.5. The
+model runs once; each candidate only re-decodes its scores.
 """
 
 from __future__ import annotations
@@ -80,11 +80,15 @@ def tune_thresholds(predictor: Predictor, corpus: EncodedCorpus,
     """
     model = predictor.model
     if not uses_thresholds(model.config):
-        raise ValueError(f"thresholds are tuned for the multi-label sigmoid model, not {type(model).__name__}")
+        raise ValueError(
+            f"thresholds are tuned for the multi-label sigmoid model, not {type(model).__name__}"
+        )
     candidates = sorted(set(grid) | {0.5}, key=lambda t: (abs(t - 0.5), t))  # nearest 0.5 first wins ties
     if not all(0.0 < t < 1.0 for t in candidates):
         raise ValueError(f"thresholds must lie in (0, 1), got {sorted(candidates)}")
-    predictions = predictor.predict_windows(corpus.encoded, desc=f"thresholds on {corpus.name}", keep_scores=True)
+    predictions = predictor.predict_windows(
+        corpus.encoded, desc=f"thresholds on {corpus.name}", keep_scores=True
+    )
     constraints = model.decoding_constraints
     encoder = predictor.encoder
     # One (num_words, channels, tags) tensor per document: every word from its most central window.
@@ -92,7 +96,9 @@ def tune_thresholds(predictor: Predictor, corpus: EncodedCorpus,
               for enc, doc_scores in zip(corpus.encoded, predictions.scores, strict=True)]
     thresholds, report = [], {}
     for channel, entity_type in enumerate(model.config.channel_types):
-        gold = [Document(d.id, d.text, [s for s in d.spans if s.label == entity_type]) for d in corpus.documents]
+        gold = [
+            Document(d.id, d.text, [s for s in d.spans if s.label == entity_type]) for d in corpus.documents
+        ]
         f1_by_threshold = {}
         for threshold in candidates:
             predicted = []
@@ -103,7 +109,11 @@ def tune_thresholds(predictor: Predictor, corpus: EncodedCorpus,
             f1_by_threshold[threshold] = score_spans(gold, predicted)["micro"]["f1"]
         best = max(candidates, key=lambda t: f1_by_threshold[t])  # first maximum: the one nearest 0.5
         thresholds.append(best)
-        report[entity_type] = {"threshold": best, "f1": f1_by_threshold[best], "f1_at_0.5": f1_by_threshold[0.5]}
+        report[entity_type] = {
+            "threshold": best,
+            "f1": f1_by_threshold[best],
+            "f1_at_0.5": f1_by_threshold[0.5],
+        }
     return thresholds, report
 
 
@@ -111,8 +121,8 @@ def decide(scores: torch.Tensor, threshold: float, constraints=None) -> list[int
     """The sigmoid model's rule on one channel: tag ids from scores (words, tags) whose column 0 is O's.
 
     Without ``constraints``: O unless the best entity tag's logit reaches ``logit(threshold)``; then that tag.
-    With the channel's tag-scheme constraints (``model.decoding_constraints``): the valid path with the highest
-    sum of scores, O scoring ``logit(threshold)`` — what the model does with ``constrained_decoding``.
+    With the channel's tag-scheme constraints (``model.decoding_constraints``): the valid path with the
+    highest sum of scores, O scoring ``logit(threshold)`` — what the model does with ``constrained_decoding``.
     """
     if scores.numel() == 0:
         return []
@@ -127,7 +137,8 @@ def decide(scores: torch.Tensor, threshold: float, constraints=None) -> list[int
 
 
 def average_thresholds(per_fold: Sequence[Sequence[float]]) -> list[float]:
-    """The mean threshold of each type over folds (each fold: one threshold per channel, same channel order)."""
+    """The mean threshold of each type over folds (each fold: one
+    threshold per channel, same channel order)."""
     if not per_fold:
         raise ValueError("average_thresholds needs the thresholds of at least one fold")
     sizes = {len(fold) for fold in per_fold}

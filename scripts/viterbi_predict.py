@@ -5,10 +5,10 @@ Copy this file anywhere; it needs no cardioner install. It loads the model folde
 ``trust_remote_code=True`` (the folder's own ``modeling.py``), reads a ``.txt`` file, a folder of them
 (recursive) or JSONL (``{"id": ..., "text": ...}`` per line), cuts each document into overlapping windows of
 subwords, decodes every window with the model (Viterbi for CRF models), takes each word's tag from the window
-where it sits farthest from an edge (joining again an entity that a window cut split, where no window holds the
-cut word inside), and writes spans with exact character offsets. Multi-label models (one
-tag chain per entity type: a CRF per type, or sigmoids with the thresholds in their config) give each type's
-spans, overlaps included:
+where it sits farthest from an edge (joining again an entity that a window cut split,
+where no window holds the cut word inside), and writes spans with exact character
+offsets. Multi-label models (one tag chain per entity type: a CRF per type, or sigmoids
+with the thresholds in their config) give each type's spans, overlaps included:
 
     python viterbi_predict.py --model MODEL_DIR --input notes/ --output predictions/ --format brat
     python viterbi_predict.py --model MODEL_DIR --input docs.jsonl --output predictions.jsonl --format jsonl
@@ -47,7 +47,8 @@ def read_text(path: Path) -> str:
 
 
 def read_documents(path: Path) -> list[tuple[str, str]]:
-    """(id, text) pairs from a ``.txt`` file, a folder of ``.txt`` files, or JSONL with ``id`` and ``text``."""
+    """(id, text) pairs from a ``.txt`` file, a folder of ``.txt``
+    files, or JSONL with ``id`` and ``text``."""
     if not path.exists():
         raise SystemExit(f"error: --input {path}: no such file or folder")
     if path.is_file() and path.suffix in (".jsonl", ".json"):
@@ -97,8 +98,10 @@ class Windower:
         self.capacity = max_length - len(self.prefix_ids) - len(self.suffix_ids)
         self.stride = stride
         if not 0 <= stride < self.capacity:
-            raise SystemExit(f"error: --stride {stride} must be >= 0 and < the {self.capacity} text subwords of a "
-                             f"window of --max-length {max_length}")
+            raise SystemExit(
+                f"error: --stride {stride} must be >= 0 and < the {self.capacity} text subwords of a "
+                f"window of --max-length {max_length}"
+            )
 
     def __call__(self, text: str) -> dict:
         """Words (character spans, piece ranges) and windows (ids; first/end piece; edges) of one text."""
@@ -111,10 +114,17 @@ class Windower:
         windows = []
         for u0, u1 in pack(units, self.capacity, self.stride):
             start, end = (units[u0][0], units[u1 - 1][1]) if u1 > u0 else (0, 0)
-            window = {"input_ids": self.prefix_ids + ids[start:end] + self.suffix_ids, "start": start, "end": end,
-                      "left": -math.inf if u0 == 0 else start, "right": math.inf if u1 == len(units) else end}
+            window = {
+                "input_ids": self.prefix_ids + ids[start:end] + self.suffix_ids,
+                "start": start,
+                "end": end,
+                "left": -math.inf if u0 == 0 else start,
+                "right": math.inf if u1 == len(units) else end,
+            }
             if self.use_token_type_ids:
-                window["token_type_ids"] = self.prefix_types + [self.text_type] * (end - start) + self.suffix_types
+                window["token_type_ids"] = (
+                    self.prefix_types + [self.text_type] * (end - start) + self.suffix_types
+                )
             windows.append(window)
         return {"word_pieces": words, "word_offsets": word_offsets, "windows": windows}
 
@@ -128,7 +138,9 @@ class Windower:
         in_word, word_start = self.word_start_mask(classes[None])  # shape: (1, num_pieces) each
         return in_word[0].tolist(), word_start[0].tolist()
 
-    def _split_long_units(self, units: list[tuple[int, int]], in_word: list[bool], word_start: list[bool]) -> list:
+    def _split_long_units(
+        self, units: list[tuple[int, int]], in_word: list[bool], word_start: list[bool]
+    ) -> list:
         """Cut units longer than a window into window-sized ones; a cut inside a word starts a new word."""
         result = []
         for start, end in units:
@@ -174,7 +186,8 @@ def word_piece_ranges(in_word: list[bool], word_start: list[bool]) -> list[tuple
 
 
 def pack(units: list[tuple[int, int]], capacity: int, stride: int) -> list[tuple[int, int]]:
-    """[u0, u1) unit ranges of the windows: greedy, each <= capacity pieces, overlapping by <= stride pieces."""
+    """[u0, u1) unit ranges of the windows: greedy, each <=
+    capacity pieces, overlapping by <= stride pieces."""
     if not units:
         return [(0, 0)]
     sizes = [end - start for start, end in units]
@@ -187,7 +200,8 @@ def pack(units: list[tuple[int, int]], capacity: int, stride: int) -> list[tuple
         windows.append((u0, u1))
         if u1 == len(units):
             return windows
-        next_u0, overlap = u1, 0  # step back over whole units that fit in the stride and leave room for unit u1
+        # step back over whole units that fit in the stride and leave room for unit u1
+        next_u0, overlap = u1, 0
         while next_u0 - 1 > u0 and overlap + sizes[next_u0 - 1] <= stride and \
                 overlap + sizes[next_u0 - 1] + sizes[u1] <= capacity:
             next_u0 -= 1
@@ -214,13 +228,17 @@ def decode_windows(model, windows: list[dict], pad_token_id: int, batch_size: in
         chunk = [windows[i] for i in order[begin : begin + batch_size]]
         length = max(len(w["input_ids"]) for w in chunk)
         inputs = {
-            "input_ids": torch.tensor([w["input_ids"] + [pad_token_id] * (length - len(w["input_ids"])) for w in chunk]),
-            "attention_mask": torch.tensor([[1] * len(w["input_ids"]) + [0] * (length - len(w["input_ids"]))
-                                            for w in chunk]),
+            "input_ids": torch.tensor(
+                [w["input_ids"] + [pad_token_id] * (length - len(w["input_ids"])) for w in chunk]
+            ),
+            "attention_mask": torch.tensor(
+                [[1] * len(w["input_ids"]) + [0] * (length - len(w["input_ids"])) for w in chunk]
+            ),
         }  # shape: (batch, length) each
         if "token_type_ids" in chunk[0]:
-            inputs["token_type_ids"] = torch.tensor([w["token_type_ids"] + [0] * (length - len(w["token_type_ids"]))
-                                                     for w in chunk])
+            inputs["token_type_ids"] = torch.tensor(
+                [w["token_type_ids"] + [0] * (length - len(w["token_type_ids"])) for w in chunk]
+            )
         tags = model.decode(**{k: v.to(device) for k, v in inputs.items()})  # one tag id per word, per window
         for window, window_tags in zip(chunk, tags, strict=True):
             window["tags"] = window_tags
@@ -230,10 +248,10 @@ def merge_windows(document: dict) -> tuple[list, set[int], set[int]]:
     """One tag id per word, from the window where the word sits farthest from an edge (ties: earlier window).
 
     Distances are in subwords from the window's first word and to its last word (the words at a cut, whatever
-    non-word pieces open the window); a window edge at the document's start or end is no edge (no context is cut
-    there). Returns the tag ids and the words taken at a cut: those taken from a window whose first word they are
-    (and that does not start the document), and those taken from a window whose last word they are (and that does
-    not end it) — see ``rejoin_cut_entities``.
+    non-word pieces open the window); a window edge at the document's start or end is no edge (no context is
+    cut there). Returns the tag ids and the words taken at a cut: those taken from a window whose first word
+    they are (and that does not start the document), and those taken from a window whose last word they are
+    (and that does not end it) — see ``rejoin_cut_entities``.
     """
     pieces = document["word_pieces"]
     firsts = [first for first, _ in pieces]
@@ -242,7 +260,9 @@ def merge_windows(document: dict) -> tuple[list, set[int], set[int]]:
     for window in document["windows"]:
         words = range(bisect.bisect_left(firsts, window["start"]), bisect.bisect_left(firsts, window["end"]))
         if len(words) != len(window["tags"]):
-            raise RuntimeError(f"the model found {len(window['tags'])} words in a window of {len(words)} words")
+            raise RuntimeError(
+                f"the model found {len(window['tags'])} words in a window of {len(words)} words"
+            )
         if not words:
             continue
         left = -math.inf if window["left"] == -math.inf else pieces[words[0]][0]
@@ -253,26 +273,37 @@ def merge_windows(document: dict) -> tuple[list, set[int], set[int]]:
                 best[w], merged[w] = distance, tag
                 start_cut[w] = w == words[0] and left != -math.inf
                 end_cut[w] = w == words[-1] and right != math.inf
-    return (merged, {w for w, cut in enumerate(start_cut) if cut}, {w for w, cut in enumerate(end_cut) if cut})
+    return (
+        merged,
+        {w for w, cut in enumerate(start_cut) if cut},
+        {w for w, cut in enumerate(end_cut) if cut},
+    )
 
 
 def rejoin_cut_entities(tags: list[str], start_cuts: set[int], end_cuts: set[int]) -> list[str]:
     """Undo the re-tagging that training gives an entity cut by a window edge, at the words taken at a cut.
 
-    A window's first word was trained as the start of an entity (I-X -> B-X, E-X -> S-X), and under BIOES its last
-    word as the end of one (I-X -> E-X, B-X -> S-X). Where no window holds such a word inside (stride 0, windows
-    sharing one word), two consecutive words of the same type are one entity when each side either continues it
-    (B-/I- on the left, I-/E- on the right) or is a word at that cut: the right word then continues the left one
-    (B -> I, S -> E) and the left one runs into the right one (E -> I, S -> B). As cardioner's Encoder does.
+    A window's first word was trained as the start of an entity (I-X -> B-X, E-X -> S-X), and
+    under BIOES its last word as the end of one (I-X -> E-X, B-X -> S-X). Where no window holds
+    such a word inside (stride 0, windows sharing one word), two consecutive words of the same
+    type are one entity when each side either continues it (B-/I- on the left, I-/E- on the
+    right) or is a word at that cut: the right word then continues the left one (B -> I, S ->
+    E) and the left one runs into the right one (E -> I, S -> B). As cardioner's Encoder does.
     """
     tags = list(tags)
     joins = set()
     for p in sorted({w - 1 for w in start_cuts if w > 0} | {w for w in end_cuts if w + 1 < len(tags)}):
-        (left_prefix, _, left_type), (right_prefix, _, right_type) = tags[p].partition("-"), tags[p + 1].partition("-")
+        (left_prefix, _, left_type), (right_prefix, _, right_type) = tags[p].partition("-"), tags[
+            p + 1
+        ].partition("-")
         if "O" in (left_prefix, right_prefix) or left_type != right_type:
             continue
         left_open, right_open = left_prefix in ("B", "I"), right_prefix in ("I", "E")
-        if not (left_open and right_open) and (left_open or p in end_cuts) and (right_open or p + 1 in start_cuts):
+        if (
+            not (left_open and right_open)
+            and (left_open or p in end_cuts)
+            and (right_open or p + 1 in start_cuts)
+        ):
             joins.add(p)
     for w in sorted({w for p in joins for w in (p, p + 1)}):
         prefix, _, label = tags[w].partition("-")
@@ -287,8 +318,8 @@ def rejoin_cut_entities(tags: list[str], start_cuts: set[int], end_cuts: set[int
 def tags_to_spans(word_offsets: list[tuple[int, int]], tags: list[str]) -> list[tuple[int, int, str]]:
     """(start, end, label) of each entity in word tags, read leniently (BIO and BIOES alike).
 
-    ``B-T`` starts an entity; ``I-T``/``E-T`` continue one of type T (else start one); ``E-T`` and ``S-T`` end it;
-    ``O`` ends it. Words with an empty character span never start or end a span.
+    ``B-T`` starts an entity; ``I-T``/``E-T`` continue one of type T (else start one); ``E-T`` and ``S-T`` end
+    it; ``O`` ends it. Words with an empty character span never start or end a span.
     """
     entities, current = [], None
     for i, tag in enumerate(tags):
@@ -316,23 +347,25 @@ def tags_to_spans(word_offsets: list[tuple[int, int]], tags: list[str]) -> list[
 
 
 def channel_labels(config) -> list[list[str]]:
-    """The typed tag of each tag id, per channel. A flat model has one channel (its id2label); a multi-label model
-    one per entity type (``config.channel_types``), whose ids O, B, I[, E, S] map onto that type's tags in
-    id2label (``O, B-T1, I-T1, B-T2, ...``, channels in order)."""
+    """The typed tag of each tag id, per channel. A flat model has one channel (its id2label); a multi-label
+    model one per entity type (``config.channel_types``), whose ids O, B, I[, E, S] map onto that type's tags
+    in id2label (``O, B-T1, I-T1, B-T2, ...``, channels in order)."""
     id2label = {int(k): v for k, v in config.id2label.items()}
     types = getattr(config, "channel_types", None)
     if not types:
         return [[id2label[i] for i in range(len(id2label))]]
     per_channel = (len(id2label) - 1) // len(types)
-    return [["O"] + [id2label[1 + c * per_channel + k] for k in range(per_channel)] for c in range(len(types))]
+    return [
+        ["O"] + [id2label[1 + c * per_channel + k] for k in range(per_channel)] for c in range(len(types))
+    ]
 
 
 def predict(model, tokenizer, documents: list[tuple[str, str]], max_length: int, stride: int,
             batch_size: int) -> list[dict]:
     """{"id", "text", "spans": [(start, end, label)]} for each (id, text) document.
 
-    Multi-label models decode one tag per word and type; each type's spans are read on their own, so entities of
-    different types may overlap."""
+    Multi-label models decode one tag per word and type; each type's spans are read on their own, so entities
+    of different types may overlap."""
     windower = Windower(model, tokenizer, max_length, stride)
     encoded = [windower(text) for _, text in documents]
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -374,21 +407,31 @@ def write_predictions(results: list[dict], output: Path, format: str) -> None:
         if format == "jsonl":
             for result in results:
                 spans = [{"start": s, "end": e, "label": label} for s, e, label in result["spans"]]
-                f.write(json.dumps({"id": result["id"], "text": result["text"], "spans": spans}, ensure_ascii=False)
-                        + "\n")
+                f.write(
+                    json.dumps(
+                        {"id": result["id"], "text": result["text"], "spans": spans}, ensure_ascii=False
+                    )
+                    + "\n"
+                )
         else:
             f.write("filename\tlabel\tstart_span\tend_span\ttext\n")
             for result in results:
                 for start, end, label in result["spans"]:
-                    f.write(f"{result['id']}\t{label}\t{start}\t{end}\t{tsv_field(result['text'], start, end)}\n")
+                    f.write(
+                        f"{result['id']}\t{label}\t{start}\t{end}\t{tsv_field(result['text'], start, end)}\n"
+                    )
 
 
 # --------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, type=Path, help="exported model folder")
-    parser.add_argument("--input", required=True, type=Path, help="a .txt file, a folder of .txt files, or JSONL")
-    parser.add_argument("--output", required=True, type=Path, help="output folder (brat) or file (jsonl, tsv)")
+    parser.add_argument(
+        "--input", required=True, type=Path, help="a .txt file, a folder of .txt files, or JSONL"
+    )
+    parser.add_argument(
+        "--output", required=True, type=Path, help="output folder (brat) or file (jsonl, tsv)"
+    )
     parser.add_argument("--format", choices=FORMATS, default="brat")
     parser.add_argument("--max-length", type=int, help="window size in subwords (default: as trained)")
     parser.add_argument("--stride", type=int, help="window overlap in subwords (default: as trained)")
@@ -399,12 +442,19 @@ def main(argv: list[str] | None = None) -> None:
     if not (args.model / "config.json").is_file():
         raise SystemExit(f"error: --model {args.model}: not a model folder (no config.json)")
     tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=True)  # no prompt over auto_map
-    model = AutoModelForTokenClassification.from_pretrained(args.model, trust_remote_code=True).to(args.device).eval()
+    model = (
+        AutoModelForTokenClassification.from_pretrained(args.model, trust_remote_code=True)
+        .to(args.device)
+        .eval()
+    )
     if not hasattr(model, "decode") or not hasattr(model, "token_classes"):
         raise SystemExit(f"error: --model {args.model}: not a cardioner model (no decode() / token_classes)")
     windows = getattr(model.config, "cardioner_windows", None) or {}
-    max_length = args.max_length or windows.get("max_length") or min(int(tokenizer.model_max_length or 512), 512)
-    stride = next((s for s in (args.stride, windows.get("stride")) if s is not None), max_length // 4)  # as cardioner
+    max_length = (
+        args.max_length or windows.get("max_length") or min(int(tokenizer.model_max_length or 512), 512)
+    )
+    # as cardioner
+    stride = next((s for s in (args.stride, windows.get("stride")) if s is not None), max_length // 4)
     stride = min(stride, max_length // 2)  # as cardioner predict does
 
     documents = read_documents(args.input)

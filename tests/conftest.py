@@ -19,7 +19,8 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="module")
 def one_thread():
-    """One torch thread for a module: on 2 shared cores, oversubscribed threads make each step take seconds."""
+    """One torch thread for a module: on 2 shared cores,
+    oversubscribed threads make each step take seconds."""
     import torch
 
     threads = torch.get_num_threads()
@@ -30,7 +31,8 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def ncbi_subset(shared_data, tmp_path_factory) -> dict[str, Path]:
-    """A few dozen NCBI-disease sentences (train/dev CoNLL) and a tiny BERT backbone (tests/ncbi_subset.py)."""
+    """A few dozen NCBI-disease sentences (train/dev CoNLL) and a
+    tiny BERT backbone (tests/ncbi_subset.py)."""
     from ncbi_subset import write_subset
 
     return write_subset(shared_data, tmp_path_factory.mktemp("ncbi"))

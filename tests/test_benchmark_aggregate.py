@@ -31,9 +31,15 @@ def summary(seed: int, sigmoid: dict, flat: dict, decoding: str = "constrained")
 
 
 RUNS = {
-    "a.json": summary(1, {"ANAT": 75.0, "PROC": 72.0, "micro": 74.0}, {"ANAT": 20.0, "PROC": 72.5, "micro": 68.0}),
-    "b.json": summary(2, {"ANAT": 74.0, "PROC": 71.0, "micro": 74.5}, {"ANAT": 19.0, "PROC": 70.0, "micro": 68.5}),
-    "c.json": summary(3, {"ANAT": 76.0, "PROC": 73.0, "micro": 75.0}, {"ANAT": 21.0, "PROC": 72.0, "micro": 69.0}),
+    "a.json": summary(
+        1, {"ANAT": 75.0, "PROC": 72.0, "micro": 74.0}, {"ANAT": 20.0, "PROC": 72.5, "micro": 68.0}
+    ),
+    "b.json": summary(
+        2, {"ANAT": 74.0, "PROC": 71.0, "micro": 74.5}, {"ANAT": 19.0, "PROC": 70.0, "micro": 68.5}
+    ),
+    "c.json": summary(
+        3, {"ANAT": 76.0, "PROC": 73.0, "micro": 75.0}, {"ANAT": 21.0, "PROC": 72.0, "micro": 69.0}
+    ),
 }
 
 
@@ -47,7 +53,9 @@ def test_means_sds_and_paired_differences(ctebmsp):
     proc = result["paired_vs_flat_longest"]["multilabel"]["PROC"]
     assert proc["differences"] == [-0.5, 1.0, 1.0] and proc["mean"] == 0.5
     assert proc["wins"] == 2 and proc["losses"] == 1 and proc["runs"] == 3
-    assert proc["sd"] == pytest.approx(0.87, abs=0.01) and proc["t"] == pytest.approx(0.5 / (0.866 / 3**0.5), abs=0.01)
+    assert proc["sd"] == pytest.approx(0.87, abs=0.01) and proc["t"] == pytest.approx(
+        0.5 / (0.866 / 3**0.5), abs=0.01
+    )
     assert proc["sign_test_p"] == 0.5  # two or more wins of three coin flips: 4/8
     anat = result["paired_vs_flat_longest"]["multilabel"]["ANAT"]
     assert anat["wins"] == 3 and anat["sign_test_p"] == 0.125 and anat["sd"] == 0.0 and anat["t"] is None
@@ -61,7 +69,9 @@ def test_runs_of_different_budgets_seeds_or_decoders_are_refused(ctebmsp):
         ctebmsp.aggregate(other_budget)
     with pytest.raises(ValueError, match="repeat a seed"):
         ctebmsp.aggregate({**RUNS, "d.json": RUNS["a.json"]})
-    argmax = summary(4, {"ANAT": 1.0, "PROC": 1.0, "micro": 1.0}, {"ANAT": 1.0, "PROC": 1.0, "micro": 1.0}, "argmax")
+    argmax = summary(
+        4, {"ANAT": 1.0, "PROC": 1.0, "micro": 1.0}, {"ANAT": 1.0, "PROC": 1.0, "micro": 1.0}, "argmax"
+    )
     with pytest.raises(ValueError, match="multilabel was decoded differently"):
         ctebmsp.aggregate({**RUNS, "d.json": argmax})
 

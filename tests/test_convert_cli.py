@@ -30,11 +30,24 @@ def test_meddocan_brat_jsonl_brat_is_byte_identical(shared_data: Path, tmp_path:
 
 def test_convert_to_conll_and_tsv(shared_data: Path, tmp_path: Path) -> None:
     source = shared_data / "ct_ebm_sp" / "dev"
-    result = runner.invoke(app, ["convert", "-i", str(source), "-o", str(tmp_path / "ct.conll"), "--to", "conll"])
+    result = runner.invoke(
+        app, ["convert", "-i", str(source), "-o", str(tmp_path / "ct.conll"), "--to", "conll"]
+    )
     assert result.exit_code == 1 and "overlapping spans" in result.output
     assert not (tmp_path / "ct.conll").exists() and not list(tmp_path.iterdir())  # nothing half-written
-    result = runner.invoke(app, ["convert", "-i", str(source), "-o", str(tmp_path / "ct.conll"), "--to", "conll",
-                                 "--resolve-overlaps"])
+    result = runner.invoke(
+        app,
+        [
+            "convert",
+            "-i",
+            str(source),
+            "-o",
+            str(tmp_path / "ct.conll"),
+            "--to",
+            "conll",
+            "--resolve-overlaps",
+        ],
+    )
     assert result.exit_code == 0 and "overlapping spans dropped" in result.output
     result = runner.invoke(app, ["convert", "-i", str(source), "-o", str(tmp_path / "ct.tsv"), "--to", "tsv"])
     assert result.exit_code == 0
@@ -50,11 +63,15 @@ def test_bad_input_exits_1_with_one_sentence_no_traceback(tmp_path: Path) -> Non
     )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'bad.jsonl'}:1: record lacks 'text' (keys: ['id'])"]
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'bad.jsonl'}:1: record lacks 'text' (keys: ['id'])"
+    ]
     assert not (tmp_path / "out.jsonl").exists()
 
 
 def test_unknown_output_format(tmp_path: Path) -> None:
     (tmp_path / "a.jsonl").write_text('{"id": "a", "text": "x"}\n', encoding="utf-8")
-    result = runner.invoke(app, ["convert", "-i", str(tmp_path / "a.jsonl"), "-o", str(tmp_path / "o"), "--to", "xml"])
+    result = runner.invoke(
+        app, ["convert", "-i", str(tmp_path / "a.jsonl"), "-o", str(tmp_path / "o"), "--to", "xml"]
+    )
     assert result.exit_code == 1 and "--to must be one of brat, conll, jsonl, tsv, got 'xml'" in result.output

@@ -55,13 +55,38 @@ CONLL_COUNTS = {
     "ncbi_disease/conll/train.tsv": (5432, 5432, 136086, {"Disease": 5145}),
     "ncbi_disease/conll/devel.tsv": (923, 923, 23969, {"Disease": 787}),
     "ncbi_disease/conll/test.tsv": (940, 940, 24497, {"Disease": 960}),
-    "wnut17/train/wnut17train.conll": (3394, 3394, 62730, {"corporation": 221, "creative-work": 140, "group": 264,
-                                                           "location": 548, "person": 660, "product": 142}),
-    "wnut17/dev/emerging.dev.conll": (1009, 1009, 15733, {"corporation": 34, "creative-work": 105, "group": 39,
-                                                         "location": 74, "person": 470, "product": 114}),
-    "wnut17/test/emerging.test.annotated": (1287, 1287, 23394, {"corporation": 66, "creative-work": 142,
-                                                               "group": 165, "location": 150, "person": 429,
-                                                               "product": 127}),
+    "wnut17/train/wnut17train.conll": (
+        3394,
+        3394,
+        62730,
+        {
+            "corporation": 221,
+            "creative-work": 140,
+            "group": 264,
+            "location": 548,
+            "person": 660,
+            "product": 142,
+        },
+    ),
+    "wnut17/dev/emerging.dev.conll": (
+        1009,
+        1009,
+        15733,
+        {"corporation": 34, "creative-work": 105, "group": 39, "location": 74, "person": 470, "product": 114},
+    ),
+    "wnut17/test/emerging.test.annotated": (
+        1287,
+        1287,
+        23394,
+        {
+            "corporation": 66,
+            "creative-work": 142,
+            "group": 165,
+            "location": 150,
+            "person": 429,
+            "product": 127,
+        },
+    ),
 }
 MEDDOCAN_TYPES_TRAIN = {"CALLE": 862, "FECHAS": 1231, "TERRITORIO": 1875, "ID_EMPLEO_PERSONAL_SANITARIO": 0}
 CT_EBM_SP_TYPES_TRAIN = {"ANAT": 4023, "CHEM": 5577, "DISO": 7832, "PROC": 10669}  # 10,668 + the sT1 PROC
@@ -122,7 +147,12 @@ def test_tsv_toy_counts(shared_data: Path) -> None:
                                                    "casos_clinicos_cardiologia508": 24}
     assert all(d.meta["text_missing"] for d in docs)
     repeated = ReadReport()
-    pred = shared_data / "multicardioner_eval_toy" / "pred" / "multicardioner_test_task1_all_correct+repeated.tsv"
+    pred = (
+        shared_data
+        / "multicardioner_eval_toy"
+        / "pred"
+        / "multicardioner_test_task1_all_correct+repeated.tsv"
+    )
     docs_rep = read_tsv(pred, report=repeated)
     assert sum(len(d.spans) for d in docs_rep) == 52
     assert sum(repeated.skipped.values()) == 7
@@ -140,7 +170,7 @@ def test_read_corpus_folder_ids(shared_data: Path) -> None:
     assert docs[0].id == "emerging.dev#1" and report.documents == 1009
 
 
-# --- Done-when 2: every brat annotation's string equals its text slice ---------------------------------------
+# --- Done-when 2: every brat annotation's string equals its text slice --------------------------------------
 
 
 def test_brat_slices_match_annotated_strings(shared_data: Path, brat_corpora) -> None:
@@ -155,7 +185,9 @@ def test_brat_slices_match_annotated_strings(shared_data: Path, brat_corpora) ->
             checked += len(strings)
             if folder == "meddocan" and doc.text.startswith("\ufeff"):
                 bom_files += 1
-                assert (shared_data / folder / split / f"{doc.id}.txt").read_bytes().startswith(b"\xef\xbb\xbf")
+                assert (
+                    (shared_data / folder / split / f"{doc.id}.txt").read_bytes().startswith(b"\xef\xbb\xbf")
+                )
     assert bom_files == 32
     assert checked == sum(n for _, n in BRAT_COUNTS.values())
 
@@ -163,8 +195,9 @@ def test_brat_slices_match_annotated_strings(shared_data: Path, brat_corpora) ->
 # --- Done-when 3: round trips ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("key", [("meddocan", "dev"), ("ct_ebm_sp", "dev"), ("ncbi_disease/standoff", "devel")],
-                         ids=lambda k: k[0])
+@pytest.mark.parametrize(
+    "key", [("meddocan", "dev"), ("ct_ebm_sp", "dev"), ("ncbi_disease/standoff", "devel")], ids=lambda k: k[0]
+)
 def test_brat_round_trip_is_byte_exact(shared_data: Path, tmp_path: Path, brat_corpora, key) -> None:
     docs, _ = brat_corpora[key]
     write_brat(docs, tmp_path / "out")
@@ -178,13 +211,18 @@ def test_brat_round_trip_is_byte_exact(shared_data: Path, tmp_path: Path, brat_c
 
 def _conll_lines(path: Path) -> list[str]:
     """Lines without CR, whitespace-only lines as blank, trailing blanks dropped."""
-    lines = ["" if not line.strip() else line for line in path.read_text(encoding="utf-8").replace("\r\n", "\n").split("\n")]
+    lines = [
+        "" if not line.strip() else line
+        for line in path.read_text(encoding="utf-8").replace("\r\n", "\n").split("\n")
+    ]
     while lines and not lines[-1]:
         lines.pop()
     return lines
 
 
-@pytest.mark.parametrize("name", ["conll2003/dev.txt", "ncbi_disease/conll/devel.tsv", "wnut17/train/wnut17train.conll"])
+@pytest.mark.parametrize(
+    "name", ["conll2003/dev.txt", "ncbi_disease/conll/devel.tsv", "wnut17/train/wnut17train.conll"]
+)
 def test_conll_round_trip_same_tokens_and_tags(shared_data: Path, tmp_path: Path, name: str) -> None:
     docs = read_conll(shared_data / name)
     write_conll(docs, tmp_path / "out.conll")
@@ -204,7 +242,11 @@ def test_conll_iob1_normalised_to_iob2_and_reported(tmp_path: Path) -> None:
     assert report.repaired[IOB1_NOTE] == 3
     assert "IOB1 tags normalised to IOB2" in report.summary()
     write_conll(docs, tmp_path / "out.txt")
-    tags = [line.split()[-1] for line in _conll_lines(tmp_path / "out.txt") if line and not line.startswith("-DOC")]
+    tags = [
+        line.split()[-1]
+        for line in _conll_lines(tmp_path / "out.txt")
+        if line and not line.startswith("-DOC")
+    ]
     assert tags == ["B-PER", "I-PER", "B-PER", "O", "B-LOC", "B-LOC"]
 
 
@@ -224,7 +266,10 @@ def test_brat_to_conll_tokenises_by_regex(tmp_path: Path) -> None:
 
     write_corpus([doc], tmp_path / "d.conll", "conll", report=report)
     back = read_conll(tmp_path / "d.conll")[0]
-    assert [(back.text[s.start : s.end], s.label) for s in back.spans] == [("Dolor", "SYM"), ("el pecho", "ANAT")]
+    assert [(back.text[s.start : s.end], s.label) for s in back.spans] == [
+        ("Dolor", "SYM"),
+        ("el pecho", "ANAT"),
+    ]
     assert back.text == "Dolor en el pecho .\nSin fiebre"
     assert not report.repaired
 
@@ -235,9 +280,9 @@ def test_brat_to_conll_tokenises_by_regex(tmp_path: Path) -> None:
 def test_jsonl_three_forms(tmp_path: Path) -> None:
     path = tmp_path / "c.jsonl"
     path.write_text(
-        '{"id": "a", "text": "chest pain", "spans": [{"start": 6, "end": 10, "label": "SYM", "text": "pain"}]}\n'
-        '{"id": "b", "text": "fever", "tags": [{"start": 0, "end": 5, "tag": "SYM"}]}\n'
-        '{"tokens": ["no", "chest", "pain"], "ner_tags": [0, 1, 2]}\n',
+        '{"id": "a", "text": "chest pain", "spans": [{"start": 6, "end": 10, "label": "SYM", "text":'
+        ' "pain"}]}\n{"id": "b", "text": "fever", "tags": [{"start": 0, "end": 5, "tag": "SYM"}]}\n{"tokens":'
+        ' ["no", "chest", "pain"], "ner_tags": [0, 1, 2]}\n',
         encoding="utf-8",
     )
     report = ReadReport()
@@ -260,10 +305,16 @@ def test_jsonl_discontinuous_round_trip(tmp_path: Path) -> None:
 def test_hf_dataset_dict_and_disk(tmp_path: Path) -> None:
     features = Features({"tokens": Sequence(Value("string")),
                          "ner_tags": Sequence(ClassLabel(names=["O", "B-PER", "I-PER"]))})
-    dd = DatasetDict({"train": Dataset.from_dict({"tokens": [["Ana", "Gil", "came"]], "ner_tags": [[1, 2, 0]]},
-                                                 features=features),
-                      "test": Dataset.from_dict({"text": ["Dr. Ruiz"],
-                                                 "spans": [[{"start": 4, "end": 8, "label": "PER"}]]})})
+    dd = DatasetDict(
+        {
+            "train": Dataset.from_dict(
+                {"tokens": [["Ana", "Gil", "came"]], "ner_tags": [[1, 2, 0]]}, features=features
+            ),
+            "test": Dataset.from_dict(
+                {"text": ["Dr. Ruiz"], "spans": [[{"start": 4, "end": 8, "label": "PER"}]]}
+            ),
+        }
+    )
     docs = read_hf(dd)
     assert [(d.id, [d.text[s.start : s.end] for s in d.spans]) for d in docs] == [("train#1", ["Ana Gil"]),
                                                                                   ("test#1", ["Ruiz"])]
@@ -277,8 +328,11 @@ def test_hf_dataset_dict_and_disk(tmp_path: Path) -> None:
 def test_tsv_with_texts_and_round_trip(tmp_path: Path) -> None:
     (tmp_path / "texts").mkdir()
     (tmp_path / "texts" / "c1.txt").write_text("Paciente con HTA y diabetes.", encoding="utf-8")
-    (tmp_path / "a.tsv").write_text("filename\tlabel\tstart_span\tend_span\ttext\nc1\tENFERMEDAD\t13\t16\tHTA\n"
-                                    "c1\tENFERMEDAD\t19\t27\tdiabetes\n", encoding="utf-8")
+    (tmp_path / "a.tsv").write_text(
+        "filename\tlabel\tstart_span\tend_span\ttext\nc1\tENFERMEDAD\t13\t16\tHTA\n"
+        "c1\tENFERMEDAD\t19\t27\tdiabetes\n",
+        encoding="utf-8",
+    )
     docs = read_tsv(tmp_path / "a.tsv", texts_dir=tmp_path / "texts")
     assert docs[0].text.startswith("Paciente") and len(docs[0].spans) == 2
     write_tsv(docs, tmp_path / "b.tsv")
@@ -287,13 +341,20 @@ def test_tsv_with_texts_and_round_trip(tmp_path: Path) -> None:
     write_tsv(bare, tmp_path / "c.tsv")
     write_jsonl(bare, tmp_path / "c.jsonl")
     write_tsv(read_jsonl(tmp_path / "c.jsonl"), tmp_path / "d.tsv")
-    assert (tmp_path / "c.tsv").read_bytes() == (tmp_path / "d.tsv").read_bytes() == (tmp_path / "a.tsv").read_bytes()
+    assert (
+        (tmp_path / "c.tsv").read_bytes()
+        == (tmp_path / "d.tsv").read_bytes()
+        == (tmp_path / "a.tsv").read_bytes()
+    )
 
 
 def test_brat_kept_lines_and_txt_without_ann(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "a.txt").write_text("aspirin 100 mg", encoding="utf-8", newline="")
-    ann = "T1\tCHEM 0 7\taspirin\n#1\tAnnotatorNotes T1\tC0004057\nR1\tDose Arg1:T1 Arg2:T2\nT2\tDOSE 8 14\t100 mg\n"
+    ann = (
+        "T1\tCHEM 0 7\taspirin\n#1\tAnnotatorNotes T1\tC0004057\nR1\tDose Arg1:T1 Arg2:T2\nT2\tDOSE 8 14\t100"
+        " mg\n"
+    )
     (tmp_path / "sub" / "a.ann").write_text(ann, encoding="utf-8", newline="")
     (tmp_path / "b.txt").write_text("nothing", encoding="utf-8")
     docs, report = read_corpus(tmp_path)
@@ -321,19 +382,25 @@ def _brat_folder(root: Path, files: dict[str, str]) -> Path:
 
 
 def test_resolve_overlaps_keeps_brat_ids_and_notes_on_their_entities(tmp_path: Path) -> None:
-    ann = CHEST_ANN + ("T3\tANAT 12 17\tpecho\n#3\tAnnotatorNotes T3\tC0817096 (chest)\nR1\tPart Arg1:T3 Arg2:T2\n"
-                       "E1\tFinding:T1 Site:T3\nA1\tNegated E1\nN1\tReference T1 UMLS:C0015967\n")
+    ann = (
+        CHEST_ANN
+        + "T3\tANAT 12 17\tpecho\n#3\tAnnotatorNotes T3\tC0817096 (chest)\nR1\tPart Arg1:T3 Arg2:T2\n"
+        "E1\tFinding:T1 Site:T3\nA1\tNegated E1\nN1\tReference T1 UMLS:C0015967\n"
+    )
     docs = read_brat(_brat_folder(tmp_path / "in", {"a.txt": CHEST, "a.ann": ann}))
     flat, dropped = resolve_overlaps(docs[0])
     assert dropped == 1
-    assert [(s.start, s.end, s.label) for s in flat.spans] == [(20, 26, "DISO"), (0, 17, "DISO")]  # file order
+    # file order
+    assert [(s.start, s.end, s.label) for s in flat.spans] == [(20, 26, "DISO"), (0, 17, "DISO")]
     assert flat.meta["brat_ids"] == ["T1", "T2"]
     report = ReadReport()
     assert resolve_overlaps(docs[0], report)[0] == flat
     # the note, relation and event on T3 go with it, and so does the attribute on that event; all counted
     assert report.skipped[BRAT_LINES_DROPPED] == 4
     write_brat([flat], tmp_path / "out")
-    assert (tmp_path / "out" / "a.ann").read_text(encoding="utf-8") == CHEST_ANN + "N1\tReference T1 UMLS:C0015967\n"
+    assert (tmp_path / "out" / "a.ann").read_text(
+        encoding="utf-8"
+    ) == CHEST_ANN + "N1\tReference T1 UMLS:C0015967\n"
 
 
 def test_resolve_overlaps_without_overlaps_writes_brat_back_unchanged(tmp_path: Path) -> None:
@@ -359,7 +426,8 @@ def test_convert_resolve_overlaps_keeps_every_note_on_its_entity(shared_data: Pa
         entity = {m.group(1): m.group(2, 3) for m in t_line.finditer(written)}
         before = {m.group(1): m.group(2, 3) for m in t_line.finditer(original.replace("sT1\t", "T1\t"))}
         noted = {m.group(1): m.group(2) for m in note.finditer(original)}  # note id -> T id in the source
-        for m in note.finditer(written):  # on the same entity (type, offsets) as in the source, never dangling
+        # on the same entity (type, offsets) as in the source, never dangling
+        for m in note.finditer(written):
             assert entity[m.group(2)] == before[noted[m.group(1)]], (ann_path, m.group(0))
             notes += 1
     assert 5000 < notes < 6846
@@ -377,19 +445,32 @@ def test_brat_lines_on_renumbered_entities_are_dropped_and_counted(tmp_path: Pat
 
 def test_jsonl_text_with_tokens_and_ner_tags_aligns_the_tokens(tmp_path: Path) -> None:
     path = tmp_path / "a.jsonl"
-    path.write_text('{"id": "s1", "text": "John  Smith\\nran", "tokens": ["John", "Smith", "ran"], '
-                    '"ner_tags": ["B-PER", "I-PER", "O"]}\n{"id": "s2", "text": "only text"}\n', encoding="utf-8")
+    path.write_text(
+        '{"id": "s1", "text": "John  Smith\\nran", "tokens": ["John", "Smith", "ran"], '
+        '"ner_tags": ["B-PER", "I-PER", "O"]}\n{"id": "s2", "text": "only text"}\n',
+        encoding="utf-8",
+    )
     docs, report = read_corpus(path)
     assert [(d.id, d.text, [(s.start, s.end, s.label) for s in d.spans]) for d in docs] == [
         ("s1", "John  Smith\nran", [(0, 11, "PER")]), ("s2", "only text", [])]
     assert docs[0].meta["tokens"] == [[0, 4], [6, 11], [12, 15]] and report.spans == 1
-    dataset = Dataset.from_dict({"text": ["Ana  Gil"], "tokens": [["Ana", "Gil"]], "ner_tags": [["B-PER", "I-PER"]]})
+    dataset = Dataset.from_dict(
+        {"text": ["Ana  Gil"], "tokens": [["Ana", "Gil"]], "ner_tags": [["B-PER", "I-PER"]]}
+    )
     assert [(s.start, s.end) for s in read_hf(dataset)[0].spans] == [(0, 8)]  # HF rows take the same path
 
 
 def test_hf_missing_span_text_is_absent(tmp_path: Path) -> None:
-    rows = [{"id": "a", "text": "fiebre alta", "spans": [{"start": 0, "end": 6, "label": "S", "text": "fiebre"},
-                                                         {"start": 7, "end": 11, "label": "S"}]}]
+    rows = [
+        {
+            "id": "a",
+            "text": "fiebre alta",
+            "spans": [
+                {"start": 0, "end": 6, "label": "S", "text": "fiebre"},
+                {"start": 7, "end": 11, "label": "S"},
+            ],
+        }
+    ]
     docs = read_hf(Dataset.from_list(rows))  # Arrow gives the second span "text": None
     assert [(s.start, s.end, s.label) for s in docs[0].spans] == [(0, 6, "S"), (7, 11, "S")]
 
@@ -401,9 +482,27 @@ def test_brat_fragments_out_of_order_are_sorted_and_counted(tmp_path: Path) -> N
     assert docs[0].spans[0] == Span(0, 17, "SINTOMA", ((0, 5), (12, 17)))
     assert report.repaired[FRAGMENTS_SORTED] == 1
     write_brat(docs, tmp_path / "out")
-    assert (tmp_path / "out" / "a.ann").read_text() == "T1\tSINTOMA 0 5;12 17\tdolor pecho\nT2\tSINTOMA 20 26\tfiebre\n"
-    (tmp_path / "a.jsonl").write_text(json.dumps({"id": "a", "text": CHEST, "spans": [
-        {"start": 12, "end": 5, "label": "S", "fragments": [[12, 17], [0, 5]], "text": "pecho dolor"}]}) + "\n")
+    assert (
+        tmp_path / "out" / "a.ann"
+    ).read_text() == "T1\tSINTOMA 0 5;12 17\tdolor pecho\nT2\tSINTOMA 20 26\tfiebre\n"
+    (tmp_path / "a.jsonl").write_text(
+        json.dumps(
+            {
+                "id": "a",
+                "text": CHEST,
+                "spans": [
+                    {
+                        "start": 12,
+                        "end": 5,
+                        "label": "S",
+                        "fragments": [[12, 17], [0, 5]],
+                        "text": "pecho dolor",
+                    }
+                ],
+            }
+        )
+        + "\n"
+    )
     assert read_jsonl(tmp_path / "a.jsonl")[0].spans == [Span(0, 17, "S", ((0, 5), (12, 17)))]
 
 
@@ -424,12 +523,18 @@ def test_tsv_round_trip_of_spans_across_lines_and_discontinuous(tmp_path: Path) 
 BOM = "\ufeff"
 
 
-@pytest.mark.parametrize("name, content", [
-    ("a.jsonl", BOM + '{"id": "x", "text": "EU rejects", "spans": [{"start": 0, "end": 2, "label": "ORG"}]}\n'),
-    ("b.conll", BOM + "-DOCSTART- O\n\nEU\tB-ORG\nrejects\tO\n"),
-    ("c.conll", BOM + "EU NNP B-ORG\nrejects VBZ O\n"),
-    ("d.tsv", BOM + "filename\tlabel\tstart_span\tend_span\ttext\nx\tORG\t0\t2\tEU\n"),
-])
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        (
+            "a.jsonl",
+            BOM + '{"id": "x", "text": "EU rejects", "spans": [{"start": 0, "end": 2, "label": "ORG"}]}\n',
+        ),
+        ("b.conll", BOM + "-DOCSTART- O\n\nEU\tB-ORG\nrejects\tO\n"),
+        ("c.conll", BOM + "EU NNP B-ORG\nrejects VBZ O\n"),
+        ("d.tsv", BOM + "filename\tlabel\tstart_span\tend_span\ttext\nx\tORG\t0\t2\tEU\n"),
+    ],
+)
 def test_bom_at_the_start_of_a_data_file_is_not_data(tmp_path: Path, name: str, content: str) -> None:
     (tmp_path / name).write_text(content, encoding="utf-8")
     docs, _ = read_corpus(tmp_path / name)  # the format is detected through the BOM too
@@ -461,7 +566,10 @@ def test_conll_whitespace_nbsp_token_tag_padding_and_spaced_docstart(tmp_path: P
     assert [(s.label, doc.text[s.start : s.end]) for s in doc.spans] == [("ORG", "EU"), ("MISC", "German")]
     (tmp_path / "b.conll").write_text("Il O\npaie  O\n10\u00a0000 B-NUM\neuros O\n", encoding="utf-8")
     doc = read_conll(tmp_path / "b.conll")[0]
-    assert doc.text == "Il paie 10\u00a0000 euros" and doc.text[doc.spans[0].start : doc.spans[0].end] == "10\u00a0000"
+    assert (
+        doc.text == "Il paie 10\u00a0000 euros"
+        and doc.text[doc.spans[0].start : doc.spans[0].end] == "10\u00a0000"
+    )
 
 
 def test_conll_writer_counts_a_span_on_no_token_as_skipped(tmp_path: Path) -> None:
@@ -498,8 +606,8 @@ def test_brat_reader_skips_hidden_files_and_folders(tmp_path: Path) -> None:
 
 
 def test_write_brat_into_an_existing_folder_keeps_other_files(tmp_path: Path, monkeypatch) -> None:
-    """The input folder as output (``.ann`` beside each ``.txt``): other files stay, these documents' are replaced,
-    and a failure part-way leaves the folder as it was."""
+    """The input folder as output (``.ann`` beside each ``.txt``): other files stay, these documents' are
+    replaced, and a failure part-way leaves the folder as it was."""
     folder = _brat_folder(tmp_path / "notes", {"a.txt": "fiebre alta", "a.ann": "", "sub/b.txt": "tos",
                                                "README.md": "keep me", "other/c.ann": "T1\tS 0 1\tx\n"})
     docs = [Document("a", "fiebre alta", [Span(0, 6, "S")]), Document("sub/b", "tos", [Span(0, 3, "S")])]
@@ -524,6 +632,13 @@ def test_write_brat_into_an_existing_folder_keeps_other_files(tmp_path: Path, mo
 def test_predict_inputs_skip_hidden_folders(tmp_path: Path) -> None:
     from cardioner.inference import read_inputs
 
-    folder = _brat_folder(tmp_path / "notes", {"a.txt": "fiebre", ".ipynb_checkpoints/a-checkpoint.txt": "old",
-                                               ".notes.k2j.tmp/b.txt": "half-written", "sub/c.txt": "tos"})
+    folder = _brat_folder(
+        tmp_path / "notes",
+        {
+            "a.txt": "fiebre",
+            ".ipynb_checkpoints/a-checkpoint.txt": "old",
+            ".notes.k2j.tmp/b.txt": "half-written",
+            "sub/c.txt": "tos",
+        },
+    )
     assert [doc.id for doc in read_inputs(folder)] == ["a", "sub/c"]

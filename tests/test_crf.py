@@ -1,4 +1,5 @@
-"""The CRF of modeling.py against pytorch-crf (the oracle) and against brute-force enumeration of tag sequences."""
+"""The CRF of modeling.py against pytorch-crf (the oracle) and
+against brute-force enumeration of tag sequences."""
 
 from __future__ import annotations
 
@@ -40,7 +41,9 @@ def test_nll_and_viterbi_equal_pytorch_crf_on_ragged_batches(seed, reduction):
     ours, reference = paired_crfs(7, seed)
     emissions, tags, mask = ragged_batch(6, 11, 7, seed)
     expected = -reference(emissions, tags, mask.to(torch.uint8), reduction=reduction)
-    torch.testing.assert_close(ours.nll(emissions, tags, mask, reduction=reduction), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        ours.nll(emissions, tags, mask, reduction=reduction), expected, atol=1e-5, rtol=1e-5
+    )
     assert ours.decode(emissions, mask) == reference.decode(emissions, mask.to(torch.uint8))
     assert ours.decode(emissions) == reference.decode(emissions)
 
@@ -72,7 +75,7 @@ def test_trained_pytorch_crf_state_dict_loads_and_decodes_identically():
     assert ours.decode(emissions, mask) == reference.decode(emissions, mask.to(torch.uint8))
 
 
-# -- brute force ------------------------------------------------------------------------------------------------
+# -- brute force ---------------------------------------------------------------------------------------------
 
 
 def valid_bio(sequence: tuple[int, ...], labels: list[str]) -> bool:
@@ -80,7 +83,9 @@ def valid_bio(sequence: tuple[int, ...], labels: list[str]) -> bool:
     previous = None
     for tag in sequence:
         prefix, entity_type = split_tag(labels[tag])
-        if prefix == "I" and (previous is None or previous[0] not in ("B", "I") or previous[1] != entity_type):
+        if prefix == "I" and (
+            previous is None or previous[0] not in ("B", "I") or previous[1] != entity_type
+        ):
             return False
         previous = (prefix, entity_type)
     return True
@@ -107,7 +112,11 @@ def valid_bioes(sequence: tuple[int, ...], labels: list[str]) -> bool:
 def sequence_score(crf: CRF, emissions: torch.Tensor, sequence: tuple[int, ...]) -> torch.Tensor:
     score = crf.start_transitions[sequence[0]] + emissions[0, sequence[0]]
     for position in range(1, len(sequence)):
-        score = score + crf.transitions[sequence[position - 1], sequence[position]] + emissions[position, sequence[position]]
+        score = (
+            score
+            + crf.transitions[sequence[position - 1], sequence[position]]
+            + emissions[position, sequence[position]]
+        )
     return score + crf.end_transitions[sequence[-1]]
 
 
@@ -129,7 +138,9 @@ def brute_force(crf: CRF, emissions: torch.Tensor, valid) -> tuple[torch.Tensor,
 
 
 @pytest.mark.parametrize(
-    ("labels", "valid"), [(BIO, valid_bio), (BIOES, valid_bioes), (BIO, None)], ids=["bio", "bioes", "unconstrained"]
+    ("labels", "valid"),
+    [(BIO, valid_bio), (BIOES, valid_bioes), (BIO, None)],
+    ids=["bio", "bioes", "unconstrained"],
 )
 def test_constrained_nll_viterbi_and_marginals_equal_brute_force(labels, valid):
     torch.manual_seed(0)
@@ -164,7 +175,14 @@ def test_bio_constraints_forbid_exactly_the_invalid_moves():
     assert start == [True, True, False, True, False]
     assert end == [True] * 5
     forbidden = {(BIO[i], BIO[j]) for i in range(5) for j in range(5) if not transitions[i][j]}
-    assert forbidden == {("O", "I-A"), ("O", "I-B"), ("B-A", "I-B"), ("I-A", "I-B"), ("B-B", "I-A"), ("I-B", "I-A")}
+    assert forbidden == {
+        ("O", "I-A"),
+        ("O", "I-B"),
+        ("B-A", "I-B"),
+        ("I-A", "I-B"),
+        ("B-B", "I-A"),
+        ("I-B", "I-A"),
+    }
     assert transition_constraints(["O", "B", "I"])[0] == [True, True, False]  # untyped multi-label channel
 
 
@@ -183,7 +201,9 @@ def test_channels_equal_independent_crfs():
     paths = channels.decode(emissions, mask)
     marginals = channels.marginals(emissions, mask)
     for channel, single in enumerate(per_channel):
-        torch.testing.assert_close(nll[:, channel], single.nll(emissions[:, :, channel], tags[:, :, channel], mask, "none"))
+        torch.testing.assert_close(
+            nll[:, channel], single.nll(emissions[:, :, channel], tags[:, :, channel], mask, "none")
+        )
         assert [row[channel] for row in paths] == single.decode(emissions[:, :, channel], mask)
         torch.testing.assert_close(marginals[:, :, channel], single.marginals(emissions[:, :, channel], mask))
 
@@ -231,8 +251,12 @@ def test_scheme_viterbi_is_the_best_allowed_path_by_enumeration(channels):
     for row, length in enumerate(lengths):
         for channel in [None] if channels is None else range(channels):
             chain = scores[row, :length] if channel is None else scores[row, :length, channel]
-            valid = [p for p in itertools.product(range(len(labels)), repeat=length)
-                     if not p or (start[p[0]] and end[p[-1]] and all(allowed[a][b] for a, b in itertools.pairwise(p)))]
+            valid = [
+                p
+                for p in itertools.product(range(len(labels)), repeat=length)
+                if not p
+                or (start[p[0]] and end[p[-1]] and all(allowed[a][b] for a, b in itertools.pairwise(p)))
+            ]
             best = max(valid, key=lambda p: sum(chain[i, t].item() for i, t in enumerate(p)))
             got = paths[row, :length] if channel is None else paths[row, :length, channel]
             assert got.tolist() == list(best), (row, channel)

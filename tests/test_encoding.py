@@ -189,7 +189,8 @@ def test_corpus_spans_tags_spans(corpus, multilabel, min_exact, minilm, shared_d
     encoder = Encoder(minilm, labels)
     encoded, report = encoder.encode(docs)
     print(
-        f"\n{corpus} ({'multi-label, ' + str(labels.num_channels) + ' channels' if multilabel else 'flat'}): {report.summary()}"
+        f"\n{corpus} ({'multi-label, ' + str(labels.num_channels) + ' channels' if multilabel else 'flat'}):"
+        f" {report.summary()}"
     )
 
     on_boundaries = 0
@@ -318,7 +319,9 @@ def test_label_all_subwords_flat_and_multilabel(minilm):
         continuation = [p for p, t in enumerate(tokens) if t.startswith("##")]
         assert continuation
         if not multilabel:  # one channel: O, B-DISO, I-DISO
-            assert plain["labels"][1] == [1] and all(plain["labels"][p] == [IGNORE_INDEX] for p in continuation)
+            assert plain["labels"][1] == [1] and all(
+                plain["labels"][p] == [IGNORE_INDEX] for p in continuation
+            )
             assert every["labels"][1] == [1] and all(every["labels"][p] == [2] for p in continuation)
             assert every["labels"][0] == every["labels"][-1] == [IGNORE_INDEX]
         else:  # channels ANAT, DISO; tags O, B, I
@@ -430,11 +433,12 @@ def test_byte_level_non_ascii_letters_stay_in_their_word():
 
 
 def seam_document(tokenizer, multilabel: bool, seed: int = 0) -> Document:
-    """~300 words of CORPUS text with spaces, newlines and blank lines between them (byte-level ``Ċ`` pieces and
-    bare ``▁`` pieces open many windows), and entities of up to 9 words, long enough to cross window seams.
+    """~300 words of CORPUS text with spaces, newlines and blank lines between
+    them (byte-level ``Ċ`` pieces and bare ``▁`` pieces open many windows),
+    and entities of up to 9 words, long enough to cross window seams.
 
-    Flat: non-overlapping spans, adjacent ones of different types only. Multi-label: each type's spans on their
-    own, so spans of different types overlap. Two spans of one type always have a word between them (two
+    Flat: non-overlapping spans, adjacent ones of different types only. Multi-label: each type's spans on
+    their own, so spans of different types overlap. Two spans of one type always have a word between them (two
     entities of one type meeting exactly at a cut are indistinguishable from one, see the module docstring).
     """
     rng = random.Random(seed)

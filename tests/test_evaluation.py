@@ -1,4 +1,5 @@
-"""Evaluation: the MultiCardioNER toy results, exact vs overlap matching, seqeval strict, the evaluate module."""
+"""Evaluation: the MultiCardioNER toy results, exact vs overlap
+matching, seqeval strict, the evaluate module."""
 
 from __future__ import annotations
 
@@ -75,7 +76,10 @@ def test_multicardioner_rules_mapping_and_bad_input(tmp_path):
     assert (mapped["tp"], mapped["f_score"]) == (52, 1.0)
     with_bom = tmp_path / "bom.tsv"  # written by a Windows tool: the official scorer (pandas) reads it
     with_bom.write_text("\ufeff" + gold_tsv.read_text(encoding="utf-8"), encoding="utf-8")
-    assert (multicardioner_score(gold_tsv, with_bom)["tp"], multicardioner_score(with_bom, gold_tsv)["f_score"]) == (52, 1.0)
+    assert (
+        multicardioner_score(gold_tsv, with_bom)["tp"],
+        multicardioner_score(with_bom, gold_tsv)["f_score"],
+    ) == (52, 1.0)
     assert multicardioner_score(gold_tsv, masked, mapping={})["unmapped_predictions"] == 52
 
     bad = tmp_path / "bad.tsv"

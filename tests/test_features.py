@@ -56,11 +56,14 @@ def test_cached_frozen_training_gives_the_uncached_head(subset, use_crf, num_lay
     backbone = {k: v for k, v in uncached.model.state_dict().items() if k.startswith("backbone.")}
     for name, value in backbone.items():  # the backbone did not move in either run
         torch.testing.assert_close(cached.model.state_dict()[name], value, atol=0, rtol=0)
-    assert uncached.result.history[-1]["train_loss"] == pytest.approx(cached.result.history[-1]["train_loss"], abs=1e-5)
+    assert uncached.result.history[-1]["train_loss"] == pytest.approx(
+        cached.result.history[-1]["train_loss"], abs=1e-5
+    )
 
 
 def test_uncached_frozen_backbone_runs_in_eval_mode(subset):
-    """Backbone dropout would make uncached features differ from cached ones: the frozen backbone is in eval."""
+    """Backbone dropout would make uncached features differ from
+    cached ones: the frozen backbone is in eval."""
     paths, train_docs, _ = subset
     seen = []
     trainer = ModelTrainer(frozen_config(paths, **{"training.cache_features": False, "training.epochs": 1}))
@@ -100,7 +103,9 @@ def test_cache_key_follows_data_backbone_window_size_and_layers(subset, tmp_path
     _, fewer, _ = windows_and_model(paths, train_docs[:-1])
     assert feature_cache_key(model, fewer) != key  # data
     edited = list(train_docs)
-    edited[0] = type(edited[0])(edited[0].id, edited[0].text.replace("the", "a", 1) + " x", [], edited[0].meta)
+    edited[0] = type(edited[0])(
+        edited[0].id, edited[0].text.replace("the", "a", 1) + " x", [], edited[0].meta
+    )
     _, changed, _ = windows_and_model(paths, edited)
     assert feature_cache_key(model, changed) != key  # data (text)
     _, shorter, _ = windows_and_model(paths, train_docs, max_length=32)
@@ -144,7 +149,9 @@ def test_disk_cache_is_written_once_then_reused_memory_mapped(subset, tmp_path, 
 
 def test_cached_training_exports_a_normal_model(subset, tmp_path):
     paths, train_docs, dev_docs = subset
-    config = frozen_config(paths, **{"training.epochs": 1, "training.feature_cache_dir": str(tmp_path / "cache")})
+    config = frozen_config(
+        paths, **{"training.epochs": 1, "training.feature_cache_dir": str(tmp_path / "cache")}
+    )
     trainer = train(config, train_docs, dev_docs)
     trainer.save(tmp_path / "export")
     model, tokenizer = load_model(tmp_path / "export")

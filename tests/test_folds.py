@@ -31,7 +31,8 @@ def test_folds_are_seeded_balanced_and_keep_groups_together():
     assert folds == fold_assignments(docs, 5, seed=1) and folds != fold_assignments(docs, 5, seed=2)
     sizes = sorted(folds.count(f) for f in range(5))
     assert sizes == [4, 4, 5, 5, 5]
-    grouped = fold_assignments(docs, 3, seed=0, group_of=lambda doc: str(int(doc.id[1:]) // 4))  # 6 groups of <= 4
+    # 6 groups of <= 4
+    grouped = fold_assignments(docs, 3, seed=0, group_of=lambda doc: str(int(doc.id[1:]) // 4))
     for group in range(6):
         assert len({f for doc, f in zip(docs, grouped, strict=True) if int(doc.id[1:]) // 4 == group}) == 1
     with pytest.raises(ValueError, match="between 2 and the number of document groups \\(23\\), got 24"):
@@ -97,7 +98,8 @@ def test_train_folds_prints_mean_std_and_ci(ncbi_subset, tmp_path):
     line = result.output.strip().splitlines()[-1]
     assert line.startswith("span F1 over 5 test folds: ") and " ± " in line and "95% CI [" in line
     saved = json.loads((tmp_path / "cv" / "cv_results.json").read_text(encoding="utf-8"))
-    assert len(saved["folds"]) == 5 and sum(row["num_test"] for row in saved["folds"]) == 100  # 80 train + 20 dev
+    # 80 train + 20 dev
+    assert len(saved["folds"]) == 5 and sum(row["num_test"] for row in saved["folds"]) == 100
     assert saved["ci"]["f1"]["low"] <= saved["ci"]["f1"]["value"] <= saved["ci"]["f1"]["high"]
     assert format_summary(saved) == line
     assert saved["mean_f1"] == pytest.approx(sum(r["test_f1"] for r in saved["folds"]) / 5)
@@ -131,7 +133,13 @@ def test_pooling_prefixes_colliding_ids_and_refuses_duplicates_within_a_split():
     from cardioner.training.folds import pool_documents
 
     train, dev = docs_of(3), docs_of(2)
-    assert [d.id for d in pool_documents(train, dev)] == ["train/d0", "train/d1", "train/d2", "dev/d0", "dev/d1"]
+    assert [d.id for d in pool_documents(train, dev)] == [
+        "train/d0",
+        "train/d1",
+        "train/d2",
+        "dev/d0",
+        "dev/d1",
+    ]
     assert [d.id for d in train] == ["d0", "d1", "d2"]  # the caller's documents are not renamed
     disjoint = [Document("x", "text")]
     assert [d.id for d in pool_documents(train, disjoint)] == ["d0", "d1", "d2", "x"]
@@ -192,7 +200,9 @@ def test_cv_results_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
     output.mkdir()
     (output / "cv_results.json").write_text('{"earlier": true}', encoding="utf-8")
     monkeypatch.setattr(folds, "check_before_reading", lambda config: None)
-    monkeypatch.setattr(folds, "read_split", lambda path, config, name: docs_of(4) if name == "train" else None)
+    monkeypatch.setattr(
+        folds, "read_split", lambda path, config, name: docs_of(4) if name == "train" else None
+    )
     monkeypatch.setattr(folds, "cross_validate", lambda config, docs, k: {"k": k, "folds": []})
 
     def disk_full(self, text, encoding=None):

@@ -32,9 +32,15 @@ def make_config(paths, **overrides):
 
 def test_schedules_parse_and_bad_ones_name_the_key():
     assert parse_unfreezing("1:2,2:4,3:all") == [(1, 2), (2, 4), (3, None)]
-    assert parse_unfreezing(str({1: 2, 3: "all"})) == [(1, 2), (3, None)]  # a YAML mapping, as _coerce leaves it
-    for bad, message in [("1:x", "not EPOCH:LAYERS"), ("2:2,1:4", "increasing epochs"), ("1:4,2:2", "non-decreasing"),
-                         ("1:0", "LAYERS >= 1"), ("", "empty")]:
+    # a YAML mapping, as _coerce leaves it
+    assert parse_unfreezing(str({1: 2, 3: "all"})) == [(1, 2), (3, None)]
+    for bad, message in [
+        ("1:x", "not EPOCH:LAYERS"),
+        ("2:2,1:4", "increasing epochs"),
+        ("1:4,2:2", "non-decreasing"),
+        ("1:0", "LAYERS >= 1"),
+        ("", "empty"),
+    ]:
         with pytest.raises(ConfigError, match=message):
             load_config(None, {"training.gradual_unfreezing": bad or ","})
     with pytest.raises(ConfigError, match="training.unfreeze_at_epoch and model.freeze_backbone"):
@@ -48,7 +54,8 @@ def test_schedules_parse_and_bad_ones_name_the_key():
 
 
 def test_each_stage_gives_gradients_to_exactly_its_layers(subset):
-    """Tiny BERT (2 layers): embeddings are depth 0, layer i is depth i + 1; "1:1,2:2,3:all" opens them top down."""
+    """Tiny BERT (2 layers): embeddings are depth 0, layer i is
+    depth i + 1; "1:1,2:2,3:all" opens them top down."""
     paths, train_docs = subset
     config = make_config(paths, **{"training.gradual_unfreezing": "1:1,2:2,3:all", "model.use_crf": True})
     predictor, corpora = fresh_predictor(config, train_docs)
@@ -80,7 +87,11 @@ def test_gradual_unfreezing_and_layer_decay_in_logged_parameter_groups(subset, c
         result = trainer.train(train_docs, None)
 
     def trainable(row, depth):
-        return sum(g["trainable"] for g in row["parameter_groups"] if g["name"].startswith(f"backbone.depth{depth:02d}"))
+        return sum(
+            g["trainable"]
+            for g in row["parameter_groups"]
+            if g["name"].startswith(f"backbone.depth{depth:02d}")
+        )
 
     rows = result.history
     assert [[trainable(row, d) > 0 for d in (0, 1, 2)] for row in rows] == [
@@ -100,11 +111,15 @@ def test_gradual_unfreezing_and_layer_decay_in_logged_parameter_groups(subset, c
 
 def test_unfreeze_at_epoch_trains_the_head_first(subset):
     paths, train_docs = subset
-    config = make_config(paths, **{"training.unfreeze_at_epoch": 1, "training.epochs": 2, "training.patience": 0})
+    config = make_config(
+        paths, **{"training.unfreeze_at_epoch": 1, "training.epochs": 2, "training.patience": 0}
+    )
     result = ModelTrainer(config).train(train_docs[:30], None)
     backbone = [sum(g["trainable"] for g in row["parameter_groups"] if g["name"].startswith("backbone."))
                 for row in result.history]
-    total = sum(g["params"] for g in result.history[0]["parameter_groups"] if g["name"].startswith("backbone."))
+    total = sum(
+        g["params"] for g in result.history[0]["parameter_groups"] if g["name"].startswith("backbone.")
+    )
     assert backbone == [0, total]
 
 

@@ -1,6 +1,7 @@
-"""The shape of the package, as docs/architecture.md gives it: every module named there exists and every module
-is named; the import order is a line (each module imports only modules of its own layer or below), there are
-no import cycles, and imports sit at the top of modules except the deferred ones, which say why on their line."""
+"""The shape of the package, as docs/architecture.md gives it: every module named there
+exists and every module is named; the import order is a line (each module imports only
+modules of its own layer or below), there are no import cycles, and imports sit at the
+top of modules except the deferred ones, which say why on their line."""
 
 from __future__ import annotations
 

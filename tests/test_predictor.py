@@ -1,5 +1,6 @@
-"""The Predictor: one batched forward with one label shape for every model, predict over any iterable in chunks
-(input order, read lazily), evaluate an encoded corpus; and what it is built from (training/build.py)."""
+"""The Predictor: one batched forward with one label shape for every model,
+predict over any iterable in chunks (input order, read lazily), evaluate an
+encoded corpus; and what it is built from (training/build.py)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,12 @@
-"""scripts/viterbi_predict.py, the copyable inference script: same spans as ``cardioner predict``, without cardioner.
+"""scripts/viterbi_predict.py, the copyable inference script: same
+spans as ``cardioner predict``, without cardioner.
 
 A tiny CRF model trained for a few steps on the shipped NCBI sample, its emissions spread so that it predicts
-many entities of several types. The script runs in a fresh process where ``import cardioner`` fails and the hub
-is offline; ``cardioner predict`` runs through the CLI in this process. Small windows (24 subwords, stride 8)
-make a long document span hundreds of windows. The script cuts windows exactly as cardioner's Encoder does
-(whole words, same packing, same merge rule, same batching order), so the spans are expected to be equal, not
-merely close.
+many entities of several types. The script runs in a fresh process where ``import cardioner``
+fails and the hub is offline; ``cardioner predict`` runs through the CLI in this process.
+Small windows (24 subwords, stride 8) make a long document span hundreds of windows. The
+script cuts windows exactly as cardioner's Encoder does (whole words, same packing, same
+merge rule, same batching order), so the spans are expected to be equal, not merely close.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def export(one_thread, tmp_path_factory) -> Path:
-    """A tiny BERT + linear head + CRF, 6 optimiser steps on 12 NCBI sample abstracts, emissions spread out."""
+    """A tiny BERT + linear head + CRF, 6 optimiser steps on 12
+    NCBI sample abstracts, emissions spread out."""
     root = tmp_path_factory.mktemp("script_model")
     train, _ = read_corpus(SAMPLE / "train")
     config = config_from_dict({
@@ -63,15 +65,19 @@ def export(one_thread, tmp_path_factory) -> Path:
     })
     trainer = ModelTrainer(config)
     trainer.train(train[:12])
-    with torch.no_grad():  # a barely trained model predicts O: spread its emissions so that many entities appear
-        noise = torch.randn(trainer.model.head.classifier.weight.shape, generator=torch.Generator().manual_seed(0))
+    # a barely trained model predicts O: spread its emissions so that many entities appear
+    with torch.no_grad():
+        noise = torch.randn(
+            trainer.model.head.classifier.weight.shape, generator=torch.Generator().manual_seed(0)
+        )
         trainer.model.head.classifier.weight.add_(0.5 * noise)
     return save_model(trainer.model, trainer.predictor.tokenizer, root / "model")
 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> dict[str, Path]:
-    """A folder with short documents and one long document (every test abstract, ~600 windows), and a JSONL."""
+    """A folder with short documents and one long document (every
+    test abstract, ~600 windows), and a JSONL."""
     root = tmp_path_factory.mktemp("script_inputs")
     folder = root / "texts"
     (folder / "sub").mkdir(parents=True)
@@ -80,7 +86,9 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     long_text = "\n\n".join(read_text(path) for path in sorted((SAMPLE / "test").glob("*.txt")))
     (folder / "sub" / "long.txt").write_text(long_text, encoding="utf-8", newline="")
     jsonl = root / "docs.jsonl"
-    records = [{"id": name, "text": text} for name, text in SHORT_TEXTS.items()] + [{"text": long_text[:3000]}]
+    records = [{"id": name, "text": text} for name, text in SHORT_TEXTS.items()] + [
+        {"text": long_text[:3000]}
+    ]
     jsonl.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return {"folder": folder, "jsonl": jsonl}
 
@@ -90,10 +98,22 @@ def run_script(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     blocker = tmp_path / "no_cardioner"
     blocker.mkdir(exist_ok=True)
     (blocker / "cardioner.py").write_text('raise ImportError("cardioner is not importable in this test")\n')
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("PYTHON", "HF_", "TRANSFORMERS_"))}
-    env.update(PYTHONPATH=str(blocker), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(tmp_path / "hf"),
-               TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
-    probe = subprocess.run([sys.executable, "-c", "import cardioner"], env=env, cwd=tmp_path, capture_output=True)
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PYTHON", "HF_", "TRANSFORMERS_"))
+    }
+    env.update(
+        PYTHONPATH=str(blocker),
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        HF_HOME=str(tmp_path / "hf"),
+        TOKENIZERS_PARALLELISM="false",
+        OMP_NUM_THREADS="1",
+    )
+    probe = subprocess.run(
+        [sys.executable, "-c", "import cardioner"], env=env, cwd=tmp_path, capture_output=True
+    )
     assert probe.returncode != 0, "cardioner must not be importable where the script runs"
     return subprocess.run([sys.executable, str(SCRIPT), *args], env=env, cwd=tmp_path, capture_output=True,
                           text=True, timeout=300)
@@ -113,12 +133,22 @@ def test_script_spans_equal_cardioner_predict_on_short_and_long_documents(export
     result = run_script(tmp_path, "--model", str(export), "--input", str(inputs["folder"]),
                         "--output", str(tmp_path / "script"), "--format", "brat", *WINDOWS)
     assert result.returncode == 0, result.stderr[-3000:]
-    cardioner_predict("--model", str(export), "--input", str(inputs["folder"]), "--output", str(tmp_path / "cli"),
-                      "--format", "brat", *WINDOWS)
+    cardioner_predict(
+        "--model",
+        str(export),
+        "--input",
+        str(inputs["folder"]),
+        "--output",
+        str(tmp_path / "cli"),
+        "--format",
+        "brat",
+        *WINDOWS,
+    )
 
     expected, got = spans_by_document(tmp_path / "cli"), spans_by_document(tmp_path / "script")
     assert set(got) == set(expected) == {*SHORT_TEXTS, "sub/long"}
-    assert len(expected["sub/long"]) > 50 and sum(len(expected[name]) for name in SHORT_TEXTS) > 5  # not vacuous
+    # not vacuous
+    assert len(expected["sub/long"]) > 50 and sum(len(expected[name]) for name in SHORT_TEXTS) > 5
     for name in SHORT_TEXTS:
         assert got[name] == expected[name], name
     shared = set(got["sub/long"]) & set(expected["sub/long"])
@@ -135,14 +165,28 @@ def test_script_reads_jsonl_and_writes_tsv_like_cardioner(export, inputs, tmp_pa
     result = run_script(tmp_path, "--model", str(export), "--input", str(inputs["jsonl"]),
                         "--output", str(tmp_path / "script.tsv"), "--format", "tsv", *WINDOWS)
     assert result.returncode == 0, result.stderr[-3000:]
-    cardioner_predict("--model", str(export), "--input", str(inputs["jsonl"]), "--output", str(tmp_path / "cli.tsv"),
-                      "--format", "tsv", *WINDOWS)
-    assert (tmp_path / "script.tsv").read_text(encoding="utf-8") == (tmp_path / "cli.tsv").read_text(encoding="utf-8")
-    assert "docs#5\t" in (tmp_path / "script.tsv").read_text(encoding="utf-8")  # a record without id: FILE#LINE
+    cardioner_predict(
+        "--model",
+        str(export),
+        "--input",
+        str(inputs["jsonl"]),
+        "--output",
+        str(tmp_path / "cli.tsv"),
+        "--format",
+        "tsv",
+        *WINDOWS,
+    )
+    assert (tmp_path / "script.tsv").read_text(encoding="utf-8") == (tmp_path / "cli.tsv").read_text(
+        encoding="utf-8"
+    )
+    # a record without id: FILE#LINE
+    assert "docs#5\t" in (tmp_path / "script.tsv").read_text(encoding="utf-8")
 
 
 def test_script_rejects_a_folder_that_is_not_a_model(tmp_path):
-    result = run_script(tmp_path, "--model", str(tmp_path), "--input", str(tmp_path), "--output", str(tmp_path / "o"))
+    result = run_script(
+        tmp_path, "--model", str(tmp_path), "--input", str(tmp_path), "--output", str(tmp_path / "o")
+    )
     assert result.returncode != 0
     assert "not a model folder" in result.stderr and "Traceback" not in result.stderr
 
@@ -153,21 +197,37 @@ def test_script_ignores_padding_and_truncation_saved_in_the_tokenizer(export, in
     padded = tmp_path / "padded"
     shutil.copytree(export, padded)
     spec = json.loads((padded / "tokenizer.json").read_text(encoding="utf-8"))
-    spec["padding"] = {"strategy": {"Fixed": 128}, "direction": "Right", "pad_to_multiple_of": None, "pad_id": 0,
-                       "pad_type_id": 0, "pad_token": "[PAD]"}
+    spec["padding"] = {
+        "strategy": {"Fixed": 128},
+        "direction": "Right",
+        "pad_to_multiple_of": None,
+        "pad_id": 0,
+        "pad_type_id": 0,
+        "pad_token": "[PAD]",
+    }
     spec["truncation"] = {"direction": "Right", "max_length": 128, "strategy": "LongestFirst", "stride": 0}
     (padded / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
     result = run_script(tmp_path, "--model", str(padded), "--input", str(inputs["jsonl"]),
                         "--output", str(tmp_path / "script.tsv"), "--format", "tsv", *WINDOWS)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "custom code" not in result.stdout + result.stderr
-    cardioner_predict("--model", str(export), "--input", str(inputs["jsonl"]), "--output", str(tmp_path / "cli.tsv"),
-                      "--format", "tsv", *WINDOWS)
+    cardioner_predict(
+        "--model",
+        str(export),
+        "--input",
+        str(inputs["jsonl"]),
+        "--output",
+        str(tmp_path / "cli.tsv"),
+        "--format",
+        "tsv",
+        *WINDOWS,
+    )
     expected = (tmp_path / "cli.tsv").read_text(encoding="utf-8")
     assert expected.count("\n") > 5 and (tmp_path / "script.tsv").read_text(encoding="utf-8") == expected
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta", "xlmr"])  # WordPiece, byte-level BPE, Unigram + Metaspace
+# WordPiece, byte-level BPE, Unigram + Metaspace
+@pytest.mark.parametrize("family", ["bert", "roberta", "xlmr"])
 def test_script_merges_windows_like_cardioner(family):
     """The script's merge (``merge_windows`` + ``rejoin_cut_entities``) gives the word tags of the Encoder's
     ``merge_predictions`` for any window predictions (random tag ids here), any stride (0 included), flat and
@@ -195,15 +255,23 @@ def test_script_merges_windows_like_cardioner(family):
                 assert len(document["windows"]) == len(encoded.windows)
                 predictions = []
                 for (first, end), window in zip(encoded.window_words, document["windows"], strict=True):
-                    tags = [[rng.randrange(len(channel.tags)) for channel in labels.channels] for _ in range(end - first)]
+                    tags = [
+                        [rng.randrange(len(channel.tags)) for channel in labels.channels]
+                        for _ in range(end - first)
+                    ]
                     predictions.append(tags)
-                    window["tags"] = tags if labels.is_multilabel else [row[0] for row in tags]  # the script's form
+                    # the script's form
+                    window["tags"] = tags if labels.is_multilabel else [row[0] for row in tags]
                 expected = encoder.merge_predictions(encoded, predictions)
                 merged, start_cuts, end_cuts = script.merge_windows(document)
                 for c, channel in enumerate(labels.channels):
                     column = (lambda rows, c=c: [row[c] for row in rows]) if labels.is_multilabel else list
                     raw = [channel.typed_tag(t) for t in column(merged)]
                     got = script.rejoin_cut_entities(raw, start_cuts, end_cuts)
-                    assert got == [channel.typed_tag(row[c]) for row in expected], (scheme, max_length, stride)
+                    assert got == [channel.typed_tag(row[c]) for row in expected], (
+                        scheme,
+                        max_length,
+                        stride,
+                    )
                     rejoined += got != raw
     assert rejoined > 10  # not vacuous: entities were joined again at cuts

@@ -1,9 +1,10 @@
-"""Training end to end through the CLI: kill/resume reproduces an uninterrupted run exactly (issue 4, Done-when 4).
+"""Training end to end through the CLI: kill/resume reproduces an
+uninterrupted run exactly (issue 4, Done-when 4).
 
-A tiny BERT on a few dozen NCBI-disease sentences (tests/ncbi_subset.py), CPU, one seed. The interrupted run is a
-real ``cardioner train`` process killed with SIGKILL once a mid-epoch checkpoint exists; the restarted run uses
-``--resume``. Both must end with exactly the same history (losses, learning rates, dev scores per epoch), dev
-and test metrics and weights as the run left alone.
+A tiny BERT on a few dozen NCBI-disease sentences (tests/ncbi_subset.py), CPU, one seed. The interrupted run
+is a real ``cardioner train`` process killed with SIGKILL once a mid-epoch checkpoint exists; the restarted
+run uses ``--resume``. Both must end with exactly the same history (losses, learning rates, dev scores per
+epoch), dev and test metrics and weights as the run left alone.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def finish(process: subprocess.Popen, timeout: float = 300) -> str:
 
 
 def checkpoints(output: Path) -> list[tuple[int, int, int]]:
-    """(global_step, epochs done, step in epoch) of each complete checkpoint of the run exporting to ``output``."""
+    """(global_step, epochs done, step in epoch) of each complete
+    checkpoint of the run exporting to ``output``."""
     folder = output.parent / (output.name + ".checkpoints")
     found = []
     for path in folder.glob("step_*"):
@@ -72,7 +74,8 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_result(subset, tmp_path
     deadline = time.monotonic() + 240
     while process.poll() is None and time.monotonic() < deadline:
         if any(epoch >= 1 and in_epoch > 0 for _, epoch, in_epoch in checkpoints(resumed)):
-            process.send_signal(signal.SIGKILL)  # mid-epoch 2: sampler epoch, skipped batches and RNG all matter
+            # mid-epoch 2: sampler epoch, skipped batches and RNG all matter
+            process.send_signal(signal.SIGKILL)
             break
         time.sleep(0.01)
     process.communicate(timeout=60)
@@ -80,7 +83,9 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_result(subset, tmp_path
     assert not (resumed / "metrics.json").exists()
     killed_at = checkpoints(resumed)[-1]
 
-    output = finish(cardioner_process("train", "--config", str(config_path), "--output", str(resumed), "--resume"))
+    output = finish(
+        cardioner_process("train", "--config", str(config_path), "--output", str(resumed), "--resume")
+    )
     assert "resumed from" in output and f"step {killed_at[0]}" in output, output[-2000:]
 
     expected = json.loads((whole / "metrics.json").read_text())
@@ -89,14 +94,17 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_result(subset, tmp_path
     assert got["best_epoch"] == expected["best_epoch"]
     assert comparable(json.loads((resumed / "history.json").read_text())) == comparable(
         json.loads((whole / "history.json").read_text()))
-    weights, expected_weights = load_file(resumed / "model.safetensors"), load_file(whole / "model.safetensors")
+    weights, expected_weights = load_file(resumed / "model.safetensors"), load_file(
+        whole / "model.safetensors"
+    )
     assert weights.keys() == expected_weights.keys()
     assert all((weights[k] == expected_weights[k]).all() for k in weights)
     assert not (tmp_path / "resumed.checkpoints").exists()  # spent once the export is complete
 
 
 def test_resume_after_the_run_stopped_trains_no_further(subset, tmp_path):
-    """Killed after its last checkpoint but before the export: --resume exports what the run had, no more steps."""
+    """Killed after its last checkpoint but before the export:
+    --resume exports what the run had, no more steps."""
     import torch
 
     from cardioner.config import config_from_dict
@@ -113,18 +121,32 @@ def test_resume_after_the_run_stopped_trains_no_further(subset, tmp_path):
         resumed = ModelTrainer(config.replace(**{"training.resume": True})).train(train, dev)
     finally:
         torch.set_num_threads(threads)
-    assert [row["global_step"] for row in resumed.history] == [row["global_step"] for row in stopped.history] == [3]
+    assert (
+        [row["global_step"] for row in resumed.history]
+        == [row["global_step"] for row in stopped.history]
+        == [3]
+    )
     assert comparable(resumed.history) == comparable(stopped.history)
     assert resumed.dev_metrics == stopped.dev_metrics
 
 
-# ------------------------------------------------------------------------- small runs on a tiny BERT, in memory
+# ----------------------------------------------------------------------- small runs on a tiny BERT, in memory
 SENTENCES = [
-    ("The patient was admitted with acute myocardial infarction and chest pain.",
-     ["acute myocardial infarction", "chest pain"], "DIS"),
-    ("Aspirin 100 mg daily was started; heparin was stopped (bleeding risk).", ["Aspirin", "heparin"], "DRUG"),
-    ("No history of diabetes mellitus, hypertension or heart failure.",
-     ["diabetes mellitus", "hypertension", "heart failure"], "DIS"),
+    (
+        "The patient was admitted with acute myocardial infarction and chest pain.",
+        ["acute myocardial infarction", "chest pain"],
+        "DIS",
+    ),
+    (
+        "Aspirin 100 mg daily was started; heparin was stopped (bleeding risk).",
+        ["Aspirin", "heparin"],
+        "DRUG",
+    ),
+    (
+        "No history of diabetes mellitus, hypertension or heart failure.",
+        ["diabetes mellitus", "hypertension", "heart failure"],
+        "DIS",
+    ),
 ]
 
 
@@ -134,7 +156,11 @@ def tiny_documents(n: int) -> list:
     docs = []
     for index in range(n):
         text, mentions, label = SENTENCES[index % len(SENTENCES)]
-        docs.append(Document(f"d{index}", text, [Span(text.index(m), text.index(m) + len(m), label) for m in mentions]))
+        docs.append(
+            Document(
+                f"d{index}", text, [Span(text.index(m), text.index(m) + len(m), label) for m in mentions]
+            )
+        )
     return docs
 
 
@@ -170,7 +196,8 @@ def test_a_new_run_clears_old_checkpoints_and_resume_refuses_other_settings(tiny
     new = tiny_config(tiny_bert, **{"training.output": str(output), "training.lr": 5e-4})
     with pytest.raises(Killed):
         ModelTrainer(new, on_epoch_end=kill).train(docs, dev)  # a new run, killed after its first epoch
-    assert checkpoints(output) == [(3, 1, 0)]  # the old run's checkpoints are gone, not pruned in among the new
+    # the old run's checkpoints are gone, not pruned in among the new
+    assert checkpoints(output) == [(3, 1, 0)]
 
     resumed = ModelTrainer(new.replace(**{"training.resume": True})).train(docs, dev)
     assert [(row["epoch"], row["global_step"]) for row in resumed.history] == [(1, 3), (2, 6)]
@@ -208,7 +235,9 @@ def test_every_epoch_has_its_own_batch_order_when_the_loader_is_sharded(tiny_ber
     assert epochs == [0, 1, 2]
 
 
-def test_empty_documents_are_left_out_of_training_and_every_epoch_loss_is_a_number(tiny_bert, caplog, one_thread):
+def test_empty_documents_are_left_out_of_training_and_every_epoch_loss_is_a_number(
+    tiny_bert, caplog, one_thread
+):
     from cardioner.data.document import Document
     from cardioner.training.trainer import ModelTrainer
 
@@ -250,7 +279,9 @@ def test_the_default_window_is_the_backbone_limit_and_a_longer_one_is_refused(ki
     model = predictor.model
     with torch.no_grad():  # a full window runs through the backbone's position embeddings
         model(**predictor.collate([max(windows, key=lambda window: len(window["input_ids"]))]))
-    with pytest.raises(ValueError, match=f"max_length 129 .* more than the 128 subwords the backbone {backbone} takes"):
+    with pytest.raises(
+        ValueError, match=f"max_length 129 .* more than the 128 subwords the backbone {backbone} takes"
+    ):
         fresh_predictor(load_config(None, {"model.model": str(backbone), "data.max_length": 129}), docs)
 
 
@@ -259,9 +290,21 @@ def test_a_checkpoint_of_the_old_loop_state_loads_into_the_typed_state():
     first epoch ended) resumes with the missing fields at their defaults; the run settings are not state."""
     from cardioner.training.checkpoints import TrainState
 
-    saved = {"epoch": 1, "step_in_epoch": 4, "global_step": 7, "history": [{"epoch": 1}], "best_score": 0.5,
-             "best_epoch": 1, "bad_epochs": 0, "train_seconds": 3.5, "train_windows_seen": 56,
-             "epoch_loss_sum": 2.0, "epoch_loss_count": 4, "config_sha256": "abc", "config": {"training.lr": 1}}
+    saved = {
+        "epoch": 1,
+        "step_in_epoch": 4,
+        "global_step": 7,
+        "history": [{"epoch": 1}],
+        "best_score": 0.5,
+        "best_epoch": 1,
+        "bad_epochs": 0,
+        "train_seconds": 3.5,
+        "train_windows_seen": 56,
+        "epoch_loss_sum": 2.0,
+        "epoch_loss_count": 4,
+        "config_sha256": "abc",
+        "config": {"training.lr": 1},
+    }
     state = TrainState.from_dict(saved)
     assert (state.epoch, state.step_in_epoch, state.global_step, state.best_epoch) == (1, 4, 7, 1)
     assert state.epoch_loss == 0.5 and state.stopped is False and state.stopped_early is False

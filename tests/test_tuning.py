@@ -34,7 +34,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_config(path: Path, config: dict, search: dict | None = None) -> Path:
-    path.write_text(yaml.safe_dump({**config, **({"search": search} if search else {})}, sort_keys=False), encoding="utf-8")
+    path.write_text(
+        yaml.safe_dump({**config, **({"search": search} if search else {})}, sort_keys=False),
+        encoding="utf-8",
+    )
     return path
 
 
@@ -91,8 +94,9 @@ def test_study_prunes_writes_outputs_and_best_config_reproduces(ncbi_subset, tmp
     """Done-when 1 (in one process): 6 trials, a deliberately bad region (lr 1e-9) gets pruned; outputs;
     ``cardioner train --config best_config.yaml`` retrains to the best trial's dev score."""
     raw = base_config(ncbi_subset)
-    # Per-word argmax: at three epochs on 60 sentences every trial scores dev F1 0.0 under constrained decoding
-    # (the tags these toy models get right do not yet form valid B-I paths), and the pruner would see only ties.
+    # Per-word argmax: at three epochs on 60 sentences every trial scores dev F1 0.0 under constrained
+    # decoding (the tags these toy models get right do not yet form valid B-I paths), and the pruner would see
+    # only ties.
     raw["model"]["constrained_decoding"] = False
     path = write_config(tmp_path / "base.yaml", raw, {"training.lr": [1e-9, 3e-3, 1e-2]})
     config, space = load_tuning_config(path)
@@ -104,8 +108,9 @@ def test_study_prunes_writes_outputs_and_best_config_reproduces(ncbi_subset, tmp
     assert pruned, [(t.params, t.intermediate_values) for t in study.trials]
     # The bad region is cut short: some lr 1e-9 trial stops before its last epoch (a good trial may also be
     # pruned by the median rule when it trails, which is the pruner working, not an error).
-    assert any(t.params["training.lr"] == 1e-9 and t.last_step is not None and t.last_step < 2 for t in pruned), [
-        (t.params, t.intermediate_values, t.state.name) for t in study.trials]
+    assert any(
+        t.params["training.lr"] == 1e-9 and t.last_step is not None and t.last_step < 2 for t in pruned
+    ), [(t.params, t.intermediate_values, t.state.name) for t in study.trials]
 
     with (output / "trials.csv").open(encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
@@ -148,12 +153,18 @@ def test_tune_maximises_the_metric_of_the_config_unless_told_otherwise(ncbi_subs
     monkeypatch.setattr(batch_size, "train_with_batch_fallback", recording)
     path = write_config(tmp_path / "base.yaml", base_config(ncbi_subset, epochs=1, metric="recall"),
                         {"training.lr": [3e-3]})
-    result = CliRunner().invoke(app, ["tune", "--config", str(path), "--trials", "1", "--output", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        app, ["tune", "--config", str(path), "--trials", "1", "--output", str(tmp_path / "out")]
+    )
     assert result.exit_code == 0, result.output
     summary = yaml.safe_load(result.output[result.output.index("{"):])
     assert summary["best_dev_score"] == dev_scores[0]["micro"]["recall"]
     assert load_config(tmp_path / "out" / "best_config.yaml").training.metric == "recall"
-    assert (tmp_path / "out" / "best_config.yaml").read_text().startswith("# best trial 0 of study 'cardioner': dev recall")
+    assert (
+        (tmp_path / "out" / "best_config.yaml")
+        .read_text()
+        .startswith("# best trial 0 of study 'cardioner': dev recall")
+    )
 
 
 def test_study_outputs_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
@@ -165,8 +176,14 @@ def test_study_outputs_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
 
     def add_trial(value: float) -> None:
         config = Config().replace(**{"training.lr": value / 100})
-        study.add_trial(optuna.trial.create_trial(params={"training.lr": value / 100}, distributions={"training.lr": lr},
-                                                  value=value, user_attrs={"config": config.to_dict()}))
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"training.lr": value / 100},
+                distributions={"training.lr": lr},
+                value=value,
+                user_attrs={"config": config.to_dict()},
+            )
+        )
 
     add_trial(0.5)
     write_study_outputs(study, Config(), tmp_path)
@@ -191,7 +208,8 @@ def test_study_outputs_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
     with pytest.raises(ZeroDivisionError):  # in the middle of best_config.yaml
         write_study_outputs(study, Config(), tmp_path)
     assert (tmp_path / "best_config.yaml").read_text() == before["best_config.yaml"]
-    assert len((tmp_path / "trials.csv").read_text().splitlines()) == 3  # written whole this time: both trials
+    # written whole this time: both trials
+    assert len((tmp_path / "trials.csv").read_text().splitlines()) == 3
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
@@ -218,7 +236,8 @@ def test_folds_score_trials_on_mean_dev_f1_only(ncbi_subset, tmp_path):
 
 
 def test_killed_study_resumes_from_sqlite_without_repeating_trials(ncbi_subset, tmp_path):
-    """Done-when 1: SIGKILL a ``cardioner tune`` process after 2 finished trials, rerun it: the study goes on."""
+    """Done-when 1: SIGKILL a ``cardioner tune`` process after 2
+    finished trials, rerun it: the study goes on."""
     search = {"training.lr": {"type": "float", "low": 1e-4, "high": 5e-3, "log": True},
               "model.classifier_dropout": {"type": "float", "low": 0.0, "high": 0.3}}
     config = write_config(tmp_path / "base.yaml", base_config(ncbi_subset), search)
@@ -262,8 +281,22 @@ def test_two_workers_share_one_sqlite_study(ncbi_subset, tmp_path):
     search = {"training.lr": {"type": "float", "low": 1e-4, "high": 5e-3, "log": True}}
     config = write_config(tmp_path / "base.yaml", base_config(ncbi_subset, epochs=2), search)
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
-    workers = [cardioner_process("tune", "--config", str(config), "--trials", "6", "--storage", storage,
-                                 "--study-name", "shared", "--output", str(tmp_path / f"out{i}")) for i in range(2)]
+    workers = [
+        cardioner_process(
+            "tune",
+            "--config",
+            str(config),
+            "--trials",
+            "6",
+            "--storage",
+            storage,
+            "--study-name",
+            "shared",
+            "--output",
+            str(tmp_path / f"out{i}"),
+        )
+        for i in range(2)
+    ]
     outputs = [worker.communicate(timeout=300)[0] for worker in workers]
     assert [w.returncode for w in workers] == [0, 0], [o[-3000:] for o in outputs]
     trials = optuna.load_study(study_name="shared", storage=storage).trials
@@ -289,7 +322,8 @@ def test_pbt_without_ray_says_so_in_one_sentence(ncbi_subset, tmp_path, monkeypa
 
 @pytest.mark.slow
 def test_pbt_population_of_4_exploits_and_exports_its_best_member(ncbi_subset, tmp_path):
-    """Done-when 3: PBT (population 4) under Ray on this machine, exploit/explore logged, best member exported."""
+    """Done-when 3: PBT (population 4) under Ray on this machine,
+    exploit/explore logged, best member exported."""
     pytest.importorskip("ray.tune")
     from cardioner.export import load_model
     from cardioner.tuning import tune_pbt
@@ -297,7 +331,9 @@ def test_pbt_population_of_4_exploits_and_exports_its_best_member(ncbi_subset, t
     config, _ = load_tuning_config(write_config(tmp_path / "base.yaml", base_config(ncbi_subset, epochs=4)))
     result = tune_pbt(config, population=4, output_dir=tmp_path / "pbt", num_cpus=2)
     assert result["events"], "no exploit/explore event logged"
-    assert (tmp_path / "pbt" / "pbt_events.txt").read_text(encoding="utf-8").count("exploit:") == len(result["events"])
+    assert (tmp_path / "pbt" / "pbt_events.txt").read_text(encoding="utf-8").count("exploit:") == len(
+        result["events"]
+    )
     assert len(result["members"]) == 4
     model_dir = result["model_dir"]
     assert (model_dir / "config.json").exists() and (model_dir / "training_config.yaml").exists()
@@ -389,7 +425,9 @@ def test_pbt_export_tunes_multilabel_thresholds_on_dev(ncbi_subset, tmp_path):
     tuned = trainer.model.config.thresholds
     assert tuned != [0.5], "the toy model must prefer a threshold other than 0.5 for this test to tell"
     save_model(trainer.model, str(tmp_path / "member.safetensors"))
-    model_dir, scores = export_member(config, tmp_path / "member.safetensors", train, dev, None, tmp_path / "best")
+    model_dir, scores = export_member(
+        config, tmp_path / "member.safetensors", train, dev, None, tmp_path / "best"
+    )
     assert json.loads((model_dir / "config.json").read_text(encoding="utf-8"))["thresholds"] == tuned
     assert scores["dev_score"] == pytest.approx(result.dev_metrics["micro"]["f1"])
 
@@ -398,12 +436,22 @@ def test_when_conditions_read_values_as_the_config_does():
     from cardioner.config import Config
     from cardioner.tuning import sample_config
 
-    space = parse_search_space({
-        "model.classifier_hidden_layers": {"choices": [[256], [512, 256]]},
-        "model.classifier_activation": {"choices": ["relu", "tanh"],
-                                        "when": {"model.classifier_hidden_layers": [512, 256]}},
-        "training.crf_lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True, "when": {"model.use_crf": "true"}},
-    })
+    space = parse_search_space(
+        {
+            "model.classifier_hidden_layers": {"choices": [[256], [512, 256]]},
+            "model.classifier_activation": {
+                "choices": ["relu", "tanh"],
+                "when": {"model.classifier_hidden_layers": [512, 256]},
+            },
+            "training.crf_lr": {
+                "type": "float",
+                "low": 1e-3,
+                "high": 1e-1,
+                "log": True,
+                "when": {"model.use_crf": "true"},
+            },
+        }
+    )
     assert space[1].when == (("model.classifier_hidden_layers", (512, 256)),)
     assert space[2].when == (("model.use_crf", True),)
     base = Config().replace(**{"model.head": "mlp", "model.use_crf": True})
@@ -421,8 +469,8 @@ def test_when_conditions_read_values_as_the_config_does():
 
 
 def test_pruner_steps_are_fold_and_epoch_and_survive_an_oom_retry(ncbi_subset, tmp_path, monkeypatch):
-    """Step = fold x epochs + epoch - 1 (a fold stopped early leaves a gap), and a batch-halving retry reports the
-    same steps again instead of shifting them; trials.csv gives the 1-based fold and epoch."""
+    """Step = fold x epochs + epoch - 1 (a fold stopped early leaves a gap), and a batch-halving retry reports
+    the same steps again instead of shifting them; trials.csv gives the 1-based fold and epoch."""
     import torch
 
     from cardioner.training import folds as folds_module
@@ -439,8 +487,16 @@ def test_pruner_steps_are_fold_and_epoch_and_survive_an_oom_retry(ncbi_subset, t
         return {"folds": rows, "mean_f1": 0.0}
 
     monkeypatch.setattr(folds_module, "cross_validate", fake_cross_validate)
-    study = tune(config, 1, search_space=parse_search_space({"training.lr": [1e-3]}), output_dir=tmp_path / "cv",
-                 folds=2, pruner="none", train_docs=[], dev_docs=None)
+    study = tune(
+        config,
+        1,
+        search_space=parse_search_space({"training.lr": [1e-3]}),
+        output_dir=tmp_path / "cv",
+        folds=2,
+        pruner="none",
+        train_docs=[],
+        dev_docs=None,
+    )
     assert study.trials[0].intermediate_values == {0: 0.1, 3: 1.1, 4: 1.2, 5: 1.3}
     with (tmp_path / "cv" / "trials.csv").open(encoding="utf-8") as handle:
         row = next(csv.DictReader(handle))
@@ -463,8 +519,13 @@ def test_pruner_steps_are_fold_and_epoch_and_survive_an_oom_retry(ncbi_subset, t
         return train(self, *args, **kwargs)
 
     monkeypatch.setattr(ModelTrainer, "train", out_of_memory_in_epoch_2)
-    study = tune(config, 1, search_space=parse_search_space({"training.lr": [3e-3]}), output_dir=tmp_path / "oom",
-                 pruner="none")
+    study = tune(
+        config,
+        1,
+        search_space=parse_search_space({"training.lr": [3e-3]}),
+        output_dir=tmp_path / "oom",
+        pruner="none",
+    )
     assert attempts == [8, 4]
     assert sorted(study.trials[0].intermediate_values) == [0, 1, 2]  # was {0, 1, 2, 3}: the retry shifted on
     with (tmp_path / "oom" / "trials.csv").open(encoding="utf-8") as handle:
@@ -473,7 +534,8 @@ def test_pruner_steps_are_fold_and_epoch_and_survive_an_oom_retry(ncbi_subset, t
 
 
 def test_best_config_trains_into_the_tuning_output_and_late_exploits_are_marked(tmp_path):
-    """README: best_config.yaml's training.output is <output>/best_model, even when the base config has one."""
+    """README: best_config.yaml's training.output is
+    <output>/best_model, even when the base config has one."""
     import json
 
     from cardioner.config import Config
@@ -486,7 +548,9 @@ def test_best_config_trains_into_the_tuning_output_and_late_exploits_are_marked(
     study.add_trial(optuna.trial.create_trial(params={"training.lr": 1e-3}, distributions={"training.lr": lr},
                                               value=0.5, user_attrs={"config": base.to_dict()}))
     write_study_outputs(study, base, tmp_path / "out")
-    assert load_config(tmp_path / "out" / "best_config.yaml").training.output == str(tmp_path / "out" / "best_model")
+    assert load_config(tmp_path / "out" / "best_config.yaml").training.output == str(
+        tmp_path / "out" / "best_model"
+    )
 
     log = tmp_path / "pbt" / "pbt_global.txt"
     log.parent.mkdir()
@@ -494,4 +558,6 @@ def test_best_config_trains_into_the_tuning_output_and_late_exploits_are_marked(
                                          {"training.lr": 1.2e-3}]) for epoch in (2, 4)) + "\n")
     early, late = pbt_events(log.parent, epochs=4)
     assert early.endswith("explore: training.lr 0.001 -> 0.0012")
-    assert late.endswith("explore: training.lr 0.001 -> 0.0012 (not trained: the donor had finished its epochs)")
+    assert late.endswith(
+        "explore: training.lr 0.001 -> 0.0012 (not trained: the donor had finished its epochs)"
+    )

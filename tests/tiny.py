@@ -10,8 +10,8 @@ and a fast tokenizer trained on a few sentences, in the format of the real famil
 and returns the folder, loadable with ``AutoModel.from_pretrained`` / ``AutoTokenizer.from_pretrained``.
 
 The tokenizers were trained once and are kept in ``tests/tokenizers/`` (delete a file to train it again): the
-WordPiece and Unigram trainers of ``tokenizers`` give a different vocabulary in every process, which made every
-tiny model, and whether a briefly trained one decodes any entity, change from run to run.
+WordPiece and Unigram trainers of ``tokenizers`` give a different vocabulary in every process, which made
+every tiny model, and whether a briefly trained one decodes any entity, change from run to run.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ def _training_text() -> list[str]:
 
 
 def _trained_once(name: str, train: Callable[[], Tokenizer]) -> Tokenizer:
-    """The tokenizer kept in ``tests/tokenizers/<name>.json``; trained with ``train`` and kept there if missing."""
+    """The tokenizer kept in ``tests/tokenizers/<name>.json``;
+    trained with ``train`` and kept there if missing."""
     path = TOKENIZERS / f"{name}.json"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,7 +71,9 @@ def _train_wordpiece() -> Tokenizer:
     tokenizer.train_from_iterator(_training_text(), trainer)
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
     )
     return tokenizer
 
@@ -93,7 +96,10 @@ def _train_byte_bpe() -> Tokenizer:
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), min_frequency=2
+        vocab_size=400,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        min_frequency=2,
     )
     tokenizer.train_from_iterator(_training_text(), trainer)
     tokenizer.post_processor = processors.RobertaProcessing(
@@ -133,7 +139,9 @@ def _train_unigram(kind: str) -> Tokenizer:
     tokenizer.train_from_iterator(_training_text(), trainer)
     cls_id, sep_id = tokenizer.token_to_id(cls), tokenizer.token_to_id(sep)
     tokenizer.post_processor = processors.TemplateProcessing(
-        single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} $B {sep}", special_tokens=[(cls, cls_id), (sep, sep_id)]
+        single=f"{cls} $A {sep}",
+        pair=f"{cls} $A {sep} $B {sep}",
+        special_tokens=[(cls, cls_id), (sep, sep_id)],
     )
     return tokenizer
 
@@ -142,7 +150,12 @@ def _unigram_tokenizer(kind: str) -> PreTrainedTokenizerFast:
     cls, sep, pad, unk, mask = _unigram_specials(kind)
     tokenizer = _trained_once(f"unigram-{kind}", lambda: _train_unigram(kind))
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, unk_token=unk, cls_token=cls, sep_token=sep, pad_token=pad, mask_token=mask
+        tokenizer_object=tokenizer,
+        unk_token=unk,
+        cls_token=cls,
+        sep_token=sep,
+        pad_token=pad,
+        mask_token=mask,
     )
 
 

@@ -1,4 +1,5 @@
-"""``cardioner analyze``: confusion matrix, error examples and word-representation plots of an exported model."""
+"""``cardioner analyze``: confusion matrix, error examples and
+word-representation plots of an exported model."""
 
 from __future__ import annotations
 
@@ -13,8 +14,12 @@ from cardioner.cli.flags import PREDICT_FLAGS, speaking_flags
 def analyze(
     model: Annotated[str, typer.Option(help="exported model folder")],
     data: Annotated[str, typer.Option(help="annotated corpus (brat folder, CoNLL, JSONL, HF dataset)")],
-    output: Annotated[str | None, typer.Option(help="folder for the plots and JSON (default: MODEL/analysis)")] = None,
-    format: Annotated[str | None, typer.Option(help="brat | conll | jsonl | hf | tsv (default: detect)")] = None,
+    output: Annotated[
+        str | None, typer.Option(help="folder for the plots and JSON (default: MODEL/analysis)")
+    ] = None,
+    format: Annotated[
+        str | None, typer.Option(help="brat | conll | jsonl | hf | tsv (default: detect)")
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="windows per batch")] = 32,
     max_words: Annotated[int, typer.Option(help="words in the PCA and t-SNE plots")] = 2000,
     max_examples: Annotated[int, typer.Option(help="examples per type and error kind")] = 20,

@@ -15,11 +15,23 @@ from typing import Any
 
 # The config keys that `train` (and, for those it has, `compare`) take as options of their own.
 CONFIG_FLAGS = {
-    "data.train": "--train", "data.dev": "--dev", "data.test": "--test", "data.format": "--format",
-    "model.model": "--model", "training.output": "--output", "model.use_crf": "--crf", "model.head": "--head",
-    "data.multilabel": "--multilabel", "training.epochs": "--epochs", "training.batch_size": "--batch-size",
-    "training.lr": "--lr", "data.max_length": "--max-length", "data.stride": "--stride", "training.seed": "--seed",
-    "training.resume": "--resume", "training.log_with": "--log-with",
+    "data.train": "--train",
+    "data.dev": "--dev",
+    "data.test": "--test",
+    "data.format": "--format",
+    "model.model": "--model",
+    "training.output": "--output",
+    "model.use_crf": "--crf",
+    "model.head": "--head",
+    "data.multilabel": "--multilabel",
+    "training.epochs": "--epochs",
+    "training.batch_size": "--batch-size",
+    "training.lr": "--lr",
+    "data.max_length": "--max-length",
+    "data.stride": "--stride",
+    "training.seed": "--seed",
+    "training.resume": "--resume",
+    "training.log_with": "--log-with",
 }
 COMPARE_FLAGS = {"crf": "--crf", **{key: flag for key, flag in CONFIG_FLAGS.items() if key not in (
     "model.use_crf", "model.head", "data.multilabel", "data.stride", "training.resume", "training.log_with")}}

@@ -14,28 +14,49 @@ from cardioner.config import load_config
 
 
 def train(
-    config: Annotated[Path | None, typer.Option("--config", help="YAML config (sections data/model/training)")] = None,
-    train: Annotated[str | None, typer.Option(help="training corpus (brat folder, CoNLL, JSONL, HF dataset)")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="YAML config (sections data/model/training)")
+    ] = None,
+    train: Annotated[
+        str | None, typer.Option(help="training corpus (brat folder, CoNLL, JSONL, HF dataset)")
+    ] = None,
     dev: Annotated[str | None, typer.Option(help="dev corpus: model selection and early stopping")] = None,
     test: Annotated[str | None, typer.Option(help="test corpus: scored once after training")] = None,
-    format: Annotated[str | None, typer.Option(help="brat | conll | jsonl | hf | tsv (default: detect)")] = None,
-    model: Annotated[str | None, typer.Option(help="backbone name or path; 'default' = bundled MiniLM")] = None,
+    format: Annotated[
+        str | None, typer.Option(help="brat | conll | jsonl | hf | tsv (default: detect)")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="backbone name or path; 'default' = bundled MiniLM")
+    ] = None,
     output: Annotated[str | None, typer.Option(help="export folder")] = None,
-    crf: Annotated[bool | None, typer.Option("--crf/--no-crf", help="CRF over words (Viterbi decoding)")] = None,
+    crf: Annotated[
+        bool | None, typer.Option("--crf/--no-crf", help="CRF over words (Viterbi decoding)")
+    ] = None,
     head: Annotated[str | None, typer.Option(help="token head: linear | mlp | ...")] = None,
-    multilabel: Annotated[bool | None, typer.Option("--multilabel/--no-multilabel", help="overlapping entity types")] = None,
+    multilabel: Annotated[
+        bool | None, typer.Option("--multilabel/--no-multilabel", help="overlapping entity types")
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="maximum epochs")] = None,
     batch_size: Annotated[int | None, typer.Option(help="windows per batch")] = None,
     lr: Annotated[float | None, typer.Option(help="backbone learning rate")] = None,
-    max_length: Annotated[int | None, typer.Option(help="window size in subwords (default: the backbone's limit, "
-                                                           "at most 512)")] = None,
-    stride: Annotated[int | None, typer.Option(help="window overlap in subwords (default: a quarter of the "
-                                                       "window)")] = None,
+    max_length: Annotated[
+        int | None,
+        typer.Option(help="window size in subwords (default: the backbone's limit, " "at most 512)"),
+    ] = None,
+    stride: Annotated[
+        int | None, typer.Option(help="window overlap in subwords (default: a quarter of the " "window)")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="random seed")] = None,
-    resume: Annotated[bool | None, typer.Option("--resume/--no-resume", help="resume from the last checkpoint")] = None,
+    resume: Annotated[
+        bool | None, typer.Option("--resume/--no-resume", help="resume from the last checkpoint")
+    ] = None,
     log_with: Annotated[str | None, typer.Option(help="tensorboard | wandb | mlflow")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="any config key: --set training.layer_decay=0.9")] = None,
-    folds: Annotated[int | None, typer.Option(help="K-fold cross-validation by document instead of one run")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="any config key: --set training.layer_decay=0.9")
+    ] = None,
+    folds: Annotated[
+        int | None, typer.Option(help="K-fold cross-validation by document instead of one run")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Train a model on annotated documents and export it as a model folder."""
@@ -43,10 +64,22 @@ def train(
 
     setup_logging(verbose)
     overrides = {
-        "data.train": train, "data.dev": dev, "data.test": test, "data.format": format, "model.model": model,
-        "training.output": output, "model.use_crf": crf, "model.head": head, "data.multilabel": multilabel,
-        "training.epochs": epochs, "training.batch_size": batch_size, "training.lr": lr,
-        "data.max_length": max_length, "data.stride": stride, "training.seed": seed, "training.resume": resume,
+        "data.train": train,
+        "data.dev": dev,
+        "data.test": test,
+        "data.format": format,
+        "model.model": model,
+        "training.output": output,
+        "model.use_crf": crf,
+        "model.head": head,
+        "data.multilabel": multilabel,
+        "training.epochs": epochs,
+        "training.batch_size": batch_size,
+        "training.lr": lr,
+        "data.max_length": max_length,
+        "data.stride": stride,
+        "training.seed": seed,
+        "training.resume": resume,
         "training.log_with": log_with,
     }
     overrides.update(parse_sets(set_))
@@ -60,15 +93,28 @@ def train(
         from cardioner.training.folds import run_cross_validation  # when run (cli/__init__)
 
         cv = run_or_exit(speaking_flags(run_cross_validation, CONFIG_FLAGS), resolved, folds)
-        typer.echo(json.dumps({"folds": [{k: v for k, v in row.items() if k != "dev_scores"} for row in cv["folds"]],
-                               "mean_f1": cv["mean_f1"], "std_f1": cv["std_f1"], "ci": cv["ci"],
-                               "mean_thresholds": cv["mean_thresholds"]}, indent=2))
+        typer.echo(
+            json.dumps(
+                {
+                    "folds": [{k: v for k, v in row.items() if k != "dev_scores"} for row in cv["folds"]],
+                    "mean_f1": cv["mean_f1"],
+                    "std_f1": cv["std_f1"],
+                    "ci": cv["ci"],
+                    "mean_thresholds": cv["mean_thresholds"],
+                },
+                indent=2,
+            )
+        )
         typer.echo(format_summary(cv))
         return
     result, path = run_or_exit(speaking_flags(run_training, CONFIG_FLAGS), resolved)
-    summary = {"best_epoch": result.best_epoch, "dev_f1": (result.dev_metrics or {}).get("micro", {}).get("f1"),
-               "test_f1": (result.test_metrics or {}).get("micro", {}).get("f1"),
-               "train_samples_per_second": round(result.train_samples_per_second, 2), "output": str(path) if path else None}
+    summary = {
+        "best_epoch": result.best_epoch,
+        "dev_f1": (result.dev_metrics or {}).get("micro", {}).get("f1"),
+        "test_f1": (result.test_metrics or {}).get("micro", {}).get("f1"),
+        "train_samples_per_second": round(result.train_samples_per_second, 2),
+        "output": str(path) if path else None,
+    }
     typer.echo(json.dumps(summary, indent=2))
 
 
@@ -77,9 +123,9 @@ def format_summary(result: dict) -> str:
     sigmoid model, the options that train a final model with the folds' mean thresholds)."""
     ci = result["ci"]
     line = (
-        f"span F1 over {result['k']} test folds: {result['mean_f1']:.4f} ± {result['std_f1']:.4f} (mean ± std); "
-        f"pooled {ci['f1']['value']:.4f}, {round(100 * ci['confidence'])}% CI "
-        f"[{ci['f1']['low']:.4f}, {ci['f1']['high']:.4f}] ({ci['num_documents']} documents, {ci['n']} resamples)"
+        f"span F1 over {result['k']} test folds: {result['mean_f1']:.4f} ± {result['std_f1']:.4f} (mean ±"
+        f" std); pooled {ci['f1']['value']:.4f}, {round(100 * ci['confidence'])}% CI [{ci['f1']['low']:.4f},"
+        f" {ci['f1']['high']:.4f}] ({ci['num_documents']} documents, {ci['n']} resamples)"
     )
     if result.get("mean_thresholds"):
         given = ",".join(f"{t}={v:g}" for t, v in result["mean_thresholds"].items())

@@ -10,8 +10,9 @@ that are not in a word (special tokens written in the text, a bare ``▁``).
 Windows: the pieces are grouped into *units* — a word with the non-word pieces just before it — and units are
 packed greedily into windows of at most ``max_length`` subwords, special tokens included. Consecutive windows
 overlap by whole units, at most ``stride`` subwords. A word longer than a window cannot be kept whole: it is
-cut into window-sized pieces, each of which becomes a word of its own (counted in ``EncodingReport.split_words``).
-The model sees exactly that, since a window's first piece always starts a word; nothing is ever truncated.
+cut into window-sized pieces, each of which becomes a word of its own (counted in
+``EncodingReport.split_words``). The model sees exactly that, since a window's first piece always starts a
+word; nothing is ever truncated.
 
 Labels (docs/architecture.md, "Channels"): per channel, spans -> word tags (``labels.align_spans``); the
 first piece of a word carries its tag id, other pieces and special tokens -100 (with ``label_all_subwords``,
@@ -26,8 +27,8 @@ whatever non-word pieces such as newlines open the window); a window edge that i
 end does not count as an edge, since no context is cut there; ties go to the earlier window. Where the word
 taken is at a cut (no window holds it inside: ``stride=0``, or windows sharing one word), its tag is the
 window's re-tagged one (``I-X -> B-X`` at a window's first word; under BIOES also ``I-X -> E-X``,
-``B-X -> S-X`` at its last), so the merge undoes that (``joins_across_cut``): two consecutive words of one type
-are one entity when each side of the cut between them either continues it or is a word taken at that cut;
+``B-X -> S-X`` at its last), so the merge undoes that (``joins_across_cut``): two consecutive words of one
+type are one entity when each side of the cut between them either continues it or is a word taken at that cut;
 e.g. BIO ``B-X``/``I-X`` then a window's first word ``B-X`` -> ``I-X``; BIOES a window's last word ``E-X``
 then ``I-X`` -> ``I-X``. Only two entities of one type that meet exactly at such a cut, with no word between
 them, come back joined: the window labels cannot tell them from one entity cut in two.
@@ -80,7 +81,8 @@ class EncodingReport:
 
     @property
     def inexact(self) -> int:
-        """Spans that do not come back exactly from spans -> tags -> spans (duplicates come back once: exact)."""
+        """Spans that do not come back exactly from spans -> tags
+        -> spans (duplicates come back once: exact)."""
         return sum(n for reason, n in self.problems.items() if reason != DUPLICATE)
 
     @property
@@ -216,8 +218,8 @@ class Encoder:
         self.capacity = self.max_length - len(self.prefix_ids) - len(self.suffix_ids)
         if self.capacity < 1:
             raise ValueError(
-                f"max_length={max_length} leaves no room for text besides the {len(self.prefix_ids) + len(self.suffix_ids)} "
-                "special tokens"
+                f"max_length={max_length} leaves no room for text besides the"
+                f" {len(self.prefix_ids) + len(self.suffix_ids)} special tokens"
             )
         self.stride = self.capacity // 4 if stride is None else int(stride)
         if not 0 <= self.stride < self.capacity:
@@ -227,11 +229,17 @@ class Encoder:
         # Tag id -> tag id of a continuation subword (I- of the same type; O stays O), per channel.
         # Tag id -> tag id at a window's first word (I-X -> B-X, E-X -> S-X) and last word (BIOES only).
         self._window_start_ids = [
-            [channel.tag_id(_window_edge_tag(channel.typed_tag(i), True, self.scheme)) for i in range(len(channel.tags))]
+            [
+                channel.tag_id(_window_edge_tag(channel.typed_tag(i), True, self.scheme))
+                for i in range(len(channel.tags))
+            ]
             for channel in labels.channels
         ]
         self._window_end_ids = [
-            [channel.tag_id(_window_edge_tag(channel.typed_tag(i), False, self.scheme)) for i in range(len(channel.tags))]
+            [
+                channel.tag_id(_window_edge_tag(channel.typed_tag(i), False, self.scheme))
+                for i in range(len(channel.tags))
+            ]
             for channel in labels.channels
         ]
         self._continuation_ids = [
@@ -288,8 +296,14 @@ class Encoder:
             window_words.append((words_here[0], words_here[-1] + 1) if words_here else (0, 0))
             # Distances are counted from the window's first word and to its last one (the words at a cut),
             # not from its first piece: a window may open with non-word pieces (newlines, a bare "▁").
-            left, right = (word_pieces[words_here[0]][0], word_pieces[words_here[-1]][1]) if words_here else (start, end)
-            window_edges.append((float("-inf") if u0 == 0 else left, float("inf") if u1 == len(units) else right))
+            left, right = (
+                (word_pieces[words_here[0]][0], word_pieces[words_here[-1]][1])
+                if words_here
+                else (start, end)
+            )
+            window_edges.append(
+                (float("-inf") if u0 == 0 else left, float("inf") if u1 == len(units) else right)
+            )
         report.windows = len(windows)
         return EncodedDocument(
             doc.id, word_offsets, word_labels, windows, window_words, window_edges, word_pieces, report
@@ -325,8 +339,9 @@ class Encoder:
                 first = next(i for i in range(start, end) if word_start[i])
                 if len(report.examples.setdefault("split word", [])) < 3:
                     report.examples["split word"].append(
-                        f"{doc.id}:{offsets[first][0]} {doc.text[offsets[first][0] : offsets[end - 1][1]][:60]!r} "
-                        f"({end - first} subwords)"
+                        f"{doc.id}:{offsets[first][0]}"
+                        f" {doc.text[offsets[first][0] : offsets[end - 1][1]][:60]!r} ({end - first}"
+                        " subwords)"
                     )
             for c in cuts:
                 if in_word[c]:
@@ -446,7 +461,8 @@ class Encoder:
         window's index); ``per_window`` holds one value per word of each window."""
         if len(per_window) != len(encoded.windows):
             raise ValueError(
-                f"{len(per_window)} window predictions for {len(encoded.windows)} windows of {encoded.doc_id!r}"
+                f"{len(per_window)} window predictions for {len(encoded.windows)} windows of"
+                f" {encoded.doc_id!r}"
             )
         merged: list = [None] * len(encoded.word_offsets)
         best = [float("-inf")] * len(encoded.word_offsets)
@@ -470,9 +486,12 @@ class Encoder:
                              end_cuts: set[int]) -> list[list[int]]:
         """Undo the window re-tagging (``_window``) at the words taken at a cut, per channel (see
         ``joins_across_cut``): a row of tag ids per word in, a row of tag ids per word out."""
-        boundaries = sorted({w - 1 for w in start_cuts if w > 0} | {w for w in end_cuts if w + 1 < len(merged)})
+        boundaries = sorted(
+            {w - 1 for w in start_cuts if w > 0} | {w for w in end_cuts if w + 1 < len(merged)}
+        )
         for c, channel in enumerate(self.labels.channels):
-            tags = {w: channel.typed_tag(merged[w][c]) for p in boundaries for w in (p, p + 1)}  # next to a cut
+            # next to a cut
+            tags = {w: channel.typed_tag(merged[w][c]) for p in boundaries for w in (p, p + 1)}
             joins = {
                 p for p in boundaries
                 if joins_across_cut(tags[p], tags[p + 1], p in end_cuts, p + 1 in start_cuts)
@@ -519,7 +538,8 @@ class Encoder:
 
 
 def window_word_labels(window: dict) -> list[list[int]]:
-    """The label rows at the word-start positions of a window, in word order (gold tags per word and channel)."""
+    """The label rows at the word-start positions of a window, in
+    word order (gold tags per word and channel)."""
     word_ids = window["word_ids"]
     return [
         label
@@ -593,7 +613,8 @@ def word_tags_to_spans(
 
 
 def _plain_backend(tokenizer):
-    """A copy of the Rust tokenizer with truncation and padding off (the caller's tokenizer is not touched)."""
+    """A copy of the Rust tokenizer with truncation and padding
+    off (the caller's tokenizer is not touched)."""
     backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
     backend.no_truncation()
     backend.no_padding()
@@ -601,7 +622,8 @@ def _plain_backend(tokenizer):
 
 
 def _special_tokens(backend) -> tuple[list[int], list[int], tuple[list[int], int, list[int]]]:
-    """(prefix ids, suffix ids, (prefix type ids, text type id, suffix type ids)) the tokenizer adds to one text."""
+    """(prefix ids, suffix ids, (prefix type ids, text type id,
+    suffix type ids)) the tokenizer adds to one text."""
     probe = backend.encode("a", add_special_tokens=True)
     text_positions = [i for i, special in enumerate(probe.special_tokens_mask) if not special]
     if not text_positions:
@@ -647,7 +669,8 @@ def _words(in_word: list[bool], word_start: list[bool]) -> list[tuple[int, int]]
 
 
 def _pack(units: list[tuple[int, int]], capacity: int, stride: int) -> list[tuple[int, int]]:
-    """[u0, u1) unit ranges of the windows: greedy, each <= capacity pieces, overlapping by <= stride pieces."""
+    """[u0, u1) unit ranges of the windows: greedy, each <=
+    capacity pieces, overlapping by <= stride pieces."""
     if not units:
         return [(0, 0)]
     sizes = [end - start for start, end in units]
@@ -696,7 +719,8 @@ def _window_edge_tag(tag: str, first: bool, scheme: str) -> str:
 
 
 def joins_across_cut(left_tag: str, right_tag: str, left_at_cut: bool, right_at_cut: bool) -> bool:
-    """Whether two consecutive words' merged tags (typed, e.g. ``B-X``) are one entity that a window cut split.
+    """Whether two consecutive words' merged tags (typed, e.g.
+    ``B-X``) are one entity that a window cut split.
 
     ``left_at_cut``: the left word was taken from a window whose last word it is (under BIOES its tag was
     re-tagged I-X -> E-X, B-X -> S-X); ``right_at_cut``: the right word from a window whose first word it is

@@ -53,7 +53,9 @@ def train_with_batch_fallback(
     @find_executable_batch_size(**options)
     def attempt(batch_size: int) -> tuple[ModelTrainer, TrainResult]:
         current["batch_size"] = batch_size
-        trainer = trainer_factory(config.replace(**{"training.batch_size": batch_size}), on_epoch_end=on_epoch_end)
+        trainer = trainer_factory(
+            config.replace(**{"training.batch_size": batch_size}), on_epoch_end=on_epoch_end
+        )
         return trainer, trainer.train(train_docs, dev_docs, test_docs)
 
     try:

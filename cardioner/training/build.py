@@ -1,5 +1,5 @@
-"""What a training run starts from: its label set, the encoder of its backbone, its corpora encoded once, and a
-fresh model.
+"""What a training run starts from: its label set, the encoder of
+its backbone, its corpora encoded once, and a fresh model.
 
 ``prepare_corpora`` checks the corpora against each other and the task (without changing the caller's
 documents) and encodes them; ``build_model`` makes the model for a label set from the config's head settings,
@@ -30,7 +30,8 @@ logger = logging.getLogger("cardioner")
 
 @dataclass
 class Corpora:
-    """The corpora of one run, each encoded once: train to learn from, dev to select on, test to score once."""
+    """The corpora of one run, each encoded once: train to learn
+    from, dev to select on, test to score once."""
 
     labels: LabelSet
     train: EncodedCorpus
@@ -82,12 +83,21 @@ def build_encoder(config: Config, labels: LabelSet) -> Encoder:
     backbone = resolve_backbone(config.model.model)
     tokenizer = load_tokenizer(backbone)
     max_length = window_length(config.data.max_length, tokenizer, backbone_config(backbone), backbone)
-    return Encoder(tokenizer, labels, max_length=max_length, stride=window_stride(config.data.stride, max_length),
-                   label_all_subwords=config.data.label_all_subwords)
+    return Encoder(
+        tokenizer,
+        labels,
+        max_length=max_length,
+        stride=window_stride(config.data.stride, max_length),
+        label_all_subwords=config.data.label_all_subwords,
+    )
 
 
-def prepare_corpora(config: Config, train_docs: Sequence[Document], dev_docs: Sequence[Document] | None = None,
-                    test_docs: Sequence[Document] | None = None) -> tuple[Encoder, Corpora]:
+def prepare_corpora(
+    config: Config,
+    train_docs: Sequence[Document],
+    dev_docs: Sequence[Document] | None = None,
+    test_docs: Sequence[Document] | None = None,
+) -> tuple[Encoder, Corpora]:
     """Check the corpora (``label_set``), build the encoder and encode each corpus once."""
     train_docs, labels = label_set(config, train_docs, dev_docs, test_docs)
     encoder = build_encoder(config, labels)
@@ -97,8 +107,12 @@ def prepare_corpora(config: Config, train_docs: Sequence[Document], dev_docs: Se
     return encoder, corpora
 
 
-def fresh_predictor(config: Config, train_docs: Sequence[Document], dev_docs: Sequence[Document] | None = None,
-                    test_docs: Sequence[Document] | None = None) -> tuple[Predictor, Corpora]:
+def fresh_predictor(
+    config: Config,
+    train_docs: Sequence[Document],
+    dev_docs: Sequence[Document] | None = None,
+    test_docs: Sequence[Document] | None = None,
+) -> tuple[Predictor, Corpora]:
     """The corpora checked and encoded (``prepare_corpora``), and a predictor with a fresh model for them
     (``build_model``) that evaluates ``training.eval_batch_size`` windows at a time."""
     encoder, corpora = prepare_corpora(config, train_docs, dev_docs, test_docs)

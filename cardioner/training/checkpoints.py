@@ -39,7 +39,7 @@ class TrainState:
     step_in_epoch: int = 0  # micro-batches done in the current epoch (a resumed run skips them)
     global_step: int = 0  # optimiser steps done
     history: list[dict] = field(default_factory=list)  # one row per completed epoch (losses, dev scores, lrs)
-    best_score: float | None = None  # the best selection score so far (the dev metric; -train loss without dev)
+    best_score: float | None = None  # the best selection score so far (dev metric; without dev: -train loss)
     best_epoch: int = 0  # the epoch (1-based) that scored it; its weights are the best ones kept
     bad_epochs: int = 0  # epochs since the best one (early stopping counts them)
     train_seconds: float = 0.0  # time spent in training steps (evaluation and checkpoints excluded)
@@ -90,13 +90,17 @@ class Checkpoints:
         """The newest complete step checkpoint, if any."""
         if self.folder is None:
             return None
-        candidates = sorted(p for p in self.folder.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp"))
+        candidates = sorted(
+            p for p in self.folder.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp")
+        )
         return candidates[-1] if candidates else None
 
     def check_resumable(self) -> None:
         """Refuse to resume a checkpoint written by a run with other settings (before any work is done)."""
         if self.folder is None:
-            raise ConfigError("training.resume needs training.output (checkpoints live next to the output folder)")
+            raise ConfigError(
+                "training.resume needs training.output (checkpoints live next to the output folder)"
+            )
         latest = self.latest()
         if latest is None:
             return
@@ -109,16 +113,20 @@ class Checkpoints:
             theirs = saved.get("config") or {}
             changed = [f"{key} {theirs.get(key)!r} -> {value!r}" for key, value in settings.items()
                        if key in theirs and theirs[key] != value]
-            raise ConfigError(f"training.resume: the checkpoint {latest} was written by a run with other settings "
-                              f"({', '.join(changed[:4]) or 'changed keys'}); resume with that run's settings, "
-                              "or train without training.resume to start over")
+            raise ConfigError(
+                f"training.resume: the checkpoint {latest} was written by a run with other settings "
+                f"({', '.join(changed[:4]) or 'changed keys'}); resume with that run's settings, "
+                "or train without training.resume to start over"
+            )
 
     def remove_stale(self) -> None:
         """A new run (no resume) starts from an empty checkpoint folder: an earlier run's checkpoints go."""
         if self.folder is None or not self.folder.exists():
             return
-        logger.info("removing the checkpoints of an earlier run in %s (set training.resume to continue that run)",
-                    self.folder)
+        logger.info(
+            "removing the checkpoints of an earlier run in %s (set training.resume to continue that run)",
+            self.folder,
+        )
         shutil.rmtree(self.folder)
 
     def save(self, accelerator: Accelerator, state: TrainState) -> None:
@@ -130,16 +138,20 @@ class Checkpoints:
         temporary = self.folder / (final.name + ".tmp")
         shutil.rmtree(temporary, ignore_errors=True)
         accelerator.save_state(str(temporary))
-        fingerprint, settings = run_fingerprint(self.config)  # checked on resume; the settings name what differs
+        # checked on resume; the settings name what differs
+        fingerprint, settings = run_fingerprint(self.config)
         saved = {**asdict(state), "config_sha256": fingerprint, "config": settings}
         (temporary / "trainer_state.json").write_text(json.dumps(saved, indent=1), encoding="utf-8")
         shutil.rmtree(final, ignore_errors=True)
         temporary.rename(final)
-        for old in sorted(p for p in self.folder.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp"))[:-KEPT]:
+        for old in sorted(
+            p for p in self.folder.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp")
+        )[:-KEPT]:
             shutil.rmtree(old, ignore_errors=True)
 
     def load(self, accelerator: Accelerator) -> TrainState:
-        """Restore the newest checkpoint into ``accelerator``'s objects; its loop state (a fresh one if none)."""
+        """Restore the newest checkpoint into ``accelerator``'s
+        objects; its loop state (a fresh one if none)."""
         latest = self.latest()
         if latest is None:
             logger.warning("training.resume: no checkpoint in %s; starting from scratch", self.folder)
@@ -150,7 +162,8 @@ class Checkpoints:
         return state
 
     def save_best(self, model: torch.nn.Module) -> None:
-        """Keep ``model``'s weights (unwrapped) as the best so far: on disk, or in memory without an output."""
+        """Keep ``model``'s weights (unwrapped) as the best so
+        far: on disk, or in memory without an output."""
         if self.folder is None:
             self._best_in_memory = {k: v.detach().clone() for k, v in model.state_dict().items()}
             return

@@ -7,8 +7,8 @@ which ``model(**batch)`` uses instead of running the backbone. Words and labels 
 The cache lives in memory, or in ``feature_cache_dir`` as ``features-<key>.safetensors`` (read back
 memory-mapped, one window slice at a time). The key hashes everything the features depend on: the windows'
 token ids (so the data, the tokenizer, the window size and stride), the backbone's config and weights, and
-the feature settings of the model (``num_layers_to_use``). Labels are not part of it: features do not depend on
-them, and a batch takes its labels from the current windows.
+the feature settings of the model (``num_layers_to_use``). Labels are not part of it: features do not depend
+on them, and a batch takes its labels from the current windows.
 
 Features are computed with the backbone in eval mode (no dropout), as frozen training runs it uncached
 (``training/freezing.py``), so cached and uncached training give the same head.
@@ -52,8 +52,13 @@ def feature_cache_key(model: torch.nn.Module, windows: Sequence[dict]) -> str:
     """
     digest = hashlib.sha256()
     settings = {name: getattr(model.config, name, None) for name in FEATURE_SETTINGS}
-    digest.update(json.dumps({"format": CACHE_FORMAT, "settings": settings,
-                              "backbone": model.backbone.config.to_dict()}, sort_keys=True, default=str).encode())
+    digest.update(
+        json.dumps(
+            {"format": CACHE_FORMAT, "settings": settings, "backbone": model.backbone.config.to_dict()},
+            sort_keys=True,
+            default=str,
+        ).encode()
+    )
     for name, tensor in sorted(model.backbone.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())

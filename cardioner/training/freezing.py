@@ -59,7 +59,9 @@ def set_trainable_layers(model: torch.nn.Module, top_layers: int | None) -> None
     for name, param in model.named_parameters():
         if part_of(name) == "backbone":
             depth = backbone_depth(name, num_layers)
-            param.requires_grad_(top_layers is ALL_LAYERS or (top_layers > 0 and depth > num_layers - top_layers))
+            param.requires_grad_(
+                top_layers is ALL_LAYERS or (top_layers > 0 and depth > num_layers - top_layers)
+            )
     _eval_frozen(model.backbone)
 
 
@@ -82,7 +84,8 @@ def _eval_frozen(module: torch.nn.Module) -> None:
 
 
 def describe_trainable(groups: list[dict]) -> str:
-    """One log line from ``describe_groups`` rows: trainable groups with their learning rates, then frozen ones.
+    """One log line from ``describe_groups`` rows: trainable
+    groups with their learning rates, then frozen ones.
 
     Decay and no-decay halves of a group are shown once; e.g.
     ``trainable: backbone.depth06 (lr 5e-05), head (lr 0.0005); frozen: backbone.depth00-05``.

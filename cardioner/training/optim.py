@@ -114,7 +114,9 @@ def build_scheduler(
         )
         if warmup == 0:
             return decay
-        ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1e-3, end_factor=1.0, total_iters=warmup)
+        ramp = torch.optim.lr_scheduler.LinearLR(
+            optimizer, start_factor=1e-3, end_factor=1.0, total_iters=warmup
+        )
         return torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, decay], milestones=[warmup])
     if config.scheduler == "one_cycle":
         return torch.optim.lr_scheduler.OneCycleLR(
@@ -129,7 +131,8 @@ def build_scheduler(
 
 
 def describe_groups(optimizer: torch.optim.Optimizer) -> list[dict]:
-    """One row per group: name, current and base learning rate, number of parameters and how many are trainable."""
+    """One row per group: name, current and base learning rate,
+    number of parameters and how many are trainable."""
     rows = []
     for group in optimizer.param_groups:
         params = group["params"]

@@ -1,4 +1,5 @@
-"""Length-grouped, seeded batching: windows of similar length share a batch, so dynamic padding wastes little."""
+"""Length-grouped, seeded batching: windows of similar length
+share a batch, so dynamic padding wastes little."""
 
 from __future__ import annotations
 

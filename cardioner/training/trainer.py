@@ -51,7 +51,7 @@ class TrainResult:
     test_metrics: dict | None = None
     train_seconds: float = 0.0
     train_samples_per_second: float = 0.0  # windows per second over the training steps (evaluation excluded)
-    thresholds: dict | None = None  # multi-label sigmoid: {type: {"threshold", "f1", "f1_at_0.5"}} tuned on dev
+    thresholds: dict | None = None  # multi-label sigmoid, dev-tuned: {type: {"threshold", "f1", "f1_at_0.5"}}
     stopped_early: bool = False
 
     def to_dict(self) -> dict:
@@ -125,7 +125,9 @@ class ModelTrainer:
         metrics = {"dev": result.dev_metrics, "test": result.test_metrics, "best_epoch": result.best_epoch,
                    "train_seconds": result.train_seconds,
                    "train_samples_per_second": result.train_samples_per_second}
-        title = f"{self.config.model.model} — {self.config.model.head}" + (" + CRF" if self.config.model.use_crf else "")
+        title = f"{self.config.model.model} — {self.config.model.head}" + (
+            " + CRF" if self.config.model.use_crf else ""
+        )
 
         def extra(folder: Path) -> None:
             (folder / "history.json").write_text(json.dumps(result.history, indent=2), encoding="utf-8")
@@ -133,7 +135,9 @@ class ModelTrainer:
                 plots.plot_learning_curves(result.history, folder / "learning_curves.png", title=title,
                                      best_epoch=result.best_epoch)
 
-        card = card_fields(self.config, self.corpora.labels, encoder.max_length, encoder.stride, self.corpora.sizes())
+        card = card_fields(
+            self.config, self.corpora.labels, encoder.max_length, encoder.stride, self.corpora.sizes()
+        )
         path = save_model(self.model, encoder.tokenizer, output_dir, training_config=self.config.to_dict(),
                           metrics=metrics, card=card, extra_files=extra)
         output = self.config.training.output
@@ -145,10 +149,12 @@ class ModelTrainer:
     def _prepare(self) -> Run:
         """Accelerate's objects for the run: the training batches, the optimiser and the schedule."""
         config = self.config.training
-        accelerator = Accelerator(mixed_precision=config.mixed_precision,
-                                  gradient_accumulation_steps=config.gradient_accumulation_steps,
-                                  log_with=config.log_with,
-                                  project_dir=str(self.checkpoints.folder) if self.checkpoints.folder else None)
+        accelerator = Accelerator(
+            mixed_precision=config.mixed_precision,
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
+            log_with=config.log_with,
+            project_dir=str(self.checkpoints.folder) if self.checkpoints.folder else None,
+        )
         if not config.resume:
             if accelerator.is_main_process:
                 self.checkpoints.remove_stale()
@@ -156,18 +162,23 @@ class ModelTrainer:
         encoded = self.corpora.train.windows
         windows = [window for window in encoded if _has_labels(window)]
         if not windows:
-            raise CorpusError("the training corpus produced no windows with words (no text?)", self.config.data.train)
+            raise CorpusError(
+                "the training corpus produced no windows with words (no text?)", self.config.data.train
+            )
         if len(windows) < len(encoded):  # empty documents: nothing to learn, and a loss of 0 in the mean
             logger.info("train: %d window(s) without any word left out of training (empty documents)",
                         len(encoded) - len(windows))
-        sampler = LengthGroupedBatchSampler([len(w["input_ids"]) for w in windows], config.batch_size, config.seed,
-                                            config.group_by_length)
+        sampler = LengthGroupedBatchSampler(
+            [len(w["input_ids"]) for w in windows], config.batch_size, config.seed, config.group_by_length
+        )
         data, collate = windows, self.predictor.collate
-        if uses_cached_features(self.config):  # frozen backbone: run it once per window, train the head on that
+        # frozen backbone: run it once per window, train the head on that
+        if uses_cached_features(self.config):
             data, collate = cached_training_data(self.model, windows, collate, config.feature_cache_dir,
                                                  config.eval_batch_size, accelerator.device)
-        # Its own generator: each new iterator draws a seed from it, not from the global RNG that dropout uses,
-        # so a run resumed mid-epoch (a fresh iterator after the restored RNG state) sees the same dropout masks.
+        # Its own generator: each new iterator draws a seed from it, not from the global RNG that dropout
+        # uses, so a run resumed mid-epoch (a fresh iterator after the restored RNG state) sees the same
+        # dropout masks.
         loader = torch.utils.data.DataLoader(data, batch_sampler=sampler, collate_fn=collate,
                                              generator=torch.Generator().manual_seed(config.seed))
         steps_per_epoch = math.ceil(len(loader) / config.gradient_accumulation_steps)
@@ -190,8 +201,13 @@ class ModelTrainer:
         apply_freezing(model, self.config, epoch)  # which backbone layers train in this epoch
         logger.info("epoch %d: %s", epoch + 1, describe_trainable(describe_groups(run.optimizer)))
         batches = self._batches(run, epoch, state.step_in_epoch)
-        progress = tqdm(total=len(run.loader), initial=state.step_in_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
-                        disable=not accelerator.is_local_main_process, leave=False)
+        progress = tqdm(
+            total=len(run.loader),
+            initial=state.step_in_epoch,
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            disable=not accelerator.is_local_main_process,
+            leave=False,
+        )
         started = epoch_started = time.perf_counter()
         for batch in batches:
             with accelerator.accumulate(model):
@@ -219,7 +235,8 @@ class ModelTrainer:
         return time.perf_counter() - epoch_started
 
     def _end_epoch(self, run: Run, state: TrainState, epoch: int, epoch_seconds: float) -> dict:
-        """Evaluate on dev, keep the best weights, decide whether to stop (early), checkpoint; the epoch's row."""
+        """Evaluate on dev, keep the best weights, decide whether
+        to stop (early), checkpoint; the epoch's row."""
         config = self.config.training
         row = {"epoch": epoch + 1, "global_step": state.global_step, "epoch_seconds": epoch_seconds,
                "train_loss": state.epoch_loss,
@@ -252,9 +269,13 @@ class ModelTrainer:
         self.model = run.accelerator.unwrap_model(run.model)
         self.checkpoints.load_best(self.model)
         self.predictor.model = self.model
-        result = TrainResult(history=state.history, best_epoch=state.best_epoch, train_seconds=state.train_seconds,
-                             train_samples_per_second=state.train_windows_seen / max(state.train_seconds, 1e-9),
-                             stopped_early=state.stopped_early)
+        result = TrainResult(
+            history=state.history,
+            best_epoch=state.best_epoch,
+            train_seconds=state.train_seconds,
+            train_samples_per_second=state.train_windows_seen / max(state.train_seconds, 1e-9),
+            stopped_early=state.stopped_early,
+        )
         dev, test = self.corpora.dev, self.corpora.test
         if dev is not None:
             result.thresholds = select_thresholds(self.predictor, self.config.model, dev)  # from dev only
@@ -269,7 +290,8 @@ class ModelTrainer:
     def _batches(run: Run, epoch: int, done: int):
         """The epoch's batches, after the ``done`` ones a resumed run had already trained on."""
         run.loader.set_epoch(epoch)
-        run.sampler.set_epoch(epoch)  # directly: under several processes the loader's set_epoch stops at its shard
+        # directly: under several processes the loader's set_epoch stops at its shard
+        run.sampler.set_epoch(epoch)
         if not done:
             return run.loader
         batches = run.accelerator.skip_first_batches(run.loader, done)
@@ -283,7 +305,8 @@ def _has_labels(window: dict) -> bool:
 
 
 def _improved(score: float, best: float | None, min_delta: float) -> bool:
-    """Whether an epoch's selection score beats the best so far; a NaN score never does (and never becomes best)."""
+    """Whether an epoch's selection score beats the best so far; a
+    NaN score never does (and never becomes best)."""
     if math.isnan(score):
         return False
     return best is None or score > best + min_delta

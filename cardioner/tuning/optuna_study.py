@@ -46,7 +46,9 @@ def make_pruner(name: str, max_resource: int):
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(max_resource, 1), reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=max(max_resource, 1), reduction_factor=3
+        )
     if name == "none":
         return optuna.pruners.NopPruner()
     raise ValueError(f"pruner must be one of {', '.join(PRUNERS)}, got {name!r}")
@@ -141,7 +143,8 @@ class Objective:
     def __call__(self, trial) -> float:
         try:
             return self.run(trial)
-        except TRIAL_ERRORS as error:  # a configuration this trial sampled is refused: a FAIL row, not the end
+        # a configuration this trial sampled is refused: a FAIL row, not the end
+        except TRIAL_ERRORS as error:
             trial.set_user_attr("error", f"{type(error).__name__}: {error}")
             raise
 
@@ -154,7 +157,10 @@ class Objective:
                                                      on_epoch_end=reporter.after_fold_epoch)
             trial.set_user_attr("config", config.to_dict())
             trial.set_user_attr("cv_test_mean_f1", result["mean_f1"])  # reported, never optimised
-            return sum(selection_score(row["dev_scores"], self.metric) for row in result["folds"]) / self.num_folds
+            return (
+                sum(selection_score(row["dev_scores"], self.metric) for row in result["folds"])
+                / self.num_folds
+            )
         trainer, result = batch_size.train_with_batch_fallback(config, self.train_docs, self.dev_docs, None,
                                                                on_epoch_end=reporter)
         trial.set_user_attr("config", trainer.config.to_dict())  # the batch size that ran
@@ -184,13 +190,12 @@ def tune(
             every run: a resumed study only runs what is missing.
         storage: an RDB URL (``sqlite:///study.db``) to resume and share the study; None = in memory.
         study_name: the study's name in the storage (default "cardioner").
-        metric: the dev metric to maximise (``training.metric`` choices); None = the base config's training.metric.
-        timeout: stop starting new trials after this many seconds (this worker).
-        search_space: the parameters; None = ``default_search_space(base_config)``.
-        output_dir: where best_config.yaml, trials.csv and the plots go.
-        pruner: median | hyperband | none.
-        folds: cross-validate each trial on K folds (objective: mean dev score over folds).
-        train_docs, dev_docs: documents to use instead of reading the config's corpora.
+        metric: the dev metric to maximise (``training.metric`` choices); None = the base config's
+        training.metric. timeout: stop starting new trials after this many seconds (this worker).
+        search_space: the parameters; None = ``default_search_space(base_config)``. output_dir: where
+        best_config.yaml, trials.csv and the plots go. pruner: median | hyperband | none. folds:
+        cross-validate each trial on K folds (objective: mean dev score over folds). train_docs, dev_docs:
+        documents to use instead of reading the config's corpora.
 
     Returns:
         the optuna Study.
@@ -230,7 +235,9 @@ def tune(
                 callbacks=[optuna.study.MaxTrialsCallback(trials, states=_finished_states())],
             )
         else:
-            logger.info("study %r already has %d finished trials: nothing to run", study.study_name, len(finished))
+            logger.info(
+                "study %r already has %d finished trials: nothing to run", study.study_name, len(finished)
+            )
     finally:  # whatever stopped the study (an error, Ctrl-C), the trials that finished are written
         write_study_outputs(study, base_config, output_dir)
     return study
@@ -264,9 +271,13 @@ def write_study_outputs(study, base_config: Config, output_dir: str | Path) -> d
         best = study.best_trial
         best_config = config_from_dict(best.user_attrs["config"])
         best_config = best_config.replace(**{"training.output": str(output_dir / "best_model")})
-        header = (f"# best trial {best.number} of study {study.study_name!r}: dev {best_config.training.metric} "
-                  f"{best.value:.6f}\n# reproduce: cardioner train --config best_config.yaml\n")
-        written["best_config"] = write_text_atomic(output_dir / "best_config.yaml", header + best_config.to_yaml())
+        header = (
+            f"# best trial {best.number} of study {study.study_name!r}: dev {best_config.training.metric} "
+            f"{best.value:.6f}\n# reproduce: cardioner train --config best_config.yaml\n"
+        )
+        written["best_config"] = write_text_atomic(
+            output_dir / "best_config.yaml", header + best_config.to_yaml()
+        )
         write_text_atomic(output_dir / "best_trial.json", json.dumps(
             {"number": best.number, "value": best.value, "params": best.params,
              "study": study.study_name, "finished_trials": len(_finished(study))}, indent=2))
@@ -288,9 +299,20 @@ def _write_trials_csv(study, path: Path) -> Path:
             last_step = trial.last_step if trial.last_step is not None else ""
             started = trial.datetime_start.isoformat() if trial.datetime_start else ""
             attrs = trial.user_attrs
-            writer.writerow([trial.number, trial.state.name, "" if trial.value is None else trial.value, last_step,
-                             attrs.get("last_fold", ""), attrs.get("last_epoch", ""), duration, started,
-                             attrs.get("error", ""), *[trial.params.get(name, "") for name in param_names]])
+            writer.writerow(
+                [
+                    trial.number,
+                    trial.state.name,
+                    "" if trial.value is None else trial.value,
+                    last_step,
+                    attrs.get("last_fold", ""),
+                    attrs.get("last_epoch", ""),
+                    duration,
+                    started,
+                    attrs.get("error", ""),
+                    *[trial.params.get(name, "") for name in param_names],
+                ]
+            )
     return path
 
 

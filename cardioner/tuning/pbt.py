@@ -68,7 +68,8 @@ def _clip(key: str, value: float) -> float:
 
 
 def _initial_distribution(ray_tune, key: str, base_value: float):
-    """Members start spread around the base value (log-uniform for lr; 0 spreads to 0.1 of the valid range)."""
+    """Members start spread around the base value (log-uniform for
+    lr; 0 spreads to 0.1 of the valid range)."""
     (low, high), (_, limit) = PBT_KEYS[key]
     if key == "training.lr":
         return ray_tune.loguniform(base_value * low, base_value * high)
@@ -88,7 +89,9 @@ class MemberReporter:
         work_dir: where the checkpoints are staged.
     """
 
-    def __init__(self, config: Config, start_epoch: int, total_epochs: int, metric: str, work_dir: Path) -> None:
+    def __init__(
+        self, config: Config, start_epoch: int, total_epochs: int, metric: str, work_dir: Path
+    ) -> None:
         self.config = config
         self.start_epoch = start_epoch
         self.total_epochs = total_epochs
@@ -106,12 +109,21 @@ class MemberReporter:
         (folder / "member.json").write_text(json.dumps({"epoch": epoch, "config": member_config.to_dict()}),
                                             encoding="utf-8")
         score = selection_score(row["dev_scores"], self.metric)
-        ray_tune.report({"score": score, "dev_f1": row["dev_f1"], "epoch": epoch, "train_loss": row["train_loss"],
-                         **{key: self.config.get(key) for key in PBT_KEYS}},
-                        checkpoint=ray_tune.Checkpoint.from_directory(str(folder)))
+        ray_tune.report(
+            {
+                "score": score,
+                "dev_f1": row["dev_f1"],
+                "epoch": epoch,
+                "train_loss": row["train_loss"],
+                **{key: self.config.get(key) for key in PBT_KEYS},
+            },
+            checkpoint=ray_tune.Checkpoint.from_directory(str(folder)),
+        )
 
 
-def train_member(space: dict, base: dict, train_docs: list[Document], dev_docs: list[Document], metric: str) -> None:
+def train_member(
+    space: dict, base: dict, train_docs: list[Document], dev_docs: list[Document], metric: str
+) -> None:
     """One PBT member (a Ray Tune function trainable): one report per epoch, with its weights as checkpoint.
 
     After an exploit, Ray restarts it with the donor's checkpoint and the perturbed values: training goes on
@@ -156,8 +168,8 @@ def tune_pbt(
         output_dir: gets best_model/ (the export), best_config.yaml, pbt_members.csv, pbt_events.txt.
         metric: the dev metric to maximise; None = the base config's training.metric.
         timeout: wall-clock budget in seconds.
-        train_docs, dev_docs, test_docs: documents instead of the config's corpora (test: scored once, at export).
-        num_cpus: CPUs Ray may use (default: all).
+        train_docs, dev_docs, test_docs: documents instead of the config's corpora (test: scored once, at
+        export). num_cpus: CPUs Ray may use (default: all).
 
     Returns:
         {"best_score", "best_config", "model_dir", "events": [exploit lines], "members": [...]}.
@@ -189,10 +201,13 @@ def tune_pbt(
         tuner = ray_tune.Tuner(
             ray_tune.with_resources(trainable, {"cpu": 1, "gpu": 1 if torch.cuda.is_available() else 0}),
             param_space=initial,
-            tune_config=ray_tune.TuneConfig(scheduler=scheduler, num_samples=population, time_budget_s=timeout,
-                                            reuse_actors=False),
+            tune_config=ray_tune.TuneConfig(
+                scheduler=scheduler, num_samples=population, time_budget_s=timeout, reuse_actors=False
+            ),
             run_config=ray_tune.RunConfig(
-                name="pbt", storage_path=str(output_dir / "ray"), verbose=0,
+                name="pbt",
+                storage_path=str(output_dir / "ray"),
+                verbose=0,
                 checkpoint_config=_pbt_checkpoint_config(ray_tune),
             ),
         )
@@ -212,9 +227,17 @@ def tune_pbt(
     members = _write_pbt_members(results, output_dir / "pbt_members.csv")
     with checkpoint.as_directory() as folder:
         state = json.loads((Path(folder) / "member.json").read_text(encoding="utf-8"))
-        best_config = config_from_dict(state["config"]).replace(**{"training.output": str(output_dir / "best_model")})
-        model_dir, scores = export_member(best_config, Path(folder) / "model.safetensors", train_docs, dev_docs,
-                                          test_docs, output_dir / "best_model")
+        best_config = config_from_dict(state["config"]).replace(
+            **{"training.output": str(output_dir / "best_model")}
+        )
+        model_dir, scores = export_member(
+            best_config,
+            Path(folder) / "model.safetensors",
+            train_docs,
+            dev_docs,
+            test_docs,
+            output_dir / "best_model",
+        )
     header = (f"# best PBT member at epoch {state['epoch']}: dev {metric} {scores['dev_score']:.6f} "
               "(its hyperparameters changed during training; retraining with this file is not PBT)\n")
     write_text_atomic(output_dir / "best_config.yaml", header + best_config.to_yaml())
@@ -225,17 +248,18 @@ def tune_pbt(
 
 
 def _pbt_checkpoint_config(ray_tune):
-    """Keep every member's checkpoints: an exploit restores the donor's checkpoint of its reported epoch (which
-    the donor may already have trained past), and the export takes the best epoch of the best member. Pruning
-    them by score (or count) deleted checkpoints a member was about to restore ("does not exist on storage
-    anymore"). They are one weights file per member and epoch under ``<output>/ray``."""
+    """Keep every member's checkpoints: an exploit restores the donor's checkpoint of its reported epoch
+    (which the donor may already have trained past), and the export takes the best epoch of the best member.
+    Pruning them by score (or count) deleted checkpoints a member was about to restore ("does not exist on
+    storage anymore"). They are one weights file per member and epoch under ``<output>/ray``."""
     return ray_tune.CheckpointConfig(num_to_keep=None)
 
 
 def pbt_events(experiment_dir: Path, epochs: int | None = None) -> list[str]:
     """Ray's exploit log (``pbt_global.txt``, one JSON list per exploit: target tag, donor tag, target
     iteration, donor iteration, donor config, new config) as readable lines. An exploit of a donor that had
-    already trained ``epochs`` epochs trains nothing more: its line says the explored values were never used."""
+    already trained ``epochs`` epochs trains nothing more: its
+    line says the explored values were never used."""
     path = experiment_dir / "pbt_global.txt"
     if not path.exists():
         return []
@@ -248,9 +272,11 @@ def pbt_events(experiment_dir: Path, epochs: int | None = None) -> list[str]:
         changes = ", ".join(f"{key} {donor_config.get(key, float('nan')):.4g} -> {value:.4g}"
                             for key, value in new_config.items() if key in PBT_KEYS)
         finished = epochs is not None and int(donor_epoch) >= epochs
-        events.append(f"exploit: member {str(target).split('_')[0]} (epoch {target_epoch}) takes the weights of "
-                      f"member {str(donor).split('_')[0]} (epoch {donor_epoch}); explore: {changes}"
-                      + (" (not trained: the donor had finished its epochs)" if finished else ""))
+        events.append(
+            f"exploit: member {str(target).split('_')[0]} (epoch {target_epoch}) takes the weights of "
+            f"member {str(donor).split('_')[0]} (epoch {donor_epoch}); explore: {changes}"
+            + (" (not trained: the donor had finished its epochs)" if finished else "")
+        )
     return events
 
 
@@ -285,7 +311,8 @@ def export_member(
     predictor, corpora = fresh_predictor(config, train_docs, dev_docs, test_docs)
     model, encoder = predictor.model, predictor.encoder
     load_safetensors_model(model, str(weights))
-    select_thresholds(predictor, config.model, corpora.dev)  # multi-label sigmoid: tuned on dev, as `train` does
+    # multi-label sigmoid: tuned on dev, as `train` does
+    select_thresholds(predictor, config.model, corpora.dev)
     metrics = {"dev": predictor.evaluate(corpora.dev).scores,
                "test": predictor.evaluate(corpora.test).scores if corpora.test else None}
     card = card_fields(config, corpora.labels, encoder.max_length, encoder.stride, corpora.sizes())

@@ -7,7 +7,8 @@ config file, or from ``default_search_space`` (per head)::
       training.lr: {type: float, low: 1.0e-5, high: 1.0e-3, log: true}
       training.batch_size: [8, 16, 32]                  # a list is a categorical choice
       model.use_crf: [false, true]
-      model.classifier_hidden_layers: {type: categorical, choices: ["256", "512,256"], when: {model.head: mlp}}
+      model.classifier_hidden_layers: {type: categorical, choices:
+      ["256", "512,256"], when: {model.head: mlp}}
 
 ``when`` makes a parameter conditional on other keys (sampled earlier or fixed in the base config).
 """
@@ -42,7 +43,9 @@ class SearchParam:
         if self.type == "float":
             return trial.suggest_float(self.key, self.low, self.high, log=self.log, step=self.step)
         if self.type == "int":
-            return trial.suggest_int(self.key, int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
+            return trial.suggest_int(
+                self.key, int(self.low), int(self.high), log=self.log, step=int(self.step or 1)
+            )
         return trial.suggest_categorical(self.key, list(self.choices))
 
     def applies(self, config: Config) -> bool:
@@ -61,7 +64,9 @@ def parse_search_space(raw: dict, source: str = "search") -> list[SearchParam]:
         the parameters in declaration order (conditions may refer to earlier keys).
     """
     if not isinstance(raw, dict) or not raw:
-        raise ConfigError(f"{source}: '{SEARCH_SECTION}' must be a non-empty mapping of config keys, got {raw!r}")
+        raise ConfigError(
+            f"{source}: '{SEARCH_SECTION}' must be a non-empty mapping of config keys, got {raw!r}"
+        )
     return [_parse_param(str(raw_key), spec, source) for raw_key, spec in raw.items()]
 
 
@@ -114,7 +119,13 @@ def default_search_space(config: Config) -> list[SearchParam]:
         "training.warmup_ratio": {"type": "float", "low": 0.0, "high": 0.2},
         "training.batch_size": [8, 16, 32],
         "model.use_crf": [False, True],
-        "training.crf_lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True, "when": {"model.use_crf": True}},
+        "training.crf_lr": {
+            "type": "float",
+            "low": 1e-4,
+            "high": 1e-1,
+            "log": True,
+            "when": {"model.use_crf": True},
+        },
     }
     if config.model.use_crf or config.model.label_smoothing or config.model.focal_gamma:
         # A config that fixes a CRF keeps it; softmax-only losses (label smoothing, focal) refuse a CRF.
