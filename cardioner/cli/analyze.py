@@ -1,5 +1,4 @@
-"""``cardioner analyze``: confusion matrix, error examples and
-word-representation plots of an exported model."""
+"""``cardioner analyze``: span confusion, error examples and word plots of an exported model."""
 
 from __future__ import annotations
 
@@ -7,24 +6,22 @@ from typing import Annotated
 
 import typer
 
+from cardioner.cli import options
 from cardioner.cli.common import run_or_exit, setup_logging
 from cardioner.cli.flags import PREDICT_FLAGS, speaking_flags
 
 
 def analyze(
-    model: Annotated[str, typer.Option(help="exported model folder")],
-    data: Annotated[str, typer.Option(help="annotated corpus (brat folder, CoNLL, JSONL, HF dataset)")],
-    output: Annotated[
-        str | None, typer.Option(help="folder for the plots and JSON (default: MODEL/analysis)")
-    ] = None,
-    format: Annotated[
-        str | None, typer.Option(help="brat | conll | jsonl | hf | tsv (default: detect)")
-    ] = None,
-    batch_size: Annotated[int, typer.Option(help="windows per batch")] = 32,
+    model: options.ModelDir,
+    data: options.AnnotatedCorpus,
+    output: Annotated[str | None, typer.Option(help="folder for the plots and JSON (default: MODEL/analysis)")
+                      ] = None,
+    format: options.CorpusFormat = None,
+    batch_size: options.BatchSize = 32,
     max_words: Annotated[int, typer.Option(help="words in the PCA and t-SNE plots")] = 2000,
     max_examples: Annotated[int, typer.Option(help="examples per type and error kind")] = 20,
     seed: Annotated[int, typer.Option(help="seed of the word sample and t-SNE")] = 0,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: options.Verbose = False,
 ) -> None:
     """Span confusion matrix over types (PNG + JSON), per-type error examples, PCA and t-SNE of words."""
     from cardioner.analysis import analyze_model  # when run (cli/__init__)

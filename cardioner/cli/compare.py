@@ -1,5 +1,4 @@
-"""``cardioner compare``: train each head on the same data and
-budget (or tabulate exports) and compare them."""
+"""``cardioner compare``: train each head on the same data and budget (or tabulate exports), compare them."""
 
 from __future__ import annotations
 
@@ -9,56 +8,37 @@ from typing import Annotated
 
 import typer
 
+from cardioner.cli import options
 from cardioner.cli.common import parse_sets, run_or_exit, setup_logging
-from cardioner.cli.flags import COMPARE_FLAGS, speaking_flags
+from cardioner.cli.flags import COMPARE_CONFIG_FLAGS, COMPARE_FLAGS, config_overrides, speaking_flags
 from cardioner.config import CHOICES, load_config
 
 
 def compare(
-    exports: Annotated[
-        list[Path] | None,
-        typer.Argument(help="with --compare-only: export folders (or folders " "of exports) to tabulate"),
-    ] = None,
-    heads: Annotated[str, typer.Option(help="comma-separated heads ('crf' = linear with a CRF)")] = ",".join(
-        CHOICES["model.head"]
-    ),
-    crf: Annotated[
-        str | None,
-        typer.Option(
-            help="CRF off, on, or both (each head twice); default: model.use_crf "
-            "of the config / --set (off unless set)"
-        ),
-    ] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", help="base YAML config (sections data/model/training)")
-    ] = None,
-    train: Annotated[str | None, typer.Option(help="training corpus")] = None,
-    dev: Annotated[str | None, typer.Option(help="dev corpus: model selection and early stopping")] = None,
+    context: typer.Context,
+    exports: Annotated[list[Path] | None, typer.Argument(help="with --compare-only: export folders (or "
+                                                              "folders of exports) to tabulate")] = None,
+    heads: Annotated[str, typer.Option(help="comma-separated heads ('crf' = linear with a CRF)")
+                     ] = ",".join(CHOICES["model.head"]),
+    crf: Annotated[str | None, typer.Option(help="CRF off, on, or both (each head twice); default: "
+                                                 "model.use_crf of the config or --set (off)")] = None,
+    config: options.ConfigFile = None,
+    train: options.TrainCorpus = None,
+    dev: options.DevCorpus = None,
     test: Annotated[str | None, typer.Option(help="test corpus: the compared scores")] = None,
-    format: Annotated[
-        str | None, typer.Option(help="brat | conll | jsonl | hf | tsv (default: detect)")
-    ] = None,
-    model: Annotated[
-        str | None, typer.Option(help="backbone name or path; 'default' = bundled MiniLM")
-    ] = None,
-    output: Annotated[
-        str, typer.Option(help="folder for the exports and comparison.json/.md/.png")
-    ] = "comparison",
-    epochs: Annotated[int | None, typer.Option(help="maximum epochs (the same for every head)")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="windows per batch")] = None,
-    lr: Annotated[float | None, typer.Option(help="backbone learning rate")] = None,
-    max_length: Annotated[
-        int | None,
-        typer.Option(help="window size in subwords (default: the backbone's limit, " "at most 512)"),
-    ] = None,
-    seed: Annotated[int | None, typer.Option(help="random seed (the same for every head)")] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="any config key: --set model.num_layers_to_use=3")
-    ] = None,
-    compare_only: Annotated[
-        bool, typer.Option("--compare-only", help="tabulate existing exports; train nothing")
-    ] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    format: options.CorpusFormat = None,
+    model: options.Backbone = None,
+    output: Annotated[str, typer.Option(help="folder for the exports and comparison.json/.md/.png")
+                      ] = "comparison",
+    epochs: options.Epochs = None,
+    batch_size: options.TrainBatchSize = None,
+    lr: options.LearningRate = None,
+    max_length: options.MaxLength = None,
+    seed: options.Seed = None,
+    set_: options.Sets = None,
+    compare_only: Annotated[bool, typer.Option("--compare-only",
+                                               help="tabulate existing exports; train nothing")] = False,
+    verbose: options.Verbose = False,
 ) -> None:
     """Train every head on the same data, seed and budget, and write a table and a plot of how they do."""
     from cardioner.compare import compare_heads, markdown_table, tabulate_exports  # when run (cli/__init__)
@@ -75,18 +55,7 @@ def compare(
             raise typer.BadParameter(
                 f"export folders {[str(e) for e in exports]} are only read with --compare-only"
             )
-        overrides = {
-            "data.train": train,
-            "data.dev": dev,
-            "data.test": test,
-            "data.format": format,
-            "model.model": model,
-            "training.epochs": epochs,
-            "training.batch_size": batch_size,
-            "training.lr": lr,
-            "data.max_length": max_length,
-            "training.seed": seed,
-        }
+        overrides = config_overrides(context.params, COMPARE_CONFIG_FLAGS)
         overrides.update(parse_sets(set_))
         resolved = run_or_exit(load_config, config, overrides)
         names = [name.strip() for name in heads.split(",") if name.strip()]

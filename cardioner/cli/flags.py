@@ -13,31 +13,30 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-# The config keys that `train` (and, for those it has, `compare`) take as options of their own.
+# The config keys that `train` takes as options of its own (the option's parameter is the flag's name).
 CONFIG_FLAGS = {
-    "data.train": "--train",
-    "data.dev": "--dev",
-    "data.test": "--test",
-    "data.format": "--format",
-    "model.model": "--model",
-    "training.output": "--output",
-    "model.use_crf": "--crf",
-    "model.head": "--head",
-    "data.multilabel": "--multilabel",
-    "training.epochs": "--epochs",
-    "training.batch_size": "--batch-size",
-    "training.lr": "--lr",
-    "data.max_length": "--max-length",
-    "data.stride": "--stride",
-    "training.seed": "--seed",
-    "training.resume": "--resume",
-    "training.log_with": "--log-with",
+    "data.train": "--train", "data.dev": "--dev", "data.test": "--test", "data.format": "--format",
+    "model.model": "--model", "training.output": "--output", "model.use_crf": "--crf", "model.head": "--head",
+    "data.multilabel": "--multilabel", "training.epochs": "--epochs", "training.batch_size": "--batch-size",
+    "training.lr": "--lr", "data.max_length": "--max-length", "data.stride": "--stride",
+    "training.seed": "--seed", "training.resume": "--resume", "training.log_with": "--log-with",
 }
-COMPARE_FLAGS = {"crf": "--crf", **{key: flag for key, flag in CONFIG_FLAGS.items() if key not in (
-    "model.use_crf", "model.head", "data.multilabel", "data.stride", "training.resume", "training.log_with")}}
+# Those `compare` takes: its --crf and --output mean something else (CRF settings to compare; the folder of
+# the comparison, in which each run's training.output is a subfolder).
+COMPARE_CONFIG_FLAGS = {key: flag for key, flag in CONFIG_FLAGS.items() if key in (
+    "data.train", "data.dev", "data.test", "data.format", "model.model", "training.epochs",
+    "training.batch_size", "training.lr", "data.max_length", "training.seed")}
+COMPARE_FLAGS = {"crf": "--crf", "training.output": "--output", **COMPARE_CONFIG_FLAGS}
 # `predict`, `evaluate` and `analyze`: their arguments, and the window keys of an export predict overrides.
 PREDICT_FLAGS = {"batch_size": "--batch-size", "format": "--format", "data.max_length": "--max-length",
                  "data.stride": "--stride"}
+
+
+def config_overrides(options: Mapping[str, Any], flags: Mapping[str, str]) -> dict[str, Any]:
+    """{config key: value} for the options of a command (``typer.Context.params``) that set a key in
+    ``flags``; an option left unset (None) is left out by ``load_config``."""
+    names = {key: flag.removeprefix("--").replace("-", "_") for key, flag in flags.items()}
+    return {key: options[name] for key, name in names.items() if name in options}
 
 
 def flag_message(message: str, flags: Mapping[str, str]) -> str:

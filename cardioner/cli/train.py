@@ -8,80 +8,44 @@ from typing import Annotated
 
 import typer
 
+from cardioner.cli import options
 from cardioner.cli.common import parse_sets, run_or_exit, setup_logging
-from cardioner.cli.flags import CONFIG_FLAGS, speaking_flags
+from cardioner.cli.flags import CONFIG_FLAGS, config_overrides, speaking_flags
 from cardioner.config import load_config
 
 
 def train(
-    config: Annotated[
-        Path | None, typer.Option("--config", help="YAML config (sections data/model/training)")
-    ] = None,
-    train: Annotated[
-        str | None, typer.Option(help="training corpus (brat folder, CoNLL, JSONL, HF dataset)")
-    ] = None,
-    dev: Annotated[str | None, typer.Option(help="dev corpus: model selection and early stopping")] = None,
+    context: typer.Context,
+    config: options.ConfigFile = None,
+    train: options.TrainCorpus = None,
+    dev: options.DevCorpus = None,
     test: Annotated[str | None, typer.Option(help="test corpus: scored once after training")] = None,
-    format: Annotated[
-        str | None, typer.Option(help="brat | conll | jsonl | hf | tsv (default: detect)")
-    ] = None,
-    model: Annotated[
-        str | None, typer.Option(help="backbone name or path; 'default' = bundled MiniLM")
-    ] = None,
+    format: options.CorpusFormat = None,
+    model: options.Backbone = None,
     output: Annotated[str | None, typer.Option(help="export folder")] = None,
-    crf: Annotated[
-        bool | None, typer.Option("--crf/--no-crf", help="CRF over words (Viterbi decoding)")
-    ] = None,
+    crf: Annotated[bool | None, typer.Option("--crf/--no-crf", help="CRF over words (Viterbi)")] = None,
     head: Annotated[str | None, typer.Option(help="token head: linear | mlp | ...")] = None,
-    multilabel: Annotated[
-        bool | None, typer.Option("--multilabel/--no-multilabel", help="overlapping entity types")
-    ] = None,
-    epochs: Annotated[int | None, typer.Option(help="maximum epochs")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="windows per batch")] = None,
-    lr: Annotated[float | None, typer.Option(help="backbone learning rate")] = None,
-    max_length: Annotated[
-        int | None,
-        typer.Option(help="window size in subwords (default: the backbone's limit, " "at most 512)"),
-    ] = None,
-    stride: Annotated[
-        int | None, typer.Option(help="window overlap in subwords (default: a quarter of the " "window)")
-    ] = None,
-    seed: Annotated[int | None, typer.Option(help="random seed")] = None,
-    resume: Annotated[
-        bool | None, typer.Option("--resume/--no-resume", help="resume from the last checkpoint")
-    ] = None,
+    multilabel: Annotated[bool | None, typer.Option("--multilabel/--no-multilabel",
+                                                     help="overlapping entity types")] = None,
+    epochs: options.Epochs = None,
+    batch_size: options.TrainBatchSize = None,
+    lr: options.LearningRate = None,
+    max_length: options.MaxLength = None,
+    stride: Annotated[int | None, typer.Option(help="window overlap in subwords (default: a quarter of the "
+                                                    "window)")] = None,
+    seed: options.Seed = None,
+    resume: Annotated[bool | None, typer.Option("--resume/--no-resume",
+                                                help="resume from the last checkpoint")] = None,
     log_with: Annotated[str | None, typer.Option(help="tensorboard | wandb | mlflow")] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="any config key: --set training.layer_decay=0.9")
-    ] = None,
-    folds: Annotated[
-        int | None, typer.Option(help="K-fold cross-validation by document instead of one run")
-    ] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    set_: options.Sets = None,
+    folds: Annotated[int | None, typer.Option(help="K-fold cross-validation by document")] = None,
+    verbose: options.Verbose = False,
 ) -> None:
     """Train a model on annotated documents and export it as a model folder."""
     from cardioner.training import run_training  # when run (cli/__init__)
 
     setup_logging(verbose)
-    overrides = {
-        "data.train": train,
-        "data.dev": dev,
-        "data.test": test,
-        "data.format": format,
-        "model.model": model,
-        "training.output": output,
-        "model.use_crf": crf,
-        "model.head": head,
-        "data.multilabel": multilabel,
-        "training.epochs": epochs,
-        "training.batch_size": batch_size,
-        "training.lr": lr,
-        "data.max_length": max_length,
-        "data.stride": stride,
-        "training.seed": seed,
-        "training.resume": resume,
-        "training.log_with": log_with,
-    }
+    overrides = config_overrides(context.params, CONFIG_FLAGS)
     overrides.update(parse_sets(set_))
     resolved = run_or_exit(load_config, config, overrides)
     for key in ("train", "dev", "test"):

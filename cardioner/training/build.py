@@ -27,6 +27,8 @@ from cardioner.thresholds import initial_thresholds
 
 logger = logging.getLogger("cardioner")
 
+Documents = Sequence[Document]
+
 
 @dataclass
 class Corpora:
@@ -43,8 +45,8 @@ class Corpora:
         return {corpus.name: len(corpus.documents) for corpus in (self.train, self.dev, self.test) if corpus}
 
 
-def label_set(config: Config, train_docs: Sequence[Document], dev_docs: Sequence[Document] | None = None,
-              test_docs: Sequence[Document] | None = None) -> tuple[list[Document], LabelSet]:
+def label_set(config: Config, train_docs: Documents, dev_docs: Documents | None = None,
+              test_docs: Documents | None = None) -> tuple[list[Document], LabelSet]:
     """The training documents as the task takes them, and the label set they define.
 
     A flat task refuses overlapping training spans (``data.overlaps: error``) or keeps the longest of them
@@ -92,12 +94,8 @@ def build_encoder(config: Config, labels: LabelSet) -> Encoder:
     )
 
 
-def prepare_corpora(
-    config: Config,
-    train_docs: Sequence[Document],
-    dev_docs: Sequence[Document] | None = None,
-    test_docs: Sequence[Document] | None = None,
-) -> tuple[Encoder, Corpora]:
+def prepare_corpora(config: Config, train_docs: Documents, dev_docs: Documents | None = None,
+                    test_docs: Documents | None = None) -> tuple[Encoder, Corpora]:
     """Check the corpora (``label_set``), build the encoder and encode each corpus once."""
     train_docs, labels = label_set(config, train_docs, dev_docs, test_docs)
     encoder = build_encoder(config, labels)
@@ -107,12 +105,8 @@ def prepare_corpora(
     return encoder, corpora
 
 
-def fresh_predictor(
-    config: Config,
-    train_docs: Sequence[Document],
-    dev_docs: Sequence[Document] | None = None,
-    test_docs: Sequence[Document] | None = None,
-) -> tuple[Predictor, Corpora]:
+def fresh_predictor(config: Config, train_docs: Documents, dev_docs: Documents | None = None,
+                    test_docs: Documents | None = None) -> tuple[Predictor, Corpora]:
     """The corpora checked and encoded (``prepare_corpora``), and a predictor with a fresh model for them
     (``build_model``) that evaluates ``training.eval_batch_size`` windows at a time."""
     encoder, corpora = prepare_corpora(config, train_docs, dev_docs, test_docs)
