@@ -9,7 +9,6 @@ from pathlib import Path
 from cardioner.config import ConfigError
 from cardioner.data.common import (
     check_unique_ids,
-    is_hidden,
     progress,
     read_text,
     relative_id,

@@ -115,11 +115,7 @@ class Predictor:
     def collate(self, windows: Sequence[dict]) -> dict[str, torch.Tensor]:
         """A padded batch as the model takes it (word_ids left out: the model finds words itself)."""
         batch = collate(windows, self.encoder.pad_token_id)
-        batch.pop("word_ids", None)
-        if "labels" in batch and getattr(self.model.config, "channel_types", None) is None:
-            # TODO(issue 16, modeling branch): flat models take (batch, seq_len) labels until modeling.py
-            # takes (batch, seq_len, num_channels) for every model; then this adapter goes.
-            batch["labels"] = batch["labels"].squeeze(-1)  # shape: (batch, seq_len)
+        batch.pop("word_ids", None)  # labels stay (batch, seq_len, channels): every model takes them so
         return batch
 
     @torch.no_grad()
