@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from cardioner.errors import ConfigError
+from cardioner.modeling import HEAD_SETTINGS, HeadSetting
 from cardioner.values import InvalidValue, as_float, as_int, loads_json
 
 
@@ -39,39 +40,42 @@ class DataConfig:
     dev_fraction: float = 0.0  # carve a dev set from train (by document, seeded) when no dev corpus is given
 
 
+def _head_setting_type(setting: HeadSetting) -> Any:
+    """The field type of a head setting (a ``tuple`` setting holds positive ints)."""
+    return tuple[int, ...] if setting.type is tuple else setting.type
+
+
 @dataclass(frozen=True)
-class ModelConfig:
+class BackboneConfig:
     model: str = "default"  # backbone: a hub name or a local path; "default" = the bundled all-MiniLM-L6-v2
-    head: str = "linear"  # token head: linear | mlp | bilstm | cnn | attention | fourier_kan | wavelet_kan
-    classifier_hidden_layers: tuple[int, ...] = (512, 256)  # hidden sizes of the mlp head
-    classifier_activation: str = "gelu"  # activation of the mlp head
-    classifier_dropout: float = 0.1  # dropout before/inside the head
-    num_layers_to_use: int = 1  # the head reads the backbone's last N hidden layers (1 = top layer only)
-    layer_combination: str = "concat"  # how those N layers combine: concat | mix (learned scalar weights)
-    use_combined: bool = False  # each token's vector followed by its sequence's first-token ([CLS]) vector
-    lstm_hidden_size: int = 256  # bilstm head: hidden size per direction
-    lstm_num_layers: int = 1  # bilstm head: stacked LSTM layers
-    lstm_dropout: float = 0.1  # bilstm head: dropout between LSTM layers (with lstm_num_layers > 1)
-    cnn_kernel_sizes: tuple[int, ...] = (3, 4, 5)  # cnn head: one same-length convolution per kernel size
-    cnn_num_filters: int = 128  # cnn head: filters per kernel size
-    attention_hidden_size: int = 256  # attention head: width of its transformer blocks
-    attention_num_heads: int = 4  # attention head: attention heads (must divide attention_hidden_size)
-    attention_num_layers: int = 1  # attention head: transformer blocks
-    num_frequencies: int = 8  # fourier_kan head: learnable sin/cos frequencies per input feature
-    wavelet_type: str = "mixed"  # wavelet_kan head: haar | db2 | db4 | mixed (the three in turn)
-    num_wavelets: int = 8  # wavelet_kan head: wavelets (learnable scale and translation) per input feature
-    label_smoothing: float = 0.0  # softmax loss: label smoothing in [0, 1) (not with a CRF or multi-label)
-    focal_gamma: float = 0.0  # softmax loss: focal loss exponent, 0 = plain cross-entropy (not with a CRF or multi-label)
-    use_crf: bool = False  # a CRF over word positions, trained with its NLL, decoded with Viterbi
-    crf_constraints: bool = True  # mask transitions the tag scheme forbids (O->I-X, B-X->I-Y, start->I-X)
-    crf_reduction: str = "token_mean"  # CRF NLL reduction: token_mean | mean | sum
-    constrained_decoding: bool = True  # no CRF: decode the best path the tag scheme allows (Viterbi), not per-word argmax
+
+
+# The settings of the model itself are declared once, in cardioner.modeling.HEAD_SETTINGS (name, type, default,
+# help, choices, bounds): one field each here, of that name, type and default, after the backbone. The model's
+# config takes the same names as keyword arguments (``training.build.build_model`` passes them on as they are).
+HeadConfig = dataclasses.make_dataclass(
+    "HeadConfig",
+    [(name, _head_setting_type(setting), field(default=setting.default)) for name, setting in HEAD_SETTINGS.items()],
+    bases=(BackboneConfig,),
+    frozen=True,
+)
+HeadConfig.__module__ = __name__
+HeadConfig.__doc__ = "The backbone, and one field per row of cardioner.modeling.HEAD_SETTINGS."
+
+
+@dataclass(frozen=True)
+class ModelConfig(HeadConfig):
+    """The model section: the backbone, the model's settings (HeadConfig: head, use_crf, classifier_dropout,
+    ...), then what training makes of the model's outputs (priors, class weights, thresholds)."""
+
     prior_init: bool = True  # a fresh head's output biases start at the training tag frequencies (else at 0)
-    class_weighting: str = "none"  # class weights in the softmax loss (multi-label sigmoid: the BCE, per type): none | inverse | inverse_sqrt | normalised
+    class_weighting: str = "none"  # class weights in the softmax loss (multi-label sigmoid: the BCE, per type):
+    #   none | inverse | inverse_sqrt | normalised
     threshold: float = 0.5  # multi-label sigmoid model: every type's decision threshold before any tuning
-    type_thresholds: dict[str, float] | None = None  # multi-label sigmoid model: per-type thresholds overriding `threshold` (e.g. the fold average `train --folds` reports); --set model.type_thresholds=DISO=0.4,ANAT=0.35
-    threshold_selection: str = "dev"  # multi-label sigmoid model: "dev" tunes each type's threshold on dev (span F1) after training; "fixed" keeps `threshold`
-    freeze_backbone: bool = False  # train only the head (and CRF)
+    type_thresholds: dict[str, float] | None = None  # multi-label sigmoid model: per-type thresholds overriding
+    #   `threshold` (e.g. the fold average `train --folds` reports): "DISO=0.4,ANAT=0.35"
+    threshold_selection: str = "dev"  # multi-label sigmoid model: "dev" tunes each type's threshold on dev
+    #   (span F1) after training; "fixed" keeps `threshold`
 
 
 @dataclass(frozen=True)
@@ -134,22 +138,13 @@ class Config:
         return getattr(getattr(self, section), name)
 
 
-# ModelConfig keys passed as they are to the model's config (CardioNERConfig arguments of the same name).
-HEAD_SETTINGS = (
-    "num_layers_to_use", "layer_combination", "use_combined", "lstm_hidden_size", "lstm_num_layers", "lstm_dropout",
-    "cnn_kernel_sizes", "cnn_num_filters", "attention_hidden_size", "attention_num_heads", "attention_num_layers",
-    "num_frequencies", "wavelet_type", "num_wavelets", "label_smoothing", "focal_gamma",
-)
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "training": TrainingConfig}
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.format": ("brat", "conll", "jsonl", "hf", "tsv"),
     "data.overlaps": ("error", "longest"),
     "data.span_errors": ("error", "skip", "realign"),
     "data.scheme": ("BIO", "BIOES"),
-    "model.head": ("linear", "mlp", "bilstm", "cnn", "attention", "fourier_kan", "wavelet_kan"),
-    "model.crf_reduction": ("token_mean", "mean", "sum"),
-    "model.layer_combination": ("concat", "mix"),
-    "model.wavelet_type": ("haar", "db2", "db4", "mixed"),
+    **{f"model.{name}": setting.choices for name, setting in HEAD_SETTINGS.items() if setting.choices},
     "model.class_weighting": ("none", "inverse", "inverse_sqrt", "normalised"),
     "model.threshold_selection": ("fixed", "dev"),
     "training.optimizer": ("adamw", "adam", "sgd"),
@@ -266,12 +261,12 @@ def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
 _BOOLEAN_TEXT = {"true": True, "false": False, "yes": True, "no": False, "1": True, "0": False}
 
 #: the values each numeric key may take: (lowest, highest; None = unbounded, whether each bound itself is allowed).
-#: Head settings (HEAD_SETTINGS) are checked by the model's config, which owns them.
+#: Head settings take theirs from HEAD_SETTINGS (``low <= value < high``).
 RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "data.max_length": (8, None, True, True),
     "data.stride": (0, None, True, True),
     "data.dev_fraction": (0.0, 1.0, True, False),
-    "model.classifier_dropout": (0.0, 1.0, True, False),
+    **{f"model.{name}": (*setting.bounds, True, False) for name, setting in HEAD_SETTINGS.items() if setting.bounds},
     "model.threshold": (0.0, 1.0, False, False),
     **{f"training.{name}": (1, None, True, True) for name in (
         "epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps", "step_size_epochs")},

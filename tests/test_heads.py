@@ -317,16 +317,24 @@ def test_softmax_loss_options_refuse_a_crf():
 
 
 def test_head_settings_are_config_keys_and_model_arguments():
+    """The training config's model section has one key per row of HEAD_SETTINGS, with its default, its
+    choices and its bounds (checked at load, naming the key); the model's config takes each as an argument."""
     import inspect
 
     arguments = inspect.signature(CardioNERConfig).parameters
+    defaults = training_config.ModelConfig()
+    for name, setting in HEAD_SETTINGS.items():
+        assert name in arguments, name
+        assert getattr(defaults, name) == setting.default, name
+        if setting.choices:
+            assert training_config.CHOICES[f"model.{name}"] == setting.choices, name
     config = load_config(overrides={f"model.{name}": value for name, value in
                                     {"cnn_kernel_sizes": "3,5", "layer_combination": "mix"}.items()})
     assert config.model.cnn_kernel_sizes == (3, 5) and config.model.layer_combination == "mix"
-    for name in training_config.HEAD_SETTINGS:
-        assert name in arguments, name
-        assert getattr(config.model, name) == arguments[name].default or name in ("cnn_kernel_sizes",
-                                                                                   "layer_combination"), name
+    with pytest.raises(training_config.ConfigError, match="model.lstm_hidden_size must be >= 1, got 0"):
+        load_config(overrides={"model.lstm_hidden_size": 0})
+    with pytest.raises(training_config.ConfigError, match="model.wavelet_type must be one of haar, db2"):
+        load_config(overrides={"model.wavelet_type": "db8"})
 
 
 # -- the head-settings table ----------------------------------------------------------------------------------------

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import torch
 
 from cardioner.backbone import backbone_config, load_tokenizer, resolve_backbone, window_length, window_stride
-from cardioner.config import HEAD_SETTINGS, Config, ConfigError
+from cardioner.config import Config, ConfigError
 from cardioner.data.document import CorpusError, Document, check_flat, resolve_overlaps
 from cardioner.data.encoding import IGNORE_INDEX, EncodedCorpus, Encoder
 from cardioner.labels import LabelSet
-from cardioner.modeling import TokenClassificationModel
+from cardioner.modeling import HEAD_SETTINGS, TokenClassificationModel
 from cardioner.predictor import Predictor
 from cardioner.thresholds import initial_thresholds
 
@@ -131,18 +131,14 @@ def build_model(config: Config, labels: LabelSet, encoder: Encoder, train_window
         priors = [[round(float(p), 8) for p in tag_frequencies(train_windows, num_tags, c)] for c in channels]
     model = TokenClassificationModel.from_backbone(
         resolve_backbone(settings.model), encoder.tokenizer, labels.model_id2label,
-        use_crf=settings.use_crf, channel_types=labels.channel_types, head=settings.head,
-        classifier_hidden_layers=tuple(settings.classifier_hidden_layers),
-        classifier_activation=settings.classifier_activation, classifier_dropout=settings.classifier_dropout,
-        crf_constraints=settings.crf_constraints, crf_reduction=settings.crf_reduction,
-        constrained_decoding=settings.constrained_decoding,
+        **{name: getattr(settings, name) for name in HEAD_SETTINGS},  # the model's own settings, as they are
+        channel_types=labels.channel_types,
         # the CRF NLL of a multi-label model takes no class weights
         class_weights=None if weights[0] is None or (settings.use_crf and labels.channel_types)
         else labels.model_rows(weights),
         tag_priors=labels.model_rows(priors) if priors else None,
         thresholds=initial_thresholds(settings, labels),
-        freeze_backbone=settings.freeze_backbone, label_all_subwords=config.data.label_all_subwords,
-        **{name: getattr(settings, name) for name in HEAD_SETTINGS},
+        label_all_subwords=config.data.label_all_subwords,
     )
     model.config.cardioner_labels = labels.to_config()
     model.config.cardioner_windows = {"max_length": encoder.max_length, "stride": encoder.stride,
