@@ -1,4 +1,4 @@
-"""The Hugging Face Hub side of an export: the model card's metadata and ``cardioner push``.
+"""The model card's Hub metadata: what the Hub reads from an export's README.md (``cardioner.push`` uploads it).
 
 The card's YAML front matter is written with huggingface_hub's own ``ModelCardData``, so the Hub (and
 ``huggingface_hub.ModelCard`` / ``metadata_load``, offline) read it: library, pipeline tag, license, data sets,
@@ -8,11 +8,10 @@ count, never by the absolute paths of the machine that trained the model.
 
 from __future__ import annotations
 
-import logging
 import re
 from pathlib import Path
 
-logger = logging.getLogger("cardioner")
+from huggingface_hub import EvalResult, ModelCardData
 
 #: file names that say which split a file or folder is, not which corpus (the corpus is the folder above)
 _SPLIT_NAMES = {"train", "training", "dev", "devel", "development", "valid", "validation", "val", "test", "testing",
@@ -64,8 +63,6 @@ def card_data(entity_types: list[str], metrics: dict, card: dict):
         metrics: the export's metrics.json ({"dev": scores, "test": scores, ...}).
         card: model-card fields: "title", "base_model", "language", "license", "datasets" (names).
     """
-    from huggingface_hub import EvalResult, ModelCardData
-
     title = card.get("title", "cardioner token-classification model")
     datasets = [str(d) for d in card.get("datasets") or []]
     results = []
@@ -102,51 +99,3 @@ def card_data(entity_types: list[str], metrics: dict, card: dict):
 def front_matter(entity_types: list[str], metrics: dict, card: dict) -> list[str]:
     """The card's YAML front matter, lines between ``---`` fences."""
     return ["---", *card_data(entity_types, metrics, card).to_yaml().splitlines(), "---"]
-
-
-def push_to_hub(model_dir: str | Path, repo_id: str, private: bool = False, token: str | None = None,
-                license: str | None = None, revision: str | None = None, commit_message: str | None = None,
-                create_pr: bool = False) -> str:
-    """Upload an export folder to the Hub (a model repository, created if needed).
-
-    Args:
-        model_dir: the export folder.
-        repo_id: ``user/name`` or ``org/name``.
-        private: create the repository private.
-        token: a Hub token (default: the one huggingface_hub finds: ``HF_TOKEN``, ``hf auth login``).
-        license: a Hub licence identifier written into the card's metadata before upload (e.g. ``apache-2.0``).
-        revision: the branch to push to.
-        commit_message: the commit message.
-        create_pr: open a pull request instead of committing to the branch.
-
-    Returns:
-        the URL of the commit (or pull request).
-    """
-    from huggingface_hub import HfApi, ModelCard
-
-    from cardioner.export import is_export
-
-    model_dir = Path(model_dir)
-    if not is_export(model_dir):
-        raise ValueError(f"--model {model_dir}: not an exported model folder (no cardioner config.json)")
-    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", repo_id) or ".." in repo_id:
-        raise ValueError(f"--repo must be NAMESPACE/NAME (letters, digits, '-', '_', '.'), got {repo_id!r}")
-    readme = model_dir / "README.md"
-    if not readme.is_file():
-        raise ValueError(f"--model {model_dir}: the export has no model card (README.md)")
-    card = ModelCard.load(readme)  # parses the front matter: a broken card fails here, before any upload
-    if license is not None:
-        card.data.license = license
-        card.save(readme)
-    if card.data.license in (None, UNKNOWN_LICENSE):
-        logger.warning("the model card names no licence; pass --license ID (e.g. apache-2.0, cc-by-4.0)")
-    api = HfApi(token=token)
-    try:
-        api.create_repo(repo_id, private=private, repo_type="model", exist_ok=True)
-        commit = api.upload_folder(repo_id=repo_id, folder_path=str(model_dir), repo_type="model", revision=revision,
-                                   commit_message=commit_message or f"Upload {model_dir.name} (cardioner export)",
-                                   create_pr=create_pr, ignore_patterns=[".*", "**/.*"])
-    except Exception as error:  # network, authentication, permissions: one sentence, not a traceback
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise OSError(f"--repo {repo_id}: upload failed ({type(error).__name__}: {first})") from error
-    return str(getattr(commit, "pr_url", None) or getattr(commit, "commit_url", None) or commit)

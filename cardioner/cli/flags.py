@@ -29,7 +29,12 @@ COMPARE_CONFIG_FLAGS = {key: flag for key, flag in CONFIG_FLAGS.items() if key i
 COMPARE_FLAGS = {"crf": "--crf", "training.output": "--output", **COMPARE_CONFIG_FLAGS}
 # `predict`, `evaluate` and `analyze`: their arguments, and the window keys of an export predict overrides.
 PREDICT_FLAGS = {"batch_size": "--batch-size", "format": "--format", "data.max_length": "--max-length",
-                 "data.stride": "--stride"}
+                 "data.stride": "--stride", "data.span_errors": "--span-errors"}
+# `serve` and `push`: the arguments their library functions check.
+SERVE_FLAGS = {**PREDICT_FLAGS, **{name: "--" + name.replace("_", "-") for name in (
+    "workers", "port", "threads", "max_batch_size", "max_wait_ms", "max_request_bytes", "inception_layer",
+    "inception_feature")}}
+PUSH_FLAGS = {"repo_id": "--repo", "license": "--license"}
 
 
 def config_overrides(options: Mapping[str, Any], flags: Mapping[str, str]) -> dict[str, Any]:
@@ -52,13 +57,14 @@ def flag_message(message: str, flags: Mapping[str, str]) -> str:
 
 
 def speaking_flags(function: Callable[..., Any], flags: Mapping[str, str]) -> Callable[..., Any]:
-    """``function``, whose ValueErrors (ConfigError, CorpusError) name the flags in ``flags`` for the keys."""
+    """``function``, whose user errors (ConfigError, CorpusError, other ValueErrors and OSErrors) name the flags
+    in ``flags`` for the keys."""
 
     @functools.wraps(function)
     def call(*args: Any, **kwargs: Any) -> Any:
         try:
             return function(*args, **kwargs)
-        except ValueError as error:
+        except (ValueError, OSError) as error:
             if error.args and isinstance(error.args[0], str):
                 error.args = (flag_message(error.args[0], flags), *error.args[1:])
             raise

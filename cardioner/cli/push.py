@@ -6,11 +6,13 @@ from typing import Annotated
 
 import typer
 
+from cardioner.cli import options
 from cardioner.cli.common import run_or_exit, setup_logging
+from cardioner.cli.flags import PUSH_FLAGS, speaking_flags
 
 
 def push(
-    model: Annotated[str, typer.Option(help="exported model folder")],
+    model: options.ModelDir,
     repo: Annotated[str, typer.Option(help="the Hub repository: NAMESPACE/NAME (created if needed)")],
     private: Annotated[bool, typer.Option("--private", help="create the repository private")] = False,
     token: Annotated[str | None, typer.Option(help="Hub token (default: HF_TOKEN or `hf auth login`)")] = None,
@@ -18,12 +20,12 @@ def push(
     revision: Annotated[str | None, typer.Option(help="branch to push to (default: main)")] = None,
     message: Annotated[str | None, typer.Option(help="commit message")] = None,
     create_pr: Annotated[bool, typer.Option("--create-pr", help="open a pull request instead")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: options.Verbose = False,
 ) -> None:
     """Upload an export (weights, modeling.py, tokenizer, model card with Hub metadata) to the Hub."""
-    from cardioner.hub import push_to_hub
+    from cardioner.push import push_to_hub  # when run (cli/__init__)
 
     setup_logging(verbose)
-    url = run_or_exit(push_to_hub, model, repo, private=private, token=token, license=license, revision=revision,
+    url = run_or_exit(speaking_flags(push_to_hub, PUSH_FLAGS), model, repo, private=private, token=token, license=license, revision=revision,
                       commit_message=message, create_pr=create_pr)
     typer.echo(f"pushed {model} to {url}")

@@ -19,13 +19,16 @@ import os
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 
+import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
+from cardioner import __version__
 from cardioner.data.document import Document
+from cardioner.serving import inception
 from cardioner.serving.batching import MicroBatcher
 from cardioner.serving.engine import Engine, span_record
 
@@ -205,17 +208,12 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
         settings: the serving settings.
         engine: an Engine already loaded (tests; a preloaded model).
     """
-    from cardioner import __version__
-    from cardioner.serving import inception
-
     settings.check()
     state: dict = {}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         if settings.threads is not None:
-            import torch
-
             torch.set_num_threads(settings.threads)
         loaded = engine or await run_in_threadpool(Engine, settings.model, settings.batch_size,
                                                    settings.max_length, settings.stride)

@@ -12,6 +12,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from huggingface_hub import metadata_load
+
 from cardioner.data.document import Document, Span
 from cardioner.inference import check_batch_size, load_predictor
 
@@ -103,8 +105,6 @@ class Engine:
 
 def card_metadata(model_dir: str | Path) -> dict:
     """The metadata of the export's model card (README.md front matter), as huggingface_hub parses it."""
-    from huggingface_hub import metadata_load
-
     readme = Path(model_dir) / "README.md"
     if not readme.is_file():
         return {}

@@ -72,7 +72,7 @@ def parse_request(payload: dict, layer: str = NAMED_ENTITY, feature: str = "valu
         RecommenderRequestError: a missing key, an XMI or type system cassis cannot read, another layer or feature,
             or a layer without the feature.
     """
-    from cassis import load_cas_from_xmi, load_typesystem
+    from cassis import load_cas_from_xmi, load_typesystem  # dkpro-cassis: the serve extra (optional)
 
     metadata = _field(payload, "metadata", dict)
     document = _field(payload, "document", dict)
@@ -82,8 +82,8 @@ def parse_request(payload: dict, layer: str = NAMED_ENTITY, feature: str = "valu
     if (asked_layer, asked_feature) != (layer, feature):
         raise RecommenderRequestError(
             f"this recommender predicts {layer} / {feature}; INCEpTION asked for {asked_layer} / {asked_feature} "
-            "(configure the recommender on that layer and feature, or start cardioner serve with "
-            "--inception-layer and --inception-feature)")
+            "(configure the recommender on that layer and feature, or serve that layer and feature: the "
+            "server's inception_layer and inception_feature settings)")
     anchoring = metadata.get("anchoringMode", "tokens")
     if anchoring not in ANCHORING_MODES:
         raise RecommenderRequestError(f"metadata.anchoringMode must be one of {', '.join(ANCHORING_MODES)}, "

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from functools import partialmethod
 from pathlib import Path
+
+import tqdm.std
+from transformers.utils import logging as transformers_logging
+
+from cardioner.errors import ConfigError, CorpusError
+from cardioner.export import is_export
 
 SERVE_PACKAGES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "cassis": "dkpro-cassis"}
 
@@ -13,7 +20,7 @@ def check_serve_packages() -> None:
     """Raise a one-sentence error naming the serving packages that are not installed."""
     missing = [package for module, package in SERVE_PACKAGES.items() if importlib.util.find_spec(module) is None]
     if missing:
-        raise ValueError(f"cardioner serve needs {', '.join(missing)}: pip install \"cardioner[serve]\"")
+        raise ConfigError(f"cardioner serve needs {', '.join(missing)}: pip install \"cardioner[serve]\"")
 
 
 def silence_progress_bars() -> None:
@@ -22,11 +29,6 @@ def silence_progress_bars() -> None:
     tqdm reads ``TQDM_DISABLE`` when first imported (worker processes started by uvicorn do); in this process
     cardioner's command line imported it already, so its bars are disabled by default here too.
     """
-    from functools import partialmethod
-
-    import tqdm.std
-    from transformers.utils import logging as transformers_logging
-
     os.environ["TQDM_DISABLE"] = "1"
     tqdm.std.tqdm.__init__ = partialmethod(tqdm.std.tqdm.__init__, disable=True)
     transformers_logging.disable_progress_bar()
@@ -45,20 +47,18 @@ def run_server(model: str | Path, host: str = "127.0.0.1", port: int = 8000, wor
         log_level: uvicorn's log level.
         settings: the other ``ServeSettings`` fields (batch sizes, limits, INCEpTION layer and feature).
     """
-    from cardioner.export import is_export
-
     check_serve_packages()
     if not Path(model).is_dir():
-        raise ValueError(f"--model {model}: no such folder")
+        raise CorpusError("no such folder", model)
     if not is_export(model):
-        raise ValueError(f"--model {model}: not an exported model folder (no cardioner config.json)")
+        raise CorpusError("not an exported model folder (no cardioner config.json)", model)
     if workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {workers}")
+        raise ConfigError(f"workers must be >= 1, got {workers}")
     if not 0 <= port <= 65535:
-        raise ValueError(f"--port must be in 0..65535, got {port}")
-    import uvicorn
+        raise ConfigError(f"port must be in 0..65535, got {port}")
+    import uvicorn  # the serve extra (optional): checked above, imported only to serve
 
-    from cardioner.serving.app import SETTINGS_ENV, ServeSettings, create_app
+    from cardioner.serving.app import SETTINGS_ENV, ServeSettings, create_app  # FastAPI: the serve extra too
 
     if threads is None and workers > 1:
         threads = max(1, (os.cpu_count() or 1) // workers)
