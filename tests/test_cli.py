@@ -298,13 +298,3 @@ def test_library_errors_name_keys_and_commands_name_their_flags():
         with pytest.raises(type(error)) as raised:
             speaking_flags(fails, CONFIG_FLAGS)(error)
         assert "--output x" in str(raised.value) and "training.output" not in str(raised.value)
-
-
-def test_a_key_error_is_a_bug_and_keeps_its_traceback():
-    from cardioner.cli.common import run_or_exit
-
-    def buggy():
-        return {}["missing"]
-
-    with pytest.raises(KeyError, match="missing"):
-        run_or_exit(buggy)

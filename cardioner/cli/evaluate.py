@@ -6,20 +6,20 @@ from typing import Annotated
 
 import typer
 
+from cardioner.cli import options
 from cardioner.cli.common import run_or_exit, setup_logging
 from cardioner.cli.flags import PREDICT_FLAGS, speaking_flags
 
 
 def evaluate(
-    model: Annotated[str, typer.Option(help="exported model folder")],
-    data: Annotated[str, typer.Option(help="annotated corpus (brat folder, CoNLL, JSONL, HF dataset)")],
-    format: Annotated[str | None, typer.Option(help="brat | conll | jsonl | hf | tsv (default: detect)")] = None,
+    model: options.ModelDir,
+    data: options.AnnotatedCorpus,
+    format: options.CorpusFormat = None,
     output: Annotated[str | None, typer.Option(help="write the scores as JSON here")] = None,
     html: Annotated[str | None, typer.Option(help="write a page of gold against predicted spans here")] = None,
-    batch_size: Annotated[int, typer.Option(help="windows per batch")] = 32,
-    span_errors: Annotated[str, typer.Option("--span-errors", help="gold spans whose offsets do not fit their "
-                                             "annotated string: error | skip | realign (data.span_errors)")] = "error",
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    batch_size: options.BatchSize = 32,
+    span_errors: options.SpanErrors = "error",
+    verbose: options.Verbose = False,
 ) -> None:
     """Span-level precision, recall and F1 per type (exact and overlap match) and the seqeval view."""
     from cardioner.evaluation import format_table  # when run (cli/__init__)

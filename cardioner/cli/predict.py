@@ -6,20 +6,21 @@ from typing import Annotated
 
 import typer
 
+from cardioner.cli import options
 from cardioner.cli.common import run_or_exit, setup_logging
 from cardioner.cli.flags import PREDICT_FLAGS, speaking_flags
 
 
 def predict(
-    model: Annotated[str, typer.Option(help="exported model folder")],
+    model: options.ModelDir,
     input: Annotated[str, typer.Option(help="a .txt file, a folder of .txt files, or JSONL (id, text)")],
     output: Annotated[str, typer.Option(help="output folder (brat) or file (jsonl, tsv, html)")],
     format: Annotated[str, typer.Option(help="brat | jsonl | tsv | html (one page to look at)")] = "brat",
-    batch_size: Annotated[int, typer.Option(help="windows per batch")] = 32,
-    max_length: Annotated[int | None, typer.Option(help="window size in subwords (default: as trained)")] = None,
-    stride: Annotated[int | None, typer.Option(help="window overlap in subwords (default: as trained)")] = None,
+    batch_size: options.BatchSize = 32,
+    max_length: options.ExportMaxLength = None,
+    stride: options.ExportStride = None,
     show: Annotated[int, typer.Option(help="print this many predicted entities")] = 20,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: options.Verbose = False,
 ) -> None:
     """Predict entities (Viterbi for CRF models; long documents in overlapping windows) and write them."""
     from cardioner.inference import entity_table, predict_path  # when run (cli/__init__)
