@@ -50,7 +50,7 @@ def test_user_errors_exit_1_and_bugs_say_they_are_bugs(tmp_path, monkeypatch, fa
     def fails(*args, **kwargs):
         raise failure
 
-    monkeypatch.setattr("cardioner.cli.convert.read_corpus", failure if failure is bad_unpacking else fails)
+    monkeypatch.setattr("cardioner.data.io.read_corpus", failure if failure is bad_unpacking else fails)
     result = convert(tmp_path)
     assert result.exit_code == code, result.output
     assert fragment in one_line(result, prefix)
@@ -63,7 +63,7 @@ def test_a_deliberate_value_error_of_the_library_is_a_user_error(tmp_path):
 
 
 def test_cardioner_debug_shows_the_traceback(tmp_path, monkeypatch):
-    monkeypatch.setattr("cardioner.cli.convert.read_corpus", lambda *a, **k: {}["missing"])
+    monkeypatch.setattr("cardioner.data.io.read_corpus", lambda *a, **k: {}["missing"])
     result = convert(tmp_path, env={"CARDIONER_DEBUG": "1"})
     assert isinstance(result.exception, KeyError)  # raised through: Typer prints the traceback
 

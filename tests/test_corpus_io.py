@@ -412,7 +412,7 @@ def test_resolve_overlaps_without_overlaps_writes_brat_back_unchanged(tmp_path: 
 
 
 def test_convert_resolve_overlaps_keeps_every_note_on_its_entity(shared_data: Path, tmp_path: Path) -> None:
-    from cardioner.cli.convert import convert_corpus
+    from cardioner.data.io import convert_corpus
 
     source = shared_data / "ct_ebm_sp" / "dev"
     summary = convert_corpus(str(source), str(tmp_path / "out"), "brat", resolve=True)

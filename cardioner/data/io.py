@@ -1,4 +1,5 @@
-"""One entry point for every corpus format: ``detect_format``, ``read_corpus`` and ``write_corpus``."""
+"""One entry point for every corpus format: ``detect_format``, ``read_corpus``, ``write_corpus`` and
+``convert_corpus`` (one format read, another written)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from typing import Any
 from cardioner.data.brat import is_brat_folder, read_brat, write_brat
 from cardioner.data.common import check_span_errors, check_unique_ids, head_lines, progress
 from cardioner.data.conll import looks_like_conll, read_conll, write_conll
-from cardioner.data.document import CorpusError, Document, ReadReport
+from cardioner.data.document import CorpusError, Document, ReadReport, resolve_overlaps
 from cardioner.data.hf import read_hf
 from cardioner.data.jsonl import looks_like_jsonl, read_jsonl, write_jsonl
 from cardioner.data.paths import check_output, check_writable_ids, corpus_files
 from cardioner.data.tsv import looks_like_tsv, read_tsv, write_tsv
+from cardioner.errors import ConfigError
 
 READ_FORMATS = ("brat", "conll", "jsonl", "tsv", "hf")
 WRITE_FORMATS = ("brat", "conll", "jsonl", "tsv")
@@ -172,3 +174,36 @@ def write_corpus(docs: list[Document], path: str | Path, to: str, scheme: str = 
         write_jsonl(docs, path)
     else:
         write_tsv(docs, path)
+
+
+def convert_corpus(input: str | Path, output: str | Path, to: str, format: str | None = None,
+                   texts_dir: str | Path | None = None, scheme: str = "IOB2", resolve: bool = False,
+                   span_errors: str = "error") -> str:
+    """Read ``input`` and write it to ``output`` in format ``to``; returns the report summary.
+
+    Args:
+        input: the corpus (file or folder).
+        output: the output file (a folder for brat).
+        to: "brat", "conll", "jsonl" or "tsv".
+        format: the input format (detected when None).
+        texts_dir: the ``NAME.txt`` folder for a TSV input.
+        scheme: the CoNLL output tag scheme.
+        resolve: drop overlapping spans (keeping the longest), counted in the report, e.g. for CoNLL output;
+            brat notes and relations on a dropped span are dropped with it (and counted), the others stay on
+            theirs.
+        span_errors: spans whose offsets do not fit their annotated string: "error", "skip" or "realign".
+
+    Returns:
+        The ReadReport summary (including what the writer had to change).
+    """
+    if to not in WRITE_FORMATS:
+        raise ConfigError(f"to must be one of {', '.join(WRITE_FORMATS)}, got {to!r}")
+    check_output_target(output, to)  # before reading: an existing file that is not ours is refused at once
+    docs, report = read_corpus(input, format=format, texts_dir=texts_dir, span_errors=span_errors)
+    if resolve:
+        for i, doc in enumerate(docs):
+            docs[i], dropped = resolve_overlaps(doc, report)
+            if dropped:
+                report.note("skipped", "overlapping spans dropped (longest kept)", doc.id, n=dropped)
+    write_corpus(docs, output, to, scheme=scheme, report=report)
+    return report.summary() + f"\nwrote {len(docs)} documents as {to} to {output}"
