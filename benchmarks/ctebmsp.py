@@ -8,12 +8,12 @@ per-type thresholds are tuned on dev only. Prints one JSON object.
 
     python benchmarks/ctebmsp.py --train-docs 360 --dev-docs 80 --epochs 2 --max-length 128 > ctebmsp.json
 
-``--redecode DIR`` trains nothing: it loads the models an earlier run saved with ``--save DIR`` and scores them
-again with ``--decoding`` (the sigmoid model's thresholds re-tuned on the same dev documents), so decoders can be
-compared on the same weights.
+``--redecode DIR`` trains nothing: it loads the models an earlier run saved with ``--save DIR`` and scores
+them again with ``--decoding`` (the sigmoid model's thresholds re-tuned on the same dev documents), so
+decoders can be compared on the same weights.
 
-``--aggregate A.json B.json ...`` trains nothing: it reads runs of one budget that differ only in ``--seed`` and
-prints each system's mean and standard deviation per type, and each system's paired difference from
+``--aggregate A.json B.json ...`` trains nothing: it reads runs of one budget that differ only in ``--seed``
+and prints each system's mean and standard deviation per type, and each system's paired difference from
 ``flat_longest`` (same seed, same dev and training order): their mean and sd, the paired t statistic, wins and
 losses, and a sign-test p-value; ``--plot`` draws the means with the standard deviations as error bars.
 """
@@ -43,7 +43,9 @@ def overlapping_spans(docs) -> int:
     for doc in docs:
         spans = sorted(doc.spans, key=lambda s: (s.start, -s.end))
         for span in spans:
-            count += any(other is not span and other.start < span.end and span.start < other.end for other in spans)
+            count += any(
+                other is not span and other.start < span.end and span.start < other.end for other in spans
+            )
     return count
 
 
@@ -76,14 +78,18 @@ def run(system: str, args, train_docs, dev_docs, test_docs) -> dict:
     predicted = list(trainer.predictor.with_batch_size(64).predict(test_docs))
     scores = score_spans(test_docs, predicted, match="exact")
     return {
-        "decoding": "crf" if use_crf else "constrained" if trainer.model.config.constrained_decoding else "argmax",
+        "decoding": (
+            "crf" if use_crf else "constrained" if trainer.model.config.constrained_decoding else "argmax"
+        ),
         "test_micro_f1": round(scores["micro"]["f1"] * 100, 2),
         "test_macro_f1": round(scores["macro"]["f1"] * 100, 2),
         "test_f1_per_type": {t: round(s["f1"] * 100, 2) for t, s in scores["per_type"].items()},
         "dev_micro_f1": round(result.dev_metrics["micro"]["f1"] * 100, 2),
         "overlapping_predicted_spans": overlapping_spans(predicted),
         "predicted_spans": sum(len(d.spans) for d in predicted),
-        "thresholds": getattr(trainer.model.config, "thresholds", None) if multilabel and not use_crf else None,
+        "thresholds": (
+            getattr(trainer.model.config, "thresholds", None) if multilabel and not use_crf else None
+        ),
         "dev_threshold_tuning": result.thresholds,  # per type: chosen threshold, dev F1 there and at 0.5
         "dev_f1_per_epoch": [round(row["dev_f1"] * 100, 2) for row in result.history],
         "best_epoch": result.best_epoch,
@@ -92,7 +98,8 @@ def run(system: str, args, train_docs, dev_docs, test_docs) -> dict:
 
 
 def redecode(system: str, args, dev_docs, test_docs) -> dict:
-    """Score a saved system again with the decoder ``args.decoding`` (no training; thresholds re-tuned on dev)."""
+    """Score a saved system again with the decoder
+    ``args.decoding`` (no training; thresholds re-tuned on dev)."""
     from cardioner import load_model
     from cardioner.evaluation import score_spans
     from cardioner.predictor import Predictor
@@ -100,7 +107,8 @@ def redecode(system: str, args, dev_docs, test_docs) -> dict:
 
     model, tokenizer = load_model(Path(args.redecode) / system)
     if not model.config.use_crf:  # the CRF decodes by Viterbi with its learned transitions either way
-        model.config.constrained_decoding = args.decoding == "constrained"  # the decoder reads it at every call
+        # the decoder reads it at every call
+        model.config.constrained_decoding = args.decoding == "constrained"
     predictor = Predictor.from_model(model, tokenizer)
     tuning = None
     if model.config.channel_types is not None and not model.config.use_crf:
@@ -125,17 +133,30 @@ def redecode(system: str, args, dev_docs, test_docs) -> dict:
     }
 
 
-BUDGET = ("benchmark", "backbone", "epochs", "batch_size", "lr", "max_length", "overrides", "train_docs", "dev_docs")
+BUDGET = (
+    "benchmark",
+    "backbone",
+    "epochs",
+    "batch_size",
+    "lr",
+    "max_length",
+    "overrides",
+    "train_docs",
+    "dev_docs",
+)
 
 
 def aggregate(runs: dict[str, dict], reference: str = "flat_longest") -> dict:
-    """Per system and type: mean and sample standard deviation of test F1 over ``runs`` ({file: summary}, one
-    budget, seeds differing); per system other than ``reference``: the paired differences from it, seed by seed."""
+    """Per system and type: mean and sample standard deviation of test F1 over
+    ``runs`` ({file: summary}, one budget, seeds differing); per system other
+    than ``reference``: the paired differences from it, seed by seed."""
     first_file, first = next(iter(runs.items()))
     for file, summary in runs.items():
         differing = [key for key in BUDGET if summary.get(key) != first.get(key)]
         if differing:
-            raise ValueError(f"{file}: {', '.join(differing)} differ from {first_file}; aggregate runs of one budget")
+            raise ValueError(
+                f"{file}: {', '.join(differing)} differ from {first_file}; aggregate runs of one budget"
+            )
     seeds = [summary["seed"] for summary in runs.values()]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"the runs repeat a seed: {seeds}")
@@ -159,7 +180,10 @@ def aggregate(runs: dict[str, dict], reference: str = "flat_longest") -> dict:
         result["systems"][system] = {
             "runs": len(rows),
             "mean": {t: round(statistics.fmean(row[t] for row in rows), 2) for t in types},
-            "sd": {t: round(statistics.stdev(row[t] for row in rows), 2) if len(rows) > 1 else None for t in types},
+            "sd": {
+                t: round(statistics.stdev(row[t] for row in rows), 2) if len(rows) > 1 else None
+                for t in types
+            },
         }
         paired = [(scores(summary, system), scores(summary, reference)) for summary in runs.values()
                   if system != reference and {system, reference} <= set(summary["systems"])]
@@ -170,17 +194,25 @@ def aggregate(runs: dict[str, dict], reference: str = "flat_longest") -> dict:
 
 
 def paired_summary(differences: list[float]) -> dict:
-    """Seed-by-seed differences: their mean and sd, the paired t statistic (n - 1 degrees of freedom), the wins,
-    and the one-sided sign-test p-value of that many wins or more if each seed were a coin flip (ties dropped)."""
+    """Seed-by-seed differences: their mean and sd, the paired t statistic (n -
+    1 degrees of freedom), the wins, and the one-sided sign-test p-value of
+    that many wins or more if each seed were a coin flip (ties dropped)."""
     n = len(differences)
     wins, losses = sum(d > 0 for d in differences), sum(d < 0 for d in differences)
     mean = statistics.fmean(differences)
     sd = statistics.stdev(differences) if n > 1 else None
     decided = wins + losses
     sign_p = sum(math.comb(decided, k) for k in range(wins, decided + 1)) / 2**decided if decided else None
-    return {"differences": differences, "mean": round(mean, 2), "sd": sd and round(sd, 2),
-            "t": round(mean / (sd / math.sqrt(n)), 2) if sd else None, "wins": wins, "losses": losses, "runs": n,
-            "sign_test_p": sign_p and round(sign_p, 3)}
+    return {
+        "differences": differences,
+        "mean": round(mean, 2),
+        "sd": sd and round(sd, 2),
+        "t": round(mean / (sd / math.sqrt(n)), 2) if sd else None,
+        "wins": wins,
+        "losses": losses,
+        "runs": n,
+        "sign_test_p": sign_p and round(sign_p, 3),
+    }
 
 
 def plot(summary: dict, path: str) -> None:
@@ -190,10 +222,13 @@ def plot(summary: dict, path: str) -> None:
     budget = f"{summary['train_docs']} train docs, {summary['epochs']} epochs, {summary['backbone']} backbone"
     if "runs" in summary:  # an --aggregate summary: means over seeds, standard deviations as error bars
         seeds = ", ".join(str(run["seed"]) for run in summary["runs"])
-        plot_systems_per_type({name: row["mean"] for name, row in summary["systems"].items()}, path,
-                              title=f"CT-EBM-SP test, exact spans, mean ± sd over seeds {seeds}\n({budget})",
-                              ylabel="F1 (%)", errors={name: row["sd"] for name, row in summary["systems"].items()
-                                                       if row["runs"] > 1})
+        plot_systems_per_type(
+            {name: row["mean"] for name, row in summary["systems"].items()},
+            path,
+            title=f"CT-EBM-SP test, exact spans, mean ± sd over seeds {seeds}\n({budget})",
+            ylabel="F1 (%)",
+            errors={name: row["sd"] for name, row in summary["systems"].items() if row["runs"] > 1},
+        )
         return
     per_system = {name: {**row["test_f1_per_type"], "micro": row["test_micro_f1"]}
                   for name, row in summary["systems"].items()}
@@ -202,8 +237,12 @@ def plot(summary: dict, path: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train-docs", type=int, default=360, help="seeded subset of the 720 training docs (0 = all)")
-    parser.add_argument("--dev-docs", type=int, default=80, help="seeded subset of the 240 dev docs (0 = all)")
+    parser.add_argument(
+        "--train-docs", type=int, default=360, help="seeded subset of the 720 training docs (0 = all)"
+    )
+    parser.add_argument(
+        "--dev-docs", type=int, default=80, help="seeded subset of the 240 dev docs (0 = all)"
+    )
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-4)
@@ -216,7 +255,9 @@ def main() -> None:
                         help="config override for every cardioner system, e.g. --set model.prior_init=false")
     parser.add_argument("--plot", help="also draw per-type test F1 of the systems as this PNG")
     parser.add_argument("--plot-from", help="draw --plot from this earlier JSON output instead of training")
-    parser.add_argument("--redecode", metavar="DIR", help="score the systems saved in DIR (--save) again; no training")
+    parser.add_argument(
+        "--redecode", metavar="DIR", help="score the systems saved in DIR (--save) again; no training"
+    )
     parser.add_argument("--decoding", choices=("constrained", "argmax"), default="constrained",
                         help="with --redecode: the decoder of the models without a CRF")
     parser.add_argument("--aggregate", nargs="+", metavar="JSON",
@@ -224,7 +265,9 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.aggregate:
-        summary = aggregate({file: json.loads(Path(file).read_text(encoding="utf-8")) for file in args.aggregate})
+        summary = aggregate(
+            {file: json.loads(Path(file).read_text(encoding="utf-8")) for file in args.aggregate}
+        )
         print(json.dumps(summary, indent=2))
         if args.plot:
             plot(summary, args.plot)
@@ -245,14 +288,24 @@ def main() -> None:
                            run(system, args, train_docs, dev_docs, test_docs))
         print(f"{system}: {json.dumps(results[system])}", file=sys.stderr, flush=True)
     summary = {
-        "benchmark": "ct_ebm_sp", "backbone": args.model, "epochs": args.epochs, "batch_size": args.batch_size,
-        "lr": args.lr, "max_length": args.max_length, "seed": args.seed, "overrides": args.set,
-        "redecoded": args.redecode and {"from": args.redecode, "decoding": args.decoding}, "train_docs": len(train_docs),
-        "dev_docs": len(dev_docs), "test_docs": len(test_docs),
+        "benchmark": "ct_ebm_sp",
+        "backbone": args.model,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "max_length": args.max_length,
+        "seed": args.seed,
+        "overrides": args.set,
+        "redecoded": args.redecode and {"from": args.redecode, "decoding": args.decoding},
+        "train_docs": len(train_docs),
+        "dev_docs": len(dev_docs),
+        "test_docs": len(test_docs),
         "gold_test_spans": sum(len(d.spans) for d in test_docs),
         "gold_test_overlapping_spans": overlapping_spans(test_docs),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-                   f"threads {torch.get_num_threads()}",
+        "machine": (
+            f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch"
+            f" {torch.__version__}, threads {torch.get_num_threads()}"
+        ),
         "systems": results,
     }
     print(json.dumps(summary, indent=2))

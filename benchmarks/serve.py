@@ -1,10 +1,10 @@
 """Latency and throughput of ``cardioner serve`` at 1 and 8 concurrent clients; prints JSON.
 
-Starts the real server (``python -m cardioner serve``) on a free localhost port for each batching setting, sends
-the same requests (one text each: the sentences of the NCBI sample's test abstracts, by default) from 1 and
-from 8 client threads over HTTP, and reports per-request latency (median, p95) and throughput. The comparison
-is within one run: the same model, texts and machine, so the ratios (8 clients against 1; batching window
-against none) mean more than the absolute figures on a shared machine.
+Starts the real server (``python -m cardioner serve``) on a free localhost port for each batching setting,
+sends the same requests (one text each: the sentences of the NCBI sample's test abstracts, by default) from 1
+and from 8 client threads over HTTP, and reports per-request latency (median, p95) and throughput. The
+comparison is within one run: the same model, texts and machine, so the ratios (8 clients against 1; batching
+window against none) mean more than the absolute figures on a shared machine.
 
     python benchmarks/serve.py --model models/ncbi --requests 200 --wait-ms 0,5 --threads 2
 """
@@ -125,10 +125,14 @@ def direct(model: Path, texts: list[str], threads: int, batch_size: int) -> dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, type=Path, help="an export folder")
-    parser.add_argument("--texts", type=Path, default=SAMPLE, help="a folder of .txt files (split into sentences)")
+    parser.add_argument(
+        "--texts", type=Path, default=SAMPLE, help="a folder of .txt files (split into sentences)"
+    )
     parser.add_argument("--requests", type=int, default=200, help="requests per measurement")
     parser.add_argument("--clients", default="1,8", help="concurrent clients to measure, comma-separated")
-    parser.add_argument("--wait-ms", default="0,5", help="the server's --max-wait-ms settings, comma-separated")
+    parser.add_argument(
+        "--wait-ms", default="0,5", help="the server's --max-wait-ms settings, comma-separated"
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="the server's torch threads")
     parser.add_argument("--batch-size", type=int, default=32, help="the server's windows per forward pass")
     args = parser.parse_args()
@@ -147,9 +151,13 @@ def main() -> None:
             process.wait(timeout=60)
     baseline = direct(args.model, texts, args.threads, args.batch_size)
     by_key = {(r["max_wait_ms"], r["clients"]): r for r in runs}
-    ratios = {f"wait {w:g} ms: throughput {c} clients / 1 client": round(r["requests_per_s"]
-                                                                          / by_key[(w, 1)]["requests_per_s"], 2)
-              for (w, c), r in by_key.items() if c != 1 and (w, 1) in by_key}
+    ratios = {
+        f"wait {w:g} ms: throughput {c} clients / 1 client": round(
+            r["requests_per_s"] / by_key[(w, 1)]["requests_per_s"], 2
+        )
+        for (w, c), r in by_key.items()
+        if c != 1 and (w, 1) in by_key
+    }
     for (w, c), r in by_key.items():
         ratios[f"wait {w:g} ms, {c} clients: served / direct in calls of {min(c, 8)}"] = round(
             r["requests_per_s"] / baseline[f"texts_per_s_in_calls_of_{1 if c == 1 else 8}"], 2)

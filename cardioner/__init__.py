@@ -1,6 +1,7 @@
 """cardioner: named-entity recognisers on any Hugging Face encoder, exported as ordinary model folders.
 
-The public API; heavy modules (torch, transformers) are imported on first use, so ``import cardioner`` is light.
+The public API; heavy modules (torch, transformers) are
+imported on first use, so ``import cardioner`` is light.
 """
 
 from __future__ import annotations

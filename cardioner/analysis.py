@@ -3,11 +3,11 @@ the backbone lays out words of each type.
 
 ``analyze_model(model_dir, data_path, output_dir)`` writes:
 
-- ``confusion_matrix.json`` / ``.png``: span-level confusion over entity types. Gold and predicted spans are
-  paired one-to-one: exact matches first, then overlaps of the same type, then overlaps of any type (each
-  greedy, most shared characters first, as the overlap scorer does); rows are gold types plus ``spurious`` (a
-  prediction overlapping no gold span), columns are predicted types plus ``missed`` (a gold span overlapping no
-  prediction).
+- ``confusion_matrix.json`` / ``.png``: span-level confusion over entity types. Gold and
+  predicted spans are paired one-to-one: exact matches first, then overlaps of the same type,
+  then overlaps of any type (each greedy, most shared characters first, as the overlap scorer
+  does); rows are gold types plus ``spurious`` (a prediction overlapping no gold span),
+  columns are predicted types plus ``missed`` (a gold span overlapping no prediction).
 - ``errors.json`` / ``errors.md``: per gold type, counts and examples (with context) of missed spans, wrong
   types, wrong boundaries (same type, overlapping, not exact) and spurious predictions.
 - ``words_pca.png`` / ``words_tsne.png``: the backbone's representation of each word's first subword (what
@@ -39,16 +39,16 @@ logger = logging.getLogger("cardioner")
 MISSED, SPURIOUS, OUTSIDE = "missed", "spurious", "O"
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Span confusion
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 def match_spans(gold: list[Span], predicted: list[Span]) -> list[tuple[Span | None, Span | None]]:
-    """Pair one document's gold and predicted spans one-to-one, in three rounds: exact matches (same type, same
-    boundaries) first, then overlaps of the same type, then overlaps of any type (each round greedy by shared
-    characters). An exactly right span nested in another gold span is thus paired with its own gold span, as
-    the span scorer counts it, and not with the enclosing one.
+    """Pair one document's gold and predicted spans one-to-one, in three rounds: exact matches (same type,
+    same boundaries) first, then overlaps of the same type, then overlaps of any type (each round greedy by
+    shared characters). An exactly right span nested in another gold span is thus paired with its own gold
+    span, as the span scorer counts it, and not with the enclosing one.
 
     Returns:
         (gold, predicted) pairs: both set for overlapping spans, (gold, None) for a missed span,
@@ -67,10 +67,14 @@ def match_spans(gold: list[Span], predicted: list[Span]) -> list[tuple[Span | No
             used_pred.add(p)
     labels = sorted({s.label for s in gold})
     for group in [[label] for label in labels] + [None]:  # round 2: overlaps per type; round 3: any overlap
-        free_gold = [g for g in range(len(gold)) if g not in used_gold and (group is None or gold[g].label in group)]
+        free_gold = [
+            g for g in range(len(gold)) if g not in used_gold and (group is None or gold[g].label in group)
+        ]
         free_pred = [p for p in range(len(predicted))
                      if p not in used_pred and (group is None or predicted[p].label in group)]
-        for g, p in greedy_overlap_pairs([gold_keys[g] for g in free_gold], [pred_keys[p] for p in free_pred]):
+        for g, p in greedy_overlap_pairs(
+            [gold_keys[g] for g in free_gold], [pred_keys[p] for p in free_pred]
+        ):
             pairs.append((free_gold[g], free_pred[p]))
             used_gold.add(free_gold[g])
             used_pred.add(free_pred[p])
@@ -105,7 +109,13 @@ def confusion_matrix(gold_docs: list[Document], predicted_docs: list[Document], 
             col = cols.index(pred.label) if pred else cols.index(MISSED)
             counts[row, col] += 1
             exact += bool(gold and pred and (gold.start, gold.end) == (pred.start, pred.end))
-    return {"match": "overlap", "gold": rows, "predicted": cols, "counts": counts.tolist(), "exact_boundaries": exact}
+    return {
+        "match": "overlap",
+        "gold": rows,
+        "predicted": cols,
+        "counts": counts.tolist(),
+        "exact_boundaries": exact,
+    }
 
 
 def error_examples(gold_docs: list[Document], predicted_docs: list[Document], max_examples: int = 20,
@@ -126,12 +136,22 @@ def error_examples(gold_docs: list[Document], predicted_docs: list[Document], ma
     def describe(doc: Document, span: Span | None) -> dict | None:
         if span is None:
             return None
-        return {"label": span.label, "start": span.start, "end": span.end, "text": doc.text[span.start : span.end]}
+        return {
+            "label": span.label,
+            "start": span.start,
+            "end": span.end,
+            "text": doc.text[span.start : span.end],
+        }
 
     for doc in gold_docs:
         predicted = predicted_by_id[doc.id].spans if doc.id in predicted_by_id else []
         for gold, pred in match_spans(doc.spans, predicted):
-            if gold and pred and gold.label == pred.label and (gold.start, gold.end) == (pred.start, pred.end):
+            if (
+                gold
+                and pred
+                and gold.label == pred.label
+                and (gold.start, gold.end) == (pred.start, pred.end)
+            ):
                 entry(gold.label)["correct"] += 1
                 continue
             if gold is None:
@@ -156,7 +176,9 @@ def _context(text: str, start: int, end: int, width: int) -> str:
     """The text around [start, end) with the span in [[double brackets]], on one line."""
     left = text[max(0, start - width) : start]
     right = text[end : end + width]
-    return " ".join(f"{'…' if start > width else ''}{left}[[{text[start:end]}]]{right}{'…' if end + width < len(text) else ''}".split())
+    before = "…" if start > width else ""
+    after = "…" if end + width < len(text) else ""
+    return " ".join(f"{before}{left}[[{text[start:end]}]]{right}{after}".split())
 
 
 def errors_markdown(errors: dict, title: str) -> str:
@@ -182,9 +204,9 @@ def errors_markdown(errors: dict, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Word representations
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 @torch.no_grad()
@@ -231,7 +253,8 @@ def _word_type(labels: LabelSet, word_label: list[int]) -> str:
 
 
 def sample_words(types: list[str], max_words: int, seed: int = 0) -> list[int]:
-    """Indices of at most ``max_words`` words (seeded): up to half of them entity words, shared by type; then O words."""
+    """Indices of at most ``max_words`` words (seeded): up to
+    half of them entity words, shared by type; then O words."""
     rng = random.Random(seed)
     by_type: dict[str, list[int]] = {}
     for index, entity_type in enumerate(types):
@@ -247,9 +270,9 @@ def sample_words(types: list[str], max_words: int, seed: int = 0) -> list[int]:
     return sorted(chosen)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # The command
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 def analyze_model(model_dir: str | Path, data_path: str | Path, output_dir: str | Path | None = None,
@@ -289,8 +312,11 @@ def analyze_model(model_dir: str | Path, data_path: str | Path, output_dir: str 
     matrix = confusion_matrix(docs, predicted, list(predictor.labels.types))
     paths["confusion_json"] = output / "confusion_matrix.json"
     paths["confusion_json"].write_text(json.dumps(matrix, indent=2), encoding="utf-8")
-    paths["confusion_png"] = plot_confusion(matrix, output / "confusion_matrix.png",
-                                            f"Span confusion (overlap match) — {name} on {Path(data_path).name}")
+    paths["confusion_png"] = plot_confusion(
+        matrix,
+        output / "confusion_matrix.png",
+        f"Span confusion (overlap match) — {name} on {Path(data_path).name}",
+    )
     errors = error_examples(docs, predicted, max_examples)
     paths["errors_json"] = output / "errors.json"
     paths["errors_json"].write_text(json.dumps(errors, indent=2, ensure_ascii=False), encoding="utf-8")

@@ -1,4 +1,5 @@
-"""Compare token heads on one corpus: same data, seed and budget for each; a JSON file, a Markdown table, a plot.
+"""Compare token heads on one corpus: same data, seed and
+budget for each; a JSON file, a Markdown table, a plot.
 
 ``compare_heads`` trains one model per head (and CRF setting) with ``ModelTrainer``, exports each under
 ``output_dir/<run>``, scores it on the test set (dev when there is none), times inference, and writes
@@ -114,7 +115,8 @@ def _record_run_facts(folder: Path, trainer, split: str) -> None:
 
 
 def export_row(folder: str | Path) -> dict:
-    """One comparison row from an export folder: head settings (config.json), scores and timings (metrics.json).
+    """One comparison row from an export folder: head settings
+    (config.json), scores and timings (metrics.json).
 
     Scores are the test scores when the folder has them, else the dev scores. Parameter counts come from
     metrics.json's "compare" entry, or from the tensor shapes in model.safetensors.
@@ -142,7 +144,9 @@ def export_row(folder: str | Path) -> dict:
         "scored_on": split,
         "micro_f1": scores.get("micro", {}).get("f1"),
         "macro_f1": scores.get("macro", {}).get("f1"),
-        "per_type_f1": {label: values.get("f1") for label, values in sorted(scores.get("per_type", {}).items())},
+        "per_type_f1": {
+            label: values.get("f1") for label, values in sorted(scores.get("per_type", {}).items())
+        },
         "parameters": facts.get("parameters"),
         "head_parameters": facts.get("head_parameters"),
         "train_seconds": metrics.get("train_seconds"),
@@ -166,7 +170,8 @@ def _count_parameters(weights_path: Path) -> dict:
 
 
 def export_folders(paths: Sequence[str | Path]) -> list[Path]:
-    """Export folders named by ``paths``: each path is an export, or a folder of exports (a compare output)."""
+    """Export folders named by ``paths``: each path is an
+    export, or a folder of exports (a compare output)."""
     folders: list[Path] = []
     for path in map(Path, paths):
         if (path / "config.json").is_file():
@@ -189,20 +194,25 @@ def tabulate_exports(paths: Sequence[str | Path], output_dir: str | Path = "comp
         the comparison dict, as ``compare_heads`` returns it.
     """
     check_comparison_folder(Path(output_dir))
-    rows = [export_row(folder) for folder in tqdm(export_folders(paths), desc="reading exports", unit="export")]
+    rows = [
+        export_row(folder) for folder in tqdm(export_folders(paths), desc="reading exports", unit="export")
+    ]
     comparison = {"settings": {"compare_only": [str(p) for p in paths]}, "runs": rows}
     write_comparison(comparison, Path(output_dir))
     return comparison
 
 
 def markdown_table(rows: list[dict]) -> str:
-    """The comparison as a Markdown table: F1 per type, micro/macro F1, parameters, train time, inference speed."""
+    """The comparison as a Markdown table: F1 per type,
+    micro/macro F1, parameters, train time, inference speed."""
     types = sorted({label for row in rows for label in row["per_type_f1"]})
     header = ["run", "head", "CRF", "layers", *[f"F1 {label}" for label in types], "micro F1", "macro F1",
               "head params", "total params", "train time (s)", "inference (tokens/s)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        layers = str(row["num_layers_to_use"]) + (f" ({row['layer_combination']})" if row["num_layers_to_use"] > 1 else "")
+        layers = str(row["num_layers_to_use"]) + (
+            f" ({row['layer_combination']})" if row["num_layers_to_use"] > 1 else ""
+        )
         cells = [row["name"], row["head"], "yes" if row["use_crf"] else "no", layers,
                  *[_number(row["per_type_f1"].get(label), 4) for label in types],
                  _number(row["micro_f1"], 4), _number(row["macro_f1"], 4), _count(row["head_parameters"]),
@@ -222,21 +232,26 @@ def _count(value: int | None) -> str:
 
 
 def check_comparison_folder(output_dir: Path) -> None:
-    """Raise CorpusError unless ``output_dir`` is new, empty or an earlier comparison (comparison.json, or only
-    exports): a comparison never writes into another folder (``data.paths``)."""
+    """Raise CorpusError unless ``output_dir`` is new, empty or an earlier comparison (comparison.json, or
+    only exports): a comparison never writes into another folder (``data.paths``)."""
 
     def earlier_comparison(folder: Path) -> bool:
         entries = [entry for entry in folder.iterdir() if not entry.name.startswith(".")]
         return (folder / "comparison.json").is_file() or all(is_export(entry) for entry in entries)
 
-    check_output(output_dir, "folder", earlier_comparison, "an earlier comparison (comparison.json or exports)")
+    check_output(
+        output_dir, "folder", earlier_comparison, "an earlier comparison (comparison.json or exports)"
+    )
 
 
 def write_comparison(comparison: dict, output_dir: Path) -> dict[str, Path]:
     """Write comparison.json, comparison.md and comparison.png into ``output_dir``; returns their paths."""
     paths = {"json": output_dir / "comparison.json", "md": output_dir / "comparison.md",
              "png": output_dir / "comparison.png"}
-    for kind, text in (("json", json.dumps(comparison, indent=2)), ("md", markdown_table(comparison["runs"]))):
+    for kind, text in (
+        ("json", json.dumps(comparison, indent=2)),
+        ("md", markdown_table(comparison["runs"])),
+    ):
         write_text_atomic(paths[kind], text)
     with atomic_path(paths["png"]) as temporary:
         drawn = temporary.with_suffix(".png")  # matplotlib takes the image format from the file name

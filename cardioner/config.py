@@ -30,12 +30,16 @@ class DataConfig:
     test: str | None = None  # test corpus: scored once, after training; never used for selection
     format: str | None = None  # brat | conll | jsonl | hf | tsv; None = auto-detect
     multilabel: bool = False  # one BIO channel per entity type (overlapping entities of different types)
-    overlaps: str = "error"  # flat task with overlapping gold spans: "error" or "longest" (keep longest, count dropped)
-    span_errors: str = "error"  # a span whose offsets do not fit its annotated string: error | skip (leave it out,
-    #   counted) | realign (moved to the nearest occurrence of its string within a few characters, each move reported)
+    overlaps: str = "error"  # flat task with overlapping gold
+    #   spans: "error" or "longest" (keep longest, count dropped)
+    span_errors: str = "error"  # a span whose offsets do not fit its annotated
+    #   string: error | skip (leave it out, counted) | realign (moved to the nearest
+    #   occurrence of its string within a few characters, each move reported)
     scheme: str = "BIO"  # tag scheme on words: BIO (IOB2) or BIOES
-    max_length: int | None = None  # window size in subwords, special tokens included; None = backbone limit (<= 512)
-    stride: int | None = None  # overlap between consecutive windows, in subwords; None = a quarter of the window
+    max_length: int | None = None  # window size in subwords,
+    #   special tokens included; None = backbone limit (<= 512)
+    stride: int | None = None  # overlap between consecutive
+    #   windows, in subwords; None = a quarter of the window
     label_all_subwords: bool = False  # label continuation subwords too (I- of their word) instead of -100
     dev_fraction: float = 0.0  # carve a dev set from train (by document, seeded) when no dev corpus is given
 
@@ -50,12 +54,16 @@ class BackboneConfig:
     model: str = "default"  # backbone: a hub name or a local path; "default" = the bundled all-MiniLM-L6-v2
 
 
-# The settings of the model itself are declared once, in cardioner.modeling.HEAD_SETTINGS (name, type, default,
-# help, choices, bounds): one field each here, of that name, type and default, after the backbone. The model's
-# config takes the same names as keyword arguments (``training.build.build_model`` passes them on as they are).
+# The settings of the model itself are declared once, in cardioner.modeling.HEAD_SETTINGS
+# (name, type, default, help, choices, bounds): one field each here, of that name, type
+# and default, after the backbone. The model's config takes the same names as keyword
+# arguments (``training.build.build_model`` passes them on as they are).
 HeadConfig = dataclasses.make_dataclass(
     "HeadConfig",
-    [(name, _head_setting_type(setting), field(default=setting.default)) for name, setting in HEAD_SETTINGS.items()],
+    [
+        (name, _head_setting_type(setting), field(default=setting.default))
+        for name, setting in HEAD_SETTINGS.items()
+    ],
     bases=(BackboneConfig,),
     frozen=True,
 )
@@ -69,11 +77,11 @@ class ModelConfig(HeadConfig):
     ...), then what training makes of the model's outputs (priors, class weights, thresholds)."""
 
     prior_init: bool = True  # a fresh head's output biases start at the training tag frequencies (else at 0)
-    class_weighting: str = "none"  # class weights in the softmax loss (multi-label sigmoid: the BCE, per type):
-    #   none | inverse | inverse_sqrt | normalised
+    class_weighting: str = "none"  # class weights in the softmax loss (multi-label sigmoid: the BCE, per
+    #   type): none | inverse | inverse_sqrt | normalised
     threshold: float = 0.5  # multi-label sigmoid model: every type's decision threshold before any tuning
-    type_thresholds: dict[str, float] | None = None  # multi-label sigmoid model: per-type thresholds overriding
-    #   `threshold` (e.g. the fold average `train --folds` reports): "DISO=0.4,ANAT=0.35"
+    type_thresholds: dict[str, float] | None = None  # multi-label sigmoid model: per-type thresholds
+    #   overriding `threshold` (e.g. the fold average `train --folds` reports): "DISO=0.4,ANAT=0.35"
     threshold_selection: str = "dev"  # multi-label sigmoid model: "dev" tunes each type's threshold on dev
     #   (span F1) after training; "fixed" keeps `threshold`
 
@@ -105,13 +113,17 @@ class TrainingConfig:
     min_delta: float = 0.0  # smallest improvement that counts
     group_by_length: bool = True  # length-grouped batches (dynamic padding wastes less)
     checkpoint_steps: int = 0  # save an Accelerate checkpoint every N optimiser steps (0 = each epoch)
-    resume: bool = False  # resume from the last checkpoint in <output>.checkpoints (same settings); else it is emptied
+    resume: bool = False  # resume from the last checkpoint in
+    #   <output>.checkpoints (same settings); else it is emptied
     log_with: str | None = None  # Accelerate tracker: tensorboard | wandb | mlflow
     max_steps: int = 0  # stop after this many optimiser steps (0 = no limit; for smoke runs)
-    unfreeze_at_epoch: int = 0  # train only the head (and CRF) for the first N epochs, then everything (0 = off)
-    gradual_unfreezing: str | None = None  # "EPOCH:LAYERS,...", e.g. "1:2,2:4,3:all": after EPOCH epochs the top
-    #   LAYERS backbone layers train ("all": embeddings too); frozen before the first stage; LRs from lr/layer_decay
-    cache_features: bool = True  # with model.freeze_backbone: run the backbone once per window, train on the cache
+    unfreeze_at_epoch: int = 0  # train only the head (and
+    #   CRF) for the first N epochs, then everything (0 = off)
+    gradual_unfreezing: str | None = None  # "EPOCH:LAYERS,...", e.g. "1:2,2:4,3:all":
+    #   after EPOCH epochs the top LAYERS backbone layers train ("all": embeddings
+    #   too); frozen before the first stage; LRs from lr/layer_decay
+    cache_features: bool = True  # with model.freeze_backbone:
+    #   run the backbone once per window, train on the cache
     feature_cache_dir: str | None = None  # keep cached features as safetensors files here, reused across runs
     #   (None = in memory, recomputed each run)
 
@@ -169,10 +181,18 @@ def all_keys() -> list[str]:
 
 # Names users bring from other tools; only used to suggest the right key, never accepted silently.
 _ALIASES = {
-    "learning_rate": "training.lr", "num_train_epochs": "training.epochs", "num_epochs": "training.epochs",
-    "per_device_train_batch_size": "training.batch_size", "crf": "model.use_crf", "backbone": "model.model",
-    "model_name_or_path": "model.model", "dropout": "model.classifier_dropout", "warmup": "training.warmup_ratio",
-    "fp16": "training.mixed_precision", "output_dir": "training.output", "max_seq_length": "data.max_length",
+    "learning_rate": "training.lr",
+    "num_train_epochs": "training.epochs",
+    "num_epochs": "training.epochs",
+    "per_device_train_batch_size": "training.batch_size",
+    "crf": "model.use_crf",
+    "backbone": "model.model",
+    "model_name_or_path": "model.model",
+    "dropout": "model.classifier_dropout",
+    "warmup": "training.warmup_ratio",
+    "fp16": "training.mixed_precision",
+    "output_dir": "training.output",
+    "max_seq_length": "data.max_length",
 }
 
 
@@ -180,13 +200,15 @@ def _nearest(key: str, candidates: list[str]) -> str | None:
     """The valid key ``key`` was probably meant to be (an alias, or a close spelling), or None."""
     if key.split(".")[-1] in _ALIASES:
         return _ALIASES[key.split(".")[-1]]
-    short = {c.split(".")[-1]: c for c in candidates}  # compared without the section: "training." matches a lot
+    # compared without the section: "training." matches a lot
+    short = {c.split(".")[-1]: c for c in candidates}
     match = difflib.get_close_matches(key.split(".")[-1], list(short), n=1, cutoff=0.6)
     return short[match[0]] if match else None
 
 
 def resolve_key(key: str, source: str = "config") -> str:
-    """Map ``lr`` or ``training.lr`` to its dotted key; unknown keys raise ConfigError with the nearest key, if any."""
+    """Map ``lr`` or ``training.lr`` to its dotted key; unknown
+    keys raise ConfigError with the nearest key, if any."""
     keys = all_keys()
     if key in keys:
         return key
@@ -209,8 +231,9 @@ def coerce_value(key: str, value: Any, source: str = "config") -> Any:
 def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
     """Check and convert one value to its field's type; raise ConfigError naming the key and the value.
 
-    Numbers go through ``cardioner.values`` (finite, integers never rounded, no booleans, bounded, ASCII text);
-    booleans are true/false (or yes/no, 1/0); text is parsed by the same rules, since a command-line value is.
+    Numbers go through ``cardioner.values`` (finite, integers never rounded,
+    no booleans, bounded, ASCII text); booleans are true/false (or yes/no,
+    1/0); text is parsed by the same rules, since a command-line value is.
     """
     hint = annotation
     origin = typing.get_origin(hint)
@@ -221,7 +244,9 @@ def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
         hint = options[0]
         origin = typing.get_origin(hint)
     elif value is None:
-        raise ConfigError(f"{source}: {key} cannot be null; give it a value or leave the key out for its default")
+        raise ConfigError(
+            f"{source}: {key} cannot be null; give it a value or leave the key out for its default"
+        )
     try:
         if origin is dict:
             if isinstance(value, str):  # "DISO=0.4,ANAT=0.35" or a YAML/JSON mapping
@@ -254,25 +279,49 @@ def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
     except InvalidValue as error:
         raise ConfigError(f"{source}: {key} {error}") from None
     except (TypeError, ValueError):
-        raise ConfigError(f"{source}: {key} must be {getattr(hint, '__name__', hint)}, got {value!r:.80}") from None
+        raise ConfigError(
+            f"{source}: {key} must be {getattr(hint, '__name__', hint)}, got {value!r:.80}"
+        ) from None
     return value
 
 
 _BOOLEAN_TEXT = {"true": True, "false": False, "yes": True, "no": False, "1": True, "0": False}
 
-#: the values each numeric key may take: (lowest, highest; None = unbounded, whether each bound itself is allowed).
-#: Head settings take theirs from HEAD_SETTINGS (``low <= value < high``).
+# : the values each numeric key may take: (lowest, highest; None = unbounded, whether each bound itself is
+# allowed). : Head settings take theirs from HEAD_SETTINGS (``low <= value < high``).
 RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "data.max_length": (8, None, True, True),
     "data.stride": (0, None, True, True),
     "data.dev_fraction": (0.0, 1.0, True, False),
-    **{f"model.{name}": (*setting.bounds, True, False) for name, setting in HEAD_SETTINGS.items() if setting.bounds},
+    **{
+        f"model.{name}": (*setting.bounds, True, False)
+        for name, setting in HEAD_SETTINGS.items()
+        if setting.bounds
+    },
     "model.threshold": (0.0, 1.0, False, False),
-    **{f"training.{name}": (1, None, True, True) for name in (
-        "epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps", "step_size_epochs")},
-    **{f"training.{name}": (0, None, True, True) for name in (
-        "patience", "min_epochs", "checkpoint_steps", "max_steps", "unfreeze_at_epoch", "weight_decay",
-        "max_grad_norm", "min_delta")},
+    **{
+        f"training.{name}": (1, None, True, True)
+        for name in (
+            "epochs",
+            "batch_size",
+            "eval_batch_size",
+            "gradient_accumulation_steps",
+            "step_size_epochs",
+        )
+    },
+    **{
+        f"training.{name}": (0, None, True, True)
+        for name in (
+            "patience",
+            "min_epochs",
+            "checkpoint_steps",
+            "max_steps",
+            "unfreeze_at_epoch",
+            "weight_decay",
+            "max_grad_norm",
+            "min_delta",
+        )
+    },
     **{f"training.{name}": (0.0, None, False, True) for name in ("lr", "head_lr", "crf_lr", "step_gamma")},
     "training.layer_decay": (0.0, 1.0, False, True),
     "training.momentum": (0.0, 1.0, True, False),
@@ -314,10 +363,14 @@ def _validate(config: Config, source: str) -> None:
         )
     for entity_type, value in (config.model.type_thresholds or {}).items():
         if not 0.0 < value < 1.0:
-            raise ConfigError(f"{source}: model.type_thresholds[{entity_type!r}] must be in (0, 1), got {value}")
+            raise ConfigError(
+                f"{source}: model.type_thresholds[{entity_type!r}] must be in (0, 1), got {value}"
+            )
     if training.gradual_unfreezing is not None:
         parse_unfreezing(training.gradual_unfreezing, source)
-    scheduled = [f"training.{name}" for name in ("unfreeze_at_epoch", "gradual_unfreezing") if getattr(training, name)]
+    scheduled = [
+        f"training.{name}" for name in ("unfreeze_at_epoch", "gradual_unfreezing") if getattr(training, name)
+    ]
     if len(scheduled) == 2 or (scheduled and config.model.freeze_backbone):
         clash = scheduled + (["model.freeze_backbone"] if config.model.freeze_backbone else [])
         raise ConfigError(f"{source}: {' and '.join(clash)} are set together; choose one freezing strategy "
@@ -340,7 +393,9 @@ def parse_unfreezing(schedule: str, source: str = "config") -> list[tuple[int, i
             raise ConfigError(f"{source}: training.gradual_unfreezing stage {item!r} is not EPOCH:LAYERS "
                               f"(e.g. \"1:2,2:4,3:all\"); got {schedule!r}") from None
         if stage[0] < 0 or (stage[1] is not None and stage[1] < 1):
-            raise ConfigError(f"{source}: training.gradual_unfreezing stage {item!r} needs EPOCH >= 0 and LAYERS >= 1")
+            raise ConfigError(
+                f"{source}: training.gradual_unfreezing stage {item!r} needs EPOCH >= 0 and LAYERS >= 1"
+            )
         if stages and (stage[0] <= stages[-1][0] or stages[-1][1] is None
                        or (stage[1] is not None and stage[1] < stages[-1][1])):
             raise ConfigError(f"{source}: training.gradual_unfreezing stages must have increasing epochs and "
@@ -372,8 +427,8 @@ def apply_overrides(
     return new
 
 
-#: aliases (``*name``) a configuration file may use: a few keep a file short; more can make a small file expand
-#: into gigabytes ("billion laughs")
+# : aliases (``*name``) a configuration file may use: a few keep a file short; more can make a small file
+# expand : into gigabytes ("billion laughs")
 MAX_YAML_ALIASES = 16
 
 
@@ -398,8 +453,10 @@ def _load_yaml_text(text: str, source: str) -> Any:
     try:
         return yaml.load(text, Loader=_BoundedLoader)  # a SafeLoader: builds plain data only
     except _TooManyAliases as error:
-        raise ConfigError(f"{source}:{error.line}: more than {MAX_YAML_ALIASES} YAML aliases (*name); write the "
-                          "values out") from None
+        raise ConfigError(
+            f"{source}:{error.line}: more than {MAX_YAML_ALIASES} YAML aliases (*name); write the "
+            "values out"
+        ) from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{source}: not valid YAML: {error}") from None
     except RecursionError:
@@ -437,7 +494,9 @@ def read_config_file(path: str | Path) -> dict:
         raw = _load_yaml_text(text, str(path))
     raw = raw if raw is not None else {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping with sections data/model/training, got {type(raw).__name__}")
+        raise ConfigError(
+            f"{path}: expected a mapping with sections data/model/training, got {type(raw).__name__}"
+        )
     return raw
 
 
@@ -446,7 +505,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
     Args:
         path: YAML file with sections data/model/training (flat keys are accepted when unambiguous).
-        overrides: dotted keys -> values, e.g. from the command line; None values (options left unset) are skipped.
+        overrides: dotted keys -> values, e.g. from the command
+            line; None values (options left unset) are skipped.
 
     Returns:
         The resolved, frozen Config.

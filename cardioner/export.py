@@ -1,8 +1,8 @@
 """Export a trained model as an ordinary Hugging Face folder, and load one back with cardioner's own classes.
 
-The folder (DESIGN.md §5) loads anywhere with
-``AutoModelForTokenClassification.from_pretrained(path, trust_remote_code=True)``: config.json carries the
-backbone config and an ``auto_map`` onto the byte-identical copy of ``cardioner/modeling.py`` saved next to it.
+The folder (DESIGN.md §5) loads anywhere with ``AutoModelForTokenClassification.from_pretrained(path,
+trust_remote_code=True)``: config.json carries the backbone config and an ``auto_map`` onto the byte-identical
+copy of ``cardioner/modeling.py`` saved next to it.
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ def save_model(
         training_config: the resolved training configuration (written to training_config.yaml).
         metrics: dev/test scores (written to metrics.json and summarised in the model card).
         card: extra model-card fields: "title", "description", "data", "citation", "base_model", "language".
-        extra_files: optional callable(folder) that writes more files (plots, history) into the staging folder.
+        extra_files: optional callable(folder) that writes more
+            files (plots, history) into the staging folder.
 
     Returns:
         the folder.
@@ -87,7 +88,9 @@ def save_model(
         (staging / "training_config.yaml").write_text(
             yaml.safe_dump(training_config or {}, sort_keys=False, allow_unicode=True), encoding="utf-8"
         )
-        (staging / "metrics.json").write_text(json.dumps(metrics or {}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (staging / "metrics.json").write_text(
+            json.dumps(metrics or {}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
         (staging / "README.md").write_text(model_card(model, metrics or {}, card or {}), encoding="utf-8")
         if extra_files is not None:
             extra_files(staging)
@@ -104,10 +107,11 @@ def is_export(folder: str | Path) -> bool:
 
 
 def check_export_target(output_dir: str | Path) -> None:
-    """Raise CorpusError unless ``output_dir`` is new, an empty folder or an earlier export (not a link either).
+    """Raise CorpusError unless ``output_dir`` is new, an
+    empty folder or an earlier export (not a link either).
 
-    An export replaces the folder as a whole, so any other folder (a corpus, a project) is refused and left as it
-    is; so is the folder the process stands in.
+    An export replaces the folder as a whole, so any other folder (a corpus, a project) is refused and left as
+    it is; so is the folder the process stands in.
     """
     output_dir = Path(output_dir)
     if Path.cwd().resolve().is_relative_to(output_dir.resolve()):
@@ -137,11 +141,13 @@ def load_model(path: str | Path):
     copied = path / MODELING_FILE
     folder_sha = hashlib.sha256(copied.read_bytes()).hexdigest() if copied.is_file() else None
     if folder_sha is not None and saved is not None and folder_sha != saved:
-        warnings.warn(f"{copied} does not match the sha256 in its config.json (edited after export?)", stacklevel=2)
+        warnings.warn(
+            f"{copied} does not match the sha256 in its config.json (edited after export?)", stacklevel=2
+        )
     if (folder_sha or saved) != installed:
         warnings.warn(
-            f"{path} was exported with another modeling.py (cardioner {getattr(config, 'cardioner_version', '?')}); "
-            "loading it with the installed classes",
+            f"{path} was exported with another modeling.py (cardioner"
+            f" {getattr(config, 'cardioner_version', '?')}); loading it with the installed classes",
             stacklevel=2,
         )
     model_class = _model_class(config)
@@ -188,10 +194,15 @@ def card_fields(config: Config, labels: LabelSet, max_length: int, stride: int,
     return {
         "base_model": base,
         "datasets": list(dict.fromkeys(sources.values())),  # the training corpus first
-        "data": ("; ".join(splits) + ". " if splits else "")
-        + f"Task: {kind}, {len(labels.types)} entity types, windows of {max_length} subwords with stride {stride}.",
-        "description": f"A {kind} named-entity recogniser ({', '.join(labels.types)}) trained with cardioner "
-                       f"on `{hub.hub_id(base) or Path(base).name}`.",
+        "data": (
+            ("; ".join(splits) + ". " if splits else "")
+            + f"Task: {kind}, {len(labels.types)} entity types, windows of {max_length} subwords with stride"
+            f" {stride}."
+        ),
+        "description": (
+            f"A {kind} named-entity recogniser ({', '.join(labels.types)}) trained with cardioner "
+            f"on `{hub.hub_id(base) or Path(base).name}`."
+        ),
     }
 
 
@@ -204,6 +215,7 @@ def model_card(model: modeling.CardioNERPreTrainedModel, metrics: dict, card: di
     given = card.get("base_model") or (config.backbone_config or {}).get("_name_or_path") or ""
     base_model = hub.hub_id(given) or ""  # a Hub id; a local backbone is named by its folder, not its path
     backbone = base_model or (f"local folder {Path(given).name}" if given else "")
+    backbone_type = (config.backbone_config or {}).get("model_type", "?")
     front = hub.front_matter(entity_types, metrics, {**card, "base_model": base_model})
     decoder = "CRF (Viterbi decoding)" if config.use_crf else "softmax"
     constrained = not config.use_crf and getattr(config, "constrained_decoding", False)
@@ -214,7 +226,9 @@ def model_card(model: modeling.CardioNERPreTrainedModel, metrics: dict, card: di
                    "multi-label: sigmoid per entity type, thresholds "
                    + ", ".join(f"{t} {v:g}" for t, v in zip(channel_types, thresholds, strict=True)))
     if not config.use_crf:
-        decoder += ", Viterbi over words under the tag scheme's constraints" if constrained else ", argmax per word"
+        decoder += (
+            ", Viterbi over words under the tag scheme's constraints" if constrained else ", argmax per word"
+        )
     lines = [
         *front,
         "",
@@ -222,7 +236,7 @@ def model_card(model: modeling.CardioNERPreTrainedModel, metrics: dict, card: di
         "",
         card.get("description", "A named-entity recogniser trained with cardioner."),
         "",
-        f"- backbone: `{(config.backbone_config or {}).get('model_type', '?')}`{f' ({backbone})' if backbone else ''}",
+        f"- backbone: `{backbone_type}`" + (f" ({backbone})" if backbone else ""),
         f"- head: `{config.head}`, decoder: {decoder}",
         f"- entity types: {', '.join(entity_types) if entity_types else '-'}",
         f"- labels: {', '.join(f'`{label}`' for label in labels)}",
@@ -243,13 +257,19 @@ def model_card(model: modeling.CardioNERPreTrainedModel, metrics: dict, card: di
         "",
         'model = AutoModelForTokenClassification.from_pretrained("PATH", trust_remote_code=True)',
         'tokenizer = AutoTokenizer.from_pretrained("PATH", trust_remote_code=True)  # reads the config, too',
-        'ner = pipeline("token-classification", model=model, tokenizer=tokenizer, aggregation_strategy="simple")',
+        (
+            'ner = pipeline("token-classification", model=model, tokenizer=tokenizer,'
+            ' aggregation_strategy="simple")'
+        ),
         'ner("The patient was admitted with acute myocardial infarction.")',
         "```",
         "",
         "The pipeline returns whole words"
-        + (", decoded with the CRF (Viterbi path)" if config.use_crf else
-           ", decoded by Viterbi under the tag scheme's constraints" if constrained else "")
+        + (
+            ", decoded with the CRF (Viterbi path)"
+            if config.use_crf
+            else ", decoded by Viterbi under the tag scheme's constraints" if constrained else ""
+        )
         + "; `model.decode(input_ids, attention_mask)` gives the tag ids per word, "
         "and `model(...).emissions` the raw head scores.",
         "Loading without `trust_remote_code=True` fails: the architecture is defined in `modeling.py`.",
@@ -263,8 +283,10 @@ def model_card(model: modeling.CardioNERPreTrainedModel, metrics: dict, card: di
         'model, tokenizer = cardioner.load_model("PATH")',
         "```",
         "",
-        "Long documents: the pipeline truncates at the backbone's limit; cardioner's `predict` cuts windows "
-        "at word boundaries and merges them.",
+        (
+            "Long documents: the pipeline truncates at the backbone's limit; cardioner's `predict` cuts"
+            " windows at word boundaries and merges them."
+        ),
         "",
     ]
     if card.get("citation"):
@@ -277,22 +299,27 @@ def _multilabel_usage() -> list[str]:
     return [
         "### Overlapping entities",
         "",
-        "This model tags every entity type in its own channel, so entities of different types may overlap. The "
-        "stock pipeline returns one label per token (the type whose tag is most confident), so it shows at most "
-        "one of them. To get all of them, with character offsets:",
+        (
+            "This model tags every entity type in its own channel, so entities of different types may"
+            " overlap. The stock pipeline returns one label per token (the type whose tag is most confident),"
+            " so it shows at most one of them. To get all of them, with character offsets:"
+        ),
         "",
         "```python",
         'encoding = tokenizer(["..."], return_offsets_mapping=True, padding=True, return_tensors="pt")',
-        "offsets = encoding.pop(\"offset_mapping\")",
+        'offsets = encoding.pop("offset_mapping")',
         "model.eval()",
         'spans = model.decode_spans(encoding["input_ids"], encoding["attention_mask"], offsets)',
         '# [[(start, end, "TYPE"), ...]] per text, overlaps included',
         "```",
         "",
-        "`model(**encoding).channel_logits` (batch, tokens, types, tags `O, B, I`) holds each type's decision "
-        "at each word's first token (argmax over the last dimension); `model.decode(...)` gives, per word, one "
-        "tag id per type (in the order of `config.channel_types`). The sigmoid model's per-type thresholds are "
-        "`config.thresholds` (chosen on dev when trained with cardioner); set them there to change the trade-off.",
+        (
+            "`model(**encoding).channel_logits` (batch, tokens, types, tags `O, B, I`) holds each type's"
+            " decision at each word's first token (argmax over the last dimension); `model.decode(...)`"
+            " gives, per word, one tag id per type (in the order of `config.channel_types`). The sigmoid"
+            " model's per-type thresholds are `config.thresholds` (chosen on dev when trained with"
+            " cardioner); set them there to change the trade-off."
+        ),
         "",
     ]
 
@@ -301,14 +328,24 @@ def _metrics_table(metrics: dict) -> list[str]:
     """Span scores per split (exact and overlap match) and the per-type table of the test (else dev) split."""
     splits = {name: value for name, value in metrics.items() if isinstance(value, dict) and "micro" in value}
     if not splits:
-        rows = [f"| {key} | {value:.4f} |" if isinstance(value, float) else f"| {key} | {value} |"
-                for key, value in metrics.items() if isinstance(value, (int, float)) and not isinstance(value, bool)]
-        return ["| metric | value |", "|---|---|", *rows, ""] if rows else ["No numeric scores were recorded.", ""]
+        rows = [
+            f"| {key} | {value:.4f} |" if isinstance(value, float) else f"| {key} | {value} |"
+            for key, value in metrics.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)
+        ]
+        return (
+            ["| metric | value |", "|---|---|", *rows, ""]
+            if rows
+            else ["No numeric scores were recorded.", ""]
+        )
     lines = ["| split | precision | recall | F1 (exact) | F1 (overlap) |", "|---|---|---|---|---|"]
     for name, scores in splits.items():
         micro, overlap = scores["micro"], scores.get("overlap", {}).get("micro", {})
         overlap_f1 = f"{overlap['f1']:.4f}" if overlap else "-"
-        lines.append(f"| {name} | {micro['precision']:.4f} | {micro['recall']:.4f} | {micro['f1']:.4f} | {overlap_f1} |")
+        lines.append(
+            f"| {name} | {micro['precision']:.4f} | {micro['recall']:.4f} | {micro['f1']:.4f} |"
+            f" {overlap_f1} |"
+        )
     shown = "test" if "test" in splits else next(iter(splits))
     lines += ["", f"Per type ({shown}, exact match):", "", format_table(splits[shown]), ""]
     if isinstance(metrics.get("best_epoch"), int):

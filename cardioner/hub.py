@@ -1,9 +1,10 @@
-"""The model card's Hub metadata: what the Hub reads from an export's README.md (``cardioner.push`` uploads it).
+"""The model card's Hub metadata: what the Hub reads from an
+export's README.md (``cardioner.push`` uploads it).
 
 The card's YAML front matter is written with huggingface_hub's own ``ModelCardData``, so the Hub (and
-``huggingface_hub.ModelCard`` / ``metadata_load``, offline) read it: library, pipeline tag, license, data sets,
-tags, base model and the scores as ``model-index`` results. Data is named by its folder name and document
-count, never by the absolute paths of the machine that trained the model.
+``huggingface_hub.ModelCard`` / ``metadata_load``, offline) read it: library, pipeline tag, license, data
+sets, tags, base model and the scores as ``model-index`` results. Data is named by its folder name and
+document count, never by the absolute paths of the machine that trained the model.
 """
 
 from __future__ import annotations
@@ -14,8 +15,20 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCardData
 
 #: file names that say which split a file or folder is, not which corpus (the corpus is the folder above)
-_SPLIT_NAMES = {"train", "training", "dev", "devel", "development", "valid", "validation", "val", "test", "testing",
-                "eval", "data"}
+_SPLIT_NAMES = {
+    "train",
+    "training",
+    "dev",
+    "devel",
+    "development",
+    "valid",
+    "validation",
+    "val",
+    "test",
+    "testing",
+    "eval",
+    "data",
+}
 #: folder names that say which format, not which corpus
 _FORMAT_NAMES = {"brat", "conll", "jsonl", "json", "tsv", "hf", "data", "corpus"}
 #: how the export's metrics.json names splits -> the Hub's split names
@@ -26,7 +39,8 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 def data_name(path: str | Path) -> str:
-    """A data file's or folder's name without the machine's path: ``/x/ncbi_sample/train`` -> ``ncbi_sample/train``.
+    """A data file's or folder's name without the machine's
+    path: ``/x/ncbi_sample/train`` -> ``ncbi_sample/train``.
 
     The last two parts of the path (one when it has one), so that a split keeps its corpus's name.
     """

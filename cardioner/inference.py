@@ -47,8 +47,10 @@ def load_predictor(model_dir: str | Path, max_length: int | None = None, stride:
     if not (model_dir / "config.json").is_file():
         raise ConfigError(f"{model_dir}: not an exported model folder (no config.json)")
     if not is_export(model_dir):
-        raise ConfigError(f"{model_dir}: not an exported model folder (its config.json describes "
-                          f"{_described_model(model_dir)}, not a cardioner export; train one with cardioner train)")
+        raise ConfigError(
+            f"{model_dir}: not an exported model folder (its config.json describes "
+            f"{_described_model(model_dir)}, not a cardioner export; train one with cardioner train)"
+        )
     model, tokenizer = load_model(model_dir)
     model.eval()
     return Predictor.from_model(model, tokenizer, max_length=max_length, stride=stride, batch_size=batch_size)
@@ -64,11 +66,12 @@ def _described_model(model_dir: Path) -> str:
 
 
 def read_inputs(path: str | Path) -> list[Document]:
-    """Documents to annotate: a ``.txt`` file, a folder of them (recursive), or JSONL with ``id`` and ``text``.
+    """Documents to annotate: a ``.txt`` file, a folder of
+    them (recursive), or JSONL with ``id`` and ``text``.
 
-    Texts are read exactly as stored (no newline translation, BOM kept), so offsets index the file. In a folder,
-    hidden files and folders (a staging folder of an interrupted write, ``.ipynb_checkpoints``) are not read and
-    a symbolic link is an error (``data.paths.corpus_files``).
+    Texts are read exactly as stored (no newline translation, BOM kept), so offsets index the file. In a
+    folder, hidden files and folders (a staging folder of an interrupted write, ``.ipynb_checkpoints``) are
+    not read and a symbolic link is an error (``data.paths.corpus_files``).
     """
     path = Path(path)
     if not path.exists():
@@ -100,8 +103,15 @@ def write_predictions(docs: list[Document], output: str | Path, format: str, sub
     return output
 
 
-def predict_path(model_dir: str | Path, input: str | Path, output: str | Path, format: str = "brat",
-                 batch_size: int = 32, max_length: int | None = None, stride: int | None = None) -> list[Document]:
+def predict_path(
+    model_dir: str | Path,
+    input: str | Path,
+    output: str | Path,
+    format: str = "brat",
+    batch_size: int = 32,
+    max_length: int | None = None,
+    stride: int | None = None,
+) -> list[Document]:
     """Annotate ``input`` with the model in ``model_dir`` and write the predictions to ``output``.
 
     The output and the documents' ids are checked before the model runs: an existing output that is not an
@@ -181,7 +191,10 @@ def entity_table(docs: list[Document], limit: int = 30) -> str:
     width = max([len("document")] + [len(r[0]) for r in rows[:limit]])
     label_width = max([len("label")] + [len(r[3]) for r in rows[:limit]])
     lines = [f"{'document':<{width}}  {'start':>6}  {'end':>6}  {'label':<{label_width}}  text"]
-    lines += [f"{d:<{width}}  {s:>6}  {e:>6}  {label:<{label_width}}  {text}" for d, s, e, label, text in rows[:limit]]
+    lines += [
+        f"{d:<{width}}  {s:>6}  {e:>6}  {label:<{label_width}}  {text}"
+        for d, s, e, label, text in rows[:limit]
+    ]
     if len(rows) > limit:
         lines.append(f"... {len(rows) - limit} more")
     return "\n".join(lines)

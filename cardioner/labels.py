@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-# The tag grammar is defined once, in the model file (which every export carries and which imports nothing from
-# cardioner), and used from here: split_tag ("B-T" -> ("B", "T"), ValueError outside the grammar) and
+# The tag grammar is defined once, in the model file (which every export carries and which imports nothing
+# from cardioner), and used from here: split_tag ("B-T" -> ("B", "T"), ValueError outside the grammar) and
 # tags_to_entities (lenient decoding of BIO and BIOES).
 from cardioner.modeling import OUTSIDE, split_tag, tags_to_entities
 
@@ -34,7 +34,8 @@ _PREFIXES = {"BIO": ("B", "I"), "BIOES": ("B", "I", "E", "S")}
 
 
 def check_scheme(scheme: str) -> str:
-    """The canonical name (``"BIO"`` or ``"BIOES"``) of a tag scheme; ValueError naming the bad value otherwise."""
+    """The canonical name (``"BIO"`` or ``"BIOES"``) of a tag
+    scheme; ValueError naming the bad value otherwise."""
     canonical = _SCHEME_ALIASES.get(str(scheme).upper())
     if canonical is None:
         raise ValueError(f"unknown tag scheme {scheme!r}; expected one of BIO (IOB2), BIOES")
@@ -117,7 +118,8 @@ class Channel:
 class LabelSet:
     """The channels of a task: one typed channel (flat) or one untyped channel per type (multi-label).
 
-    Build it with ``LabelSet.flat(types)``, ``LabelSet.multilabel(types)`` or ``LabelSet.from_documents(docs)``.
+    Build it with ``LabelSet.flat(types)``, ``LabelSet.multilabel(types)`` or
+    ``LabelSet.from_documents(docs)``.
     """
 
     channels: tuple[Channel, ...]
@@ -170,7 +172,8 @@ class LabelSet:
 
     @property
     def id2label(self) -> dict[int, str]:
-        """id2label of the single channel (flat) or of each channel's shared tag set (multi-label: O, B, I...)."""
+        """id2label of the single channel (flat) or of each
+        channel's shared tag set (multi-label: O, B, I...)."""
         return self.channels[0].id2label
 
     @property
@@ -187,7 +190,7 @@ class LabelSet:
     def to_config(self) -> dict:
         return {"types": list(self.types), "scheme": self.scheme, "multilabel": self.is_multilabel}
 
-    # -- what a model's config says of these labels (CardioNERConfig) -------------------------------------------
+    # -- what a model's config says of these labels (CardioNERConfig) ----------------------------------------
 
     @property
     def model_id2label(self) -> dict[int, str]:
@@ -202,8 +205,8 @@ class LabelSet:
         return [channel.types[0] for channel in self.channels] if self.is_multilabel else None
 
     def model_rows(self, rows: list[list[float]]) -> list:
-        """Per-channel rows of per-tag values (class weights, tag priors) in the model config's layout: one row
-        per channel, or the single row of a flat label set."""
+        """Per-channel rows of per-tag values (class weights, tag priors) in the model config's layout: one
+        row per channel, or the single row of a flat label set."""
         return rows if self.is_multilabel else rows[0]
 
     def describe(self) -> str:
@@ -360,7 +363,8 @@ def spans_to_word_tags(
 
 
 def iob1_to_iob2(tags: Sequence[str]) -> list[str]:
-    """IOB1 -> IOB2: an ``I-T`` that starts an entity (after O, another type, or at the start) becomes ``B-T``."""
+    """IOB1 -> IOB2: an ``I-T`` that starts an entity (after
+    O, another type, or at the start) becomes ``B-T``."""
     return repair_tags(tags, "BIO")[0]
 
 

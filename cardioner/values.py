@@ -9,9 +9,9 @@ A number is accepted only when it is what it says:
 - written in ASCII: ``[0-9]`` only (no ``1_0``, no Arabic-Indic or full-width digits, which ``int()`` takes).
 
 Offsets read from JSON must be JSON integers (a string ``"5"`` or a float ``5.0`` is refused); configuration
-values may be text (a command-line ``--set`` always is, and YAML 1.1 reads ``3e-5`` as text), parsed by the same
-rules. Errors are ``InvalidValue`` with the problem only; callers raise their own ConfigError or CorpusError
-naming the key or the file and line.
+values may be text (a command-line ``--set`` always is, and YAML 1.1 reads ``3e-5`` as text), parsed by the
+same rules. Errors are ``InvalidValue`` with the problem only; callers raise their own ConfigError or
+CorpusError naming the key or the file and line.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ _FLOAT_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9
 
 
 class InvalidValue(ValueError):
-    """A value that is not the number (or data) it should be; ``str(error)`` says why, without naming where."""
+    """A value that is not the number (or data) it should be;
+    ``str(error)`` says why, without naming where."""
 
 
 def _shown(value: Any) -> str:

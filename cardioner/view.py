@@ -27,8 +27,8 @@ PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#8
            "#BCBD22", "#17BECF", "#9467BD", "#2CA02C")
 #: evaluation outcomes: (key, what the legend says, colour)
 OUTCOMES = (("correct", "correct", "#1B9E45"), ("wrong-type", "wrong type", "#7B3FBF"),
-            ("missed", "missed (gold, not predicted)", "#D62728"), ("spurious", "spurious (predicted, not gold)",
-                                                                     "#E67E00"))
+            ("missed", "missed (gold, not predicted)", "#D62728"),
+            ("spurious", "spurious (predicted, not gold)", "#E67E00"))
 MAX_LANES = 8  # deeper nesting shares the last lane
 #: marks a page as ours, so that writing a page again may replace it (``is_view_page``)
 GENERATOR = '<meta name="generator" content="cardioner">'
@@ -129,7 +129,8 @@ def _document_html(doc_id: str, text: str, marks: Sequence[Mark], labels: Sequen
     body, lanes = _text_html(text, marks, labels)
     types = " ".join(sorted({f"t{m.type_index}" for m in marks}))
     return (f'<section class="doc" data-doc="{html.escape(doc_id, quote=True)}" data-types="{types}">'
-            f'<h2><span class="doc-id">{html.escape(doc_id)}</span> <small>{html.escape(summary)}</small></h2>'
+            f'<h2><span class="doc-id">{html.escape(doc_id)}</span> '
+            f'<small>{html.escape(summary)}</small></h2>'
             f'<div class="text" style="--lanes:{max(lanes, 1)}">{body}</div></section>')
 
 
@@ -153,11 +154,13 @@ def _style(labels: Sequence[str]) -> str:
     rules = [_BASE_CSS]
     for index in range(len(labels)):
         colour = type_colour(index)
-        rules.append(f".t{index}{{--c:{colour}}} body.hide-t{index} .ent.t{index}{{--c:transparent;--o:transparent;"
-                     f"background:none}} body.hide-t{index} .ent.t{index}.first::before{{display:none}}")
+        rules.append(f".t{index}{{--c:{colour}}} body.hide-t{index} .ent.t{index}"
+                     "{--c:transparent;--o:transparent;background:none} "
+                     f"body.hide-t{index} .ent.t{index}.first::before{{display:none}}")
     for key, _, colour in OUTCOMES:
-        rules.append(f".o-{key}{{--o:{colour}}} body.hide-o-{key} .ent.o-{key}{{--o:transparent;--c:transparent;"
-                     f"background:none}} body.hide-o-{key} .ent.o-{key}.first::before{{display:none}}")
+        rules.append(f".o-{key}{{--o:{colour}}} body.hide-o-{key} .ent.o-{key}"
+                     "{--o:transparent;--c:transparent;background:none} "
+                     f"body.hide-o-{key} .ent.o-{key}.first::before{{display:none}}")
     return "\n".join(rules)
 
 
@@ -166,10 +169,12 @@ def _page(title: str, subtitle: str, legends: str, documents: list[str], labels:
     return (
         f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">{GENERATOR}"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
+        "<meta http-equiv=\"Content-Security-Policy\" "
+        "content=\"default-src 'none'; style-src 'unsafe-inline'; "
         "script-src 'unsafe-inline'\">"
         f"<title>{html.escape(title)}</title><style>{_style(labels)}</style></head>"
-        f'<body><header><h1>{html.escape(title)}</h1><p class="sub">{html.escape(subtitle)}</p>{table}</header>'
+        f'<body><header><h1>{html.escape(title)}</h1>'
+        f'<p class="sub">{html.escape(subtitle)}</p>{table}</header>'
         f'<nav class="bar">{legends}<label class="opt"><input type="checkbox" checked data-toggle="labels"> '
         f'labels</label></nav><main>{"".join(documents)}</main><div id="tip" role="tooltip" hidden></div>'
         f"<script>{_SCRIPT}</script></body></html>\n"
@@ -180,7 +185,8 @@ def _type_labels(*corpora: Sequence[Document]) -> list[str]:
     return sorted({span.label for docs in corpora for doc in docs for span in doc.spans})
 
 
-def prediction_page(docs: Sequence[Document], title: str = "cardioner predictions", subtitle: str = "") -> str:
+def prediction_page(docs: Sequence[Document], title: str = "cardioner predictions",
+                    subtitle: str = "") -> str:
     """A self-contained HTML page of predicted entities, highlighted by type, with a legend that filters.
 
     Args:
@@ -257,8 +263,9 @@ def evaluation_page(gold: Sequence[Document], predicted: Sequence[Document], sco
     for d, doc in enumerate(gold):
         pred = by_id.get(doc.id)
         compared = compare_spans(doc.spans, pred.spans if pred is not None else [])
+        in_order = sorted(compared, key=lambda c: (c[0].start, -c[0].end))
         marks = [Mark(f"d{d}s{k}", span, index[span.label], outcome, note)
-                 for k, (span, outcome, note) in enumerate(sorted(compared, key=lambda c: (c[0].start, -c[0].end)))]
+                 for k, (span, outcome, note) in enumerate(in_order)]
         here = Counter(m.outcome for m in marks)
         outcomes.update(here)
         summary = ", ".join(f"{here[key]} {text.split(' (')[0]}" for key, text, _ in OUTCOMES if here[key])
@@ -275,9 +282,10 @@ def evaluation_page(gold: Sequence[Document], predicted: Sequence[Document], sco
 def _score_table(scores: dict) -> str:
     """The per-type table (exact match; overlap F1 beside it when scored), then micro and macro."""
     overlap = scores.get("overlap", {})
-    rows = [*scores.get("per_type", {}).items(), ("micro", scores.get("micro", {})), ("macro", scores.get("macro", {}))]
-    head = ("<tr><th>type</th><th>precision</th><th>recall</th><th>F1</th><th>F1 overlap</th><th>TP</th><th>FP</th>"
-            "<th>FN</th><th>support</th></tr>")
+    rows = [*scores.get("per_type", {}).items(), ("micro", scores.get("micro", {})),
+            ("macro", scores.get("macro", {}))]
+    head = ("<tr><th>type</th><th>precision</th><th>recall</th><th>F1</th><th>F1 overlap</th><th>TP</th>"
+            "<th>FP</th><th>FN</th><th>support</th></tr>")
     body = []
     for name, row in rows:
         if not row:
@@ -287,12 +295,14 @@ def _score_table(scores: dict) -> str:
         cells.append(f"{over['f1']:.4f}" if over else "")
         cells += [str(row[k]) if k in row else "" for k in ("tp", "fp", "fn", "support")]
         cls = ' class="total"' if name in ("micro", "macro") else ""
-        body.append(f"<tr{cls}><th>{html.escape(name)}</th>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        body.append(f"<tr{cls}><th>{html.escape(name)}</th>" + "".join(f"<td>{c}</td>" for c in cells)
+                    + "</tr>")
     return f'<table class="scores"><thead>{head}</thead><tbody>{"".join(body)}</tbody></table>'
 
 
 _BASE_CSS = """
-:root{color-scheme:light;font-family:system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
+:root{color-scheme:light;
+ font-family:system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
 body{margin:0;background:#f6f7f9;color:#1d2330}
 header{background:#fff;padding:14px 24px 4px}
 nav.bar{position:sticky;top:0;z-index:2;background:#fff;border-bottom:1px solid #d9dde5;padding:4px 24px 8px;
@@ -309,7 +319,8 @@ main{max-width:980px;margin:18px auto;padding:0 16px}
 .doc{background:#fff;border:1px solid #d9dde5;border-radius:8px;margin:0 0 16px;padding:14px 18px}
 .doc h2{font-size:14px;margin:0 0 8px;color:#3a4252;font-weight:600}
 .doc h2 small{font-weight:400;color:#5b6475;margin-left:6px}
-.text{white-space:pre-wrap;overflow-wrap:anywhere;font-size:15px;line-height:calc(1.75em + var(--lanes,0) * 6px)}
+.text{white-space:pre-wrap;overflow-wrap:anywhere;font-size:15px;
+ line-height:calc(1.75em + var(--lanes,0) * 6px)}
 .ent{--c:#888;border-bottom:3px solid var(--o,var(--c));padding-bottom:1px;cursor:default;
  background:color-mix(in srgb,var(--c) 11%,transparent);background-clip:content-box}
 .ent.o-missed{border-bottom-style:dashed;background:none}
@@ -346,7 +357,8 @@ _SCRIPT = """
   }
   function spanText(key){
     var parts=document.querySelectorAll('.ent[data-span="'+key+'"]'),t='';
-    for(var i=0;i<parts.length;i++){if(!parts[i].parentElement.closest('[data-span="'+key+'"]')){t+=parts[i].textContent;}}
+    for(var i=0;i<parts.length;i++){
+      if(!parts[i].parentElement.closest('[data-span="'+key+'"]')){t+=parts[i].textContent;}}
     return t;
   }
   function mark(key,on){

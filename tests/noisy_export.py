@@ -19,7 +19,8 @@ SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "ncbi_sample"
 
 
 def noisy_tiny_export(root: Path, seed: int = 0, max_length: int = 48) -> Path:
-    """A tiny BERT + CRF trained 6 steps on 12 sample abstracts, head spread with noise, exported under ``root``."""
+    """A tiny BERT + CRF trained 6 steps on 12 sample abstracts,
+    head spread with noise, exported under ``root``."""
     train, _ = read_corpus(SAMPLE / "train")
     config = config_from_dict({
         "data": {"max_length": max_length, "stride": max_length // 4, "train": str(SAMPLE / "train")},
@@ -31,5 +32,7 @@ def noisy_tiny_export(root: Path, seed: int = 0, max_length: int = 48) -> Path:
     with torch.no_grad():
         for name, parameter in trainer.model.named_parameters():
             if name.endswith("classifier.weight"):
-                parameter.add_(0.5 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(seed)))
+                parameter.add_(
+                    0.5 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(seed))
+                )
     return trainer.save(root / "model")

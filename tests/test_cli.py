@@ -77,9 +77,10 @@ def uncovered_characters(model_dir: Path, docs, max_length: int | None = None) -
     return missing
 
 
-# ------------------------------------------------------------------------- Done-when 1: train, export, evaluate
+# ----------------------------------------------------------------------- Done-when 1: train, export, evaluate
 def check_train_then_evaluate(output: Path, test: Path) -> None:
-    """The export holds metrics.json, learning_curves.png and a model card; ``evaluate`` repeats the test scores."""
+    """The export holds metrics.json, learning_curves.png and
+    a model card; ``evaluate`` repeats the test scores."""
     for name in ("metrics.json", "learning_curves.png", "README.md", "config.json", "model.safetensors",
                  "training_config.yaml", "modeling.py"):
         assert (output / name).is_file(), name
@@ -106,9 +107,28 @@ def test_train_exports_and_evaluate_gives_the_same_test_scores(backbone, tmp_pat
 def test_ncbi_conll_with_the_default_backbone(shared_data, tmp_path):
     corpus = shared_data / "ncbi_disease" / "conll"
     output = tmp_path / "out"
-    cli("train", "--train", corpus / "train.tsv", "--dev", corpus / "devel.tsv", "--test", corpus / "test.tsv",
-        "--crf", "--output", output, "--epochs", "1", "--max-length", "128", "--batch-size", "16",
-        "--set", "training.max_steps=60", "--set", "training.lr=1e-4")
+    cli(
+        "train",
+        "--train",
+        corpus / "train.tsv",
+        "--dev",
+        corpus / "devel.tsv",
+        "--test",
+        corpus / "test.tsv",
+        "--crf",
+        "--output",
+        output,
+        "--epochs",
+        "1",
+        "--max-length",
+        "128",
+        "--batch-size",
+        "16",
+        "--set",
+        "training.max_steps=60",
+        "--set",
+        "training.lr=1e-4",
+    )
     check_train_then_evaluate(output, corpus / "test.tsv")
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["test"]["micro"]["f1"] > 0.2  # 60 steps of MiniLM + CRF already find diseases
@@ -117,7 +137,9 @@ def test_ncbi_conll_with_the_default_backbone(shared_data, tmp_path):
 # ------------------------------------------------------------------------- Done-when 2: long brat documents
 def train_and_predict_meddocan(meddocan: Path, tmp_path: Path, model: list, n_train: int, n_test: int,
                                budget: list) -> tuple[Path, list]:
-    train = copy_documents(meddocan / "train", tmp_path / "train", first_documents(meddocan / "train", n_train))
+    train = copy_documents(
+        meddocan / "train", tmp_path / "train", first_documents(meddocan / "train", n_train)
+    )
     dev = copy_documents(meddocan / "dev", tmp_path / "dev", first_documents(meddocan / "dev", 2))
     names = first_documents(meddocan / "test", n_test)
     texts = tmp_path / "test_texts"
@@ -131,7 +153,8 @@ def train_and_predict_meddocan(meddocan: Path, tmp_path: Path, model: list, n_tr
     assert sorted(p.stem for p in predictions.glob("*.ann")) == sorted(names)
     gold = [doc for doc in read_corpus(meddocan / "test")[0] if doc.id in set(names)]
     predicted, _ = read_corpus(predictions)
-    assert [d.text for d in predicted] == [d.text for d in gold]  # the .txt written beside each .ann is the input
+    # the .txt written beside each .ann is the input
+    assert [d.text for d in predicted] == [d.text for d in gold]
     scores = score_spans(gold, predicted)
     assert scores["micro"]["support"] == sum(len(d.spans) for d in gold)
     return output, gold
@@ -169,7 +192,8 @@ PREVIOUS_CONFIG = '{"model_type": "cardioner", "previous": true}'
 
 @pytest.fixture
 def previous_export(tmp_path) -> Path:
-    """An --output folder (an earlier export, which a run may replace) that a failed run must leave untouched."""
+    """An --output folder (an earlier export, which a run may
+    replace) that a failed run must leave untouched."""
     output = tmp_path / "out"
     output.mkdir()
     (output / "config.json").write_text(PREVIOUS_CONFIG)
@@ -188,36 +212,80 @@ def test_bad_training_input_fails_with_one_sentence_and_keeps_the_previous_outpu
     cases = [
         (["--train", tmp_path / "missing", "--model", backbone, "--output", previous_export], "no such file"),
         ([*train, "--dev", tmp_path / "missing_dev", "--model", backbone], "--dev"),
-        (["--train", tmp_path / "train.conll", "--dev", tmp_path / "dev.conll", "--model", backbone,
-          "--output", previous_export], "labels the training set lacks: DIS"),
+        (
+            [
+                "--train",
+                tmp_path / "train.conll",
+                "--dev",
+                tmp_path / "dev.conll",
+                "--model",
+                backbone,
+                "--output",
+                previous_export,
+            ],
+            "labels the training set lacks: DIS",
+        ),
         ([*train, "--model", tmp_path / "not_a_model"], "not a model folder"),
-        ([*train, "--model", backbone, "--max-length", "64", "--stride", "64"], "data.stride (64) must be smaller"),
+        (
+            [*train, "--model", backbone, "--max-length", "64", "--stride", "64"],
+            "data.stride (64) must be smaller",
+        ),
         ([*train, "--model", backbone, "--max-length", "64", "--stride", "100"], "must be smaller"),
         ([*train, "--model", backbone, "--max-length", "129"], "more than the 128 subwords the backbone"),
         (["--train", tmp_path / "empty", "--model", backbone, "--output", previous_export], "no data files"),
-        (["--train", tmp_path / "empty.conll", "--format", "conll", "--model", backbone,
-          "--output", previous_export], "empty"),
+        (
+            [
+                "--train",
+                tmp_path / "empty.conll",
+                "--format",
+                "conll",
+                "--model",
+                backbone,
+                "--output",
+                previous_export,
+            ],
+            "empty",
+        ),
     ]
     for args, fragment in cases:
         assert_clean_failure(cli("train", *args, ok=False), fragment)
         assert (previous_export / "config.json").read_text() == PREVIOUS_CONFIG
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary leftovers
+    # no temporary leftovers
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
 def test_bad_prediction_and_evaluation_input_fails_with_one_sentence(backbone, tmp_path, previous_export):
     (tmp_path / "empty").mkdir()
     predictions = tmp_path / "predictions"
     cases = [
-        (["predict", "--model", tmp_path / "missing", "--input", SAMPLE / "test", "--output", predictions],
-         "not an exported model folder"),
-        (["predict", "--model", backbone, "--input", SAMPLE / "test", "--output", predictions],
-         "not an exported model folder"),  # a bare backbone is not a cardioner export
-        (["predict", "--model", tmp_path / "missing", "--input", SAMPLE / "test", "--output", previous_export],
-         "neither empty nor a brat folder"),  # checked before the model: an export is no brat folder
-        (["predict", "--model", backbone, "--input", tmp_path / "missing", "--output", predictions],
-         "no such file"),
-        (["predict", "--model", backbone, "--input", tmp_path / "empty", "--output", predictions],
-         "no .txt files"),
+        (
+            ["predict", "--model", tmp_path / "missing", "--input", SAMPLE / "test", "--output", predictions],
+            "not an exported model folder",
+        ),
+        (
+            ["predict", "--model", backbone, "--input", SAMPLE / "test", "--output", predictions],
+            "not an exported model folder",
+        ),  # a bare backbone is not a cardioner export
+        (
+            [
+                "predict",
+                "--model",
+                tmp_path / "missing",
+                "--input",
+                SAMPLE / "test",
+                "--output",
+                previous_export,
+            ],
+            "neither empty nor a brat folder",
+        ),  # checked before the model: an export is no brat folder
+        (
+            ["predict", "--model", backbone, "--input", tmp_path / "missing", "--output", predictions],
+            "no such file",
+        ),
+        (
+            ["predict", "--model", backbone, "--input", tmp_path / "empty", "--output", predictions],
+            "no .txt files",
+        ),
         (["evaluate", "--model", backbone, "--data", tmp_path / "missing"], "no such file"),
         (["evaluate", "--model", backbone, "--data", tmp_path / "empty"], "no data files"),
     ]
@@ -226,7 +294,9 @@ def test_bad_prediction_and_evaluation_input_fails_with_one_sentence(backbone, t
         assert (previous_export / "config.json").read_text() == PREVIOUS_CONFIG
 
 
-def test_train_refuses_an_output_folder_that_is_not_an_export_before_training(backbone, tmp_path, monkeypatch):
+def test_train_refuses_an_output_folder_that_is_not_an_export_before_training(
+    backbone, tmp_path, monkeypatch
+):
     corpus = copy_documents(SAMPLE / "train", tmp_path / "corpus", first_documents(SAMPLE / "train", 3))
     (corpus / "NOTES.txt").write_text("my notes", encoding="utf-8")
     before = sorted(p.name for p in corpus.iterdir())
@@ -235,9 +305,16 @@ def test_train_refuses_an_output_folder_that_is_not_an_export_before_training(ba
         raise AssertionError("a corpus was read before the output folder was checked")
 
     monkeypatch.setattr("cardioner.training.run.read_split", read_split)
-    result = cli("train", "--train", corpus, "--model", backbone, "--output", corpus, *TINY_TRAINING, ok=False)
-    assert_clean_failure(result, f"{corpus}: the output is a folder that is neither empty nor a cardioner export")
-    assert sorted(p.name for p in corpus.iterdir()) == before and (corpus / "NOTES.txt").read_text() == "my notes"
+    result = cli(
+        "train", "--train", corpus, "--model", backbone, "--output", corpus, *TINY_TRAINING, ok=False
+    )
+    assert_clean_failure(
+        result, f"{corpus}: the output is a folder that is neither empty nor a cardioner export"
+    )
+    assert (
+        sorted(p.name for p in corpus.iterdir()) == before
+        and (corpus / "NOTES.txt").read_text() == "my notes"
+    )
 
 
 @pytest.fixture
@@ -249,18 +326,42 @@ def untrained_export(backbone, tmp_path) -> Path:
     from cardioner.modeling import TokenClassificationModel
 
     tokenizer = AutoTokenizer.from_pretrained(backbone)
-    model = TokenClassificationModel.from_backbone(str(backbone), tokenizer, {0: "O", 1: "B-Disease", 2: "I-Disease"})
+    model = TokenClassificationModel.from_backbone(
+        str(backbone), tokenizer, {0: "O", 1: "B-Disease", 2: "I-Disease"}
+    )
     return save_model(model, tokenizer, tmp_path / "export")
 
 
-def test_predict_windows_fit_the_backbone_and_bad_batch_sizes_or_windows_are_refused(untrained_export, tmp_path):
+def test_predict_windows_fit_the_backbone_and_bad_batch_sizes_or_windows_are_refused(
+    untrained_export, tmp_path
+):
     model, tokenizer = load_model(untrained_export)
-    assert Predictor.from_model(model, tokenizer).encoder.max_length == 128  # the tiny BERT's 128 positions, not 512
+    # the tiny BERT's 128 positions, not 512
+    assert Predictor.from_model(model, tokenizer).encoder.max_length == 128
     output = tmp_path / "predictions.jsonl"
-    cli("predict", "--model", untrained_export, "--input", SAMPLE / "test", "--output", output, "--format", "jsonl")
+    cli(
+        "predict",
+        "--model",
+        untrained_export,
+        "--input",
+        SAMPLE / "test",
+        "--output",
+        output,
+        "--format",
+        "jsonl",
+    )
     assert len(output.read_text(encoding="utf-8").splitlines()) == len(list((SAMPLE / "test").glob("*.txt")))
-    predict = ["predict", "--model", untrained_export, "--input", SAMPLE / "test", "--output", tmp_path / "p.jsonl",
-               "--format", "jsonl"]
+    predict = [
+        "predict",
+        "--model",
+        untrained_export,
+        "--input",
+        SAMPLE / "test",
+        "--output",
+        tmp_path / "p.jsonl",
+        "--format",
+        "jsonl",
+    ]
     cases = [
         ([*predict, "--batch-size", "0"], "--batch-size must be >= 1, got 0"),
         ([*predict, "--max-length", "129"], "--max-length 129 is more than the 128 subwords"),
@@ -280,12 +381,24 @@ def test_library_errors_name_keys_and_commands_name_their_flags():
     from cardioner.config import ConfigError
     from cardioner.data.document import CorpusError
 
-    assert flag_message("training.output out is a folder that is neither empty nor a cardioner export",
-                        CONFIG_FLAGS) == "--output out is a folder that is neither empty nor a cardioner export"
-    assert flag_message("data.max_length 129 is more than the 128 subwords; use data.max_length 128 or less",
-                        PREDICT_FLAGS) == "--max-length 129 is more than the 128 subwords; use --max-length 128 or less"
+    assert (
+        flag_message(
+            "training.output out is a folder that is neither empty nor a cardioner export", CONFIG_FLAGS
+        )
+        == "--output out is a folder that is neither empty nor a cardioner export"
+    )
+    assert (
+        flag_message(
+            "data.max_length 129 is more than the 128 subwords; use data.max_length 128 or less",
+            PREDICT_FLAGS,
+        )
+        == "--max-length 129 is more than the 128 subwords; use --max-length 128 or less"
+    )
     # a key the command has no flag for, a longer key, a path that contains a key: left alone
-    assert flag_message("data.dev_fraction must be in [0, 1)", CONFIG_FLAGS) == "data.dev_fraction must be in [0, 1)"
+    assert (
+        flag_message("data.dev_fraction must be in [0, 1)", CONFIG_FLAGS)
+        == "data.dev_fraction must be in [0, 1)"
+    )
     assert flag_message("training.output_dir is unknown", CONFIG_FLAGS) == "training.output_dir is unknown"
     # a plain argument name only as the subject of the message
     assert flag_message("batch_size must be >= 1, got 0", PREDICT_FLAGS) == "--batch-size must be >= 1, got 0"
@@ -294,7 +407,10 @@ def test_library_errors_name_keys_and_commands_name_their_flags():
     def fails(error):
         raise error
 
-    for error in (ConfigError("training.output x: not a folder"), CorpusError("training.output x", "f.conll", 3)):
+    for error in (
+        ConfigError("training.output x: not a folder"),
+        CorpusError("training.output x", "f.conll", 3),
+    ):
         with pytest.raises(type(error)) as raised:
             speaking_flags(fails, CONFIG_FLAGS)(error)
         assert "--output x" in str(raised.value) and "training.output" not in str(raised.value)

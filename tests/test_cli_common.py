@@ -1,5 +1,5 @@
-"""The command line's error boundary (issue 15, items 6 and 7): a user error is one line and exit 1, a bug says it
-is one (exit 70) with the CARDIONER_DEBUG hint, and no traceback reaches the user unless asked for."""
+"""The command line's error boundary (issue 15, items 6 and 7): a user error is one line and exit 1, a bug
+says it is one (exit 70) with the CARDIONER_DEBUG hint, and no traceback reaches the user unless asked for."""
 
 from __future__ import annotations
 
@@ -21,8 +21,11 @@ SAMPLE = REPO / "examples" / "ncbi_sample"
 
 
 def convert(tmp_path: Path, env: dict | None = None):
-    return CliRunner().invoke(app, ["convert", "--input", str(SAMPLE / "dev"), "--output", str(tmp_path / "o.jsonl"),
-                                    "--to", "jsonl"], env=env)
+    return CliRunner().invoke(
+        app,
+        ["convert", "--input", str(SAMPLE / "dev"), "--output", str(tmp_path / "o.jsonl"), "--to", "jsonl"],
+        env=env,
+    )
 
 
 def one_line(result, prefix: str) -> str:
@@ -38,15 +41,29 @@ exec("def bad_unpacking(*args, **kwargs):\n    first, second = [1]\n", _CARDIONE
 bad_unpacking = _CARDIONER_CODE["bad_unpacking"]
 
 
-@pytest.mark.parametrize(("failure", "code", "prefix", "fragment"), [
-    (CorpusError("bad row", "a.tsv", 3), 1, "error:", "a.tsv:3: bad row"),
-    (PermissionError(13, "Permission denied", "/out/x.jsonl"), 1, "error:", "/out/x.jsonl: Permission denied"),
-    (KeyError("label2id"), INTERNAL_ERROR_EXIT, "internal error (a bug in cardioner): KeyError: 'label2id'",
-     "CARDIONER_DEBUG=1"),
-    (TypeError("'int' object is not iterable"), INTERNAL_ERROR_EXIT, "internal error", "TypeError"),
-    (bad_unpacking, INTERNAL_ERROR_EXIT, "internal error", "ValueError: not enough values to unpack"),
-])
-def test_user_errors_exit_1_and_bugs_say_they_are_bugs(tmp_path, monkeypatch, failure, code, prefix, fragment):
+@pytest.mark.parametrize(
+    ("failure", "code", "prefix", "fragment"),
+    [
+        (CorpusError("bad row", "a.tsv", 3), 1, "error:", "a.tsv:3: bad row"),
+        (
+            PermissionError(13, "Permission denied", "/out/x.jsonl"),
+            1,
+            "error:",
+            "/out/x.jsonl: Permission denied",
+        ),
+        (
+            KeyError("label2id"),
+            INTERNAL_ERROR_EXIT,
+            "internal error (a bug in cardioner): KeyError: 'label2id'",
+            "CARDIONER_DEBUG=1",
+        ),
+        (TypeError("'int' object is not iterable"), INTERNAL_ERROR_EXIT, "internal error", "TypeError"),
+        (bad_unpacking, INTERNAL_ERROR_EXIT, "internal error", "ValueError: not enough values to unpack"),
+    ],
+)
+def test_user_errors_exit_1_and_bugs_say_they_are_bugs(
+    tmp_path, monkeypatch, failure, code, prefix, fragment
+):
     def fails(*args, **kwargs):
         raise failure
 
@@ -57,8 +74,9 @@ def test_user_errors_exit_1_and_bugs_say_they_are_bugs(tmp_path, monkeypatch, fa
 
 
 def test_a_deliberate_value_error_of_the_library_is_a_user_error(tmp_path):
-    result = CliRunner().invoke(app, ["convert", "--input", str(SAMPLE / "dev"), "--output", str(tmp_path / "o"),
-                                      "--to", "xml"])
+    result = CliRunner().invoke(
+        app, ["convert", "--input", str(SAMPLE / "dev"), "--output", str(tmp_path / "o"), "--to", "xml"]
+    )
     assert result.exit_code == 1 and "--to must be one of" in one_line(result, "error:")
 
 
@@ -106,9 +124,12 @@ def test_a_300_character_path_is_one_line_in_a_real_process(tmp_path):
     for args in (["train", "--train", long_path, "--output", str(tmp_path / "out")],
                  ["convert", "--input", long_path, "--output", str(tmp_path / "o.jsonl"), "--to", "jsonl"],
                  ["convert", "--input", str(SAMPLE / "dev"), "--output", long_path, "--to", "jsonl"]):
-        result = subprocess.run([sys.executable, "-m", "cardioner", *args], env=env, capture_output=True, text=True,
-                                cwd=tmp_path)
+        result = subprocess.run(
+            [sys.executable, "-m", "cardioner", *args], env=env, capture_output=True, text=True, cwd=tmp_path
+        )
         assert result.returncode == 1, result.stderr
         lines = [line for line in result.stderr.splitlines() if line.startswith(("error:", "internal error"))]
-        assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in result.stderr, result.stderr
+        assert (
+            len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in result.stderr
+        ), result.stderr
         assert "too long" in lines[0].lower(), lines[0]

@@ -1,4 +1,5 @@
-"""cardioner compare: heads trained on the same data, seed and budget; comparison.json/.md/.png; --compare-only."""
+"""cardioner compare: heads trained on the same data, seed
+and budget; comparison.json/.md/.png; --compare-only."""
 
 from __future__ import annotations
 
@@ -65,12 +66,18 @@ def test_comparison_files_are_replaced_whole_or_not_at_all(compared, tmp_path, m
     with pytest.raises(OSError, match="disk full"):
         write_comparison(comparison, tmp_path)
     assert paths["png"].read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["comparison.json", "comparison.md", "comparison.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "comparison.json",
+        "comparison.md",
+        "comparison.png",
+    ]
 
 
 def test_every_run_had_the_same_data_seed_and_budget(compared):
     root, _ = compared
-    configs = {name: yaml.safe_load((root / "out" / name / "training_config.yaml").read_text()) for name in RUNS}
+    configs = {
+        name: yaml.safe_load((root / "out" / name / "training_config.yaml").read_text()) for name in RUNS
+    }
     for name, config in configs.items():
         assert config["model"]["head"] == name.split("+")[0]
         assert config["model"]["use_crf"] == name.endswith("+crf")
@@ -107,11 +114,27 @@ def test_compare_rejects_unknown_heads_and_crf_settings(tmp_path):
 def test_compare_without_dev_or_test_fails_before_training_anything(shared_data, tmp_path):
     paths = write_subset(shared_data, tmp_path / "data")
     output = tmp_path / "out"
-    result = CliRunner().invoke(app, ["compare", "--heads", "linear,mlp", "--train", str(paths["train"]),
-                                      "--model", str(paths["model"]), "--output", str(output), "--epochs", "1"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "compare",
+            "--heads",
+            "linear,mlp",
+            "--train",
+            str(paths["train"]),
+            "--model",
+            str(paths["model"]),
+            "--output",
+            str(output),
+            "--epochs",
+            "1",
+        ],
+    )
     assert result.exit_code == 1, result.output
-    assert result.stderr.strip() == ("error: compare scores each head on a test or dev corpus: set --test or --dev "
-                                     "(or data.dev_fraction)")
+    assert result.stderr.strip() == (
+        "error: compare scores each head on a test or dev corpus: set --test or --dev "
+        "(or data.dev_fraction)"
+    )
     assert not output.exists()  # nothing trained, nothing exported
 
 
@@ -119,13 +142,16 @@ def test_compare_refuses_a_run_folder_that_is_not_an_export_before_training(shar
     paths = write_subset(shared_data, tmp_path / "data")
     (tmp_path / "out" / "mlp").mkdir(parents=True)
     (tmp_path / "out" / "mlp" / "notes.txt").write_text("keep", encoding="utf-8")
-    (tmp_path / "out" / "comparison.json").write_text("{}", encoding="utf-8")  # an earlier comparison's folder
+    # an earlier comparison's folder
+    (tmp_path / "out" / "comparison.json").write_text("{}", encoding="utf-8")
     config = load_config(overrides={"data.train": str(paths["train"]), "data.dev": str(paths["dev"]),
                                     "model.model": str(paths["model"])})
-    with pytest.raises(ValueError, match="out/mlp: the output is a folder that is neither empty nor a cardioner "
-                                         "export"):
+    with pytest.raises(
+        ValueError, match="out/mlp: the output is a folder that is neither empty nor a cardioner " "export"
+    ):
         compare_heads(config, ["linear", "mlp"], output_dir=tmp_path / "out")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["comparison.json", "mlp"]  # no run started
+    # no run started
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["comparison.json", "mlp"]
 
 
 def test_default_heads_are_all_heads():
@@ -135,7 +161,10 @@ def test_default_heads_are_all_heads():
 def test_systems_per_type_plot(tmp_path):
     from cardioner.plots import plot_systems_per_type
 
-    per_system = {"multi-label": {"ANAT": 40.1, "DISO": 55.0}, "flat": {"ANAT": 12.0, "DISO": 57.5, "CHEM": 60.0}}
+    per_system = {
+        "multi-label": {"ANAT": 40.1, "DISO": 55.0},
+        "flat": {"ANAT": 12.0, "DISO": 57.5, "CHEM": 60.0},
+    }
     path = plot_systems_per_type(per_system, tmp_path / "types.png", ylabel="F1 (%)")
     image = matplotlib.image.imread(path)
     assert image.shape[:2] == (540, 816)  # 6.8 x 4.5 inches (3 type groups) at 120 dpi
@@ -171,7 +200,8 @@ def test_comparison_plot_has_one_bar_per_run_even_for_one_head(tmp_path, monkeyp
 
 
 def test_compare_crf_follows_the_config_unless_given_and_crf_is_a_head(tmp_path, monkeypatch):
-    """--crf defaults to model.use_crf (from --set or the YAML); `--heads linear,mlp,crf` (DESIGN §7) works."""
+    """--crf defaults to model.use_crf (from --set or the
+    YAML); `--heads linear,mlp,crf` (DESIGN §7) works."""
     from cardioner import compare
 
     planned = []
@@ -195,8 +225,22 @@ def test_compare_crf_follows_the_config_unless_given_and_crf_is_a_head(tmp_path,
         compare_heads(config.replace(**{"model.use_crf": False}), ["mlp", "crf"], output_dir=tmp_path)
     assert planned.pop() == ["mlp", "linear+crf"]
 
-    result = CliRunner().invoke(app, ["compare", "--heads", "cnn", "--train", str(tmp_path), "--dev", str(tmp_path),
-                                      "--set", "model.use_crf=true", "--output", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "compare",
+            "--heads",
+            "cnn",
+            "--train",
+            str(tmp_path),
+            "--dev",
+            str(tmp_path),
+            "--set",
+            "model.use_crf=true",
+            "--output",
+            str(tmp_path / "out"),
+        ],
+    )
     assert isinstance(result.exception, Planned) or "Planned" in result.output, result.output
     assert planned.pop() == ["cnn+crf"]
 
@@ -218,8 +262,11 @@ def test_learning_curves_mark_the_epoch_the_trainer_selected(shared_data, tmp_pa
 
     passed = []
     drawn = plots.plot_learning_curves
-    monkeypatch.setattr(plots, "plot_learning_curves", lambda *args, **kwargs: passed.append(kwargs.get("best_epoch"))
-                        or drawn(*args, **kwargs))
+    monkeypatch.setattr(
+        plots,
+        "plot_learning_curves",
+        lambda *args, **kwargs: passed.append(kwargs.get("best_epoch")) or drawn(*args, **kwargs),
+    )
     paths = write_subset(shared_data, tmp_path / "data")
     raw = base_config(paths, epochs=3, lr=3e-3, min_delta=0.5)  # no later epoch beats the first by 0.5
     config = load_config(overrides={f"{s}.{k}": v for s, values in raw.items() for k, v in values.items()})

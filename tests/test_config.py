@@ -1,4 +1,5 @@
-"""The config: defaults that adapt (stride), explicit None in replace, null in YAML, suggestions for unknown keys."""
+"""The config: defaults that adapt (stride), explicit None in
+replace, null in YAML, suggestions for unknown keys."""
 
 from __future__ import annotations
 
@@ -56,25 +57,40 @@ def test_unknown_keys_suggest_only_a_close_match(key, suggestion):
 
 
 # ------------------------------------------------------------------ issue 15: one validation of every number
-@pytest.mark.parametrize(("key", "value", "problem"), [
-    ("training.lr", float("inf"), "training.lr must be a finite number, got inf"),
-    ("training.lr", "inf", "training.lr must be a finite number written with ASCII digits, got 'inf'"),
-    ("training.lr", "nan", "got 'nan'"),
-    ("training.lr", "1e400", "training.lr must be a finite number, got '1e400'"),
-    ("training.lr", -1e-3, r"training.lr must be > 0, got -0.001"),
-    ("training.head_lr", float("nan"), "training.head_lr must be a finite number"),
-    ("training.epochs", 0.9, r"training.epochs must be an integer, got 0.9 \(a fraction is never rounded\)"),
-    ("training.epochs", True, "training.epochs must be an integer, got the boolean True"),
-    ("training.epochs", "1_0", "must be an integer written with ASCII digits, got '1_0'"),
-    ("training.epochs", "\u0663", "must be an integer written with ASCII digits"),  # Arabic-Indic 3
-    ("training.epochs", "9" * 5000, r"must be an integer written with ASCII digits, got '9999.*\(5000 characters\)"),
-    ("training.epochs", 10**30, "must lie within"),
-    ("training.seed", -1, r"training.seed must be in \[0, 4294967295\], got -1"),
-    ("training.max_grad_norm", -1, "training.max_grad_norm must be >= 0"),
-    ("model.use_crf", 2, "model.use_crf must be true or false, got 2"),
-    ("model.classifier_hidden_layers", "512,0.5", "model.classifier_hidden_layers must be an integer .*, got '0.5'"),
-    ("model.type_thresholds", "DISO=inf", "model.type_thresholds must be a finite number"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [
+        ("training.lr", float("inf"), "training.lr must be a finite number, got inf"),
+        ("training.lr", "inf", "training.lr must be a finite number written with ASCII digits, got 'inf'"),
+        ("training.lr", "nan", "got 'nan'"),
+        ("training.lr", "1e400", "training.lr must be a finite number, got '1e400'"),
+        ("training.lr", -1e-3, r"training.lr must be > 0, got -0.001"),
+        ("training.head_lr", float("nan"), "training.head_lr must be a finite number"),
+        (
+            "training.epochs",
+            0.9,
+            r"training.epochs must be an integer, got 0.9 \(a fraction is never rounded\)",
+        ),
+        ("training.epochs", True, "training.epochs must be an integer, got the boolean True"),
+        ("training.epochs", "1_0", "must be an integer written with ASCII digits, got '1_0'"),
+        ("training.epochs", "\u0663", "must be an integer written with ASCII digits"),  # Arabic-Indic 3
+        (
+            "training.epochs",
+            "9" * 5000,
+            r"must be an integer written with ASCII digits, got '9999.*\(5000 characters\)",
+        ),
+        ("training.epochs", 10**30, "must lie within"),
+        ("training.seed", -1, r"training.seed must be in \[0, 4294967295\], got -1"),
+        ("training.max_grad_norm", -1, "training.max_grad_norm must be >= 0"),
+        ("model.use_crf", 2, "model.use_crf must be true or false, got 2"),
+        (
+            "model.classifier_hidden_layers",
+            "512,0.5",
+            "model.classifier_hidden_layers must be an integer .*, got '0.5'",
+        ),
+        ("model.type_thresholds", "DISO=inf", "model.type_thresholds must be a finite number"),
+    ],
+)
 def test_numbers_are_finite_whole_where_they_must_be_and_bounded(key, value, problem):
     with pytest.raises(ConfigError, match=problem):
         load_config(None, {key: value})
@@ -83,20 +99,38 @@ def test_numbers_are_finite_whole_where_they_must_be_and_bounded(key, value, pro
 def test_numbers_as_text_follow_the_same_rules():
     config = load_config(None, {"training.epochs": "5", "training.lr": "3e-5", "training.seed": 2.0,
                                 "model.use_crf": "yes"})
-    assert (config.training.epochs, config.training.lr, config.training.seed, config.model.use_crf) == (5, 3e-5, 2, True)
+    assert (config.training.epochs, config.training.lr, config.training.seed, config.model.use_crf) == (
+        5,
+        3e-5,
+        2,
+        True,
+    )
 
 
-@pytest.mark.parametrize(("name", "content", "problem"), [
-    ("bomb.yaml", "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
-        f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True)),
-     r"bomb.yaml:3: more than 16 YAML aliases"),
-    ("digits.yaml", "training:\n  epochs: " + "9" * 5000 + "\n", "digits.yaml: not a configuration: a number too long"),
-    ("deep.yaml", "[" * 100000, "deep.yaml: not"),
-    ("inf.json", '{"training": {"lr": Infinity}}', "inf.json: Infinity is not a JSON number"),
-    ("digits.json", '{"training": {"epochs": ' + "9" * 5000 + "}}", "digits.json: a 5000-digit integer"),
-    ("latin1.yaml", b"training:\n  log_with: \xe9\n", "latin1.yaml: not UTF-8 text"),
-    ("list.yaml", "- 1\n- 2\n", "expected a mapping"),
-])
+@pytest.mark.parametrize(
+    ("name", "content", "problem"),
+    [
+        (
+            "bomb.yaml",
+            "a: &a [x, x, x, x, x, x, x, x, x]\n"
+            + "".join(
+                f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n"
+                for p, n in zip("abcdefgh", "bcdefghi", strict=True)
+            ),
+            r"bomb.yaml:3: more than 16 YAML aliases",
+        ),
+        (
+            "digits.yaml",
+            "training:\n  epochs: " + "9" * 5000 + "\n",
+            "digits.yaml: not a configuration: a number too long",
+        ),
+        ("deep.yaml", "[" * 100000, "deep.yaml: not"),
+        ("inf.json", '{"training": {"lr": Infinity}}', "inf.json: Infinity is not a JSON number"),
+        ("digits.json", '{"training": {"epochs": ' + "9" * 5000 + "}}", "digits.json: a 5000-digit integer"),
+        ("latin1.yaml", b"training:\n  log_with: \xe9\n", "latin1.yaml: not UTF-8 text"),
+        ("list.yaml", "- 1\n- 2\n", "expected a mapping"),
+    ],
+)
 def test_hostile_config_files_are_a_config_error_naming_the_file(tmp_path, name, content, problem):
     path = tmp_path / name
     if isinstance(content, bytes):

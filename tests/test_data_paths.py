@@ -1,6 +1,6 @@
-"""One path-safety rule for every writer and reader (issue 15, items 1, 2, 5 and 9): outputs that are not ours are
-never modified, nothing is written through a link or outside the output, ids that would collide or vanish are
-refused, and a replacement survives a kill at any moment."""
+"""One path-safety rule for every writer and reader (issue 15, items 1, 2, 5 and 9): outputs that are not ours
+are never modified, nothing is written through a link or outside the output, ids that would collide or vanish
+are refused, and a replacement survives a kill at any moment."""
 
 from __future__ import annotations
 
@@ -42,7 +42,9 @@ def tree(root: Path) -> dict[str, bytes]:
 def test_an_existing_file_that_is_not_ours_is_never_modified(tmp_path: Path, to: str) -> None:
     thesis = tmp_path / "thesis.docx"
     thesis.write_bytes(b"PK\x03\x04 four years of work")
-    with pytest.raises(CorpusError, match="thesis.docx: the output exists and (is not a folder|does not hold)"):
+    with pytest.raises(
+        CorpusError, match="thesis.docx: the output exists and (is not a folder|does not hold)"
+    ):
         write_corpus(DOCS, thesis, to)
     assert thesis.read_bytes() == b"PK\x03\x04 four years of work"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["thesis.docx"]  # no staging leftovers
@@ -161,8 +163,9 @@ def test_hidden_entries_are_not_read_and_are_counted(tmp_path: Path) -> None:
     (["x" * 300], "longer than a file name can be"),
     ([""], "an id must be non-empty text"),
 ])
-def test_brat_ids_that_would_collide_escape_or_vanish_are_refused_naming_the_id(tmp_path: Path, ids: list[str],
-                                                                                 problem: str) -> None:
+def test_brat_ids_that_would_collide_escape_or_vanish_are_refused_naming_the_id(
+    tmp_path: Path, ids: list[str], problem: str
+) -> None:
     docs = [Document(doc_id, "fiebre", [Span(0, 6, "S")]) for doc_id in ids]
     with pytest.raises(CorpusError, match=problem):
         write_corpus(docs, tmp_path / "out", "brat")
@@ -223,13 +226,21 @@ def test_a_pair_is_moved_in_an_order_that_never_leaves_a_mismatched_pair(tmp_pat
     (folder / "orphan.ann").write_text("T1\tS 0 3\tabc\n", encoding="utf-8")  # an .ann without its .txt
     docs = [Document("new", "fiebre", [Span(0, 6, "S")]), Document("orphan", "dolor", [Span(0, 5, "S")]),
             Document("same", "tos", [Span(0, 3, "S")])]
-    assert moves_into(folder, docs, monkeypatch) == ["new.txt", "new.ann", "orphan.ann", "orphan.txt", "same.ann"]
+    assert moves_into(folder, docs, monkeypatch) == [
+        "new.txt",
+        "new.ann",
+        "orphan.ann",
+        "orphan.txt",
+        "same.ann",
+    ]
     assert read_brat(folder)[1].spans == [Span(0, 5, "S")] and (folder / "same.txt").read_text() == "tos"
 
 
 def test_staging_folders_of_a_killed_run_are_removed_by_the_next_run_and_only_ours(tmp_path: Path) -> None:
     output = tmp_path / "out.jsonl"
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     dead_pid = int(dead.stdout)
     ours = tmp_path / ".out.jsonl.cardioner-tmp-killed"
     ours.mkdir()
@@ -323,7 +334,7 @@ def test_staged_output_replaces_an_existing_folder_in_one_exchange(tmp_path: Pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
 
 
-# ------------------------------------------------------------------------ Done-when 3: kill -9 at random moments
+# --------------------------------------------------------------------- Done-when 3: kill -9 at random moments
 KILLS = 20
 
 
@@ -347,12 +358,15 @@ def run_to_completion(args: list[str]) -> float:
 
 
 def staging_in(*folders: Path) -> list[Path]:
-    return [p for folder in folders if folder.is_dir() for p in folder.iterdir() if ".cardioner-tmp-" in p.name]
+    return [
+        p for folder in folders if folder.is_dir() for p in folder.iterdir() if ".cardioner-tmp-" in p.name
+    ]
 
 
 def kill_at_a_random_moment(args: list[str], duration: float, watch: list[Path], rng) -> bool:
-    """Start ``args`` and SIGKILL it: at a uniformly random moment of a full run, or (half the time) a random few
-    milliseconds after its staging folder appears, so that many kills land while the output is being written.
+    """Start ``args`` and SIGKILL it: at a uniformly random moment of a full run,
+    or (half the time) a random few milliseconds after its staging folder
+    appears, so that many kills land while the output is being written.
 
     Returns:
         Whether the kill landed while a staging folder existed (the output was being written or replaced).
@@ -420,7 +434,9 @@ def test_kill_9_during_convert_never_loses_or_half_writes_the_previous_output(tm
     target = tmp_path / "out.jsonl"
     write_corpus([Document(f"old/{i}", "fiebre", [Span(0, 6, "S")]) for i in range(50)], target, "jsonl")
     check = old_or_new_file(target)
-    kill_repeatedly(cardioner_command("convert", "-i", corpus, "-o", target, "--to", "jsonl"), [tmp_path], check, 1)
+    kill_repeatedly(
+        cardioner_command("convert", "-i", corpus, "-o", target, "--to", "jsonl"), [tmp_path], check, 1
+    )
     assert len(check.seen) == 2
 
 
@@ -434,7 +450,8 @@ def test_kill_9_while_writing_into_a_brat_folder_never_leaves_a_mismatched_pair(
 
     def check() -> None:
         files = tree(folder)
-        assert all(files.get(name) == content for name, content in old_files.items())  # nothing of before lost
+        # nothing of before lost
+        assert all(files.get(name) == content for name, content in old_files.items())
         docs, _ = read_corpus(folder, format="brat")  # every pair matches: a mismatch is a CorpusError
         for doc in docs:
             if doc.id.startswith("notes/") and (folder / f"{doc.id}.ann").exists():
@@ -442,8 +459,13 @@ def test_kill_9_while_writing_into_a_brat_folder_never_leaves_a_mismatched_pair(
                 assert doc.spans == [Span(12 + len(number), 23 + len(number), "SINTOMA")], doc.id
 
     elsewhere = tmp_path / "measure"  # measured elsewhere: the killed runs still add new .txt files
-    kill_repeatedly(cardioner_command("convert", "-i", corpus, "-o", folder, "--to", "brat"), [folder, tmp_path],
-                    check, 2, cardioner_command("convert", "-i", corpus, "-o", elsewhere, "--to", "brat"))
+    kill_repeatedly(
+        cardioner_command("convert", "-i", corpus, "-o", folder, "--to", "brat"),
+        [folder, tmp_path],
+        check,
+        2,
+        cardioner_command("convert", "-i", corpus, "-o", elsewhere, "--to", "brat"),
+    )
     assert len(read_corpus(folder, format="brat")[0]) == 1520
 
 
@@ -457,7 +479,12 @@ def tiny_exports(tmp_path_factory) -> dict[str, Path]:
     corpus.mkdir()
     for path in sorted((REPO / "examples" / "ncbi_sample" / "train").iterdir())[:20]:
         (corpus / path.name).write_bytes(path.read_bytes())
-    paths = {"backbone": tiny_backbone("bert", root), "train": corpus, "export": root / "export", "root": root}
+    paths = {
+        "backbone": tiny_backbone("bert", root),
+        "train": corpus,
+        "export": root / "export",
+        "root": root,
+    }
     run_to_completion(train_command(paths, seed=1))
     return paths
 
@@ -487,25 +514,69 @@ def test_kill_9_during_an_export_never_leaves_a_half_export_or_loses_the_previou
 
 
 @pytest.mark.slow
-def test_kill_9_during_predict_never_loses_or_half_writes_the_previous_predictions(tiny_exports, tmp_path) -> None:
-    notes = REPO / "examples" / "ncbi_sample"  # every split's .txt files: an output that takes a moment to write
+def test_kill_9_during_predict_never_loses_or_half_writes_the_previous_predictions(
+    tiny_exports, tmp_path
+) -> None:
+    # every split's .txt files: an output that takes a moment to write
+    notes = REPO / "examples" / "ncbi_sample"
     target = tmp_path / "predictions.jsonl"
     target.write_text('{"id": "old", "text": "previous predictions", "spans": []}\n', encoding="utf-8")
     check = old_or_new_file(target)
-    kill_repeatedly(cardioner_command("predict", "--model", tiny_exports["export"], "--input", notes, "--output",
-                                      target, "--format", "jsonl"), [tmp_path], check, 4)
+    kill_repeatedly(
+        cardioner_command(
+            "predict",
+            "--model",
+            tiny_exports["export"],
+            "--input",
+            notes,
+            "--output",
+            target,
+            "--format",
+            "jsonl",
+        ),
+        [tmp_path],
+        check,
+        4,
+    )
 
 
-@pytest.mark.parametrize("args", [
-    ["compare", "--compare-only", str(REPO / "examples"), "--output", "{project}"],
-    ["compare", "--train", str(REPO / "examples" / "ncbi_sample" / "train"), "--heads", "linear", "--output",
-     "{project}"],
-    ["analyze", "--model", "{project}/../no-model", "--data", str(REPO / "examples" / "ncbi_sample" / "dev"),
-     "--output", "{project}"],
-    ["tune", "--config", "{project}/../missing.yaml", "--trials", "1", "--output", "{project}"],
-    ["train", "--folds", "2", "--train", str(REPO / "examples" / "ncbi_sample" / "train"), "--output", "{project}"],
-])
-def test_commands_that_fill_an_output_folder_refuse_one_that_is_not_theirs(tmp_path: Path, args: list[str]) -> None:
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["compare", "--compare-only", str(REPO / "examples"), "--output", "{project}"],
+        [
+            "compare",
+            "--train",
+            str(REPO / "examples" / "ncbi_sample" / "train"),
+            "--heads",
+            "linear",
+            "--output",
+            "{project}",
+        ],
+        [
+            "analyze",
+            "--model",
+            "{project}/../no-model",
+            "--data",
+            str(REPO / "examples" / "ncbi_sample" / "dev"),
+            "--output",
+            "{project}",
+        ],
+        ["tune", "--config", "{project}/../missing.yaml", "--trials", "1", "--output", "{project}"],
+        [
+            "train",
+            "--folds",
+            "2",
+            "--train",
+            str(REPO / "examples" / "ncbi_sample" / "train"),
+            "--output",
+            "{project}",
+        ],
+    ],
+)
+def test_commands_that_fill_an_output_folder_refuse_one_that_is_not_theirs(
+    tmp_path: Path, args: list[str]
+) -> None:
     project = tmp_path / "project"
     project.mkdir()
     (project / "thesis.docx").write_bytes(b"work")

@@ -2,8 +2,8 @@
 
 For each format, two properties:
 
-- **round trip**: valid documents (any Unicode text, overlapping and discontinuous spans where the format holds
-  them, ids with sub-folders) written and read back are the same documents;
+- **round trip**: valid documents (any Unicode text, overlapping and discontinuous spans where the format
+  holds them, ids with sub-folders) written and read back are the same documents;
 - **hostile input**: files built from the format's grammar with every field mutated (huge, signed, fractional,
   non-ASCII or missing numbers, wrong types, broken strings, stray line breaks, garbage lines) are either read
   — and then every span is exactly the one the file states (checked by a small reference parser in this file)
@@ -54,8 +54,27 @@ BRAT_IDS = st.lists(st.lists(ID_PART, min_size=1, max_size=3).map("/".join), min
                     unique_by=id_key)
 ANY_TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=60)
 #: characters that stress offsets: line breaks of every kind, BOM, NBSP, tabs, combining marks, astral planes
-TRICKY = st.sampled_from(["\n", "\r\n", "\r", "\t", "\ufeff", "\u00a0", "\u2028", "\x85", "\x0b", "e\u0301", "🫀",
-                          " ", "  ", "á", "T1", ";", "#"])
+TRICKY = st.sampled_from(
+    [
+        "\n",
+        "\r\n",
+        "\r",
+        "\t",
+        "\ufeff",
+        "\u00a0",
+        "\u2028",
+        "\x85",
+        "\x0b",
+        "e\u0301",
+        "🫀",
+        " ",
+        "  ",
+        "á",
+        "T1",
+        ";",
+        "#",
+    ]
+)
 TEXT = st.lists(st.one_of(ANY_TEXT, TRICKY), max_size=6).map("".join)
 
 
@@ -93,7 +112,8 @@ def same(docs: list[Document], read: list[Document]) -> None:
 
 
 def read_or_refuse(read: Callable) -> tuple[list[Document], ReadReport] | None:
-    """``read()``, or None when it refuses the input with the project's own error (any other exception fails)."""
+    """``read()``, or None when it refuses the input with the
+    project's own error (any other exception fails)."""
     try:
         return read()
     except ALLOWED:
@@ -143,8 +163,11 @@ def check_hf_round_trip(docs: list[Document]) -> None:
 @st.composite
 def conll_sentences(draw) -> tuple[list[list[str]], list[list[str]], str]:
     """Sentences of tokens with IOB2 tags, and the separator (TAB, or space when no token holds one)."""
-    token = st.text(st.characters(exclude_categories=("Cs", "Zl", "Zp", "Cc"), exclude_characters="\t\n\r\x85"),
-                    min_size=1, max_size=6).filter(lambda t: t.strip() and t != "-DOCSTART-")
+    token = st.text(
+        st.characters(exclude_categories=("Cs", "Zl", "Zp", "Cc"), exclude_characters="\t\n\r\x85"),
+        min_size=1,
+        max_size=6,
+    ).filter(lambda t: t.strip() and t != "-DOCSTART-")
     sentences, tags = [], []
     for _ in range(draw(st.integers(1, 4))):
         words = draw(st.lists(token, min_size=1, max_size=6))
@@ -190,8 +213,10 @@ def conll_reference(sentences: list[list[str]], tags: list[list[str]]) -> tuple[
 
 def check_conll_round_trip(sample: tuple[list[list[str]], list[list[str]], str]) -> None:
     sentences, tags, separator = sample
-    lines = "\n".join("".join(f"{word}{separator}{tag}\n" for word, tag in zip(words, sentence_tags, strict=True))
-                      for words, sentence_tags in zip(sentences, tags, strict=True))
+    lines = "\n".join(
+        "".join(f"{word}{separator}{tag}\n" for word, tag in zip(words, sentence_tags, strict=True))
+        for words, sentence_tags in zip(sentences, tags, strict=True)
+    )
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "in.conll"
         path.write_text("-DOCSTART-" + separator + "O\n\n" + lines, encoding="utf-8", newline="")
@@ -206,7 +231,9 @@ def check_conll_round_trip(sample: tuple[list[list[str]], list[list[str]], str])
 
 test_brat_round_trip, test_brat_round_trip_slow = property_tests(documents(BRAT_IDS), check_brat_round_trip)
 test_jsonl_round_trip, test_jsonl_round_trip_slow = property_tests(
-    documents(st.lists(st.text(min_size=1, max_size=10), min_size=1, max_size=4, unique=True)), check_jsonl_round_trip)
+    documents(st.lists(st.text(min_size=1, max_size=10), min_size=1, max_size=4, unique=True)),
+    check_jsonl_round_trip,
+)
 test_tsv_round_trip, test_tsv_round_trip_slow = property_tests(
     documents(BRAT_IDS, discontinuous=False, unique=True, min_spans=1), check_tsv_round_trip)
 test_hf_round_trip, test_hf_round_trip_slow = property_tests(documents(BRAT_IDS), check_hf_round_trip)
@@ -218,12 +245,29 @@ NUMBER = st.one_of(
     st.integers(-5, 80).map(str), st.integers(0, 10**30).map(str), st.just("9" * 5000), st.just("-0"),
     st.sampled_from(["+3", "1_0", "٣", "３", "0x1f", "1e3", "1.5", " 4", "4 ", "", "NaN", "Infinity", "-"]),
 )
-JUNK_LINE = st.one_of(st.text(max_size=30), st.sampled_from(["", " ", "\t", "T", "T1", "T1\t", "\ufeff", "#",
-                                                              "R1\tRel Arg1:T1 Arg2:T9", "A1\tNeg T1", "*\tEq T1 T2"]))
+JUNK_LINE = st.one_of(
+    st.text(max_size=30),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "\t",
+            "T",
+            "T1",
+            "T1\t",
+            "\ufeff",
+            "#",
+            "R1\tRel Arg1:T1 Arg2:T9",
+            "A1\tNeg T1",
+            "*\tEq T1 T2",
+        ]
+    ),
+)
 
 
 def reference_brat(text: str, ann: str) -> list[tuple[str, tuple[tuple[int, int], ...]]] | None:
-    """(label, sorted pieces) of each T line, when every T line is well-formed and fits ``text``; else None."""
+    """(label, sorted pieces) of each T line, when every T
+    line is well-formed and fits ``text``; else None."""
     spans = []
     for line in ann.removeprefix("\ufeff").split("\n"):
         line = line.removesuffix("\r")
@@ -261,11 +305,15 @@ def brat_files(draw) -> tuple[str, str]:
         if draw(mostly(st.just(False), st.just(True))):
             lines.append(draw(JUNK_LINE))
             continue
-        pieces = [tuple(map(str, draw(offsets_in(text)))) for _ in range(draw(mostly(st.just(1), st.just(2))))]
+        pieces = [
+            tuple(map(str, draw(offsets_in(text)))) for _ in range(draw(mostly(st.just(1), st.just(2))))
+        ]
         if draw(mostly(st.just(False), st.just(True))):
             pieces[-1] = (draw(mostly(st.just(pieces[-1][0]), NUMBER)), draw(NUMBER))
-        covered = " ".join(text[int(s):int(e)] if all(x.isascii() and x.isdigit() and len(x) < 5 for x in (s, e))
-                           else "?" for s, e in pieces)
+        covered = " ".join(
+            text[int(s) : int(e)] if all(x.isascii() and x.isdigit() and len(x) < 5 for x in (s, e)) else "?"
+            for s, e in pieces
+        )
         string = draw(mostly(st.just(one_line(covered)), st.one_of(st.text(max_size=8), st.just(covered))))
         label = draw(mostly(LABELS, st.text(max_size=4)))
         lines.append(f"T{n + 1}\t{label} {';'.join(f'{s} {e}' for s, e in pieces)}\t{string}")
@@ -284,7 +332,8 @@ def check_brat_hostile(sample: tuple[str, str]) -> None:
         if result is None:
             return
         docs, _ = result
-        expected = reference_brat(docs[0].text, ann)  # the text as read (a BOM the offsets do not count dropped)
+        # the text as read (a BOM the offsets do not count dropped)
+        expected = reference_brat(docs[0].text, ann)
         if expected is not None:
             assert [(s.label, s.pieces()) for s in docs[0].spans] == expected
         write_corpus(docs, Path(folder) / "out", "brat")
@@ -308,23 +357,47 @@ def jsonl_lines(draw) -> str:
         item: dict = {"start": start, "end": end, "label": draw(mostly(LABELS, JSON_VALUE))}
         if end - start >= 2 and draw(st.booleans()):
             cut = draw(st.integers(start + 1, end - 1))
-            item["fragments"] = [[cut, end], [start, cut]] if draw(st.booleans()) else [[start, cut], [cut, end]]
+            item["fragments"] = (
+                [[cut, end], [start, cut]] if draw(st.booleans()) else [[start, cut], [cut, end]]
+            )
         if draw(st.booleans()):
             pieces = item.get("fragments", [[start, end]])
             item["text"] = " ".join(text[s:e] for s, e in pieces)
         for key in draw(mostly(st.just([]), st.lists(st.sampled_from(["start", "end", "fragments", "text"]),
                                                      min_size=1, unique=True))):
-            item[key] = draw(st.one_of(st.integers(-2, len(text) + 2), JSON_VALUE,
-                                       st.lists(st.lists(st.integers(-2, len(text) + 2), min_size=2, max_size=2),
-                                                max_size=3)))
+            item[key] = draw(
+                st.one_of(
+                    st.integers(-2, len(text) + 2),
+                    JSON_VALUE,
+                    st.lists(st.lists(st.integers(-2, len(text) + 2), min_size=2, max_size=2), max_size=3),
+                )
+            )
         spans.append(item)
-    record: dict = {"id": draw(mostly(st.text(min_size=1, max_size=5), JSON_VALUE)), "text": text, "spans": spans}
+    record: dict = {
+        "id": draw(mostly(st.text(min_size=1, max_size=5), JSON_VALUE)),
+        "text": text,
+        "spans": spans,
+    }
     if draw(mostly(st.just(False), st.just(True))):
-        record["meta"] = draw(st.one_of(JSON_VALUE, st.fixed_dictionaries({}, optional={
-            "brat_other": JSON_VALUE, "brat_ids": JSON_VALUE, "tokens": JSON_VALUE, "text_missing": JSON_VALUE})))
+        record["meta"] = draw(
+            st.one_of(
+                JSON_VALUE,
+                st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "brat_other": JSON_VALUE,
+                        "brat_ids": JSON_VALUE,
+                        "tokens": JSON_VALUE,
+                        "text_missing": JSON_VALUE,
+                    },
+                ),
+            )
+        )
     line = json.dumps(record, ensure_ascii=draw(st.booleans()))
     if draw(st.integers(0, 9)) == 0:  # raw JSON numbers Python's json would never write
-        line = line.replace("0", draw(st.sampled_from(["Infinity", "NaN", "1e999", "9" * 5000, "-0.0", "0"])), 1)
+        line = line.replace(
+            "0", draw(st.sampled_from(["Infinity", "NaN", "1e999", "9" * 5000, "-0.0", "0"])), 1
+        )
     return line
 
 
@@ -402,10 +475,14 @@ def check_tsv_hostile(sample: tuple[str, str]) -> None:
 
 @st.composite
 def conll_files(draw) -> str:
-    token = mostly(st.text(st.characters(categories=("L", "N", "P")), min_size=1, max_size=5),
-                   st.one_of(st.text(max_size=5), st.sampled_from(["\u00a0", "a\rb", " ", "-DOCSTART-", "x"])))
-    tag = mostly(st.sampled_from(["O", "O", "B-X", "I-X", "B-Y", "I-Y"]),
-                 st.one_of(st.sampled_from(["E-X", "S-X", "B-", "I-A,B", "X-Y", "b-x", "O "]), st.text(max_size=4)))
+    token = mostly(
+        st.text(st.characters(categories=("L", "N", "P")), min_size=1, max_size=5),
+        st.one_of(st.text(max_size=5), st.sampled_from(["\u00a0", "a\rb", " ", "-DOCSTART-", "x"])),
+    )
+    tag = mostly(
+        st.sampled_from(["O", "O", "B-X", "I-X", "B-Y", "I-Y"]),
+        st.one_of(st.sampled_from(["E-X", "S-X", "B-", "I-A,B", "X-Y", "b-x", "O "]), st.text(max_size=4)),
+    )
     lines = []
     for _ in range(draw(st.integers(1, 12))):
         choice = draw(st.integers(0, 9))
@@ -446,7 +523,9 @@ def _record(line: str) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-hf_rows = st.lists(jsonl_lines().map(_record).filter(lambda record: record is not None), min_size=1, max_size=3)
+hf_rows = st.lists(
+    jsonl_lines().map(_record).filter(lambda record: record is not None), min_size=1, max_size=3
+)
 
 
 def check_hf_hostile(rows: list[dict]) -> None:

@@ -1,6 +1,6 @@
-"""``data.span_errors = error | skip | realign`` (issue 15, item 10): a release with a few shifted spans is refused
-naming the option, read without them (counted), or read with each moved to its annotated string (each move
-reported) — in every reader that checks annotated strings, and through train, convert and evaluate."""
+"""``data.span_errors = error | skip | realign`` (issue 15, item 10): a release with a few shifted spans is
+refused naming the option, read without them (counted), or read with each moved to its annotated string (each
+move reported) — in every reader that checks annotated strings, and through train, convert and evaluate."""
 
 from __future__ import annotations
 
@@ -40,8 +40,11 @@ SHIFTED = ("T1\tSINTOMA 22 36\tdolor torácico\n"  # two characters too far righ
 
 
 def test_error_names_the_option(tmp_path: Path) -> None:
-    with pytest.raises(CorpusError, match=r"doc\.ann:1: annotated string 'dolor torácico' != text\[22 36\] "
-                                          r"'lor torácico y'; set data.span_errors=skip .* or data.span_errors=realign"):
+    with pytest.raises(
+        CorpusError,
+        match=r"doc\.ann:1: annotated string 'dolor torácico' != text\[22 36\] "
+        r"'lor torácico y'; set data.span_errors=skip .* or data.span_errors=realign",
+    ):
         read_corpus(brat_folder(tmp_path, SHIFTED))
 
 
@@ -69,7 +72,8 @@ def test_realign_moves_each_span_to_its_string_nearby_and_reports_each_move(tmp_
 
 def test_realign_takes_the_nearest_occurrence_and_leaves_out_a_string_not_nearby(tmp_path: Path) -> None:
     text = "fiebre, fiebre y " + "x" * 40 + " tos"
-    ann = "T1\tS 9 15\tfiebre\nT2\tS 2 5\ttos\n"  # 9-15: 'iebre ' -> 8-14 (-1) beats 0-6 (-9); 'tos' is 56 away
+    # 9-15: 'iebre ' -> 8-14 (-1) beats 0-6 (-9); 'tos' is 56 away
+    ann = "T1\tS 9 15\tfiebre\nT2\tS 2 5\ttos\n"
     docs, report = read_corpus(brat_folder(tmp_path, ann, text), span_errors="realign")
     assert docs[0].spans == [Span(8, 14, "S")]
     assert report.skipped[UNPLACED_NOTE] == 1 and f"within {REALIGN_WINDOW} characters" in UNPLACED_NOTE
@@ -117,16 +121,31 @@ def test_the_policy_is_a_config_key_with_its_choices() -> None:
 def test_convert_prints_each_move(tmp_path: Path) -> None:
     folder = brat_folder(tmp_path, SHIFTED)
     runner = CliRunner()
-    result = runner.invoke(app, ["convert", "-i", str(folder), "-o", str(tmp_path / "o.jsonl"), "--to", "jsonl"])
+    result = runner.invoke(
+        app, ["convert", "-i", str(folder), "-o", str(tmp_path / "o.jsonl"), "--to", "jsonl"]
+    )
     assert result.exit_code == 1 and "data.span_errors" in result.stderr
-    result = runner.invoke(app, ["convert", "-i", str(folder), "-o", str(tmp_path / "o.jsonl"), "--to", "jsonl",
-                                 "--span-errors", "realign"])
+    result = runner.invoke(
+        app,
+        [
+            "convert",
+            "-i",
+            str(folder),
+            "-o",
+            str(tmp_path / "o.jsonl"),
+            "--to",
+            "jsonl",
+            "--span-errors",
+            "realign",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert result.output.count("moved: ") == 2 and "22-36 -> 20-34 (-2)" in result.output
 
 
 def shifted_corpus(tmp_path: Path) -> tuple[Path, list[str]]:
-    """Twelve NCBI sample documents, three spans of them shifted by one or two characters (with the text kept)."""
+    """Twelve NCBI sample documents, three spans of them
+    shifted by one or two characters (with the text kept)."""
     corpus = tmp_path / "shifted"
     corpus.mkdir()
     names = sorted(p.stem for p in (SAMPLE / "train").glob("*.txt"))[:12]
@@ -141,7 +160,9 @@ def shifted_corpus(tmp_path: Path) -> tuple[Path, list[str]]:
                 ann_id, head, string = line.rstrip("\n").split("\t")
                 label, start, end = head.split(" ")
                 lines[i] = f"{ann_id}\t{label} {int(start) + shift} {int(end) + shift}\t{string}\n"
-                shifted.append(f"{name}.ann:{i + 1}: {label} {int(start) + shift}-{int(end) + shift} -> {start}-{end}")
+                shifted.append(
+                    f"{name}.ann:{i + 1}: {label} {int(start) + shift}-{int(end) + shift} -> {start}-{end}"
+                )
                 break
         (corpus / f"{name}.ann").write_text("".join(lines), encoding="utf-8")
     return corpus, shifted
@@ -149,8 +170,9 @@ def shifted_corpus(tmp_path: Path) -> tuple[Path, list[str]]:
 
 @pytest.mark.usefixtures("one_thread")
 def test_realign_trains_end_to_end_and_reports_each_move(tmp_path: Path, caplog) -> None:
-    """Done-when 4: train on a corpus with shifted spans with --set data.span_errors=realign (tiny BERT, a few
-    steps): refused without it, trained and exported with it, every move in the log; evaluate takes the option."""
+    """Done-when 4: train on a corpus with shifted spans with --set
+    data.span_errors=realign (tiny BERT, a few steps): refused without it, trained
+    and exported with it, every move in the log; evaluate takes the option."""
     corpus, shifted = shifted_corpus(tmp_path)
     backbone = tiny_backbone("bert", tmp_path / "backbones")
     args = ["train", "--train", str(corpus), "--dev", str(SAMPLE / "dev"), "--model", str(backbone),

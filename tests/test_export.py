@@ -1,8 +1,9 @@
-"""Export round trips: every tiny backbone × head × CRF, reloaded offline in a fresh process without cardioner.
+"""Export round trips: every tiny backbone × head × CRF,
+reloaded offline in a fresh process without cardioner.
 
 One subprocess handles all exports (issue 3, Done-when 3 and 4): it loads each folder with
-``AutoModelForTokenClassification.from_pretrained(dir, trust_remote_code=True)`` and with the stock pipeline, and
-writes logits, Viterbi paths and entities for the parent to compare with its own.
+``AutoModelForTokenClassification.from_pretrained(dir, trust_remote_code=True)`` and with the stock pipeline,
+and writes logits, Viterbi paths and entities for the parent to compare with its own.
 """
 
 from __future__ import annotations
@@ -36,7 +37,12 @@ TEXTS = [
     "Aspirin 100 mg daily; heparin was stopped (bleeding risk).",
     "El paciente presenta dolor torácico y disnea.",
 ]
-CASES = [(kind, head, use_crf) for kind in available_kinds() for head in ("linear", "mlp") for use_crf in (False, True)]
+CASES = [
+    (kind, head, use_crf)
+    for kind in available_kinds()
+    for head in ("linear", "mlp")
+    for use_crf in (False, True)
+]
 
 
 def case_name(kind: str, head: str, use_crf: bool) -> str:
@@ -44,7 +50,8 @@ def case_name(kind: str, head: str, use_crf: bool) -> str:
 
 
 def word_spans(tokenizer, text: str) -> list[tuple[int, int]]:
-    """Character span of each word (first subword's start, last subword's end), words as modeling.py defines them."""
+    """Character span of each word (first subword's start,
+    last subword's end), words as modeling.py defines them."""
     encoding = tokenizer(text, return_offsets_mapping=True, return_tensors="pt")
     classes = build_token_classes(tokenizer)[encoding["input_ids"]]
     in_word, word_start = word_start_mask(classes, encoding["attention_mask"])
@@ -58,7 +65,8 @@ def word_spans(tokenizer, text: str) -> list[tuple[int, int]]:
 
 
 def entities_from_word_tags(tags: list[str], spans: list[tuple[int, int]]) -> list[tuple[str, int, int]]:
-    """Entities as the pipeline's "simple" grouping makes them from word tags (a new B- or type starts one)."""
+    """Entities as the pipeline's "simple" grouping makes
+    them from word tags (a new B- or type starts one)."""
     entities: list[list] = []
     previous_type = None
     for tag, (start, end) in zip(tags, spans, strict=True):
@@ -93,24 +101,37 @@ def train_steps(model, tokenizer, steps: int = 3) -> None:
 
 
 def build_export(
-    kind: str, head: str, use_crf: bool, backbone_dir: Path, export_root: Path, name: str | None = None, **settings
+    kind: str,
+    head: str,
+    use_crf: bool,
+    backbone_dir: Path,
+    export_root: Path,
+    name: str | None = None,
+    **settings,
 ) -> Path:
-    """A briefly trained model exported under ``export_root/name`` (``settings``: more CardioNERConfig arguments)."""
+    """A briefly trained model exported under ``export_root/name``
+    (``settings``: more CardioNERConfig arguments)."""
     tokenizer = AutoTokenizer.from_pretrained(backbone_dir)
     torch.manual_seed(0)
     model = TokenClassificationModel.from_backbone(
-        str(backbone_dir), tokenizer, ID2LABEL, head=head, use_crf=use_crf, classifier_hidden_layers=[16], **settings
+        str(backbone_dir),
+        tokenizer,
+        ID2LABEL,
+        head=head,
+        use_crf=use_crf,
+        classifier_hidden_layers=[16],
+        **settings,
     )
     train_steps(model, tokenizer)
-    with torch.no_grad():  # a barely trained model: spread its emissions so that entities of both types appear
+    # a barely trained model: spread its emissions so that entities of both types appear
+    with torch.no_grad():
         model.head.classifier.weight.mul_(40.0)
         model.head.classifier.bias.copy_(torch.tensor([0.0, 0.3, 0.3, 0.3, 0.3]))
     folder = export_root / (name or case_name(kind, head, use_crf))
     return save_model(model, tokenizer, folder, metrics={"dev": {"f1": 0.5}})
 
 
-REMOTE_SCRIPT = textwrap.dedent(
-    """
+REMOTE_SCRIPT = textwrap.dedent("""
     import json, sys, torch
 
 
@@ -137,9 +158,12 @@ REMOTE_SCRIPT = textwrap.dedent(
         offsets = encoding.pop("offset_mapping")
         with torch.no_grad():
             output = model(**encoding)
-        ner = pipeline("token-classification", model=folder, trust_remote_code=True, aggregation_strategy="simple")
-        entities = [[[e["entity_group"], e["start"], e["end"]] for e in ner(text)] for text in request["texts"]]
-        torch.save({key: value for key, value in output.items() if torch.is_tensor(value)}, f"{request['out']}/{name}.pt")
+        ner = pipeline("token-classification", model=folder, trust_remote_code=True,
+                       aggregation_strategy="simple")
+        entities = [[[e["entity_group"], e["start"], e["end"]] for e in ner(text)]
+                    for text in request["texts"]]
+        tensors = {key: value for key, value in output.items() if torch.is_tensor(value)}
+        torch.save(tensors, f"{request['out']}/{name}.pt")
         report["cases"][name] = {
             "class": type(model).__name__,
             "module": type(model).__module__,
@@ -156,12 +180,14 @@ REMOTE_SCRIPT = textwrap.dedent(
                 outcome = f"{type(error).__name__}: {error}"
             report["untrusted"][f"{name}/{trust}"] = outcome
     json.dump(report, open(f"{request['out']}/report.json", "w"))
-    """
-)
+    """)
 
 
 def reload_in_fresh_process(
-    exports: dict[str, Path], workdir: Path, untrusted: dict[str, Path] | None = None, texts: list[str] = TEXTS
+    exports: dict[str, Path],
+    workdir: Path,
+    untrusted: dict[str, Path] | None = None,
+    texts: list[str] = TEXTS,
 ) -> dict:
     """Load every export in one fresh, offline process that cannot import cardioner (REMOTE_SCRIPT).
 
@@ -183,8 +209,14 @@ def reload_in_fresh_process(
     }
     (workdir / "request.json").write_text(json.dumps(request))
     (workdir / "remote.py").write_text(REMOTE_SCRIPT)
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("PYTHON", "HF_", "TRANSFORMERS_"))}
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(workdir / "hf_home"), PYTHONNOUSERSITE="1")
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PYTHON", "HF_", "TRANSFORMERS_"))
+    }
+    env.update(
+        HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(workdir / "hf_home"), PYTHONNOUSERSITE="1"
+    )
     result = subprocess.run(
         [sys.executable, str(workdir / "remote.py"), str(workdir / "request.json")],
         cwd=workdir,
@@ -205,7 +237,9 @@ def round_trip(tmp_path_factory):
     backbones = {kind: tiny_backbone(kind, root / "backbones") for kind in available_kinds()}
     exports = {case_name(*case): build_export(*case, backbones[case[0]], root / "models") for case in CASES}
     workdir = root / "remote"
-    untrusted = {name: exports[name] for name in (case_name("bert", "linear", True), case_name("xlmr", "mlp", False))}
+    untrusted = {
+        name: exports[name] for name in (case_name("bert", "linear", True), case_name("xlmr", "mlp", False))
+    }
     return exports, workdir, reload_in_fresh_process(exports, workdir, untrusted)
 
 
@@ -222,8 +256,10 @@ def test_export_reloads_identically_without_cardioner(round_trip, case):
 
 
 def check_remote_reload(folder: Path, tensors_path: Path, remote: dict, use_crf: bool) -> None:
-    """The fresh process ran the folder's modeling.py and got our logits, Viterbi paths and pipeline entities."""
-    assert remote["module"].startswith("transformers_modules"), remote["module"]  # the folder's modeling.py ran
+    """The fresh process ran the folder's modeling.py and got
+    our logits, Viterbi paths and pipeline entities."""
+    # the folder's modeling.py ran
+    assert remote["module"].startswith("transformers_modules"), remote["module"]
     assert remote["class"] == ("TokenClassificationModelCRF" if use_crf else "TokenClassificationModel")
 
     model, tokenizer = load_model(folder)
@@ -315,13 +351,16 @@ def test_save_model_replaces_a_folder_only_when_complete(tmp_path):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_loads_and_exports_run_in_one_dtype(tmp_path, dtype):
-    """Loading with ``dtype=`` and exporting a model cast with ``.to()`` give a backbone in the head's dtype."""
+    """Loading with ``dtype=`` and exporting a model cast
+    with ``.to()`` give a backbone in the head's dtype."""
     backbone = tiny_backbone("bert", tmp_path / "backbones")
     folder = build_export("bert", "mlp", True, backbone, tmp_path / "exports")
     tokenizer = AutoTokenizer.from_pretrained(folder)
     encoding = tokenizer(TEXTS, padding=True, return_tensors="pt")
     reference = AutoModelForTokenClassification.from_pretrained(folder, trust_remote_code=True).eval()
-    loaded = AutoModelForTokenClassification.from_pretrained(folder, trust_remote_code=True, dtype=dtype).eval()
+    loaded = AutoModelForTokenClassification.from_pretrained(
+        folder, trust_remote_code=True, dtype=dtype
+    ).eval()
     assert {parameter.dtype for parameter in loaded.parameters()} == {dtype}
     with torch.no_grad():
         emissions = loaded(**encoding).logits
@@ -338,7 +377,8 @@ def test_half_precision_loads_and_exports_run_in_one_dtype(tmp_path, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_force_argmax_wins_in_every_precision(dtype):
-    """The raised tag becomes the strict argmax even where top + margin rounds back to top (bf16: 4 + 1e-3 = 4)."""
+    """The raised tag becomes the strict argmax even where
+    top + margin rounds back to top (bf16: 4 + 1e-3 = 4)."""
     rows = torch.tensor([[4.0, 1.0, 4.0], [0.0, 2.0, -1.0]], dtype=dtype)
     raised = force_argmax(rows, torch.tensor([2, 1]))
     assert raised.argmax(-1).tolist() == [2, 1]
@@ -362,12 +402,19 @@ def test_every_pipeline_aggregation_strategy_gives_the_decoded_spans(tmp_path, u
     for text in texts:
         encoding = tokenizer([text], return_offsets_mapping=True, return_tensors="pt")
         offsets = encoding.pop("offset_mapping")
-        expected.append(sorted(model.decode_spans(encoding["input_ids"], encoding["attention_mask"], offsets)[0]))
+        expected.append(
+            sorted(model.decode_spans(encoding["input_ids"], encoding["attention_mask"], offsets)[0])
+        )
     assert sum(map(len, expected)) >= 5  # not vacuous
-    assert any(len(tokenizer.tokenize(text[start:end])) > 2 for text, spans in zip(texts, expected, strict=True)
-               for start, end, _ in spans)  # entities made of several subwords
+    assert any(
+        len(tokenizer.tokenize(text[start:end])) > 2
+        for text, spans in zip(texts, expected, strict=True)
+        for start, end, _ in spans
+    )  # entities made of several subwords
     for strategy in ("simple", "first", "max", "average"):
-        ner = pipeline("token-classification", model=model, tokenizer=tokenizer, aggregation_strategy=strategy)
+        ner = pipeline(
+            "token-classification", model=model, tokenizer=tokenizer, aggregation_strategy=strategy
+        )
         found = [sorted((e["start"], e["end"], e["entity_group"]) for e in ner(text)) for text in texts]
         assert found == expected, strategy
 
@@ -382,7 +429,8 @@ def test_save_model_replaces_only_an_empty_folder_or_an_earlier_export(tmp_path)
     with pytest.raises(ValueError, match="neither empty nor a cardioner export"):
         save_model(model, tokenizer, corpus)
     assert [p.name for p in corpus.iterdir()] == ["train.jsonl"]  # nothing deleted, nothing added
-    (corpus / "config.json").write_text('{"model_type": "bert"}', encoding="utf-8")  # a backbone is not an export
+    # a backbone is not an export
+    (corpus / "config.json").write_text('{"model_type": "bert"}', encoding="utf-8")
     with pytest.raises(ValueError, match="neither empty nor a cardioner export"):
         save_model(model, tokenizer, corpus)
     empty = tmp_path / "empty"
@@ -390,7 +438,8 @@ def test_save_model_replaces_only_an_empty_folder_or_an_earlier_export(tmp_path)
     save_model(model, tokenizer, empty)
     save_model(model, tokenizer, empty)  # now an export: replaced
     assert json.loads((empty / "config.json").read_text())["model_type"] == "cardioner"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["backbones", "corpus", "empty"]  # no staging leftovers
+    # no staging leftovers
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["backbones", "corpus", "empty"]
 
 
 def test_save_model_refuses_the_current_folder(tmp_path, monkeypatch):

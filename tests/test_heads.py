@@ -34,8 +34,8 @@ from cardioner.training.optim import parameter_groups
 HEADS = tuple(TOKEN_HEADS)
 SMALL = dict(lstm_hidden_size=8, cnn_num_filters=8, attention_hidden_size=16, attention_num_heads=2,
              num_frequencies=3, num_wavelets=3)  # small heads: the tests stay fast
-# Each head is tried on the top layer (softmax: plain; CRF: [CLS]-combined) and on the last 3 hidden states of the
-# 2-layer backbone (softmax: concatenated; CRF: learned mix), so every input option meets every head.
+# Each head is tried on the top layer (softmax: plain; CRF: [CLS]-combined) and on the last 3 hidden states of
+# the 2-layer backbone (softmax: concatenated; CRF: learned mix), so every input option meets every head.
 LAYERS = {"top": {}, "last3": {"num_layers_to_use": 3}}
 CASES = [(head, use_crf, layers) for head in HEADS for use_crf in (False, True) for layers in LAYERS]
 
@@ -55,8 +55,15 @@ def head_round_trip(tmp_path_factory):
     root = tmp_path_factory.mktemp("heads")
     backbone = tiny_backbone("bert", root / "backbones")
     exports = {
-        head_case(*case): build_export("bert", case[0], case[1], backbone, root / "models", name=head_case(*case),
-                                       **settings_of(case[1], case[2]))
+        head_case(*case): build_export(
+            "bert",
+            case[0],
+            case[1],
+            backbone,
+            root / "models",
+            name=head_case(*case),
+            **settings_of(case[1], case[2]),
+        )
         for case in CASES
     }
     workdir = root / "remote"
@@ -74,7 +81,7 @@ def test_every_head_reloads_identically_without_cardioner(head_round_trip, case)
     check_remote_reload(exports[name], workdir / f"{name}.pt", report["cases"][name], use_crf=case[1])
 
 
-# -- masking and shapes -------------------------------------------------------------------------------------------
+# -- masking and shapes --------------------------------------------------------------------------------------
 
 MASK = torch.tensor([[1] * 9, [1] * 5 + [0] * 4, [1] * 2 + [0] * 7])
 
@@ -126,7 +133,9 @@ def test_left_padding_gives_the_same_emissions(head):
     hidden = torch.randn(1, 5, 12, generator=torch.Generator().manual_seed(3))
     left = torch.cat([torch.randn(1, 3, 12), hidden], dim=1)
     with torch.no_grad():
-        right_emissions = module(torch.cat([hidden, torch.randn(1, 3, 12)], dim=1), torch.tensor([[1] * 5 + [0] * 3]))
+        right_emissions = module(
+            torch.cat([hidden, torch.randn(1, 3, 12)], dim=1), torch.tensor([[1] * 5 + [0] * 3])
+        )
         left_emissions = module(left, torch.tensor([[0] * 3 + [1] * 5]))
     torch.testing.assert_close(left_emissions[0, 3:], right_emissions[0, :5], atol=1e-6, rtol=0)
 
@@ -160,9 +169,19 @@ def test_every_new_head_parameter_gets_the_head_learning_rate(tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(backbone)
     config = TrainingConfig(lr=1e-5, head_lr=3e-3, crf_lr=1e-2)
     for head in HEADS:
-        model = TokenClassificationModel.from_backbone(str(backbone), tokenizer, ID2LABEL, head=head, use_crf=True,
-                                                       num_layers_to_use=2, layer_combination="mix", **SMALL)
-        head_params = {id(p) for name, p in model.named_parameters() if name.startswith(("head.", "head_input."))}
+        model = TokenClassificationModel.from_backbone(
+            str(backbone),
+            tokenizer,
+            ID2LABEL,
+            head=head,
+            use_crf=True,
+            num_layers_to_use=2,
+            layer_combination="mix",
+            **SMALL,
+        )
+        head_params = {
+            id(p) for name, p in model.named_parameters() if name.startswith(("head.", "head_input."))
+        }
         assert {name for name, _ in model.named_parameters() if name.startswith("head_input.")} == {
             "head_input.layer_weights", "head_input.layer_gain"}
         in_head_groups = {id(p) for group in parameter_groups(model, config) if group["lr"] == 3e-3
@@ -170,7 +189,7 @@ def test_every_new_head_parameter_gets_the_head_learning_rate(tmp_path):
         assert head_params == in_head_groups, head
 
 
-# -- wavelets -------------------------------------------------------------------------------------------------------
+# -- wavelets ------------------------------------------------------------------------------------------------
 
 def polynomial_roots(coefficients: list[float]) -> list[complex]:
     """Complex roots of ``sum_k coefficients[k] * y**k`` (Durand–Kerner iteration; for small degrees), lowest
@@ -221,15 +240,19 @@ DB4_PUBLISHED = [0.2303778133088964, 0.7148465705529154, 0.6308807679298587, -0.
 
 def test_haar_and_daubechies_filters_equal_their_known_values():
     assert wavelet_filter("haar") == pytest.approx([1 / math.sqrt(2)] * 2, abs=1e-15)
-    db2 = [(1 + SQRT3) / (4 * math.sqrt(2)), (3 + SQRT3) / (4 * math.sqrt(2)), (3 - SQRT3) / (4 * math.sqrt(2)),
-           (1 - SQRT3) / (4 * math.sqrt(2))]  # Daubechies' closed form
+    db2 = [
+        (1 + SQRT3) / (4 * math.sqrt(2)),
+        (3 + SQRT3) / (4 * math.sqrt(2)),
+        (3 - SQRT3) / (4 * math.sqrt(2)),
+        (1 - SQRT3) / (4 * math.sqrt(2)),
+    ]  # Daubechies' closed form
     assert wavelet_filter("db2") == pytest.approx(db2, abs=1e-12)
     assert wavelet_filter("db4") == pytest.approx(DB4_PUBLISHED, abs=1e-12)
 
 
 def test_literal_wavelet_filters_are_the_spectral_factorisation():
-    """The model file's literal coefficients are the doubles the derivation gives (to the bit: exported wavelet
-    heads compute what they computed when the model file derived them itself)."""
+    """The model file's literal coefficients are the doubles the derivation gives (to the bit: exported
+    wavelet heads compute what they computed when the model file derived them itself)."""
     assert set(WAVELET_FILTERS) == {"haar", "db2", "db4"}
     for name, moments in (("haar", 1), ("db2", 2), ("db4", 4)):
         assert WAVELET_FILTERS[name] == daubechies_filter(moments), name
@@ -275,7 +298,7 @@ def test_wavelet_kan_basis_is_the_stretched_wavelet():
     assert mixed.log_scales.grad is not None and mixed.log_scales.grad.abs().sum() > 0
 
 
-# -- losses and configuration ---------------------------------------------------------------------------------------
+# -- losses and configuration --------------------------------------------------------------------------------
 
 
 def test_focal_loss_and_label_smoothing_against_references():
@@ -284,7 +307,9 @@ def test_focal_loss_and_label_smoothing_against_references():
     weight = torch.tensor([0.5, 1.0, 2.0, 1.0, 3.0])
     plain = torch.nn.functional.cross_entropy(logits, targets, weight=weight, label_smoothing=0.1)
     assert softmax_loss(logits, targets, weight, label_smoothing=0.1) == pytest.approx(float(plain))
-    assert softmax_loss(logits, targets, weight, 0.1, focal_gamma=1e-12) == pytest.approx(float(plain), rel=1e-6)
+    assert softmax_loss(logits, targets, weight, 0.1, focal_gamma=1e-12) == pytest.approx(
+        float(plain), rel=1e-6
+    )
     reference, total = 0.0, 0.0
     for row, target in zip(logits, targets.tolist(), strict=True):
         if target == -100:
@@ -292,19 +317,27 @@ def test_focal_loss_and_label_smoothing_against_references():
         probability = row.softmax(0)[target]
         reference += -weight[target] * (1 - probability) ** 2 * probability.log()
         total += weight[target]
-    assert softmax_loss(logits, targets, weight, focal_gamma=2.0) == pytest.approx(float(reference / total), rel=1e-5)
+    assert softmax_loss(logits, targets, weight, focal_gamma=2.0) == pytest.approx(
+        float(reference / total), rel=1e-5
+    )
 
 
 @pytest.mark.parametrize(
     ("key", "value", "message"),
-    [("num_layers_to_use", 0, "num_layers_to_use must be >= 1, got 0"),
-     ("layer_combination", "sum", "invalid layer_combination 'sum'"),
-     ("wavelet_type", "db3", "invalid wavelet_type 'db3'"),
-     ("cnn_kernel_sizes", [3, 0], r"cnn_kernel_sizes must be positive integers, got \[3, 0\]"),
-     ("attention_hidden_size", 30, r"attention_hidden_size \(30\) must be a multiple of attention_num_heads \(4\)"),
-     ("label_smoothing", 1.0, r"label_smoothing must be in \[0, 1\), got 1.0"),
-     ("focal_gamma", -1, "focal_gamma must be >= 0, got -1"),
-     ("lstm_dropout", 1.5, r"lstm_dropout must be in \[0, 1\), got 1.5")],
+    [
+        ("num_layers_to_use", 0, "num_layers_to_use must be >= 1, got 0"),
+        ("layer_combination", "sum", "invalid layer_combination 'sum'"),
+        ("wavelet_type", "db3", "invalid wavelet_type 'db3'"),
+        ("cnn_kernel_sizes", [3, 0], r"cnn_kernel_sizes must be positive integers, got \[3, 0\]"),
+        (
+            "attention_hidden_size",
+            30,
+            r"attention_hidden_size \(30\) must be a multiple of attention_num_heads \(4\)",
+        ),
+        ("label_smoothing", 1.0, r"label_smoothing must be in \[0, 1\), got 1.0"),
+        ("focal_gamma", -1, "focal_gamma must be >= 0, got -1"),
+        ("lstm_dropout", 1.5, r"lstm_dropout must be in \[0, 1\), got 1.5"),
+    ],
 )
 def test_bad_head_settings_are_named(key, value, message):
     with pytest.raises(ValueError, match=message):
@@ -337,7 +370,7 @@ def test_head_settings_are_config_keys_and_model_arguments():
         load_config(overrides={"model.wavelet_type": "db8"})
 
 
-# -- the head-settings table ----------------------------------------------------------------------------------------
+# -- the head-settings table ---------------------------------------------------------------------------------
 
 
 def test_the_head_settings_table_gives_the_model_config_its_defaults_and_types():
@@ -356,10 +389,21 @@ def test_the_head_settings_table_gives_the_model_config_its_defaults_and_types()
 
 
 # A second allowed value of each setting a head reads (the first: SMALL's, else the table's default).
-CHANGED = {"classifier_hidden_layers": [16, 8], "classifier_activation": "relu", "lstm_hidden_size": 16,
-           "lstm_num_layers": 3, "lstm_dropout": 0.5, "cnn_kernel_sizes": (2, 3), "cnn_num_filters": 16,
-           "attention_hidden_size": 32, "attention_num_heads": 4, "attention_num_layers": 2, "num_frequencies": 6,
-           "wavelet_type": "db2", "num_wavelets": 6}
+CHANGED = {
+    "classifier_hidden_layers": [16, 8],
+    "classifier_activation": "relu",
+    "lstm_hidden_size": 16,
+    "lstm_num_layers": 3,
+    "lstm_dropout": 0.5,
+    "cnn_kernel_sizes": (2, 3),
+    "cnn_num_filters": 16,
+    "attention_hidden_size": 32,
+    "attention_num_heads": 4,
+    "attention_num_layers": 2,
+    "num_frequencies": 6,
+    "wavelet_type": "db2",
+    "num_wavelets": 6,
+}
 
 
 @pytest.mark.parametrize("name", [name for name, setting in HEAD_SETTINGS.items() if setting.heads])

@@ -1,7 +1,8 @@
-"""The export's model card on the Hub (issue 20, Done-when 4) and ``cardioner push`` (the upload mocked: no Hub here).
+"""The export's model card on the Hub (issue 20, Done-when 4)
+and ``cardioner push`` (the upload mocked: no Hub here).
 
-The card's front matter must parse with huggingface_hub's own card parser, offline, and carry the test scores as
-``model-index`` results; the card names its data by folder name and counts, never by this machine's paths.
+The card's front matter must parse with huggingface_hub's own card parser, offline, and carry the test scores
+as ``model-index`` results; the card names its data by folder name and counts, never by this machine's paths.
 """
 
 from __future__ import annotations
@@ -52,8 +53,12 @@ def test_card_metadata_parses_offline_and_shows_the_test_scores_as_model_index(e
     test_f1 = results[("test", "F1 (exact span, micro)")]
     assert test_f1.task_type == "token-classification" and test_f1.dataset_name == "ncbi_sample"
     assert test_f1.metric_type == "f1" and test_f1.metric_value == round(metrics["test"]["micro"]["f1"], 4)
-    assert results[("test", "precision (exact span)")].metric_value == round(metrics["test"]["micro"]["precision"], 4)
-    assert results[("validation", "F1 (exact span, micro)")].metric_value == round(metrics["dev"]["micro"]["f1"], 4)
+    assert results[("test", "precision (exact span)")].metric_value == round(
+        metrics["test"]["micro"]["precision"], 4
+    )
+    assert results[("validation", "F1 (exact span, micro)")].metric_value == round(
+        metrics["dev"]["micro"]["f1"], 4
+    )
     assert results[("test", "F1 (overlapping span, micro)")].metric_value == round(
         metrics["test"]["overlap"]["micro"]["f1"], 4)
 
@@ -73,7 +78,10 @@ def test_data_and_hub_names():
     assert dataset_name("/x/meddocan/brat/dev") == "meddocan"
     assert dataset_name("/x/clinical_notes.jsonl") == "clinical_notes"
     assert hub_id("bert-base-cased") == "bert-base-cased"
-    assert hub_id("PlanTL-GOB-ES/roberta-base-biomedical-clinical-es") == "PlanTL-GOB-ES/roberta-base-biomedical-clinical-es"
+    assert (
+        hub_id("PlanTL-GOB-ES/roberta-base-biomedical-clinical-es")
+        == "PlanTL-GOB-ES/roberta-base-biomedical-clinical-es"
+    )
     assert hub_id("/abs/path/to/model") is None and hub_id("./model") is None and hub_id("a/b/c") is None
 
 
@@ -117,8 +125,23 @@ def test_push_uploads_the_export_with_its_card(export, fake_hub, tmp_path):
     import shutil
 
     folder = shutil.copytree(export, tmp_path / "model")
-    result = CliRunner().invoke(app, ["push", "--model", str(folder), "--repo", "someone/ncbi-ner", "--private",
-                                      "--token", "hf_secret", "--license", "apache-2.0", "--message", "first"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "push",
+            "--model",
+            str(folder),
+            "--repo",
+            "someone/ncbi-ner",
+            "--private",
+            "--token",
+            "hf_secret",
+            "--license",
+            "apache-2.0",
+            "--message",
+            "first",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "https://hub.example/someone/ncbi-ner/commit/abc" in result.output
     calls = dict(fake_hub.calls)
@@ -129,7 +152,8 @@ def test_push_uploads_the_export_with_its_card(export, fake_hub, tmp_path):
     assert upload["repo_id"] == "someone/ncbi-ner" and Path(upload["folder_path"]) == folder
     assert upload["commit_message"] == "first" and upload["repo_type"] == "model"
     assert {"README.md", "config.json", "model.safetensors", "modeling.py"} <= set(calls["files"])
-    assert metadata_load(folder / "README.md")["license"] == "apache-2.0"  # written into the card before upload
+    # written into the card before upload
+    assert metadata_load(folder / "README.md")["license"] == "apache-2.0"
     assert ModelCard.load(folder / "README.md").data.eval_results  # still a valid card
 
 
@@ -149,5 +173,7 @@ def test_push_refuses_a_folder_that_is_not_an_export_and_reports_upload_errors(e
     assert result.exit_code == 1 and "not an exported model folder" in result.output
     fake_hub.fail = ConnectionError("Name or service not known")
     result = CliRunner().invoke(app, ["push", "--model", str(export), "--repo", "a/b"])
-    assert result.exit_code == 1 and "--repo a/b: upload failed (ConnectionError: Name or service not known)" \
-        in result.output
+    assert (
+        result.exit_code == 1
+        and "--repo a/b: upload failed (ConnectionError: Name or service not known)" in result.output
+    )

@@ -1,4 +1,5 @@
-"""The token-classification models of modeling.py on a tiny BERT: losses, decoding, pipeline logits, imports."""
+"""The token-classification models of modeling.py on a tiny
+BERT: losses, decoding, pipeline logits, imports."""
 
 from __future__ import annotations
 
@@ -26,7 +27,10 @@ from cardioner.modeling import (
 )
 
 ID2LABEL = {0: "O", 1: "B-DIS", 2: "I-DIS", 3: "B-DRUG", 4: "I-DRUG"}
-TEXTS = ["The patient was admitted with acute myocardial infarction.", "Aspirin 100 mg daily; heparin stopped."]
+TEXTS = [
+    "The patient was admitted with acute myocardial infarction.",
+    "Aspirin 100 mg daily; heparin stopped.",
+]
 MODELING_PATH = Path(__file__).parents[1] / "cardioner" / "modeling.py"
 
 
@@ -116,7 +120,9 @@ def test_softmax_loss_of_a_batch_without_labelled_words_is_zero_not_nan(backbone
 def test_eval_logits_give_word_decisions_and_continuations_inside(backbone, model_class):
     path, tokenizer = backbone
     torch.manual_seed(0)
-    model = model_class.from_backbone(str(path), tokenizer, ID2LABEL, head="mlp", classifier_hidden_layers=[16])
+    model = model_class.from_backbone(
+        str(path), tokenizer, ID2LABEL, head="mlp", classifier_hidden_layers=[16]
+    )
     with torch.no_grad():
         model.head.classifier.weight.mul_(50.0)
     model.eval()
@@ -133,19 +139,24 @@ def test_eval_logits_give_word_decisions_and_continuations_inside(backbone, mode
             word = int(words.word_index[row, position])
             if position not in starts:
                 assert int(argmax[row, position]) == continuation[tags[word]]
-    if model_class is TokenClassificationModel:  # constrained decoding (the default): the best path BIO allows
+    # constrained decoding (the default): the best path BIO allows
+    if model_class is TokenClassificationModel:
         word_scores = output.emissions.log_softmax(-1)
         for r, tags in enumerate(word_tags):
             scores = word_scores[r, words.word_start[r]]  # shape: (words, tags)
             def bio_valid(path: list[int]) -> bool:  # I-X (ids 2, 4) only after B-X or I-X (ids 1, 2 / 3, 4)
-                return all(not (b in (2, 4) and a not in (b - 1, b)) for a, b in itertools.pairwise([0, *path]))
+                return all(
+                    not (b in (2, 4) and a not in (b - 1, b)) for a, b in itertools.pairwise([0, *path])
+                )
 
             assert bio_valid(tags), tags
             plain = scores.argmax(-1).tolist()
             if bio_valid(plain):  # the argmax path is allowed: nothing to mend
                 assert tags == plain
             else:  # mended: an allowed path, scoring no higher than the (forbidden) argmax path
-                assert sum(scores[i, t] for i, t in enumerate(tags)) <= sum(scores[i, t] for i, t in enumerate(plain))
+                assert sum(scores[i, t] for i, t in enumerate(tags)) <= sum(
+                    scores[i, t] for i, t in enumerate(plain)
+                )
     assert any(tag != 0 for tags in word_tags for tag in tags)
 
 
@@ -165,9 +176,18 @@ def test_from_backbone_keeps_pretrained_weights_and_freezes_on_request(backbone)
 def test_config_validates_and_round_trips(backbone):
     path, _ = backbone
     backbone_config = AutoModel.from_pretrained(path).config.to_dict()
-    config = CardioNERConfig(backbone_config=backbone_config, head="mlp", id2label=ID2LABEL, crf_reduction="sum")
+    config = CardioNERConfig(
+        backbone_config=backbone_config, head="mlp", id2label=ID2LABEL, crf_reduction="sum"
+    )
     again = CardioNERConfig.from_dict(config.to_dict())
-    for key in ("head", "classifier_hidden_layers", "crf_reduction", "backbone_config", "id2label", "config_version"):
+    for key in (
+        "head",
+        "classifier_hidden_layers",
+        "crf_reduction",
+        "backbone_config",
+        "id2label",
+        "config_version",
+    ):
         assert getattr(again, key) == getattr(config, key), key
     assert again.build_backbone_config().hidden_size == 32
     with pytest.raises(ValueError, match="'cnnn'"):
@@ -180,7 +200,9 @@ def test_config_validates_and_round_trips(backbone):
 
 def test_model_without_token_classes_refuses_to_run(backbone):
     path, _ = backbone
-    config = CardioNERConfig(backbone_config=AutoModel.from_pretrained(path).config.to_dict(), id2label=ID2LABEL)
+    config = CardioNERConfig(
+        backbone_config=AutoModel.from_pretrained(path).config.to_dict(), id2label=ID2LABEL
+    )
     model = TokenClassificationModel(config)
     with pytest.raises(ValueError, match="token_classes is not set"):
         model(torch.tensor([[2, 10, 3]]))
@@ -217,20 +239,30 @@ def test_the_exported_names_are_one_model_class_with_a_setting_fixed(backbone):
     """One forward, one decode: the named classes only fix use_crf / multi-label (what exports' auto_map and
     from_backbone's defaults need) and override nothing."""
     path, tokenizer = backbone
-    named = (TokenClassificationModelCRF, MultiLabelTokenClassificationModel, MultiLabelTokenClassificationModelCRF)
+    named = (
+        TokenClassificationModelCRF,
+        MultiLabelTokenClassificationModel,
+        MultiLabelTokenClassificationModelCRF,
+    )
     for cls in named:
         assert cls.__bases__ == (TokenClassificationModel,), cls
-        overridden = {name for name, value in vars(cls).items()  # transformers copies config_class into each
-                      if not name.startswith("__") and getattr(TokenClassificationModel, name, None) is not value}
+        overridden = {
+            name
+            for name, value in vars(cls).items()  # transformers copies config_class into each
+            if not name.startswith("__") and getattr(TokenClassificationModel, name, None) is not value
+        }
         assert overridden <= {"use_crf_by_class", "multilabel_by_class"}, (cls, overridden)
     decoders = {}
     for cls in (TokenClassificationModel, *named):
         model = cls.from_backbone(str(path), tokenizer, ID2LABEL)
         assert type(model) is cls and model_class_for(model.config) is cls
         decoders[cls.__name__] = type(model.decoder).__name__
-    assert decoders == {"TokenClassificationModel": "SoftmaxDecoder", "TokenClassificationModelCRF": "CRFDecoder",
-                        "MultiLabelTokenClassificationModel": "SigmoidDecoder",
-                        "MultiLabelTokenClassificationModelCRF": "CRFDecoder"}
+    assert decoders == {
+        "TokenClassificationModel": "SoftmaxDecoder",
+        "TokenClassificationModelCRF": "CRFDecoder",
+        "MultiLabelTokenClassificationModel": "SigmoidDecoder",
+        "MultiLabelTokenClassificationModelCRF": "CRFDecoder",
+    }
 
 
 def test_modeling_reads_top_to_bottom():
@@ -239,7 +271,9 @@ def test_modeling_reads_top_to_bottom():
     tree = ast.parse(MODELING_PATH.read_text())
     defined: dict[str, int] = {}
     for node in tree.body:
-        targets = [node] if isinstance(node, (ast.FunctionDef, ast.ClassDef)) else getattr(node, "targets", [])
+        targets = (
+            [node] if isinstance(node, (ast.FunctionDef, ast.ClassDef)) else getattr(node, "targets", [])
+        )
         for target in targets + ([node.target] if isinstance(node, ast.AnnAssign) else []):
             name = getattr(target, "name", None) or getattr(target, "id", None)
             if name:

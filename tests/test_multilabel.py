@@ -1,4 +1,5 @@
-"""Overlapping entities (issue 6): multi-label sigmoid and multi-label CRF models, thresholds, export, predict.
+"""Overlapping entities (issue 6): multi-label sigmoid and
+multi-label CRF models, thresholds, export, predict.
 
 Tiny backbones (tests/tiny.py) and a small annotated corpus built on tiny.CORPUS with nested entities of
 different types; CT-EBM-SP for the encoding round trip.
@@ -39,9 +40,19 @@ from cardioner.training.build import fresh_predictor, tag_frequencies
 
 ID2LABEL = {0: "O", 1: "B-ANAT", 2: "I-ANAT", 3: "B-DISO", 4: "I-DISO"}
 ANNOTATIONS = {  # nested entities of different types, as in CT-EBM-SP
-    0: [("acute myocardial infarction", "DISO"), ("myocardial", "ANAT"), ("chest pain", "DISO"), ("chest", "ANAT")],
+    0: [
+        ("acute myocardial infarction", "DISO"),
+        ("myocardial", "ANAT"),
+        ("chest pain", "DISO"),
+        ("chest", "ANAT"),
+    ],
     1: [("Aspirin", "CHEM"), ("heparin", "CHEM"), ("bleeding", "DISO")],
-    2: [("diabetes mellitus", "DISO"), ("hypertension", "DISO"), ("heart failure", "DISO"), ("heart", "ANAT")],
+    2: [
+        ("diabetes mellitus", "DISO"),
+        ("hypertension", "DISO"),
+        ("heart failure", "DISO"),
+        ("heart", "ANAT"),
+    ],
     3: [("Echocardiography", "PROC"), ("ejection fraction", "PROC")],
     4: [("dolor torácico", "DISO"), ("torácico", "ANAT"), ("disnea", "DISO")],
     5: [("nitroglicerina sublingual", "CHEM"), ("dolor", "DISO")],
@@ -111,7 +122,9 @@ def best_bio_path(scores: list[list[float]]) -> list[int]:
     for row in scores[1:]:
         step = {}
         for tag in (0, 1, 2):
-            sources = [(score, path) for previous, (score, path) in best.items() if not (tag == 2 and previous == 0)]
+            sources = [
+                (score, path) for previous, (score, path) in best.items() if not (tag == 2 and previous == 0)
+            ]
             score, path = max(sources, key=lambda item: item[0])
             step[tag] = (score + row[tag], path + [tag])
         best = step
@@ -122,8 +135,9 @@ def best_bio_path(scores: list[list[float]]) -> list[int]:
 def test_sigmoid_decision_is_argmax_with_threshold_as_o_score(bert_dir, constrained):
     tokenizer = AutoTokenizer.from_pretrained(bert_dir)
     torch.manual_seed(0)
-    model = MultiLabelTokenClassificationModel.from_backbone(str(bert_dir), tokenizer, ID2LABEL,
-                                                             thresholds=[0.3, 0.7], constrained_decoding=constrained)
+    model = MultiLabelTokenClassificationModel.from_backbone(
+        str(bert_dir), tokenizer, ID2LABEL, thresholds=[0.3, 0.7], constrained_decoding=constrained
+    )
     with torch.no_grad():  # ANAT's I above its threshold almost everywhere: words open with a forbidden I
         model.head.classifier.bias[1] += 5.0  # outputs: (ANAT B, ANAT I, DISO B, DISO I)
     assert model.config.channel_types == ["ANAT", "DISO"]
@@ -142,8 +156,10 @@ def test_sigmoid_decision_is_argmax_with_threshold_as_o_score(bert_dir, constrai
     per_word = torch.where(best >= torch.tensor([0.3, 0.7]), best_tag + 1, 0)
     expected = [per_word[b][word_start[b]] for b in range(2)]  # shape per example: (words, channels)
     if constrained:  # each channel's words decoded jointly: the best BIO-valid path of these scores
-        expected = [torch.tensor([best_bio_path(emissions[b][word_start[b]][:, c].tolist()) for c in range(2)]).T
-                    for b in range(2)]
+        expected = [
+            torch.tensor([best_bio_path(emissions[b][word_start[b]][:, c].tolist()) for c in range(2)]).T
+            for b in range(2)
+        ]
         assert any(not torch.equal(e, per_word[b][word_start[b]]) for b, e in enumerate(expected)), \
             "the constraints change no decision here: the test would not tell the decoders apart"
     for channel, threshold in ((0, 0.3), (1, 0.7)):
@@ -160,7 +176,9 @@ def test_sigmoid_decision_is_argmax_with_threshold_as_o_score(bert_dir, constrai
 def test_weighted_bce_loss_by_hand(bert_dir):
     tokenizer = AutoTokenizer.from_pretrained(bert_dir)
     weights = [[1.0, 2.0, 3.0], [0.5, 4.0, 1.5]]
-    model = MultiLabelTokenClassificationModel.from_backbone(str(bert_dir), tokenizer, ID2LABEL, class_weights=weights)
+    model = MultiLabelTokenClassificationModel.from_backbone(
+        str(bert_dir), tokenizer, ID2LABEL, class_weights=weights
+    )
     encoding = tokenizer(TEXTS[:1], return_tensors="pt")
     classes = build_token_classes(tokenizer)[encoding["input_ids"]]
     _, word_start = word_start_mask(classes, encoding["attention_mask"])
@@ -192,7 +210,9 @@ def test_multilabel_crf_is_one_crf_per_type(bert_dir):
     encoding = tokenizer(TEXTS, padding=True, return_tensors="pt")
     classes = build_token_classes(tokenizer)[encoding["input_ids"]]
     _, word_start = word_start_mask(classes, encoding["attention_mask"])
-    labels = torch.tensor([0, 1, 2])[torch.randint(0, 3, (*word_start.shape, 2), generator=torch.Generator().manual_seed(1))]
+    labels = torch.tensor([0, 1, 2])[
+        torch.randint(0, 3, (*word_start.shape, 2), generator=torch.Generator().manual_seed(1))
+    ]
     labels[..., 1] = torch.where(labels[..., 1] == 2, 1, labels[..., 1])  # B/O only: valid BIO in channel 1
     labels[..., 0] = 0
     labels[~word_start] = -100
@@ -200,8 +220,9 @@ def test_multilabel_crf_is_one_crf_per_type(bert_dir):
     output = model(**encoding, labels=labels)
     total = 0.0
     for channel in range(2):
-        single = TokenClassificationModel.from_backbone(str(bert_dir), tokenizer, {0: "O", 1: "B-X", 2: "I-X"},
-                                                        use_crf=True, crf_reduction="sum").eval()
+        single = TokenClassificationModel.from_backbone(
+            str(bert_dir), tokenizer, {0: "O", 1: "B-X", 2: "I-X"}, use_crf=True, crf_reduction="sum"
+        ).eval()
         single.backbone.load_state_dict(model.backbone.state_dict())
         with torch.no_grad():
             rows = slice(3 * channel, 3 * channel + 3)
@@ -219,16 +240,23 @@ def test_multilabel_crf_is_one_crf_per_type(bert_dir):
 def test_config_validation(bert_dir):
     tokenizer = AutoTokenizer.from_pretrained(bert_dir)
     with pytest.raises(ValueError, match="thresholds must lie in"):
-        MultiLabelTokenClassificationModel.from_backbone(str(bert_dir), tokenizer, ID2LABEL, thresholds=[0.0, 0.5])
+        MultiLabelTokenClassificationModel.from_backbone(
+            str(bert_dir), tokenizer, ID2LABEL, thresholds=[0.0, 0.5]
+        )
     with pytest.raises(ValueError, match="channel layout"):
-        MultiLabelTokenClassificationModel.from_backbone(str(bert_dir), tokenizer, ID2LABEL, channel_types=["DISO", "ANAT"])
+        MultiLabelTokenClassificationModel.from_backbone(
+            str(bert_dir), tokenizer, ID2LABEL, channel_types=["DISO", "ANAT"]
+        )
     with pytest.raises(ValueError, match="class_weights must be 2 rows of 3"):
-        MultiLabelTokenClassificationModel.from_backbone(str(bert_dir), tokenizer, ID2LABEL, class_weights=[1.0] * 5)
+        MultiLabelTokenClassificationModel.from_backbone(
+            str(bert_dir), tokenizer, ID2LABEL, class_weights=[1.0] * 5
+        )
 
 
 def test_output_biases_start_at_the_tag_priors(bert_dir):
-    """A fresh head starts at the training tag distribution: softmax(bias) = priors for the flat and CRF models,
-    sigmoid(bias) = each entity tag's prior for the multi-label sigmoid model; the weights keep their init."""
+    """A fresh head starts at the training tag distribution: softmax(bias) =
+    priors for the flat and CRF models, sigmoid(bias) = each entity tag's
+    prior for the multi-label sigmoid model; the weights keep their init."""
     tokenizer = AutoTokenizer.from_pretrained(bert_dir)
     flat_priors = [0.9, 0.03, 0.02, 0.03, 0.02]
     channel_priors = [[0.95, 0.03, 0.02], [0.8, 0.12, 0.08]]
@@ -246,7 +274,8 @@ def test_output_biases_start_at_the_tag_priors(bert_dir):
                                                                tag_priors=channel_priors)
     bias = sigmoid.head.classifier.bias.detach().view(2, 2)
     torch.testing.assert_close(bias.sigmoid(), torch.tensor(channel_priors)[:, 1:], rtol=0, atol=1e-6)
-    assert sigmoid.head.classifier.weight.std().item() == pytest.approx(0.02, rel=0.2)  # the weights: normal(0, 0.02)
+    # the weights: normal(0, 0.02)
+    assert sigmoid.head.classifier.weight.std().item() == pytest.approx(0.02, rel=0.2)
     plain = MultiLabelTokenClassificationModel.from_backbone(str(bert_dir), tokenizer, ID2LABEL)
     assert torch.equal(plain.head.classifier.bias, torch.zeros(4))  # no priors: zero biases, as before
 
@@ -254,7 +283,9 @@ def test_output_biases_start_at_the_tag_priors(bert_dir):
 def test_tag_priors_validation(bert_dir):
     tokenizer = AutoTokenizer.from_pretrained(bert_dir)
     with pytest.raises(ValueError, match="tag_priors must lie in"):
-        TokenClassificationModel.from_backbone(str(bert_dir), tokenizer, ID2LABEL, tag_priors=[1.0, 0, 0, 0, 0])
+        TokenClassificationModel.from_backbone(
+            str(bert_dir), tokenizer, ID2LABEL, tag_priors=[1.0, 0, 0, 0, 0]
+        )
     with pytest.raises(ValueError, match="tag_priors has 3 values for 5 labels"):
         TokenClassificationModel.from_backbone(str(bert_dir), tokenizer, ID2LABEL, tag_priors=[0.5, 0.3, 0.2])
     with pytest.raises(ValueError, match="tag_priors must be 2 rows of 3"):
@@ -268,7 +299,7 @@ def test_average_thresholds():
         average_thresholds([[0.3], [0.5, 0.6]])
 
 
-# -- Done-when 1: CT-EBM-SP gold spans -> channels -> spans -----------------------------------------------------
+# -- Done-when 1: CT-EBM-SP gold spans -> channels -> spans --------------------------------------------------
 
 
 @pytest.mark.slow  # ~30 s; tests/test_encoding.py checks the same round trip on all of CT-EBM-SP by default
@@ -284,11 +315,13 @@ def test_ctebmsp_channels_round_trip_keeps_every_nested_pair(shared_data):
         exact = {(s.start, s.end, s.label) for s in doc.spans if s.start in starts and s.end in ends}
         decoded = {(s.start, s.end, s.label) for s in encoder.decode_document(enc, enc.window_gold())}
         assert exact <= decoded, f"{doc.id}: lost {sorted(exact - decoded)[:5]}"
-        nested += sum(1 for a in exact for b in exact if a[2] != b[2] and a[0] <= b[0] and b[1] <= a[1] and a != b)
+        nested += sum(
+            1 for a in exact for b in exact if a[2] != b[2] and a[0] <= b[0] and b[1] <= a[1] and a != b
+        )
     assert nested >= 3900  # SOURCE.md: 3,943 nested pairs of different types in train
 
 
-# -- Done-when 3: thresholds tuned on dev, test scored with them ------------------------------------------------
+# -- Done-when 3: thresholds tuned on dev, test scored with them ---------------------------------------------
 
 
 def test_thresholds_tuned_on_dev_only_and_used_for_test(trained):
@@ -297,10 +330,12 @@ def test_thresholds_tuned_on_dev_only_and_used_for_test(trained):
     thresholds, report = calls["tuned"]
     for entity_type, row in report.items():
         assert row["f1"] >= row["f1_at_0.5"], entity_type
-    # (strict gains over 0.5 are measured on CT-EBM-SP, docs/benchmarks.md; this toy model is decided at 0.5 already)
+    # (strict gains over 0.5 are measured on CT-EBM-SP,
+    # docs/benchmarks.md; this toy model is decided at 0.5 already)
     sigmoid = models["sigmoid"]
     assert sigmoid["trainer"].model.config.thresholds == thresholds
-    assert sigmoid["result"].thresholds == report and models["crf"]["result"].thresholds is None  # in TrainResult
+    # in TrainResult
+    assert sigmoid["result"].thresholds == report and models["crf"]["result"].thresholds is None
     test_calls = [saved for split, saved in calls["evaluate"] if split == "test"]
     assert test_calls[0] == thresholds  # the sigmoid model's test score used the dev-chosen thresholds
     assert test_calls[1] is None  # the CRF has no thresholds
@@ -335,7 +370,7 @@ def test_predict_writes_overlapping_spans(trained, tmp_path):
                 assert by_id[doc.id] == {(s.start, s.end, s.label) for s in doc.spans}
 
 
-# -- Done-when 4: export -> fresh process (trust_remote_code, offline, no cardioner) ---------------------------
+# -- Done-when 4: export -> fresh process (trust_remote_code, offline, no cardioner) -------------------------
 
 
 def test_multilabel_exports_reload_identically_without_cardioner(trained, tmp_path):
@@ -346,7 +381,9 @@ def test_multilabel_exports_reload_identically_without_cardioner(trained, tmp_pa
     for name, folder in exports.items():
         remote = report["cases"][name]
         assert remote["module"].startswith("transformers_modules"), remote["module"]
-        expected_class = "MultiLabelTokenClassificationModelCRF" if name == "crf" else "MultiLabelTokenClassificationModel"
+        expected_class = (
+            "MultiLabelTokenClassificationModelCRF" if name == "crf" else "MultiLabelTokenClassificationModel"
+        )
         assert remote["class"] == expected_class
         model, tokenizer = load_model(folder)
         encoding = tokenizer(TEXTS, padding=True, return_offsets_mapping=True, return_tensors="pt")
@@ -359,11 +396,16 @@ def test_multilabel_exports_reload_identically_without_cardioner(trained, tmp_pa
         assert remote["decode"] == model.decode(encoding["input_ids"], encoding["attention_mask"])
         spans = model.decode_spans(encoding["input_ids"], encoding["attention_mask"], offsets)
         assert [[tuple(span) for span in example] for example in remote["spans"]] == spans
-        assert any(a[2] != b[2] and a[0] < b[1] and b[0] < a[1] for example in spans for a in example for b in example), \
-            f"{name}: no overlapping spans decoded: the comparison would not cover overlaps"
+        assert any(
+            a[2] != b[2] and a[0] < b[1] and b[0] < a[1]
+            for example in spans
+            for a in example
+            for b in example
+        ), f"{name}: no overlapping spans decoded: the comparison would not cover overlaps"
         card = (folder / "README.md").read_text()
         assert "decode_spans" in card and "Overlapping entities" in card
-        n_train = len(annotated_docs()) * 3  # documents passed in memory: the card counts them, no empty paths
+        # documents passed in memory: the card counts them, no empty paths
+        n_train = len(annotated_docs()) * 3
         assert f"## Data\n\ntrain: {n_train} documents; dev: 4 documents; test: " in card
         assert "Task: multi-label (overlapping entity types), " in card
 
@@ -377,23 +419,32 @@ def test_priors_come_from_the_training_tags_and_trained_biases_survive_reload(tr
         windows = trainer.corpora.train.windows  # encoded once by training
         expected = [tag_frequencies(windows, 3, channel).tolist() for channel in range(4)]
         priors = trainer.model.config.tag_priors
-        torch.testing.assert_close(torch.tensor(priors, dtype=torch.float64), torch.tensor(expected, dtype=torch.float64), atol=1e-8, rtol=0)
+        torch.testing.assert_close(
+            torch.tensor(priors, dtype=torch.float64),
+            torch.tensor(expected, dtype=torch.float64),
+            atol=1e-8,
+            rtol=0,
+        )
         reloaded, _ = load_model(models[name]["export"])
         assert reloaded.config.tag_priors == priors
         trained_bias = trainer.model.head.classifier.bias.detach()
         torch.testing.assert_close(reloaded.head.classifier.bias.detach(), trained_bias, rtol=0, atol=0)
         initial = reloaded.decoder.prior_scores(torch.tensor(priors, dtype=torch.float64)).flatten().float()
-        assert not torch.allclose(trained_bias, initial, atol=1e-4), f"{name}: training left the biases at init"
+        assert not torch.allclose(
+            trained_bias, initial, atol=1e-4
+        ), f"{name}: training left the biases at init"
 
 
-# -- thresholds averaged across folds, then used for a final model ----------------------------------------------
+# -- thresholds averaged across folds, then used for a final model -------------------------------------------
 
 
 def test_fold_thresholds_are_averaged_and_feed_a_final_model(bert_dir):
     from cardioner.cli.train import format_summary
     from cardioner.training.folds import cross_validate
 
-    docs = [Document(f"{doc.id}-{copy}", doc.text, doc.spans) for copy in range(2) for doc in annotated_docs()]
+    docs = [
+        Document(f"{doc.id}-{copy}", doc.text, doc.spans) for copy in range(2) for doc in annotated_docs()
+    ]
     config = load_config(None, {
         "model.model": str(bert_dir), "data.multilabel": True, "data.dev_fraction": 0.25,
         "training.epochs": 2, "training.batch_size": 4, "training.lr": 5e-3, "training.seed": 3,
@@ -402,7 +453,9 @@ def test_fold_thresholds_are_averaged_and_feed_a_final_model(bert_dir):
     types = ["ANAT", "CHEM", "DISO", "PROC"]
     per_fold = [row["thresholds"] for row in result["folds"]]
     assert all(list(fold) == types for fold in per_fold)
-    assert result["mean_thresholds"] == {t: pytest.approx((per_fold[0][t] + per_fold[1][t]) / 2) for t in types}
+    assert result["mean_thresholds"] == {
+        t: pytest.approx((per_fold[0][t] + per_fold[1][t]) / 2) for t in types
+    }
     summary = format_summary(result)
     given = ",".join(f"{t}={v:g}" for t, v in result["mean_thresholds"].items())
     assert f"--set model.type_thresholds={given} --set model.threshold_selection=fixed" in summary
@@ -415,7 +468,9 @@ def test_fold_thresholds_are_averaged_and_feed_a_final_model(bert_dir):
 def test_type_thresholds_config():
     config = load_config(None, {"model.type_thresholds": "DISO=0.4, ANAT=0.35"})
     assert config.model.type_thresholds == {"DISO": 0.4, "ANAT": 0.35}
-    assert load_config(None, {"model.type_thresholds": "{DISO: 0.25}"}).model.type_thresholds == {"DISO": 0.25}
+    assert load_config(None, {"model.type_thresholds": "{DISO: 0.25}"}).model.type_thresholds == {
+        "DISO": 0.25
+    }
     with pytest.raises(ValueError, match=r"model.type_thresholds\['DISO'\] must be in \(0, 1\)"):
         load_config(None, {"model.type_thresholds": "DISO=1.5"})
     with pytest.raises(ValueError, match="model.type_thresholds must be"):
@@ -429,7 +484,7 @@ def test_type_thresholds_naming_an_unknown_type_fail(bert_dir):
         fresh_predictor(config, annotated_docs())
 
 
-# -- the copyable Viterbi script decodes multi-label exports like cardioner predict -----------------------------
+# -- the copyable Viterbi script decodes multi-label exports like cardioner predict --------------------------
 
 
 def test_viterbi_script_gives_the_same_overlapping_spans_as_cardioner_predict(trained, tmp_path):
@@ -447,8 +502,17 @@ def test_viterbi_script_gives_the_same_overlapping_spans_as_cardioner_predict(tr
         result = run_script(tmp_path, "--model", export, "--input", str(folder), "--output",
                             str(tmp_path / f"{name}-script"), "--format", "brat", *windows)
         assert result.returncode == 0, result.stderr[-3000:]
-        cardioner_predict("--model", export, "--input", str(folder), "--output", str(tmp_path / f"{name}-cli"),
-                          "--format", "brat", *windows)
+        cardioner_predict(
+            "--model",
+            export,
+            "--input",
+            str(folder),
+            "--output",
+            str(tmp_path / f"{name}-cli"),
+            "--format",
+            "brat",
+            *windows,
+        )
         expected = spans_by_document(tmp_path / f"{name}-cli")
         assert spans_by_document(tmp_path / f"{name}-script") == expected
         overlapping = [(a, b) for spans in expected.values() for a in spans for b in spans
@@ -473,8 +537,15 @@ def test_seqeval_view_scores_each_type_on_its_own_channel(trained):
     assert scores["micro"]["tp"] > 0  # not vacuous
 
 
-@pytest.mark.parametrize("model_class", [TokenClassificationModel, TokenClassificationModelCRF,
-                                         MultiLabelTokenClassificationModel, MultiLabelTokenClassificationModelCRF])
+@pytest.mark.parametrize(
+    "model_class",
+    [
+        TokenClassificationModel,
+        TokenClassificationModelCRF,
+        MultiLabelTokenClassificationModel,
+        MultiLabelTokenClassificationModelCRF,
+    ],
+)
 def test_a_batch_without_words_decodes_to_nothing(bert_dir, model_class):
     """Empty and blank texts (no word at all in the batch): no entity, and a zero loss in training."""
     tokenizer = AutoTokenizer.from_pretrained(bert_dir)

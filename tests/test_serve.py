@@ -1,8 +1,8 @@
 """``cardioner serve`` (issue 20, Done-when 1 and 2): the real server in a subprocess on localhost.
 
 A tiny BERT + CRF is trained here for a few steps (its head then spread with noise, as in test_scripts.py, so
-that it predicts many entities) and served by ``python -m cardioner serve``. 200 ``/predict`` requests go 8 at a
-time from real HTTP clients in threads, and every answer must equal ``cardioner predict`` on the same texts;
+that it predicts many entities) and served by ``python -m cardioner serve``. 200 ``/predict`` requests go 8 at
+a time from real HTTP clients in threads, and every answer must equal ``cardioner predict`` on the same texts;
 bad requests get a 4xx with a message and the server keeps serving. INCEpTION's recommender gets a CAS built
 with dkpro-cassis on INCEpTION's named-entity type system and must answer the predictions at their offsets.
 """
@@ -69,7 +69,9 @@ def server(export, tmp_path_factory):
     deadline = time.monotonic() + 180
     while True:
         if process.poll() is not None:
-            pytest.fail(f"the server exited ({process.returncode}):\n{log_path.read_text(errors='replace')[-3000:]}")
+            pytest.fail(
+                f"the server exited ({process.returncode}):\n{log_path.read_text(errors='replace')[-3000:]}"
+            )
         try:
             if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                 break
@@ -77,7 +79,9 @@ def server(export, tmp_path_factory):
             pass
         if time.monotonic() > deadline:
             process.kill()
-            pytest.fail(f"the server did not answer /health in 180 s:\n{log_path.read_text(errors='replace')[-3000:]}")
+            pytest.fail(
+                f"the server did not answer /health in 180 s:\n{log_path.read_text(errors='replace')[-3000:]}"
+            )
         time.sleep(0.3)
     yield url, log_path
     process.terminate()
@@ -95,8 +99,13 @@ def texts() -> list[str]:
     for abstract in abstracts:
         pieces.append(abstract)  # whole: several 48-subword windows
         pieces += [s.strip() + "." for s in abstract.split(". ") if s.strip()][:6]
-    odd = ["", "   ", "Breast cancer.\r\nOvarian cancer\r\n", "Ataxia-telangiectasia 🧬 in café patients: BRCA1.",
-           f"{SECRET}: hereditary hemochromatosis and colorectal cancer."]
+    odd = [
+        "",
+        "   ",
+        "Breast cancer.\r\nOvarian cancer\r\n",
+        "Ataxia-telangiectasia 🧬 in café patients: BRCA1.",
+        f"{SECRET}: hereditary hemochromatosis and colorectal cancer.",
+    ]
     return odd + pieces
 
 
@@ -115,7 +124,9 @@ def expected(export, texts, tmp_path_factory) -> dict[str, list[dict]]:
     for line in output.read_text(encoding="utf-8").splitlines():
         record = json.loads(line)
         text = texts[int(record["id"][1:])]
-        answers[text] = sorted((s["start"], s["end"], s["label"], text[s["start"]:s["end"]]) for s in record["spans"])
+        answers[text] = sorted(
+            (s["start"], s["end"], s["label"], text[s["start"] : s["end"]]) for s in record["spans"]
+        )
     return answers
 
 
@@ -126,7 +137,8 @@ def spans_of(document: dict) -> list[tuple]:
 # ----------------------------------------------------------------------------------------------- Done-when 1
 def test_200_concurrent_requests_equal_cardioner_predict(server, texts, expected):
     url, _ = server
-    assert sum(len(spans) for spans in expected.values()) > 50  # the model predicts: the comparison means something
+    # the model predicts: the comparison means something
+    assert sum(len(spans) for spans in expected.values()) > 50
     rng = random.Random(0)
     requests = []
     for index in range(200):
@@ -186,7 +198,9 @@ def test_bad_requests_get_4xx_with_a_message_and_the_server_keeps_serving(server
                 yield b"y" * 10_000
             yield b'"]}'
 
-        response = client.post(f"{url}/predict", content=chunks(), headers={"content-type": "application/json"})
+        response = client.post(
+            f"{url}/predict", content=chunks(), headers={"content-type": "application/json"}
+        )
         assert response.status_code == 413 and str(REQUEST_LIMIT) in response.json()["detail"]
         assert client.get(f"{url}/predict").status_code == 405
         text = texts[-1]  # still serving, and still right
@@ -205,7 +219,10 @@ def test_health_and_info_describe_the_model_and_its_card(server, export):
                                                      for s in d.spans})
     assert info["model"]["decoder"] == "crf" and info["model"]["max_length"] == 48
     assert info["model"]["name"] == export.name and info["cardioner_version"]
-    assert info["card"]["library_name"] == "transformers" and info["card"]["pipeline_tag"] == "token-classification"
+    assert (
+        info["card"]["library_name"] == "transformers"
+        and info["card"]["pipeline_tag"] == "token-classification"
+    )
     assert info["serving"]["max_request_bytes"] == REQUEST_LIMIT
 
 
@@ -217,10 +234,10 @@ CAS_METADATA = "de.tudarmstadt.ukp.clarin.webanno.api.type.CASMetadata"
 
 
 def inception_type_system():
-    """The type system INCEpTION sends for a project with its named-entity layer: DKPro Core's (as cassis ships
-    it: Token, Sentence, NamedEntity with value and identifier), the features INCEpTION adds to a layer for
-    recommenders (``<feature>_score``, ``<feature>_score_explanation``, ``inception_internal_predicted``) and its
-    CASMetadata."""
+    """The type system INCEpTION sends for a project with its named-entity layer: DKPro Core's (as
+    cassis ships it: Token, Sentence, NamedEntity with value and identifier), the features
+    INCEpTION adds to a layer for recommenders (``<feature>_score``,
+    ``<feature>_score_explanation``, ``inception_internal_predicted``) and its CASMetadata."""
     from cassis import load_dkpro_core_typesystem
     from cassis.typesystem import TYPE_NAME_BOOLEAN, TYPE_NAME_DOUBLE, TYPE_NAME_LONG, TYPE_NAME_STRING
 
@@ -278,7 +295,9 @@ def test_inception_recommender_returns_the_predictions_at_their_offsets(server, 
     cas = load_cas_from_xmi(response.json()["document"], typesystem=ts)
     assert cas.sofa_string == text
     entities = cas.select(NAMED_ENTITY)
-    predicted = sorted((e.begin, e.end, e.value, e.get_covered_text()) for e in entities if e.inception_internal_predicted)
+    predicted = sorted(
+        (e.begin, e.end, e.value, e.get_covered_text()) for e in entities if e.inception_internal_predicted
+    )
     starts, ends = {b for b, _ in tokens}, {e for _, e in tokens}
     wanted = expected[text]
     assert wanted and all(s in starts and e in ends for s, e, _, _ in wanted)  # spans on the CAS's tokens
@@ -361,7 +380,8 @@ def test_the_batcher_gathers_concurrent_requests_and_routes_each_answer_back():
     for request, answer in zip(requests, answers, strict=True):
         assert [(d.id, d.spans[0].label) for d in answer] == [(d.id, d.text.upper()) for d in request]
     assert len(calls) < len(requests) + 2 and max(len(c) for c in calls) <= 4  # gathered, never above the cap
-    assert isinstance(failed[0], RuntimeError) and after[0].spans[0].label == "OK"  # an error ends one batch only
+    # an error ends one batch only
+    assert isinstance(failed[0], RuntimeError) and after[0].spans[0].label == "OK"
 
 
 # ----------------------------------------------------------------------------------------------- the command
@@ -382,9 +402,24 @@ def test_serve_refuses_what_it_cannot_serve_in_one_sentence(tmp_path, export):
 def test_several_workers_serve_the_same_answers(export, expected, texts):
     port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    process = subprocess.Popen([sys.executable, "-m", "cardioner", "serve", "--model", str(export), "--port",
-                                str(port), "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env=env, cwd=REPO)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cardioner",
+            "serve",
+            "--model",
+            str(export),
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=REPO,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 240

@@ -125,7 +125,9 @@ def test_prediction_page_shows_every_span_with_its_text_escaped_and_overlaps_apa
 def test_compare_spans_marks_correct_missed_spurious_and_wrong_type():
     gold = [Span(0, 5, "A"), Span(6, 10, "B"), Span(12, 20, "A"), Span(30, 35, "C")]
     predicted = [Span(0, 5, "A"), Span(6, 10, "C"), Span(14, 20, "A"), Span(40, 44, "B")]
-    outcomes = {(s.start, s.end, s.label): (outcome, note) for s, outcome, note in compare_spans(gold, predicted)}
+    outcomes = {
+        (s.start, s.end, s.label): (outcome, note) for s, outcome, note in compare_spans(gold, predicted)
+    }
     assert outcomes == {
         (0, 5, "A"): ("correct", ""),
         (6, 10, "C"): ("wrong-type", "gold: B"),
@@ -147,8 +149,9 @@ def test_evaluation_page_has_the_per_type_table_and_every_outcome():
     reader = read_page(evaluation_page(gold, pred, scores))
     assert reader.docs == {"d<1>": text}
     assert shown(reader, ("correct", "wrong-type", "spurious")) == expected(pred)
-    assert shown(reader, ("correct", "missed")) | {(d, s, e, "B", t) for d, s, e, _, t in shown(reader, ("wrong-type",))} \
-        == expected(gold)
+    assert shown(reader, ("correct", "missed")) | {
+        (d, s, e, "B", t) for d, s, e, _, t in shown(reader, ("wrong-type",))
+    } == expected(gold)
     page = evaluation_page(gold, pred, scores)
     assert "<table class=\"scores\">" in page and page.index("<table") < page.index('<section class="doc"')
     for label in ("A", "B", "C", "micro", "macro"):
@@ -158,23 +161,56 @@ def test_evaluation_page_has_the_per_type_table_and_every_outcome():
 def test_pages_replace_only_earlier_pages(noisy_export, tmp_path):
     thesis = tmp_path / "thesis.html"
     thesis.write_text("<html>my thesis</html>", encoding="utf-8")
-    runs = [(["predict", "--model", noisy_export, "--input", SAMPLE / "test", "--output", thesis, "--format", "html"],
-             "does not hold a page cardioner wrote"),
-            (["evaluate", "--model", noisy_export, "--data", SAMPLE / "test", "--html", tmp_path],
-             "the output is a folder; a file was expected")]
+    runs = [
+        (
+            [
+                "predict",
+                "--model",
+                noisy_export,
+                "--input",
+                SAMPLE / "test",
+                "--output",
+                thesis,
+                "--format",
+                "html",
+            ],
+            "does not hold a page cardioner wrote",
+        ),
+        (
+            ["evaluate", "--model", noisy_export, "--data", SAMPLE / "test", "--html", tmp_path],
+            "the output is a folder; a file was expected",
+        ),
+    ]
     for args, fragment in runs:
         result = CliRunner().invoke(app, [str(a) for a in args])
         assert result.exit_code == 1 and fragment in result.output, result.output
     assert thesis.read_text(encoding="utf-8") == "<html>my thesis</html>"
     page = tmp_path / "entities.html"
     for _ in range(2):  # new, then an earlier page: replaced
-        result = CliRunner().invoke(app, [str(a) for a in ["predict", "--model", noisy_export, "--input",
-                                                           SAMPLE / "test", "--output", page, "--format", "html"]])
+        result = CliRunner().invoke(
+            app,
+            [
+                str(a)
+                for a in [
+                    "predict",
+                    "--model",
+                    noisy_export,
+                    "--input",
+                    SAMPLE / "test",
+                    "--output",
+                    page,
+                    "--format",
+                    "html",
+                ]
+            ],
+        )
         assert result.exit_code == 0, result.output
-    assert read_page(page.read_text(encoding="utf-8")).docs.keys() == {p.stem for p in (SAMPLE / "test").glob("*.txt")}
+    assert read_page(page.read_text(encoding="utf-8")).docs.keys() == {
+        p.stem for p in (SAMPLE / "test").glob("*.txt")
+    }
 
 
-# ----------------------------------------------------------------------------------------------- slow: Chromium
+# --------------------------------------------------------------------------------------------- slow: Chromium
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--hide-scrollbars"]
@@ -215,8 +251,14 @@ def test_both_pages_in_headless_chromium_show_the_predicted_spans(noisy_export, 
         result = CliRunner().invoke(app, [str(a) for a in args])
         assert result.exit_code == 0, result.output
 
-    jsonl, page, evaluation = tmp_path / "p.jsonl", tmp_path / "predictions.html", tmp_path / "evaluation.html"
-    cli("predict", "--model", noisy_export, "--input", SAMPLE / "test", "--output", jsonl, "--format", "jsonl")
+    jsonl, page, evaluation = (
+        tmp_path / "p.jsonl",
+        tmp_path / "predictions.html",
+        tmp_path / "evaluation.html",
+    )
+    cli(
+        "predict", "--model", noisy_export, "--input", SAMPLE / "test", "--output", jsonl, "--format", "jsonl"
+    )
     cli("predict", "--model", noisy_export, "--input", SAMPLE / "test", "--output", page, "--format", "html")
     cli("evaluate", "--model", noisy_export, "--data", SAMPLE / "test", "--html", evaluation)
     predicted = [Document(r["id"], r["text"], [Span(s["start"], s["end"], s["label"]) for s in r["spans"]])

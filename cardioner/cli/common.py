@@ -4,14 +4,14 @@ The boundary (``guarded``, wrapped around every command at registration, and ``r
 failure looks like; no traceback reaches a user unless ``CARDIONER_DEBUG=1`` asks for it:
 
 - exit 0: done;
-- exit 1, one ``error:`` line: something the user can act on — the project's own errors (ConfigError,
-  CorpusError: bad corpus, bad configuration, bad output path), a file-system error (no permission, disk
-  full: ``OSError``, which names the path), and a ``ValueError`` raised on purpose: by a ``raise`` statement in
-  cardioner (the library's older checks) or inside another library, which rejects a value it was handed
-  (``deliberate``);
+- exit 1, one ``error:`` line: something the user can act on — the project's own errors
+  (ConfigError, CorpusError: bad corpus, bad configuration, bad output path), a file-system
+  error (no permission, disk full: ``OSError``, which names the path), and a ``ValueError``
+  raised on purpose: by a ``raise`` statement in cardioner (the library's older checks) or
+  inside another library, which rejects a value it was handed (``deliberate``);
 - exit 2: a usage error (an unknown option, ``--epochs abc``), printed by Typer as usage plus one line;
-- exit 70 (EX_SOFTWARE), ``internal error:``: anything else is a bug in cardioner, and says so, with the hint to
-  rerun with CARDIONER_DEBUG=1 for the traceback: ``KeyError``, ``TypeError``, ``AttributeError``,
+- exit 70 (EX_SOFTWARE), ``internal error:``: anything else is a bug in cardioner, and says so, with the hint
+  to rerun with CARDIONER_DEBUG=1 for the traceback: ``KeyError``, ``TypeError``, ``AttributeError``,
   ``RuntimeError``..., and a ``ValueError`` that Python itself raised inside cardioner's code (unpacking the
   wrong number of values, ``int("x")``, ``max([])``);
 - exit 130: interrupted (Ctrl-C).
@@ -97,9 +97,12 @@ def fail(error: BaseException) -> NoReturn:
         typer.secho(f"error: {_user_message(error)}", fg=typer.colors.RED, err=True)
         sys.exit(1)
     detail = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
-    typer.secho(f"internal error (a bug in cardioner): {type(error).__name__}{': ' + detail if detail else ''}; "
-                f"rerun with {DEBUG_VARIABLE}=1 to see the traceback, and please report it",
-                fg=typer.colors.RED, err=True)
+    typer.secho(
+        f"internal error (a bug in cardioner): {type(error).__name__}{': ' + detail if detail else ''}; "
+        f"rerun with {DEBUG_VARIABLE}=1 to see the traceback, and please report it",
+        fg=typer.colors.RED,
+        err=True,
+    )
     sys.exit(INTERNAL_ERROR_EXIT)
 
 
@@ -123,7 +126,8 @@ def run_or_exit(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
-    """``command`` with the error boundary around all of it: option checks, existence checks, imports, output."""
+    """``command`` with the error boundary around all of it:
+    option checks, existence checks, imports, output."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -1,4 +1,5 @@
-"""``cardioner convert``: read a corpus in one format, write it in another, print what was read and skipped."""
+"""``cardioner convert``: read a corpus in one format, write
+it in another, print what was read and skipped."""
 
 from __future__ import annotations
 
@@ -13,16 +14,31 @@ from cardioner.cli.flags import CONVERT_FLAGS, speaking_flags
 
 
 def convert(
-    input: Annotated[Path, typer.Option("--input", "-i", help="corpus: brat folder, CoNLL/JSONL/TSV file or folder, "
-                                        "HF save_to_disk folder")],
+    input: Annotated[
+        Path,
+        typer.Option(
+            "--input",
+            "-i",
+            help="corpus: brat folder, CoNLL/JSONL/TSV file or folder, " "HF save_to_disk folder",
+        ),
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="output file (a folder for brat)")],
     to: Annotated[str, typer.Option("--to", help="output format: brat | jsonl | conll | tsv")],
-    format: Annotated[str | None, typer.Option("--format", help="input format: brat | conll | jsonl | tsv | hf "
-                                                  "(default: detect)")] = None,
-    texts_dir: Annotated[Path | None, typer.Option("--texts-dir", help="NAME.txt files for a TSV input")] = None,
+    format: Annotated[
+        str | None,
+        typer.Option("--format", help="input format: brat | conll | jsonl | tsv | hf " "(default: detect)"),
+    ] = None,
+    texts_dir: Annotated[
+        Path | None, typer.Option("--texts-dir", help="NAME.txt files for a TSV input")
+    ] = None,
     scheme: Annotated[str, typer.Option("--scheme", help="CoNLL output tags: IOB2 | BIOES")] = "IOB2",
-    resolve_overlaps: Annotated[bool, typer.Option("--resolve-overlaps", help="drop overlapping spans, keeping the "
-                                                   "longest (needed to write nested corpora as CoNLL)")] = False,
+    resolve_overlaps: Annotated[
+        bool,
+        typer.Option(
+            "--resolve-overlaps",
+            help="drop overlapping spans, keeping the " "longest (needed to write nested corpora as CoNLL)",
+        ),
+    ] = False,
     span_errors: options.SpanErrors = "error",
 ) -> None:
     """Convert a corpus between brat, CoNLL, JSONL and MultiCardioNER TSV (written atomically)."""

@@ -16,7 +16,9 @@ def evaluate(
     data: options.AnnotatedCorpus,
     format: options.CorpusFormat = None,
     output: Annotated[str | None, typer.Option(help="write the scores as JSON here")] = None,
-    html: Annotated[str | None, typer.Option(help="write a page of gold against predicted spans here")] = None,
+    html: Annotated[
+        str | None, typer.Option(help="write a page of gold against predicted spans here")
+    ] = None,
     batch_size: options.BatchSize = 32,
     span_errors: options.SpanErrors = "error",
     verbose: options.Verbose = False,
@@ -26,11 +28,21 @@ def evaluate(
     from cardioner.inference import evaluate_path
 
     setup_logging(verbose)
-    scores = run_or_exit(speaking_flags(evaluate_path, PREDICT_FLAGS), model, data, format, output, batch_size,
-                         span_errors, html)
+    scores = run_or_exit(
+        speaking_flags(evaluate_path, PREDICT_FLAGS),
+        model,
+        data,
+        format,
+        output,
+        batch_size,
+        span_errors,
+        html,
+    )
     typer.echo(format_table(scores))
     micro, overlap = scores["micro"], scores["overlap"]["micro"]
     typer.echo(f"\nexact match:   P {micro['precision']:.4f}  R {micro['recall']:.4f}  F1 {micro['f1']:.4f}")
-    typer.echo(f"overlap match: P {overlap['precision']:.4f}  R {overlap['recall']:.4f}  F1 {overlap['f1']:.4f}")
+    typer.echo(
+        f"overlap match: P {overlap['precision']:.4f}  R {overlap['recall']:.4f}  F1 {overlap['f1']:.4f}"
+    )
     if "seqeval" in scores:
         typer.echo(f"seqeval (strict IOB2, words): F1 {scores['seqeval']['micro']['f1']:.4f}")

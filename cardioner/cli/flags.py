@@ -59,8 +59,8 @@ def flag_message(message: str, flags: Mapping[str, str]) -> str:
 
 
 def speaking_flags(function: Callable[..., Any], flags: Mapping[str, str]) -> Callable[..., Any]:
-    """``function``, whose user errors (ConfigError, CorpusError, other ValueErrors and OSErrors) name the flags
-    in ``flags`` for the keys."""
+    """``function``, whose user errors (ConfigError, CorpusError, other ValueErrors and OSErrors) name the
+    flags in ``flags`` for the keys."""
 
     @functools.wraps(function)
     def call(*args: Any, **kwargs: Any) -> Any:

@@ -35,7 +35,13 @@ AnnotatedCorpus = Annotated[str, typer.Option(help="annotated corpus (brat folde
 BatchSize = Annotated[int, typer.Option(help="windows per batch")]
 ExportMaxLength = Annotated[int | None, typer.Option(help="window size in subwords (default: as trained)")]
 ExportStride = Annotated[int | None, typer.Option(help="window overlap in subwords (default: as trained)")]
-SpanErrors = Annotated[str, typer.Option("--span-errors", help="spans whose offsets do not fit their annotated "
-                                         "string: error | skip | realign (data.span_errors)")]
+SpanErrors = Annotated[
+    str,
+    typer.Option(
+        "--span-errors",
+        help="spans whose offsets do not fit their annotated "
+        "string: error | skip | realign (data.span_errors)",
+    ),
+]
 
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="log debug messages")]

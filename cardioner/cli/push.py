@@ -15,8 +15,12 @@ def push(
     model: options.ModelDir,
     repo: Annotated[str, typer.Option(help="the Hub repository: NAMESPACE/NAME (created if needed)")],
     private: Annotated[bool, typer.Option("--private", help="create the repository private")] = False,
-    token: Annotated[str | None, typer.Option(help="Hub token (default: HF_TOKEN or `hf auth login`)")] = None,
-    license: Annotated[str | None, typer.Option(help="licence id written into the card (e.g. apache-2.0)")] = None,
+    token: Annotated[
+        str | None, typer.Option(help="Hub token (default: HF_TOKEN or `hf auth login`)")
+    ] = None,
+    license: Annotated[
+        str | None, typer.Option(help="licence id written into the card (e.g. apache-2.0)")
+    ] = None,
     revision: Annotated[str | None, typer.Option(help="branch to push to (default: main)")] = None,
     message: Annotated[str | None, typer.Option(help="commit message")] = None,
     create_pr: Annotated[bool, typer.Option("--create-pr", help="open a pull request instead")] = False,
@@ -26,6 +30,15 @@ def push(
     from cardioner.push import push_to_hub  # when run (cli/__init__)
 
     setup_logging(verbose)
-    url = run_or_exit(speaking_flags(push_to_hub, PUSH_FLAGS), model, repo, private=private, token=token, license=license, revision=revision,
-                      commit_message=message, create_pr=create_pr)
+    url = run_or_exit(
+        speaking_flags(push_to_hub, PUSH_FLAGS),
+        model,
+        repo,
+        private=private,
+        token=token,
+        license=license,
+        revision=revision,
+        commit_message=message,
+        create_pr=create_pr,
+    )
     typer.echo(f"pushed {model} to {url}")

@@ -1,20 +1,21 @@
 """brat standoff folders: ``NAME.txt`` + ``NAME.ann`` pairs, searched recursively.
 
-``T`` lines become spans (discontinuous fragments ``0 5;8 12`` kept); ``A/R/E/N/M/#/*`` lines are kept aside in
-``doc.meta["brat_other"]`` as ``[position, line]`` (position = how many ``T`` lines came before), and counted, so
-that an unchanged document is written back byte for byte. A kept-aside line is written back only while every
-annotation it refers to is (``document.prune_brat_lines``); the others are dropped and counted.
+``T`` lines become spans (discontinuous fragments ``0 5;8 12`` kept); ``A/R/E/N/M/#/*`` lines are kept aside
+in ``doc.meta["brat_other"]`` as ``[position, line]`` (position = how many ``T`` lines came before), and
+counted, so that an unchanged document is written back byte for byte. A kept-aside line is written back only
+while every annotation it refers to is (``document.prune_brat_lines``); the others are dropped and counted.
 
-A ``.txt`` that starts with a BOM keeps it as character 0 when the ``.ann`` offsets count it; when they match the
-text only without it, the BOM is dropped (``meta["bom_dropped"]``) and counted. Hidden files and folders
-(``.ipynb_checkpoints``, a staging folder of an interrupted write) are not read, and counted; a symbolic link in
-the folder is an error (``paths.corpus_files``). A ``T`` line whose offsets do not fit its annotated string is an
-error, left out or moved, as ``data.span_errors`` says (``common.fit_span``).
+A ``.txt`` that starts with a BOM keeps it as character 0 when the ``.ann`` offsets count it; when they match
+the text only without it, the BOM is dropped (``meta["bom_dropped"]``) and counted. Hidden files and folders
+(``.ipynb_checkpoints``, a staging folder of an interrupted write) are not read, and counted; a symbolic link
+in the folder is an error (``paths.corpus_files``). A ``T`` line whose offsets do not fit its annotated string
+is an error, left out or moved, as ``data.span_errors`` says (``common.fit_span``).
 
-Writing follows ``paths``: ids are checked file names; a new folder appears whole; into an existing brat folder
-each document's files are staged, then moved in one at a time — its ``.txt`` (only if new: an existing text file
-holding another text is never replaced) before its ``.ann``, or the ``.ann`` first when an ``.ann`` without its
-``.txt`` is there — so that a kill never leaves a ``.txt`` beside an ``.ann`` made for another text.
+Writing follows ``paths``: ids are checked file names; a new folder appears whole; into
+an existing brat folder each document's files are staged, then moved in one at a time —
+its ``.txt`` (only if new: an existing text file holding another text is never replaced)
+before its ``.ann``, or the ``.ann`` first when an ``.ann`` without its ``.txt`` is
+there — so that a kill never leaves a ``.txt`` beside an ``.ann`` made for another text.
 """
 
 from __future__ import annotations
@@ -73,8 +74,12 @@ def _parse_offsets(offsets: str, path: Path, line_no: int) -> tuple[tuple[int, i
     for piece in offsets.split(";"):
         match = _FRAGMENT.match(piece.strip())
         if match is None:
-            raise CorpusError(f"unparseable T line: offsets {offsets!r:.80} are not 'START END[;START END...]' "
-                              "(ASCII digits)", path, line_no)
+            raise CorpusError(
+                f"unparseable T line: offsets {offsets!r:.80} are not 'START END[;START END...]' "
+                "(ASCII digits)",
+                path,
+                line_no,
+            )
         try:
             fragments.append((as_int(match.group(1)), as_int(match.group(2))))
         except InvalidValue as error:
@@ -118,12 +123,18 @@ def parse_ann(ann_text: str, text: str, doc_id: str, ann_path: Path, report: Rea
             continue
         match = _T_LINE.match(line)
         if match is None:
-            raise CorpusError(f"unparseable line {line!r:.120} (expected 'T<n>\\tLABEL START END\\tTEXT' or an "
-                              "A/R/E/N/M/#/* line)", ann_path, line_no)
+            raise CorpusError(
+                f"unparseable line {line!r:.120} (expected 'T<n>\\tLABEL START END\\tTEXT' or an "
+                "A/R/E/N/M/#/* line)",
+                ann_path,
+                line_no,
+            )
         ann_id = match.group("id")
         if not ann_id.startswith("T") or not ann_id[1:].isdigit():
             fixed = ann_id[ann_id.rindex("T"):]
-            report.note("repaired", "malformed T ids read as T<n>", f"{ann_path}:{line_no} {ann_id!r} -> {fixed!r}")
+            report.note(
+                "repaired", "malformed T ids read as T<n>", f"{ann_path}:{line_no} {ann_id!r} -> {fixed!r}"
+            )
             ann_id = fixed
         annotated = match.group("text")
 
@@ -135,8 +146,18 @@ def parse_ann(ann_text: str, text: str, doc_id: str, ann_path: Path, report: Rea
             offsets = ";".join(f"{s} {e}" for s, e in pieces)
             return f"annotated string {annotated!r} != text[{offsets}] {pieces_text(text, pieces)!r}"
 
-        span = read_span(match.group("label"), _parse_offsets(match.group("offsets"), ann_path, line_no), text, doc_id,
-                         ann_path, line_no, report, span_errors, matches, mismatch)
+        span = read_span(
+            match.group("label"),
+            _parse_offsets(match.group("offsets"), ann_path, line_no),
+            text,
+            doc_id,
+            ann_path,
+            line_no,
+            report,
+            span_errors,
+            matches,
+            mismatch,
+        )
         if span is None:
             continue
         spans.append(span)
@@ -152,7 +173,8 @@ def parse_ann(ann_text: str, text: str, doc_id: str, ann_path: Path, report: Rea
 
 def _parse_with_bom(ann_path: Path, text: str, doc_id: str, report: ReadReport, flat: bool,
                     span_errors: str = "error") -> tuple[str, list[Span], dict]:
-    """Parse ``ann_path`` against ``text``; a leading BOM is dropped when only the text without it fits the offsets.
+    """Parse ``ann_path`` against ``text``; a leading BOM is
+    dropped when only the text without it fits the offsets.
 
     When neither text fits every span (a BOM and a broken span, read with skip or realign), the one whose
     ``skip`` parse leaves out fewer spans is taken.
@@ -203,14 +225,16 @@ def _parse_with_bom(ann_path: Path, text: str, doc_id: str, report: ReadReport, 
 
 def read_brat(folder: str | Path, report: ReadReport | None = None, flat: bool = False,
               span_errors: str = "error") -> list[Document]:
-    """Read every ``NAME.txt`` (+ ``NAME.ann``) under ``folder``, recursively, skipping hidden files and folders.
+    """Read every ``NAME.txt`` (+ ``NAME.ann``) under
+    ``folder``, recursively, skipping hidden files and folders.
 
     Args:
         folder: the brat folder.
         report: counts of kept-aside, repaired, moved and skipped items (a new one if None).
         flat: the task is flat: overlapping spans raise CorpusError naming the ``.ann`` file and lines.
-        span_errors: a ``T`` line whose offsets do not fit its annotated string: "error" (CorpusError naming the
-            option), "skip" (left out, counted) or "realign" (moved to its string nearby, each move reported).
+        span_errors: a ``T`` line whose offsets do not fit its annotated string:
+            "error" (CorpusError naming the option), "skip" (left out, counted)
+            or "realign" (moved to its string nearby, each move reported).
 
     Returns:
         Documents sorted by id; ids are paths relative to ``folder`` without ``.txt``.
@@ -244,8 +268,8 @@ def read_brat(folder: str | Path, report: ReadReport | None = None, flat: bool =
 
 
 def is_brat_folder(folder: Path) -> bool:
-    """Whether ``folder`` holds brat files (a ``.txt`` or ``.ann`` outside hidden folders; links not followed):
-    a folder documents may be written into."""
+    """Whether ``folder`` holds brat files (a ``.txt`` or ``.ann`` outside hidden folders; links not
+    followed): a folder documents may be written into."""
     for _, folders, files in os.walk(folder):
         folders[:] = [name for name in folders if not name.startswith(".")]
         if any(name.endswith((".txt", ".ann")) and not name.startswith(".") for name in files):
@@ -259,7 +283,8 @@ def one_line(string: str) -> str:
 
 
 def format_ann(doc: Document, report: ReadReport | None = None) -> str:
-    """The ``.ann`` contents for ``doc``: T lines (kept ids when they still match) interleaved with kept lines.
+    """The ``.ann`` contents for ``doc``: T lines (kept ids
+    when they still match) interleaved with kept lines.
 
     Args:
         doc: the document.
@@ -277,8 +302,12 @@ def format_ann(doc: Document, report: ReadReport | None = None) -> str:
     valid = [item for item in other if isinstance(item, (list, tuple)) and len(item) == 2
              and isinstance(item[0], int) and not isinstance(item[0], bool) and valid_other_line(item[1])]
     if len(valid) < len(other) and report is not None:
-        report.note("skipped", OTHER_LINES_INVALID, f"{doc.id}: {next(i for i in other if i not in valid)!r:.80}",
-                    n=len(other) - len(valid))
+        report.note(
+            "skipped",
+            OTHER_LINES_INVALID,
+            f"{doc.id}: {next(i for i in other if i not in valid)!r:.80}",
+            n=len(other) - len(valid),
+        )
     other, dropped = prune_brat_lines(valid, set(ids) if keep_ids else set())
     if dropped and report is not None:
         report.note("skipped", BRAT_LINES_DROPPED, f"{doc.id}: {dropped[0]}", n=len(dropped))
@@ -297,10 +326,11 @@ def format_ann(doc: Document, report: ReadReport | None = None) -> str:
 
 def write_brat(docs: list[Document], folder: str | Path, overwrite: bool = True,
                report: ReadReport | None = None) -> None:
-    """Write ``NAME.txt`` (exact text) and ``NAME.ann`` per document into ``folder`` (see the module docstring).
+    """Write ``NAME.txt`` (exact text) and ``NAME.ann`` per
+    document into ``folder`` (see the module docstring).
 
-    A new folder appears whole. An existing folder must be empty or a brat folder (anything else is refused and
-    left as it is); into it, each document's files are staged and moved in one at a time, files of other
+    A new folder appears whole. An existing folder must be empty or a brat folder (anything else is refused
+    and left as it is); into it, each document's files are staged and moved in one at a time, files of other
     documents are left alone, and a ``.txt`` that holds another text than its document is never replaced.
 
     Args:
@@ -317,7 +347,9 @@ def write_brat(docs: list[Document], folder: str | Path, overwrite: bool = True,
         check_labels(doc, r"\s", "a brat .ann line", folder)
     exists = check_output(folder, "folder", is_brat_folder, "a brat folder (.txt and .ann files)")
     if not exists:
-        with staged_output(folder, "folder", is_brat_folder, "a brat folder (.txt and .ann files)") as staging:
+        with staged_output(
+            folder, "folder", is_brat_folder, "a brat folder (.txt and .ann files)"
+        ) as staging:
             for doc in progress(docs, desc=f"writing {folder.name}"):
                 for relative, content in _document_files(doc, report):
                     make_folders(staging, relative)
@@ -330,20 +362,30 @@ def write_brat(docs: list[Document], folder: str | Path, overwrite: bool = True,
 
 def _document_files(doc: Document, report: ReadReport | None) -> list[tuple[str, bytes]]:
     """(``ID.txt``, text bytes) and (``ID.ann``, annotation bytes) of one document."""
-    return [(f"{doc.id}.txt", doc.text.encode("utf-8")), (f"{doc.id}.ann", format_ann(doc, report).encode("utf-8"))]
+    return [
+        (f"{doc.id}.txt", doc.text.encode("utf-8")),
+        (f"{doc.id}.ann", format_ann(doc, report).encode("utf-8")),
+    ]
 
 
 def _files_into(folder: Path, docs, report: ReadReport | None) -> Iterator[tuple[str, bytes]]:
-    """The files to move into the existing ``folder``, pair by pair, in the order that never mismatches a pair."""
+    """The files to move into the existing ``folder``, pair
+    by pair, in the order that never mismatches a pair."""
     for doc in docs:
         (txt_name, text), (ann_name, ann) = _document_files(doc, report)
-        txt_path, ann_path = inside(folder, txt_name, "text file"), inside(folder, ann_name, "annotation file")
+        txt_path, ann_path = inside(folder, txt_name, "text file"), inside(
+            folder, ann_name, "annotation file"
+        )
         if txt_path.exists():
             if txt_path.read_bytes() != text:
-                raise CorpusError(f"exists and holds another text than document {doc.id!r}; an existing text file "
-                                  "is never replaced (remove it, or write to a new folder)", txt_path)
+                raise CorpusError(
+                    f"exists and holds another text than document {doc.id!r}; an existing text file "
+                    "is never replaced (remove it, or write to a new folder)",
+                    txt_path,
+                )
             yield ann_name, ann
-        elif ann_path.exists():  # an .ann without its .txt: pairing it with the new text for a moment would mismatch
+        # an .ann without its .txt: pairing it with the new text for a moment would mismatch
+        elif ann_path.exists():
             yield ann_name, ann
             yield txt_name, text
         else:

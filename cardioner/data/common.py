@@ -30,9 +30,9 @@ def read_text(path: str | Path, allow_empty: bool = False, strip_bom: bool = Fal
     Args:
         path: the file.
         allow_empty: if False, an empty (or whitespace-only) file raises CorpusError.
-        strip_bom: drop a leading BOM (U+FEFF). Data files (JSONL, CoNLL, TSV, ``.ann``) strip it: Windows tools
-            write one, and it is no character of the data; a text whose offsets count it (brat ``.txt``, TSV
-            texts, inputs to predict) keeps it.
+        strip_bom: drop a leading BOM (U+FEFF). Data files (JSONL, CoNLL, TSV, ``.ann``) strip it: Windows
+            tools write one, and it is no character of the data; a text whose offsets count it (brat ``.txt``,
+            TSV texts, inputs to predict) keeps it.
 
     Returns:
         The decoded text.
@@ -72,15 +72,17 @@ SNIFF_BYTES = 65536
 
 
 def head_lines(path: str | Path) -> list[str]:
-    """The non-blank lines of the first SNIFF_BYTES of ``path`` (BOM dropped, bad bytes replaced): for guessing
-    a file's format, and for telling whether an existing output holds an earlier output of that format."""
+    """The non-blank lines of the first SNIFF_BYTES of ``path`` (BOM dropped,
+    bad bytes replaced): for guessing a file's format, and for telling
+    whether an existing output holds an earlier output of that format."""
     with open(path, "rb") as f:
         head = f.read(SNIFF_BYTES).decode("utf-8", errors="replace").removeprefix(BOM)
     return [line for line in split_lines(head) if line.strip()]
 
 
 def relative_id(path: Path, root: Path, suffix: str) -> str:
-    """A document id: ``path`` relative to ``root`` with ``suffix`` removed, in POSIX form (``abstracts/S0370``)."""
+    """A document id: ``path`` relative to ``root`` with
+    ``suffix`` removed, in POSIX form (``abstracts/S0370``)."""
     rel = path.relative_to(root).as_posix()
     return rel[: -len(suffix)] if suffix and rel.endswith(suffix) else rel
 
@@ -93,12 +95,13 @@ def progress(items: list[T], desc: str) -> Iterable[T]:
 
 
 def span_strings(doc: Document, extent: bool = False) -> list[str]:
-    """The annotated string of each span (from the text, or as read when the text is missing, e.g. a bare TSV).
+    """The annotated string of each span (from the text, or
+    as read when the text is missing, e.g. a bare TSV).
 
     Args:
         doc: the document.
-        extent: give a discontinuous span's whole extent ``text[start:end]`` instead of its fragments joined by
-            a space (the TSV holds start..end).
+        extent: give a discontinuous span's whole extent ``text[start:end]`` instead of its fragments joined
+            by a space (the TSV holds start..end).
     """
     stored = doc.meta.get("span_texts")
     if doc.meta.get("text_missing") and stored is not None and len(stored) == len(doc.spans):
@@ -109,7 +112,8 @@ def span_strings(doc: Document, extent: bool = False) -> list[str]:
 
 
 def pieces_text(text: str, pieces: Sequence[tuple[int, int]]) -> str:
-    """The string of ``pieces`` in the order given, joined by a space (as a brat ``T`` line or JSONL holds it)."""
+    """The string of ``pieces`` in the order given, joined by
+    a space (as a brat ``T`` line or JSONL holds it)."""
     return " ".join(text[s:e] for s, e in pieces)
 
 
@@ -136,8 +140,11 @@ def make_span(
     check_span(span, text, doc_id, path, line)
     for (s1, e1), (s2, e2) in zip(ordered[:-1], ordered[1:], strict=True):
         if s2 < e1:
-            raise CorpusError(f"document {doc_id!r}: fragments {s1}-{e1} and {s2}-{e2} of a {label} span overlap",
-                              path, line)
+            raise CorpusError(
+                f"document {doc_id!r}: fragments {s1}-{e1} and {s2}-{e2} of a {label} span overlap",
+                path,
+                line,
+            )
     if ordered != tuple(pieces) and report is not None:
         report.note("repaired", FRAGMENTS_SORTED, f"{path}:{line}" if line is not None else str(path))
     return span
@@ -147,8 +154,10 @@ def make_span(
 SPAN_ERRORS = ("error", "skip", "realign")
 #: how far realign looks for a span's annotated string, in characters either way
 REALIGN_WINDOW = 10
-SPAN_ERRORS_HINT = ("set data.span_errors=skip to leave such spans out, or data.span_errors=realign to move each "
-                    f"to its annotated string within {REALIGN_WINDOW} characters")
+SPAN_ERRORS_HINT = (
+    "set data.span_errors=skip to leave such spans out, or data.span_errors=realign to move each "
+    f"to its annotated string within {REALIGN_WINDOW} characters"
+)
 SKIPPED_NOTE = "spans left out whose offsets do not fit their annotated string (data.span_errors=skip)"
 UNPLACED_NOTE = (f"spans left out whose annotated string is not within {REALIGN_WINDOW} characters "
                  "(data.span_errors=realign)")
@@ -173,9 +182,17 @@ def _nearest_shift(pieces: Pieces, fits: Callable[[Pieces], bool]) -> int | None
     return None
 
 
-def fit_span(pieces: Pieces, text: str, matches: Callable[[Pieces], bool] | None, mismatch: Callable[[Pieces], str],
-             policy: str, report: ReadReport, where: str | Path | None, line: int | None,
-             label: str) -> Pieces | None:
+def fit_span(
+    pieces: Pieces,
+    text: str,
+    matches: Callable[[Pieces], bool] | None,
+    mismatch: Callable[[Pieces], str],
+    policy: str,
+    report: ReadReport,
+    where: str | Path | None,
+    line: int | None,
+    label: str,
+) -> Pieces | None:
     """The pieces of a span checked against its annotated string, under the ``data.span_errors`` policy.
 
     Offsets that run past the text or cover another string than the annotated one are an error (``error``,
@@ -186,8 +203,9 @@ def fit_span(pieces: Pieces, text: str, matches: Callable[[Pieces], bool] | None
     Args:
         pieces: (start, end) of each fragment, as the file lists them.
         text: the document text.
-        matches: whether pieces (inside the text) cover the annotated string; None when the file gives no string
-            (then only pieces past the end do not fit, and realign has nothing to look for: they are left out).
+        matches: whether pieces (inside the text) cover the annotated string;
+            None when the file gives no string (then only pieces past the end do
+            not fit, and realign has nothing to look for: they are left out).
         mismatch: the problem, for pieces that do not fit (for the message).
         policy: "error", "skip" or "realign".
         report: where skipped spans are counted and moves listed.
@@ -199,7 +217,9 @@ def fit_span(pieces: Pieces, text: str, matches: Callable[[Pieces], bool] | None
         The pieces (moved, under realign), or None when the span is left out.
     """
     def fits(candidate: Pieces) -> bool:
-        return all(0 <= s and e <= len(text) for s, e in candidate) and (matches is None or matches(candidate))
+        return all(0 <= s and e <= len(text) for s, e in candidate) and (
+            matches is None or matches(candidate)
+        )
 
     if fits(pieces):
         return pieces
@@ -225,14 +245,23 @@ def _offsets(pieces: Pieces) -> str:
     return ";".join(f"{s}-{e}" for s, e in pieces)
 
 
-def read_span(label: str, pieces: Pieces, text: str | None, doc_id: str, where: str | Path | None, line: int | None,
-              report: ReadReport, policy: str = "error", matches: Callable[[Pieces], bool] | None = None,
-              mismatch: Callable[[Pieces], str] | None = None) -> Span | None:
+def read_span(
+    label: str,
+    pieces: Pieces,
+    text: str | None,
+    doc_id: str,
+    where: str | Path | None,
+    line: int | None,
+    report: ReadReport,
+    policy: str = "error",
+    matches: Callable[[Pieces], bool] | None = None,
+    mismatch: Callable[[Pieces], str] | None = None,
+) -> Span | None:
     """A span read from a file: malformed offsets are errors, offsets that do not fit follow ``policy``.
 
-    Negative, reversed or empty pieces and overlapping fragments are always a CorpusError. Pieces past the end of
-    the text, or (with ``matches``) covering another string than the annotated one, follow ``data.span_errors``
-    (``fit_span``). Without a text (a bare TSV) only the first kind of check is made.
+    Negative, reversed or empty pieces and overlapping fragments are always a CorpusError. Pieces past the end
+    of the text, or (with ``matches``) covering another string than the annotated one, follow
+    ``data.span_errors`` (``fit_span``). Without a text (a bare TSV) only the first kind of check is made.
 
     Args:
         label, pieces, doc_id, where, line: as for ``make_span``.
@@ -271,11 +300,16 @@ def check_labels(doc: Document, forbidden: str, format_name: str, path: str | Pa
         found = re.search(forbidden, span.label)
         if not span.label or found is not None:
             what = "is empty" if not span.label else f"holds {found.group()!r} at character {found.start()}"
-            raise CorpusError(f"document {doc.id!r}: label {span.label!r} (span {span.start}-{span.end}) {what}, "
-                              f"which {format_name} cannot hold", path)
+            raise CorpusError(
+                f"document {doc.id!r}: label {span.label!r} (span {span.start}-{span.end}) {what}, "
+                f"which {format_name} cannot hold",
+                path,
+            )
 
 
-def check_unique_ids(docs: Sequence[Document], where: str | Path | None, order: str = "reading order") -> None:
+def check_unique_ids(
+    docs: Sequence[Document], where: str | Path | None, order: str = "reading order"
+) -> None:
     """Raise CorpusError naming the id and both positions when two documents share an id (one would be lost).
 
     Args:
@@ -286,13 +320,17 @@ def check_unique_ids(docs: Sequence[Document], where: str | Path | None, order: 
     first_seen: dict[str, int] = {}
     for i, doc in enumerate(docs):
         if doc.id in first_seen:
-            raise CorpusError(f"duplicate document id {doc.id!r} (documents {first_seen[doc.id] + 1} and {i + 1} "
-                              f"in {order})", where)
+            raise CorpusError(
+                f"duplicate document id {doc.id!r} (documents {first_seen[doc.id] + 1} and {i + 1} "
+                f"in {order})",
+                where,
+            )
         first_seen[doc.id] = i
 
 
 def check_span(span: Span, text: str | None, doc_id: str, path: str | Path | None, line: int | None) -> None:
-    """Raise CorpusError (with file and line) for negative, reversed, empty or out-of-text offsets of ``span``.
+    """Raise CorpusError (with file and line) for negative,
+    reversed, empty or out-of-text offsets of ``span``.
 
     Args:
         span: the span.
@@ -307,9 +345,15 @@ def check_span(span: Span, text: str | None, doc_id: str, path: str | Path | Non
 
 
 @contextmanager
-def atomic_path(target: str | Path, is_dir: bool = False, overwrite: bool = True,
-                looks_ours: Callable[[Path], bool] | None = None, what: str = "an earlier output") -> Iterator[Path]:
-    """Yield a path to write; it becomes ``target`` in one rename when the block completes (``paths.staged_output``).
+def atomic_path(
+    target: str | Path,
+    is_dir: bool = False,
+    overwrite: bool = True,
+    looks_ours: Callable[[Path], bool] | None = None,
+    what: str = "an earlier output",
+) -> Iterator[Path]:
+    """Yield a path to write; it becomes ``target`` in one
+    rename when the block completes (``paths.staged_output``).
 
     Args:
         target: the final file or folder.
@@ -331,8 +375,8 @@ def atomic_path(target: str | Path, is_dir: bool = False, overwrite: bool = True
 
 def write_text_atomic(path: str | Path, text: str, looks_ours: Callable[[Path], bool] | None = None,
                       what: str = "an earlier output") -> Path:
-    """Write ``text`` (UTF-8) to ``path`` through ``atomic_path``: a reader never sees half a file, a crash keeps
-    the old one, and an existing file that ``looks_ours`` rejects is refused. Returns ``path``."""
+    """Write ``text`` (UTF-8) to ``path`` through ``atomic_path``: a reader never sees half a file, a crash
+    keeps the old one, and an existing file that ``looks_ours`` rejects is refused. Returns ``path``."""
     with atomic_path(path, looks_ours=looks_ours, what=what) as temporary:
         temporary.write_text(text, encoding="utf-8")
     return Path(path)

@@ -1,6 +1,7 @@
 """CoNLL column files: one token per line, the tag in the last column, blank lines between sentences.
 
-- A blank or whitespace-only line (a lone TAB in WNUT-17 train) ends a sentence; CRLF and a leading BOM are accepted.
+- A blank or whitespace-only line (a lone TAB in WNUT-17
+  train) ends a sentence; CRLF and a leading BOM are accepted.
 - Columns are separated by TABs when any line has one (the tag column is stripped of spaces), else by runs of
   plain spaces (``" "`` only: a no-break space, U+00A0, inside a number stays in its token). A token that is
   blank (only spaces, no-break spaces...) or holds a line break (a carriage return, U+2028...) is an error: it
@@ -12,8 +13,8 @@
   report says that it was normalised to IOB2. An entity type holding a comma, whitespace or a second tag
   prefix (``B-creative-work,B-person``: several labels in one tag) is an error, not a new type.
 - Document text = tokens joined by one space, sentences joined by ``"\\n"``. ``doc.meta`` keeps ``tokens``
-  (``[start, end]`` per token), ``sentences`` (``[first, last+1]`` token indices), the middle ``columns`` and the
-  ``separator``, so that ``write_conll`` gives back the same tokens, columns and (IOB2) tags.
+  (``[start, end]`` per token), ``sentences`` (``[first, last+1]`` token indices), the middle ``columns`` and
+  the ``separator``, so that ``write_conll`` gives back the same tokens, columns and (IOB2) tags.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ IOB1_NOTE = "IOB1 tags normalised to IOB2 (entities starting with I-)"
 REPAIR_NOTE = "I- after O or another type repaired to B- (IOB2 rule)"
 BIOES_REPAIR_NOTE = "BIOES entity without B-/S- start repaired (read as a start)"
 TOKEN_EDGE_NOTE = "spans not on token boundaries (written as the tokens they touch)"
-#: how format_conll writes a span that does not fit the tokens, by its alignment problem: (report kind, reason)
+# : how format_conll writes a span that does not fit the
+# tokens, by its alignment problem: (report kind, reason)
 _ALIGNMENT_NOTES = {
     labels.EDGE_INSIDE_WORD: ("repaired", TOKEN_EDGE_NOTE),
     labels.EDGE_OFF_WORDS: ("repaired", TOKEN_EDGE_NOTE),
@@ -78,8 +80,9 @@ def looks_like_conll(lines: list[str]) -> bool:
 
 
 def check_tag(tag: str, where: str | Path | None = None, line: int | None = None) -> None:
-    """CorpusError (file:line) unless ``tag`` is in the tag grammar (``labels.split_tag``) with a type a reader
-    accepts: O, or B-/I-/E-/S- followed by one entity type (no comma, whitespace or second tag prefix in it).
+    """CorpusError (file:line) unless ``tag`` is in the tag grammar
+    (``labels.split_tag``) with a type a reader accepts: O, or B-/I-/E-/S-
+    followed by one entity type (no comma, whitespace or second tag prefix in it).
 
     Args:
         tag: the tag string.
@@ -97,21 +100,29 @@ def check_tag(tag: str, where: str | Path | None = None, line: int | None = None
                           "(IOB1, IOB2 or BIOES)", where, line)
     bad = _BAD_TYPE.search(label)
     if bad is not None:
-        raise CorpusError(f"tag {tag!r}: its entity type {label!r} holds {bad.group()!r} at character {bad.start()}; "
-                          "one tag per token, one type per tag (several labels joined in one tag are not read)",
-                          where, line)
+        raise CorpusError(
+            f"tag {tag!r}: its entity type {label!r} holds {bad.group()!r} at character {bad.start()}; "
+            "one tag per token, one type per tag (several labels joined in one tag are not read)",
+            where,
+            line,
+        )
 
 
 def tags_to_spans(
-    tags: list[str], bounds: list[tuple[int, int]], report: ReadReport | None = None, where: str | Path | None = None,
-    lines: list[int] | None = None, scheme: str = "IOB2",
+    tags: list[str],
+    bounds: list[tuple[int, int]],
+    report: ReadReport | None = None,
+    where: str | Path | None = None,
+    lines: list[int] | None = None,
+    scheme: str = "IOB2",
 ) -> list[Span]:
     """Decode word tags (IOB1, IOB2 or BIOES, read leniently by ``labels.tags_to_entities``) into spans.
 
     Args:
         tags: one tag per word.
         bounds: (start, end) character offsets per word.
-        report: where entities starting with ``I-``/``E-`` are counted (IOB1 normalised, or IOB2-rule repairs).
+        report: where entities starting with ``I-``/``E-`` are
+            counted (IOB1 normalised, or IOB2-rule repairs).
         where: the file (for messages).
         lines: line numbers per word (for messages), if known.
         scheme: the file's scheme ("IOB1", "IOB2" or "BIOES"), which only chooses the report's wording.
@@ -132,15 +143,20 @@ def tags_to_spans(
 def _find_tokens(
     text: str, tokens: list[str], where: str | Path | None, lines: list[int] | None
 ) -> list[tuple[int, int]]:
-    """(start, end) of each token in ``text``, in order, with only whitespace before each; CorpusError otherwise."""
+    """(start, end) of each token in ``text``, in order, with
+    only whitespace before each; CorpusError otherwise."""
     bounds: list[tuple[int, int]] = []
     pos = 0
     for i, token in enumerate(tokens):
         start = text.find(token, pos)
         if start < 0 or text[pos:start].strip():
-            raise CorpusError(f"token {i + 1} {token!r} does not come next in 'text' (at offset {pos}, after whitespace "
-                              f"only; the text there is {text[pos : pos + 40]!r}): the tokens must appear in the text "
-                              "in order, with only whitespace between them", where, lines[i] if lines else None)
+            raise CorpusError(
+                f"token {i + 1} {token!r} does not come next in 'text' (at offset {pos}, after whitespace "
+                f"only; the text there is {text[pos : pos + 40]!r}): the tokens must appear in the text "
+                "in order, with only whitespace between them",
+                where,
+                lines[i] if lines else None,
+            )
         bounds.append((start, start + len(token)))
         pos = start + len(token)
     return bounds
@@ -161,8 +177,8 @@ def tokens_to_document(
         where: the source (for messages).
         lines: line (or record) numbers per token, for messages.
         scheme: the tag scheme, detected when None.
-        text: the text the tokens come from (a JSONL record with ``text`` and ``tokens``); the tokens are found
-            in it, in order. When None, the text is the tokens joined by spaces, sentences by newlines.
+        text: the text the tokens come from (a JSONL record with ``text`` and ``tokens``); the tokens are
+            found in it, in order. When None, the text is the tokens joined by spaces, sentences by newlines.
 
     Returns:
         The document, with ``tokens`` and ``sentences`` in its meta.
@@ -187,7 +203,9 @@ def tokens_to_document(
     flat_tags = [t for sentence_tags in tags for t in sentence_tags]
     flat_lines = [x for sentence_lines in lines for x in sentence_lines] if lines else None
     if text is not None:
-        bounds = _find_tokens(text, [token for sentence in sentences for token in sentence], where, flat_lines)
+        bounds = _find_tokens(
+            text, [token for sentence in sentences for token in sentence], where, flat_lines
+        )
     for i, tag in enumerate(flat_tags):  # an unknown tag names its line before the scheme is guessed from all
         check_tag(tag, where, flat_lines[i] if flat_lines else None)
     scheme = scheme or detect_scheme(tags)
@@ -199,7 +217,9 @@ def tokens_to_document(
     return Document(doc_id, "".join(parts) if text is None else text, spans, meta)
 
 
-def read_conll(path: str | Path, report: ReadReport | None = None, doc_prefix: str | None = None) -> list[Document]:
+def read_conll(
+    path: str | Path, report: ReadReport | None = None, doc_prefix: str | None = None
+) -> list[Document]:
     """Read one CoNLL file.
 
     Args:
@@ -240,15 +260,23 @@ def read_conll(path: str | Path, report: ReadReport | None = None, doc_prefix: s
             continue
         fields = line.split("\t") if separator == "\t" else [field for field in line.split(" ") if field]
         if len(fields) < 2:
-            raise CorpusError(f"expected a token and a tag separated by {separator!r}, got {line!r}", path, line_no)
+            raise CorpusError(
+                f"expected a token and a tag separated by {separator!r}, got {line!r}", path, line_no
+            )
         if num_columns is None:
             num_columns, columns_line = len(fields), line_no
         elif len(fields) != num_columns:
-            raise CorpusError(f"inconsistent column count: {len(fields)} columns in {line!r}, but {num_columns} "
-                              f"on line {columns_line}", path, line_no)
+            raise CorpusError(
+                f"inconsistent column count: {len(fields)} columns in {line!r}, but {num_columns} "
+                f"on line {columns_line}",
+                path,
+                line_no,
+            )
         problem = token_problem(fields[0])
         if problem is not None:
-            raise CorpusError(f"token {fields[0]!r} {problem}: a token is one column of one line", path, line_no)
+            raise CorpusError(
+                f"token {fields[0]!r} {problem}: a token is one column of one line", path, line_no
+            )
         sentence.append((fields[0], fields[1:-1], fields[-1].strip(), line_no))
     end_sentence()
     if num_columns is None:
@@ -265,8 +293,13 @@ def read_conll(path: str | Path, report: ReadReport | None = None, doc_prefix: s
             report.note("skipped", "-DOCSTART- documents without tokens", f"{path} document {n}")
             continue
         doc = tokens_to_document(
-            f"{prefix}#{n}", [[row[0] for row in s] for s in doc_sentences], [[row[2] for row in s] for s in doc_sentences],
-            report, path, [[row[3] for row in s] for s in doc_sentences], scheme,
+            f"{prefix}#{n}",
+            [[row[0] for row in s] for s in doc_sentences],
+            [[row[2] for row in s] for s in doc_sentences],
+            report,
+            path,
+            [[row[3] for row in s] for s in doc_sentences],
+            scheme,
         )
         doc.meta.update({"docstart": has_docstart, "separator": separator, "scheme": scheme})
         if num_columns > 2:
@@ -301,8 +334,10 @@ def _check_tokens(doc: Document, bounds: list[tuple[int, int]], sep: str) -> Non
         token = doc.text[s:e]
         problem = token_problem(token) or (f"holds the column separator {sep!r}" if sep in token else None)
         if problem is not None:
-            raise CorpusError(f"document {doc.id!r}: token {i + 1} {token!r} (characters {s}-{e}) {problem}, which "
-                              "a CoNLL line cannot hold")
+            raise CorpusError(
+                f"document {doc.id!r}: token {i + 1} {token!r} (characters {s}-{e}) {problem}, which "
+                "a CoNLL line cannot hold"
+            )
 
 
 def format_conll(doc: Document, scheme: str = "IOB2", report: ReadReport | None = None) -> str:
@@ -312,7 +347,8 @@ def format_conll(doc: Document, scheme: str = "IOB2", report: ReadReport | None 
         doc: a flat document (overlapping spans raise CorpusError, as do labels and tokens the reader could
             not read back).
         scheme: "IOB2" or "BIOES".
-        report: where spans widened to token boundaries (repaired) and spans not written (skipped) are counted.
+        report: where spans widened to token boundaries (repaired)
+            and spans not written (skipped) are counted.
 
     Returns:
         The text of the document's lines.
@@ -320,8 +356,11 @@ def format_conll(doc: Document, scheme: str = "IOB2", report: ReadReport | None 
     pair = find_overlap(doc.spans)
     if pair is not None:
         a, b = pair
-        raise CorpusError(f"document {doc.id!r}: CoNLL cannot hold overlapping spans {a.start}-{a.end} {a.label} and "
-                          f"{b.start}-{b.end} {b.label} (resolve them first: resolve_overlaps, or convert --resolve-overlaps)")
+        raise CorpusError(
+            f"document {doc.id!r}: CoNLL cannot hold overlapping spans {a.start}-{a.end} {a.label} and"
+            f" {b.start}-{b.end} {b.label} (resolve them first: resolve_overlaps, or convert"
+            " --resolve-overlaps)"
+        )
     check_labels(doc, _BAD_TYPE.pattern, "a CoNLL tag")
     if "tokens" in doc.meta:
         bounds = [tuple(b) for b in doc.meta["tokens"]]
@@ -352,14 +391,17 @@ def format_conll(doc: Document, scheme: str = "IOB2", report: ReadReport | None 
     return "".join(out)
 
 
-def write_conll(docs: list[Document], path: str | Path, scheme: str = "IOB2", report: ReadReport | None = None) -> None:
+def write_conll(
+    docs: list[Document], path: str | Path, scheme: str = "IOB2", report: ReadReport | None = None
+) -> None:
     """Write documents as one CoNLL file (atomically).
 
     Args:
         docs: flat documents.
         path: the output file.
         scheme: "IOB2" (default) or "BIOES".
-        report: where spans widened to token boundaries (repaired) and spans not written (skipped) are counted.
+        report: where spans widened to token boundaries (repaired)
+            and spans not written (skipped) are counted.
     """
     with atomic_path(path, looks_ours=lambda existing: looks_like_conll(head_lines(existing)),
                      what="CoNLL") as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:

@@ -47,7 +47,8 @@ PER_SPAN_META = ("brat_ids", "span_texts")
 
 @dataclass
 class Document:
-    """A text with its spans. ``meta`` carries what a reader kept aside (brat notes, relations, source path)."""
+    """A text with its spans. ``meta`` carries what a reader
+    kept aside (brat notes, relations, source path)."""
 
     id: str
     text: str
@@ -58,7 +59,8 @@ class Document:
         return sorted(self.spans, key=lambda s: (s.start, -s.end, s.label))
 
     def check_spans(self, path: str | Path | None = None) -> None:
-        """Raise CorpusError for a span (or fragment) that is negative, reversed, empty or past the end of the text."""
+        """Raise CorpusError for a span (or fragment) that is
+        negative, reversed, empty or past the end of the text."""
         for span in self.spans:
             problem = span_problem(self.id, span, len(self.text))
             if problem is not None:
@@ -83,7 +85,8 @@ def span_problem(doc_id: str, span: Span, length: int | None) -> str | None:
 
 
 def overlapping_pair(spans: Sequence[Span]) -> tuple[int, int] | None:
-    """Indices (i, j) of the first pair of overlapping spans (by start; ``spans[j]`` starts inside ``spans[i]``)."""
+    """Indices (i, j) of the first pair of overlapping spans
+    (by start; ``spans[j]`` starts inside ``spans[i]``)."""
     ordered = sorted(range(len(spans)), key=lambda i: (spans[i].start, spans[i].end))
     furthest: int | None = None
     for i in ordered:
@@ -108,8 +111,8 @@ def check_flat(doc: Document, path: str | Path | None = None, line: int | None =
         doc: the document.
         path: the file it was read from (for the message).
         line: the line (or record) the whole document was read from (JSONL, HF), if any.
-        span_lines: the line of each span (brat ``T`` lines, TSV rows), if known; the error then names the line
-            of the second span and the message both lines.
+        span_lines: the line of each span (brat ``T`` lines, TSV rows), if known; the error then names the
+            line of the second span and the message both lines.
     """
     pair = overlapping_pair(doc.spans)
     if pair is not None:
@@ -119,10 +122,11 @@ def check_flat(doc: Document, path: str | Path | None = None, line: int | None =
             line = span_lines[pair[1]]
             lines = f" (lines {span_lines[pair[0]]} and {line})"
         raise CorpusError(
-            f"document {doc.id!r}: overlapping spans {a.start}-{a.end} {a.label} {doc.text[a.start:a.end]!r} and "
-            f"{b.start}-{b.end} {b.label} {doc.text[b.start:b.end]!r}{lines}; a flat (multi-class) task forbids "
-            "overlaps (train with --multilabel, or resolve them with resolve_overlaps)",
-            path, line,
+            f"document {doc.id!r}: overlapping spans {a.start}-{a.end} {a.label} {doc.text[a.start:a.end]!r}"
+            f" and {b.start}-{b.end} {b.label} {doc.text[b.start:b.end]!r}{lines}; a flat (multi-class) task"
+            " forbids overlaps (train with --multilabel, or resolve them with resolve_overlaps)",
+            path,
+            line,
         )
 
 
@@ -133,7 +137,8 @@ BRAT_LINES_DROPPED = "brat A/R/E/N/#/* lines dropped with the entities they refe
 
 
 def brat_references(line: str) -> set[str]:
-    """The annotation ids a kept-aside brat line refers to: ``#1<TAB>AnnotatorNotes T1<TAB>note`` -> {"T1"}."""
+    """The annotation ids a kept-aside brat line refers to:
+    ``#1<TAB>AnnotatorNotes T1<TAB>note`` -> {"T1"}."""
     fields = line.split("\t")
     if len(fields) < 2:
         return set()
@@ -195,7 +200,8 @@ def keep_spans(doc: Document, keep: Sequence[int]) -> tuple[Document, list[str]]
 
 
 def resolve_overlaps(doc: Document, report: ReadReport | None = None) -> tuple[Document, int]:
-    """Keep the longest of overlapping spans (then the earliest); returns the flat document and how many were dropped.
+    """Keep the longest of overlapping spans (then the earliest);
+    returns the flat document and how many were dropped.
 
     The kept spans stay in their order (so a brat document without overlaps is written back unchanged) and
     carry their brat ids; kept-aside brat lines that refer to a dropped span are dropped too and counted in
@@ -203,7 +209,9 @@ def resolve_overlaps(doc: Document, report: ReadReport | None = None) -> tuple[D
     """
     spans = doc.spans
     kept: list[int] = []
-    for i in sorted(range(len(spans)), key=lambda i: (-(spans[i].end - spans[i].start), spans[i].start, spans[i].label)):
+    for i in sorted(
+        range(len(spans)), key=lambda i: (-(spans[i].end - spans[i].start), spans[i].start, spans[i].label)
+    ):
         if not any(spans[i].overlaps(spans[k]) for k in kept):
             kept.append(i)
     flat, lines = keep_spans(doc, sorted(kept))
@@ -222,7 +230,8 @@ class ReadReport:
     repaired: Counter = field(default_factory=Counter)  # e.g. {"I- after O repaired to B- (IOB2 rule)": 3}
     skipped: Counter = field(default_factory=Counter)  # e.g. {"file without .ann": 1}
     examples: dict = field(default_factory=dict)  # reason -> first few examples (strings)
-    moves: list = field(default_factory=list)  # every span moved by data.span_errors=realign: "file:line: ..."
+    moves: list = field(default_factory=list)  # every span
+    #   moved by data.span_errors=realign: "file:line: ..."
 
     def note(self, kind: str, reason: str, example: str | None = None, n: int = 1) -> None:
         getattr(self, kind)[reason] += n
@@ -244,7 +253,11 @@ class ReadReport:
 
     def summary(self) -> str:
         lines = [f"read {self.documents} documents, {self.spans} spans"]
-        for title, counter in (("kept aside", self.kept_aside), ("repaired", self.repaired), ("skipped", self.skipped)):
+        for title, counter in (
+            ("kept aside", self.kept_aside),
+            ("repaired", self.repaired),
+            ("skipped", self.skipped),
+        ):
             for reason, count in sorted(counter.items()):
                 example = self.examples.get(reason)
                 tail = f" (e.g. {example[0]})" if example else ""

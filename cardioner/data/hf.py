@@ -1,9 +1,9 @@
 """Hugging Face ``datasets``: a ``Dataset``, a ``DatasetDict`` or a folder written by ``save_to_disk``.
 
 Rows hold either ``tokens`` + ``ner_tags`` (ids named by the ``ClassLabel`` feature, or by ``label_names``) or
-``text`` + ``spans`` (or the CardioNER ``tags``); each row becomes one document through the same code as JSONL.
-Ids: the ``id`` column when present, else ``SPLIT#n`` (n = row index from 1; ``SPLIT`` = the split name, or
-``data`` for a bare ``Dataset``).
+``text`` + ``spans`` (or the CardioNER ``tags``); each row becomes one document through the same code as
+JSONL. Ids: the ``id`` column when present, else ``SPLIT#n`` (n = row index from 1; ``SPLIT`` = the split
+name, or ``data`` for a bare ``Dataset``).
 
 A folder is checked before ``datasets`` opens it, and anything ``datasets`` raises on a damaged folder (a
 ``null`` split list, no data files, features it cannot build...) becomes a CorpusError naming the folder (and
@@ -31,7 +31,8 @@ def _class_label_names(dataset: Any) -> list[str] | None:
 
 
 def _rows_as_records(row: dict) -> dict:
-    """Undo datasets' struct-of-lists layout for ``spans``/``tags`` (``{"start": [...], ...}`` -> list of dicts)."""
+    """Undo datasets' struct-of-lists layout for ``spans``/``tags``
+    (``{"start": [...], ...}`` -> list of dicts)."""
     for key in ("spans", "tags"):
         value = row.get(key)
         if isinstance(value, dict):
@@ -56,11 +57,15 @@ def _rows(dataset: Any, where: str) -> Iterator[dict]:
 
 def _read_dataset(dataset: Any, split: str, label_names: Sequence[str] | None, report: ReadReport,
                   where: str, flat: bool = False, span_errors: str = "error") -> list[Document]:
-    """Documents from one ``datasets.Dataset`` (with ``flat``, overlapping spans raise CorpusError naming the row)."""
+    """Documents from one ``datasets.Dataset`` (with ``flat``,
+    overlapping spans raise CorpusError naming the row)."""
     columns = set(dataset.column_names)
     if not ({"tokens", "ner_tags"} <= columns or "text" in columns):
-        raise CorpusError(f"dataset split {split!r} has columns {sorted(columns)}; expected tokens+ner_tags or "
-                          "text+spans", where)
+        raise CorpusError(
+            f"dataset split {split!r} has columns {sorted(columns)}; expected tokens+ner_tags or "
+            "text+spans",
+            where,
+        )
     names = label_names if label_names is not None else _class_label_names(dataset)
     docs = []
     for i, row in enumerate(_rows(dataset, f"{where} split {split}")):
@@ -90,12 +95,18 @@ def _check_saved_folder(folder: Path) -> None:
     if (folder / "dataset_dict.json").is_file():
         info = _json_file(folder / "dataset_dict.json", str(folder))
         splits = info.get("splits") if isinstance(info, dict) else None
-        if not isinstance(splits, list) or not splits or not all(isinstance(name, str) and name for name in splits):
+        if (
+            not isinstance(splits, list)
+            or not splits
+            or not all(isinstance(name, str) and name for name in splits)
+        ):
             raise CorpusError(f"'splits' must be a non-empty list of split names, got {splits!r:.80}",
                               folder / "dataset_dict.json")
         for name in splits:
             if "/" in name or name.startswith(".") or not (folder / name).is_dir():
-                raise CorpusError(f"split {name!r} has no folder {folder / name}", folder / "dataset_dict.json")
+                raise CorpusError(
+                    f"split {name!r} has no folder {folder / name}", folder / "dataset_dict.json"
+                )
             _check_saved_folder(folder / name)
         return
     state = _json_file(folder / "state.json", str(folder))
@@ -111,8 +122,14 @@ def _check_saved_folder(folder: Path) -> None:
             raise CorpusError("'features' must be an object", folder / "dataset_info.json")
 
 
-def read_hf(obj_or_folder: Any, split: str | None = None, label_names: Sequence[str] | None = None,
-            report: ReadReport | None = None, flat: bool = False, span_errors: str = "error") -> list[Document]:
+def read_hf(
+    obj_or_folder: Any,
+    split: str | None = None,
+    label_names: Sequence[str] | None = None,
+    report: ReadReport | None = None,
+    flat: bool = False,
+    span_errors: str = "error",
+) -> list[Document]:
     """Read a ``datasets.Dataset``/``DatasetDict`` or a ``save_to_disk`` folder.
 
     Args:
@@ -136,14 +153,18 @@ def read_hf(obj_or_folder: Any, split: str | None = None, label_names: Sequence[
         where = str(obj)
         folder = Path(obj)
         if not (folder / "dataset_dict.json").is_file() and not (folder / "state.json").is_file():
-            raise CorpusError("not a dataset folder written by save_to_disk (no dataset_dict.json or state.json)",
-                              where)
+            raise CorpusError(
+                "not a dataset folder written by save_to_disk (no dataset_dict.json or state.json)", where
+            )
         _check_saved_folder(folder)
         try:
             obj = datasets.load_from_disk(str(obj))
         except Exception as error:  # a damaged folder: datasets raises TypeError, KeyError, ArrowInvalid...
-            raise CorpusError(f"not a readable dataset folder written by save_to_disk ({type(error).__name__}: "
-                              f"{str(error)[:200]})", where) from None
+            raise CorpusError(
+                f"not a readable dataset folder written by save_to_disk ({type(error).__name__}: "
+                f"{str(error)[:200]})",
+                where,
+            ) from None
     if isinstance(obj, datasets.DatasetDict):
         if split is not None:
             if split not in obj:
@@ -158,4 +179,6 @@ def read_hf(obj_or_folder: Any, split: str | None = None, label_names: Sequence[
         return docs
     if isinstance(obj, datasets.Dataset):
         return _read_dataset(obj, split or "data", label_names, report, where, flat, span_errors)
-    raise CorpusError(f"expected a datasets.Dataset, DatasetDict or a save_to_disk folder, got {type(obj).__name__}")
+    raise CorpusError(
+        f"expected a datasets.Dataset, DatasetDict or a save_to_disk folder, got {type(obj).__name__}"
+    )

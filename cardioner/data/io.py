@@ -29,8 +29,8 @@ OUTPUT_CHECKS = {
 
 
 def _data_files(folder: Path, report: ReadReport | None = None) -> list[Path]:
-    """Files under ``folder`` that may hold data (not hidden, not ``*.md``, not ``LICENSE*``), sorted; a symbolic
-    link inside it is a CorpusError (``paths.corpus_files``)."""
+    """Files under ``folder`` that may hold data (not hidden, not ``*.md``, not ``LICENSE*``), sorted; a
+    symbolic link inside it is a CorpusError (``paths.corpus_files``)."""
     return [p for p in corpus_files(folder, report)
             if p.suffix.lower() != ".md" and not p.name.upper().startswith("LICENSE")]
 
@@ -62,8 +62,11 @@ def detect_format(path: str | Path | Any) -> str:
     if path.is_file():
         found = _sniff_file(path)
         if found is None:
-            raise CorpusError("cannot tell the format of this file (not JSONL, MultiCardioNER TSV or CoNLL with "
-                              "a tag column); name it with --format", path)
+            raise CorpusError(
+                "cannot tell the format of this file (not JSONL, MultiCardioNER TSV or CoNLL with "
+                "a tag column); name it with --format",
+                path,
+            )
         return found
     if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
         return "hf"
@@ -78,24 +81,33 @@ def detect_format(path: str | Path | Any) -> str:
         return "brat"  # .txt files without any .ann
     if None in found:
         odd = next(p for p, kind in by_file.items() if kind is None)
-        raise CorpusError(f"cannot tell the format of {odd.relative_to(path)} (not JSONL, MultiCardioNER TSV or "
-                          "CoNLL with a tag column); point at one sub-folder or name the format with --format", path)
+        raise CorpusError(
+            f"cannot tell the format of {odd.relative_to(path)} (not JSONL, MultiCardioNER TSV or "
+            "CoNLL with a tag column); point at one sub-folder or name the format with --format",
+            path,
+        )
     if len(found) != 1:
         raise CorpusError(f"folder mixes formats {sorted(found)}; point at one sub-folder", path)
     return found.pop()
 
 
 def read_corpus(
-    path: str | Path | Any, format: str | None = None, flat: bool = False, *, texts_dir: str | Path | None = None,
-    label_names: Sequence[str] | None = None, split: str | None = None, span_errors: str = "error",
+    path: str | Path | Any,
+    format: str | None = None,
+    flat: bool = False,
+    *,
+    texts_dir: str | Path | None = None,
+    label_names: Sequence[str] | None = None,
+    split: str | None = None,
+    span_errors: str = "error",
 ) -> tuple[list[Document], ReadReport]:
     """Read a corpus in any supported format.
 
     Args:
         path: a file, a folder (every data file in it, recursively), or a ``datasets`` object.
         format: "brat", "conll", "jsonl", "tsv" or "hf"; detected when None.
-        flat: the task is flat (multi-class): overlapping spans raise CorpusError naming both, with the file and
-            the line (brat ``T`` line, TSV row, JSONL record) or HF row.
+        flat: the task is flat (multi-class): overlapping spans raise CorpusError naming both, with the file
+            and the line (brat ``T`` line, TSV row, JSONL record) or HF row.
         texts_dir: the ``NAME.txt`` folder for a TSV.
         label_names: names of integer ``ner_tags`` (JSONL/HF).
         split: one split of a DatasetDict.
@@ -113,7 +125,9 @@ def read_corpus(
         raise CorpusError(f"unknown format {format!r}; expected one of {', '.join(READ_FORMATS)}")
     report = ReadReport()
     if format == "hf":
-        docs = read_hf(path, split=split, label_names=label_names, report=report, flat=flat, span_errors=span_errors)
+        docs = read_hf(
+            path, split=split, label_names=label_names, report=report, flat=flat, span_errors=span_errors
+        )
     elif format == "brat":
         docs = read_brat(path, report, flat=flat, span_errors=span_errors)
     else:
@@ -132,7 +146,9 @@ def read_corpus(
                 docs.extend(read_jsonl(file, report, label_names=label_names, doc_prefix=prefix, flat=flat,
                                        span_errors=span_errors))
             else:
-                docs.extend(read_tsv(file, texts_dir=texts_dir, report=report, flat=flat, span_errors=span_errors))
+                docs.extend(
+                    read_tsv(file, texts_dir=texts_dir, report=report, flat=flat, span_errors=span_errors)
+                )
     if not docs:
         raise CorpusError("no documents read", path if isinstance(path, (str, Path)) else None)
     check_unique_ids(docs, path if isinstance(path, (str, Path)) else None)
@@ -140,8 +156,8 @@ def read_corpus(
 
 
 def check_output_target(path: str | Path, to: str) -> None:
-    """Raise CorpusError, before any work, when ``path`` cannot receive format ``to``: an existing output that is
-    not one of that format (it is never modified), a symbolic link, a file where a folder is wanted."""
+    """Raise CorpusError, before any work, when ``path`` cannot receive format ``to``: an existing output that
+    is not one of that format (it is never modified), a symbolic link, a file where a folder is wanted."""
     if to not in WRITE_FORMATS:
         raise CorpusError(f"unknown output format {to!r}; expected one of {', '.join(WRITE_FORMATS)}")
     check_output(path, *OUTPUT_CHECKS[to])
@@ -160,12 +176,15 @@ def write_corpus(docs: list[Document], path: str | Path, to: str, scheme: str = 
             lines dropped with their entities).
     """
     check_output_target(path, to)
-    check_writable_ids([doc.id for doc in docs], to, path)  # a repeated id would overwrite (brat) or merge (TSV)
+    # a repeated id would overwrite (brat) or merge (TSV)
+    check_writable_ids([doc.id for doc in docs], to, path)
     if to in ("brat", "conll"):
         missing = [doc.id for doc in docs if doc.meta.get("text_missing")]
         if missing:
-            raise CorpusError(f"document {missing[0]!r} has no text (read from a TSV without texts_dir), so it "
-                              f"cannot be written as {to} ({len(missing)} such documents)")
+            raise CorpusError(
+                f"document {missing[0]!r} has no text (read from a TSV without texts_dir), so it "
+                f"cannot be written as {to} ({len(missing)} such documents)"
+            )
     if to == "brat":
         write_brat(docs, path, report=report)
     elif to == "conll":

@@ -1,25 +1,25 @@
 """JSON Lines: one document per line, in any of three forms.
 
-- ``{"id", "text", "spans": [{"start", "end", "label"[, "fragments"][, "text"]}]}`` (what ``write_jsonl`` writes,
-  plus ``"meta"`` when the document has one);
+- ``{"id", "text", "spans": [{"start", "end", "label"[, "fragments"][, "text"]}]}`` (what ``write_jsonl``
+  writes, plus ``"meta"`` when the document has one);
 - the CardioNER form ``{"id", "text", "tags": [{"start", "end", "tag"[, "text"]}]}``;
 - the Hugging Face form ``{"tokens": [...], "ner_tags": [...]}`` (tag strings, or ints with ``label_names``);
-  its text is rebuilt as in CoNLL (tokens joined by spaces), or, when the record also has ``"text"``, the tokens
-  are found in it (in order, with only whitespace between them) and the offsets index that text.
+  its text is rebuilt as in CoNLL (tokens joined by spaces), or, when the record also has ``"text"``, the
+  tokens are found in it (in order, with only whitespace between them) and the offsets index that text.
 
-A record with only ``"text"`` is an unannotated document (e.g. for predict). Annotations under keys this reader
-does not read (a non-empty list in doccano's ``"label"``/``"entities"``, spaCy's ``"ents"``...) raise CorpusError
-rather than give a document without its spans (a scalar ``"label"``, a document class, is not annotation); a
-``null`` value counts as absent (Arrow fills missing optional fields with it). A record without ``"id"`` gets
-``NAME#n`` (n = its line number). Errors name the file and the record (line) number.
+A record with only ``"text"`` is an unannotated document (e.g. for predict). Annotations under keys this
+reader does not read (a non-empty list in doccano's ``"label"``/``"entities"``, spaCy's ``"ents"``...) raise
+CorpusError rather than give a document without its spans (a scalar ``"label"``, a document class, is not
+annotation); a ``null`` value counts as absent (Arrow fills missing optional fields with it). A record without
+``"id"`` gets ``NAME#n`` (n = its line number). Errors name the file and the record (line) number.
 
 Numbers follow ``cardioner.values``: offsets are JSON integers (``5``, never ``"5"``, ``5.0`` or ``0.9``), no
-``Infinity``/``NaN``, nothing beyond 2**63. A span with ``fragments`` may also give ``start``/``end``; they must
-then be the first fragment's start and the last one's end. A span's ``"text"``, when given, must be what its
-offsets cover (``data.span_errors`` says what to do otherwise). ``"meta"`` is read as untrusted input
-(``check_meta``): the keys the writers use are checked — a malformed one is a CorpusError naming the key and the
-record — and kept-aside brat lines or brat ids that could not be written as they are dropped and counted, so that
-nothing in a record is ever written verbatim into an ``.ann`` file.
+``Infinity``/``NaN``, nothing beyond 2**63. A span with ``fragments`` may also give ``start``/``end``; they
+must then be the first fragment's start and the last one's end. A span's ``"text"``, when given, must be what
+its offsets cover (``data.span_errors`` says what to do otherwise). ``"meta"`` is read as untrusted input
+(``check_meta``): the keys the writers use are checked — a malformed one is a CorpusError naming the key and
+the record — and kept-aside brat lines or brat ids that could not be written as they are dropped and counted,
+so that nothing in a record is ever written verbatim into an ``.ann`` file.
 """
 
 from __future__ import annotations
@@ -59,7 +59,9 @@ from cardioner.values import InvalidValue, as_int, loads_json
 UNREAD_ANNOTATION_KEYS = ("label", "labels", "entities", "ents", "annotations")
 _FORMS = ("expected 'spans' [{start, end, label}], the CardioNER 'tags' [{start, end, tag}], or 'tokens' + "
           "'ner_tags'")
-META_DROPPED = "kept-aside brat lines or brat ids in a record's meta that could not be written as they are (dropped)"
+META_DROPPED = (
+    "kept-aside brat lines or brat ids in a record's meta that could not be written as they are (dropped)"
+)
 _BRAT_ID = re.compile(r"T[0-9]+")
 
 
@@ -74,7 +76,8 @@ def _present(mapping: dict) -> dict:
 
 
 def _offset(item: dict, key: str, where: str | Path | None, record: int | None) -> int:
-    """An integer offset ``item[key]``, or CorpusError showing the bad value (a string, a float, a boolean...)."""
+    """An integer offset ``item[key]``, or CorpusError showing
+    the bad value (a string, a float, a boolean...)."""
     try:
         return as_int(item.get(key), text=False)
     except InvalidValue as error:
@@ -82,29 +85,37 @@ def _offset(item: dict, key: str, where: str | Path | None, record: int | None) 
 
 
 def _pieces(item: dict, where: str | Path | None, record: int | None) -> tuple[tuple[int, int], ...]:
-    """The (start, end) pieces of a span object: its ``fragments``, checked against ``start``/``end`` if given."""
+    """The (start, end) pieces of a span object: its
+    ``fragments``, checked against ``start``/``end`` if given."""
     fragments = item.get("fragments")
     if not fragments:
         return ((_offset(item, "start", where, record), _offset(item, "end", where, record)),)
     if not isinstance(fragments, list) or not all(isinstance(f, list) and len(f) == 2 for f in fragments):
         raise CorpusError(f"span {item!r:.120}: 'fragments' must be [[start, end], ...]", where, record)
-    pieces = tuple((_offset({"start": f[0]}, "start", where, record), _offset({"end": f[1]}, "end", where, record))
-                   for f in fragments)
-    # start/end, if given, are the extent of the fragments, or the first listed fragment's start and the last one's end
+    pieces = tuple(
+        (_offset({"start": f[0]}, "start", where, record), _offset({"end": f[1]}, "end", where, record))
+        for f in fragments
+    )
+    # start/end, if given, are the extent of the fragments, or
+    # the first listed fragment's start and the last one's end
     extent, listed = (min(s for s, _ in pieces), max(e for _, e in pieces)), (pieces[0][0], pieces[-1][1])
     for i, key in enumerate(("start", "end")):
         if key in item and _offset(item, key, where, record) not in (extent[i], listed[i]):
-            raise CorpusError(f"span {item!r:.120}: {key!r} {item[key]} contradicts its fragments (which span "
-                              f"{extent[0]}-{extent[1]})", where, record)
+            raise CorpusError(
+                f"span {item!r:.120}: {key!r} {item[key]} contradicts its fragments (which span "
+                f"{extent[0]}-{extent[1]})",
+                where,
+                record,
+            )
     return pieces
 
 
 def _span_from_item(item: Any, label_key: str, text: str, doc_id: str, where: str | Path | None,
                     record: int | None, report: ReadReport, text_missing: bool = False,
                     span_errors: str = "error") -> Span | None:
-    """One span from a ``{"start", "end", label_key[, "fragments"][, "text"]}`` object, checked against ``text``
-    (only for sane offsets when the document text is missing, as for a bare MultiCardioNER TSV); None when
-    ``span_errors`` leaves it out."""
+    """One span from a ``{"start", "end", label_key[, "fragments"][, "text"]}`` object, checked against
+    ``text`` (only for sane offsets when the document text is missing, as for a bare MultiCardioNER TSV); None
+    when ``span_errors`` leaves it out."""
     if not isinstance(item, dict):
         raise CorpusError(f"span must be an object, got {item!r:.120}", where, record)
     item = _present(item)
@@ -116,11 +127,16 @@ def _span_from_item(item: Any, label_key: str, text: str, doc_id: str, where: st
         raise CorpusError(f"span {item!r:.120}: 'text' must be a string", where, record)
     pieces = _pieces(item, where, record)
     if annotated is None or text_missing:
-        return read_span(label, pieces, None if text_missing else text, doc_id, where, record, report, span_errors)
+        return read_span(
+            label, pieces, None if text_missing else text, doc_id, where, record, report, span_errors
+        )
 
     def mismatch(candidate: tuple[tuple[int, int], ...]) -> str:
         start, end = min(s for s, _ in candidate), max(e for _, e in candidate)
-        return f"span {start}-{end} {label}: its \"text\" {annotated!r} != text[{start}:{end}] {pieces_text(text, candidate)!r}"
+        return (
+            f'span {start}-{end} {label}: its "text" {annotated!r} != text[{start}:{end}]'
+            f" {pieces_text(text, candidate)!r}"
+        )
 
     return read_span(label, pieces, text, doc_id, where, record, report, span_errors,
                      lambda candidate: pieces_text(text, candidate) == annotated, mismatch)
@@ -135,7 +151,9 @@ def _tag_names(tags: Sequence[Any], label_names: Sequence[str] | None, where: st
             names.append(tag)
         elif isinstance(tag, int) and not isinstance(tag, bool):
             if label_names is None:
-                raise CorpusError(f"ner_tags holds integer {tag!r} but no label_names were given", where, record)
+                raise CorpusError(
+                    f"ner_tags holds integer {tag!r} but no label_names were given", where, record
+                )
             if not 0 <= tag < len(label_names):
                 raise CorpusError(f"ner_tags id {tag!r} is outside label_names (0..{len(label_names) - 1})",
                                   where, record)
@@ -145,9 +163,17 @@ def _tag_names(tags: Sequence[Any], label_names: Sequence[str] | None, where: st
     return names
 
 
-def _tokens_document(record: dict, doc_id: str, word_tags: Any, report: ReadReport,
-                     label_names: Sequence[str] | None, where: str | Path | None, record_no: int | None) -> Document:
-    """The document of a ``tokens`` + ``ner_tags`` record, on its ``text`` when it has one (else tokens joined)."""
+def _tokens_document(
+    record: dict,
+    doc_id: str,
+    word_tags: Any,
+    report: ReadReport,
+    label_names: Sequence[str] | None,
+    where: str | Path | None,
+    record_no: int | None,
+) -> Document:
+    """The document of a ``tokens`` + ``ner_tags`` record, on
+    its ``text`` when it has one (else tokens joined)."""
     tokens, text = record.get("tokens"), record.get("text")
     if not isinstance(tokens, list) or not isinstance(word_tags, list) or len(tokens) != len(word_tags):
         raise CorpusError(f"'tokens' and 'ner_tags' must be lists of equal length, got {len(tokens or [])} "
@@ -158,8 +184,15 @@ def _tokens_document(record: dict, doc_id: str, word_tags: Any, report: ReadRepo
             raise CorpusError(f"token {i + 1} {token!r:.80} {problem}", where, record_no)
     if text is not None and not isinstance(text, str):
         raise CorpusError(f"record has a non-string 'text' {text!r:.80}", where, record_no)
-    doc = tokens_to_document(doc_id, [tokens], [_tag_names(word_tags, label_names, where, record_no)], report, where,
-                             [[record_no or 0] * len(tokens)], text=text)
+    doc = tokens_to_document(
+        doc_id,
+        [tokens],
+        [_tag_names(word_tags, label_names, where, record_no)],
+        report,
+        where,
+        [[record_no or 0] * len(tokens)],
+        text=text,
+    )
     doc.meta["docstart"] = False
     return doc
 
@@ -175,7 +208,8 @@ def _ints(value: Any, size: int | None = None) -> list[int] | None:
 
 
 def _ordered_ranges(value: Any, limit: int) -> bool:
-    """Whether ``value`` is a list of [start, end] with 0 <= start < end <= limit, each after the one before."""
+    """Whether ``value`` is a list of [start, end] with 0 <=
+    start < end <= limit, each after the one before."""
     if not isinstance(value, list):
         return False
     previous = 0
@@ -189,12 +223,13 @@ def _ordered_ranges(value: Any, limit: int) -> bool:
 
 def check_meta(meta: Any, text: str, num_spans: int, where: str | Path | None, record_no: int | None,
                report: ReadReport) -> dict:
-    """A record's ``meta`` with every key a writer uses checked: it comes from a file, and is trusted by nothing.
+    """A record's ``meta`` with every key a writer uses
+    checked: it comes from a file, and is trusted by nothing.
 
-    CoNLL layout (``tokens``, ``sentences``, ``columns``, ``separator``, ``docstart``), flags and per-span lists
-    that are malformed raise CorpusError naming the key; kept-aside brat lines that are not one valid A/M/R/E/N/#/*
-    line, and brat ids that are not distinct ``T<n>`` (one per span), are dropped and counted (an ``.ann`` gets
-    fresh ids then), so that nothing from a record reaches an ``.ann`` file unchecked.
+    CoNLL layout (``tokens``, ``sentences``, ``columns``, ``separator``, ``docstart``), flags and per-span
+    lists that are malformed raise CorpusError naming the key; kept-aside brat lines that are not one valid
+    A/M/R/E/N/#/* line, and brat ids that are not distinct ``T<n>`` (one per span), are dropped and counted
+    (an ``.ann`` gets fresh ids then), so that nothing from a record reaches an ``.ann`` file unchecked.
 
     Args:
         meta: the record's ``meta`` value.
@@ -210,7 +245,9 @@ def check_meta(meta: Any, text: str, num_spans: int, where: str | Path | None, r
     if meta is None:
         return {}
     if not isinstance(meta, dict):
-        raise CorpusError(f"'meta' must be an object, got {type(meta).__name__} {meta!r:.80}", where, record_no)
+        raise CorpusError(
+            f"'meta' must be an object, got {type(meta).__name__} {meta!r:.80}", where, record_no
+        )
     meta = dict(meta)
 
     def refuse(key: str, expected: str) -> None:
@@ -228,16 +265,25 @@ def check_meta(meta: Any, text: str, num_spans: int, where: str | Path | None, r
             refuse(key, "a path (text)")
     tokens = meta.get("tokens")
     if "tokens" in meta and not _ordered_ranges(tokens, len(text)):
-        refuse("tokens", f"a list of [start, end] token offsets in order, inside the text ({len(text)} characters)")
+        refuse(
+            "tokens",
+            f"a list of [start, end] token offsets in order, inside the text ({len(text)} characters)",
+        )
     if "sentences" in meta and (tokens is None or not _ordered_ranges(meta["sentences"], len(tokens))):
         refuse("sentences", "a list of [first, last + 1] token indices in order (with meta.tokens)")
     if "columns" in meta:
         columns, separator = meta["columns"], meta.get("separator", "\t")
         forbidden = re.compile(r"[\t\n\r]" + ("| |^$" if separator == " " else ""))
-        if (tokens is None or not isinstance(columns, list) or len(columns) != len(tokens)
-                or len({len(row) if isinstance(row, list) else -1 for row in columns}) > 1
-                or not all(isinstance(row, list) and all(isinstance(c, str) and not forbidden.search(c) for c in row)
-                           for row in columns)):
+        if (
+            tokens is None
+            or not isinstance(columns, list)
+            or len(columns) != len(tokens)
+            or len({len(row) if isinstance(row, list) else -1 for row in columns}) > 1
+            or not all(
+                isinstance(row, list) and all(isinstance(c, str) and not forbidden.search(c) for c in row)
+                for row in columns
+            )
+        ):
             refuse("columns", "one list of column strings per token (with meta.tokens), all of one width, "
                    "without TABs or line breaks")
     for key in PER_SPAN_META:
@@ -252,8 +298,15 @@ def check_meta(meta: Any, text: str, num_spans: int, where: str | Path | None, r
     other = meta.get("brat_other")
     if other is not None:
         items = other if isinstance(other, list) else [other]
-        kept = [item for item in items if isinstance(item, list) and len(item) == 2 and _ints(item[:1]) is not None
-                and item[0] >= 0 and valid_other_line(item[1])]
+        kept = [
+            item
+            for item in items
+            if isinstance(item, list)
+            and len(item) == 2
+            and _ints(item[:1]) is not None
+            and item[0] >= 0
+            and valid_other_line(item[1])
+        ]
         if len(kept) < len(items):
             bad = next(item for item in items if item not in kept)
             report.note("skipped", META_DROPPED, f"{where}:{record_no} meta.brat_other {bad!r:.80}",
@@ -288,18 +341,26 @@ def record_to_document(
                           where, record_no)
     record = _present(record)
     # a list under one of these keys is span annotation we would lose; a scalar (a document class) is not
-    unread = [key for key in UNREAD_ANNOTATION_KEYS if isinstance(record.get(key), (list, dict)) and record[key]]
+    unread = [
+        key for key in UNREAD_ANNOTATION_KEYS if isinstance(record.get(key), (list, dict)) and record[key]
+    ]
     if unread:
         raise CorpusError(f"record has {unread[0]!r}, an annotation form cardioner does not read; {_FORMS} "
                           f"(keys: {sorted(record)})", where, record_no)
     doc_id = record.get("id")
-    if doc_id is not None and (isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)) or doc_id == ""):
-        raise CorpusError(f"'id' must be a non-empty string (or an integer), got {doc_id!r:.80}", where, record_no)
+    if doc_id is not None and (
+        isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)) or doc_id == ""
+    ):
+        raise CorpusError(
+            f"'id' must be a non-empty string (or an integer), got {doc_id!r:.80}", where, record_no
+        )
     doc_id = default_id if doc_id is None else str(doc_id)
     word_tags = record.get("ner_tags", record.get("tags") if "tokens" in record else None)
     if "tokens" in record and (word_tags is not None or "text" not in record):
         if "spans" in record:
-            raise CorpusError("record has both 'spans' and 'tokens' + 'ner_tags'; give one of them", where, record_no)
+            raise CorpusError(
+                "record has both 'spans' and 'tokens' + 'ner_tags'; give one of them", where, record_no
+            )
         return _tokens_document(record, doc_id, word_tags, report, label_names, where, record_no)
     if "ner_tags" in record:
         raise CorpusError(f"record has 'ner_tags' but no 'tokens' to put them on (keys: {sorted(record)})",
@@ -317,8 +378,10 @@ def record_to_document(
                           where, record_no)
     meta = check_meta(record.get("meta"), text, len(items), where, record_no, report)
     text_missing = bool(meta.get("text_missing"))
-    read = [_span_from_item(item, label_key, text, doc_id, where, record_no, report, text_missing, span_errors)
-            for item in items]
+    read = [
+        _span_from_item(item, label_key, text, doc_id, where, record_no, report, text_missing, span_errors)
+        for item in items
+    ]
     if text_missing:
         meta["span_texts"] = [item.get("text", "") for item in items]
     doc = Document(doc_id, text, [span or Span(0, 0, "") for span in read], meta)
@@ -329,8 +392,14 @@ def record_to_document(
     return doc
 
 
-def read_jsonl(path: str | Path, report: ReadReport | None = None, label_names: Sequence[str] | None = None,
-               doc_prefix: str | None = None, flat: bool = False, span_errors: str = "error") -> list[Document]:
+def read_jsonl(
+    path: str | Path,
+    report: ReadReport | None = None,
+    label_names: Sequence[str] | None = None,
+    doc_prefix: str | None = None,
+    flat: bool = False,
+    span_errors: str = "error",
+) -> list[Document]:
     """Read a JSONL file.
 
     Args:
@@ -356,10 +425,14 @@ def read_jsonl(path: str | Path, report: ReadReport | None = None, label_names: 
         try:
             record = loads_json(line)
         except json.JSONDecodeError as err:
-            raise CorpusError(f"not valid JSON ({err.msg} at column {err.colno}): {line[:80]!r}", path, line_no) from None
+            raise CorpusError(
+                f"not valid JSON ({err.msg} at column {err.colno}): {line[:80]!r}", path, line_no
+            ) from None
         except InvalidValue as err:
             raise CorpusError(f"not valid data: {err}", path, line_no) from None
-        doc = record_to_document(record, f"{prefix}#{line_no}", report, label_names, path, line_no, span_errors)
+        doc = record_to_document(
+            record, f"{prefix}#{line_no}", report, label_names, path, line_no, span_errors
+        )
         if flat:
             check_flat(doc, path, line_no)
         docs.append(doc)
@@ -369,7 +442,8 @@ def read_jsonl(path: str | Path, report: ReadReport | None = None, label_names: 
 
 
 def document_to_record(doc: Document) -> dict:
-    """The JSON object written for ``doc``: id, text, spans (with fragments when discontinuous), meta if any."""
+    """The JSON object written for ``doc``: id, text, spans
+    (with fragments when discontinuous), meta if any."""
     spans = []
     for span, string in zip(doc.spans, span_strings(doc), strict=True):
         item: dict = {"start": span.start, "end": span.end, "label": span.label}

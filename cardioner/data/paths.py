@@ -1,4 +1,5 @@
-"""Where cardioner reads and writes: one path-safety rule for every writer and reader, and crash-safe replacement.
+"""Where cardioner reads and writes: one path-safety rule for
+every writer and reader, and crash-safe replacement.
 
 Every writer (brat, JSONL, CoNLL, TSV; ``convert``, ``predict``, ``evaluate --output``, the model export) goes
 through ``staged_output`` or ``write_into_folder``, so one rule holds for all of them:
@@ -7,31 +8,33 @@ through ``staged_output`` or ``write_into_folder``, so one rule holds for all of
   export, a brat folder, a file in the format being written: ``looks_ours``) — never anything else: a
   ``thesis.docx`` given as ``--output`` is refused and left as it was. The output's own name must not be a
   symbolic link (the folders above it may be).
-- **Document ids** name files (brat): a relative POSIX path in canonical form — no empty, ``.`` or ``..`` part,
-  no leading or trailing ``/`` — whose parts do not start with ``.`` (the readers skip hidden files), hold no NUL,
-  control character or backslash and fit a file name (255 bytes). ``./a`` and ``c/`` are refused naming the id,
-  not silently renamed. Ids must stay unique up to case and Unicode normalisation (NFC), which macOS and Windows
-  fold: ``A`` and ``a`` would be one file there. A TSV row cannot hold a TAB or a line break in its id.
+- **Document ids** name files (brat): a relative POSIX path in canonical form — no empty, ``.``
+  or ``..`` part, no leading or trailing ``/`` — whose parts do not start with ``.`` (the
+  readers skip hidden files), hold no NUL, control character or backslash and fit a file name
+  (255 bytes). ``./a`` and ``c/`` are refused naming the id, not silently renamed. Ids must
+  stay unique up to case and Unicode normalisation (NFC), which macOS and Windows fold: ``A``
+  and ``a`` would be one file there. A TSV row cannot hold a TAB or a line break in its id.
 - **No link is followed when writing.** Every folder on the way to a written file must be a real folder, the
   file itself must not be a link, and its resolved path lies inside the output.
 
-Reading a corpus folder, a symbolic link inside it (to a file or a folder) is refused with a CorpusError naming
-it and where it points — a link could bring any file of the machine into a corpus and from there into outputs;
-the user copies the file in, or reads the folder it lives in. Hidden entries are skipped and counted in the
-read report. The path the user names (the corpus folder itself) may be a link.
+Reading a corpus folder, a symbolic link inside it (to a file or a folder) is refused with a CorpusError
+naming it and where it points — a link could bring any file of the machine into a corpus and from there into
+outputs; the user copies the file in, or reads the folder it lives in. Hidden entries are skipped and counted
+in the read report. The path the user names (the corpus folder itself) may be a link.
 
-**Crash safety.** Output is written into a hidden staging folder beside the target, ``.NAME.cardioner-tmp-XXXX``,
-that holds a marker file (pid, host, target) proving it ours; it becomes the output in one rename:
+**Crash safety.** Output is written into a hidden staging folder beside
+the target, ``.NAME.cardioner-tmp-XXXX``, that holds a marker file (pid,
+host, target) proving it ours; it becomes the output in one rename:
 
 - a file: ``os.replace`` (atomic on POSIX);
 - a new folder: ``rename`` (with ``RENAME_NOREPLACE`` where the kernel offers it);
-- an existing folder (an earlier export): Linux ``renameat2(RENAME_EXCHANGE)`` swaps the new folder and the old
-  one in one step, so that the target path always holds one complete export — the old one up to the exchange, the
-  new one from then on — and the old one, now in the staging folder, is deleted after. Where the exchange is
-  not available (another OS, a file system without it), the old folder is first moved *into* the marked staging
-  folder as ``previous`` and the new one renamed onto the target; a kill between the two renames leaves no
-  folder at the target for that moment, and the next run of the command puts ``previous`` back before anything
-  else (``clean_stale_staging``), so the old export is never lost.
+- an existing folder (an earlier export): Linux ``renameat2(RENAME_EXCHANGE)`` swaps the new folder and the
+  old one in one step, so that the target path always holds one complete export — the old one up to the
+  exchange, the new one from then on — and the old one, now in the staging folder, is deleted after. Where the
+  exchange is not available (another OS, a file system without it), the old folder is first moved *into* the
+  marked staging folder as ``previous`` and the new one renamed onto the target; a kill between the two
+  renames leaves no folder at the target for that moment, and the next run of the command puts ``previous``
+  back before anything else (``clean_stale_staging``), so the old export is never lost.
 
 The next run of the same command removes staging folders left by a killed run — only those whose marker names
 the same target, this host and a process that is no longer running (never a concurrent run's).
@@ -94,7 +97,10 @@ def id_problem(doc_id: object, to: str) -> str | None:
         if part in ("", "."):
             canonical = canonical_id(doc_id)
             suggestion = f"; write it as {canonical!r}" if canonical else ""
-            return f"is not a plain relative path (it has {'an empty' if not part else repr(part)} part){suggestion}"
+            return (
+                f"is not a plain relative path (it has {'an empty' if not part else repr(part)}"
+                f" part){suggestion}"
+            )
         if part.startswith("."):
             return f"has a part starting with '.' ({part!r}): a hidden file, which readers skip"
         if len(part.encode("utf-8")) + _ID_SUFFIX_ROOM > MAX_NAME_BYTES:
@@ -128,10 +134,19 @@ def check_writable_ids(ids: Sequence[str], to: str, where: str | Path | None) ->
         key = id_key(doc_id) if to == "brat" else doc_id
         if key in first_seen:
             other = ids[first_seen[key]]
-            same = "" if other == doc_id else (f" (as {other!r}: ids that differ only in case or Unicode form name "
-                                               "one file on macOS and Windows)")
-            raise CorpusError(f"duplicate document id {doc_id!r} (documents {first_seen[key] + 1} and {i + 1} in "
-                              f"the documents to write{same})", where)
+            same = (
+                ""
+                if other == doc_id
+                else (
+                    f" (as {other!r}: ids that differ only in case or Unicode form name "
+                    "one file on macOS and Windows)"
+                )
+            )
+            raise CorpusError(
+                f"duplicate document id {doc_id!r} (documents {first_seen[key] + 1} and {i + 1} in "
+                f"the documents to write{same})",
+                where,
+            )
         first_seen[key] = i
 
 
@@ -164,16 +179,22 @@ def corpus_files(folder: str | Path, report=None) -> list[Path]:
             if entry.name.startswith("."):
                 hidden.append(path)
             elif entry.is_symlink():
-                raise CorpusError(f"{path.relative_to(folder)} is a symbolic link (to {os.readlink(path)}); links "
-                                  "inside a corpus folder are not followed: copy the file in, or read the folder "
-                                  "it is in", folder)
+                raise CorpusError(
+                    f"{path.relative_to(folder)} is a symbolic link (to {os.readlink(path)}); links "
+                    "inside a corpus folder are not followed: copy the file in, or read the folder "
+                    "it is in",
+                    folder,
+                )
             elif entry.is_dir(follow_symlinks=False):
                 walk(path)
             elif entry.is_file(follow_symlinks=False):
                 found.append(path)
             else:
-                raise CorpusError(f"{path.relative_to(folder)} is neither a file nor a folder (a pipe, socket or "
-                                  "device)", folder)
+                raise CorpusError(
+                    f"{path.relative_to(folder)} is neither a file nor a folder (a pipe, socket or "
+                    "device)",
+                    folder,
+                )
 
     walk(folder)
     if hidden and report is not None:
@@ -206,8 +227,11 @@ def inside(root: str | Path, relative: str, what: str = "file") -> Path:
             raise CorpusError(f"cannot use this {what} path ({error.strerror or error})", current) from None
         last = i == len(parts) - 1
         if stat.S_ISLNK(mode):
-            raise CorpusError(f"is a symbolic link (to {os.readlink(current)}); cardioner never writes or reads "
-                              "through a link inside a corpus or output folder", current)
+            raise CorpusError(
+                f"is a symbolic link (to {os.readlink(current)}); cardioner never writes or reads "
+                "through a link inside a corpus or output folder",
+                current,
+            )
         if not last and not stat.S_ISDIR(mode):
             raise CorpusError(f"is not a folder, so {relative!r} cannot be under it", current)
         if last and not stat.S_ISREG(mode):
@@ -219,7 +243,8 @@ def inside(root: str | Path, relative: str, what: str = "file") -> Path:
 
 
 def make_folders(root: Path, relative: str) -> None:
-    """Create the folders of ``relative`` (a file path) under ``root``, one at a time, never through a link."""
+    """Create the folders of ``relative`` (a file path) under
+    ``root``, one at a time, never through a link."""
     current = root
     for part in relative.split("/")[:-1]:
         current = current / part
@@ -251,20 +276,28 @@ def check_output(target: str | Path, kind: str, looks_ours: Callable[[Path], boo
     except OSError as error:  # a name too long, a file where a folder should be, no permission
         raise CorpusError(f"cannot use this output path ({error.strerror or error})", target) from None
     if stat.S_ISLNK(mode):
-        raise CorpusError(f"the output is a symbolic link (to {os.readlink(target)}); cardioner does not write "
-                          "through links: give the path it points to, or another output", target)
+        raise CorpusError(
+            f"the output is a symbolic link (to {os.readlink(target)}); cardioner does not write "
+            "through links: give the path it points to, or another output",
+            target,
+        )
     if kind == "file":
         if stat.S_ISDIR(mode):
             raise CorpusError("the output is a folder; a file was expected", target)
         if not stat.S_ISREG(mode):
             raise CorpusError("the output exists and is not a regular file", target)
         if looks_ours is not None and os.lstat(target).st_size and not looks_ours(target):
-            raise CorpusError(f"the output exists and does not hold {what}; it is left as it is (move it away or "
-                              "choose another output)", target)
+            raise CorpusError(
+                f"the output exists and does not hold {what}; it is left as it is (move it away or "
+                "choose another output)",
+                target,
+            )
         return True
     if not stat.S_ISDIR(mode):
-        raise CorpusError(f"the output exists and is not a folder; it is left as it is ({what} is written as a "
-                          "folder)", target)
+        raise CorpusError(
+            f"the output exists and is not a folder; it is left as it is ({what} is written as a " "folder)",
+            target,
+        )
     with os.scandir(target) as entries:
         empty = next(entries, None) is None
     if not empty and (looks_ours is None or not looks_ours(target)):
@@ -274,9 +307,9 @@ def check_output(target: str | Path, kind: str, looks_ours: Callable[[Path], boo
 
 
 def check_output_folder(folder: str | Path, names: Sequence[str], what: str) -> None:
-    """Raise CorpusError unless ``folder`` may receive a command's output files (``names``, written one by one):
-    it is new, empty, or already holds one of them (an earlier output of that command). Anything else — a
-    project, a corpus — is refused and left as it is."""
+    """Raise CorpusError unless ``folder`` may receive a command's output files (``names``, written one by
+    one): it is new, empty, or already holds one of them (an earlier output of that command). Anything else —
+    a project, a corpus — is refused and left as it is."""
     check_output(folder, "folder", lambda existing: any((existing / name).exists() for name in names),
                  f"{what} (with {' or '.join(names)})")
 
@@ -319,7 +352,8 @@ def staging_folder(where: Path, prefix: str, target: Path) -> Iterator[Path]:
 
 
 def remove_staging(holder: Path) -> None:
-    """Delete a staging folder: its contents first, the marker last, so that a kill part-way leaves it marked."""
+    """Delete a staging folder: its contents first, the
+    marker last, so that a kill part-way leaves it marked."""
     if not holder.is_dir() or holder.is_symlink():
         return
     for entry in holder.iterdir():
@@ -347,11 +381,12 @@ def _stale_marker(holder: Path, target: Path) -> bool:
 
 
 def clean_stale_staging(target: str | Path) -> list[Path]:
-    """Remove the staging folders a killed run left for ``target``, first restoring an export it had moved aside.
+    """Remove the staging folders a killed run left for
+    ``target``, first restoring an export it had moved aside.
 
     Only folders named like ours whose marker names ``target``, this host and a process no longer running are
-    touched, plus empty folders named like ours (a run killed while deleting its staging folder; ``rmdir`` never
-    removes anything else). Returns them.
+    touched, plus empty folders named like ours (a run killed while deleting its staging folder; ``rmdir``
+    never removes anything else). Returns them.
     """
     target = Path(target)
     places = [(target.parent, _staging_prefix(target))]
@@ -366,7 +401,8 @@ def clean_stale_staging(target: str | Path) -> list[Path]:
         for holder in candidates:
             if holder.is_symlink() or not holder.is_dir():
                 continue
-            if not any(holder.iterdir()):  # a run killed while deleting it (or one just made: staging_folder retries)
+            # a run killed while deleting it (or one just made: staging_folder retries)
+            if not any(holder.iterdir()):
                 os.rmdir(holder)
                 removed.append(holder)
             elif _stale_marker(holder, target):
@@ -383,7 +419,8 @@ _AT_FDCWD = -100
 
 
 def _renameat2(source: Path, target: Path, flags: int) -> bool:
-    """Linux ``renameat2``; False when this system or file system does not offer ``flags`` (then fall back)."""
+    """Linux ``renameat2``; False when this system or file
+    system does not offer ``flags`` (then fall back)."""
     libc = _libc()
     function = getattr(libc, "renameat2", None) if libc is not None else None
     if function is None:
@@ -435,7 +472,8 @@ def publish_folder(payload: Path, target: Path, holder: Path) -> None:
 @contextmanager
 def staged_output(target: str | Path, kind: str, looks_ours: Callable[[Path], bool] | None = None,
                   what: str = "an earlier output") -> Iterator[Path]:
-    """Yield a path to write ``target`` at (a file, or a new folder); it becomes ``target`` when the block ends.
+    """Yield a path to write ``target`` at (a file, or a new
+    folder); it becomes ``target`` when the block ends.
 
     A failure or a kill leaves ``target`` as it was (an exception removes the staging folder at once; a kill
     leaves it to the next run, ``clean_stale_staging``).
@@ -451,7 +489,9 @@ def staged_output(target: str | Path, kind: str, looks_ours: Callable[[Path], bo
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise CorpusError(f"cannot create the folder of the output ({error.strerror or error})", target) from None
+        raise CorpusError(
+            f"cannot create the folder of the output ({error.strerror or error})", target
+        ) from None
     clean_stale_staging(target)
     with staging_folder(target.parent, _staging_prefix(target), target) as holder:
         payload = holder / "payload"
@@ -466,11 +506,12 @@ def staged_output(target: str | Path, kind: str, looks_ours: Callable[[Path], bo
 
 
 def write_into_folder(folder: Path, files: Iterable[tuple[str, bytes]]) -> None:
-    """Put ``files`` (relative path, content) into the existing ``folder``, each atomically, none through a link.
+    """Put ``files`` (relative path, content) into the
+    existing ``folder``, each atomically, none through a link.
 
     Every file is staged first (a failure changes nothing); then they are moved in one at a time, in the order
-    given. A kill part-way leaves each file either old or new, and the staging folder (inside ``folder``, hidden,
-    marked) to the next run.
+    given. A kill part-way leaves each file either old or new, and the staging folder (inside ``folder``,
+    hidden, marked) to the next run.
 
     Args:
         folder: an existing folder that ``check_output`` accepted.

@@ -1,17 +1,19 @@
-"""MultiCardioNER TSV: a header ``filename  label  start_span  end_span  text``, then one TAB-separated row per span.
+"""MultiCardioNER TSV: a header ``filename  label  start_span
+end_span  text``, then one TAB-separated row per span.
 
-Rows are grouped into one document per ``filename`` (in order of first appearance). With ``texts_dir`` the text
-comes from ``texts_dir/NAME.txt`` (read exactly as stored, a BOM counted) and each row's ``text`` is checked
-against ``text[start:end]`` up to whitespace (a row holds a span crossing a line break on one line); without,
-documents have an empty text, ``meta["text_missing"] = True`` and the row strings in ``meta["span_texts"]``. Rows
-repeating a (filename, label, start, end) already read are skipped and counted (the official scorer keeps the
-first). ``write_tsv`` writes each span's whole extent ``start..end`` (a discontinuous span too), its whitespace
-runs squeezed to one space when it holds a TAB or a line break, so that what it writes reads back.
+Rows are grouped into one document per ``filename`` (in order of first appearance). With ``texts_dir`` the
+text comes from ``texts_dir/NAME.txt`` (read exactly as stored, a BOM counted) and each row's ``text`` is
+checked against ``text[start:end]`` up to whitespace (a row holds a span crossing a line break on one line);
+without, documents have an empty text, ``meta["text_missing"] = True`` and the row strings in
+``meta["span_texts"]``. Rows repeating a (filename, label, start, end) already read are skipped and counted
+(the official scorer keeps the first). ``write_tsv`` writes each span's whole extent ``start..end`` (a
+discontinuous span too), its whitespace runs squeezed to one space when it holds a TAB or a line break, so
+that what it writes reads back.
 
-Strict where a lenient reading would change data: offsets are ASCII digits (``int()`` would take ``1_0``, ``+3``
-or Arabic-Indic digits), filenames and labels are non-empty, a span covers at least one character, and a
-filename names a file inside ``texts_dir`` (no ``..``, no link). A row whose string is not what its offsets cover
-follows ``data.span_errors``. Ids written must hold no TAB or line break.
+Strict where a lenient reading would change data: offsets are ASCII digits (``int()`` would take ``1_0``,
+``+3`` or Arabic-Indic digits), filenames and labels are non-empty, a span covers at least one character, and
+a filename names a file inside ``texts_dir`` (no ``..``, no link). A row whose string is not what its offsets
+cover follows ``data.span_errors``. Ids written must hold no TAB or line break.
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ def _offset(text: str) -> int:
 
 
 def _squeeze(string: str) -> str:
-    """``string`` with every whitespace run as one space (how a row holds a string that crosses a line break)."""
+    """``string`` with every whitespace run as one space (how
+    a row holds a string that crosses a line break)."""
     return " ".join(string.split())
 
 
@@ -85,11 +88,17 @@ def read_tsv(path: str | Path, texts_dir: str | Path | None = None, report: Read
             continue
         fields = line.split("\t")
         if len(fields) != len(header):
-            raise CorpusError(f"inconsistent column count: {len(fields)} columns in {line!r:.120}, header has "
-                              f"{len(header)}", path, line_no)
+            raise CorpusError(
+                f"inconsistent column count: {len(fields)} columns in {line!r:.120}, header has "
+                f"{len(header)}",
+                path,
+                line_no,
+            )
         name, label, start_text, end_text, string = fields[:5]
         if not label or "\r" in label:  # what a row cannot hold is refused on reading, not first on writing
-            raise CorpusError(f"label {label!r:.40} is empty or holds a line break in {line!r:.120}", path, line_no)
+            raise CorpusError(
+                f"label {label!r:.40} is empty or holds a line break in {line!r:.120}", path, line_no
+            )
         problem = id_problem(name, "tsv") if name else "is empty"
         if problem is not None:
             raise CorpusError(f"filename {name!r:.40} {problem}, in {line!r:.120}", path, line_no)
@@ -144,7 +153,8 @@ def pieces_slice(text: str, pieces: tuple[tuple[int, int], ...]) -> str:
 
 
 def _new_document(name: str, texts_dir: str | Path | None, path: Path, line_no: int) -> Document:
-    """The document of a filename: its text from ``texts_dir/NAME.txt`` (a checked path), or marked missing."""
+    """The document of a filename: its text from
+    ``texts_dir/NAME.txt`` (a checked path), or marked missing."""
     if texts_dir is None:
         return Document(name, "", [], {"text_missing": True, "span_texts": []})
     problem = id_problem(name, "brat")
@@ -158,7 +168,8 @@ def _new_document(name: str, texts_dir: str | Path | None, path: Path, line_no: 
 
 
 def write_tsv(docs: list[Document], path: str | Path) -> None:
-    """Write documents' spans as a MultiCardioNER TSV (atomically); a discontinuous span is written start..end.
+    """Write documents' spans as a MultiCardioNER TSV
+    (atomically); a discontinuous span is written start..end.
 
     Args:
         docs: the documents (their ids are the filenames); labels must hold no TAB or line break.

@@ -1,7 +1,7 @@
 """The ASGI application of ``cardioner serve`` (FastAPI): predictions over HTTP and for INCEpTION.
 
-- ``POST /predict``: ``{"texts": [...]}`` or ``{"documents": [{"id", "text"}, ...]}`` ->
-  ``{"documents": [{"id", "spans": [{"start", "end", "label", "text", "score"}]}]}`` (ids of texts: "0", "1", ...).
+- ``POST /predict``: ``{"texts": [...]}`` or ``{"documents": [{"id", "text"}, ...]}`` -> ``{"documents":
+  [{"id", "spans": [{"start", "end", "label", "text", "score"}]}]}`` (ids of texts: "0", "1", ...).
 - ``GET /health``: ``{"status": "ok"}`` once the model is loaded.
 - ``GET /info``: the model (types, tags, decoder, windows), its card's metadata, versions and serving limits.
 - ``POST /inception/predict`` (and ``/inception/train``): INCEpTION's external-recommender protocol
@@ -88,7 +88,7 @@ class ServeSettings:
         return cls(**json.loads(raw)).check()
 
 
-# ---------------------------------------------------------------------------------------------- request bodies
+# --------------------------------------------------------------------------------------------- request bodies
 class DocumentIn(BaseModel):
     """One document to annotate; its id comes back with its spans."""
 
@@ -189,7 +189,8 @@ async def _drain(receive, limit: int) -> None:
 
 # ---------------------------------------------------------------------------------------------- the app
 def _validation_message(error: RequestValidationError) -> str:
-    """One sentence from pydantic's errors: where and what, never the offending value (it may be patient text)."""
+    """One sentence from pydantic's errors: where and what,
+    never the offending value (it may be patient text)."""
     parts = []
     for item in error.errors()[:5]:
         if item.get("type") == "json_invalid":
@@ -234,7 +235,9 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
     async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
         errors = error.errors()
         if any(e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body",) for e in errors):
-            return JSONResponse({"detail": 'the body is empty; send {"texts": [...]} or {"documents": [...]}'}, 400)
+            return JSONResponse(
+                {"detail": 'the body is empty; send {"texts": [...]} or {"documents": [...]}'}, 400
+            )
         status = 400 if any(e.get("type") == "json_invalid" for e in errors) else 422
         return JSONResponse({"detail": _validation_message(error)}, status)
 
@@ -247,14 +250,20 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
         except Exception as error:
             logger.error("prediction failed: %s", type(error).__name__,
                          exc_info=settings.log_texts)  # a message may quote the text: only when asked
-            raise HTTPException(500, f"prediction failed ({type(error).__name__}); see the server log") from None
+            raise HTTPException(
+                500, f"prediction failed ({type(error).__name__}); see the server log"
+            ) from None
 
     @app.post("/predict", response_model=PredictResponse, summary="entities in texts or documents")
     async def predict(body: PredictRequest) -> dict:
         docs = body.to_documents()
         predicted = await predict_documents(docs)
-        return {"documents": [{"id": doc.id, "spans": [span_record(doc.text, span) for span in doc.sorted_spans()]}
-                              for doc in predicted]}
+        return {
+            "documents": [
+                {"id": doc.id, "spans": [span_record(doc.text, span) for span in doc.sorted_spans()]}
+                for doc in predicted
+            ]
+        }
 
     @app.get("/health", summary="the model is loaded and the queue runs")
     async def health() -> dict:
@@ -269,10 +278,15 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
             "cardioner_version": __version__,
             "model": {key: value for key, value in model.items() if key != "card"},
             "card": model["card"],
-            "serving": {"batch_size": settings.batch_size, "max_batch_size": settings.max_batch_size,
-                        "max_wait_ms": settings.max_wait_ms, "max_request_bytes": settings.max_request_bytes,
-                        "batches": batcher.batches, "documents": batcher.documents,
-                        "inception": {"layer": settings.inception_layer, "feature": settings.inception_feature}},
+            "serving": {
+                "batch_size": settings.batch_size,
+                "max_batch_size": settings.max_batch_size,
+                "max_wait_ms": settings.max_wait_ms,
+                "max_request_bytes": settings.max_request_bytes,
+                "batches": batcher.batches,
+                "documents": batcher.documents,
+                "inception": {"layer": settings.inception_layer, "feature": settings.inception_feature},
+            },
         }
 
     @app.post("/inception/predict", summary="INCEpTION external recommender: predict into the sent CAS")
@@ -288,11 +302,15 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
         logger.info("INCEpTION document %s: %d predictions", recommend.document_id, added)
         return JSONResponse({"document": xmi})
 
-    @app.post("/inception/train", status_code=204, summary="INCEpTION external recommender: training (ignored)")
+    @app.post(
+        "/inception/train", status_code=204, summary="INCEpTION external recommender: training (ignored)"
+    )
     async def inception_train(request: Request) -> None:
         await _json_object(request)
-        logger.info("INCEpTION sent training data; this recommender is a fixed export and does not train on it "
-                    "(set its training capability to 'not supported' in INCEpTION)")
+        logger.info(
+            "INCEpTION sent training data; this recommender is a fixed export and does not train on it "
+            "(set its training capability to 'not supported' in INCEpTION)"
+        )
 
     return app
 

@@ -23,7 +23,8 @@ logger = logging.getLogger("cardioner")
 def span_record(text: str, span: Span) -> dict:
     """A predicted span as JSON: start, end, label, the covered text and its confidence (None when unknown).
 
-    The keys are those of the JSONL writer, plus ``text``; ``score`` is in [0, 1], the key the HF pipeline uses.
+    The keys are those of the JSONL writer, plus ``text``;
+    ``score`` is in [0, 1], the key the HF pipeline uses.
     """
     return {"start": span.start, "end": span.end, "label": span.label, "text": span.text_in(text),
             "score": getattr(span, "score", None)}
@@ -76,7 +77,8 @@ class Engine:
         self.info = self._model_info()
 
     def predict(self, docs: list[Document]) -> list[Document]:
-        """The documents with their predicted spans (windows cut and merged exactly as ``cardioner predict``)."""
+        """The documents with their predicted spans (windows
+        cut and merged exactly as ``cardioner predict``)."""
         if not docs:
             return []
         return list(self.predictor.predict(docs))

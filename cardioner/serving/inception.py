@@ -69,8 +69,8 @@ def parse_request(payload: dict, layer: str = NAMED_ENTITY, feature: str = "valu
         feature: the feature of ``layer`` that takes the entity type.
 
     Raises:
-        RecommenderRequestError: a missing key, an XMI or type system cassis cannot read, another layer or feature,
-            or a layer without the feature.
+        RecommenderRequestError: a missing key, an XMI or type system cassis cannot read, another layer or
+            feature, or a layer without the feature.
     """
     from cassis import load_cas_from_xmi, load_typesystem  # dkpro-cassis: the serve extra (optional)
 
@@ -81,9 +81,10 @@ def parse_request(payload: dict, layer: str = NAMED_ENTITY, feature: str = "valu
     asked_feature = _field(metadata, "feature", str, "metadata.feature")
     if (asked_layer, asked_feature) != (layer, feature):
         raise RecommenderRequestError(
-            f"this recommender predicts {layer} / {feature}; INCEpTION asked for {asked_layer} / {asked_feature} "
-            "(configure the recommender on that layer and feature, or serve that layer and feature: the "
-            "server's inception_layer and inception_feature settings)")
+            f"this recommender predicts {layer} / {feature}; INCEpTION asked for {asked_layer} /"
+            f" {asked_feature} (configure the recommender on that layer and feature, or serve that layer and"
+            " feature: the server's inception_layer and inception_feature settings)"
+        )
     anchoring = metadata.get("anchoringMode", "tokens")
     if anchoring not in ANCHORING_MODES:
         raise RecommenderRequestError(f"metadata.anchoringMode must be one of {', '.join(ANCHORING_MODES)}, "
@@ -147,7 +148,9 @@ def anchor_spans(spans: list[Span], tokens: list[tuple[int, int]], sentences: li
     Returns:
         (the anchored spans, without duplicates; how many spans were left out).
     """
-    units = sentences if anchoring == "sentences" else tokens if anchoring in ("tokens", "singleToken") else []
+    units = (
+        sentences if anchoring == "sentences" else tokens if anchoring in ("tokens", "singleToken") else []
+    )
     units_ends = [end for _, end in units]
     sentence_ends = [end for _, end in sentences]
     kept: list[Span] = []
@@ -169,7 +172,8 @@ def anchor_spans(spans: list[Span], tokens: list[tuple[int, int]], sentences: li
 
 
 def _covering(units: list[tuple[int, int]], ends: list[int], start: int, end: int) -> list[tuple[int, int]]:
-    """The units (sorted, non-overlapping (begin, end); ``ends`` their ends) sharing a character with [start, end)."""
+    """The units (sorted, non-overlapping (begin, end); ``ends``
+    their ends) sharing a character with [start, end)."""
     found = []
     for unit in units[bisect.bisect_right(ends, start):]:
         if unit[0] >= end:

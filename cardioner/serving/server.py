@@ -18,7 +18,9 @@ SERVE_PACKAGES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "cassis": "dkpro-c
 
 def check_serve_packages() -> None:
     """Raise a one-sentence error naming the serving packages that are not installed."""
-    missing = [package for module, package in SERVE_PACKAGES.items() if importlib.util.find_spec(module) is None]
+    missing = [
+        package for module, package in SERVE_PACKAGES.items() if importlib.util.find_spec(module) is None
+    ]
     if missing:
         raise ConfigError(f"cardioner serve needs {', '.join(missing)}: pip install \"cardioner[serve]\"")
 

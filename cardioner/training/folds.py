@@ -37,8 +37,8 @@ def pool_documents(train: list[Document], dev: list[Document] | None) -> list[Do
     """Train and dev documents as one pool for cross-validation, every id unique.
 
     Splits whose ids restart in each file (JSONL exports numbering "0", "1", ... per split) are valid on their
-    own; pooled, their ids collide. Then every id is prefixed with its split ("train/0", "dev/0"), so that folds,
-    per-document counts and predictions keep the documents apart.
+    own; pooled, their ids collide. Then every id is prefixed with its split ("train/0", "dev/0"), so that
+    folds, per-document counts and predictions keep the documents apart.
 
     Raises:
         CorpusError: an id appears twice within one split (before any training starts).
@@ -49,8 +49,11 @@ def pool_documents(train: list[Document], dev: list[Document] | None) -> list[Do
         return list(train)
     if not {doc.id for doc in train} & {doc.id for doc in dev}:
         return train + dev
-    logger.warning("folds: train and dev share document ids (e.g. %r); ids are prefixed with their split "
-                   "(train/..., dev/...) in the pooled corpus", sorted({d.id for d in train} & {d.id for d in dev})[0])
+    logger.warning(
+        "folds: train and dev share document ids (e.g. %r); ids are prefixed with their split "
+        "(train/..., dev/...) in the pooled corpus",
+        sorted({d.id for d in train} & {d.id for d in dev})[0],
+    )
     return ([replace(doc, id=f"train/{doc.id}") for doc in train]
             + [replace(doc, id=f"dev/{doc.id}") for doc in dev])
 
@@ -59,8 +62,10 @@ def _check_unique_ids(docs: list[Document], where: str) -> None:
     seen: set[str] = set()
     for doc in docs:
         if doc.id in seen:
-            raise CorpusError(f"{where}: document id {doc.id!r} appears twice; cross-validation needs unique ids "
-                              "(folds and per-document scores are keyed by id)")
+            raise CorpusError(
+                f"{where}: document id {doc.id!r} appears twice; cross-validation needs unique ids "
+                "(folds and per-document scores are keyed by id)"
+            )
         seen.add(doc.id)
 
 
@@ -108,10 +113,10 @@ def cross_validate(
         bootstrap_samples: resamples of the bootstrap CI.
 
     Returns:
-        {"k", "seed", "folds": [per-fold counts and scores], "mean_f1", "std_f1", "dev_mean_f1",
-        "pooled": micro P/R/F1 over all test documents, "ci": bootstrap_ci(...) of the pooled counts,
-        "mean_thresholds": {type: mean of the folds' dev-tuned thresholds} for a multi-label sigmoid model, else
-        None; each fold row has its own "thresholds"}.
+        {"k", "seed", "folds": [per-fold counts and scores], "mean_f1", "std_f1", "dev_mean_f1", "pooled":
+        micro P/R/F1 over all test documents, "ci": bootstrap_ci(...) of the pooled counts, "mean_thresholds":
+        {type: mean of the folds' dev-tuned thresholds} for a multi-label sigmoid model, else None; each fold
+        row has its own "thresholds"}.
     """
     _check_unique_ids(docs, "cross-validation")  # before any fold trains (pool_documents pools train + dev)
     seed = config.training.seed
@@ -127,7 +132,9 @@ def cross_validate(
                     len(dev_docs), len(test_docs))
         callback = (lambda row, fold=fold: on_epoch_end(fold, row)) if on_epoch_end else None
         # the test fold is not given to the trainer: selection and early stopping see dev_docs only
-        trainer, result = train_with_batch_fallback(fold_config, train_docs, dev_docs, None, on_epoch_end=callback)
+        trainer, result = train_with_batch_fallback(
+            fold_config, train_docs, dev_docs, None, on_epoch_end=callback
+        )
         predictor = trainer.predictor
         predicted = predictor.evaluate(predictor.encoder.encode_corpus(test_docs, "test")).documents
         scores = score_spans(test_docs, predicted, match="exact")
@@ -143,13 +150,17 @@ def cross_validate(
                       "test_precision": micro["precision"], "test_recall": micro["recall"],
                       "test_f1": micro["f1"], "test_tp": micro["tp"], "test_fp": micro["fp"],
                       "test_fn": micro["fn"], "thresholds": thresholds})
-        logger.info("fold %d/%d: dev F1 %.4f, test F1 %.4f", fold + 1, k, folds[-1]["dev_f1"] or 0.0, micro["f1"])
+        logger.info(
+            "fold %d/%d: dev F1 %.4f, test F1 %.4f", fold + 1, k, folds[-1]["dev_f1"] or 0.0, micro["f1"]
+        )
     test_f1 = [row["test_f1"] for row in folds]
     tuned = [row["thresholds"] for row in folds if row["thresholds"]]
     mean_thresholds = None
     if tuned:  # multi-label sigmoid: one threshold per type from each fold's dev set, and their mean
         types = list(tuned[0])
-        mean_thresholds = dict(zip(types, average_thresholds([[fold[t] for t in types] for fold in tuned]), strict=True))
+        mean_thresholds = dict(
+            zip(types, average_thresholds([[fold[t] for t in types] for fold in tuned]), strict=True)
+        )
     totals = {key: sum(row[f"test_{key}"] for row in folds) for key in ("tp", "fp", "fn")}
     return {
         "k": k,
@@ -202,9 +213,12 @@ def run_cross_validation(config: Config, k: int) -> dict:
     check_before_reading(config)
     docs = read_split(config.data.train, config, "train")
     dev = read_split(config.data.dev, config, "dev")
-    docs = pool_documents(docs, dev)  # every document is a test document once; dev is carved from the training folds
+    # every document is a test document once; dev is carved from the training folds
+    docs = pool_documents(docs, dev)
     if config.data.test:
-        logger.warning("folds: the test corpus %s is not used (each fold is tested in turn)", config.data.test)
+        logger.warning(
+            "folds: the test corpus %s is not used (each fold is tested in turn)", config.data.test
+        )
     result = cross_validate(config, docs, k)
     if config.training.output:
         path = Path(config.training.output) / "cv_results.json"

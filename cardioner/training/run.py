@@ -34,12 +34,15 @@ def split_dev(docs: list[Document], fraction: float, seed: int) -> tuple[list[Do
     random.Random(seed).shuffle(order)
     n_dev = max(1, round(fraction * len(docs)))
     dev_ids = set(order[:n_dev])
-    return [d for i, d in enumerate(docs) if i not in dev_ids], [d for i, d in enumerate(docs) if i in dev_ids]
+    return [d for i, d in enumerate(docs) if i not in dev_ids], [
+        d for i, d in enumerate(docs) if i in dev_ids
+    ]
 
 
 def check_before_reading(config: Config, exports: list[str | Path] = ()) -> None:
-    """The checks that need no corpus, made before any is read: a training corpus is named, the backbone loads
-    and takes the window size, and each folder in ``exports`` may be written (new, empty or an earlier export)."""
+    """The checks that need no corpus, made before any is read: a training
+    corpus is named, the backbone loads and takes the window size, and each
+    folder in ``exports`` may be written (new, empty or an earlier export)."""
     if not config.data.train:
         raise ConfigError("data.train is not set: no training corpus")
     for folder in exports:
