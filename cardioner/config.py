@@ -293,35 +293,14 @@ RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "data.max_length": (8, None, True, True),
     "data.stride": (0, None, True, True),
     "data.dev_fraction": (0.0, 1.0, True, False),
-    **{
-        f"model.{name}": (*setting.bounds, True, False)
-        for name, setting in HEAD_SETTINGS.items()
-        if setting.bounds
-    },
+    **{f"model.{name}": (*setting.bounds, True, False) for name, setting in HEAD_SETTINGS.items()
+       if setting.bounds},
     "model.threshold": (0.0, 1.0, False, False),
-    **{
-        f"training.{name}": (1, None, True, True)
-        for name in (
-            "epochs",
-            "batch_size",
-            "eval_batch_size",
-            "gradient_accumulation_steps",
-            "step_size_epochs",
-        )
-    },
-    **{
-        f"training.{name}": (0, None, True, True)
-        for name in (
-            "patience",
-            "min_epochs",
-            "checkpoint_steps",
-            "max_steps",
-            "unfreeze_at_epoch",
-            "weight_decay",
-            "max_grad_norm",
-            "min_delta",
-        )
-    },
+    **{f"training.{name}": (1, None, True, True) for name in (
+        "epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps", "step_size_epochs")},
+    **{f"training.{name}": (0, None, True, True) for name in (
+        "patience", "min_epochs", "checkpoint_steps", "max_steps", "unfreeze_at_epoch", "weight_decay",
+        "max_grad_norm", "min_delta")},
     **{f"training.{name}": (0.0, None, False, True) for name in ("lr", "head_lr", "crf_lr", "step_gamma")},
     "training.layer_decay": (0.0, 1.0, False, True),
     "training.momentum": (0.0, 1.0, True, False),

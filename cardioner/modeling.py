@@ -1006,7 +1006,7 @@ class AttentionHead(nn.Module):
 # Scaling (low-pass) filters h of the Daubechies wavelets (haar = db1): dbN has 2N taps summing to sqrt(2) and
 # N vanishing moments. These are the doubles that Daubechies' spectral factorisation gives (the values earlier
 # versions computed when loading, so that exported wavelet heads compute the same to the bit); they agree with
-# the closed forms and published tables to 1e-15. tests/test_heads.py derives them again and checks them.
+# the closed forms and published tables to 1e-15. tests/test_modeling_heads.py derives and checks them.
 WAVELET_FILTERS: dict[str, tuple[float, ...]] = {
     "haar": (0.7071067811865476, 0.7071067811865476),
     "db2": (0.48296291314453427, 0.836516303737808, 0.22414386804201333, -0.12940952255126045),

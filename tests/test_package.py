@@ -130,3 +130,26 @@ def test_the_architecture_page_names_every_module_and_only_modules_that_exist():
     unnamed = {name for name in files - named if not name.startswith(tuple(folders))
                and not (name.endswith("/__init__.py") and any(n.startswith(name[:-11]) for n in named))}
     assert unnamed == set(), "in the package but not named"
+
+
+# Tests named after a behaviour that crosses modules rather than after one module.
+CROSS_MODULE_TESTS = {
+    "test_package",  # the package's shape
+    "test_multilabel",  # overlapping entities, end to end: labels, models, thresholds, export, predict
+}
+
+
+def test_each_test_file_is_named_after_what_it_tests():
+    """tests/test_<name>.py: <name> names a module or package of cardioner by its name or its path
+    (``encoding``, ``data_io`` -> data/io.py), perhaps narrowed by a suffix (``modeling_crf``: modeling.py's
+    CRF), or ``scripts`` / ``benchmarks_<script>``."""
+    root = PACKAGE.parent
+    names = {"scripts", *(f"benchmarks_{path.stem}" for path in (root / "benchmarks").glob("*.py"))}
+    for path in PACKAGE.rglob("*"):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        if path.suffix == ".py" or path.is_dir():
+            names |= {parts[-1], "_".join(parts)}
+    unnamed = [path.name for path in sorted((root / "tests").glob("test_*.py"))
+               if path.stem not in CROSS_MODULE_TESTS and not any(
+                   path.stem == f"test_{name}" or path.stem.startswith(f"test_{name}_") for name in names)]
+    assert unnamed == []

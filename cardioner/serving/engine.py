@@ -16,8 +16,12 @@ from huggingface_hub import metadata_load
 
 from cardioner.data.document import Document, Span
 from cardioner.inference import check_batch_size, load_predictor
+from cardioner.modeling import CRFDecoder, SigmoidDecoder
 
 logger = logging.getLogger("cardioner")
+
+#: what ``/info`` calls a model's decoder (a softmax decoder: "constrained" or "argmax", as the config says)
+DECODER_NAMES = {CRFDecoder: "crf", SigmoidDecoder: "sigmoid"}
 
 
 def span_record(text: str, span: Span) -> dict:
@@ -84,14 +88,10 @@ class Engine:
         return list(self.predictor.predict(docs))
 
     def _model_info(self) -> ModelInfo:
-        config = self.predictor.model.config
-        labels = self.predictor.labels
-        if getattr(config, "use_crf", False):
-            decoder = "crf"
-        elif labels.is_multilabel:
-            decoder = "sigmoid"
-        else:
-            decoder = "constrained" if getattr(config, "constrained_decoding", False) else "argmax"
+        model, labels = self.predictor.model, self.predictor.labels
+        config = model.config
+        softmax = "constrained" if getattr(config, "constrained_decoding", False) else "argmax"
+        decoder = DECODER_NAMES.get(type(model.decoder), softmax)  # the model's decoding rule, by name
         return ModelInfo(
             name=self.model_dir.resolve().name,
             entity_types=list(labels.types),
