@@ -133,17 +133,8 @@ def redecode(system: str, args, dev_docs, test_docs) -> dict:
     }
 
 
-BUDGET = (
-    "benchmark",
-    "backbone",
-    "epochs",
-    "batch_size",
-    "lr",
-    "max_length",
-    "overrides",
-    "train_docs",
-    "dev_docs",
-)
+BUDGET = ("benchmark", "backbone", "epochs", "batch_size", "lr", "max_length", "overrides", "train_docs",
+          "dev_docs")
 
 
 def aggregate(runs: dict[str, dict], reference: str = "flat_longest") -> dict:
@@ -203,16 +194,9 @@ def paired_summary(differences: list[float]) -> dict:
     sd = statistics.stdev(differences) if n > 1 else None
     decided = wins + losses
     sign_p = sum(math.comb(decided, k) for k in range(wins, decided + 1)) / 2**decided if decided else None
-    return {
-        "differences": differences,
-        "mean": round(mean, 2),
-        "sd": sd and round(sd, 2),
-        "t": round(mean / (sd / math.sqrt(n)), 2) if sd else None,
-        "wins": wins,
-        "losses": losses,
-        "runs": n,
-        "sign_test_p": sign_p and round(sign_p, 3),
-    }
+    return {"differences": differences, "mean": round(mean, 2), "sd": sd and round(sd, 2),
+            "t": round(mean / (sd / math.sqrt(n)), 2) if sd else None, "wins": wins, "losses": losses,
+            "runs": n, "sign_test_p": sign_p and round(sign_p, 3)}
 
 
 def plot(summary: dict, path: str) -> None:

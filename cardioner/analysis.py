@@ -109,13 +109,8 @@ def confusion_matrix(gold_docs: list[Document], predicted_docs: list[Document], 
             col = cols.index(pred.label) if pred else cols.index(MISSED)
             counts[row, col] += 1
             exact += bool(gold and pred and (gold.start, gold.end) == (pred.start, pred.end))
-    return {
-        "match": "overlap",
-        "gold": rows,
-        "predicted": cols,
-        "counts": counts.tolist(),
-        "exact_boundaries": exact,
-    }
+    return {"match": "overlap", "gold": rows, "predicted": cols, "counts": counts.tolist(),
+            "exact_boundaries": exact}
 
 
 def error_examples(gold_docs: list[Document], predicted_docs: list[Document], max_examples: int = 20,
@@ -136,12 +131,8 @@ def error_examples(gold_docs: list[Document], predicted_docs: list[Document], ma
     def describe(doc: Document, span: Span | None) -> dict | None:
         if span is None:
             return None
-        return {
-            "label": span.label,
-            "start": span.start,
-            "end": span.end,
-            "text": doc.text[span.start : span.end],
-        }
+        return {"label": span.label, "start": span.start, "end": span.end,
+                "text": doc.text[span.start : span.end]}
 
     for doc in gold_docs:
         predicted = predicted_by_id[doc.id].spans if doc.id in predicted_by_id else []

@@ -248,10 +248,8 @@ def write_comparison(comparison: dict, output_dir: Path) -> dict[str, Path]:
     """Write comparison.json, comparison.md and comparison.png into ``output_dir``; returns their paths."""
     paths = {"json": output_dir / "comparison.json", "md": output_dir / "comparison.md",
              "png": output_dir / "comparison.png"}
-    for kind, text in (
-        ("json", json.dumps(comparison, indent=2)),
-        ("md", markdown_table(comparison["runs"])),
-    ):
+    for kind, text in (("json", json.dumps(comparison, indent=2)),
+                       ("md", markdown_table(comparison["runs"]))):
         write_text_atomic(paths[kind], text)
     with atomic_path(paths["png"]) as temporary:
         drawn = temporary.with_suffix(".png")  # matplotlib takes the image format from the file name

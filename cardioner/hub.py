@@ -15,20 +15,8 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCardData
 
 #: file names that say which split a file or folder is, not which corpus (the corpus is the folder above)
-_SPLIT_NAMES = {
-    "train",
-    "training",
-    "dev",
-    "devel",
-    "development",
-    "valid",
-    "validation",
-    "val",
-    "test",
-    "testing",
-    "eval",
-    "data",
-}
+_SPLIT_NAMES = {"train", "training", "dev", "devel", "development", "valid", "validation", "val", "test",
+                "testing", "eval", "data"}
 #: folder names that say which format, not which corpus
 _FORMAT_NAMES = {"brat", "conll", "jsonl", "json", "tsv", "hf", "data", "corpus"}
 #: how the export's metrics.json names splits -> the Hub's split names

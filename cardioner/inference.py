@@ -103,15 +103,9 @@ def write_predictions(docs: list[Document], output: str | Path, format: str, sub
     return output
 
 
-def predict_path(
-    model_dir: str | Path,
-    input: str | Path,
-    output: str | Path,
-    format: str = "brat",
-    batch_size: int = 32,
-    max_length: int | None = None,
-    stride: int | None = None,
-) -> list[Document]:
+def predict_path(model_dir: str | Path, input: str | Path, output: str | Path, format: str = "brat",
+                 batch_size: int = 32, max_length: int | None = None,
+                 stride: int | None = None) -> list[Document]:
     """Annotate ``input`` with the model in ``model_dir`` and write the predictions to ``output``.
 
     The output and the documents' ids are checked before the model runs: an existing output that is not an

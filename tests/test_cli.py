@@ -107,28 +107,9 @@ def test_train_exports_and_evaluate_gives_the_same_test_scores(backbone, tmp_pat
 def test_ncbi_conll_with_the_default_backbone(shared_data, tmp_path):
     corpus = shared_data / "ncbi_disease" / "conll"
     output = tmp_path / "out"
-    cli(
-        "train",
-        "--train",
-        corpus / "train.tsv",
-        "--dev",
-        corpus / "devel.tsv",
-        "--test",
-        corpus / "test.tsv",
-        "--crf",
-        "--output",
-        output,
-        "--epochs",
-        "1",
-        "--max-length",
-        "128",
-        "--batch-size",
-        "16",
-        "--set",
-        "training.max_steps=60",
-        "--set",
-        "training.lr=1e-4",
-    )
+    cli("train", "--train", corpus / "train.tsv", "--dev", corpus / "devel.tsv", "--test",
+        corpus / "test.tsv", "--crf", "--output", output, "--epochs", "1", "--max-length", "128",
+        "--batch-size", "16", "--set", "training.max_steps=60", "--set", "training.lr=1e-4")
     check_train_then_evaluate(output, corpus / "test.tsv")
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["test"]["micro"]["f1"] > 0.2  # 60 steps of MiniLM + CRF already find diseases
@@ -213,37 +194,19 @@ def test_bad_training_input_fails_with_one_sentence_and_keeps_the_previous_outpu
         (["--train", tmp_path / "missing", "--model", backbone, "--output", previous_export], "no such file"),
         ([*train, "--dev", tmp_path / "missing_dev", "--model", backbone], "--dev"),
         (
-            [
-                "--train",
-                tmp_path / "train.conll",
-                "--dev",
-                tmp_path / "dev.conll",
-                "--model",
-                backbone,
-                "--output",
-                previous_export,
-            ],
+            ["--train", tmp_path / "train.conll", "--dev", tmp_path / "dev.conll", "--model", backbone,
+             "--output", previous_export],
             "labels the training set lacks: DIS",
         ),
         ([*train, "--model", tmp_path / "not_a_model"], "not a model folder"),
-        (
-            [*train, "--model", backbone, "--max-length", "64", "--stride", "64"],
-            "data.stride (64) must be smaller",
-        ),
+        ([*train, "--model", backbone, "--max-length", "64", "--stride", "64"],
+         "data.stride (64) must be smaller"),
         ([*train, "--model", backbone, "--max-length", "64", "--stride", "100"], "must be smaller"),
         ([*train, "--model", backbone, "--max-length", "129"], "more than the 128 subwords the backbone"),
         (["--train", tmp_path / "empty", "--model", backbone, "--output", previous_export], "no data files"),
         (
-            [
-                "--train",
-                tmp_path / "empty.conll",
-                "--format",
-                "conll",
-                "--model",
-                backbone,
-                "--output",
-                previous_export,
-            ],
+            ["--train", tmp_path / "empty.conll", "--format", "conll", "--model", backbone, "--output",
+             previous_export],
             "empty",
         ),
     ]
@@ -258,34 +221,21 @@ def test_bad_prediction_and_evaluation_input_fails_with_one_sentence(backbone, t
     (tmp_path / "empty").mkdir()
     predictions = tmp_path / "predictions"
     cases = [
-        (
-            ["predict", "--model", tmp_path / "missing", "--input", SAMPLE / "test", "--output", predictions],
-            "not an exported model folder",
-        ),
+        (["predict", "--model", tmp_path / "missing", "--input", SAMPLE / "test", "--output", predictions],
+         "not an exported model folder"),
         (
             ["predict", "--model", backbone, "--input", SAMPLE / "test", "--output", predictions],
             "not an exported model folder",
         ),  # a bare backbone is not a cardioner export
         (
-            [
-                "predict",
-                "--model",
-                tmp_path / "missing",
-                "--input",
-                SAMPLE / "test",
-                "--output",
-                previous_export,
-            ],
+            ["predict", "--model", tmp_path / "missing", "--input", SAMPLE / "test", "--output",
+             previous_export],
             "neither empty nor a brat folder",
         ),  # checked before the model: an export is no brat folder
-        (
-            ["predict", "--model", backbone, "--input", tmp_path / "missing", "--output", predictions],
-            "no such file",
-        ),
-        (
-            ["predict", "--model", backbone, "--input", tmp_path / "empty", "--output", predictions],
-            "no .txt files",
-        ),
+        (["predict", "--model", backbone, "--input", tmp_path / "missing", "--output", predictions],
+         "no such file"),
+        (["predict", "--model", backbone, "--input", tmp_path / "empty", "--output", predictions],
+         "no .txt files"),
         (["evaluate", "--model", backbone, "--data", tmp_path / "missing"], "no such file"),
         (["evaluate", "--model", backbone, "--data", tmp_path / "empty"], "no data files"),
     ]
@@ -339,29 +289,11 @@ def test_predict_windows_fit_the_backbone_and_bad_batch_sizes_or_windows_are_ref
     # the tiny BERT's 128 positions, not 512
     assert Predictor.from_model(model, tokenizer).encoder.max_length == 128
     output = tmp_path / "predictions.jsonl"
-    cli(
-        "predict",
-        "--model",
-        untrained_export,
-        "--input",
-        SAMPLE / "test",
-        "--output",
-        output,
-        "--format",
-        "jsonl",
-    )
+    cli("predict", "--model", untrained_export, "--input", SAMPLE / "test", "--output", output, "--format",
+        "jsonl")
     assert len(output.read_text(encoding="utf-8").splitlines()) == len(list((SAMPLE / "test").glob("*.txt")))
-    predict = [
-        "predict",
-        "--model",
-        untrained_export,
-        "--input",
-        SAMPLE / "test",
-        "--output",
-        tmp_path / "p.jsonl",
-        "--format",
-        "jsonl",
-    ]
+    predict = ["predict", "--model", untrained_export, "--input", SAMPLE / "test", "--output",
+               tmp_path / "p.jsonl", "--format", "jsonl"]
     cases = [
         ([*predict, "--batch-size", "0"], "--batch-size must be >= 1, got 0"),
         ([*predict, "--max-length", "129"], "--max-length 129 is more than the 128 subwords"),
@@ -388,10 +320,8 @@ def test_library_errors_name_keys_and_commands_name_their_flags():
         == "--output out is a folder that is neither empty nor a cardioner export"
     )
     assert (
-        flag_message(
-            "data.max_length 129 is more than the 128 subwords; use data.max_length 128 or less",
-            PREDICT_FLAGS,
-        )
+        flag_message("data.max_length 129 is more than the 128 subwords; use data.max_length 128 or less",
+                     PREDICT_FLAGS)
         == "--max-length 129 is more than the 128 subwords; use --max-length 128 or less"
     )
     # a key the command has no flag for, a longer key, a path that contains a key: left alone
@@ -407,10 +337,8 @@ def test_library_errors_name_keys_and_commands_name_their_flags():
     def fails(error):
         raise error
 
-    for error in (
-        ConfigError("training.output x: not a folder"),
-        CorpusError("training.output x", "f.conll", 3),
-    ):
+    for error in (ConfigError("training.output x: not a folder"),
+                  CorpusError("training.output x", "f.conll", 3)):
         with pytest.raises(type(error)) as raised:
             speaking_flags(fails, CONFIG_FLAGS)(error)
         assert "--output x" in str(raised.value) and "training.output" not in str(raised.value)

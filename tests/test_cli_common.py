@@ -45,18 +45,10 @@ bad_unpacking = _CARDIONER_CODE["bad_unpacking"]
     ("failure", "code", "prefix", "fragment"),
     [
         (CorpusError("bad row", "a.tsv", 3), 1, "error:", "a.tsv:3: bad row"),
-        (
-            PermissionError(13, "Permission denied", "/out/x.jsonl"),
-            1,
-            "error:",
-            "/out/x.jsonl: Permission denied",
-        ),
-        (
-            KeyError("label2id"),
-            INTERNAL_ERROR_EXIT,
-            "internal error (a bug in cardioner): KeyError: 'label2id'",
-            "CARDIONER_DEBUG=1",
-        ),
+        (PermissionError(13, "Permission denied", "/out/x.jsonl"), 1, "error:",
+         "/out/x.jsonl: Permission denied"),
+        (KeyError("label2id"), INTERNAL_ERROR_EXIT,
+         "internal error (a bug in cardioner): KeyError: 'label2id'", "CARDIONER_DEBUG=1"),
         (TypeError("'int' object is not iterable"), INTERNAL_ERROR_EXIT, "internal error", "TypeError"),
         (bad_unpacking, INTERNAL_ERROR_EXIT, "internal error", "ValueError: not enough values to unpack"),
     ],

@@ -66,11 +66,8 @@ def test_comparison_files_are_replaced_whole_or_not_at_all(compared, tmp_path, m
     with pytest.raises(OSError, match="disk full"):
         write_comparison(comparison, tmp_path)
     assert paths["png"].read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "comparison.json",
-        "comparison.md",
-        "comparison.png",
-    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["comparison.json", "comparison.md",
+                                                          "comparison.png"]
 
 
 def test_every_run_had_the_same_data_seed_and_budget(compared):
@@ -116,19 +113,8 @@ def test_compare_without_dev_or_test_fails_before_training_anything(shared_data,
     output = tmp_path / "out"
     result = CliRunner().invoke(
         app,
-        [
-            "compare",
-            "--heads",
-            "linear,mlp",
-            "--train",
-            str(paths["train"]),
-            "--model",
-            str(paths["model"]),
-            "--output",
-            str(output),
-            "--epochs",
-            "1",
-        ],
+        ["compare", "--heads", "linear,mlp", "--train", str(paths["train"]), "--model", str(paths["model"]),
+         "--output", str(output), "--epochs", "1"],
     )
     assert result.exit_code == 1, result.output
     assert result.stderr.strip() == (
@@ -161,10 +147,8 @@ def test_default_heads_are_all_heads():
 def test_systems_per_type_plot(tmp_path):
     from cardioner.plots import plot_systems_per_type
 
-    per_system = {
-        "multi-label": {"ANAT": 40.1, "DISO": 55.0},
-        "flat": {"ANAT": 12.0, "DISO": 57.5, "CHEM": 60.0},
-    }
+    per_system = {"multi-label": {"ANAT": 40.1, "DISO": 55.0},
+                  "flat": {"ANAT": 12.0, "DISO": 57.5, "CHEM": 60.0}}
     path = plot_systems_per_type(per_system, tmp_path / "types.png", ylabel="F1 (%)")
     image = matplotlib.image.imread(path)
     assert image.shape[:2] == (540, 816)  # 6.8 x 4.5 inches (3 type groups) at 120 dpi
@@ -227,19 +211,8 @@ def test_compare_crf_follows_the_config_unless_given_and_crf_is_a_head(tmp_path,
 
     result = CliRunner().invoke(
         app,
-        [
-            "compare",
-            "--heads",
-            "cnn",
-            "--train",
-            str(tmp_path),
-            "--dev",
-            str(tmp_path),
-            "--set",
-            "model.use_crf=true",
-            "--output",
-            str(tmp_path / "out"),
-        ],
+        ["compare", "--heads", "cnn", "--train", str(tmp_path), "--dev", str(tmp_path), "--set",
+         "model.use_crf=true", "--output", str(tmp_path / "out")],
     )
     assert isinstance(result.exception, Planned) or "Planned" in result.output, result.output
     assert planned.pop() == ["cnn+crf"]

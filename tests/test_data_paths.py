@@ -226,13 +226,8 @@ def test_a_pair_is_moved_in_an_order_that_never_leaves_a_mismatched_pair(tmp_pat
     (folder / "orphan.ann").write_text("T1\tS 0 3\tabc\n", encoding="utf-8")  # an .ann without its .txt
     docs = [Document("new", "fiebre", [Span(0, 6, "S")]), Document("orphan", "dolor", [Span(0, 5, "S")]),
             Document("same", "tos", [Span(0, 3, "S")])]
-    assert moves_into(folder, docs, monkeypatch) == [
-        "new.txt",
-        "new.ann",
-        "orphan.ann",
-        "orphan.txt",
-        "same.ann",
-    ]
+    assert moves_into(folder, docs, monkeypatch) == ["new.txt", "new.ann", "orphan.ann", "orphan.txt",
+                                                     "same.ann"]
     assert read_brat(folder)[1].spans == [Span(0, 5, "S")] and (folder / "same.txt").read_text() == "tos"
 
 
@@ -459,13 +454,9 @@ def test_kill_9_while_writing_into_a_brat_folder_never_leaves_a_mismatched_pair(
                 assert doc.spans == [Span(12 + len(number), 23 + len(number), "SINTOMA")], doc.id
 
     elsewhere = tmp_path / "measure"  # measured elsewhere: the killed runs still add new .txt files
-    kill_repeatedly(
-        cardioner_command("convert", "-i", corpus, "-o", folder, "--to", "brat"),
-        [folder, tmp_path],
-        check,
-        2,
-        cardioner_command("convert", "-i", corpus, "-o", elsewhere, "--to", "brat"),
-    )
+    kill_repeatedly(cardioner_command("convert", "-i", corpus, "-o", folder, "--to", "brat"),
+                    [folder, tmp_path], check, 2,
+                    cardioner_command("convert", "-i", corpus, "-o", elsewhere, "--to", "brat"))
     assert len(read_corpus(folder, format="brat")[0]) == 1520
 
 
@@ -479,12 +470,8 @@ def tiny_exports(tmp_path_factory) -> dict[str, Path]:
     corpus.mkdir()
     for path in sorted((REPO / "examples" / "ncbi_sample" / "train").iterdir())[:20]:
         (corpus / path.name).write_bytes(path.read_bytes())
-    paths = {
-        "backbone": tiny_backbone("bert", root),
-        "train": corpus,
-        "export": root / "export",
-        "root": root,
-    }
+    paths = {"backbone": tiny_backbone("bert", root), "train": corpus, "export": root / "export",
+             "root": root}
     run_to_completion(train_command(paths, seed=1))
     return paths
 
@@ -523,17 +510,8 @@ def test_kill_9_during_predict_never_loses_or_half_writes_the_previous_predictio
     target.write_text('{"id": "old", "text": "previous predictions", "spans": []}\n', encoding="utf-8")
     check = old_or_new_file(target)
     kill_repeatedly(
-        cardioner_command(
-            "predict",
-            "--model",
-            tiny_exports["export"],
-            "--input",
-            notes,
-            "--output",
-            target,
-            "--format",
-            "jsonl",
-        ),
+        cardioner_command("predict", "--model", tiny_exports["export"], "--input", notes, "--output", target,
+                          "--format", "jsonl"),
         [tmp_path],
         check,
         4,
@@ -544,34 +522,13 @@ def test_kill_9_during_predict_never_loses_or_half_writes_the_previous_predictio
     "args",
     [
         ["compare", "--compare-only", str(REPO / "examples"), "--output", "{project}"],
-        [
-            "compare",
-            "--train",
-            str(REPO / "examples" / "ncbi_sample" / "train"),
-            "--heads",
-            "linear",
-            "--output",
-            "{project}",
-        ],
-        [
-            "analyze",
-            "--model",
-            "{project}/../no-model",
-            "--data",
-            str(REPO / "examples" / "ncbi_sample" / "dev"),
-            "--output",
-            "{project}",
-        ],
+        ["compare", "--train", str(REPO / "examples" / "ncbi_sample" / "train"), "--heads", "linear",
+         "--output", "{project}"],
+        ["analyze", "--model", "{project}/../no-model", "--data",
+         str(REPO / "examples" / "ncbi_sample" / "dev"), "--output", "{project}"],
         ["tune", "--config", "{project}/../missing.yaml", "--trials", "1", "--output", "{project}"],
-        [
-            "train",
-            "--folds",
-            "2",
-            "--train",
-            str(REPO / "examples" / "ncbi_sample" / "train"),
-            "--output",
-            "{project}",
-        ],
+        ["train", "--folds", "2", "--train", str(REPO / "examples" / "ncbi_sample" / "train"), "--output",
+         "{project}"],
     ],
 )
 def test_commands_that_fill_an_output_folder_refuse_one_that_is_not_theirs(

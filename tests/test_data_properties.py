@@ -55,25 +55,8 @@ BRAT_IDS = st.lists(st.lists(ID_PART, min_size=1, max_size=3).map("/".join), min
 ANY_TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=60)
 #: characters that stress offsets: line breaks of every kind, BOM, NBSP, tabs, combining marks, astral planes
 TRICKY = st.sampled_from(
-    [
-        "\n",
-        "\r\n",
-        "\r",
-        "\t",
-        "\ufeff",
-        "\u00a0",
-        "\u2028",
-        "\x85",
-        "\x0b",
-        "e\u0301",
-        "🫀",
-        " ",
-        "  ",
-        "á",
-        "T1",
-        ";",
-        "#",
-    ]
+    ["\n", "\r\n", "\r", "\t", "\ufeff", "\u00a0", "\u2028", "\x85", "\x0b", "e\u0301", "🫀", " ", "  ", "á",
+     "T1", ";", "#"]
 )
 TEXT = st.lists(st.one_of(ANY_TEXT, TRICKY), max_size=6).map("".join)
 
@@ -248,19 +231,8 @@ NUMBER = st.one_of(
 JUNK_LINE = st.one_of(
     st.text(max_size=30),
     st.sampled_from(
-        [
-            "",
-            " ",
-            "\t",
-            "T",
-            "T1",
-            "T1\t",
-            "\ufeff",
-            "#",
-            "R1\tRel Arg1:T1 Arg2:T9",
-            "A1\tNeg T1",
-            "*\tEq T1 T2",
-        ]
+        ["", " ", "\t", "T", "T1", "T1\t", "\ufeff", "#", "R1\tRel Arg1:T1 Arg2:T9", "A1\tNeg T1",
+         "*\tEq T1 T2"]
     ),
 )
 
@@ -373,23 +345,16 @@ def jsonl_lines(draw) -> str:
                 )
             )
         spans.append(item)
-    record: dict = {
-        "id": draw(mostly(st.text(min_size=1, max_size=5), JSON_VALUE)),
-        "text": text,
-        "spans": spans,
-    }
+    record: dict = {"id": draw(mostly(st.text(min_size=1, max_size=5), JSON_VALUE)), "text": text,
+                    "spans": spans}
     if draw(mostly(st.just(False), st.just(True))):
         record["meta"] = draw(
             st.one_of(
                 JSON_VALUE,
                 st.fixed_dictionaries(
                     {},
-                    optional={
-                        "brat_other": JSON_VALUE,
-                        "brat_ids": JSON_VALUE,
-                        "tokens": JSON_VALUE,
-                        "text_missing": JSON_VALUE,
-                    },
+                    optional={"brat_other": JSON_VALUE, "brat_ids": JSON_VALUE, "tokens": JSON_VALUE,
+                              "text_missing": JSON_VALUE},
                 ),
             )
         )

@@ -127,17 +127,8 @@ def test_convert_prints_each_move(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "data.span_errors" in result.stderr
     result = runner.invoke(
         app,
-        [
-            "convert",
-            "-i",
-            str(folder),
-            "-o",
-            str(tmp_path / "o.jsonl"),
-            "--to",
-            "jsonl",
-            "--span-errors",
-            "realign",
-        ],
+        ["convert", "-i", str(folder), "-o", str(tmp_path / "o.jsonl"), "--to", "jsonl", "--span-errors",
+         "realign"],
     )
     assert result.exit_code == 0, result.output
     assert result.output.count("moved: ") == 2 and "22-36 -> 20-34 (-2)" in result.output

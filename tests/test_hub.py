@@ -127,20 +127,8 @@ def test_push_uploads_the_export_with_its_card(export, fake_hub, tmp_path):
     folder = shutil.copytree(export, tmp_path / "model")
     result = CliRunner().invoke(
         app,
-        [
-            "push",
-            "--model",
-            str(folder),
-            "--repo",
-            "someone/ncbi-ner",
-            "--private",
-            "--token",
-            "hf_secret",
-            "--license",
-            "apache-2.0",
-            "--message",
-            "first",
-        ],
+        ["push", "--model", str(folder), "--repo", "someone/ncbi-ner", "--private", "--token", "hf_secret",
+         "--license", "apache-2.0", "--message", "first"],
     )
     assert result.exit_code == 0, result.output
     assert "https://hub.example/someone/ncbi-ner/commit/abc" in result.output

@@ -27,10 +27,8 @@ from cardioner.modeling import (
 )
 
 ID2LABEL = {0: "O", 1: "B-DIS", 2: "I-DIS", 3: "B-DRUG", 4: "I-DRUG"}
-TEXTS = [
-    "The patient was admitted with acute myocardial infarction.",
-    "Aspirin 100 mg daily; heparin stopped.",
-]
+TEXTS = ["The patient was admitted with acute myocardial infarction.",
+         "Aspirin 100 mg daily; heparin stopped."]
 MODELING_PATH = Path(__file__).parents[1] / "cardioner" / "modeling.py"
 
 
@@ -180,14 +178,8 @@ def test_config_validates_and_round_trips(backbone):
         backbone_config=backbone_config, head="mlp", id2label=ID2LABEL, crf_reduction="sum"
     )
     again = CardioNERConfig.from_dict(config.to_dict())
-    for key in (
-        "head",
-        "classifier_hidden_layers",
-        "crf_reduction",
-        "backbone_config",
-        "id2label",
-        "config_version",
-    ):
+    for key in ("head", "classifier_hidden_layers", "crf_reduction", "backbone_config", "id2label",
+                "config_version"):
         assert getattr(again, key) == getattr(config, key), key
     assert again.build_backbone_config().hidden_size == 32
     with pytest.raises(ValueError, match="'cnnn'"):
@@ -239,11 +231,8 @@ def test_the_exported_names_are_one_model_class_with_a_setting_fixed(backbone):
     """One forward, one decode: the named classes only fix use_crf / multi-label (what exports' auto_map and
     from_backbone's defaults need) and override nothing."""
     path, tokenizer = backbone
-    named = (
-        TokenClassificationModelCRF,
-        MultiLabelTokenClassificationModel,
-        MultiLabelTokenClassificationModelCRF,
-    )
+    named = (TokenClassificationModelCRF, MultiLabelTokenClassificationModel,
+             MultiLabelTokenClassificationModelCRF)
     for cls in named:
         assert cls.__bases__ == (TokenClassificationModel,), cls
         overridden = {
@@ -257,12 +246,10 @@ def test_the_exported_names_are_one_model_class_with_a_setting_fixed(backbone):
         model = cls.from_backbone(str(path), tokenizer, ID2LABEL)
         assert type(model) is cls and model_class_for(model.config) is cls
         decoders[cls.__name__] = type(model.decoder).__name__
-    assert decoders == {
-        "TokenClassificationModel": "SoftmaxDecoder",
-        "TokenClassificationModelCRF": "CRFDecoder",
-        "MultiLabelTokenClassificationModel": "SigmoidDecoder",
-        "MultiLabelTokenClassificationModelCRF": "CRFDecoder",
-    }
+    assert decoders == {"TokenClassificationModel": "SoftmaxDecoder",
+                        "TokenClassificationModelCRF": "CRFDecoder",
+                        "MultiLabelTokenClassificationModel": "SigmoidDecoder",
+                        "MultiLabelTokenClassificationModelCRF": "CRFDecoder"}
 
 
 def test_modeling_reads_top_to_bottom():

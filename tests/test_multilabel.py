@@ -40,19 +40,11 @@ from cardioner.training.build import fresh_predictor, tag_frequencies
 
 ID2LABEL = {0: "O", 1: "B-ANAT", 2: "I-ANAT", 3: "B-DISO", 4: "I-DISO"}
 ANNOTATIONS = {  # nested entities of different types, as in CT-EBM-SP
-    0: [
-        ("acute myocardial infarction", "DISO"),
-        ("myocardial", "ANAT"),
-        ("chest pain", "DISO"),
-        ("chest", "ANAT"),
-    ],
+    0: [("acute myocardial infarction", "DISO"), ("myocardial", "ANAT"), ("chest pain", "DISO"),
+        ("chest", "ANAT")],
     1: [("Aspirin", "CHEM"), ("heparin", "CHEM"), ("bleeding", "DISO")],
-    2: [
-        ("diabetes mellitus", "DISO"),
-        ("hypertension", "DISO"),
-        ("heart failure", "DISO"),
-        ("heart", "ANAT"),
-    ],
+    2: [("diabetes mellitus", "DISO"), ("hypertension", "DISO"), ("heart failure", "DISO"),
+        ("heart", "ANAT")],
     3: [("Echocardiography", "PROC"), ("ejection fraction", "PROC")],
     4: [("dolor torácico", "DISO"), ("torácico", "ANAT"), ("disnea", "DISO")],
     5: [("nitroglicerina sublingual", "CHEM"), ("dolor", "DISO")],
@@ -419,12 +411,8 @@ def test_priors_come_from_the_training_tags_and_trained_biases_survive_reload(tr
         windows = trainer.corpora.train.windows  # encoded once by training
         expected = [tag_frequencies(windows, 3, channel).tolist() for channel in range(4)]
         priors = trainer.model.config.tag_priors
-        torch.testing.assert_close(
-            torch.tensor(priors, dtype=torch.float64),
-            torch.tensor(expected, dtype=torch.float64),
-            atol=1e-8,
-            rtol=0,
-        )
+        torch.testing.assert_close(torch.tensor(priors, dtype=torch.float64),
+                                   torch.tensor(expected, dtype=torch.float64), atol=1e-8, rtol=0)
         reloaded, _ = load_model(models[name]["export"])
         assert reloaded.config.tag_priors == priors
         trained_bias = trainer.model.head.classifier.bias.detach()
@@ -502,17 +490,8 @@ def test_viterbi_script_gives_the_same_overlapping_spans_as_cardioner_predict(tr
         result = run_script(tmp_path, "--model", export, "--input", str(folder), "--output",
                             str(tmp_path / f"{name}-script"), "--format", "brat", *windows)
         assert result.returncode == 0, result.stderr[-3000:]
-        cardioner_predict(
-            "--model",
-            export,
-            "--input",
-            str(folder),
-            "--output",
-            str(tmp_path / f"{name}-cli"),
-            "--format",
-            "brat",
-            *windows,
-        )
+        cardioner_predict("--model", export, "--input", str(folder), "--output",
+                          str(tmp_path / f"{name}-cli"), "--format", "brat", *windows)
         expected = spans_by_document(tmp_path / f"{name}-cli")
         assert spans_by_document(tmp_path / f"{name}-script") == expected
         overlapping = [(a, b) for spans in expected.values() for a in spans for b in spans
@@ -539,12 +518,8 @@ def test_seqeval_view_scores_each_type_on_its_own_channel(trained):
 
 @pytest.mark.parametrize(
     "model_class",
-    [
-        TokenClassificationModel,
-        TokenClassificationModelCRF,
-        MultiLabelTokenClassificationModel,
-        MultiLabelTokenClassificationModelCRF,
-    ],
+    [TokenClassificationModel, TokenClassificationModelCRF, MultiLabelTokenClassificationModel,
+     MultiLabelTokenClassificationModelCRF],
 )
 def test_a_batch_without_words_decodes_to_nothing(bert_dir, model_class):
     """Empty and blank texts (no word at all in the batch): no entity, and a zero loss in training."""

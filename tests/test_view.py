@@ -163,23 +163,12 @@ def test_pages_replace_only_earlier_pages(noisy_export, tmp_path):
     thesis.write_text("<html>my thesis</html>", encoding="utf-8")
     runs = [
         (
-            [
-                "predict",
-                "--model",
-                noisy_export,
-                "--input",
-                SAMPLE / "test",
-                "--output",
-                thesis,
-                "--format",
-                "html",
-            ],
+            ["predict", "--model", noisy_export, "--input", SAMPLE / "test", "--output", thesis, "--format",
+             "html"],
             "does not hold a page cardioner wrote",
         ),
-        (
-            ["evaluate", "--model", noisy_export, "--data", SAMPLE / "test", "--html", tmp_path],
-            "the output is a folder; a file was expected",
-        ),
+        (["evaluate", "--model", noisy_export, "--data", SAMPLE / "test", "--html", tmp_path],
+         "the output is a folder; a file was expected"),
     ]
     for args, fragment in runs:
         result = CliRunner().invoke(app, [str(a) for a in args])
@@ -191,17 +180,8 @@ def test_pages_replace_only_earlier_pages(noisy_export, tmp_path):
             app,
             [
                 str(a)
-                for a in [
-                    "predict",
-                    "--model",
-                    noisy_export,
-                    "--input",
-                    SAMPLE / "test",
-                    "--output",
-                    page,
-                    "--format",
-                    "html",
-                ]
+                for a in ["predict", "--model", noisy_export, "--input", SAMPLE / "test", "--output", page,
+                          "--format", "html"]
             ],
         )
         assert result.exit_code == 0, result.output
@@ -251,11 +231,8 @@ def test_both_pages_in_headless_chromium_show_the_predicted_spans(noisy_export, 
         result = CliRunner().invoke(app, [str(a) for a in args])
         assert result.exit_code == 0, result.output
 
-    jsonl, page, evaluation = (
-        tmp_path / "p.jsonl",
-        tmp_path / "predictions.html",
-        tmp_path / "evaluation.html",
-    )
+    jsonl, page, evaluation = (tmp_path / "p.jsonl", tmp_path / "predictions.html",
+                               tmp_path / "evaluation.html")
     cli(
         "predict", "--model", noisy_export, "--input", SAMPLE / "test", "--output", jsonl, "--format", "jsonl"
     )

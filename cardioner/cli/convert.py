@@ -16,11 +16,8 @@ from cardioner.cli.flags import CONVERT_FLAGS, speaking_flags
 def convert(
     input: Annotated[
         Path,
-        typer.Option(
-            "--input",
-            "-i",
-            help="corpus: brat folder, CoNLL/JSONL/TSV file or folder, " "HF save_to_disk folder",
-        ),
+        typer.Option("--input", "-i",
+                     help="corpus: brat folder, CoNLL/JSONL/TSV file or folder, " "HF save_to_disk folder"),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="output file (a folder for brat)")],
     to: Annotated[str, typer.Option("--to", help="output format: brat | jsonl | conll | tsv")],

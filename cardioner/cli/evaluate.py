@@ -28,16 +28,8 @@ def evaluate(
     from cardioner.inference import evaluate_path
 
     setup_logging(verbose)
-    scores = run_or_exit(
-        speaking_flags(evaluate_path, PREDICT_FLAGS),
-        model,
-        data,
-        format,
-        output,
-        batch_size,
-        span_errors,
-        html,
-    )
+    scores = run_or_exit(speaking_flags(evaluate_path, PREDICT_FLAGS), model, data, format, output,
+                         batch_size, span_errors, html)
     typer.echo(format_table(scores))
     micro, overlap = scores["micro"], scores["overlap"]["micro"]
     typer.echo(f"\nexact match:   P {micro['precision']:.4f}  R {micro['recall']:.4f}  F1 {micro['f1']:.4f}")

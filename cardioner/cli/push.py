@@ -30,15 +30,6 @@ def push(
     from cardioner.push import push_to_hub  # when run (cli/__init__)
 
     setup_logging(verbose)
-    url = run_or_exit(
-        speaking_flags(push_to_hub, PUSH_FLAGS),
-        model,
-        repo,
-        private=private,
-        token=token,
-        license=license,
-        revision=revision,
-        commit_message=message,
-        create_pr=create_pr,
-    )
+    url = run_or_exit(speaking_flags(push_to_hub, PUSH_FLAGS), model, repo, private=private, token=token,
+                      license=license, revision=revision, commit_message=message, create_pr=create_pr)
     typer.echo(f"pushed {model} to {url}")

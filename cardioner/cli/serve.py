@@ -45,21 +45,8 @@ def serve(
     from cardioner.serving.server import run_server  # when run (cli/__init__)
 
     setup_logging(verbose)
-    run_or_exit(
-        speaking_flags(run_server, SERVE_FLAGS),
-        model,
-        host=host,
-        port=port,
-        workers=workers,
-        threads=threads,
-        batch_size=batch_size,
-        max_batch_size=max_batch_size,
-        max_wait_ms=max_wait_ms,
-        max_request_bytes=max_request_bytes,
-        max_length=max_length,
-        stride=stride,
-        inception_layer=inception_layer,
-        inception_feature=inception_feature,
-        log_texts=log_texts,
-        log_level="debug" if verbose else "info",
-    )
+    run_or_exit(speaking_flags(run_server, SERVE_FLAGS), model, host=host, port=port, workers=workers,
+                threads=threads, batch_size=batch_size, max_batch_size=max_batch_size,
+                max_wait_ms=max_wait_ms, max_request_bytes=max_request_bytes, max_length=max_length,
+                stride=stride, inception_layer=inception_layer, inception_feature=inception_feature,
+                log_texts=log_texts, log_level="debug" if verbose else "info")

@@ -66,14 +66,9 @@ def tune(
             raise typer.Exit(1) from None
         typer.echo(
             json.dumps(
-                {
-                    "method": "pbt",
-                    "best_dev_score": result["best_score"],
-                    "best_epoch": result["best_epoch"],
-                    "exploit_events": len(result["events"]),
-                    "model": str(result["model_dir"]),
-                    "best_config": str(output / "best_config.yaml"),
-                },
+                {"method": "pbt", "best_dev_score": result["best_score"], "best_epoch": result["best_epoch"],
+                 "exploit_events": len(result["events"]), "model": str(result["model_dir"]),
+                 "best_config": str(output / "best_config.yaml")},
                 indent=2,
             )
         )

@@ -146,18 +146,8 @@ def parse_ann(ann_text: str, text: str, doc_id: str, ann_path: Path, report: Rea
             offsets = ";".join(f"{s} {e}" for s, e in pieces)
             return f"annotated string {annotated!r} != text[{offsets}] {pieces_text(text, pieces)!r}"
 
-        span = read_span(
-            match.group("label"),
-            _parse_offsets(match.group("offsets"), ann_path, line_no),
-            text,
-            doc_id,
-            ann_path,
-            line_no,
-            report,
-            span_errors,
-            matches,
-            mismatch,
-        )
+        span = read_span(match.group("label"), _parse_offsets(match.group("offsets"), ann_path, line_no),
+                         text, doc_id, ann_path, line_no, report, span_errors, matches, mismatch)
         if span is None:
             continue
         spans.append(span)
@@ -302,12 +292,8 @@ def format_ann(doc: Document, report: ReadReport | None = None) -> str:
     valid = [item for item in other if isinstance(item, (list, tuple)) and len(item) == 2
              and isinstance(item[0], int) and not isinstance(item[0], bool) and valid_other_line(item[1])]
     if len(valid) < len(other) and report is not None:
-        report.note(
-            "skipped",
-            OTHER_LINES_INVALID,
-            f"{doc.id}: {next(i for i in other if i not in valid)!r:.80}",
-            n=len(other) - len(valid),
-        )
+        report.note("skipped", OTHER_LINES_INVALID,
+                    f"{doc.id}: {next(i for i in other if i not in valid)!r:.80}", n=len(other) - len(valid))
     other, dropped = prune_brat_lines(valid, set(ids) if keep_ids else set())
     if dropped and report is not None:
         report.note("skipped", BRAT_LINES_DROPPED, f"{doc.id}: {dropped[0]}", n=len(dropped))
@@ -362,10 +348,8 @@ def write_brat(docs: list[Document], folder: str | Path, overwrite: bool = True,
 
 def _document_files(doc: Document, report: ReadReport | None) -> list[tuple[str, bytes]]:
     """(``ID.txt``, text bytes) and (``ID.ann``, annotation bytes) of one document."""
-    return [
-        (f"{doc.id}.txt", doc.text.encode("utf-8")),
-        (f"{doc.id}.ann", format_ann(doc, report).encode("utf-8")),
-    ]
+    return [(f"{doc.id}.txt", doc.text.encode("utf-8")),
+            (f"{doc.id}.ann", format_ann(doc, report).encode("utf-8"))]
 
 
 def _files_into(folder: Path, docs, report: ReadReport | None) -> Iterator[tuple[str, bytes]]:

@@ -182,17 +182,9 @@ def _nearest_shift(pieces: Pieces, fits: Callable[[Pieces], bool]) -> int | None
     return None
 
 
-def fit_span(
-    pieces: Pieces,
-    text: str,
-    matches: Callable[[Pieces], bool] | None,
-    mismatch: Callable[[Pieces], str],
-    policy: str,
-    report: ReadReport,
-    where: str | Path | None,
-    line: int | None,
-    label: str,
-) -> Pieces | None:
+def fit_span(pieces: Pieces, text: str, matches: Callable[[Pieces], bool] | None,
+             mismatch: Callable[[Pieces], str], policy: str, report: ReadReport, where: str | Path | None,
+             line: int | None, label: str) -> Pieces | None:
     """The pieces of a span checked against its annotated string, under the ``data.span_errors`` policy.
 
     Offsets that run past the text or cover another string than the annotated one are an error (``error``,
@@ -245,18 +237,10 @@ def _offsets(pieces: Pieces) -> str:
     return ";".join(f"{s}-{e}" for s, e in pieces)
 
 
-def read_span(
-    label: str,
-    pieces: Pieces,
-    text: str | None,
-    doc_id: str,
-    where: str | Path | None,
-    line: int | None,
-    report: ReadReport,
-    policy: str = "error",
-    matches: Callable[[Pieces], bool] | None = None,
-    mismatch: Callable[[Pieces], str] | None = None,
-) -> Span | None:
+def read_span(label: str, pieces: Pieces, text: str | None, doc_id: str, where: str | Path | None,
+              line: int | None, report: ReadReport, policy: str = "error",
+              matches: Callable[[Pieces], bool] | None = None,
+              mismatch: Callable[[Pieces], str] | None = None) -> Span | None:
     """A span read from a file: malformed offsets are errors, offsets that do not fit follow ``policy``.
 
     Negative, reversed or empty pieces and overlapping fragments are always a CorpusError. Pieces past the end
@@ -345,13 +329,9 @@ def check_span(span: Span, text: str | None, doc_id: str, path: str | Path | Non
 
 
 @contextmanager
-def atomic_path(
-    target: str | Path,
-    is_dir: bool = False,
-    overwrite: bool = True,
-    looks_ours: Callable[[Path], bool] | None = None,
-    what: str = "an earlier output",
-) -> Iterator[Path]:
+def atomic_path(target: str | Path, is_dir: bool = False, overwrite: bool = True,
+                looks_ours: Callable[[Path], bool] | None = None,
+                what: str = "an earlier output") -> Iterator[Path]:
     """Yield a path to write; it becomes ``target`` in one
     rename when the block completes (``paths.staged_output``).
 

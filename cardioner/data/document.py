@@ -253,11 +253,8 @@ class ReadReport:
 
     def summary(self) -> str:
         lines = [f"read {self.documents} documents, {self.spans} spans"]
-        for title, counter in (
-            ("kept aside", self.kept_aside),
-            ("repaired", self.repaired),
-            ("skipped", self.skipped),
-        ):
+        for title, counter in (("kept aside", self.kept_aside), ("repaired", self.repaired),
+                               ("skipped", self.skipped)):
             for reason, count in sorted(counter.items()):
                 example = self.examples.get(reason)
                 tail = f" (e.g. {example[0]})" if example else ""

@@ -122,14 +122,9 @@ def _check_saved_folder(folder: Path) -> None:
             raise CorpusError("'features' must be an object", folder / "dataset_info.json")
 
 
-def read_hf(
-    obj_or_folder: Any,
-    split: str | None = None,
-    label_names: Sequence[str] | None = None,
-    report: ReadReport | None = None,
-    flat: bool = False,
-    span_errors: str = "error",
-) -> list[Document]:
+def read_hf(obj_or_folder: Any, split: str | None = None, label_names: Sequence[str] | None = None,
+            report: ReadReport | None = None, flat: bool = False,
+            span_errors: str = "error") -> list[Document]:
     """Read a ``datasets.Dataset``/``DatasetDict`` or a ``save_to_disk`` folder.
 
     Args:

@@ -163,15 +163,9 @@ def _tag_names(tags: Sequence[Any], label_names: Sequence[str] | None, where: st
     return names
 
 
-def _tokens_document(
-    record: dict,
-    doc_id: str,
-    word_tags: Any,
-    report: ReadReport,
-    label_names: Sequence[str] | None,
-    where: str | Path | None,
-    record_no: int | None,
-) -> Document:
+def _tokens_document(record: dict, doc_id: str, word_tags: Any, report: ReadReport,
+                     label_names: Sequence[str] | None, where: str | Path | None,
+                     record_no: int | None) -> Document:
     """The document of a ``tokens`` + ``ner_tags`` record, on
     its ``text`` when it has one (else tokens joined)."""
     tokens, text = record.get("tokens"), record.get("text")
@@ -184,15 +178,8 @@ def _tokens_document(
             raise CorpusError(f"token {i + 1} {token!r:.80} {problem}", where, record_no)
     if text is not None and not isinstance(text, str):
         raise CorpusError(f"record has a non-string 'text' {text!r:.80}", where, record_no)
-    doc = tokens_to_document(
-        doc_id,
-        [tokens],
-        [_tag_names(word_tags, label_names, where, record_no)],
-        report,
-        where,
-        [[record_no or 0] * len(tokens)],
-        text=text,
-    )
+    doc = tokens_to_document(doc_id, [tokens], [_tag_names(word_tags, label_names, where, record_no)], report,
+                             where, [[record_no or 0] * len(tokens)], text=text)
     doc.meta["docstart"] = False
     return doc
 
@@ -265,10 +252,8 @@ def check_meta(meta: Any, text: str, num_spans: int, where: str | Path | None, r
             refuse(key, "a path (text)")
     tokens = meta.get("tokens")
     if "tokens" in meta and not _ordered_ranges(tokens, len(text)):
-        refuse(
-            "tokens",
-            f"a list of [start, end] token offsets in order, inside the text ({len(text)} characters)",
-        )
+        refuse("tokens",
+               f"a list of [start, end] token offsets in order, inside the text ({len(text)} characters)")
     if "sentences" in meta and (tokens is None or not _ordered_ranges(meta["sentences"], len(tokens))):
         refuse("sentences", "a list of [first, last + 1] token indices in order (with meta.tokens)")
     if "columns" in meta:
@@ -392,14 +377,9 @@ def record_to_document(
     return doc
 
 
-def read_jsonl(
-    path: str | Path,
-    report: ReadReport | None = None,
-    label_names: Sequence[str] | None = None,
-    doc_prefix: str | None = None,
-    flat: bool = False,
-    span_errors: str = "error",
-) -> list[Document]:
+def read_jsonl(path: str | Path, report: ReadReport | None = None, label_names: Sequence[str] | None = None,
+               doc_prefix: str | None = None, flat: bool = False,
+               span_errors: str = "error") -> list[Document]:
     """Read a JSONL file.
 
     Args:
