@@ -28,14 +28,14 @@ COMPARE_CONFIG_FLAGS = {key: flag for key, flag in CONFIG_FLAGS.items() if key i
     "training.batch_size", "training.lr", "data.max_length", "training.seed")}
 COMPARE_FLAGS = {"crf": "--crf", "training.output": "--output", **COMPARE_CONFIG_FLAGS}
 # `predict`, `evaluate` and `analyze`: their arguments, and the window keys of an export predict overrides.
-PREDICT_FLAGS = {"batch_size": "--batch-size", "format": "--format", "data.max_length": "--max-length",
-                 "data.stride": "--stride"}
+PREDICT_FLAGS = {"batch_size": "--batch-size", "format": "--format", "data.format": "--format",
+                 "data.max_length": "--max-length", "data.stride": "--stride"}
 # `serve` and `push`: the arguments their library functions check.
 SERVE_FLAGS = {**PREDICT_FLAGS, **{name: "--" + name.replace("_", "-") for name in (
     "workers", "port", "threads", "max_batch_size", "max_wait_ms", "max_request_bytes", "inception_layer",
     "inception_feature")}}
 PUSH_FLAGS = {"repo_id": "--repo", "license": "--license"}
-CONVERT_FLAGS = {"to": "--to", "format": "--format"}
+CONVERT_FLAGS = {"to": "--to", "format": "--format", "data.format": "--format"}
 # data.span_errors stays as it is: its option says "(data.span_errors)", and `train` sets it with --set.
 
 

@@ -358,8 +358,8 @@ def format_conll(doc: Document, scheme: str = "IOB2", report: ReadReport | None 
         a, b = pair
         raise CorpusError(
             f"document {doc.id!r}: CoNLL cannot hold overlapping spans {a.start}-{a.end} {a.label} and"
-            f" {b.start}-{b.end} {b.label} (resolve them first: resolve_overlaps, or convert"
-            " --resolve-overlaps)"
+            f" {b.start}-{b.end} {b.label} (resolve them first: data.document.resolve_overlaps, which"
+            " convert's resolve option applies)"
         )
     check_labels(doc, _BAD_TYPE.pattern, "a CoNLL tag")
     if "tokens" in doc.meta:

@@ -124,7 +124,8 @@ def check_flat(doc: Document, path: str | Path | None = None, line: int | None =
         raise CorpusError(
             f"document {doc.id!r}: overlapping spans {a.start}-{a.end} {a.label} {doc.text[a.start:a.end]!r}"
             f" and {b.start}-{b.end} {b.label} {doc.text[b.start:b.end]!r}{lines}; a flat (multi-class) task"
-            " forbids overlaps (train with --multilabel, or resolve them with resolve_overlaps)",
+            " forbids overlaps (set data.multilabel: a channel per type, or data.overlaps=longest: keep the"
+            " longest)",
             path,
             line,
         )

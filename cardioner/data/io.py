@@ -64,7 +64,7 @@ def detect_format(path: str | Path | Any) -> str:
         if found is None:
             raise CorpusError(
                 "cannot tell the format of this file (not JSONL, MultiCardioNER TSV or CoNLL with "
-                "a tag column); name it with --format",
+                "a tag column); name it (data.format)",
                 path,
             )
         return found
@@ -83,7 +83,7 @@ def detect_format(path: str | Path | Any) -> str:
         odd = next(p for p, kind in by_file.items() if kind is None)
         raise CorpusError(
             f"cannot tell the format of {odd.relative_to(path)} (not JSONL, MultiCardioNER TSV or "
-            "CoNLL with a tag column); point at one sub-folder or name the format with --format",
+            "CoNLL with a tag column); point at one sub-folder or name the format (data.format)",
             path,
         )
     if len(found) != 1:

@@ -150,7 +150,7 @@ class RequestSizeLimit:
 
     def _message(self, size: str) -> str:
         return (f"the request body ({size}) is larger than this server's limit of {self.max_bytes} bytes "
-                "(cardioner serve --max-request-bytes)")
+                "(the server's max_request_bytes setting)")
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":

@@ -1,10 +1,10 @@
 """Checkpoints of a training run, in ``<output>.checkpoints/`` beside the export folder.
 
 ``step_<global step>_<epochs done>_<step in epoch>/`` holds Accelerate's state (model, optimiser, scheduler,
-RNGs) and ``trainer_state.json`` (the loop's ``TrainState`` and the settings of the run, which ``--resume``
-checks); each is written under a temporary name and renamed when complete, and only the last two are kept.
-``best.safetensors`` holds the weights of the best epoch so far. A run without ``training.output`` keeps the
-best weights in memory and writes no checkpoint.
+RNGs) and ``trainer_state.json`` (the loop's ``TrainState`` and the settings of the run, which
+``training.resume`` checks); each is written under a temporary name and renamed when complete, and only the
+last two are kept. ``best.safetensors`` holds the weights of the best epoch so far. A run without
+``training.output`` keeps the best weights in memory and writes no checkpoint.
 """
 
 from __future__ import annotations
