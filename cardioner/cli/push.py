@@ -15,12 +15,8 @@ def push(
     model: options.ModelDir,
     repo: Annotated[str, typer.Option(help="the Hub repository: NAMESPACE/NAME (created if needed)")],
     private: Annotated[bool, typer.Option("--private", help="create the repository private")] = False,
-    token: Annotated[
-        str | None, typer.Option(help="Hub token (default: HF_TOKEN or `hf auth login`)")
-    ] = None,
-    license: Annotated[
-        str | None, typer.Option(help="licence id written into the card (e.g. apache-2.0)")
-    ] = None,
+    token: Annotated[str | None, typer.Option(help="Hub token (default: HF_TOKEN, `hf auth login`)")] = None,
+    license: Annotated[str | None, typer.Option(help="licence id for the card (apache-2.0, ...)")] = None,
     revision: Annotated[str | None, typer.Option(help="branch to push to (default: main)")] = None,
     message: Annotated[str | None, typer.Option(help="commit message")] = None,
     create_pr: Annotated[bool, typer.Option("--create-pr", help="open a pull request instead")] = False,

@@ -8,40 +8,30 @@ from typing import Annotated
 
 import typer
 
+from cardioner.cli import options
 from cardioner.cli.common import parse_sets, run_or_exit, setup_logging
 
 
 def tune(
     config: Annotated[Path, typer.Option("--config", help="base YAML config; an optional 'search:' section")],
     trials: Annotated[int, typer.Option(help="finished trials the study should reach (pbt: the population)")],
-    storage: Annotated[
-        str | None, typer.Option(help="RDB URL to resume/share the study: sqlite:///study.db")
-    ] = None,
-    study_name: Annotated[
-        str | None, typer.Option(help="study name in the storage (default: cardioner)")
-    ] = None,
-    metric: Annotated[
-        str | None,
-        typer.Option(
-            help="dev metric to maximise: f1 | precision | recall | overlap_f1 | "
-            "macro_f1 (default: training.metric of the config)"
-        ),
-    ] = None,
+    storage: Annotated[str | None, typer.Option(help="RDB URL to resume or share the study: "
+                                                     "sqlite:///study.db")] = None,
+    study_name: Annotated[str | None, typer.Option(help="the study's name in the storage (default: "
+                                                        "cardioner)")] = None,
+    metric: Annotated[str | None, typer.Option(help="dev metric to maximise: f1 | precision | recall | "
+                                                    "overlap_f1 | macro_f1 (default: training.metric)")
+                      ] = None,
     timeout: Annotated[float | None, typer.Option(help="stop starting trials after SEC seconds")] = None,
-    method: Annotated[
-        str, typer.Option(help="optuna (TPE + pruning) | pbt (Ray Tune population-based training)")
-    ] = "optuna",
+    method: Annotated[str, typer.Option(help="optuna (TPE + pruning) | pbt (Ray Tune population-based "
+                                             "training)")] = "optuna",
     pruner: Annotated[str, typer.Option(help="median | hyperband | none")] = "median",
-    folds: Annotated[
-        int | None, typer.Option(help="cross-validate each trial on K folds (by document)")
-    ] = None,
-    output: Annotated[Path, typer.Option(help="folder for best_config.yaml, trials.csv and plots")] = Path(
-        "tuning"
-    ),
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="override a base config key: --set training.epochs=2")
-    ] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    folds: Annotated[int | None, typer.Option(help="cross-validate each trial on K folds (by document)")
+                     ] = None,
+    output: Annotated[Path, typer.Option(help="folder for best_config.yaml, trials.csv and plots")
+                      ] = Path("tuning"),
+    set_: options.Sets = None,
+    verbose: options.Verbose = False,
 ) -> None:
     """Search hyperparameters (Optuna TPE with pruning, or PBT) and write the best config."""
     from cardioner import tuning  # when run (cli/__init__)
@@ -50,17 +40,15 @@ def tune(
     setup_logging(verbose)
     if method not in tuning.METHODS:
         raise typer.BadParameter(f"--method must be one of {', '.join(tuning.METHODS)}, got {method!r}")
-    check_output_folder(
-        output, ("best_config.yaml", "trials.csv", "pbt_members.csv"), "an earlier tuning output"
-    )
+    check_output_folder(output, ("best_config.yaml", "trials.csv", "pbt_members.csv"),
+                        "an earlier tuning output")
     base, space = run_or_exit(tuning.load_tuning_config, config, parse_sets(set_))
     if method == "pbt":
         if folds:
             raise typer.BadParameter("--folds is not supported with --method pbt")
         try:  # a missing optional dependency is the user's to install, not a bug (the boundary would say one)
-            result = tuning.tune_pbt(
-                base, population=trials, output_dir=output, metric=metric, timeout=timeout
-            )
+            result = tuning.tune_pbt(base, population=trials, output_dir=output, metric=metric,
+                                     timeout=timeout)
         except tuning.RayUnavailableError as error:
             typer.secho(f"error: --method pbt: {error}", fg=typer.colors.RED, err=True)
             raise typer.Exit(1) from None
