@@ -394,7 +394,7 @@ def test_serve_refuses_what_it_cannot_serve_in_one_sentence(tmp_path, export):
     assert "no such folder" in failure("--model", str(tmp_path / "missing"))
     assert "not an exported model folder" in failure("--model", str(tmp_path))
     assert "--workers must be >= 1, got 0" in failure("--model", str(export), "--workers", "0")
-    assert "max_batch_size must be >= 1, got 0" in failure("--model", str(export), "--max-batch-size", "0")
+    assert "--max-batch-size must be >= 1, got 0" in failure("--model", str(export), "--max-batch-size", "0")
     assert "--port must be in 0..65535" in failure("--model", str(export), "--port", "70000")
 
 
