@@ -84,6 +84,7 @@ def save_model(
     with staged_output(output_dir, "folder", is_export, EXPORT) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
+        name_portable_tokenizer_class(staging)
         (staging / MODELING_FILE).write_bytes(source)
         (staging / "training_config.yaml").write_text(
             yaml.safe_dump(training_config or {}, sort_keys=False, allow_unicode=True), encoding="utf-8"
@@ -95,6 +96,22 @@ def save_model(
         if extra_files is not None:
             extra_files(staging)
     return output_dir
+
+
+def name_portable_tokenizer_class(folder: Path) -> None:
+    """Name a class every transformers release has where transformers 5 wrote one that 4.x lacks.
+
+    A tokenizer built from a ``tokenizers`` object is saved by transformers 5 as ``TokenizersBackend``, which
+    transformers 4.5x cannot resolve; ``PreTrainedTokenizerFast`` reads the same tokenizer.json on both.
+    Tokenizers of real backbones (BertTokenizer, XLMRobertaTokenizer, ...) keep their own class.
+    """
+    path = folder / "tokenizer_config.json"
+    if not path.is_file():
+        return
+    settings = json.loads(path.read_text(encoding="utf-8"))
+    if settings.get("tokenizer_class") == "TokenizersBackend":
+        settings["tokenizer_class"] = "PreTrainedTokenizerFast"
+        path.write_text(json.dumps(settings, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def is_export(folder: str | Path) -> bool:

@@ -309,6 +309,9 @@ def test_export_folder_contents(round_trip):
     card = (folder / "README.md").read_text()
     assert "trust_remote_code=True" in card and "cardioner.load_model" in card and "B-DIS" in card
     assert json.loads((folder / "metrics.json").read_text()) == {"dev": {"f1": 0.5}}
+    # transformers 5 names a tokenizers-object tokenizer TokenizersBackend, a class 4.5x lacks
+    tokenizer_class = json.loads((folder / "tokenizer_config.json").read_text())["tokenizer_class"]
+    assert tokenizer_class == "PreTrainedTokenizerFast"
 
 
 def test_load_model_warns_on_edited_modeling_file(round_trip, tmp_path):
