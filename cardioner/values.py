@@ -109,14 +109,37 @@ def _json_constant(name: str) -> float:
     raise InvalidValue(f"{name} is not a JSON number (JSON has no infinities and no NaN)")
 
 
+def _check_text(value: Any) -> None:
+    """Raise InvalidValue for a string holding half of a UTF-16 surrogate pair (no file can store it)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as error:
+            half = value[error.start]
+            raise InvalidValue(f"\\u{ord(half):04x} is half of a UTF-16 surrogate pair, not a character "
+                               f"(in {value[:40]!r})") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key)
+            _check_text(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_text(item)
+
+
 def loads_json(text: str) -> Any:
-    """``json.loads`` that refuses ``Infinity``/``NaN``, integers beyond MAX_INT and floats that overflow.
+    """``json.loads`` that refuses ``Infinity``/``NaN``, integers beyond MAX_INT, floats that overflow and
+    escaped lone surrogates (``"\\ud81e"``: JSON can spell them, UTF-8 cannot store them).
 
     Raises:
         json.JSONDecodeError: not JSON.
-        InvalidValue: a number no offset or setting can be, or nesting too deep to be data (the message says).
+        InvalidValue: a number no offset or setting can be, a lone surrogate, or nesting too deep to be data
+            (the message says).
     """
     try:
-        return json.loads(text, parse_int=_json_int, parse_float=_json_float, parse_constant=_json_constant)
+        value = json.loads(text, parse_int=_json_int, parse_float=_json_float, parse_constant=_json_constant)
+        if "\\u" in text:  # only an escape can make a surrogate: text read from a file is valid UTF-8
+            _check_text(value)
+        return value
     except RecursionError:
         raise InvalidValue("nested too deeply to be data") from None

@@ -142,6 +142,16 @@ def test_jsonl_record_not_an_object(tmp_path: Path, record: str) -> None:
         read_jsonl(path)
 
 
+@pytest.mark.parametrize("field", ["id", "text"])
+def test_jsonl_lone_surrogate_escape_names_the_line(tmp_path: Path, field: str) -> None:
+    """JSON can spell half a UTF-16 pair (the slow hypothesis run found it: writing the id back crashed)."""
+    record = {"id": "a", "text": "ok"} | {field: "\\ud81e9990"}
+    path = write(tmp_path, "a.jsonl", '{"id": "b", "text": "\\ud83d\\ude00 a pair is fine"}\n'
+                 + json.dumps(record).replace("\\\\", "\\") + "\n")
+    with pytest.raises(CorpusError, match=r"a\.jsonl:2: not valid data: \\ud81e is half of a UTF-16 "):
+        read_jsonl(path)
+
+
 def test_jsonl_without_text(tmp_path: Path) -> None:
     path = write(tmp_path, "a.jsonl", '{"id": "a", "spans": []}\n')
     with pytest.raises(CorpusError, match=r"a\.jsonl:1: record lacks 'text' \(keys: \['id', 'spans'\]\)"):

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from cardioner.cli import app
 from cardioner.data import CorpusError, Document, ReadReport, Span, read_brat, read_corpus, write_corpus
-from cardioner.data.paths import STAGING_MARK, clean_stale_staging, staged_output
+from cardioner.data.paths import STAGING_MARK, STAGING_MARK_PART, clean_stale_staging, staged_output
 from cardioner.inference import predict_path, read_inputs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -252,6 +252,19 @@ def test_staging_folders_of_a_killed_run_are_removed_by_the_next_run_and_only_ou
     write_corpus(DOCS, output, "jsonl")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([output.name, running.name, unmarked.name])
     assert (unmarked / "keep").read_text() == "user data"
+
+
+@pytest.mark.parametrize("marker", ["part", "empty"])
+def test_a_staging_folder_killed_while_its_marker_was_written_is_removed_by_the_next_run(tmp_path: Path,
+                                                                                        marker: str) -> None:
+    """The slow kill -9 test of predict found one: a kill between creating the marker and writing its bytes
+    left an empty marker that named no process, so no later run removed the folder."""
+    output = tmp_path / "out.jsonl"
+    unborn = tmp_path / ".out.jsonl.cardioner-tmp-unborn"
+    unborn.mkdir()
+    (unborn / (STAGING_MARK_PART if marker == "part" else STAGING_MARK)).write_text("", encoding="utf-8")
+    write_corpus(DOCS, output, "jsonl")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [output.name]
 
 
 KILL_AT_EACH_STEP = textwrap.dedent("""

@@ -60,6 +60,8 @@ from cardioner.errors import CorpusError
 
 #: the marker file inside every staging folder
 STAGING_MARK = ".cardioner-staging"
+#: the marker while it is written (renamed to STAGING_MARK when whole: a marker is complete or absent)
+STAGING_MARK_PART = ".cardioner-staging.part"
 #: staging folders beside an output are ``.NAME`` + this + a random part; inside a folder written into, this
 STAGING_INFIX = ".cardioner-tmp-"
 HIDDEN_NOTE = "hidden files and folders (names starting with '.') not read"
@@ -336,8 +338,9 @@ def staging_folder(where: Path, prefix: str, target: Path) -> Iterator[Path]:
     marker = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "target": os.path.abspath(target)})
     for attempt in range(3):
         holder = Path(tempfile.mkdtemp(prefix=prefix, dir=where))
-        try:
-            (holder / STAGING_MARK).write_text(marker, encoding="utf-8")
+        try:  # written aside, then renamed: a kill mid-write leaves no half marker that would keep it forever
+            (holder / STAGING_MARK_PART).write_text(marker, encoding="utf-8")
+            os.rename(holder / STAGING_MARK_PART, holder / STAGING_MARK)
             break
         except FileNotFoundError:  # a concurrent clean_stale_staging took it for an empty leftover: again
             if attempt == 2:
@@ -380,13 +383,22 @@ def _stale_marker(holder: Path, target: Path) -> bool:
     return marked == os.path.abspath(target) and host == socket.gethostname() and not _pid_running(pid)
 
 
+def _unborn(holder: Path) -> bool:
+    """Whether a folder named like our staging folders holds nothing but a marker being written: empty, a
+    ``.part`` marker, or an empty marker (cardioner 0.x before the marker was renamed into place)."""
+    names = {entry.name for entry in holder.iterdir()}
+    if names <= {STAGING_MARK_PART}:
+        return True
+    return names == {STAGING_MARK} and (holder / STAGING_MARK).stat().st_size == 0
+
+
 def clean_stale_staging(target: str | Path) -> list[Path]:
     """Remove the staging folders a killed run left for
     ``target``, first restoring an export it had moved aside.
 
     Only folders named like ours whose marker names ``target``, this host and a process no longer running are
-    touched, plus empty folders named like ours (a run killed while deleting its staging folder; ``rmdir``
-    never removes anything else). Returns them.
+    touched, plus folders named like ours that are empty or hold only a marker being written (a run killed
+    while making or deleting its staging folder; ``rmdir`` never removes anything else). Returns them.
     """
     target = Path(target)
     places = [(target.parent, _staging_prefix(target))]
@@ -401,8 +413,9 @@ def clean_stale_staging(target: str | Path) -> list[Path]:
         for holder in candidates:
             if holder.is_symlink() or not holder.is_dir():
                 continue
-            # a run killed while deleting it (or one just made: staging_folder retries)
-            if not any(holder.iterdir()):
+            if _unborn(holder):  # a run killed while making or deleting it (or one just made: it retries)
+                for name in (STAGING_MARK_PART, STAGING_MARK):
+                    (holder / name).unlink(missing_ok=True)
                 os.rmdir(holder)
                 removed.append(holder)
             elif _stale_marker(holder, target):
