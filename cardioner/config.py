@@ -86,6 +86,11 @@ class ModelConfig(HeadConfig):
     #   (span F1) after training; "fixed" keeps `threshold`
 
 
+#: training.head_lr and training.crf_lr when unset: these multiples of training.lr
+HEAD_LR_FACTOR = 10
+CRF_LR_FACTOR = 100
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
     output: str | None = None  # export folder (written atomically)
@@ -93,8 +98,8 @@ class TrainingConfig:
     batch_size: int = 16  # windows per optimiser micro-batch
     eval_batch_size: int = 32  # windows per evaluation batch
     lr: float = 5e-5  # backbone learning rate
-    head_lr: float | None = None  # head learning rate; None = 10 x lr
-    crf_lr: float | None = None  # CRF learning rate; None = 100 x lr (transitions need to move fast)
+    head_lr: float | None = None  # head learning rate; None = HEAD_LR_FACTOR (10) x lr
+    crf_lr: float | None = None  # CRF learning rate; None = CRF_LR_FACTOR (100) x lr (transitions move fast)
     layer_decay: float = 1.0  # layer-wise LR decay for the backbone (1.0 = off; 0.9 = each lower layer x0.9)
     weight_decay: float = 0.01  # AdamW/SGD weight decay (not on biases and norms)
     optimizer: str = "adamw"  # adamw | adam | sgd
@@ -179,6 +184,13 @@ def all_keys() -> list[str]:
     return [f"{name}.{f.name}" for name, cls in SECTIONS.items() for f in fields(cls)]
 
 
+def default_of(key: str) -> Any:
+    """The default of the dotted config ``key`` (``"training.epochs"`` -> 3), from its field."""
+    section, name = resolve_key(key).split(".")
+    (declared,) = [f for f in fields(SECTIONS[section]) if f.name == name]
+    return declared.default_factory() if declared.default is dataclasses.MISSING else declared.default
+
+
 # Names users bring from other tools; only used to suggest the right key, never accepted silently.
 _ALIASES = {
     "learning_rate": "training.lr",
@@ -206,15 +218,26 @@ def _nearest(key: str, candidates: list[str]) -> str | None:
     return short[match[0]] if match else None
 
 
-def resolve_key(key: str, source: str = "config") -> str:
-    """Map ``lr`` or ``training.lr`` to its dotted key; unknown
-    keys raise ConfigError with the nearest key, if any."""
+def resolve_key(key: str, source: str = "config", dotted: bool = False) -> str:
+    """Map ``lr`` or ``training.lr`` to its dotted key; unknown keys raise ConfigError with the nearest key,
+    if any. With ``dotted``, a key without its section is refused too (naming the dotted key it would be):
+    on a command line ``--set layer_decay=0.9`` would otherwise be applied to a section the user never
+    named."""
     keys = all_keys()
     if key in keys:
         return key
     matches = [k for k in keys if k.split(".", 1)[1] == key]
-    if len(matches) == 1:
+    if len(matches) == 1 and not dotted:
         return matches[0]
+    if matches:
+        raise ConfigError(f"{source}: {key!r} needs its section: "
+                          + " or ".join(repr(match) for match in matches))
+    section = key.split(".", 1)[0] if "." in key else None
+    if section is not None and section not in SECTIONS:
+        close = difflib.get_close_matches(section, list(SECTIONS), n=1, cutoff=0.6)
+        if close:
+            raise ConfigError(f"{source}: unknown section {section!r} in {key!r}; did you mean "
+                              f"{close[0] + '.' + key.split('.', 1)[1]!r}?")
     nearest = _nearest(key, keys)
     raise ConfigError(f"{source}: unknown key {key!r}" + (f"; did you mean {nearest!r}?" if nearest else ""))
 
@@ -499,6 +522,12 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         for key, value in raw.items():
             if key == "search":
                 continue  # the search space of `cardioner tune`; training ignores it
+            if (key not in SECTIONS and isinstance(value, dict)
+                    and not any(known.endswith("." + key) for known in all_keys())):
+                close = difflib.get_close_matches(key, list(SECTIONS), n=1, cutoff=0.6)
+                raise ConfigError(f"{path}: unknown section {key!r}"
+                                  + (f"; did you mean {close[0]!r}?" if close else
+                                     f"; the sections are {', '.join(SECTIONS)} (and search)"))
             if key in SECTIONS:
                 if not isinstance(value, dict):
                     raise ConfigError(f"{path}: section {key!r} must be a mapping, got {value!r:.80}")
@@ -508,6 +537,20 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
                 flat[resolve_key(key, source)] = value
     config = apply_overrides(Config(), flat, source)
     return apply_overrides(config, overrides or {}, skip_none=True)
+
+
+#: the keys that hold paths of files or folders (``model.model`` may hold one: a local backbone folder)
+PATH_KEYS = ("data.train", "data.dev", "data.test", "training.output", "training.feature_cache_dir")
+
+
+def absolute_paths(config: Config) -> Config:
+    """``config`` with every path made absolute (from the current folder), so that a config written into an
+    output folder (``best_config.yaml``) runs from any folder; ``model.model`` too when it names an existing
+    local folder (else it is a Hub name)."""
+    paths = {key: str(Path(value).absolute()) for key in PATH_KEYS if (value := config.get(key)) is not None}
+    if Path(config.model.model).exists():
+        paths["model.model"] = str(Path(config.model.model).absolute())
+    return config.replace(**paths)
 
 
 def config_from_dict(raw: dict) -> Config:

@@ -14,7 +14,8 @@ failure looks like; no traceback reaches a user unless ``CARDIONER_DEBUG=1`` ask
   to rerun with CARDIONER_DEBUG=1 for the traceback: ``KeyError``, ``TypeError``, ``AttributeError``,
   ``RuntimeError``..., and a ``ValueError`` that Python itself raised inside cardioner's code (unpacking the
   wrong number of values, ``int("x")``, ``max([])``);
-- exit 130: interrupted (Ctrl-C).
+- exit 130: interrupted (Ctrl-C), one line: ``interrupted:`` and what the command kept and how to go on
+  (``on_interrupt``).
 """
 
 from __future__ import annotations
@@ -23,14 +24,17 @@ import dis
 import functools
 import logging
 import os
+import re
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any, NoReturn
 
 import click
 import typer
 
-from cardioner.errors import CardioNERError
+from cardioner.config import resolve_key
+from cardioner.errors import CardioNERError, ConfigError
 
 #: the exit code of a failure that is a bug in cardioner (sysexits' EX_SOFTWARE)
 INTERNAL_ERROR_EXIT = 70
@@ -39,7 +43,36 @@ USER_ERRORS: tuple[type[BaseException], ...] = (CardioNERError, OSError)
 DEBUG_VARIABLE = "CARDIONER_DEBUG"
 
 
+class LibraryNoise(logging.Filter):
+    """What the libraries print on every run that tells a user nothing they can act on, held back unless
+    ``--verbose``: transformers' LOAD REPORT when it only lists weights the backbone's checkpoint has and an
+    encoder does not use (``UNEXPECTED``: the pooler, a masked-LM head; a report with MISSING or MISMATCHED
+    weights still shows), and the traceback Optuna logs for a trial that Ctrl-C stopped (the command says
+    "interrupted" in one line). Other trial failures keep their line, without the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "LOAD REPORT" in message:
+            statuses = re.findall(r"\|\s*(?:\x1b\[[0-9;]*m)?([A-Z]+)(?:\x1b\[[0-9;]*m)?\s*\|", message)
+            return not statuses or set(statuses) - {"UNEXPECTED", "Status"} != set()
+        if record.exc_info and record.name.startswith("optuna"):
+            if isinstance(record.exc_info[1], KeyboardInterrupt):
+                return False
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+# the loggers whose records LibraryNoise looks at (a logger's filters see the records logged on it)
+NOISY_LOGGERS = ("transformers.modeling_utils", "transformers.modeling_layers", "optuna.study._optimize")
+# warnings held back unless --verbose: Optuna marks its plots "experimental", and warns that importances
+# computed from a few trials are rough (the tune command's own log says how many trials there are)
+NOISY_WARNINGS = (r".* is experimental \(supported from v", r"Target and region quantiles select the same",
+                  r"Some regimes for parameter")
+
+
 def setup_logging(verbose: bool = False) -> None:
+    """Log INFO lines (DEBUG with ``verbose``) as ``time level name: message``; hold back LibraryNoise and
+    NOISY_WARNINGS unless ``verbose``."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -47,6 +80,33 @@ def setup_logging(verbose: bool = False) -> None:
     )
     for noisy in ("transformers", "accelerate", "datasets", "urllib3", "httpx", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    for name in NOISY_LOGGERS:
+        logger = logging.getLogger(name)
+        for old in [f for f in logger.filters if isinstance(f, LibraryNoise)]:
+            logger.removeFilter(old)
+        if not verbose:
+            logger.addFilter(LibraryNoise())
+    for pattern in NOISY_WARNINGS:
+        warnings.filterwarnings("default" if verbose else "ignore", message=pattern)
+
+
+# What the running command says when Ctrl-C stops it (see on_interrupt); reset by `guarded` for each command.
+_interrupt_note: list[Callable[[], str | None]] = []
+
+
+def on_interrupt(note: Callable[[], str | None]) -> None:
+    """Have Ctrl-C end the running command with ``interrupted: <note()>``: what was kept and how to go on.
+    ``note`` is called when the interruption happens (it may look at what is on disk by then)."""
+    _interrupt_note[:] = [note]
+
+
+def interrupted_message() -> str:
+    """``interrupted`` and the running command's note, if any (a failing note is left out)."""
+    try:
+        note = _interrupt_note[0]() if _interrupt_note else None
+    except Exception:  # the note is a courtesy: the interruption still ends the command with exit 130
+        note = None
+    return f"interrupted: {note}" if note else "interrupted"
 
 
 def debugging() -> bool:
@@ -91,7 +151,7 @@ def _user_message(error: BaseException) -> str:
 def fail(error: BaseException) -> NoReturn:
     """Print ``error`` as one line and exit: 1 for a user error, 70 for a bug, 130 for an interruption."""
     if isinstance(error, KeyboardInterrupt):
-        typer.secho("interrupted", fg=typer.colors.RED, err=True)
+        typer.secho(interrupted_message(), fg=typer.colors.RED, err=True)
         sys.exit(130)
     if is_user_error(error):
         typer.secho(f"error: {_user_message(error)}", fg=typer.colors.RED, err=True)
@@ -107,9 +167,13 @@ def fail(error: BaseException) -> NoReturn:
 
 
 def _passes_through(error: BaseException) -> bool:
-    """Exits and Typer/Click usage errors, which Click itself turns into an exit code and a short message."""
+    """Exits and Typer/Click usage errors, which Click itself turns into an exit code and a short message.
+
+    Typer 0.2x carries its own copy of Click (``typer.BadParameter`` is no ``click.ClickException``): its
+    exceptions derive from ``typer.TyperException``.
+    """
     return isinstance(error, (SystemExit, click.exceptions.ClickException, click.exceptions.Exit,
-                              click.exceptions.Abort, typer.Exit))
+                              click.exceptions.Abort, typer.TyperException, typer.Exit, typer.Abort))
 
 
 def run_or_exit(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -131,17 +195,26 @@ def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _interrupt_note.clear()
         return run_or_exit(command, *args, **kwargs)
 
     return wrapper
 
 
 def parse_sets(values: list[str] | None) -> dict[str, str]:
-    """``--set training.lr=3e-5 --set model.head=mlp`` -> {"training.lr": "3e-5", ...}."""
+    """``--set training.lr=3e-5 --set model.head=mlp`` -> {"training.lr": "3e-5", ...}.
+
+    Keys are dotted (``section.name``): a key without its section, or a misspelled one, is a usage error that
+    names the key meant, never applied to a section the user did not name.
+    """
     overrides: dict[str, str] = {}
     for item in values or []:
         if "=" not in item:
             raise typer.BadParameter(f"--set expects KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
-        overrides[key.strip()] = value.strip()
+        try:
+            key = resolve_key(key.strip(), "--set", dotted=True)
+        except ConfigError as error:
+            raise typer.BadParameter(str(error)) from None
+        overrides[key] = value.strip()
     return overrides

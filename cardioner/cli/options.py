@@ -7,27 +7,52 @@ from typing import Annotated
 
 import typer
 
+from cardioner.config import CHOICES, CRF_LR_FACTOR, HEAD_LR_FACTOR, default_of
 from cardioner.modeling import HEAD_SETTINGS
 
-CORPUS_FORMATS = "brat | conll | jsonl | hf | tsv (default: detect)"
+
+def described(key: str, text: str, default: str | None = None) -> str:
+    """The help of an option that sets the config ``key``: ``text``, the key's choices and its default, both
+    read from the key's one declaration (``cardioner.config``: its field, CHOICES; the model's settings come
+    from ``modeling.HEAD_SETTINGS``), never typed twice. ``default`` words a default the field holds as None
+    ("the backbone's limit")."""
+    choices = CHOICES.get(key)
+    if default is None:
+        value = default_of(key)
+        if isinstance(value, bool):
+            value = "on" if value else "off"
+        default = "none" if value is None else value
+    return f"{text}{': ' + ' | '.join(choices) if choices else ''} (default: {default}; {key})"
+
+
+CORPUS_FORMATS = described("data.format", "corpus format", default="detected")
 
 # The corpora, the backbone and the budget of a training run (train, compare).
-ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML config (data, model, training)")]
+ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML config (sections data, model, "
+                                                                  "training); options override it")]
 TrainCorpus = Annotated[str | None, typer.Option(help="training corpus (brat folder, CoNLL, JSONL, HF data)")]
 DevCorpus = Annotated[str | None, typer.Option(help="dev corpus: model selection and early stopping")]
 CorpusFormat = Annotated[str | None, typer.Option(help=CORPUS_FORMATS)]
-Backbone = Annotated[str | None, typer.Option(help="backbone name or path; 'default' = bundled MiniLM")]
-Epochs = Annotated[int | None, typer.Option(help="maximum epochs")]
-TrainBatchSize = Annotated[int | None, typer.Option(help="windows per batch")]
-LearningRate = Annotated[float | None, typer.Option(help="backbone learning rate")]
-MaxLength = Annotated[int | None, typer.Option(help="window size in subwords (default: the backbone's limit, "
-                                                    "at most 512)")]
-Seed = Annotated[int | None, typer.Option(help="random seed")]
+Backbone = Annotated[str | None, typer.Option(help=described(
+    "model.model", "backbone: a Hugging Face name or a local folder",
+    default="'default', the bundled all-MiniLM-L6-v2"))]
+Epochs = Annotated[int | None, typer.Option(help=described("training.epochs", "maximum epochs"))]
+TrainBatchSize = Annotated[int | None, typer.Option(help=described("training.batch_size",
+                                                                   "windows per batch"))]
+LearningRate = Annotated[float | None, typer.Option(help=described(
+    "training.lr", f"backbone learning rate; the head learns at {HEAD_LR_FACTOR}x and a CRF at "
+                   f"{CRF_LR_FACTOR}x it unless --set training.head_lr / training.crf_lr say otherwise"))]
+MaxLength = Annotated[int | None, typer.Option(help=described(
+    "data.max_length", "window size in subwords", default="the backbone's limit, at most 512"))]
+Stride = Annotated[int | None, typer.Option(help=described(
+    "data.stride", "window overlap in subwords", default="a quarter of the window"))]
+Seed = Annotated[int | None, typer.Option(help=described("training.seed", "random seed"))]
 # The model's settings: help and choices from their one declaration (cardioner.modeling.HEAD_SETTINGS).
-Head = Annotated[str | None, typer.Option(help=f"{HEAD_SETTINGS['head'].help}: "
-                                               f"{' | '.join(HEAD_SETTINGS['head'].choices)}")]
-Crf = Annotated[bool | None, typer.Option("--crf/--no-crf", help=HEAD_SETTINGS["use_crf"].help)]
-Sets = Annotated[list[str] | None, typer.Option("--set", help="any config key: --set training.lr=3e-5")]
+Head = Annotated[str | None, typer.Option(help=described("model.head", HEAD_SETTINGS["head"].help))]
+Crf = Annotated[bool | None, typer.Option("--crf/--no-crf", help=described("model.use_crf",
+                                                                           HEAD_SETTINGS["use_crf"].help))]
+Sets = Annotated[list[str] | None, typer.Option("--set", help="any config key, with its section; repeatable: "
+                                                              "--set training.lr=3e-5")]
 
 # An export applied to documents (predict, evaluate, analyze).
 ModelDir = Annotated[str, typer.Option(help="exported model folder")]
@@ -44,4 +69,6 @@ SpanErrors = Annotated[
     ),
 ]
 
-Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="log debug messages")]
+Verbose = Annotated[bool, typer.Option(
+    "--verbose", "-v", help="log debug messages, and the libraries' notes hidden otherwise (model load "
+                            "reports, Optuna's warnings); CARDIONER_DEBUG=1 also shows tracebacks")]

@@ -9,9 +9,9 @@ from typing import Annotated
 import typer
 
 from cardioner.cli import options
-from cardioner.cli.common import parse_sets, run_or_exit, setup_logging
+from cardioner.cli.common import on_interrupt, parse_sets, run_or_exit, setup_logging
 from cardioner.cli.flags import CONFIG_FLAGS, config_overrides, speaking_flags
-from cardioner.config import load_config
+from cardioner.config import Config, load_config
 
 
 def train(
@@ -22,23 +22,29 @@ def train(
     test: Annotated[str | None, typer.Option(help="test corpus: scored once after training")] = None,
     format: options.CorpusFormat = None,
     model: options.Backbone = None,
-    output: Annotated[str | None, typer.Option(help="export folder")] = None,
+    output: Annotated[str | None, typer.Option(help="export folder (training.output); required unless "
+                                                    "--no-export or --folds")] = None,
+    no_export: Annotated[bool, typer.Option("--no-export", help="train and score without writing a model "
+                                                                "(instead of --output)")] = False,
     crf: options.Crf = None,
     head: options.Head = None,
-    multilabel: Annotated[bool | None, typer.Option("--multilabel/--no-multilabel",
-                                                     help="overlapping entity types")] = None,
+    multilabel: Annotated[bool | None, typer.Option("--multilabel/--no-multilabel", help=options.described(
+        "data.multilabel", "one BIO channel per entity type (overlapping entities of different types)"))
+    ] = None,
     epochs: options.Epochs = None,
     batch_size: options.TrainBatchSize = None,
     lr: options.LearningRate = None,
     max_length: options.MaxLength = None,
-    stride: Annotated[int | None, typer.Option(help="window overlap in subwords (default: a quarter of the "
-                                                    "window)")] = None,
+    stride: options.Stride = None,
     seed: options.Seed = None,
-    resume: Annotated[bool | None, typer.Option("--resume/--no-resume",
-                                                help="resume from the last checkpoint")] = None,
-    log_with: Annotated[str | None, typer.Option(help="tensorboard | wandb | mlflow")] = None,
+    resume: Annotated[bool | None, typer.Option("--resume/--no-resume", help=options.described(
+        "training.resume", "resume from the last checkpoint in OUTPUT.checkpoints"))] = None,
+    log_with: Annotated[str | None, typer.Option(help=options.described(
+        "training.log_with", "experiment tracker (its files go to OUTPUT.logs)"))] = None,
     set_: options.Sets = None,
-    folds: Annotated[int | None, typer.Option(help="K-fold cross-validation by document")] = None,
+    folds: Annotated[int | None, typer.Option(help="K-fold cross-validation by document; each fold's dev set "
+                                                   "is data.dev_fraction of its training documents (0.1 "
+                                                   "when 0)")] = None,
     verbose: options.Verbose = False,
 ) -> None:
     """Train a model on annotated documents and export it as a model folder."""
@@ -48,6 +54,13 @@ def train(
     overrides = config_overrides(context.params, CONFIG_FLAGS)
     overrides.update(parse_sets(set_))
     resolved = run_or_exit(load_config, config, overrides)
+    if no_export and resolved.training.output:
+        raise typer.BadParameter(f"--no-export and an output ({resolved.training.output}) contradict each "
+                                 "other: give one")
+    if not resolved.training.output and not no_export and folds is None:
+        raise typer.BadParameter("no --output: where should the model go? Give --output DIR (or "
+                                 "training.output in the config), or --no-export to train and score only")
+    on_interrupt(lambda: kept_after_interrupt(resolved, folds))
     for key in ("train", "dev", "test"):
         path = getattr(resolved.data, key)
         if path is not None and not Path(path).exists():
@@ -80,6 +93,23 @@ def train(
         "output": str(path) if path else None,
     }
     typer.echo(json.dumps(summary, indent=2))
+
+
+def kept_after_interrupt(config: Config, folds: int | None) -> str:
+    """What an interrupted ``train`` leaves, and how to go on (``on_interrupt``)."""
+    from cardioner.training.checkpoints import Checkpoints  # when run (cli/__init__)
+
+    output = config.training.output
+    if folds is not None:
+        return (f"cross-validation keeps nothing ({output or 'no output'}: no cv_results.json written); "
+                "rerun the command to start it again")
+    if not output:
+        return "nothing was written (--no-export)"
+    latest = Checkpoints(config).latest()
+    if latest is None:
+        return f"stopped before the first checkpoint: {output} was not written"
+    return (f"{output} was not written; the last checkpoint is kept in {latest.parent}: rerun the same "
+            "command with --resume to go on from it")
 
 
 def format_summary(result: dict) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Annotated
@@ -9,7 +10,7 @@ from typing import Annotated
 import typer
 
 from cardioner.cli import options
-from cardioner.cli.common import parse_sets, run_or_exit, setup_logging
+from cardioner.cli.common import on_interrupt, parse_sets, run_or_exit, setup_logging
 
 
 def tune(
@@ -61,12 +62,22 @@ def tune(
             )
         )
         return
+    on_interrupt(lambda: kept_after_interrupt(output, storage, trials))
     study = run_or_exit(tuning.tune, base, trials, storage=storage, study_name=study_name, metric=metric,
                         timeout=timeout, search_space=space, output_dir=output, pruner=pruner, folds=folds)
-    states = [trial.state.name for trial in study.trials]
-    summary = {"study": study.study_name, "trials": len(states), "complete": states.count("COMPLETE"),
-               "pruned": states.count("PRUNED"), "failed": states.count("FAIL"), "output": str(output)}
-    if (output / "best_config.yaml").exists():
-        summary.update(best_trial=study.best_trial.number, best_dev_score=study.best_value,
-                       best_params=study.best_params, best_config=str(output / "best_config.yaml"))
-    typer.echo(json.dumps(summary, indent=2))
+    typer.echo(json.dumps(tuning.study_summary(study, trials, output), indent=2))
+
+
+def kept_after_interrupt(output: Path, storage: str | None, trials: int) -> str:
+    """What an interrupted ``tune`` leaves (the study's outputs are written whatever stops it), and how to go
+    on (``on_interrupt``)."""
+    finished = 0
+    if (output / "trials.csv").is_file():
+        with (output / "trials.csv").open(encoding="utf-8", newline="") as handle:
+            finished = sum(row["state"] in ("COMPLETE", "PRUNED") for row in csv.DictReader(handle))
+    kept = f"{finished} finished trial(s) written to {output / 'trials.csv'}"
+    if storage is None:
+        return (f"{kept}; the study was held in memory, so a rerun starts a new one (give --storage "
+                "sqlite:///study.db to make a study resumable)")
+    return (f"{kept}; the study is kept in {storage}: rerun the same command to go on to {trials} finished "
+            "trials")

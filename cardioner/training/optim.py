@@ -16,7 +16,7 @@ from transformers import (
     get_linear_schedule_with_warmup,
 )
 
-from cardioner.config import TrainingConfig
+from cardioner.config import CRF_LR_FACTOR, HEAD_LR_FACTOR, TrainingConfig
 
 _LAYER_INDEX = re.compile(r"\.(?:layer|layers|block|blocks)\.(\d+)\.")
 _NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight", "_norm.weight")
@@ -59,8 +59,8 @@ def parameter_groups(model: torch.nn.Module, config: TrainingConfig) -> list[dic
     Returns:
         A list of dicts with params, lr, weight_decay and a human-readable ``name``.
     """
-    head_lr = config.head_lr if config.head_lr is not None else config.lr * 10
-    crf_lr = config.crf_lr if config.crf_lr is not None else config.lr * 100
+    head_lr = config.head_lr if config.head_lr is not None else config.lr * HEAD_LR_FACTOR
+    crf_lr = config.crf_lr if config.crf_lr is not None else config.lr * CRF_LR_FACTOR
     named = list(model.named_parameters())
     num_layers = num_backbone_layers(model)
     groups: dict[tuple[str, bool], dict] = {}

@@ -8,7 +8,7 @@
 Optuna and Ray are optional dependencies (the ``tune`` and ``ray`` extras), imported only where they run.
 """
 
-from cardioner.tuning.optuna_study import PRUNERS, tune, write_study_outputs
+from cardioner.tuning.optuna_study import PRUNERS, study_summary, tune, write_study_outputs
 from cardioner.tuning.pbt import RayUnavailableError, tune_pbt
 from cardioner.tuning.space import (
     SearchParam,
@@ -29,6 +29,7 @@ __all__ = [
     "load_tuning_config",
     "parse_search_space",
     "sample_config",
+    "study_summary",
     "tune",
     "tune_pbt",
     "write_study_outputs",

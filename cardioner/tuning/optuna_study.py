@@ -17,7 +17,7 @@ import socket
 import time
 from pathlib import Path
 
-from cardioner.config import Config, ConfigError, config_from_dict
+from cardioner.config import Config, ConfigError, absolute_paths, config_from_dict
 from cardioner.data.common import atomic_path, write_text_atomic
 from cardioner.data.document import Document
 from cardioner.evaluation import selection_score
@@ -33,6 +33,8 @@ from cardioner.tuning.space import SearchParam, default_search_space, sample_con
 logger = logging.getLogger("cardioner")
 
 PRUNERS = ("median", "hyperband", "none")
+# the error of a trial that Ctrl-C stopped (a FAIL row in trials.csv; it does not count towards the trials)
+INTERRUPTED = "interrupted (Ctrl-C)"
 # A trial failing with these (a sampled combination the config or model refuses) is recorded as FAIL and the
 # study goes on; anything else (out of memory after the batch fallback, a bug) still ends the study.
 TRIAL_ERRORS = (ValueError, ConfigError)
@@ -143,6 +145,9 @@ class Objective:
     def __call__(self, trial) -> float:
         try:
             return self.run(trial)
+        except KeyboardInterrupt:  # Optuna records the trial as FAIL; its row says why
+            trial.set_user_attr("error", INTERRUPTED)
+            raise
         # a configuration this trial sampled is refused: a FAIL row, not the end
         except TRIAL_ERRORS as error:
             trial.set_user_attr("error", f"{type(error).__name__}: {error}")
@@ -243,6 +248,22 @@ def tune(
     return study
 
 
+def study_summary(study, trials: int, output_dir: str | Path) -> dict:
+    """What a study holds, as ``cardioner tune`` prints it: ``trials`` counts the finished (complete or
+    pruned) trials, the number ``trials`` asks for; failed and interrupted ones are counted apart."""
+    states = [trial.state.name for trial in study.trials]
+    interrupted = sum(trial.user_attrs.get("error") == INTERRUPTED for trial in study.trials)
+    summary = {"study": study.study_name, "trials": states.count("COMPLETE") + states.count("PRUNED"),
+               "target": trials, "complete": states.count("COMPLETE"), "pruned": states.count("PRUNED"),
+               "failed": states.count("FAIL") - interrupted, "interrupted": interrupted,
+               "output": str(output_dir)}
+    best_config = Path(output_dir) / "best_config.yaml"
+    if best_config.exists():
+        summary.update(best_trial=study.best_trial.number, best_dev_score=study.best_value,
+                       best_params=study.best_params, best_config=str(best_config))
+    return summary
+
+
 def _sampler_seed(seed: int, storage: str | None) -> int | None:
     """Seeded in memory (a study is reproducible); unseeded with a storage, so resumed runs and parallel
     workers do not replay the same random start-up points."""
@@ -271,9 +292,11 @@ def write_study_outputs(study, base_config: Config, output_dir: str | Path) -> d
         best = study.best_trial
         best_config = config_from_dict(best.user_attrs["config"])
         best_config = best_config.replace(**{"training.output": str(output_dir / "best_model")})
+        best_config = absolute_paths(best_config)  # the reproduce line runs from this folder, or any other
         header = (
             f"# best trial {best.number} of study {study.study_name!r}: dev {best_config.training.metric} "
-            f"{best.value:.6f}\n# reproduce: cardioner train --config best_config.yaml\n"
+            f"{best.value:.6f}\n# reproduce (from any folder; the paths are absolute): "
+            f"cardioner train --config {(output_dir / 'best_config.yaml').absolute()}\n"
         )
         written["best_config"] = write_text_atomic(
             output_dir / "best_config.yaml", header + best_config.to_yaml()

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_model as load_safetensors_model
 from safetensors.torch import save_model as save_safetensors_model
 
-from cardioner.config import Config, config_from_dict
+from cardioner.config import Config, absolute_paths, config_from_dict
 from cardioner.data.common import atomic_path, write_text_atomic
 from cardioner.data.document import Document
 from cardioner.evaluation import selection_score
@@ -227,9 +227,9 @@ def tune_pbt(
     members = _write_pbt_members(results, output_dir / "pbt_members.csv")
     with checkpoint.as_directory() as folder:
         state = json.loads((Path(folder) / "member.json").read_text(encoding="utf-8"))
-        best_config = config_from_dict(state["config"]).replace(
+        best_config = absolute_paths(config_from_dict(state["config"]).replace(
             **{"training.output": str(output_dir / "best_model")}
-        )
+        ))
         model_dir, scores = export_member(
             best_config,
             Path(folder) / "model.safetensors",
