@@ -3,10 +3,12 @@ says it is one (exit 70) with the CARDIONER_DEBUG hint, and no traceback reaches
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -125,3 +127,48 @@ def test_a_300_character_path_is_one_line_in_a_real_process(tmp_path):
             len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in result.stderr
         ), result.stderr
         assert "too long" in lines[0].lower(), lines[0]
+
+
+def _load_report(*statuses: str) -> logging.LogRecord:
+    rows = "".join(f"layer.{n}.weight | \x1b[33m{status}\x1b[0m |  | \n" for n, status in enumerate(statuses))
+    message = (f"\x1b[1mBertModel LOAD REPORT\x1b[0m from: bert\nKey | Status |  | \n----+----+--+-\n{rows}"
+               "\nNotes:\n- UNEXPECTED:\tcan be ignored when loading from different task/architecture")
+    return logging.LogRecord("transformers.modeling_utils", logging.WARNING, "x.py", 1, message, None, None)
+
+
+def test_library_noise_is_held_back_unless_verbose(caplog):
+    """Issue 21 (noise on every run): a load report of unused checkpoint weights only is held back, one with
+    MISSING weights shows; Ctrl-C's trial traceback from Optuna goes, other trial failures keep their line
+    without the traceback; Optuna's experimental-feature warnings are held back; --verbose shows it all."""
+    from cardioner.cli.common import LibraryNoise, setup_logging
+
+    noise = LibraryNoise()
+    assert not noise.filter(_load_report("UNEXPECTED", "UNEXPECTED"))
+    assert noise.filter(_load_report("UNEXPECTED", "MISSING"))
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        interrupted = logging.LogRecord("optuna.study._optimize", logging.WARNING, "x.py", 1,
+                                        "Trial 1 failed", None, sys.exc_info())
+    assert not noise.filter(interrupted)
+    try:
+        raise ValueError("focal_gamma")
+    except ValueError:
+        failed = logging.LogRecord("optuna.study._optimize", logging.WARNING, "x.py", 1, "Trial 2 failed",
+                                   None, sys.exc_info())
+    assert noise.filter(failed) and failed.exc_info is None
+
+    with warnings.catch_warnings(record=True) as caught:
+        setup_logging(verbose=False)
+        warnings.warn("plot_optimization_history is experimental (supported from v2.2.0).", UserWarning,
+                      stacklevel=1)
+        with caplog.at_level(logging.WARNING):
+            logging.getLogger("transformers.modeling_utils").warning(_load_report("UNEXPECTED").msg)
+        assert not caught and "LOAD REPORT" not in caplog.text
+        setup_logging(verbose=True)
+        warnings.warn("plot_optimization_history is experimental (supported from v2.2.0).", UserWarning,
+                      stacklevel=1)
+        with caplog.at_level(logging.WARNING):
+            logging.getLogger("transformers.modeling_utils").warning(_load_report("UNEXPECTED").msg)
+        assert len(caught) == 1 and "LOAD REPORT" in caplog.text
+    setup_logging(verbose=False)

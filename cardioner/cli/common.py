@@ -64,10 +64,11 @@ class LibraryNoise(logging.Filter):
 
 # the loggers whose records LibraryNoise looks at (a logger's filters see the records logged on it)
 NOISY_LOGGERS = ("transformers.modeling_utils", "transformers.modeling_layers", "optuna.study._optimize")
-# warnings held back unless --verbose: Optuna marks its plots "experimental", and warns that importances
-# computed from a few trials are rough (the tune command's own log says how many trials there are)
-NOISY_WARNINGS = (r".* is experimental \(supported from v", r"Target and region quantiles select the same",
-                  r"Some regimes for parameter")
+# warnings held back unless --verbose: Optuna marks its plots and its storage heartbeat "experimental", warns
+# that importances from a few trials are rough, and its plots of a study without scores draw empty legends
+NOISY_WARNINGS = (r".* is experimental \(supported from v", r".* is an experimental feature",
+                  r"Target and region quantiles select the same", r"Some regimes for parameter",
+                  r"No artists with labels found to put in legend")
 
 
 def setup_logging(verbose: bool = False) -> None:
