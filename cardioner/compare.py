@@ -35,8 +35,9 @@ ALL_HEADS = tuple(TOKEN_HEADS)
 
 
 def run_name(head: str, use_crf: bool) -> str:
-    """Folder and row name of one run: ``bilstm`` or ``bilstm+crf``."""
-    return f"{head}+crf" if use_crf else head
+    """Folder and row name of one run: ``bilstm`` or ``bilstm_crf``, a Python identifier (transformers imports
+    an export's modeling.py under its folder's name, and warns three times about any other name)."""
+    return f"{head}_crf" if use_crf else head
 
 
 def compare_heads(config: Config, heads: Sequence[str], crf: str | None = None,
@@ -47,7 +48,7 @@ def compare_heads(config: Config, heads: Sequence[str], crf: str | None = None,
         config: the base configuration (data paths, backbone, training budget); ``model.head`` and
             ``model.use_crf`` are set per run, everything else is shared.
         heads: head names (keys of ``modeling.TOKEN_HEADS``); ``crf`` stands for the linear head with a CRF
-            (run ``linear+crf``), whatever ``crf`` says.
+            (run ``linear_crf``), whatever ``crf`` says.
         crf: "off", "on" or "both"; None = the config's ``model.use_crf`` ("on" when true, else "off").
         output_dir: where the exports (one folder per run) and comparison.json/.md/.png go.
 

@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 
 from cardioner.cli import app
 from cardioner.compare import ALL_HEADS, compare_heads, tabulate_exports
-from cardioner.config import load_config
+from cardioner.config import CHOICES, load_config
 from cardioner.modeling import TOKEN_HEADS
 
-RUNS = ["linear", "linear+crf", "cnn", "cnn+crf"]
+RUNS = ["linear", "linear_crf", "cnn", "cnn_crf"]
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_every_run_had_the_same_data_seed_and_budget(compared):
     }
     for name, config in configs.items():
         assert config["model"]["head"] == name.split("+")[0]
-        assert config["model"]["use_crf"] == name.endswith("+crf")
+        assert config["model"]["use_crf"] == name.endswith("_crf")
         config["model"].pop("head"), config["model"].pop("use_crf"), config["training"].pop("output")
     assert all(config == configs["linear"] for config in configs.values())
 
@@ -92,9 +92,9 @@ def test_compare_only_tabulates_existing_exports(compared):
     assert (root / "tabulated" / "comparison.png").is_file()
 
     result = CliRunner().invoke(app, ["compare", "--compare-only", str(root / "out" / "cnn"),
-                                      str(root / "out" / "linear+crf"), "--output", str(root / "cli")])
+                                      str(root / "out" / "linear_crf"), "--output", str(root / "cli")])
     assert result.exit_code == 0, result.output
-    assert "| cnn | cnn | no | 1 |" in result.output and "| linear+crf | linear | yes | 1 |" in result.output
+    assert "| cnn | cnn | no | 1 |" in result.output and "| linear_crf | linear | yes | 1 |" in result.output
     assert len(json.loads((root / "cli" / "comparison.json").read_text())["runs"]) == 2
 
 
@@ -174,13 +174,13 @@ def test_comparison_plot_has_one_bar_per_run_even_for_one_head(tmp_path, monkeyp
     monkeypatch.setattr(plots, "save_figure", keep)
     rows = [{"name": "linear", "head": "linear", "use_crf": False, "micro_f1": 0.61},
             {"name": "other_export", "head": "linear", "use_crf": False, "micro_f1": 0.42},
-            {"name": "linear+crf", "head": "linear", "use_crf": True, "micro_f1": 0.55}]
+            {"name": "linear_crf", "head": "linear", "use_crf": True, "micro_f1": 0.55}]
     plots.plot_comparison(rows, tmp_path / "comparison.png")
     bars = drawn["fig"].axes[0]
     heights = sorted((round(patch.get_x() + patch.get_width() / 2), round(patch.get_height(), 2))
                      for patch in bars.patches)
     assert heights == [(0, 0.61), (1, 0.42), (2, 0.55)]
-    assert [label.get_text() for label in bars.get_xticklabels()] == ["linear", "other_export", "linear+crf"]
+    assert [label.get_text() for label in bars.get_xticklabels()] == ["linear", "other_export", "linear_crf"]
 
 
 def test_compare_crf_follows_the_config_unless_given_and_crf_is_a_head(tmp_path, monkeypatch):
@@ -199,15 +199,15 @@ def test_compare_crf_follows_the_config_unless_given_and_crf_is_a_head(tmp_path,
 
     monkeypatch.setattr(compare, "check_before_reading", record)
     config = load_config(overrides={"data.train": str(tmp_path), "model.use_crf": True})
-    for heads, crf, expected in ((["linear"], None, ["linear+crf"]), (["linear"], "off", ["linear"]),
-                                 (["linear", "mlp", "crf"], None, ["linear+crf", "mlp+crf"]),
-                                 (["linear", "crf"], "both", ["linear", "linear+crf"])):
+    for heads, crf, expected in ((["linear"], None, ["linear_crf"]), (["linear"], "off", ["linear"]),
+                                 (["linear", "mlp", "crf"], None, ["linear_crf", "mlp_crf"]),
+                                 (["linear", "crf"], "both", ["linear", "linear_crf"])):
         with pytest.raises(Planned):
             compare_heads(config, heads, crf=crf, output_dir=tmp_path)
         assert planned.pop() == expected, (heads, crf)
     with pytest.raises(Planned):
         compare_heads(config.replace(**{"model.use_crf": False}), ["mlp", "crf"], output_dir=tmp_path)
-    assert planned.pop() == ["mlp", "linear+crf"]
+    assert planned.pop() == ["mlp", "linear_crf"]
 
     result = CliRunner().invoke(
         app,
@@ -215,7 +215,7 @@ def test_compare_crf_follows_the_config_unless_given_and_crf_is_a_head(tmp_path,
          "model.use_crf=true", "--output", str(tmp_path / "out")],
     )
     assert isinstance(result.exception, Planned) or "Planned" in result.output, result.output
-    assert planned.pop() == ["cnn+crf"]
+    assert planned.pop() == ["cnn_crf"]
 
 
 def test_learning_curves_mark_the_epoch_the_trainer_selected(shared_data, tmp_path, monkeypatch):
@@ -248,3 +248,15 @@ def test_learning_curves_mark_the_epoch_the_trainer_selected(shared_data, tmp_pa
     trainer.save(tmp_path / "export")
     assert result.best_epoch == 1 and passed == [1]
     assert json.loads((tmp_path / "export" / "metrics.json").read_text())["best_epoch"] == 1
+
+
+def test_run_names_are_python_identifiers_that_transformers_imports_unchanged():
+    """Issue 21: ``linear+crf`` made transformers warn three times ("not a valid Python identifier") on every
+    load of that export: it imports an export's modeling.py under the folder's name."""
+    from transformers.dynamic_module_utils import _sanitize_module_name
+
+    from cardioner.compare import run_name
+
+    names = [run_name(head, use_crf) for head in CHOICES["model.head"] for use_crf in (False, True)]
+    assert all(name.isidentifier() for name in names), names
+    assert [_sanitize_module_name(name) for name in names] == names
