@@ -185,7 +185,9 @@ def errors_markdown(errors: dict, title: str) -> str:
         for kind, examples in record["examples"].items():
             if not examples:
                 continue
-            lines += ["", f"### {kind.replace('_', ' ')} ({record['counts'][kind]})", ""]
+            count = record["counts"][kind]
+            shown = f"{count}; the first {len(examples)} shown" if len(examples) < count else f"{count}"
+            lines += ["", f"### {kind.replace('_', ' ')} ({shown})", ""]
             for example in examples:
                 gold, pred = example["gold"], example["predicted"]
                 said = f"gold {gold['label']} “{gold['text']}”" if gold else "no gold span"
@@ -266,6 +268,12 @@ def sample_words(types: list[str], max_words: int, seed: int = 0) -> list[int]:
 # ------------------------------------------------------------------------------------------------------------
 
 
+def default_output(model_dir: str | Path) -> Path:
+    """Where ``analyze`` writes when not told: ``<model_dir>.analysis``, beside the export."""
+    model_dir = Path(model_dir).absolute()
+    return model_dir.parent / f"{model_dir.name}.analysis"
+
+
 def analyze_model(model_dir: str | Path, data_path: str | Path, output_dir: str | Path | None = None,
                   format: str | None = None, batch_size: int = 32, max_words: int = 2000,
                   max_examples: int = 20, seed: int = 0) -> dict[str, Path]:
@@ -274,7 +282,8 @@ def analyze_model(model_dir: str | Path, data_path: str | Path, output_dir: str 
     Args:
         model_dir: an exported model folder.
         data_path: an annotated corpus (any format ``read_corpus`` reads).
-        output_dir: where the files go; default ``<model_dir>/analysis``.
+        output_dir: where the files go; default ``<model_dir>.analysis`` beside the export (never inside it: a
+            later export to that folder replaces it whole).
         format: the corpus format (default: detect).
         batch_size: windows per batch.
         max_words: words in the PCA / t-SNE plots (entity words first, then a sample of O words).
@@ -287,7 +296,7 @@ def analyze_model(model_dir: str | Path, data_path: str | Path, output_dir: str 
     from sklearn.decomposition import PCA  # optional (the analysis extra), and slow to import
     from sklearn.manifold import TSNE
 
-    output = Path(output_dir) if output_dir is not None else Path(model_dir) / "analysis"
+    output = Path(output_dir) if output_dir is not None else default_output(model_dir)
     check_output_folder(output, ("confusion_matrix.json",), "an earlier analysis")  # never another folder
     docs, report = read_corpus(data_path, format=format)
     if not docs:

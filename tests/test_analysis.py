@@ -4,6 +4,8 @@ trained tiny export."""
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 from ncbi_subset import base_config, write_subset
@@ -122,3 +124,29 @@ def test_nested_spans_pair_exact_then_same_type_then_across_types():
     # no same-type partner: the overlap across types is still a wrong type
     other = Document("d", text, [Span(10, 24, "DISEASE")])
     assert confusion_matrix([gold], [other], ["DRUG", "PROC"])["counts"][1] == [0, 0, 1, 0]  # PROC -> DISEASE
+
+
+def test_analyze_writes_beside_the_export_by_default(export, tmp_path):
+    """Issue 21 (the kept analysis): MODEL.analysis beside the export, never MODEL/analysis, which the next
+    export to that folder replaced silently."""
+    from cardioner.analysis import default_output
+
+    model_dir, data = export
+    model = tmp_path / "model"
+    shutil.copytree(model_dir, model)
+    result = CliRunner().invoke(app, ["analyze", "--model", str(model), "--data", str(data), "--max-words",
+                                      "100"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "model.analysis" / "errors.md").is_file() and not (model / "analysis").exists()
+    assert default_output(Path("runs") / "model") == Path("runs").absolute() / "model.analysis"
+
+
+def test_errors_md_says_when_its_examples_are_cut():
+    """Issue 21: "missed (30)" over 20 listed examples says that only the first 20 are shown."""
+    example = {"document": "d", "gold": {"label": "Disease", "text": "x"}, "predicted": None, "context": "x"}
+    errors = {"Disease": {"correct": 1, "counts": {"missed": 30, "wrong_type": 0, "wrong_boundary": 2,
+                                                   "spurious": 0},
+                          "examples": {"missed": [example] * 20, "wrong_type": [],
+                                       "wrong_boundary": [example] * 2, "spurious": []}}}
+    page = errors_markdown(errors, "t")
+    assert "### missed (30; the first 20 shown)" in page and "### wrong boundary (2)" in page

@@ -14,7 +14,8 @@ from cardioner.cli.flags import PREDICT_FLAGS, speaking_flags
 def analyze(
     model: options.ModelDir,
     data: options.AnnotatedCorpus,
-    output: Annotated[str | None, typer.Option(help="folder for the plots and JSON (default: MODEL/analysis)")
+    output: Annotated[str | None, typer.Option(help="folder for the plots and JSON (default: MODEL.analysis, "
+                                                               "beside the export)")
                       ] = None,
     format: options.CorpusFormat = None,
     batch_size: options.BatchSize = 32,
