@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
@@ -89,12 +90,14 @@ def test_test_folds_never_reach_training_or_model_selection(ncbi_subset, monkeyp
     assert result["ci"]["num_documents"] == len(docs)
 
 
-def test_train_folds_prints_mean_std_and_ci(ncbi_subset, tmp_path):
+def test_train_folds_prints_mean_std_and_ci(ncbi_subset, tmp_path, caplog):
     config = tmp_path / "base.yaml"
     config.write_text(yaml.safe_dump(base_config(ncbi_subset, epochs=1)), encoding="utf-8")
-    result = CliRunner().invoke(app, ["train", "--config", str(config), "--folds", "5",
-                                      "--output", str(tmp_path / "cv")])
+    with caplog.at_level(logging.INFO, logger="cardioner"):
+        result = CliRunner().invoke(app, ["train", "--config", str(config), "--folds", "5",
+                                          "--output", str(tmp_path / "cv")])
     assert result.exit_code == 0, result.output
+    assert "fold 1/5: " in caplog.text and "(data.dev_fraction 0.1 of the other folds)" in caplog.text
     line = result.output.strip().splitlines()[-1]
     assert line.startswith("span F1 over 5 test folds: ") and " ± " in line and "95% CI [" in line
     saved = json.loads((tmp_path / "cv" / "cv_results.json").read_text(encoding="utf-8"))

@@ -113,23 +113,25 @@ def cross_validate(
         bootstrap_samples: resamples of the bootstrap CI.
 
     Returns:
-        {"k", "seed", "folds": [per-fold counts and scores], "mean_f1", "std_f1", "dev_mean_f1", "pooled":
-        micro P/R/F1 over all test documents, "ci": bootstrap_ci(...) of the pooled counts, "mean_thresholds":
-        {type: mean of the folds' dev-tuned thresholds} for a multi-label sigmoid model, else None; each fold
-        row has its own "thresholds"}.
+        {"k", "seed", "dev_fraction", "folds": [per-fold counts and scores; "fold" counts from 1, as the log
+        does], "mean_f1", "std_f1", "dev_mean_f1", "pooled": micro P/R/F1 over all test documents, "ci":
+        bootstrap_ci(...) of the pooled counts, "mean_thresholds": {type: mean of the folds' dev-tuned
+        thresholds} for a multi-label sigmoid model, else None; each fold row has its own "thresholds"}.
     """
     _check_unique_ids(docs, "cross-validation")  # before any fold trains (pool_documents pools train + dev)
     seed = config.training.seed
     fraction = config.data.dev_fraction or DEFAULT_DEV_FRACTION
     assignment = fold_assignments(docs, k, seed, group_of)
-    fold_config = config.replace(**{"training.output": None, "training.resume": False})
+    # the dev share that each fold's run records is the one it trains with (0 means "the default" here)
+    fold_config = config.replace(**{"training.output": None, "training.resume": False,
+                                    "data.dev_fraction": fraction})
     folds, pooled_counts = [], {}
     for fold in range(k):
         test_docs = [doc for doc, f in zip(docs, assignment, strict=True) if f == fold]
         rest = [doc for doc, f in zip(docs, assignment, strict=True) if f != fold]
         train_docs, dev_docs = split_dev(rest, fraction, seed + fold)
-        logger.info("fold %d/%d: %d train, %d dev, %d test documents", fold + 1, k, len(train_docs),
-                    len(dev_docs), len(test_docs))
+        logger.info("fold %d/%d: %d train, %d dev (data.dev_fraction %g of the other folds), %d test "
+                    "documents", fold + 1, k, len(train_docs), len(dev_docs), fraction, len(test_docs))
         callback = (lambda row, fold=fold: on_epoch_end(fold, row)) if on_epoch_end else None
         # the test fold is not given to the trainer: selection and early stopping see dev_docs only
         trainer, result = train_with_batch_fallback(
@@ -143,7 +145,7 @@ def cross_validate(
         thresholds = getattr(trainer.model.config, "thresholds", None)  # multi-label sigmoid: tuned on dev
         if thresholds:
             thresholds = dict(zip(trainer.model.config.channel_types, thresholds, strict=True))
-        folds.append({"fold": fold, "num_train": len(train_docs), "num_dev": len(dev_docs),
+        folds.append({"fold": fold + 1, "num_train": len(train_docs), "num_dev": len(dev_docs),
                       "num_test": len(test_docs), "best_epoch": result.best_epoch,
                       "dev_f1": (result.dev_metrics or {}).get("micro", {}).get("f1"),
                       "dev_scores": result.dev_metrics,
