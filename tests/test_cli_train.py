@@ -4,6 +4,7 @@ kept."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -110,3 +111,41 @@ def test_ctrl_c_during_training_says_what_was_kept_and_exits_130(monkeypatch, tm
     assert result.output.strip() == (
         f"interrupted: {tmp_path / 'out'} was not written; the last checkpoint is kept in "
         f"{tmp_path / 'out.checkpoints'}: rerun the same command with --resume to go on from it")
+
+
+def tiny_training(ncbi_subset, output) -> list[str]:
+    return ["--train", ncbi_subset["train"], "--dev", ncbi_subset["dev"], "--model", ncbi_subset["model"],
+            "--output", output, "--epochs", "2", "--max-length", "64", "--batch-size", "16",
+            "--set", "training.max_steps=4"]
+
+
+def test_tensorboard_event_files_survive_the_export(ncbi_subset, tmp_path):
+    """Done-when 1 (TensorBoard event files that survive the export): they go to OUTPUT.logs, named in the
+    summary; the checkpoint folder the tracker used to write into is removed by the export."""
+    pytest.importorskip("tensorboardX", reason="accelerate's TensorBoard tracker needs tensorboard or "
+                                               "tensorboardX (the test extra installs tensorboardX)")
+    output = tmp_path / "model"
+    result = invoke("train", *tiny_training(ncbi_subset, output), "--log-with", "tensorboard")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    assert summary["logs"] == str(tmp_path / "model.logs")
+    events = list((tmp_path / "model.logs").rglob("events.out.tfevents.*"))
+    assert events and all(event.stat().st_size > 0 for event in events)
+    assert (output / "config.json").is_file() and not (tmp_path / "model.checkpoints").exists()
+
+
+def test_a_tracker_without_its_package_or_an_output_is_refused_before_training(ncbi_subset, tmp_path,
+                                                                               monkeypatch):
+    import cardioner.training.trainer as trainer
+
+    monkeypatch.setitem(trainer.TRACKER_PACKAGES, "tensorboard", ("no_such_tensorboard_package",))
+    result = invoke("train", *tiny_training(ncbi_subset, tmp_path / "model"), "--log-with", "tensorboard",
+                    columns=400)
+    assert result.exit_code == 1 and not (tmp_path / "model").exists()
+    assert result.stderr.strip() == (
+        "error: --log-with=tensorboard needs the no_such_tensorboard_package package, which is not "
+        "installed: pip install no_such_tensorboard_package")
+    args = tiny_training(ncbi_subset, tmp_path / "model")
+    args[args.index("--output"):args.index("--output") + 2] = ["--no-export"]
+    result = invoke("train", *args, "--set", "training.log_with=wandb", columns=400)
+    assert result.exit_code == 1 and "--log-with=wandb needs --output" in result.stderr

@@ -49,6 +49,7 @@ def train(
 ) -> None:
     """Train a model on annotated documents and export it as a model folder."""
     from cardioner.training import run_training  # when run (cli/__init__)
+    from cardioner.training.trainer import tracker_folder
 
     setup_logging(verbose)
     overrides = config_overrides(context.params, CONFIG_FLAGS)
@@ -92,6 +93,8 @@ def train(
         "train_samples_per_second": round(result.train_samples_per_second, 2),
         "output": str(path) if path else None,
     }
+    if resolved.training.log_with:
+        summary["logs"] = str(tracker_folder(resolved))
     typer.echo(json.dumps(summary, indent=2))
 
 

@@ -12,7 +12,7 @@ from cardioner.data.document import CorpusError, Document
 from cardioner.data.io import read_corpus
 from cardioner.export import check_export_target
 from cardioner.training.batch_size import train_with_batch_fallback
-from cardioner.training.trainer import TrainResult
+from cardioner.training.trainer import TrainResult, check_tracker
 
 logger = logging.getLogger("cardioner")
 
@@ -41,12 +41,14 @@ def split_dev(docs: list[Document], fraction: float, seed: int) -> tuple[list[Do
 
 def check_before_reading(config: Config, exports: list[str | Path] = ()) -> None:
     """The checks that need no corpus, made before any is read: a training
-    corpus is named, the backbone loads and takes the window size, and each
-    folder in ``exports`` may be written (new, empty or an earlier export)."""
+    corpus is named, the backbone loads and takes the window size, each
+    folder in ``exports`` may be written (new, empty or an earlier export),
+    and a tracker (training.log_with) has its package and a place to write."""
     if not config.data.train:
         raise ConfigError("data.train is not set: no training corpus")
     for folder in exports:
         check_export_target(folder)
+    check_tracker(config)
     check_backbone(config)
 
 

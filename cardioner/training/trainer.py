@@ -9,6 +9,7 @@ training, with the weights chosen on dev.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
@@ -24,7 +25,7 @@ from safetensors.torch import load_model as load_safetensors_model
 from tqdm.auto import tqdm
 
 from cardioner import plots
-from cardioner.config import Config
+from cardioner.config import Config, ConfigError
 from cardioner.data.document import CorpusError, Document
 from cardioner.data.encoding import IGNORE_INDEX
 from cardioner.evaluation import selection_score
@@ -153,7 +154,7 @@ class ModelTrainer:
             mixed_precision=config.mixed_precision,
             gradient_accumulation_steps=config.gradient_accumulation_steps,
             log_with=config.log_with,
-            project_dir=str(self.checkpoints.folder) if self.checkpoints.folder else None,
+            project_dir=str(tracker_folder(self.config)) if config.log_with else None,
         )
         if not config.resume:
             if accelerator.is_main_process:
@@ -297,6 +298,33 @@ class ModelTrainer:
         batches = run.accelerator.skip_first_batches(run.loader, done)
         batches.set_epoch(epoch)
         return batches
+
+
+# the packages each tracker of training.log_with can use (accelerate drops a tracker whose package is missing)
+TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",),
+                    "mlflow": ("mlflow",)}
+
+
+def tracker_folder(config: Config) -> Path | None:
+    """Where the tracker of ``training.log_with`` writes: ``<training.output>.logs``, beside the export, which
+    a later export leaves alone (the checkpoint folder is removed once the export is complete)."""
+    output = config.training.output
+    return Path(output).parent / f"{Path(output).name}.logs" if output else None
+
+
+def check_tracker(config: Config) -> None:
+    """Refuse, before any work, a ``training.log_with`` that would log nowhere: no output to keep its files
+    beside, or its package missing (accelerate would drop the tracker without a word)."""
+    tracker = config.training.log_with
+    if tracker is None:
+        return
+    if config.training.output is None:
+        raise ConfigError(f"training.log_with={tracker} needs training.output: its files go to "
+                          "<training.output>.logs")
+    packages = TRACKER_PACKAGES[tracker]
+    if not any(importlib.util.find_spec(package) for package in packages):
+        raise ConfigError(f"training.log_with={tracker} needs the {' or '.join(packages)} package, which is "
+                          f"not installed: pip install {packages[0]}")
 
 
 def _has_labels(window: dict) -> bool:
