@@ -179,7 +179,10 @@ def evaluate_path(model_dir: str | Path, data: str | Path, format: str | None = 
 
 
 def entity_table(docs: list[Document], limit: int = 30) -> str:
-    """A plain-text table of predicted entities: document, start, end, label, text."""
+    """A plain-text table of the first ``limit`` predicted entities: document, start, end, label, text, and
+    how many more there are; empty for ``limit`` 0."""
+    if limit <= 0:
+        return ""
     rows = [(d.id, s.start, s.end, s.label, d.text[s.start : s.end].replace("\n", " "))
             for d in docs for s in d.spans]
     width = max([len("document")] + [len(r[0]) for r in rows[:limit]])

@@ -19,7 +19,7 @@ def predict(
     batch_size: options.BatchSize = 32,
     max_length: options.ExportMaxLength = None,
     stride: options.ExportStride = None,
-    show: Annotated[int, typer.Option(help="print this many predicted entities")] = 20,
+    show: Annotated[int, typer.Option(help="print the first N predicted entities (0: none)")] = 20,
     verbose: options.Verbose = False,
 ) -> None:
     """Predict entities (Viterbi for CRF models; long documents in overlapping windows) and write them."""
@@ -29,5 +29,6 @@ def predict(
     docs = run_or_exit(speaking_flags(predict_path, PREDICT_FLAGS), model, input, output, format, batch_size,
                        max_length, stride)
     total = sum(len(d.spans) for d in docs)
-    typer.echo(entity_table(docs, limit=show))
-    typer.echo(f"\n{total} entities in {len(docs)} documents written to {output} ({format})")
+    if show > 0:
+        typer.echo(entity_table(docs, limit=show) + "\n")
+    typer.echo(f"{total} entities in {len(docs)} documents written to {output} ({format})")
