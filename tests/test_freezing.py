@@ -141,3 +141,15 @@ def test_describe_trainable_merges_decay_halves_and_ranges():
     line = describe_trainable(rows)
     assert line == "trainable: backbone.depth03 (lr 4e-05, now 0), head (lr 0.0001, now 0.0001); " \
                    "frozen: backbone.depth00-02"
+
+
+def test_the_epoch_line_shows_consecutive_depths_as_one_range():
+    """Issue 21: the epoch log line listed every backbone depth group; now one range, its rates as a range."""
+    rows = [{"name": f"backbone.depth{d:02d}", "lr": 0.5e-5 * (d + 1), "base_lr": 1e-5 * (d + 1), "params": 4,
+             "trainable": 4} for d in range(12)]
+    rows.append({"name": "head", "lr": 1e-4, "base_lr": 1e-4, "params": 2, "trainable": 2})
+    assert describe_trainable(rows) == (
+        "trainable: backbone.depth00-11 (lr 1e-05..0.00012, now 5e-06..6e-05), head (lr 0.0001, now 0.0001); "
+        "frozen: none")
+    same = [{**row, "lr": 0.0, "base_lr": 5e-5} for row in rows[:3]]
+    assert describe_trainable(same) == "trainable: backbone.depth00-02 (lr 5e-05, now 0); frozen: none"

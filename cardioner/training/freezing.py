@@ -87,18 +87,40 @@ def describe_trainable(groups: list[dict]) -> str:
     """One log line from ``describe_groups`` rows: trainable
     groups with their learning rates, then frozen ones.
 
-    Decay and no-decay halves of a group are shown once; e.g.
-    ``trainable: backbone.depth06 (lr 5e-05), head (lr 0.0005); frozen: backbone.depth00-05``.
+    Decay and no-decay halves of a group are shown once, and consecutive backbone depths as one range (with
+    the range of their rates under layer-wise decay); e.g. ``trainable: backbone.depth06-11 (lr 3e-05..5e-05,
+    now 0), head (lr 0.0005, now 0); frozen: backbone.depth00-05``.
     """
     merged: dict[str, dict] = {}
     for row in groups:
         name = row["name"].removesuffix(".no_decay")
         entry = merged.setdefault(name, {"base_lr": row["base_lr"], "lr": row["lr"], "trainable": 0})
         entry["trainable"] += row["trainable"]
-    trainable = [f"{name} (lr {entry['base_lr']:.3g}, now {entry['lr']:.3g})"
-                 for name, entry in merged.items() if entry["trainable"]]
+    trainable = [name for name, entry in merged.items() if entry["trainable"]]
+    shown = []
+    for names in _runs(trainable):
+        rates = [f"{_span([merged[name][key] for name in names])}" for key in ("base_lr", "lr")]
+        shown.append(f"{_ranges(names)[0]} (lr {rates[0]}, now {rates[1]})")
     frozen = _ranges([name for name, entry in merged.items() if not entry["trainable"]])
-    return f"trainable: {', '.join(trainable) or 'none'}; frozen: {', '.join(frozen) or 'none'}"
+    return f"trainable: {', '.join(shown) or 'none'}; frozen: {', '.join(frozen) or 'none'}"
+
+
+def _runs(names: list[str]) -> list[list[str]]:
+    """Names in runs: consecutive backbone depths together, every other name alone."""
+    runs: list[list[str]] = []
+    for name in names:
+        if runs and name.startswith("backbone.depth") and runs[-1][-1].startswith("backbone.depth") and int(
+                name.removeprefix("backbone.depth")) == int(runs[-1][-1].removeprefix("backbone.depth")) + 1:
+            runs[-1].append(name)
+        else:
+            runs.append([name])
+    return runs
+
+
+def _span(values: list[float]) -> str:
+    """``5e-05``, or ``1e-05..5e-05`` when the values differ."""
+    low, high = min(values), max(values)
+    return f"{low:.3g}" if f"{low:.3g}" == f"{high:.3g}" else f"{low:.3g}..{high:.3g}"
 
 
 def _ranges(names: list[str]) -> list[str]:
