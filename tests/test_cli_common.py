@@ -172,3 +172,25 @@ def test_library_noise_is_held_back_unless_verbose(caplog):
             logging.getLogger("transformers.modeling_utils").warning(_load_report("UNEXPECTED").msg)
         assert len(caught) == 1 and "LOAD REPORT" in caplog.text
     setup_logging(verbose=False)
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate", "convert"])
+def test_ctrl_c_in_a_command_that_writes_says_nothing_was_written(command, tmp_path, monkeypatch):
+    """Issue 21: Ctrl-C in any command ends with one line (exit 130) that says what was kept."""
+    import cardioner.data.io
+    import cardioner.inference
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    for module, name in ((cardioner.inference, "predict_path"), (cardioner.inference, "evaluate_path"),
+                         (cardioner.data.io, "convert_corpus")):
+        monkeypatch.setattr(module, name, interrupted)
+    output = tmp_path / "out.jsonl"
+    args = {"predict": ["--model", "m", "--input", "in", "--output", str(output)],
+            "evaluate": ["--model", "m", "--data", "d", "--output", str(output)],
+            "convert": ["--input", "in", "--output", str(output), "--to", "jsonl"]}[command]
+    result = CliRunner().invoke(app, [command, *args])
+    assert result.exit_code == 130
+    assert one_line(result, "interrupted: ") == (
+        f"interrupted: {output} was not written (outputs are written whole or not at all); rerun the command")

@@ -4,6 +4,7 @@ and budget; comparison.json/.md/.png; --compare-only."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import matplotlib.image
 import pytest
@@ -260,3 +261,22 @@ def test_run_names_are_python_identifiers_that_transformers_imports_unchanged():
     names = [run_name(head, use_crf) for head in CHOICES["model.head"] for use_crf in (False, True)]
     assert all(name.isidentifier() for name in names), names
     assert [_sanitize_module_name(name) for name in names] == names
+
+
+def test_ctrl_c_in_compare_names_the_finished_runs_and_how_to_tabulate_them(tmp_path, monkeypatch):
+    """Issue 21: Ctrl-C ends compare with one line (exit 130): the runs that finished and --compare-only."""
+    import cardioner.compare
+
+    def interrupted(config, heads, crf, output):
+        (Path(output) / "linear").mkdir(parents=True)
+        (Path(output) / "linear" / "metrics.json").write_text("{}", encoding="utf-8")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cardioner.compare, "compare_heads", interrupted)
+    output = tmp_path / "comparison"
+    result = CliRunner().invoke(app, ["compare", "--heads", "linear,mlp", "--output", str(output)])
+    assert result.exit_code == 130
+    assert result.stderr.strip() == (
+        "interrupted: the comparison table was not written; the finished runs are kept as exports in "
+        f"{output} (linear): cardioner compare --compare-only {output} --output {output}.table tabulates "
+        "them (a rerun trains every head again)")

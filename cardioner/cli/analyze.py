@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from cardioner.cli import options
-from cardioner.cli.common import run_or_exit, setup_logging
+from cardioner.cli.common import nothing_written, on_interrupt, run_or_exit, setup_logging
 from cardioner.cli.flags import PREDICT_FLAGS, speaking_flags
 
 
@@ -25,10 +25,11 @@ def analyze(
     verbose: options.Verbose = False,
 ) -> None:
     """Span confusion matrix over types (PNG + JSON), per-type error examples, PCA and t-SNE of words."""
-    from cardioner.analysis import analyze_model  # when run (cli/__init__)
+    from cardioner.analysis import analyze_model, default_output  # when run (cli/__init__)
     from cardioner.inference import check_batch_size
 
     setup_logging(verbose)
+    on_interrupt(nothing_written(output or default_output(model)))
     run_or_exit(speaking_flags(check_batch_size, PREDICT_FLAGS), batch_size)
     paths = run_or_exit(speaking_flags(analyze_model, PREDICT_FLAGS), model, data, output, format, batch_size,
                         max_words, max_examples, seed)

@@ -101,6 +101,14 @@ def on_interrupt(note: Callable[[], str | None]) -> None:
     _interrupt_note[:] = [note]
 
 
+def nothing_written(*outputs: object) -> Callable[[], str]:
+    """The note of a command whose outputs are written whole or not at all (``data.paths``): none of them was
+    written, and the command can simply run again."""
+    named = ", ".join(str(output) for output in outputs if output is not None)
+    return lambda: (f"{named or 'nothing'} was not written (outputs are written whole or not at all); rerun "
+                    "the command")
+
+
 def interrupted_message() -> str:
     """``interrupted`` and the running command's note, if any (a failing note is left out)."""
     try:

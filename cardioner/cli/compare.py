@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from cardioner.cli import options
-from cardioner.cli.common import parse_sets, run_or_exit, setup_logging
+from cardioner.cli.common import on_interrupt, parse_sets, run_or_exit, setup_logging
 from cardioner.cli.flags import COMPARE_CONFIG_FLAGS, COMPARE_FLAGS, config_overrides, speaking_flags
 from cardioner.config import CHOICES, load_config
 
@@ -59,6 +59,17 @@ def compare(
         overrides.update(parse_sets(set_))
         resolved = run_or_exit(load_config, config, overrides)
         names = [name.strip() for name in heads.split(",") if name.strip()]
+        on_interrupt(lambda: kept_after_interrupt(Path(output)))
         result = run_or_exit(speaking_flags(compare_heads, COMPARE_FLAGS), resolved, names, crf, output)
     typer.echo(markdown_table(result["runs"]))
     typer.echo(json.dumps({"output": str(Path(output) / "comparison.json")}))
+
+
+def kept_after_interrupt(output: Path) -> str:
+    """What an interrupted ``compare`` leaves (each finished run's export), and how to use it."""
+    finished = sorted(folder.parent.name for folder in output.glob("*/metrics.json"))
+    if not finished:
+        return f"no run had finished: no export or table was written to {output}"
+    return (f"the comparison table was not written; the finished runs are kept as exports in {output} "
+            f"({', '.join(finished)}): cardioner compare --compare-only {output} --output {output}.table "
+            "tabulates them (a rerun trains every head again)")

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from cardioner.cli import options
-from cardioner.cli.common import run_or_exit
+from cardioner.cli.common import nothing_written, on_interrupt, run_or_exit
 from cardioner.cli.flags import CONVERT_FLAGS, speaking_flags
 
 
@@ -41,6 +41,7 @@ def convert(
     """Convert a corpus between brat, CoNLL, JSONL and MultiCardioNER TSV (written atomically)."""
     from cardioner.data.io import convert_corpus  # when run (cli/__init__)
 
+    on_interrupt(nothing_written(output))
     summary = run_or_exit(speaking_flags(convert_corpus, CONVERT_FLAGS), str(input), str(output), to, format,
                           str(texts_dir) if texts_dir else None, scheme, resolve_overlaps, span_errors)
     typer.echo(summary)

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from cardioner.cli import options
-from cardioner.cli.common import run_or_exit, setup_logging
+from cardioner.cli.common import nothing_written, on_interrupt, run_or_exit, setup_logging
 from cardioner.cli.flags import PREDICT_FLAGS, speaking_flags
 
 
@@ -28,6 +28,7 @@ def evaluate(
     from cardioner.inference import evaluate_path
 
     setup_logging(verbose)
+    on_interrupt(nothing_written(output, html))
     scores = run_or_exit(speaking_flags(evaluate_path, PREDICT_FLAGS), model, data, format, output,
                          batch_size, span_errors, html)
     typer.echo(format_table(scores))

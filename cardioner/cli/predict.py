@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from cardioner.cli import options
-from cardioner.cli.common import run_or_exit, setup_logging
+from cardioner.cli.common import nothing_written, on_interrupt, run_or_exit, setup_logging
 from cardioner.cli.flags import PREDICT_FLAGS, speaking_flags
 
 
@@ -26,6 +26,7 @@ def predict(
     from cardioner.inference import entity_table, predict_path  # when run (cli/__init__)
 
     setup_logging(verbose)
+    on_interrupt(nothing_written(output))
     docs = run_or_exit(speaking_flags(predict_path, PREDICT_FLAGS), model, input, output, format, batch_size,
                        max_length, stride)
     total = sum(len(d.spans) for d in docs)
