@@ -7,18 +7,24 @@ the library (torch, transformers: seconds) when they run, not when this module l
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
-from cardioner.cli import analyze as _analyze
-from cardioner.cli import compare as _compare
-from cardioner.cli import convert as _convert
-from cardioner.cli import evaluate as _evaluate
-from cardioner.cli import predict as _predict
-from cardioner.cli import push as _push
-from cardioner.cli import serve as _serve
-from cardioner.cli import train as _train
-from cardioner.cli import tune as _tune
-from cardioner.cli.common import guarded
+try:  # the option types load torch (seconds): Ctrl-C meanwhile is one line too, not an import traceback
+    from cardioner.cli import analyze as _analyze
+    from cardioner.cli import compare as _compare
+    from cardioner.cli import convert as _convert
+    from cardioner.cli import evaluate as _evaluate
+    from cardioner.cli import predict as _predict
+    from cardioner.cli import push as _push
+    from cardioner.cli import serve as _serve
+    from cardioner.cli import train as _train
+    from cardioner.cli import tune as _tune
+    from cardioner.cli.common import guarded
+except KeyboardInterrupt:
+    sys.stderr.write("interrupted\n")
+    raise SystemExit(130) from None
 
 # pretty_exceptions_show_locals: with CARDIONER_DEBUG=1 a traceback shows the code, not every local variable
 app = typer.Typer(name="cardioner", help="Named-entity recognisers on any Hugging Face encoder.",
