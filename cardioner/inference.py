@@ -180,11 +180,11 @@ def evaluate_path(model_dir: str | Path, data: str | Path, format: str | None = 
 
 def entity_table(docs: list[Document], limit: int = 30) -> str:
     """A plain-text table of the first ``limit`` predicted entities: document, start, end, label, text, and
-    how many more there are; empty for ``limit`` 0."""
-    if limit <= 0:
-        return ""
+    how many more there are; empty for ``limit`` 0 or no entity."""
     rows = [(d.id, s.start, s.end, s.label, d.text[s.start : s.end].replace("\n", " "))
             for d in docs for s in d.spans]
+    if limit <= 0 or not rows:
+        return ""
     width = max([len("document")] + [len(r[0]) for r in rows[:limit]])
     label_width = max([len("label")] + [len(r[3]) for r in rows[:limit]])
     lines = [f"{'document':<{width}}  {'start':>6}  {'end':>6}  {'label':<{label_width}}  text"]

@@ -18,7 +18,7 @@ def test_entity_table_shows_the_first_rows_and_says_how_many_more():
     docs = [Document("d1", "fever and cough", [Span(0, 5, "SYMPTOM"), Span(10, 15, "SYMPTOM")])]
     rows = entity_table(docs, limit=1).splitlines()
     assert rows[1].split() == ["d1", "0", "5", "SYMPTOM", "fever"] and rows[2:] == ["... 1 more"]
-    assert entity_table(docs, limit=0) == ""
+    assert entity_table(docs, limit=0) == "" and entity_table([Document("d2", "no entity")], limit=5) == ""
 
 
 @pytest.mark.parametrize("show", ["0", "3"])

@@ -149,3 +149,15 @@ def test_a_tracker_without_its_package_or_an_output_is_refused_before_training(n
     args[args.index("--output"):args.index("--output") + 2] = ["--no-export"]
     result = invoke("train", *args, "--set", "training.log_with=wandb", columns=400)
     assert result.exit_code == 1 and "--log-with=wandb needs --output" in result.stderr
+
+
+def test_a_bad_option_value_names_the_flag_and_a_bad_file_value_names_the_key(tmp_path):
+    """Issue 21 (found looking): ``--head foo`` said "model.head must be ..."; a file's value keeps its
+    key."""
+    result = invoke("train", "--train", tmp_path, "--output", tmp_path / "out", "--head", "foo", columns=400)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: command line: --head must be one of linear, mlp")
+    path = tmp_path / "config.yaml"
+    path.write_text("model: {head: foo}\n", encoding="utf-8")
+    result = invoke("train", "--config", path, "--output", tmp_path / "out", columns=400)
+    assert result.exit_code == 1 and result.stderr.startswith(f"error: {path}: model.head must be one of")

@@ -81,6 +81,8 @@ def setup_logging(verbose: bool = False) -> None:
     )
     for noisy in ("transformers", "accelerate", "datasets", "urllib3", "httpx", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # the Hub client warns of every failed request (offline: each one); the error that follows names the model
+    logging.getLogger("huggingface_hub").setLevel(logging.DEBUG if verbose else logging.ERROR)
     for name in NOISY_LOGGERS:
         logger = logging.getLogger(name)
         for old in [f for f in logger.filters if isinstance(f, LibraryNoise)]:

@@ -10,7 +10,13 @@ import typer
 
 from cardioner.cli import options
 from cardioner.cli.common import on_interrupt, parse_sets, run_or_exit, setup_logging
-from cardioner.cli.flags import COMPARE_CONFIG_FLAGS, COMPARE_FLAGS, config_overrides, speaking_flags
+from cardioner.cli.flags import (
+    COMPARE_CONFIG_FLAGS,
+    COMPARE_FLAGS,
+    command_line_flags,
+    config_overrides,
+    speaking_flags,
+)
 from cardioner.config import CHOICES, load_config
 
 
@@ -57,7 +63,7 @@ def compare(
             )
         overrides = config_overrides(context.params, COMPARE_CONFIG_FLAGS)
         overrides.update(parse_sets(set_))
-        resolved = run_or_exit(load_config, config, overrides)
+        resolved = run_or_exit(command_line_flags(load_config, COMPARE_CONFIG_FLAGS), config, overrides)
         names = [name.strip() for name in heads.split(",") if name.strip()]
         on_interrupt(lambda: kept_after_interrupt(Path(output)))
         result = run_or_exit(speaking_flags(compare_heads, COMPARE_FLAGS), resolved, names, crf, output)

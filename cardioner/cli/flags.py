@@ -58,6 +58,23 @@ def flag_message(message: str, flags: Mapping[str, str]) -> str:
     return message
 
 
+def command_line_flags(function: Callable[..., Any], flags: Mapping[str, str]) -> Callable[..., Any]:
+    """``load_config`` (or another function that names where a value came from), whose errors about a value
+    given on the command line (``command line: model.head must be ...``) name the flags in ``flags``; an
+    error about a config file keeps the file's keys."""
+
+    @functools.wraps(function)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except ValueError as error:
+            if error.args and isinstance(error.args[0], str) and error.args[0].startswith("command line: "):
+                error.args = (flag_message(error.args[0], flags), *error.args[1:])
+            raise
+
+    return call
+
+
 def speaking_flags(function: Callable[..., Any], flags: Mapping[str, str]) -> Callable[..., Any]:
     """``function``, whose user errors (ConfigError, CorpusError, other ValueErrors and OSErrors) name the
     flags in ``flags`` for the keys."""

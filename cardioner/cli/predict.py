@@ -30,6 +30,7 @@ def predict(
     docs = run_or_exit(speaking_flags(predict_path, PREDICT_FLAGS), model, input, output, format, batch_size,
                        max_length, stride)
     total = sum(len(d.spans) for d in docs)
-    if show > 0:
-        typer.echo(entity_table(docs, limit=show) + "\n")
+    table = entity_table(docs, limit=show)
+    if table:
+        typer.echo(table + "\n")
     typer.echo(f"{total} entities in {len(docs)} documents written to {output} ({format})")

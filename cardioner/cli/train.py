@@ -10,7 +10,7 @@ import typer
 
 from cardioner.cli import options
 from cardioner.cli.common import on_interrupt, parse_sets, run_or_exit, setup_logging
-from cardioner.cli.flags import CONFIG_FLAGS, config_overrides, speaking_flags
+from cardioner.cli.flags import CONFIG_FLAGS, command_line_flags, config_overrides, speaking_flags
 from cardioner.config import Config, load_config
 
 
@@ -54,7 +54,7 @@ def train(
     setup_logging(verbose)
     overrides = config_overrides(context.params, CONFIG_FLAGS)
     overrides.update(parse_sets(set_))
-    resolved = run_or_exit(load_config, config, overrides)
+    resolved = run_or_exit(command_line_flags(load_config, CONFIG_FLAGS), config, overrides)
     if no_export and resolved.training.output:
         raise typer.BadParameter(f"--no-export and an output ({resolved.training.output}) contradict each "
                                  "other: give one")
