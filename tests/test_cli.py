@@ -200,7 +200,7 @@ def test_bad_training_input_fails_with_one_sentence_and_keeps_the_previous_outpu
         ),
         ([*train, "--model", tmp_path / "not_a_model"], "not a model folder"),
         ([*train, "--model", backbone, "--max-length", "64", "--stride", "64"],
-         "data.stride (64) must be smaller"),
+         "--stride (64) must be smaller than --max-length (64)"),
         ([*train, "--model", backbone, "--max-length", "64", "--stride", "100"], "must be smaller"),
         ([*train, "--model", backbone, "--max-length", "129"], "more than the 128 subwords the backbone"),
         (["--train", tmp_path / "empty", "--model", backbone, "--output", previous_export], "no data files"),

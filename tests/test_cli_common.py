@@ -95,7 +95,7 @@ def test_lr_inf_is_refused_before_any_training(tmp_path, monkeypatch):
         result = CliRunner().invoke(app, ["train", "--train", str(SAMPLE / "train"), "--lr", value,
                                           "--output", str(tmp_path / "out")])
         assert result.exit_code == 1, result.output
-        assert "training.lr must be" in one_line(result, "error:")
+        assert "command line: --lr must be" in one_line(result, "error:")
     assert not (tmp_path / "out").exists()
 
 

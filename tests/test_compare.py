@@ -77,7 +77,7 @@ def test_every_run_had_the_same_data_seed_and_budget(compared):
         name: yaml.safe_load((root / "out" / name / "training_config.yaml").read_text()) for name in RUNS
     }
     for name, config in configs.items():
-        assert config["model"]["head"] == name.split("+")[0]
+        assert config["model"]["head"] == name.removesuffix("_crf")
         assert config["model"]["use_crf"] == name.endswith("_crf")
         config["model"].pop("head"), config["model"].pop("use_crf"), config["training"].pop("output")
     assert all(config == configs["linear"] for config in configs.values())

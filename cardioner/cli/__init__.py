@@ -12,7 +12,7 @@ import sys
 import typer
 
 try:  # the option types load torch (seconds): Ctrl-C meanwhile is one line too, not an import traceback
-    from cardioner.cli import analyze as _analyze
+    from cardioner.cli import analyze as _analyze  # in the try above: Ctrl-C while these load
     from cardioner.cli import compare as _compare
     from cardioner.cli import convert as _convert
     from cardioner.cli import evaluate as _evaluate
