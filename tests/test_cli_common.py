@@ -149,8 +149,11 @@ def test_library_noise_is_held_back_unless_verbose(caplog):
         raise KeyboardInterrupt
     except KeyboardInterrupt:
         interrupted = logging.LogRecord("optuna.study._optimize", logging.WARNING, "x.py", 1,
-                                        "Trial 1 failed", None, sys.exc_info())
+                                        "Trial 1 failed with parameters: {} because of the following error: "
+                                        "KeyboardInterrupt().", None, sys.exc_info())
     assert not noise.filter(interrupted)
+    assert not noise.filter(logging.LogRecord("optuna.study._optimize", logging.WARNING, "x.py", 1,
+                                              "Trial 1 failed with value None.", None, None))
     try:
         raise ValueError("focal_gamma")
     except ValueError:

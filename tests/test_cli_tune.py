@@ -162,5 +162,6 @@ def test_a_real_sigint_during_a_trial_is_one_line_and_exit_130(ncbi_subset, tmp_
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert "failed with" not in stderr, stderr  # Optuna's two lines about the interrupted trial
     assert stderr.strip().splitlines()[-1].startswith("interrupted: ")
     assert "rerun the same command to go on to 4 finished trials" in stderr

@@ -56,10 +56,12 @@ class LibraryNoise(logging.Filter):
             statuses = re.findall(r"\|\s*(?:\x1b\[[0-9;]*m)?([A-Z]+)(?:\x1b\[[0-9;]*m)?\s*\|", message)
             return not statuses or set(statuses) - {"UNEXPECTED", "Status"} != set()
         if record.exc_info and record.name.startswith("optuna"):
-            if isinstance(record.exc_info[1], KeyboardInterrupt):
+            if isinstance(record.exc_info[1], KeyboardInterrupt):  # and Optuna's next line about that trial
+                self.interrupted_trial = message.split(" failed with", 1)[0]
                 return False
             record.exc_info, record.exc_text = None, None
-        return True
+        return not (getattr(self, "interrupted_trial", None)
+                    and message.startswith(f"{self.interrupted_trial} failed with value"))
 
 
 # the loggers whose records LibraryNoise looks at (a logger's filters see the records logged on it)
