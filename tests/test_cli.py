@@ -342,3 +342,14 @@ def test_library_errors_name_keys_and_commands_name_their_flags():
         with pytest.raises(type(error)) as raised:
             speaking_flags(fails, CONFIG_FLAGS)(error)
         assert "--output x" in str(raised.value) and "training.output" not in str(raised.value)
+
+
+def test_version_and_tune_metric_help():
+    """Issue 21 (found looking): ``cardioner --version`` answers; tune's --metric choices come from the
+    config."""
+    from cardioner import __version__
+    from cardioner.config import CHOICES
+
+    assert cli("--version").stdout == f"cardioner {__version__}\n"
+    help_text = " ".join(CliRunner().invoke(app, ["tune", "--help"], env={"COLUMNS": "300"}).stdout.split())
+    assert " | ".join(CHOICES["training.metric"]) in help_text

@@ -8,8 +8,11 @@ the library (torch, transformers: seconds) when they run, not when this module l
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
+
+from cardioner import __version__
 
 try:  # the option types load torch (seconds): Ctrl-C meanwhile is one line too, not an import traceback
     from cardioner.cli import analyze as _analyze  # in the try above: Ctrl-C while these load
@@ -31,8 +34,17 @@ app = typer.Typer(name="cardioner", help="Named-entity recognisers on any Huggin
                   no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"cardioner {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="print cardioner's version and exit")] = False,
+) -> None:
     """cardioner: train, evaluate, predict with, serve and convert NER corpora."""
 
 

@@ -20,9 +20,8 @@ def tune(
                                                      "sqlite:///study.db")] = None,
     study_name: Annotated[str | None, typer.Option(help="the study's name in the storage (default: "
                                                         "cardioner)")] = None,
-    metric: Annotated[str | None, typer.Option(help="dev metric to maximise: f1 | precision | recall | "
-                                                    "overlap_f1 | macro_f1 (default: training.metric)")
-                      ] = None,
+    metric: Annotated[str | None, typer.Option(help=options.described(
+        "training.metric", "dev metric to maximise", default="the config's training.metric"))] = None,
     timeout: Annotated[float | None, typer.Option(help="stop starting trials after SEC seconds")] = None,
     method: Annotated[str, typer.Option(help="optuna (TPE + pruning) | pbt (Ray Tune population-based "
                                              "training)")] = "optuna",
