@@ -47,8 +47,11 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 CORPORA = {
     "ncbi": ("ncbi_disease/conll/train.tsv", "ncbi_disease/conll/test.tsv"),
+    # the same sentences, tokens and tags, grouped into their abstracts (see abstract_groups)
+    "ncbi-abstracts": ("ncbi_disease/conll/train.tsv", "ncbi_disease/conll/test.tsv"),
     "conll2003": ("conll2003/train.txt", "conll2003/test.txt"),
 }
+NCBI_STANDOFF = {"train": "ncbi_disease/standoff/train", "test": "ncbi_disease/standoff/test"}
 #: what each peer's virtual environment gets, after ``torch==2.13.0`` (the CPU wheel on this machine).
 PEER_PACKAGES = {
     "flair": ["flair==0.15.1", "transformers==4.57.6", "huggingface_hub<1"],
@@ -266,12 +269,54 @@ def cut_document(doc, num_sentences: int):
     return Document(doc.id, doc.text[:end], [s for s in doc.spans if s.end <= end], meta)
 
 
+def abstract_groups(sentences: list[str], abstracts: dict[str, str]) -> list[tuple[str, int]]:
+    """(abstract name, number of sentences) for consecutive sentences, found by their text without whitespace.
+
+    NCBI-disease's CoNLL files hold the sentences of the standoff abstracts in the order of their file names,
+    without document markers; each abstract must be exactly the concatenation of its sentences.
+    """
+    groups, i = [], 0
+    for name in sorted(abstracts):
+        text, pos, first = "".join(abstracts[name].split()), 0, i
+        while pos < len(text) and i < len(sentences) and text.startswith(sentences[i], pos):
+            pos += len(sentences[i])
+            i += 1
+        if pos != len(text) or i == first:
+            raise ValueError(f"abstract {name}: the CoNLL sentences from {first + 1} on do not spell it")
+        groups.append((name, i - first))
+    if i != len(sentences):
+        raise ValueError(f"{len(sentences) - i} CoNLL sentences after the last abstract")
+    return groups
+
+
+def merge_documents(doc_id: str, docs):
+    """One document from single-sentence documents: their texts joined by newlines, as read_conll joins sentences."""
+    from cardioner.data import Document, Span
+
+    text, spans, tokens, sentences = "", [], [], []
+    for doc in docs:
+        shift = len(text) + (1 if text else 0)
+        text = f"{text}\n{doc.text}" if text else doc.text
+        spans += [Span(s.start + shift, s.end + shift, s.label) for s in doc.spans]
+        sentences.append([len(tokens), len(tokens) + len(doc.meta["tokens"])])
+        tokens += [[a + shift, b + shift] for a, b in doc.meta["tokens"]]
+    return Document(doc_id, text, spans, {"tokens": tokens, "sentences": sentences})
+
+
 def load_corpus(corpus: str, split: str, limit: int = 0, data_dir: Path = DATA):
     """cardioner's documents of one split, cut to the first ``limit`` sentences (0 = all)."""
     from cardioner.data import read_corpus
 
     path = data_dir / CORPORA[corpus][0 if split == "train" else 1]
     docs, _ = read_corpus(path)
+    if corpus == "ncbi-abstracts":
+        folder = data_dir / NCBI_STANDOFF[split]
+        abstracts = {p.stem: p.read_text(encoding="utf-8") for p in folder.glob("*.txt")}
+        groups, merged = abstract_groups(["".join(d.text.split()) for d in docs], abstracts), []
+        for name, n in groups:
+            merged.append(merge_documents(f"{split}/{name}", docs[:n]))
+            docs = docs[n:]
+        docs = merged
     if not limit:
         return docs
     kept, count = [], 0

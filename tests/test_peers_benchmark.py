@@ -158,3 +158,26 @@ def test_aggregate_mode_prints_the_table_without_training(tmp_path):
                           check=True)
     assert {row["system"] for row in json.loads(done.stdout)} == {"cardioner", "trainer"}
     assert "| conll2003 (3 ep) | trainer | 1 | 89.00 |" in done.stderr and "(0.50×)" in done.stderr
+
+
+def test_ncbi_sentences_group_into_the_abstracts_that_spell_them(peers, tmp_path):
+    abstracts = {"2": "Second one.", "1": "A  title .\nIts abstract, here."}  # grouped in file-name order
+    sentences = ["Atitle.", "Itsabstract,here.", "Secondone."]
+    assert peers.abstract_groups(sentences, abstracts) == [("1", 2), ("2", 1)]
+    with pytest.raises(ValueError, match="abstract 2: the CoNLL sentences from 3 on do not spell it"):
+        peers.abstract_groups(["Atitle.", "Itsabstract,here.", "Other."], abstracts)
+    with pytest.raises(ValueError, match="1 CoNLL sentences after the last abstract"):
+        peers.abstract_groups([*sentences, "Extra."], abstracts)
+
+
+def test_merged_sentences_keep_tokens_spans_and_sentence_bounds(peers, tmp_path):
+    path = tmp_path / "s.tsv"
+    path.write_text("Familial\tB-Disease\npolyposis\tI-Disease\n.\tO\n\nAn\tO\nAPC\tB-Disease\ncase\tO\n", encoding="utf-8")
+    sentences, _ = read_corpus(path)
+    doc = peers.merge_documents("train/1", sentences)
+    assert doc.text == "Familial polyposis .\nAn APC case"
+    assert [doc.text[s.start : s.end] for s in doc.spans] == ["Familial polyposis", "APC"]
+    assert doc.meta["sentences"] == [[0, 3], [3, 6]]
+    assert [doc.text[a:b] for a, b in doc.meta["tokens"]] == ["Familial", "polyposis", ".", "An", "APC", "case"]
+    records = peers.sentence_records([doc])
+    assert [r["tags"] for r in records] == [["B-Disease", "I-Disease", "O"], ["O", "B-Disease", "O"]]
