@@ -21,9 +21,10 @@ Systems (``--systems`` picks built-ins by name; ``--system "NAME=RUNNER KEY=VALU
 to train and predict sentence by sentence), ``flair``, ``spanmarker``, ``trainer`` or ``spacy`` (KEY=VALUE are the
 runner's options, listed in ``RUNNER_OPTIONS``). ``--set KEY=VALUE`` applies to every cardioner system.
 
-``--aggregate`` reads runs (any corpora, seeds and systems) and prints, per corpus and system, the mean ± sd over
-seeds of test F1, P and R, and the mean ratios of training and prediction speed to ``--reference`` (computed
-within each run, where both ran), and the peak RSS.
+``--aggregate`` reads runs (any corpora, budgets, seeds and systems; runs of one budget and seed are merged, so
+systems run side by side in separate processes count as one run) and prints, per budget and system, the mean ±
+sd over seeds of test F1, P and R, the mean ratios of training and prediction speed to ``--reference`` (per
+seed, where it ran), and the peak RSS.
 """
 
 from __future__ import annotations
@@ -194,43 +195,48 @@ def mean_sd(values: list[float]) -> tuple[float, float | None]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
-def aggregate(runs: list[dict], reference: str = "cardioner") -> list[dict]:
-    """One row per (corpus, system): mean ± sd over seeds of F1/P/R, mean speed ratios to ``reference``, RSS.
+#: what makes runs comparable: runs equal in all of these (and the seed) are merged into one.
+BUDGET_KEYS = ("corpus", "epochs", "lr", "batch_size", "max_length", "train_limit", "test_limit", "overrides")
 
-    Runs of one corpus and budget are merged whatever their files; a system run twice with one seed counts
-    once (the later file wins). Speed ratios are taken within each run file that holds both the system and the
-    reference, then averaged.
+
+def budget_label(run: dict) -> str:
+    sentences = run.get("train_sentences")
+    return f"{run['corpus']} ({f'{sentences:,} sentences, ' if sentences else ''}{run['epochs']} ep)"
+
+
+def aggregate(runs: list[dict], reference: str = "cardioner") -> list[dict]:
+    """One row per (budget, system): mean ± sd over seeds of F1/P/R, mean speed ratios to ``reference``, RSS.
+
+    Runs of one budget (``BUDGET_KEYS``) and seed are merged whatever their files (systems run in separate
+    processes side by side); a system run twice with one seed counts once (the later file wins). Speed ratios
+    are taken per seed, where the reference ran with that budget and seed, then averaged.
     """
-    scores: dict[tuple, dict[int, dict]] = defaultdict(dict)
-    ratios: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    order: list[tuple] = []
+    merged: dict[tuple, dict[int, dict[str, dict]]] = defaultdict(lambda: defaultdict(dict))
+    labels: dict[tuple, str] = {}
     for run in runs:
-        systems = {name: row for name, row in run["systems"].items() if row.get("status") == "ok"}
-        base = systems.get(reference)
-        for name, row in systems.items():
-            key = (run["corpus"], run["epochs"], name)
-            if key not in order:
-                order.append(key)
-            scores[key][run["seed"]] = row
-            if base is not None:
-                for speed in ("train_sentences_per_second", "predict_sentences_per_second"):
-                    ratios[key][speed].append(row[speed] / base[speed])
+        budget = tuple(json.dumps(run.get(k)) for k in BUDGET_KEYS)
+        labels.setdefault(budget, budget_label(run))
+        merged[budget][run["seed"]].update(
+            {name: row for name, row in run["systems"].items() if row.get("status") == "ok"})
     table = []
-    for key in order:
-        corpus, epochs, name = key
-        rows = [scores[key][seed] for seed in sorted(scores[key])]
-        entry = {"corpus": corpus, "epochs": epochs, "system": name, "seeds": sorted(scores[key])}
-        for metric in ("test_f1", "test_precision", "test_recall"):
-            mean, sd = mean_sd([row[metric] for row in rows])
-            entry[metric] = round(mean, 2)
-            entry[metric + "_sd"] = None if sd is None else round(sd, 2)
-        for speed in ("train_sentences_per_second", "predict_sentences_per_second"):
-            entry[speed] = round(statistics.fmean(row[speed] for row in rows), 1)
-            values = ratios[key][speed]
-            entry[speed.replace("sentences_per_second", "ratio")] = round(statistics.fmean(values), 2) if values else None
-        entry["peak_rss_mb"] = round(statistics.fmean(row["peak_rss_mb"] for row in rows))
-        entry["versions"] = rows[-1].get("versions", {})
-        table.append(entry)
+    for budget, seeds in merged.items():
+        names = list(dict.fromkeys(name for systems in seeds.values() for name in systems))
+        for name in names:
+            rows = [seeds[seed][name] for seed in sorted(seeds) if name in seeds[seed]]
+            entry = {"budget": labels[budget], "system": name,
+                     "seeds": [seed for seed in sorted(seeds) if name in seeds[seed]]}
+            for metric in ("test_f1", "test_precision", "test_recall"):
+                mean, sd = mean_sd([row[metric] for row in rows])
+                entry[metric] = round(mean, 2)
+                entry[metric + "_sd"] = None if sd is None else round(sd, 2)
+            for speed in ("train_sentences_per_second", "predict_sentences_per_second"):
+                entry[speed] = round(statistics.fmean(row[speed] for row in rows), 1)
+                values = [seeds[seed][name][speed] / seeds[seed][reference][speed]
+                          for seed in entry["seeds"] if reference in seeds[seed]]
+                entry[speed.replace("sentences_per_second", "ratio")] = round(statistics.fmean(values), 2) if values else None
+            entry["peak_rss_mb"] = round(statistics.fmean(row["peak_rss_mb"] for row in rows))
+            entry["versions"] = rows[-1].get("versions", {})
+            table.append(entry)
     return table
 
 
@@ -244,11 +250,11 @@ def markdown_table(table: list[dict]) -> str:
     def ratio(value) -> str:
         return "—" if value is None else f"{value:.2f}×"
 
-    lines = ["| corpus | system | seeds | test F1 | P | R | train sent/s (× ref) | predict sent/s (× ref) | peak RSS MB |",
+    lines = ["| corpus (training budget) | system | seeds | test F1 | P | R | train sent/s (× ref) | predict sent/s (× ref) | peak RSS MB |",
              "|---|---|---|---|---|---|---|---|---|"]
     for e in table:
         lines.append(
-            f"| {e['corpus']} ({e['epochs']} ep) | {e['system']} | {len(e['seeds'])} | {with_sd(e, 'test_f1')} | "
+            f"| {e['budget']} | {e['system']} | {len(e['seeds'])} | {with_sd(e, 'test_f1')} | "
             f"{with_sd(e, 'test_precision')} | {with_sd(e, 'test_recall')} | "
             f"{e['train_sentences_per_second']:.1f} ({ratio(e['train_ratio'])}) | "
             f"{e['predict_sentences_per_second']:.1f} ({ratio(e['predict_ratio'])}) | {e['peak_rss_mb']} |")

@@ -133,22 +133,29 @@ def run(corpus: str, seed: int, systems: dict) -> dict:
         rows[name] = {"status": "ok", "test_f1": f1, "test_precision": f1 - 1, "test_recall": f1 + 1,
                       "train_sentences_per_second": train_speed, "predict_sentences_per_second": 100.0,
                       "peak_rss_mb": 1000, "versions": {}}
-    return {"corpus": corpus, "seed": seed, "epochs": 3, "systems": rows}
+    return {"corpus": corpus, "seed": seed, "epochs": 3, "lr": 1e-4, "batch_size": 16, "max_length": 256,
+            "train_limit": 0, "test_limit": 0, "overrides": [], "train_sentences": 5432, "systems": rows}
 
 
 def test_aggregate_means_sds_and_within_run_ratios(peers):
-    runs = [run("ncbi", 1, {"cardioner": (80.0, 40.0), "flair": (78.0, 20.0)}),
+    other_budget = run("ncbi", 1, {"cardioner": (50.0, 1.0)})
+    other_budget["epochs"] = 1
+    runs = [other_budget, run("ncbi", 1, {"cardioner": (80.0, 40.0), "flair": (78.0, 20.0)}),
             run("ncbi", 2, {"cardioner": (82.0, 20.0), "flair": (79.0, 20.0)}),
-            run("ncbi", 3, {"flair": (80.0, 99.0)})]  # no reference in this run: no ratio from it
+            run("ncbi", 3, {"flair": (80.0, 99.0)}),  # no reference with this seed: no ratio from it
+            run("ncbi", 2, {"spanmarker": (70.0, 2.0)})]  # same budget and seed, another file: merged
     runs[1]["systems"]["spacy"] = {"status": "not installed", "error": "..."}
-    table = {row["system"]: row for row in peers.aggregate(runs)}
-    assert set(table) == {"cardioner", "flair"}
+    rows = peers.aggregate(runs)
+    assert [(row["budget"], row["test_f1"]) for row in rows][0] == ("ncbi (5,432 sentences, 1 ep)", 50.0)
+    table = {row["system"]: row for row in rows[1:]}
+    assert set(table) == {"cardioner", "flair", "spanmarker"}
+    assert table["spanmarker"]["train_ratio"] == 0.1
     assert table["cardioner"]["test_f1"] == 81.0 and table["cardioner"]["test_f1_sd"] == pytest.approx(1.41, abs=0.01)
     assert table["flair"]["seeds"] == [1, 2, 3] and table["flair"]["test_f1"] == 79.0
     assert table["flair"]["train_ratio"] == pytest.approx((0.5 + 1.0) / 2)
     assert table["cardioner"]["train_ratio"] == 1.0
     markdown = peers.markdown_table(peers.aggregate(runs))
-    assert "| ncbi (3 ep) | flair | 3 | 79.00 ± 1.00 |" in markdown and "(0.75×)" in markdown
+    assert "| ncbi (5,432 sentences, 3 ep) | flair | 3 | 79.00 ± 1.00 |" in markdown and "(0.75×)" in markdown
 
 
 def test_aggregate_mode_prints_the_table_without_training(tmp_path):
@@ -157,7 +164,7 @@ def test_aggregate_mode_prints_the_table_without_training(tmp_path):
     done = subprocess.run([sys.executable, str(SCRIPT), "--aggregate", str(path)], capture_output=True, text=True,
                           check=True)
     assert {row["system"] for row in json.loads(done.stdout)} == {"cardioner", "trainer"}
-    assert "| conll2003 (3 ep) | trainer | 1 | 89.00 |" in done.stderr and "(0.50×)" in done.stderr
+    assert "| conll2003 (5,432 sentences, 3 ep) | trainer | 1 | 89.00 |" in done.stderr and "(0.50×)" in done.stderr
 
 
 def test_ncbi_sentences_group_into_the_abstracts_that_spell_them(peers, tmp_path):
