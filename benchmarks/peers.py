@@ -201,6 +201,11 @@ def mean_sd(values: list[float]) -> tuple[float, float | None]:
 BUDGET_KEYS = ("corpus", "epochs", "lr", "batch_size", "max_length", "train_limit", "test_limit", "overrides", "threads")
 
 
+#: speeds (sentences per wall-clock second and per CPU second of the child) and the names of their ratios
+SPEEDS = {"train_sentences_per_cpu_second": "train_cpu_ratio", "predict_sentences_per_cpu_second": "predict_cpu_ratio",
+          "train_sentences_per_second": "train_ratio", "predict_sentences_per_second": "predict_ratio"}
+
+
 def budget_label(run: dict) -> str:
     sentences = run.get("train_sentences")
     return f"{run['corpus']} ({f'{sentences:,} sentences, ' if sentences else ''}{run['epochs']} ep)"
@@ -231,11 +236,11 @@ def aggregate(runs: list[dict], reference: str = "cardioner") -> list[dict]:
                 mean, sd = mean_sd([row[metric] for row in rows])
                 entry[metric] = round(mean, 2)
                 entry[metric + "_sd"] = None if sd is None else round(sd, 2)
-            for speed in ("train_sentences_per_second", "predict_sentences_per_second"):
+            for speed, ratio in SPEEDS.items():
                 entry[speed] = round(statistics.fmean(row[speed] for row in rows), 1)
                 values = [seeds[seed][name][speed] / seeds[seed][reference][speed]
                           for seed in entry["seeds"] if reference in seeds[seed]]
-                entry[speed.replace("sentences_per_second", "ratio")] = round(statistics.fmean(values), 2) if values else None
+                entry[ratio] = round(statistics.fmean(values), 2) if values else None
             entry["peak_rss_mb"] = round(statistics.fmean(row["peak_rss_mb"] for row in rows))
             entry["versions"] = rows[-1].get("versions", {})
             table.append(entry)
@@ -243,23 +248,24 @@ def aggregate(runs: list[dict], reference: str = "cardioner") -> list[dict]:
 
 
 def markdown_table(table: list[dict]) -> str:
-    """The aggregate as a markdown table (F1 ± sd where there are several seeds)."""
+    """The aggregate as a markdown table: F1 ± sd where there are several seeds, speeds with their ratios."""
 
     def with_sd(entry: dict, metric: str) -> str:
         sd = entry[metric + "_sd"]
         return f"{entry[metric]:.2f}" + (f" ± {sd:.2f}" if sd is not None else "")
 
-    def ratio(value) -> str:
-        return "—" if value is None else f"{value:.2f}×"
+    def speed(entry: dict, key: str) -> str:
+        value = entry[SPEEDS[key]]
+        return f"{entry[key]:.1f}" + ("" if value is None else f" ({value:.2f}×)")
 
-    lines = ["| corpus (training budget) | system | seeds | test F1 | P | R | train sent/s (× ref) | predict sent/s (× ref) | peak RSS MB |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| corpus (training budget) | system | seeds | test F1 | P | R | train sent/CPU-s | predict sent/CPU-s "
+             "| train sent/s | predict sent/s | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in table:
         lines.append(
             f"| {e['budget']} | {e['system']} | {len(e['seeds'])} | {with_sd(e, 'test_f1')} | "
             f"{with_sd(e, 'test_precision')} | {with_sd(e, 'test_recall')} | "
-            f"{e['train_sentences_per_second']:.1f} ({ratio(e['train_ratio'])}) | "
-            f"{e['predict_sentences_per_second']:.1f} ({ratio(e['predict_ratio'])}) | {e['peak_rss_mb']} |")
+            + " | ".join(speed(e, key) for key in SPEEDS) + f" | {e['peak_rss_mb']} |")
     return "\n".join(lines)
 
 

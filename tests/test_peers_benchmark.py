@@ -132,6 +132,7 @@ def run(corpus: str, seed: int, systems: dict) -> dict:
     for name, (f1, train_speed) in systems.items():
         rows[name] = {"status": "ok", "test_f1": f1, "test_precision": f1 - 1, "test_recall": f1 + 1,
                       "train_sentences_per_second": train_speed, "predict_sentences_per_second": 100.0,
+                      "train_sentences_per_cpu_second": 2 * train_speed, "predict_sentences_per_cpu_second": 50.0,
                       "peak_rss_mb": 1000, "versions": {}}
     return {"corpus": corpus, "seed": seed, "epochs": 3, "lr": 1e-4, "batch_size": 16, "max_length": 256,
             "train_limit": 0, "test_limit": 0, "overrides": [], "train_sentences": 5432, "systems": rows}
@@ -152,7 +153,8 @@ def test_aggregate_means_sds_and_within_run_ratios(peers):
     assert table["spanmarker"]["train_ratio"] == 0.1
     assert table["cardioner"]["test_f1"] == 81.0 and table["cardioner"]["test_f1_sd"] == pytest.approx(1.41, abs=0.01)
     assert table["flair"]["seeds"] == [1, 2, 3] and table["flair"]["test_f1"] == 79.0
-    assert table["flair"]["train_ratio"] == pytest.approx((0.5 + 1.0) / 2)
+    assert table["flair"]["train_ratio"] == table["flair"]["train_cpu_ratio"] == pytest.approx((0.5 + 1.0) / 2)
+    assert table["flair"]["predict_cpu_ratio"] == 1.0
     assert table["cardioner"]["train_ratio"] == 1.0
     markdown = peers.markdown_table(peers.aggregate(runs))
     assert "| ncbi (5,432 sentences, 3 ep) | flair | 3 | 79.00 ± 1.00 |" in markdown and "(0.75×)" in markdown
