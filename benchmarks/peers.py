@@ -212,11 +212,13 @@ def budget_label(run: dict) -> str:
 
 
 def aggregate(runs: list[dict], reference: str = "cardioner") -> list[dict]:
-    """One row per (budget, system): mean ± sd over seeds of F1/P/R, mean speed ratios to ``reference``, RSS.
+    """One row per (budget, system): mean ± sd over seeds of F1/P/R, mean speed ratios to a reference, RSS.
 
     Runs of one budget (``BUDGET_KEYS``) and seed are merged whatever their files (systems run in separate
-    processes side by side); a system run twice with one seed counts once (the later file wins). Speed ratios
-    are taken per seed, where the reference ran with that budget and seed, then averaged.
+    processes side by side); a system run twice with one seed counts once (the later file wins). ``reference``
+    names one system or several, comma-separated: per budget, the first of them that ran is the one speeds are
+    divided by (``"reference"`` in each row). Speed ratios are taken per seed, where the reference ran with that
+    budget and seed, then averaged.
     """
     merged: dict[tuple, dict[int, dict[str, dict]]] = defaultdict(lambda: defaultdict(dict))
     labels: dict[tuple, str] = {}
@@ -228,9 +230,10 @@ def aggregate(runs: list[dict], reference: str = "cardioner") -> list[dict]:
     table = []
     for budget, seeds in merged.items():
         names = list(dict.fromkeys(name for systems in seeds.values() for name in systems))
+        base = next((r for r in reference.split(",") if r in names), None)
         for name in names:
             rows = [seeds[seed][name] for seed in sorted(seeds) if name in seeds[seed]]
-            entry = {"budget": labels[budget], "system": name,
+            entry = {"budget": labels[budget], "system": name, "reference": base,
                      "seeds": [seed for seed in sorted(seeds) if name in seeds[seed]]}
             for metric in ("test_f1", "test_precision", "test_recall"):
                 mean, sd = mean_sd([row[metric] for row in rows])
@@ -238,8 +241,8 @@ def aggregate(runs: list[dict], reference: str = "cardioner") -> list[dict]:
                 entry[metric + "_sd"] = None if sd is None else round(sd, 2)
             for speed, ratio in SPEEDS.items():
                 entry[speed] = round(statistics.fmean(row[speed] for row in rows), 1)
-                values = [seeds[seed][name][speed] / seeds[seed][reference][speed]
-                          for seed in entry["seeds"] if reference in seeds[seed]]
+                values = [seeds[seed][name][speed] / seeds[seed][base][speed]
+                          for seed in entry["seeds"] if base in seeds[seed]]
                 entry[ratio] = round(statistics.fmean(values), 2) if values else None
             entry["peak_rss_mb"] = round(statistics.fmean(row["peak_rss_mb"] for row in rows))
             entry["versions"] = rows[-1].get("versions", {})
@@ -962,7 +965,9 @@ def main() -> None:
     parser.add_argument("--venv-dir", default="/work/artifacts/peers/venvs")
     parser.add_argument("--work-dir", default="/work/artifacts/peers/runs")
     parser.add_argument("--output", help="write the JSON here too (after every system)")
-    parser.add_argument("--reference", default="cardioner", help="the system speeds are divided by")
+    parser.add_argument("--reference", default="cardioner",
+                        help="the system speeds are divided by; with --aggregate, several comma-separated names: "
+                             "per budget, the first that ran")
     parser.add_argument("--aggregate", nargs="+", metavar="RUN.json", help="merge runs into a table; trains nothing")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -160,6 +160,20 @@ def test_aggregate_means_sds_and_within_run_ratios(peers):
     assert "| ncbi (5,432 sentences, 3 ep) | flair | 3 | 79.00 ± 1.00 |" in markdown and "(0.75×)" in markdown
 
 
+def test_aggregate_reference_is_the_first_listed_system_that_ran_in_each_budget(peers):
+    with_default = run("conll2003", 1, {"cardioner": (80.0, 10.0), "cardioner-sentences": (85.0, 20.0)})
+    sentences_only = run("conll2003", 1, {"cardioner-sentences": (84.0, 20.0), "spanmarker": (86.0, 1.0)})
+    sentences_only.update(train_limit=7000, train_sentences=7000)
+    rows = peers.aggregate([with_default, sentences_only], reference="cardioner,cardioner-sentences")
+    table = {(row["budget"], row["system"]): row for row in rows}
+    assert {row["reference"] for row in rows if row["system"] != "spanmarker"} == {"cardioner", "cardioner-sentences"}
+    assert table["conll2003 (5,432 sentences, 3 ep)", "cardioner-sentences"]["train_ratio"] == 2.0
+    spanmarker = next(row for row in rows if row["system"] == "spanmarker")
+    assert spanmarker["reference"] == "cardioner-sentences" and spanmarker["train_ratio"] == 0.05
+    # A reference that never ran in a budget gives no ratios there, not an error.
+    assert peers.aggregate([sentences_only], reference="cardioner")[0]["train_ratio"] is None
+
+
 def test_aggregate_mode_prints_the_table_without_training(tmp_path):
     path = tmp_path / "run.json"
     path.write_text(json.dumps(run("conll2003", 42, {"cardioner": (90.0, 10.0), "trainer": (89.0, 5.0)})))
