@@ -2,29 +2,31 @@
 
 Every system trains on the same sentences (the documents cardioner reads from the corpus), with the same
 backbone folder, epochs, learning rate, batch size, seed and window length, and no dev selection (the last
-epoch's weights are scored). Each system runs in its own child process: the peers in virtual environments this
-script creates (``--venv-dir``; versions pinned in ``PEER_PACKAGES``), cardioner in the interpreter running
-this script. A child writes its test predictions as JSONL spans with character offsets into cardioner's
-reconstruction of the test documents; this process scores every system with ``cardioner.evaluation.score_spans``
-(exact match). Per system: test span F1 (P/R, per type), training and prediction sentences per second (wall
-clock of the training phase: building the system's data and model, then every epoch; of the prediction phase:
-test sentences in, spans out, batches of 64), and the child's peak RSS. Prints one JSON object (also written to
-``--output`` after every system, so a long run keeps what finished).
+epoch's weights are scored). Each system runs in its own child process: the peers in virtual environments
+this script creates (``--venv-dir``; versions pinned in ``PEER_PACKAGES``), cardioner in the interpreter
+running this script. A child writes its test predictions as JSONL spans with character offsets into
+cardioner's reconstruction of the test documents; this process scores every system with
+``cardioner.evaluation.score_spans`` (exact match). Per system: test span F1 (P/R, per type), training and
+prediction sentences per second (wall clock of the training phase: building the system's data and model,
+then every epoch; of the prediction phase: test sentences in, spans out, batches of 64), and the child's
+peak RSS. Prints one JSON object (also written to ``--output`` after every system, so a long run keeps what
+finished).
 
     python benchmarks/peers.py --corpus ncbi --epochs 3 --seed 42 --output ncbi-s42.json
     python benchmarks/peers.py --corpus conll2003 --epochs 1 --systems cardioner,flair-flert --output c.json
-    python benchmarks/peers.py --corpus ncbi --system "ctx=cardioner data.context=128" --set training.head_lr=1e-3
+    python benchmarks/peers.py --corpus ncbi --system "lr=cardioner model.use_crf=true training.head_lr=1e-3"
     python benchmarks/peers.py --aggregate ncbi-s42.json ncbi-s1.json conll-s42.json   # markdown table + JSON
 
-Systems (``--systems`` picks built-ins by name; ``--system "NAME=RUNNER KEY=VALUE ..."`` adds one): the runner is
-``cardioner`` (KEY=VALUE are cardioner config overrides, e.g. ``model.use_crf=true``, plus ``bench.sentences=true``
-to train and predict sentence by sentence), ``flair``, ``spanmarker``, ``trainer`` or ``spacy`` (KEY=VALUE are the
-runner's options, listed in ``RUNNER_OPTIONS``). ``--set KEY=VALUE`` applies to every cardioner system.
+Systems (``--systems`` picks built-ins by name; ``--system "NAME=RUNNER KEY=VALUE ..."`` adds one): the
+runner is ``cardioner`` (KEY=VALUE are cardioner config overrides, e.g. ``model.use_crf=true``, plus
+``bench.sentences=true`` to train and predict sentence by sentence), ``flair``, ``spanmarker``, ``trainer`` or
+``spacy`` (KEY=VALUE are the runner's options, listed in ``RUNNER_OPTIONS``). ``--set KEY=VALUE`` applies to
+every cardioner system.
 
-``--aggregate`` reads runs (any corpora, budgets, seeds and systems; runs of one budget and seed are merged, so
-systems run side by side in separate processes count as one run) and prints, per budget and system, the mean ±
-sd over seeds of test F1, P and R, the mean ratios of training and prediction speed to ``--reference`` (per
-seed, where it ran), and the peak RSS.
+``--aggregate`` reads runs (any corpora, budgets, seeds and systems; runs of one budget and seed are merged,
+so systems run side by side in separate processes count as one run) and prints, per budget and system, the
+mean ± sd over seeds of test F1, P and R, the mean ratios of training and prediction speed to
+``--reference`` (per seed, where it ran), and the peak RSS.
 """
 
 from __future__ import annotations
@@ -64,7 +66,8 @@ TORCH = "torch==2.13.0"
 #: each peer runner's options and their defaults (``--system "NAME=RUNNER KEY=VALUE"`` sets them).
 RUNNER_OPTIONS = {
     # Flair's fine-tuning recipe (FLERT): last layer, first-subword pooling, linear or CRF on top, no RNN.
-    # use_context: false, true (64 Flair tokens each side) or a number of tokens; decoder_lr: none = learning rate.
+    # use_context: false, true (64 Flair tokens each side) or a number of tokens;
+    # decoder_lr: none = the learning rate.
     "flair": {"use_crf": "false", "use_context": "false", "context_dropout": "0.5", "decoder_lr": "none"},
     # SpanMarker's recommended settings: spans of up to 8 words, 128 marker pairs; model_max_length: the text
     # part of a sample in subwords (default --max-length); every sample is padded to model_max_length + 2 x
@@ -95,7 +98,7 @@ SYSTEMS = {
     "cardioner-sentences": ("cardioner", {"bench.sentences": "true"}),
     "cardioner-crf-sentences": ("cardioner", {"model.use_crf": "true", "bench.sentences": "true"}),
 }
-#: built-ins that only differ from another system by document context: pointless on a corpus of lone sentences.
+#: built-ins that only differ from another system by document context: pointless on lone sentences.
 CONTEXT_SYSTEMS = ("flair-flert", "flair-crf-flert", "spanmarker-doc", "spacy-doc", "cardioner-sentences",
                    "cardioner-crf-sentences")
 PREDICT_BATCH = 64
@@ -105,9 +108,9 @@ PREDICT_BATCH = 64
 def tags_to_word_spans(tags: list[str]) -> list[tuple[int, int, str]]:
     """(first word, end word exclusive, type) of every entity in word tags, decoded leniently.
 
-    The rules of ``cardioner.labels.tags_to_entities``: ``B-T`` starts an entity; ``I-T`` continues one of type
-    T, else starts one; ``E-T`` ends one of type T (alone: a one-word entity); ``S-T`` is a one-word entity;
-    ``O`` ends the open entity. Stdlib only: the peers' children run it without cardioner.
+    The rules of ``cardioner.labels.tags_to_entities``: ``B-T`` starts an entity; ``I-T`` continues one of
+    type T, else starts one; ``E-T`` ends one of type T (alone: a one-word entity); ``S-T`` is a one-word
+    entity; ``O`` ends the open entity. Stdlib only: the peers' children run it without cardioner.
     """
     spans: list[tuple[int, int, str]] = []
     current: list | None = None  # [first, last, type]
@@ -154,11 +157,13 @@ def entity_types(records: list[dict]) -> list[str]:
 
 
 def parse_system(text: str) -> tuple[str, str, dict[str, str]]:
-    """``"NAME=RUNNER KEY=VALUE ..."`` (or a built-in name) -> (name, runner, options); ValueError if malformed."""
+    """``"NAME=RUNNER KEY=VALUE ..."`` (or a built-in name) -> (name, runner, options); ValueError if
+    malformed."""
     if "=" not in text.split(None, 1)[0]:
         name = text.strip()
         if name not in SYSTEMS:
-            raise ValueError(f"unknown system {name!r}; built-ins: {', '.join(SYSTEMS)}; or 'NAME=RUNNER KEY=VALUE ...'")
+            raise ValueError(f"unknown system {name!r}; built-ins: {', '.join(SYSTEMS)}; "
+                             "or 'NAME=RUNNER KEY=VALUE ...'")
         runner, options = SYSTEMS[name]
         return name, runner, dict(options)
     head, *items = shlex.split(text)
@@ -169,13 +174,15 @@ def parse_system(text: str) -> tuple[str, str, dict[str, str]]:
     else:
         options = {}
     if runner != "cardioner" and runner not in RUNNER_OPTIONS:
-        raise ValueError(f"system {name!r}: unknown runner {runner!r} (cardioner, {', '.join(RUNNER_OPTIONS)})")
+        raise ValueError(
+            f"system {name!r}: unknown runner {runner!r} (cardioner, {', '.join(RUNNER_OPTIONS)})")
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"system {name!r}: expected KEY=VALUE, got {item!r}")
         if runner != "cardioner" and key not in RUNNER_OPTIONS[runner]:
-            raise ValueError(f"system {name!r}: {runner} has no option {key!r} ({', '.join(RUNNER_OPTIONS[runner])})")
+            raise ValueError(
+                f"system {name!r}: {runner} has no option {key!r} ({', '.join(RUNNER_OPTIONS[runner])})")
         options[key] = value
     return name, runner, options
 
@@ -198,11 +205,13 @@ def mean_sd(values: list[float]) -> tuple[float, float | None]:
 
 
 #: what makes runs comparable: runs equal in all of these (and the seed) are merged into one.
-BUDGET_KEYS = ("corpus", "epochs", "lr", "batch_size", "max_length", "train_limit", "test_limit", "overrides", "threads")
+BUDGET_KEYS = ("corpus", "epochs", "lr", "batch_size", "max_length", "train_limit", "test_limit", "overrides",
+               "threads")
 
 
 #: speeds (sentences per wall-clock second and per CPU second of the child) and the names of their ratios
-SPEEDS = {"train_sentences_per_cpu_second": "train_cpu_ratio", "predict_sentences_per_cpu_second": "predict_cpu_ratio",
+SPEEDS = {"train_sentences_per_cpu_second": "train_cpu_ratio",
+          "predict_sentences_per_cpu_second": "predict_cpu_ratio",
           "train_sentences_per_second": "train_ratio", "predict_sentences_per_second": "predict_ratio"}
 
 
@@ -216,9 +225,9 @@ def aggregate(runs: list[dict], reference: str = "cardioner") -> list[dict]:
 
     Runs of one budget (``BUDGET_KEYS``) and seed are merged whatever their files (systems run in separate
     processes side by side); a system run twice with one seed counts once (the later file wins). ``reference``
-    names one system or several, comma-separated: per budget, the first of them that ran is the one speeds are
-    divided by (``"reference"`` in each row). Speed ratios are taken per seed, where the reference ran with that
-    budget and seed, then averaged.
+    names one system or several, comma-separated: per budget, the first of them that ran is the one speeds
+    are divided by (``"reference"`` in each row). Speed ratios are taken per seed, where the reference ran
+    with that budget and seed, then averaged.
     """
     merged: dict[tuple, dict[int, dict[str, dict]]] = defaultdict(lambda: defaultdict(dict))
     labels: dict[tuple, str] = {}
@@ -261,8 +270,8 @@ def markdown_table(table: list[dict]) -> str:
         value = entry[SPEEDS[key]]
         return f"{entry[key]:.1f}" + ("" if value is None else f" ({value:.2f}×)")
 
-    lines = ["| corpus (training budget) | system | seeds | test F1 | P | R | train sent/CPU-s | predict sent/CPU-s "
-             "| train sent/s | predict sent/s | peak RSS MB |",
+    lines = ["| corpus (training budget) | system | seeds | test F1 | P | R | train sent/CPU-s "
+             "| predict sent/CPU-s | train sent/s | predict sent/s | peak RSS MB |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in table:
         lines.append(
@@ -307,7 +316,8 @@ def abstract_groups(sentences: list[str], abstracts: dict[str, str]) -> list[tup
 
 
 def merge_documents(doc_id: str, docs):
-    """One document from single-sentence documents: their texts joined by newlines, as read_conll joins sentences."""
+    """One document from single-sentence documents: their texts joined by newlines, as read_conll joins
+    sentences."""
     from cardioner.data import Document, Span
 
     text, spans, tokens, sentences = "", [], [], []
@@ -355,7 +365,8 @@ def sentence_records(docs) -> list[dict]:
     for doc in docs:
         tags, inexact = spans_to_word_tags(doc.meta["tokens"], doc.spans)
         if inexact:
-            raise ValueError(f"document {doc.id}: {len(inexact)} spans do not fit its tokens, e.g. {inexact[0]}")
+            raise ValueError(
+                f"document {doc.id}: {len(inexact)} spans do not fit its tokens, e.g. {inexact[0]}")
         for k, (first, last) in enumerate(doc.meta["sentences"]):
             offsets = doc.meta["tokens"][first:last]
             records.append({"doc": doc.id, "sent": k, "tokens": [doc.text[s:e] for s, e in offsets],
@@ -371,7 +382,8 @@ def split_sentences(docs):
     for doc in docs:
         for k, (first, last) in enumerate(doc.meta["sentences"]):
             start, end = doc.meta["tokens"][first][0], doc.meta["tokens"][last - 1][1]
-            spans = [Span(s.start - start, s.end - start, s.label) for s in doc.spans if start <= s.start and s.end <= end]
+            spans = [Span(s.start - start, s.end - start, s.label)
+                     for s in doc.spans if start <= s.start and s.end <= end]
             tokens = [[s - start, e - start] for s, e in doc.meta["tokens"][first:last]]
             sentence_id = f"{doc.id}@{k}"
             out.append(Document(sentence_id, doc.text[start:end], spans,
@@ -418,7 +430,8 @@ def ensure_venv(runner: str, venv_dir: Path, log) -> Path:
         done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
         if done.returncode:
             raise RuntimeError(f"{' '.join(command)} failed (exit {done.returncode}); see {log.name}")
-    frozen = subprocess.run([str(python), "-m", "pip", "freeze"], capture_output=True, text=True).stdout.split()
+    frozen = subprocess.run([str(python), "-m", "pip", "freeze"], capture_output=True,
+                            text=True).stdout.split()
     stamp.write_text(json.dumps({"packages": wanted, "freeze": frozen}, indent=1))
     return python
 
@@ -431,7 +444,8 @@ def thread_env(threads: int) -> dict[str, str]:
 
 
 def last_lines(path: Path, n: int = 12) -> str:
-    lines = [line for line in path.read_text(errors="replace").splitlines() if not line.startswith("WARNING: Location")]
+    lines = [line for line in path.read_text(errors="replace").splitlines()
+             if not line.startswith("WARNING: Location")]
     return "\n".join(lines[-n:])
 
 
@@ -457,14 +471,17 @@ def run_system(name: str, runner: str, options: dict, args, work: Path, backbone
                 "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
                 "max_length": args.max_length, "corpus": args.corpus, "train_limit": args.train_limit,
                 "test_limit": args.test_limit, "data_dir": str(args.data_dir), "overrides": args.set,
-                "threads": args.threads, "train": str(work / "train.jsonl"), "test": str(work / "test.jsonl"), "out": str(out)}
+                "threads": args.threads, "train": str(work / "train.jsonl"), "test": str(work / "test.jsonl"),
+                "out": str(out)}
         (out / "spec.json").write_text(json.dumps(spec, indent=1))
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-               "TOKENIZERS_PARALLELISM": "false", **thread_env(args.threads), "WANDB_DISABLED": "true", "HF_HOME": str(work / "hf_home"),
+               "TOKENIZERS_PARALLELISM": "false", **thread_env(args.threads), "WANDB_DISABLED": "true",
+               "HF_HOME": str(work / "hf_home"),
                "PYTHONPATH": str(ROOT) if runner == "cardioner" else ""}
         started = time.perf_counter()
-        child = subprocess.Popen([str(python), str(Path(__file__).resolve()), "--child", str(out / "spec.json")],
-                                 stdout=log, stderr=subprocess.STDOUT, env=env)
+        child = subprocess.Popen(
+            [str(python), str(Path(__file__).resolve()), "--child", str(out / "spec.json")],
+            stdout=log, stderr=subprocess.STDOUT, env=env)
         _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - started
     result_path = out / "result.json"
@@ -473,7 +490,8 @@ def run_system(name: str, runner: str, options: dict, args, work: Path, backbone
                 "error": last_lines(log_path), "log": str(log_path)}
     row = json.loads(result_path.read_text())
     row.update({"runner": runner, "options": options, "status": "ok", "wall_seconds": round(wall, 1),
-                "peak_rss_mb": round(max(row.pop("maxrss_kb"), usage.ru_maxrss) / 1024), "log": str(log_path)})
+                "peak_rss_mb": round(max(row.pop("maxrss_kb"), usage.ru_maxrss) / 1024),
+                "log": str(log_path)})
     return row
 
 
@@ -503,15 +521,17 @@ def machine() -> str:
 
 def git_commit() -> str:
     """The checkout's commit; for a snapshot outside git (``git archive``), its folder name."""
-    done = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    done = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True)
     return done.stdout.strip() if done.returncode == 0 else f"{ROOT.name} (no git)"
 
 
 def run_benchmark(args) -> dict:
+    from cardioner.backbone import resolve_backbone
     from cardioner.config import load_config
-    from cardioner.task import resolve_backbone
 
-    systems = [parse_system(name) for name in args.systems.split(",") if name] + [parse_system(s) for s in args.system]
+    systems = [parse_system(name) for name in args.systems.split(",") if name]
+    systems += [parse_system(s) for s in args.system]
     if len({name for name, _, _ in systems}) != len(systems):
         raise ValueError("two systems share a name")
     for _, runner, options in systems:  # a bad cardioner key fails now, not after an hour of peers
@@ -529,7 +549,8 @@ def run_benchmark(args) -> dict:
     summary = {
         "benchmark": "peers", "corpus": args.corpus, "epochs": args.epochs, "batch_size": args.batch_size,
         "lr": args.lr, "seed": args.seed, "max_length": args.max_length, "overrides": args.set,
-        "backbone": args.model, "threads": args.threads, "train_limit": args.train_limit, "test_limit": args.test_limit,
+        "backbone": args.model, "threads": args.threads, "train_limit": args.train_limit,
+        "test_limit": args.test_limit,
         "train_documents": len(train_docs), "test_documents": len(test_docs),
         "train_sentences": sum(len(d.meta["sentences"]) for d in train_docs),
         "test_sentences": sum(len(d.meta["sentences"]) for d in test_docs),
@@ -556,8 +577,9 @@ def run_benchmark(args) -> dict:
     if base and base["status"] == "ok":
         for row in summary["systems"].values():
             if row["status"] == "ok":
-                row["train_ratio"] = round(row["train_sentences_per_second"] / base["train_sentences_per_second"], 2)
-                row["predict_ratio"] = round(row["predict_sentences_per_second"] / base["predict_sentences_per_second"], 2)
+                for phase in ("train", "predict"):
+                    speed = f"{phase}_sentences_per_second"
+                    row[f"{phase}_ratio"] = round(row[speed] / base[speed], 2)
     if args.output:
         Path(args.output).write_text(json.dumps(summary, indent=2))
     return summary
@@ -608,7 +630,8 @@ def seed_everything(seed: int) -> None:
 def cardioner_overrides(spec: dict, options: dict, global_overrides: list[str]) -> dict:
     """The cardioner config of one system: the shared budget, then ``--set``, then the system's own keys."""
     return {"model.model": spec["backbone"], "training.epochs": spec["epochs"],
-            "training.batch_size": spec["batch_size"], "training.lr": spec["lr"], "training.seed": spec["seed"],
+            "training.batch_size": spec["batch_size"], "training.lr": spec["lr"],
+            "training.seed": spec["seed"],
             "data.max_length": spec["max_length"], "training.patience": 0, "training.warmup_ratio": 0.1,
             **dict(item.split("=", 1) for item in global_overrides),
             **{k: v for k, v in options.items() if not k.startswith("bench.")}}
@@ -634,7 +657,7 @@ def child_cardioner(spec: dict, train: list[dict], test: list[dict]) -> dict:
     result = trainer.train(train_docs, None, None)
     train_time = watch.stop()
     watch = Stopwatch()
-    predicted = trainer.task.predict(trainer.model, test_docs, batch_size=PREDICT_BATCH)
+    predicted = list(trainer.predictor.with_batch_size(PREDICT_BATCH).predict(test_docs))
     predict_time = watch.stop()
     documents: dict[str, list[dict]] = {}
     for doc in predicted:
@@ -645,12 +668,15 @@ def child_cardioner(spec: dict, train: list[dict], test: list[dict]) -> dict:
         for doc_id, spans in documents.items():
             handle.write(json.dumps({"id": doc_id, "spans": spans}) + "\n")
     return {"train_time": train_time, "predict_time": predict_time,
-            "steps_seconds": result.train_seconds, "train_windows_per_second": result.train_samples_per_second,
-            "versions": {"cardioner": f"{cardioner.__version__} ({git_commit()})", **versions("transformers", "torch")}}
+            "steps_seconds": result.train_seconds,
+            "train_windows_per_second": result.train_samples_per_second,
+            "versions": {"cardioner": f"{cardioner.__version__} ({git_commit()})",
+                         **versions("transformers", "torch")}}
 
 
 def child_trainer(spec: dict, train: list[dict], test: list[dict]) -> dict:
-    """The run_ner recipe: AutoModelForTokenClassification + Trainer, first-subword labels, length-grouped batches."""
+    """The run_ner recipe: AutoModelForTokenClassification + Trainer, first-subword labels, length-grouped
+    batches."""
     import torch
     import transformers
     from transformers import (
@@ -671,14 +697,16 @@ def child_trainer(spec: dict, train: list[dict], test: list[dict]) -> dict:
 
     def encode(record: dict, with_labels: bool) -> tuple[dict, list[int]]:
         nonlocal truncated
-        enc = tokenizer(record["tokens"], is_split_into_words=True, truncation=True, max_length=spec["max_length"])
+        enc = tokenizer(record["tokens"], is_split_into_words=True, truncation=True,
+                        max_length=spec["max_length"])
         word_ids = enc.word_ids()
         firsts = [i for i, w in enumerate(word_ids) if w is not None and (i == 0 or word_ids[i - 1] != w)]
         truncated += len(record["tokens"]) - len(firsts)
         features = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
         if with_labels:
             first_set = set(firsts)
-            features["labels"] = [label2id[record["tags"][w]] if i in first_set else -100 for i, w in enumerate(word_ids)]
+            features["labels"] = [label2id[record["tags"][w]] if i in first_set else -100
+                                  for i, w in enumerate(word_ids)]
         return features, firsts
 
     train_features = [encode(record, True)[0] for record in train]
@@ -688,7 +716,8 @@ def child_trainer(spec: dict, train: list[dict], test: list[dict]) -> dict:
         output_dir=str(Path(spec["out"]) / "trainer"), per_device_train_batch_size=spec["batch_size"],
         learning_rate=spec["lr"], num_train_epochs=spec["epochs"], seed=spec["seed"],
         weight_decay=float(options["weight_decay"]), warmup_steps=0.1, lr_scheduler_type="linear",
-        train_sampling_strategy="group_by_length" if as_bool(options["group_by_length"]) else "random", save_strategy="no", eval_strategy="no", report_to=[],
+        train_sampling_strategy="group_by_length" if as_bool(options["group_by_length"]) else "random",
+        save_strategy="no", eval_strategy="no", report_to=[],
         logging_steps=50, disable_tqdm=True, use_cpu=True, dataloader_num_workers=0)
     trainer = Trainer(model=model, args=training_args, train_dataset=train_features,
                       data_collator=DataCollatorForTokenClassification(tokenizer))
@@ -721,7 +750,8 @@ def child_trainer(spec: dict, train: list[dict], test: list[dict]) -> dict:
 
 
 def child_flair(spec: dict, train: list[dict], test: list[dict]) -> dict:
-    """Flair's SequenceTagger on TransformerWordEmbeddings, fine-tuned (the FLERT recipe; CRF and context optional)."""
+    """Flair's SequenceTagger on TransformerWordEmbeddings, fine-tuned (the FLERT recipe; CRF and context
+    optional)."""
     import flair
     import torch
     from flair.data import Corpus, Sentence
@@ -751,12 +781,15 @@ def child_flair(spec: dict, train: list[dict], test: list[dict]) -> dict:
         return out
 
     watch = Stopwatch()
-    corpus = Corpus(train=SentenceDataset(sentences(train, True)), dev=None, test=None, sample_missing_splits=False)
+    corpus = Corpus(train=SentenceDataset(sentences(train, True)), dev=None, test=None,
+                    sample_missing_splits=False)
     tag_dictionary = corpus.make_label_dictionary("ner", add_unk=False)
-    embeddings = TransformerWordEmbeddings(spec["backbone"], layers="-1", subtoken_pooling="first", fine_tune=True,
-                                           use_context=use_context, context_dropout=float(options["context_dropout"]))
-    tagger = SequenceTagger(hidden_size=256, embeddings=embeddings, tag_dictionary=tag_dictionary, tag_type="ner",
-                            use_crf=as_bool(options["use_crf"]), use_rnn=False, reproject_embeddings=False)
+    embeddings = TransformerWordEmbeddings(spec["backbone"], layers="-1", subtoken_pooling="first",
+                                           fine_tune=True, use_context=use_context,
+                                           context_dropout=float(options["context_dropout"]))
+    tagger = SequenceTagger(hidden_size=256, embeddings=embeddings, tag_dictionary=tag_dictionary,
+                            tag_type="ner", use_crf=as_bool(options["use_crf"]), use_rnn=False,
+                            reproject_embeddings=False)
     decoder_lr = None if options["decoder_lr"] == "none" else float(options["decoder_lr"])
     ModelTrainer(tagger, corpus).fine_tune(
         Path(spec["out"]) / "flair", learning_rate=spec["lr"], decoder_learning_rate=decoder_lr,
@@ -773,7 +806,8 @@ def child_flair(spec: dict, train: list[dict], test: list[dict]) -> dict:
     write_predictions(Path(spec["out"]) / "predictions.jsonl", test, word_spans)
 
     return {"train_time": train_time, "predict_time": predict_time,
-            "notes": {"tag_dictionary": tagger.label_dictionary.get_items(), "context_length": embeddings.context_length},
+            "notes": {"tag_dictionary": tagger.label_dictionary.get_items(),
+                      "context_length": embeddings.context_length},
             "versions": versions("flair", "transformers", "torch")}
 
 
@@ -789,7 +823,8 @@ def child_spanmarker(spec: dict, train: list[dict], test: list[dict]) -> dict:
     labels = ["O"] + [f"{p}-{t}" for t in entity_types(train) for p in "BI"]
     label2id = {label: i for i, label in enumerate(labels)}
     entity_max_length = int(options["entity_max_length"])
-    model_max_length = spec["max_length"] if options["model_max_length"] == "default" else int(options["model_max_length"])
+    model_max_length = (spec["max_length"] if options["model_max_length"] == "default"
+                        else int(options["model_max_length"]))
     with_context = as_bool(options["document_context"])
     doc_index = {doc: i for i, doc in enumerate(dict.fromkeys(r["doc"] for r in train + test))}
 
@@ -803,7 +838,8 @@ def child_spanmarker(spec: dict, train: list[dict], test: list[dict]) -> dict:
         return Dataset.from_dict(columns)
 
     watch = Stopwatch()
-    model = SpanMarkerModel.from_pretrained(spec["backbone"], labels=labels, model_max_length=model_max_length,
+    model = SpanMarkerModel.from_pretrained(spec["backbone"], labels=labels,
+                                            model_max_length=model_max_length,
                                             entity_max_length=entity_max_length,
                                             marker_max_length=int(options["marker_max_length"]))
     training_args = TrainingArguments(
@@ -817,10 +853,12 @@ def child_spanmarker(spec: dict, train: list[dict], test: list[dict]) -> dict:
 
     watch = Stopwatch()
     entities = model.predict(dataset(test, False), batch_size=PREDICT_BATCH)
-    word_spans = [[(e["word_start_index"], e["word_end_index"], e["label"]) for e in sentence] for sentence in entities]
+    word_spans = [[(e["word_start_index"], e["word_end_index"], e["label"]) for e in sentence]
+                  for sentence in entities]
     predict_time = watch.stop()
     write_predictions(Path(spec["out"]) / "predictions.jsonl", test, word_spans)
-    too_long = sum(end - first > entity_max_length for r in test for first, end, _ in tags_to_word_spans(r["tags"]))
+    too_long = sum(end - first > entity_max_length
+                   for r in test for first, end, _ in tags_to_word_spans(r["tags"]))
     return {"train_time": train_time, "predict_time": predict_time,
             "steps_seconds": output.metrics["train_runtime"],
             "notes": {"entity_max_length": entity_max_length, "model_max_length": model_max_length,
@@ -848,11 +886,13 @@ def child_spacy(spec: dict, train: list[dict], test: list[dict]) -> dict:
 
     def make_doc(unit: list[dict], with_labels: bool):
         words = [w for r in unit for w in r["tokens"]]
-        doc = Doc(nlp_blank.vocab, words=words, sent_starts=[k == 0 for r in unit for k in range(len(r["tokens"]))])
+        doc = Doc(nlp_blank.vocab, words=words,
+                  sent_starts=[k == 0 for r in unit for k in range(len(r["tokens"]))])
         if with_labels:
             spans, base = [], 0
             for r in unit:
-                spans += [Span(doc, base + first, base + end, label=label) for first, end, label in tags_to_word_spans(r["tags"])]
+                spans += [Span(doc, base + first, base + end, label=label)
+                          for first, end, label in tags_to_word_spans(r["tags"])]
                 base += len(r["tokens"])
             doc.ents = spans
         return doc
@@ -860,7 +900,8 @@ def child_spacy(spec: dict, train: list[dict], test: list[dict]) -> dict:
     watch = Stopwatch()
     train_units = units(train)
     DocBin(docs=[make_doc(u, True) for u in train_units]).to_disk(out / "train.spacy")
-    DocBin(docs=[make_doc(u, True) for u in train_units[:8]]).to_disk(out / "dev.spacy")  # spaCy's loop needs one
+    # spaCy's loop needs a dev set; nothing is selected on it
+    DocBin(docs=[make_doc(u, True) for u in train_units[:8]]).to_disk(out / "dev.spacy")
     if whole_documents:  # as many words per batch as batch_size average sentences
         words = sum(len(r["tokens"]) for r in train)
         batch_words = max(1, round(spec["batch_size"] * words / len(train)))
@@ -870,7 +911,8 @@ def child_spacy(spec: dict, train: list[dict], test: list[dict]) -> dict:
     else:
         batcher = {"@batchers": "spacy.batch_by_sequence.v1", "size": spec["batch_size"], "get_length": None}
         steps = spec["epochs"] * -(-len(train_units) // spec["batch_size"])
-    config = init_config(lang="en", pipeline=["ner"], optimize="accuracy", gpu=True)  # gpu=True: a transformer
+    # gpu=True asks for spaCy's transformer pipeline (it runs on CPU: use_gpu=-1 below)
+    config = init_config(lang="en", pipeline=["ner"], optimize="accuracy", gpu=True)
     config["components"]["transformer"]["model"]["name"] = spec["backbone"]
     config["components"]["transformer"]["model"]["get_spans"] = {
         "@span_getters": "spacy-transformers.strided_spans.v1", "window": spec["max_length"] // 2,
@@ -883,8 +925,9 @@ def child_spacy(spec: dict, train: list[dict], test: list[dict]) -> dict:
     training.update({"max_epochs": spec["epochs"], "max_steps": 0, "patience": 0, "eval_frequency": 10**9,
                      "accumulate_gradient": 1, "seed": spec["seed"], "gpu_allocator": None})
     training["batcher"] = batcher
-    training["optimizer"]["learn_rate"] = {"@schedules": "warmup_linear.v1", "warmup_steps": max(1, steps // 10),
-                                           "total_steps": steps, "initial_rate": spec["lr"]}
+    training["optimizer"]["learn_rate"] = {"@schedules": "warmup_linear.v1",
+                                           "warmup_steps": max(1, steps // 10), "total_steps": steps,
+                                           "initial_rate": spec["lr"]}
     (out / "config.cfg").write_text(config.to_str())
     nlp = init_nlp(config, use_gpu=-1)
     (out / "model").mkdir()
@@ -900,10 +943,12 @@ def child_spacy(spec: dict, train: list[dict], test: list[dict]) -> dict:
         base = 0
         for r in unit:
             n = len(r["tokens"])
-            word_spans.append([(e.start - base, e.end - base, e.label_) for e in doc.ents if base <= e.start < base + n])
+            word_spans.append([(e.start - base, e.end - base, e.label_)
+                               for e in doc.ents if base <= e.start < base + n])
             base += n
     predict_time = watch.stop()
-    crossing = sum(end > len(r["tokens"]) for r, spans in zip(test, word_spans, strict=True) for _, end, _ in spans)
+    crossing = sum(end > len(r["tokens"])
+                   for r, spans in zip(test, word_spans, strict=True) for _, end, _ in spans)
     word_spans = [[(first, min(end, len(r["tokens"])), label) for first, end, label in spans]
                   for r, spans in zip(test, word_spans, strict=True)]
     write_predictions(out / "predictions.jsonl", test, word_spans)
@@ -944,10 +989,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", choices=sorted(CORPORA), default="ncbi")
     parser.add_argument("--systems", default=",".join(SYSTEMS),
-                        help="built-in systems, comma-separated (default: all; context variants are skipped on "
-                             "corpora of lone sentences)")
+                        help="built-in systems, comma-separated (default: all; context variants are "
+                             "skipped on corpora of lone sentences)")
     parser.add_argument("--system", action="append", default=[], metavar="'NAME=RUNNER KEY=VALUE ...'",
-                        help="an extra system, e.g. 'ctx=cardioner data.context=128' or 'flair-lr=flair-crf decoder_lr=1e-3'")
+                        help="an extra system, e.g. 'plain=cardioner model.prior_init=false' or "
+                             "'flair-lr=flair-crf decoder_lr=1e-3'")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="cardioner config override for every cardioner system")
     parser.add_argument("--epochs", type=int, default=1)
@@ -956,19 +1002,22 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--max-length", type=int, default=256, help="window / sequence length in subwords")
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch/OpenMP threads per system (0 = torch's default); on a shared 2-core machine two "
-                             "threads spin-wait: one thread was 2.5x faster per training step under load")
+                        help="torch/OpenMP threads per system (0 = torch's default); on a shared 2-core "
+                             "machine two threads spin-wait: one thread was 2.5x faster per training step "
+                             "under load")
     parser.add_argument("--train-limit", type=int, default=0, help="the first N training sentences (0 = all)")
     parser.add_argument("--test-limit", type=int, default=0, help="the first N test sentences (0 = all)")
-    parser.add_argument("--model", default="default", help="backbone folder (default: the bundled all-MiniLM-L6-v2)")
+    parser.add_argument("--model", default="default",
+                        help="backbone folder (default: the bundled all-MiniLM-L6-v2)")
     parser.add_argument("--data-dir", default=str(DATA), help="the shared corpora folder")
     parser.add_argument("--venv-dir", default="/work/artifacts/peers/venvs")
     parser.add_argument("--work-dir", default="/work/artifacts/peers/runs")
     parser.add_argument("--output", help="write the JSON here too (after every system)")
     parser.add_argument("--reference", default="cardioner",
-                        help="the system speeds are divided by; with --aggregate, several comma-separated names: "
-                             "per budget, the first that ran")
-    parser.add_argument("--aggregate", nargs="+", metavar="RUN.json", help="merge runs into a table; trains nothing")
+                        help="the system speeds are divided by; with --aggregate, several comma-separated "
+                             "names: per budget, the first that ran")
+    parser.add_argument("--aggregate", nargs="+", metavar="RUN.json",
+                        help="merge runs into a table; trains nothing")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -1,4 +1,5 @@
-"""benchmarks/peers.py: the glue between the peers' outputs and cardioner's scorer (no training, no peers)."""
+"""benchmarks/peers.py: the glue between the peers' outputs and cardioner's scorer (no peers), and the driver
+end to end on one cardioner system with a tiny backbone."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny import tiny_backbone
 
+import cardioner
 from cardioner.data import Document, Span, read_corpus
+from cardioner.data.encoding import word_tags_to_spans
 from cardioner.evaluation import score_spans
-from cardioner.labels import tags_to_entities, word_tags_to_spans
+from cardioner.labels import tags_to_entities
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "peers.py"
 
@@ -76,7 +80,8 @@ def test_word_spans_become_the_character_spans_cardioner_decodes(peers):
 
 def test_sentence_records_round_trip_to_a_perfect_score(peers, documents, tmp_path):
     records = peers.sentence_records(documents)
-    assert [(r["doc"], r["sent"]) for r in records] == [("mini#1", 0), ("mini#1", 1), ("mini#2", 0), ("mini#2", 1)]
+    assert [(r["doc"], r["sent"]) for r in records] == [("mini#1", 0), ("mini#1", 1), ("mini#2", 0),
+                                                         ("mini#2", 1)]
     assert records[1]["tokens"] == ["Peter", "Blackburn"] and records[1]["tags"] == ["B-PER", "I-PER"]
     # A peer that predicts the gold tags writes JSONL that cardioner's scorer finds perfect.
     predictions = tmp_path / "predictions.jsonl"
@@ -117,7 +122,8 @@ def test_system_specs_parse_built_ins_runners_and_overrides(peers):
         "ctx", "cardioner", {"data.context": "128", "model.use_crf": "true"})
     assert peers.parse_system("fast=flair-crf decoder_lr=1e-3") == (
         "fast", "flair", {"use_crf": "true", "decoder_lr": "1e-3"})
-    assert peers.parse_system("kernels=cardioner model.cnn_kernel_sizes=3,5,7")[2] == {"model.cnn_kernel_sizes": "3,5,7"}
+    kernels = peers.parse_system("kernels=cardioner model.cnn_kernel_sizes=3,5,7")
+    assert kernels[2] == {"model.cnn_kernel_sizes": "3,5,7"}
     with pytest.raises(ValueError, match="unknown system 'nope'"):
         peers.parse_system("nope")
     with pytest.raises(ValueError, match="flair has no option 'use_rnn'"):
@@ -132,7 +138,8 @@ def run(corpus: str, seed: int, systems: dict) -> dict:
     for name, (f1, train_speed) in systems.items():
         rows[name] = {"status": "ok", "test_f1": f1, "test_precision": f1 - 1, "test_recall": f1 + 1,
                       "train_sentences_per_second": train_speed, "predict_sentences_per_second": 100.0,
-                      "train_sentences_per_cpu_second": 2 * train_speed, "predict_sentences_per_cpu_second": 50.0,
+                      "train_sentences_per_cpu_second": 2 * train_speed,
+                      "predict_sentences_per_cpu_second": 50.0,
                       "peak_rss_mb": 1000, "versions": {}}
     return {"corpus": corpus, "seed": seed, "epochs": 3, "lr": 1e-4, "batch_size": 16, "max_length": 256,
             "train_limit": 0, "test_limit": 0, "overrides": [], "train_sentences": 5432, "systems": rows}
@@ -151,9 +158,11 @@ def test_aggregate_means_sds_and_within_run_ratios(peers):
     table = {row["system"]: row for row in rows[1:]}
     assert set(table) == {"cardioner", "flair", "spanmarker"}
     assert table["spanmarker"]["train_ratio"] == 0.1
-    assert table["cardioner"]["test_f1"] == 81.0 and table["cardioner"]["test_f1_sd"] == pytest.approx(1.41, abs=0.01)
+    assert table["cardioner"]["test_f1"] == 81.0
+    assert table["cardioner"]["test_f1_sd"] == pytest.approx(1.41, abs=0.01)
     assert table["flair"]["seeds"] == [1, 2, 3] and table["flair"]["test_f1"] == 79.0
-    assert table["flair"]["train_ratio"] == table["flair"]["train_cpu_ratio"] == pytest.approx((0.5 + 1.0) / 2)
+    assert table["flair"]["train_ratio"] == pytest.approx((0.5 + 1.0) / 2)
+    assert table["flair"]["train_cpu_ratio"] == pytest.approx((0.5 + 1.0) / 2)
     assert table["flair"]["predict_cpu_ratio"] == 1.0
     assert table["cardioner"]["train_ratio"] == 1.0
     markdown = peers.markdown_table(peers.aggregate(runs))
@@ -166,7 +175,8 @@ def test_aggregate_reference_is_the_first_listed_system_that_ran_in_each_budget(
     sentences_only.update(train_limit=7000, train_sentences=7000)
     rows = peers.aggregate([with_default, sentences_only], reference="cardioner,cardioner-sentences")
     table = {(row["budget"], row["system"]): row for row in rows}
-    assert {row["reference"] for row in rows if row["system"] != "spanmarker"} == {"cardioner", "cardioner-sentences"}
+    references = {row["reference"] for row in rows if row["system"] != "spanmarker"}
+    assert references == {"cardioner", "cardioner-sentences"}
     assert table["conll2003 (5,432 sentences, 3 ep)", "cardioner-sentences"]["train_ratio"] == 2.0
     spanmarker = next(row for row in rows if row["system"] == "spanmarker")
     assert spanmarker["reference"] == "cardioner-sentences" and spanmarker["train_ratio"] == 0.05
@@ -177,10 +187,11 @@ def test_aggregate_reference_is_the_first_listed_system_that_ran_in_each_budget(
 def test_aggregate_mode_prints_the_table_without_training(tmp_path):
     path = tmp_path / "run.json"
     path.write_text(json.dumps(run("conll2003", 42, {"cardioner": (90.0, 10.0), "trainer": (89.0, 5.0)})))
-    done = subprocess.run([sys.executable, str(SCRIPT), "--aggregate", str(path)], capture_output=True, text=True,
-                          check=True)
+    done = subprocess.run([sys.executable, str(SCRIPT), "--aggregate", str(path)], capture_output=True,
+                          text=True, check=True)
     assert {row["system"] for row in json.loads(done.stdout)} == {"cardioner", "trainer"}
-    assert "| conll2003 (5,432 sentences, 3 ep) | trainer | 1 | 89.00 |" in done.stderr and "(0.50×)" in done.stderr
+    assert "| conll2003 (5,432 sentences, 3 ep) | trainer | 1 | 89.00 |" in done.stderr
+    assert "(0.50×)" in done.stderr
 
 
 def test_ncbi_sentences_group_into_the_abstracts_that_spell_them(peers, tmp_path):
@@ -195,12 +206,37 @@ def test_ncbi_sentences_group_into_the_abstracts_that_spell_them(peers, tmp_path
 
 def test_merged_sentences_keep_tokens_spans_and_sentence_bounds(peers, tmp_path):
     path = tmp_path / "s.tsv"
-    path.write_text("Familial\tB-Disease\npolyposis\tI-Disease\n.\tO\n\nAn\tO\nAPC\tB-Disease\ncase\tO\n", encoding="utf-8")
+    path.write_text("Familial\tB-Disease\npolyposis\tI-Disease\n.\tO\n\nAn\tO\nAPC\tB-Disease\ncase\tO\n",
+                    encoding="utf-8")
     sentences, _ = read_corpus(path)
     doc = peers.merge_documents("train/1", sentences)
     assert doc.text == "Familial polyposis .\nAn APC case"
     assert [doc.text[s.start : s.end] for s in doc.spans] == ["Familial polyposis", "APC"]
     assert doc.meta["sentences"] == [[0, 3], [3, 6]]
-    assert [doc.text[a:b] for a, b in doc.meta["tokens"]] == ["Familial", "polyposis", ".", "An", "APC", "case"]
+    words = ["Familial", "polyposis", ".", "An", "APC", "case"]
+    assert [doc.text[a:b] for a, b in doc.meta["tokens"]] == words
     records = peers.sentence_records([doc])
     assert [r["tags"] for r in records] == [["B-Disease", "I-Disease", "O"], ["O", "B-Disease", "O"]]
+
+
+@pytest.mark.slow  # two processes import torch and transformers: ~20 CPU seconds
+def test_the_driver_trains_predicts_and_scores_cardioner_on_sentences(tmp_path):
+    # The whole path of one system: corpus files -> records -> a child process that trains cardioner (CRF,
+    # sentence by sentence) on a tiny backbone and writes spans -> the driver's exact-match scores.
+    data = tmp_path / "data" / "conll2003"
+    data.mkdir(parents=True)
+    for name in ("train.txt", "test.txt"):
+        (data / name).write_text(CONLL, encoding="utf-8")
+    backbone = tiny_backbone("bert", tmp_path / "backbones")
+    output = tmp_path / "run.json"
+    subprocess.run([sys.executable, str(SCRIPT), "--corpus", "conll2003", "--systems",
+                    "cardioner-crf-sentences", "--model", str(backbone), "--data-dir", str(tmp_path / "data"),
+                    "--epochs", "1", "--max-length", "32", "--work-dir", str(tmp_path / "runs"),
+                    "--output", str(output)], capture_output=True, text=True, check=True, timeout=300)
+    summary = json.loads(output.read_text())
+    assert summary["train_sentences"] == summary["test_sentences"] == 4 and summary["test_spans"] == 5
+    row = summary["systems"]["cardioner-crf-sentences"]
+    assert row["status"] == "ok", row.get("error")
+    assert 0.0 <= row["test_f1"] <= 100.0 and row["tp_fp_fn"][0] + row["tp_fp_fn"][2] == 5
+    assert row["unknown_documents"] == 0 and row["train_sentences_per_cpu_second"] > 0
+    assert row["versions"]["cardioner"].startswith(cardioner.__version__)
