@@ -1010,8 +1010,9 @@ def main() -> None:
     parser.add_argument("--model", default="default",
                         help="backbone folder (default: the bundled all-MiniLM-L6-v2)")
     parser.add_argument("--data-dir", default=str(DATA), help="the shared corpora folder")
-    parser.add_argument("--venv-dir", default="/work/artifacts/peers/venvs")
-    parser.add_argument("--work-dir", default="/work/artifacts/peers/runs")
+    parser.add_argument("--venv-dir", default=str(Path.home() / ".cache" / "cardioner-peers" / "venvs"),
+                        help="the peers' virtual environments (created once, reused)")
+    parser.add_argument("--work-dir", default="peers-runs", help="corpora, models and predictions of the runs")
     parser.add_argument("--output", help="write the JSON here too (after every system)")
     parser.add_argument("--reference", default="cardioner",
                         help="the system speeds are divided by; with --aggregate, several comma-separated "
