@@ -1012,7 +1012,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=str(DATA), help="the shared corpora folder")
     parser.add_argument("--venv-dir", default=str(Path.home() / ".cache" / "cardioner-peers" / "venvs"),
                         help="the peers' virtual environments (created once, reused)")
-    parser.add_argument("--work-dir", default="peers-runs", help="corpora, models and predictions of the runs")
+    parser.add_argument("--work-dir", default="peers-runs", help="the runs' corpora, models, predictions")
     parser.add_argument("--output", help="write the JSON here too (after every system)")
     parser.add_argument("--reference", default="cardioner",
                         help="the system speeds are divided by; with --aggregate, several comma-separated "
