@@ -18,7 +18,7 @@ from pathlib import Path
 from safetensors import safe_open
 from tqdm.auto import tqdm
 
-from cardioner import plots
+from cardioner import plots, processes
 from cardioner.config import Config, ConfigError
 from cardioner.data.common import atomic_path, write_text_atomic
 from cardioner.data.paths import check_output
@@ -55,6 +55,7 @@ def compare_heads(config: Config, heads: Sequence[str], crf: str | None = None,
     Returns:
         the comparison: {"settings": {...}, "runs": [row per run]} (rows as ``export_row`` makes them).
     """
+    processes.refuse_several("comparing heads")
     unknown = [head for head in heads if head not in TOKEN_HEADS and head != CRF_HEAD]
     if unknown or not heads:
         raise ValueError(f"unknown heads {unknown or list(heads)}; expected names from "

@@ -1,4 +1,10 @@
-"""Documents in, spans out: prediction and evaluation with an exported model, on documents of any length."""
+"""Documents in, spans out: prediction and evaluation with an exported model, on documents of any length.
+
+Under a launcher (``torchrun``, ``accelerate launch``) every process reads the input and loads the model (on
+its own GPU, when there are GPUs); the windows' batches are shared out and the predictions gathered
+(``Predictor.predict_windows``), so the spans are those of one process; the main process alone writes the
+output, the others waiting until it is complete.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import json
 import logging
 from pathlib import Path
 
+from cardioner import processes
 from cardioner.config import ConfigError
 from cardioner.data.common import (
     check_unique_ids,
@@ -53,6 +60,8 @@ def load_predictor(model_dir: str | Path, max_length: int | None = None, stride:
         )
     model, tokenizer = load_model(model_dir)
     model.eval()
+    if processes.num_processes() > 1:
+        model.to(processes.device())  # each process on its own device (the CPU for all of them without GPUs)
     return Predictor.from_model(model, tokenizer, max_length=max_length, stride=stride, batch_size=batch_size)
 
 
@@ -124,7 +133,10 @@ def predict_path(model_dir: str | Path, input: str | Path, output: str | Path, f
     check_writable_ids([doc.id for doc in docs], format, output)
     predictor = load_predictor(model_dir, max_length, stride, batch_size)
     predicted = list(predictor.predict(docs))
-    write_predictions(predicted, output, format, subtitle=f"{Path(model_dir).name} on {Path(input).name}: ")
+    if processes.is_main():
+        write_predictions(predicted, output, format,
+                          subtitle=f"{Path(model_dir).name} on {Path(input).name}: ")
+    processes.barrier()
     return predicted
 
 
@@ -169,12 +181,13 @@ def evaluate_path(model_dir: str | Path, data: str | Path, format: str | None = 
         logger.warning("labels the model does not know (scored as misses): %s", ", ".join(unknown))
     evaluation = predictor.evaluate(predictor.encoder.encode_corpus(docs, "eval"))
     scores = evaluation.scores
-    if output is not None:
+    if output is not None and processes.is_main():
         write_text_atomic(output, json.dumps(scores, indent=2), _is_json, "JSON")
-    if html is not None:
+    if html is not None and processes.is_main():
         write_text_atomic(html, evaluation_page(docs, evaluation.documents, scores,
                                                 subtitle=f"{Path(model_dir).name} on {Path(str(data)).name}"),
                           is_view_page, "a page cardioner wrote")
+    processes.barrier()
     return scores
 
 

@@ -1545,6 +1545,16 @@ class SoftmaxDecoder:
             focal_gamma=self.config.focal_gamma,
         )
 
+    def loss_weight(self, labels: torch.Tensor, words: Words) -> torch.Tensor:
+        """What ``loss`` is a mean over: the counted targets, each weighted by its class weight."""
+        if not self.config.label_all_subwords:
+            labels = torch.where(words.word_start[..., None], labels, torch.full_like(labels, -100))
+        targets = labels[labels != -100]  # shape: (counted,)
+        if self.config.class_weights is None:
+            return torch.tensor(float(targets.numel()), device=labels.device)
+        weight = torch.tensor(self.config.class_weights, dtype=torch.float, device=labels.device)
+        return weight[targets].sum()
+
     def decode(self, emissions: torch.Tensor, words: Words) -> tuple[torch.Tensor, torch.Tensor]:
         """(tags (batch, words, channels), scores (batch, words, channels, tags) whose argmax is the tag)."""
         word_emissions = gather_rows(emissions, words.positions)  # shape: (batch, words, channels, tags)
@@ -1606,6 +1616,18 @@ class SigmoidDecoder:
             weights = weights * per_word.gather(-1, gold[..., None]).squeeze(-1)  # shape: (batch, seq_len, C)
         return (losses.mean(-1) * weights).sum() / weights.sum().clamp(min=1e-12)
 
+    def loss_weight(self, labels: torch.Tensor, words: Words) -> torch.Tensor:
+        """What ``loss`` is a mean over: the labelled word-channels, each weighted by its gold tag."""
+        labelled = labels != -100  # shape: (batch, seq_len, channels)
+        if not self.config.label_all_subwords:
+            labelled = labelled & words.word_start[..., None]
+        if self.config.class_weights is None:
+            return labelled.sum().float()
+        table = torch.tensor(self.config.class_weights, dtype=torch.float, device=labels.device)
+        gold = labels.clamp(min=0)  # shape: (batch, seq_len, channels)
+        per_word = table.expand(*gold.shape, table.shape[-1]).gather(-1, gold[..., None]).squeeze(-1)
+        return (per_word * labelled).sum()  # per_word shape: (batch, seq_len, channels)
+
     def decode(self, emissions: torch.Tensor, words: Words) -> tuple[torch.Tensor, torch.Tensor]:
         """(tags (batch, words, channels), scores (batch, words, channels, tags) whose argmax is the tag); a
         path sums the logits themselves: it maximises the summed margins over the thresholds."""
@@ -1653,6 +1675,17 @@ class CRFDecoder:
         word_labels = self._chains(gather_rows(labels, positions))  # shape: (batch, words[, C])
         return self.crf.nll(word_emissions, word_labels, mask, reduction=self.config.crf_reduction)
 
+    def loss_weight(self, labels: torch.Tensor, words: Words) -> torch.Tensor | None:
+        """What ``loss`` is a mean over (``crf_reduction``): the labelled words of every chain ("token_mean")
+        or the chains ("mean"); None for "sum"."""
+        chains = labels.shape[-1] if self.crf.num_channels is not None else 1
+        if self.config.crf_reduction == "sum":
+            return None
+        if self.config.crf_reduction == "mean":
+            return torch.tensor(float(labels.shape[0] * chains), device=labels.device)
+        labelled = words.word_start & (labels != -100).all(-1)  # shape: (batch, seq_len), as in ``loss``
+        return labelled.sum().float() * chains
+
     def decode(self, emissions: torch.Tensor, words: Words) -> tuple[torch.Tensor, torch.Tensor]:
         """Viterbi tags (batch, words, channels) and log marginals (batch, words, channels, tags), the tag
         raised to the argmax."""
@@ -1683,10 +1716,14 @@ def choose_decoder(config: CardioNERConfig, layout: TagLayout) -> type:
 class CardioNERTokenClassifierOutput(TokenClassifierOutput):
     """TokenClassifierOutput plus ``emissions``: the raw head output (``logits`` are decoded ones in eval),
     and for multi-label models in eval mode ``channel_logits`` (batch, seq_len, channels, tags): argmax = each
-    channel's tag."""
+    channel's tag. With labels, ``loss_weight`` is what the loss is a mean over (the counted word-channels,
+    weighted as the loss weighs them; sequences for a CRF's "mean"), None for a summed loss: the mean over the
+    union of several batches is ``sum(loss * loss_weight) / sum(loss_weight)``, which is how several
+    processes make their step the step on their batches together."""
 
     emissions: torch.FloatTensor | None = None
     channel_logits: torch.FloatTensor | None = None
+    loss_weight: torch.FloatTensor | None = None
 
 
 def pipeline_logits(
@@ -1991,13 +2028,17 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
         attention_mask, labels = self._check_inputs(input_ids, attention_mask, labels)  # labels: (b, s, C)
         words = self.words(input_ids, attention_mask)
         emissions = self.emissions(input_ids, attention_mask, token_type_ids, hidden_states)  # (b, s, C, T)
-        loss = None if labels is None else self.decoder.loss(emissions, labels, words)
+        loss = loss_weight = None
+        if labels is not None:
+            loss = self.decoder.loss(emissions, labels, words)
+            loss_weight = self.decoder.loss_weight(labels, words)
         outputs = {"logits": self.layout.public(emissions, -2)}
         if not self.training:
             with torch.no_grad():
                 outputs = self.decoded_outputs(emissions, words)
         public_emissions = self.layout.public(emissions, -2)
-        return CardioNERTokenClassifierOutput(loss=loss, emissions=public_emissions, **outputs)
+        return CardioNERTokenClassifierOutput(loss=loss, emissions=public_emissions, loss_weight=loss_weight,
+                                              **outputs)
 
     def decoded_outputs(self, emissions: torch.Tensor, words: Words) -> dict[str, torch.Tensor | None]:
         """Eval-mode ``logits`` (batch, seq_len, num_labels) for the stock pipeline and ``channel_logits``

@@ -14,9 +14,10 @@ Nothing is cached here: callers that evaluate one corpus again and again (the tr
 once (``Encoder.encode_corpus``) and pass the ``EncodedCorpus``.
 
 What each step takes and returns is plain data (window dicts in; tag ids per window and word out), so that the
-steps can be spread: ``predict_windows`` is the unit to shard across processes (each rank runs its share of
-windows; the per-window results are gathered by (document, window) before merging), and confidences or another
-decoding read the raw scores ``forward`` keeps, apart from the tags.
+steps can be spread: ``predict_windows`` is the unit shared out across processes under a launcher (each
+process runs every n-th batch of the one-process batching, and the per-batch results are gathered into every
+process, so tags, scores and the loss are the one-process ones bit for bit), and confidences or another
+decoding read the raw scores ``forward`` keeps, apart from the tags. Every process must call it (it gathers).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from cardioner import processes
 from cardioner.backbone import window_length, window_stride
 from cardioner.data.document import Document
 from cardioner.data.encoding import NO_WORD, EncodedCorpus, EncodedDocument, Encoder, collate
@@ -144,7 +146,8 @@ class Predictor:
 
     def predict_windows(self, encoded: Sequence[EncodedDocument], desc: str = "predicting",
                         keep_scores: bool = False) -> WindowPredictions:
-        """``forward`` over every window of ``encoded``, in batches of windows of similar length.
+        """``forward`` over every window of ``encoded``, in batches of windows of similar length (under
+        several processes: each its share of the batches, the results gathered into every process).
 
         Returns:
             WindowPredictions: tags[d][k] (and scores[d][k]) for window k of document d; the mean batch loss
@@ -152,18 +155,24 @@ class Predictor:
         """
         windows = [(d, k, window) for d, doc in enumerate(encoded) for k, window in enumerate(doc.windows)]
         order = sorted(range(len(windows)), key=lambda i: len(windows[i][2]["input_ids"]))
+        batches = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+        mine = []
+        for b in tqdm(processes.shard(len(batches)), desc=desc, leave=False, disable=not processes.is_main()):
+            output = self.forward([windows[i][2] for i in batches[b]], keep_scores)
+            loss = None if output.loss is None else float(output.loss)
+            mine.append((b, (output.tags, output.scores, loss)))
         tags: list[list] = [[None] * len(doc.windows) for doc in encoded]
         scores: list[list] | None = [[None] * len(doc.windows) for doc in encoded] if keep_scores else None
         losses = []
-        for start in tqdm(range(0, len(order), self.batch_size), desc=desc, leave=False):
-            chunk = [windows[i] for i in order[start : start + self.batch_size]]
-            output = self.forward([window for _, _, window in chunk], keep_scores)
-            if output.loss is not None:
-                losses.append(float(output.loss))
-            for position, (d, k, _) in enumerate(chunk):
-                tags[d][k] = output.tags[position]
+        for batch, (batch_tags, batch_scores, loss) in zip(batches, processes.gather_in_order(mine),
+                                                           strict=True):
+            if loss is not None:
+                losses.append(loss)
+            for position, i in enumerate(batch):
+                d, k, _ = windows[i]
+                tags[d][k] = batch_tags[position]
                 if scores is not None:
-                    scores[d][k] = output.scores[position]
+                    scores[d][k] = batch_scores[position]
         return WindowPredictions(tags, sum(losses) / len(losses) if losses else None, scores)
 
     def predict(self, documents: Iterable[Document],

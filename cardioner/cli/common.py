@@ -33,6 +33,7 @@ from typing import Any, NoReturn
 import click
 import typer
 
+from cardioner import processes
 from cardioner.config import resolve_key
 from cardioner.errors import CardioNERError, ConfigError
 
@@ -93,6 +94,15 @@ def setup_logging(verbose: bool = False) -> None:
             logger.addFilter(LibraryNoise())
     for pattern in NOISY_WARNINGS:
         warnings.filterwarnings("default" if verbose else "ignore", message=pattern)
+    # under a launcher the main process tells the story; the others, their errors
+    for name in ("", "transformers", "accelerate", "datasets", "huggingface_hub"):
+        processes.quiet_other_processes(logging.getLogger(name))
+
+
+def echo(text: str) -> None:
+    """Print a command's result: once, by the main process, under a launcher."""
+    if processes.is_main():
+        typer.echo(text)
 
 
 # What the running command says when Ctrl-C stops it (see on_interrupt); reset by `guarded` for each command.

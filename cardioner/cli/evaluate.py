@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from cardioner.cli import options
-from cardioner.cli.common import nothing_written, on_interrupt, run_or_exit, setup_logging
+from cardioner.cli.common import echo, nothing_written, on_interrupt, run_or_exit, setup_logging
 from cardioner.cli.flags import PREDICT_FLAGS, speaking_flags
 
 
@@ -31,11 +31,11 @@ def evaluate(
     on_interrupt(nothing_written(output, html))
     scores = run_or_exit(speaking_flags(evaluate_path, PREDICT_FLAGS), model, data, format, output,
                          batch_size, span_errors, html)
-    typer.echo(format_table(scores))
+    echo(format_table(scores))
     micro, overlap = scores["micro"], scores["overlap"]["micro"]
-    typer.echo(f"\nexact match:   P {micro['precision']:.4f}  R {micro['recall']:.4f}  F1 {micro['f1']:.4f}")
-    typer.echo(
+    echo(f"\nexact match:   P {micro['precision']:.4f}  R {micro['recall']:.4f}  F1 {micro['f1']:.4f}")
+    echo(
         f"overlap match: P {overlap['precision']:.4f}  R {overlap['recall']:.4f}  F1 {overlap['f1']:.4f}"
     )
     if "seqeval" in scores:
-        typer.echo(f"seqeval (strict IOB2, words): F1 {scores['seqeval']['micro']['f1']:.4f}")
+        echo(f"seqeval (strict IOB2, words): F1 {scores['seqeval']['micro']['f1']:.4f}")

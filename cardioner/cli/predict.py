@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from cardioner.cli import options
-from cardioner.cli.common import nothing_written, on_interrupt, run_or_exit, setup_logging
+from cardioner.cli.common import echo, nothing_written, on_interrupt, run_or_exit, setup_logging
 from cardioner.cli.flags import PREDICT_FLAGS, speaking_flags
 
 
@@ -32,5 +32,5 @@ def predict(
     total = sum(len(d.spans) for d in docs)
     table = entity_table(docs, limit=show)
     if table:
-        typer.echo(table + "\n")
-    typer.echo(f"{total} entities in {len(docs)} documents written to {output} ({format})")
+        echo(table + "\n")
+    echo(f"{total} entities in {len(docs)} documents written to {output} ({format})")

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from cardioner.cli import options
-from cardioner.cli.common import on_interrupt, parse_sets, run_or_exit, setup_logging
+from cardioner.cli.common import echo, on_interrupt, parse_sets, run_or_exit, setup_logging
 from cardioner.cli.flags import CONFIG_FLAGS, command_line_flags, config_overrides, speaking_flags
 from cardioner.config import Config, load_config
 
@@ -71,7 +71,7 @@ def train(
         from cardioner.training.folds import run_cross_validation  # when run (cli/__init__)
 
         cv = run_or_exit(speaking_flags(run_cross_validation, CONFIG_FLAGS), resolved, folds)
-        typer.echo(
+        echo(
             json.dumps(
                 {
                     "folds": [{k: v for k, v in row.items() if k != "dev_scores"} for row in cv["folds"]],
@@ -83,7 +83,7 @@ def train(
                 indent=2,
             )
         )
-        typer.echo(format_summary(cv))
+        echo(format_summary(cv))
         return
     result, path = run_or_exit(speaking_flags(run_training, CONFIG_FLAGS), resolved)
     summary = {
@@ -95,7 +95,7 @@ def train(
     }
     if resolved.training.log_with:
         summary["logs"] = str(tracker_folder(resolved))
-    typer.echo(json.dumps(summary, indent=2))
+    echo(json.dumps(summary, indent=2))
 
 
 def kept_after_interrupt(config: Config, folds: int | None) -> str:

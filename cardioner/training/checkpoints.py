@@ -5,6 +5,11 @@ RNGs) and ``trainer_state.json`` (the loop's ``TrainState`` and the settings of 
 ``training.resume`` checks); each is written under a temporary name and renamed when complete, and only the
 last two are kept. ``best.safetensors`` holds the weights of the best epoch so far. A run without
 ``training.output`` keeps the best weights in memory and writes no checkpoint.
+
+Under several processes every process saves its part of Accelerate's state (its random states) into the
+same temporary folder; the main process alone writes the rest, renames and prunes, and every process waits
+until it has, so no process ever reads a checkpoint being written. The folder must be one that every process
+sees (one machine, or a shared file system).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from accelerate import Accelerator
 from safetensors.torch import load_model as load_safetensors_model
 from safetensors.torch import save_model as save_safetensors_model
 
+from cardioner import processes
 from cardioner.config import Config, ConfigError
 
 logger = logging.getLogger("cardioner")
@@ -133,21 +139,26 @@ class Checkpoints:
         """Save Accelerate's state and the loop state; written to a temporary name, then renamed."""
         if self.folder is None:
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
         final = self.folder / f"step_{state.global_step:08d}_{state.epoch:03d}_{state.step_in_epoch:06d}"
         temporary = self.folder / (final.name + ".tmp")
-        shutil.rmtree(temporary, ignore_errors=True)
-        accelerator.save_state(str(temporary))
-        # checked on resume; the settings name what differs
-        fingerprint, settings = run_fingerprint(self.config)
-        saved = {**asdict(state), "config_sha256": fingerprint, "config": settings}
-        (temporary / "trainer_state.json").write_text(json.dumps(saved, indent=1), encoding="utf-8")
-        shutil.rmtree(final, ignore_errors=True)
-        temporary.rename(final)
-        for old in sorted(
-            p for p in self.folder.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp")
-        )[:-KEPT]:
-            shutil.rmtree(old, ignore_errors=True)
+        if processes.is_main():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(temporary, ignore_errors=True)
+        processes.barrier()
+        accelerator.save_state(str(temporary))  # every process: its random states; the main one: the rest
+        processes.barrier()
+        if processes.is_main():
+            # checked on resume; the settings name what differs
+            fingerprint, settings = run_fingerprint(self.config)
+            saved = {**asdict(state), "config_sha256": fingerprint, "config": settings}
+            (temporary / "trainer_state.json").write_text(json.dumps(saved, indent=1), encoding="utf-8")
+            shutil.rmtree(final, ignore_errors=True)
+            temporary.rename(final)
+            for old in sorted(
+                p for p in self.folder.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp")
+            )[:-KEPT]:
+                shutil.rmtree(old, ignore_errors=True)
+        processes.barrier()
 
     def load(self, accelerator: Accelerator) -> TrainState:
         """Restore the newest checkpoint into ``accelerator``'s
@@ -167,10 +178,12 @@ class Checkpoints:
         if self.folder is None:
             self._best_in_memory = {k: v.detach().clone() for k, v in model.state_dict().items()}
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        temporary = self.folder / "best.safetensors.tmp"
-        save_safetensors_model(model, str(temporary))
-        temporary.replace(self.folder / "best.safetensors")
+        if processes.is_main():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            temporary = self.folder / "best.safetensors.tmp"
+            save_safetensors_model(model, str(temporary))
+            temporary.replace(self.folder / "best.safetensors")
+        processes.barrier()
 
     def load_best(self, model: torch.nn.Module) -> None:
         """Load the best weights kept into ``model`` (unwrapped); nothing when none were kept."""
@@ -184,7 +197,7 @@ class Checkpoints:
 
     def remove(self) -> None:
         """Delete the checkpoints (spent once the export is complete)."""
-        if self.folder is not None:
+        if self.folder is not None and processes.is_main():
             shutil.rmtree(self.folder, ignore_errors=True)
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from cardioner import processes
 from cardioner.config import Config, ConfigError
 from cardioner.data.common import write_text_atomic
 from cardioner.data.document import Document
@@ -208,6 +209,7 @@ def run_cross_validation(config: Config, k: int) -> dict:
 
     A test corpus in the config is not used: every document is tested once, in its own fold.
     """
+    processes.refuse_several("cross-validation")
     if config.training.output:  # cv_results.json goes there: a new folder, an export or an earlier one only
         check_output(config.training.output, "folder",
                      lambda folder: is_export(folder) or (folder / "cv_results.json").is_file(),

@@ -5,6 +5,11 @@ last, an early stop or ``max_steps``: ``_train_one_epoch`` (forward, backward wi
 schedule) and ``_end_epoch`` (evaluate on dev, keep the best weights, decide whether to stop, checkpoint).
 The loop's position is a ``TrainState``, saved with every checkpoint. Test data is scored once, after
 training, with the weights chosen on dev.
+
+Under a launcher (``torchrun``, ``accelerate launch``) every process runs this loop: each trains on its share
+of every batch (``sampling``), the losses are weighted so that a step is the one-process step on the whole
+batch (``union_loss``), evaluation is shared out and gathered (``Predictor.predict_windows``), and the main
+process alone decides (best epoch, early stop), logs and writes, the others waiting for it.
 """
 
 from __future__ import annotations
@@ -20,11 +25,12 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.data_loader import prepare_data_loader
+from accelerate.utils import DataLoaderConfiguration, set_seed
 from safetensors.torch import load_model as load_safetensors_model
 from tqdm.auto import tqdm
 
-from cardioner import plots
+from cardioner import plots, processes
 from cardioner.config import Config, ConfigError
 from cardioner.data.document import CorpusError, Document
 from cardioner.data.encoding import IGNORE_INDEX
@@ -37,7 +43,7 @@ from cardioner.training.checkpoints import Checkpoints, TrainState
 from cardioner.training.features import cached_training_data, uses_cached_features
 from cardioner.training.freezing import apply_freezing, describe_trainable
 from cardioner.training.optim import build_optimizer, build_scheduler, describe_groups, parameter_groups
-from cardioner.training.sampling import LengthGroupedBatchSampler
+from cardioner.training.sampling import LengthGroupedBatchSampler, ShardCollate, ShardData
 
 logger = logging.getLogger("cardioner")
 
@@ -69,6 +75,7 @@ class Run:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     loader: torch.utils.data.DataLoader
     sampler: LengthGroupedBatchSampler
+    trainable: tuple[bool, ...] = ()  # which parameters trained when the model was wrapped for DDP
 
 
 class ModelTrainer:
@@ -139,22 +146,27 @@ class ModelTrainer:
         card = card_fields(
             self.config, self.corpora.labels, encoder.max_length, encoder.stride, self.corpora.sizes()
         )
-        path = save_model(self.model, encoder.tokenizer, output_dir, training_config=self.config.to_dict(),
-                          metrics=metrics, card=card, extra_files=extra)
-        output = self.config.training.output
-        if output and Path(output_dir).resolve() == Path(output).resolve():
-            self.checkpoints.remove()  # the export is complete: checkpoints are spent
-        return path
+        if processes.is_main():  # one export, written by one process; the others wait for it
+            save_model(self.model, encoder.tokenizer, output_dir, training_config=self.config.to_dict(),
+                       metrics=metrics, card=card, extra_files=extra)
+            output = self.config.training.output
+            if output and Path(output_dir).resolve() == Path(output).resolve():
+                self.checkpoints.remove()  # the export is complete: checkpoints are spent
+        processes.barrier()
+        return Path(output_dir)
 
     # ------------------------------------------------------------------ the loop
     def _prepare(self) -> Run:
         """Accelerate's objects for the run: the training batches, the optimiser and the schedule."""
         config = self.config.training
+        processes.state()  # the processes first: on CPU under a launcher, Accelerate must know they share it
         accelerator = Accelerator(
             mixed_precision=config.mixed_precision,
             gradient_accumulation_steps=config.gradient_accumulation_steps,
             log_with=config.log_with,
             project_dir=str(tracker_folder(self.config)) if config.log_with else None,
+            # batch_size is the global batch, split between the processes: one schedule step per step
+            dataloader_config=DataLoaderConfiguration(split_batches=True),
         )
         if not config.resume:
             if accelerator.is_main_process:
@@ -170,36 +182,43 @@ class ModelTrainer:
             logger.info("train: %d window(s) without any word left out of training (empty documents)",
                         len(encoded) - len(windows))
         sampler = LengthGroupedBatchSampler(
-            [len(w["input_ids"]) for w in windows], config.batch_size, config.seed, config.group_by_length
+            [len(w["input_ids"]) for w in windows], config.batch_size, config.seed, config.group_by_length,
+            num_shards=accelerator.num_processes, shard=accelerator.process_index,
         )
         data, collate = windows, self.predictor.collate
-        # frozen backbone: run it once per window, train the head on that
+        # frozen backbone: run it once per window, train the head on that (a cache folder: filled once)
         if uses_cached_features(self.config):
-            data, collate = cached_training_data(self.model, windows, collate, config.feature_cache_dir,
-                                                 config.eval_batch_size, accelerator.device)
+            with accelerator.main_process_first():
+                data, collate = cached_training_data(self.model, windows, collate, config.feature_cache_dir,
+                                                     config.eval_batch_size, accelerator.device)
         # Its own generator: each new iterator draws a seed from it, not from the global RNG that dropout
         # uses, so a run resumed mid-epoch (a fresh iterator after the restored RNG state) sees the same
-        # dropout masks.
-        loader = torch.utils.data.DataLoader(data, batch_sampler=sampler, collate_fn=collate,
+        # dropout masks. The sampler already gives each process its share: Accelerate only places batches.
+        loader = torch.utils.data.DataLoader(ShardData(data), batch_sampler=sampler,
+                                             collate_fn=ShardCollate(collate),
                                              generator=torch.Generator().manual_seed(config.seed))
+        loader = prepare_data_loader(loader, accelerator.device, num_processes=1, process_index=0,
+                                     put_on_device=True, rng_types=None)
         steps_per_epoch = math.ceil(len(loader) / config.gradient_accumulation_steps)
         total_steps = steps_per_epoch * config.epochs
         if config.max_steps:
             total_steps = min(total_steps, config.max_steps)
         optimizer = build_optimizer(parameter_groups(self.model, config), config)
         scheduler = build_scheduler(optimizer, config, total_steps, steps_per_epoch)
-        model, optimizer, loader, scheduler = accelerator.prepare(self.model, optimizer, loader, scheduler)
-        if config.log_with:
+        apply_freezing(self.model, self.config, 0)  # DDP takes in the parameters that train when it wraps
+        model, optimizer, scheduler = accelerator.prepare(self.model, optimizer, scheduler)
+        if config.log_with and accelerator.is_main_process:
             accelerator.init_trackers("cardioner", config=_flat(self.config.to_dict()))
-        return Run(accelerator, model, optimizer, scheduler, loader, sampler)
+        return Run(accelerator, model, optimizer, scheduler, loader, sampler, _trainable(self.model))
 
     def _train_one_epoch(self, run: Run, state: TrainState, epoch: int) -> float:
         """Forward, backward (accumulated), clip, step and schedule over one epoch's batches (after those a
         resumed run had done); a checkpoint every ``checkpoint_steps``; stop at ``max_steps``. Returns the
         epoch's seconds."""
-        config, accelerator, model = self.config.training, run.accelerator, run.model
-        model.train()
-        apply_freezing(model, self.config, epoch)  # which backbone layers train in this epoch
+        config, accelerator = self.config.training, run.accelerator
+        run.model.train()
+        apply_freezing(self.model, self.config, epoch)  # which backbone layers train in this epoch
+        model = _follow_trainable(run, self.model)
         logger.info("epoch %d: %s", epoch + 1, describe_trainable(describe_groups(run.optimizer)))
         batches = self._batches(run, epoch, state.step_in_epoch)
         progress = tqdm(
@@ -211,15 +230,17 @@ class ModelTrainer:
         )
         started = epoch_started = time.perf_counter()
         for batch in batches:
+            kept = batch.pop("kept")  # 0 for a filler (a batch too small to give this process a window)
             with accelerator.accumulate(model):
-                loss = model(**batch).loss
+                loss, batch_loss, batch_windows = union_loss(accelerator, model(**batch), kept,
+                                                             int(batch["input_ids"].shape[0]))
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and config.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
                 run.optimizer.step()
                 run.scheduler.step()
                 run.optimizer.zero_grad()
-            state.add_batch(int(batch["input_ids"].shape[0]), float(loss.detach()))
+            state.add_batch(batch_windows, batch_loss)
             progress.update(1)
             progress.set_postfix(loss=f"{state.epoch_loss:.4f}")
             if accelerator.sync_gradients:
@@ -249,9 +270,11 @@ class ModelTrainer:
             score = selection_score(dev.scores, config.metric)
         else:
             score = -row["train_loss"]
-        if _improved(score, state.best_score, config.min_delta):
+        # decided once, by the main process, and broadcast (every process holds the same gathered scores)
+        improved = processes.broadcast(_improved(score, state.best_score, config.min_delta))
+        if improved:
             state.best_score, state.best_epoch, state.bad_epochs = score, epoch + 1, 0
-            self.checkpoints.save_best(run.accelerator.unwrap_model(run.model))
+            self.checkpoints.save_best(self.model)
         else:
             state.bad_epochs += 1
         state.history.append(row)
@@ -260,7 +283,8 @@ class ModelTrainer:
         if config.log_with:
             run.accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=epoch + 1)
         state.next_epoch()
-        if config.patience and state.bad_epochs >= config.patience and epoch + 1 >= config.min_epochs:
+        stop = config.patience and state.bad_epochs >= config.patience and epoch + 1 >= config.min_epochs
+        if processes.broadcast(bool(stop)):
             state.stopped = state.stopped_early = True
         self.checkpoints.save(run.accelerator, state)
         return row
@@ -280,6 +304,7 @@ class ModelTrainer:
         dev, test = self.corpora.dev, self.corpora.test
         if dev is not None:
             result.thresholds = select_thresholds(self.predictor, self.config.model, dev)  # from dev only
+            self.model.config.thresholds = processes.broadcast(self.model.config.thresholds)  # the main's
             result.dev_metrics = self.predictor.evaluate(dev).scores
         if test is not None:
             result.test_metrics = self.predictor.evaluate(test).scores
@@ -325,6 +350,49 @@ def check_tracker(config: Config) -> None:
     if not any(importlib.util.find_spec(package) for package in packages):
         raise ConfigError(f"training.log_with={tracker} needs the {' or '.join(packages)} package, which is "
                           f"not installed: pip install {packages[0]}")
+
+
+def union_loss(accelerator: Accelerator, output, kept: torch.Tensor,
+               windows: int) -> tuple[torch.Tensor, float, int]:
+    """This process's loss, weighted so that the gradients DDP averages are those of the whole batch.
+
+    The model's loss is a mean over ``output.loss_weight`` (its counted words, as it weighs them). The
+    whole batch's loss is ``sum(loss_r * weight_r) / sum(weight_r)`` over the processes r, and DDP averages
+    the processes' gradients, so process r back-propagates ``loss_r * weight_r * n / sum(weight_r)``; a
+    summed loss (no weight) is the sum of the processes' sums. A filler (``kept`` 0) adds nothing but still
+    takes part in the exchange. In one process the loss is left as it is.
+
+    Returns:
+        (the loss to back-propagate, the whole batch's loss, the whole batch's windows).
+    """
+    loss = output.loss
+    if accelerator.num_processes == 1:
+        return loss, float(loss.detach()), windows
+    summed = output.loss_weight is None
+    weight = (torch.ones_like(loss) if summed else output.loss_weight).detach().float() * kept
+    totals = accelerator.reduce(torch.stack([weight, loss.detach().float() * weight, kept * windows]), "sum")
+    if summed:
+        return loss * kept * accelerator.num_processes, float(totals[1]), int(totals[2])
+    scale = weight * accelerator.num_processes / totals[0].clamp(min=1e-12)
+    return loss * scale, float(totals[1] / totals[0].clamp(min=1e-12)), int(totals[2])
+
+
+def _trainable(model: torch.nn.Module) -> tuple[bool, ...]:
+    return tuple(parameter.requires_grad for parameter in model.parameters())
+
+
+def _follow_trainable(run: Run, model: torch.nn.Module) -> torch.nn.Module:
+    """The model to train, wrapped again for DDP when the set of trainable parameters changed (freezing
+    schedules): DDP exchanges the gradients of the parameters that trained when it wrapped the model, and
+    waits for all of them, so a parameter unfrozen later would train apart on each process and one frozen
+    later would stall the exchange."""
+    if run.accelerator.num_processes == 1 or _trainable(model) == run.trainable:
+        return run.model
+    run.accelerator._models.remove(run.model)  # Accelerate has no "unprepare": its list of models, updated
+    run.model = None  # the old wrapper goes, and its gradient hooks with it
+    run.model = run.accelerator.prepare_model(model)
+    run.trainable = _trainable(model)
+    return run.model
 
 
 def _has_labels(window: dict) -> bool:

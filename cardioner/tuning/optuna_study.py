@@ -17,6 +17,7 @@ import socket
 import time
 from pathlib import Path
 
+from cardioner import processes
 from cardioner.config import Config, ConfigError, absolute_paths, config_from_dict
 from cardioner.data.common import atomic_path, write_text_atomic
 from cardioner.data.document import Document
@@ -205,6 +206,7 @@ def tune(
     Returns:
         the optuna Study.
     """
+    processes.refuse_several("tuning")
     import optuna  # optional (the tune extra), and slow to import
 
     if trials < 1:

@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_model as load_safetensors_model
 from safetensors.torch import save_model as save_safetensors_model
 
+from cardioner import processes
 from cardioner.config import Config, absolute_paths, config_from_dict
 from cardioner.data.common import atomic_path, write_text_atomic
 from cardioner.data.document import Document
@@ -174,6 +175,7 @@ def tune_pbt(
     Returns:
         {"best_score", "best_config", "model_dir", "events": [exploit lines], "members": [...]}.
     """
+    processes.refuse_several("population-based training")
     ray, ray_tune, PopulationBasedTraining = import_ray()
     if population < 2:
         raise ValueError(f"population-based training needs a population of at least 2, got {population}")
