@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "cardioner"
 # Lowest first. A module belongs to the layer of its longest listed prefix.
 LAYERS = [
     ("cardioner.modeling", "cardioner.errors", "cardioner.values", "cardioner.config",
-     "cardioner.data.document", "cardioner.metrics"),
+     "cardioner.data.document", "cardioner.metrics", "cardioner.processes"),
     ("cardioner.labels",),
     ("cardioner.data",),  # corpus readers and writers, output paths
     ("cardioner.backbone", "cardioner.data.encoding", "cardioner.evaluation", "cardioner.plots",
