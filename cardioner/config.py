@@ -95,7 +95,8 @@ CRF_LR_FACTOR = 100
 class TrainingConfig:
     output: str | None = None  # export folder (written atomically)
     epochs: int = 3  # maximum number of epochs
-    batch_size: int = 16  # windows per optimiser micro-batch
+    batch_size: int = 16  # windows per optimiser micro-batch, all processes together: under a launcher
+    #   each of n processes takes 1/n of every batch (same steps and results as one process)
     eval_batch_size: int = 32  # windows per evaluation batch
     lr: float = 5e-5  # backbone learning rate
     head_lr: float | None = None  # head learning rate; None = HEAD_LR_FACTOR (10) x lr

@@ -166,21 +166,28 @@ def checkpoints(output: Path) -> list[tuple[int, int, int]]:
     return sorted(found)
 
 
+def descendants(pid: int) -> list[int]:
+    """The processes ``pid`` started, and theirs (Linux /proc)."""
+    children = [int(child) for path in Path(f"/proc/{pid}/task").glob("*/children")
+                for child in path.read_text().split()]
+    return children + [grandchild for child in children for grandchild in descendants(child)]
+
+
 @pytest.mark.slow
 def test_a_killed_two_process_run_resumes_to_the_uninterrupted_result(subset, tmp_path):
-    config = base_config(subset, epochs=3, checkpoint_steps=2, lr=1e-3)
+    config = base_config(subset, epochs=3, checkpoint_steps=2, lr=1e-3, batch_size=4)  # 20 steps an epoch
     config["model"].update(use_crf=True, classifier_dropout=0.0)
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     run(2, "train", "--config", str(config_path), "--output", str(whole))
 
-    process = launch(2, "train", "--config", str(config_path), "--output", str(resumed),
-                     start_new_session=True)
+    process = launch(2, "train", "--config", str(config_path), "--output", str(resumed))
     deadline = time.monotonic() + 400
     while process.poll() is None and time.monotonic() < deadline:
         if any(epoch >= 1 and in_epoch > 0 for _, epoch, in_epoch in checkpoints(resumed)):
-            os.killpg(process.pid, signal.SIGKILL)  # the launcher and both processes at once
+            for pid in [*descendants(process.pid), process.pid]:  # the workers (each in its own session)
+                os.kill(pid, signal.SIGKILL)  # and the launcher, at once
             break
         time.sleep(0.01)
     process.communicate(timeout=60)
@@ -221,3 +228,15 @@ def test_predict_and_evaluate_on_two_processes_write_what_one_process_writes(crf
                           for path in sorted(folder.rglob("*")) if path.is_file()}
     assert len(written[1]) > 3
     assert written[2] == written[1]
+
+
+# ------------------------------------------------------------------------------------ one process, in place
+def test_in_one_process_nothing_is_split_waited_for_or_refused():
+    from cardioner import processes
+
+    assert processes.num_processes() == 1 and processes.is_main()
+    assert processes.shard(5) == [0, 1, 2, 3, 4]
+    assert processes.gather_in_order([(2, "c"), (0, "a"), (1, "b")]) == ["a", "b", "c"]
+    assert processes.broadcast({"stop": True}) == {"stop": True}
+    processes.barrier()
+    processes.refuse_several("cross-validation")

@@ -37,8 +37,9 @@ Backbone = Annotated[str | None, typer.Option(help=described(
     "model.model", "backbone: a Hugging Face name or a local folder",
     default="'default', the bundled all-MiniLM-L6-v2"))]
 Epochs = Annotated[int | None, typer.Option(help=described("training.epochs", "maximum epochs"))]
-TrainBatchSize = Annotated[int | None, typer.Option(help=described("training.batch_size",
-                                                                   "windows per batch"))]
+TrainBatchSize = Annotated[int | None, typer.Option(help=described(
+    "training.batch_size", "windows per batch, all processes together (under torchrun / accelerate launch, "
+                           "split between them)"))]
 LearningRate = Annotated[float | None, typer.Option(help=described(
     "training.lr", f"backbone learning rate; the head learns at {HEAD_LR_FACTOR}x and a CRF at "
                    f"{CRF_LR_FACTOR}x it unless --set training.head_lr / training.crf_lr say otherwise"))]

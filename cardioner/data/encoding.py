@@ -45,6 +45,7 @@ import torch
 from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
+from cardioner import processes
 from cardioner.data.document import Document, Span
 from cardioner.labels import (
     CONFLICT,
@@ -264,7 +265,8 @@ class Encoder:
     def encode_corpus(self, documents: Sequence[Document], name: str) -> EncodedCorpus:
         """Encode a corpus once (with a progress bar) and log what encoding did to its spans."""
         documents = list(documents)
-        encoded, report = self.encode(tqdm(documents, desc=f"encoding {name}", leave=False))
+        encoded, report = self.encode(tqdm(documents, desc=f"encoding {name}", leave=False,
+                                           disable=not processes.is_main()))
         logger.info("%s: %s", name, report.summary().replace("\n", ";"))
         return EncodedCorpus(name, documents, encoded, report)
 

@@ -14,6 +14,7 @@ process alone decides (best epoch, early stop), logs and writes, the others wait
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
@@ -186,9 +187,11 @@ class ModelTrainer:
             num_shards=accelerator.num_processes, shard=accelerator.process_index,
         )
         data, collate = windows, self.predictor.collate
-        # frozen backbone: run it once per window, train the head on that (a cache folder: filled once)
+        # frozen backbone: run it once per window, train the head on that (a cache folder: filled once, by
+        # the main process, before the others read it; in memory: every process computes its own at once)
         if uses_cached_features(self.config):
-            with accelerator.main_process_first():
+            first = accelerator.main_process_first() if config.feature_cache_dir else contextlib.nullcontext()
+            with first:
                 data, collate = cached_training_data(self.model, windows, collate, config.feature_cache_dir,
                                                      config.eval_batch_size, accelerator.device)
         # Its own generator: each new iterator draws a seed from it, not from the global RNG that dropout
@@ -388,7 +391,7 @@ def _follow_trainable(run: Run, model: torch.nn.Module) -> torch.nn.Module:
     later would stall the exchange."""
     if run.accelerator.num_processes == 1 or _trainable(model) == run.trainable:
         return run.model
-    run.accelerator._models.remove(run.model)  # Accelerate has no "unprepare": its list of models, updated
+    run.accelerator._models.remove(model)  # Accelerate has no "unprepare"; prepare_model lists it again
     run.model = None  # the old wrapper goes, and its gradient hooks with it
     run.model = run.accelerator.prepare_model(model)
     run.trainable = _trainable(model)
