@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cardioner import processes
 from cardioner.data.document import Document, Span
 from cardioner.data.io import read_corpus
 from cardioner.data.paths import check_output_folder
@@ -296,6 +297,7 @@ def analyze_model(model_dir: str | Path, data_path: str | Path, output_dir: str 
     from sklearn.decomposition import PCA  # optional (the analysis extra), and slow to import
     from sklearn.manifold import TSNE
 
+    processes.refuse_several("the analysis of an export")
     output = Path(output_dir) if output_dir is not None else default_output(model_dir)
     check_output_folder(output, ("confusion_matrix.json",), "an earlier analysis")  # never another folder
     docs, report = read_corpus(data_path, format=format)
