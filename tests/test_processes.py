@@ -240,3 +240,20 @@ def test_in_one_process_nothing_is_split_waited_for_or_refused():
     assert processes.broadcast({"stop": True}) == {"stop": True}
     processes.barrier()
     processes.refuse_several("cross-validation")
+
+
+def test_what_trains_many_models_refuses_several_processes_and_says_why(monkeypatch, tmp_path):
+    from cardioner import processes
+    from cardioner.compare import compare_heads
+    from cardioner.config import ConfigError, load_config
+    from cardioner.training.folds import run_cross_validation
+    from cardioner.tuning.optuna_study import tune
+
+    monkeypatch.setattr(processes, "num_processes", lambda: 2)
+    config = load_config(None, {"data.train": str(tmp_path / "train.conll")})
+    for what, call in [("cross-validation", lambda: run_cross_validation(config, 3)),
+                       ("comparing heads", lambda: compare_heads(config, ["linear", "mlp"])),
+                       ("tuning", lambda: tune(config, 2))]:
+        with pytest.raises(ConfigError, match=rf"^{what} runs in one process: launch it without torchrun "
+                                              r"/ accelerate launch \(2 processes here\)"):
+            call()
