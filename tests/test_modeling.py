@@ -286,3 +286,35 @@ def test_the_tag_grammar_is_defined_once():
     for bad in ("LABEL_0", "B-", "X-DISO", "b-DISO"):
         with pytest.raises(ValueError, match=repr(bad)):
             split_tag(bad)
+
+
+@pytest.mark.parametrize("model_class, settings", [
+    (TokenClassificationModel, {"class_weights": [0.5, 1.0, 2.0, 1.5, 3.0], "label_smoothing": 0.1}),
+    (TokenClassificationModel, {"class_weights": [0.5, 1.0, 2.0, 1.5, 3.0], "focal_gamma": 2.0}),
+    (TokenClassificationModelCRF, {}),
+    (TokenClassificationModelCRF, {"crf_reduction": "mean"}),
+    (MultiLabelTokenClassificationModel, {"class_weights": [[1.0, 2.0, 3.0], [0.5, 1.5, 2.5]]}),
+    (MultiLabelTokenClassificationModelCRF, {}),
+], ids=["softmax-weighted-smoothed", "softmax-focal", "crf", "crf-per-sequence", "sigmoid-weighted",
+        "multilabel-crf"])
+def test_the_loss_of_a_batch_is_its_parts_losses_weighted_by_their_loss_weight(backbone, model_class,
+                                                                                settings):
+    """What several processes rely on: sum(loss_r * loss_weight_r) / sum(loss_weight_r) over the parts of a
+    batch is the loss of the whole batch (each part padded on its own)."""
+    path, tokenizer = backbone
+    torch.manual_seed(0)
+    model = model_class.from_backbone(str(path), tokenizer, ID2LABEL, **settings).eval()
+    encoding, labels, _ = batch_with_labels(model, tokenizer)
+    if model_class in (MultiLabelTokenClassificationModel, MultiLabelTokenClassificationModelCRF):
+        labels = torch.stack([labels.clamp(max=2), (labels - 2).clamp(min=0, max=2)], -1)  # O/B/I per type
+        labels = torch.where(labels[..., :1] == -100, -100, labels)
+    whole = model(**encoding, labels=labels)
+    parts = []
+    for row in range(2):
+        length = int(encoding["attention_mask"][row].sum())
+        part = {key: value[row : row + 1, :length] for key, value in encoding.items()}
+        parts.append(model(**part, labels=labels[row : row + 1, :length]))
+    weights = torch.stack([part.loss_weight for part in parts])
+    combined = (torch.stack([part.loss for part in parts]) * weights).sum() / weights.sum()
+    torch.testing.assert_close(combined, whole.loss)
+    torch.testing.assert_close(weights.sum(), whole.loss_weight)
