@@ -1074,9 +1074,19 @@ def wavelet_functions(name: str, levels: int = WAVELET_LEVELS) -> tuple[tuple[fl
 
 
 class KANHead(nn.Module):
-    """Kolmogorov–Arnold head: for each input feature a learnable one-dimensional function (a weighted sum of
-    ``num_basis`` basis functions of the layer-normed feature), summed into every output, plus a residual
-    linear path on the features themselves. Subclasses define the basis.
+    """Kolmogorov–Arnold head (Liu et al. 2024, "KAN"): each input feature x_i passes through a learnable
+    function, phi_i(x_i) = w_i x_i + (1/K) sum_k c_ik b_k(x_i), summed into every output. The first term is
+    KAN's base branch, here linear (``residual``: the linear head itself); the second is the mean of the
+    ``num_basis`` (K) basis functions b_k of the layer-normed feature, with learned coefficients c_ik
+    (``classifier``). Subclasses define the basis.
+
+    The basis term starts at zero: a fresh KAN head computes what a fresh linear head computes, and its
+    functions grow from there. Started at random instead (nn.Linear's init), it added 3-8 times as much noise
+    to the logits as the linear path's whole output, and sent gradients through the basis' derivatives into
+    the backbone; summed over the K functions instead of averaged, each Adam step (every weight moves by about
+    the learning rate) moved it K times as far. Together they cost the KAN heads 20 F1 on NCBI-disease at the
+    head comparison's budget (docs/benchmarks.md). Models saved with ``config_version`` 1 sum the basis, as
+    they were trained to.
 
     Args:
         input_size, num_outputs, config: as for every head.
@@ -1089,6 +1099,8 @@ class KANHead(nn.Module):
         self.norm = nn.LayerNorm(input_size)
         self.residual = nn.Linear(input_size, num_outputs)
         self.classifier = nn.Linear(input_size * num_basis, num_outputs)  # the basis functions' weights
+        self.uses_basis_mean = config.config_version >= 2  # version 1: the sum, started at random
+        self.basis_scale = 1.0 / num_basis if self.uses_basis_mean else 1.0
 
     def basis(self, features: torch.Tensor) -> torch.Tensor:
         """Basis functions of each feature: (..., input_size) -> (..., input_size, num_basis)."""
@@ -1096,7 +1108,7 @@ class KANHead(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         features = self.dropout(hidden_states)
-        values = self.basis(self.norm(features))  # shape: (batch, seq_len, input_size, num_basis)
+        values = self.basis(self.norm(features)) * self.basis_scale  # shape: (batch, seq_len, input, basis)
         return self.residual(features) + self.classifier(values.flatten(-2))  # shape: (b, seq_len, outputs)
 
 
@@ -1295,7 +1307,8 @@ def _flatten_values(values: list) -> list[float]:
     return [v for value in values for v in (value if isinstance(value, list) else [value])]
 
 
-CONFIG_VERSION = 1  # bump when the meaning of a config key changes; old keys keep loading
+CONFIG_VERSION = 2  # bump when the meaning of a config key changes; old keys keep loading
+# 2: KAN heads average their basis functions and start them at zero (KANHead); version 1 summed them
 
 
 class CardioNERConfig(PretrainedConfig):
@@ -1799,6 +1812,8 @@ class CardioNERPreTrainedModel(PreTrainedModel):
         # Goes through nn.init, which transformers guards so that loaded tensors are never re-initialised.
         if isinstance(module, CRF):
             module.reset_parameters()
+        elif isinstance(module, KANHead) and module.uses_basis_mean:  # after its layers: children come first
+            nn.init.zeros_(module.classifier.weight)  # the basis term starts at zero (see KANHead)
         elif isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
             if module.bias is not None:

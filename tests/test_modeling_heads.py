@@ -11,12 +11,20 @@ import math
 
 import pytest
 import torch
-from test_export import ID2LABEL, build_export, case_name, check_remote_reload, reload_in_fresh_process
+from test_export import (
+    ID2LABEL,
+    build_export,
+    case_name,
+    check_remote_reload,
+    reload_in_fresh_process,
+    train_steps,
+)
 from tiny import tiny_backbone
 from transformers import AutoTokenizer, BertConfig
 
 from cardioner import config as training_config
 from cardioner.config import TrainingConfig, load_config
+from cardioner.export import load_model, save_model
 from cardioner.modeling import (
     HEAD_SETTINGS,
     TOKEN_HEADS,
@@ -296,6 +304,65 @@ def test_wavelet_kan_basis_is_the_stretched_wavelet():
     features = torch.randn(5, 4, requires_grad=True)
     mixed.basis(features).sum().backward()  # scales and translations learn through the interpolation
     assert mixed.log_scales.grad is not None and mixed.log_scales.grad.abs().sum() > 0
+
+
+KAN_HEADS = ("fourier_kan", "wavelet_kan")
+
+
+def kan_model(head: str, backbone_dir, **settings) -> TokenClassificationModel:
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(backbone_dir)
+    return TokenClassificationModel.from_backbone(str(backbone_dir), tokenizer, ID2LABEL, head=head,
+                                                  **{**SMALL, **settings})
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    return tiny_backbone("bert", tmp_path_factory.mktemp("kan-backbone"))
+
+
+@pytest.mark.parametrize("head", KAN_HEADS)
+def test_a_fresh_kan_head_computes_what_its_linear_path_computes_and_its_basis_term_learns(head, tiny_bert):
+    model = kan_model(head, tiny_bert).eval()
+    assert model.config.config_version == 2 and model.head.uses_basis_mean
+    assert torch.count_nonzero(model.head.classifier.weight) == 0  # the basis term starts at zero
+    hidden = torch.randn(2, 5, model.head_input.output_size, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        linear_path = model.head.residual(hidden) + model.head.classifier.bias
+        torch.testing.assert_close(model.head(hidden, torch.ones(2, 5)), linear_path, atol=1e-6, rtol=0)
+    train_steps(model, AutoTokenizer.from_pretrained(tiny_bert), steps=1)
+    assert torch.count_nonzero(model.head.classifier.weight) > 0  # zero weights still get gradients
+
+
+@pytest.mark.parametrize("head", KAN_HEADS)
+def test_kan_heads_average_their_basis_and_version_1_configs_keep_the_sum(head):
+    """Version 2 (new models) takes the mean over the basis functions; a model saved with config_version 1
+    sums them, as it was trained to (tests/test_export_compat.py checks such an export's outputs)."""
+    new = build_head(head)
+    old_config = CardioNERConfig(head=head, id2label=ID2LABEL, config_version=1, **SMALL)
+    old = TOKEN_HEADS[head](12, 5, old_config).eval()
+    old.load_state_dict(new.state_dict())
+    num_basis = new.classifier.in_features // 12
+    assert (new.basis_scale, old.basis_scale, old.uses_basis_mean) == (1 / num_basis, 1.0, False)
+    hidden = torch.randn(3, 4, 12, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        basis = new.basis(new.norm(hidden)).flatten(-2)  # shape: (3, 4, 12 * num_basis)
+        torch.testing.assert_close(new(hidden, torch.ones(3, 4)),
+                                   new.residual(hidden) + new.classifier(basis / num_basis),
+                                   atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(old(hidden, torch.ones(3, 4)),
+                                   old.residual(hidden) + old.classifier(basis), atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("head", KAN_HEADS)
+def test_loading_a_kan_model_keeps_its_trained_basis_weights(head, tiny_bert, tmp_path):
+    """The zero start is for fresh heads only: an export's learned weights come back as saved."""
+    model = kan_model(head, tiny_bert)
+    train_steps(model, AutoTokenizer.from_pretrained(tiny_bert))
+    folder = save_model(model, AutoTokenizer.from_pretrained(tiny_bert), tmp_path / head)
+    loaded, _ = load_model(folder)
+    assert torch.count_nonzero(model.head.classifier.weight) > 0
+    torch.testing.assert_close(loaded.head.classifier.weight, model.head.classifier.weight, atol=0, rtol=0)
 
 
 # -- losses and configuration --------------------------------------------------------------------------------
