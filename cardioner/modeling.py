@@ -1947,8 +1947,16 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
 
     # -- the steps of forward --------------------------------------------------------------------------------
 
-    def words(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Words:
-        """The words of a batch (see the module docstring), from the ids alone."""
+    def words(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, context_mask: torch.Tensor | None = None
+    ) -> Words:
+        """The words of a batch (see the module docstring), from the ids alone; context pieces
+        (``context_mask``) are in no word."""
+        if context_mask is not None:
+            if context_mask.shape != input_ids.shape:
+                raise ValueError(f"context_mask shape {tuple(context_mask.shape)} != input_ids shape "
+                                 f"{tuple(input_ids.shape)}")
+            attention_mask = attention_mask * (1 - context_mask.to(attention_mask.dtype))  # context: no words
         return Words.find(self.token_classes, input_ids, attention_mask)
 
     def backbone_features(
@@ -2022,6 +2030,7 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
         token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         hidden_states: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> CardioNERTokenClassifierOutput:
         """Emissions per token; the loss when labels are given; pipeline-ready logits in eval mode.
@@ -2035,13 +2044,17 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
                 (batch, seq_len).
             hidden_states: precomputed ``backbone_features`` of these inputs (cached features of a frozen
                 backbone); the backbone is then not run. Words still come from ``input_ids``.
+            context_mask: (batch, seq_len), 1 at context pieces: text of the neighbouring sentences that a
+                window carries only to inform its own words. The backbone reads them; they are in no word, so
+                they carry no loss and take no part in decoding (a CRF's chain runs over the window's own
+                words). None: no context.
             **kwargs: ignored (what pipelines may pass along).
 
         Returns:
             CardioNERTokenClassifierOutput (see the class docstring).
         """
         attention_mask, labels = self._check_inputs(input_ids, attention_mask, labels)  # labels: (b, s, C)
-        words = self.words(input_ids, attention_mask)
+        words = self.words(input_ids, attention_mask, context_mask)
         emissions = self.emissions(input_ids, attention_mask, token_type_ids, hidden_states)  # (b, s, C, T)
         loss = loss_weight = None
         if labels is not None:
@@ -2073,11 +2086,13 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
     ) -> list[list]:
         """Tag id of each word, in word order (Viterbi with a CRF, the decoder's rule otherwise).
 
         Args:
-            input_ids, attention_mask, token_type_ids: as in ``forward``.
+            input_ids, attention_mask, token_type_ids, context_mask: as in ``forward`` (context pieces are
+                in no word: they get no tag).
 
         Returns:
             one list per example with one entry per word (words as ``word_start_mask`` defines them): the tag
@@ -2085,7 +2100,7 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
             ``config.channel_types``).
         """
         attention_mask, _ = self._check_inputs(input_ids, attention_mask)
-        words = self.words(input_ids, attention_mask)
+        words = self.words(input_ids, attention_mask, context_mask)
         word_tags, _ = self.decoder.decode(self.emissions(input_ids, attention_mask, token_type_ids), words)
         rows = self.layout.public(word_tags, -1).tolist()  # (batch, words[, channels])
         lengths = words.word_mask.sum(1).tolist()
@@ -2098,11 +2113,13 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         offset_mapping: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
     ) -> list[list[tuple[int, int, str]]]:
         """Entities with character offsets; a multi-label model gives each type's entities, overlaps included.
 
         Args:
-            input_ids, attention_mask, token_type_ids: as in ``forward``.
+            input_ids, attention_mask, token_type_ids, context_mask: as in ``forward`` (no entity covers a
+                context piece).
             offset_mapping: (batch, seq_len, 2) character offsets of each token, from the tokenizer called
                 with ``return_offsets_mapping=True``.
 
@@ -2115,7 +2132,7 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
             shape = None if offset_mapping is None else tuple(offset_mapping.shape)
             raise ValueError(f"offset_mapping must have shape {(*input_ids.shape, 2)}, got {shape}")
         attention_mask, _ = self._check_inputs(input_ids, attention_mask)
-        words = self.words(input_ids, attention_mask)
+        words = self.words(input_ids, attention_mask, context_mask)
         word_tags, _ = self.decoder.decode(self.emissions(input_ids, attention_mask, token_type_ids), words)
         results = []
         for b, length in enumerate(words.word_mask.sum(1).tolist()):

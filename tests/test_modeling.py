@@ -22,6 +22,7 @@ from cardioner.modeling import (
     gather_positions,
     gather_rows,
     model_class_for,
+    scheme_viterbi,
     split_tag,
     tags_to_entities,
 )
@@ -112,6 +113,39 @@ def test_softmax_loss_of_a_batch_without_labelled_words_is_zero_not_nan(backbone
     assert output.loss.item() == 0.0 and output.loss.requires_grad
     output.loss.backward()  # on the graph: a training step over such a batch runs and changes nothing
     assert all(p.grad is None or not p.grad.any() for p in model.parameters())
+
+
+@pytest.mark.parametrize("model_class", [TokenClassificationModel, TokenClassificationModelCRF])
+def test_context_pieces_are_in_no_word_carry_no_loss_and_get_no_tag(backbone, model_class):
+    """A window's context (``context_mask``: neighbouring sentences): the backbone reads it, but it is in no
+    word. Labels there are ignored even when given, decode returns the other words only, and their tags are the
+    decoder's over their own emissions alone (the CRF's chain and the constrained Viterbi skip the context)."""
+    path, tokenizer = backbone
+    torch.manual_seed(0)
+    model = model_class.from_backbone(str(path), tokenizer, ID2LABEL, classifier_dropout=0.0).eval()
+    encoding, labels, words = batch_with_labels(model, tokenizer)
+    context = torch.zeros_like(encoding["input_ids"])
+    for row, third_word in enumerate(words.positions[:, 2].tolist()):
+        context[row, 1:third_word] = 1  # the first two words (context ends where a word starts, as the encoder's)
+    assert (words.word_start & context.bool()).any()  # context that would hold labelled words
+    own = model.words(encoding["input_ids"], encoding["attention_mask"], context)
+    assert not (own.in_word & context.bool()).any()
+    assert own.word_mask.sum() == (words.word_start & ~context.bool()).sum()
+    with torch.no_grad():
+        loss = model(**encoding, labels=labels, context_mask=context).loss
+        own_labels = labels.masked_fill(context.bool(), -100)
+        assert loss == model(**encoding, labels=own_labels, context_mask=context).loss
+        assert loss != model(**encoding, labels=labels).loss  # without the mask those labels would count
+        tags = model.decode(**encoding, context_mask=context)
+        assert [len(row) for row in tags] == own.word_mask.sum(1).tolist()
+        emissions = model(**encoding, context_mask=context).emissions  # shape: (batch, seq_len, tags)
+        word_emissions = gather_rows(emissions, own.positions)  # only the own words, gathered
+        if model.config.use_crf:
+            expected = model.crf.viterbi_tags(word_emissions, own.word_mask)
+        else:
+            expected = scheme_viterbi(word_emissions.log_softmax(-1), own.word_mask, model.layout.constraints)
+    assert tags == [row[:length] for row, length in zip(expected.tolist(), own.word_mask.sum(1).tolist(),
+                                                         strict=True)]
 
 
 @pytest.mark.parametrize("model_class", [TokenClassificationModel, TokenClassificationModelCRF])
