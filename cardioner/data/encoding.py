@@ -14,6 +14,17 @@ cut into window-sized pieces, each of which becomes a word of its own (counted i
 ``EncodingReport.split_words``). The model sees exactly that, since a window's first piece always starts a
 word; nothing is ever truncated.
 
+Context (``context`` > 0, ``data.context``): windows no longer overlap. Each holds its *own* words — whole
+units packed up to ``max_length - 2 * context`` subwords, ending at a line break (between sentences, in CoNLL
+text) when one is within reach — and on each side up to ``context`` subwords of the text around them, whole
+units: the rest of the document, then the neighbouring documents of the same group (consecutive documents
+whose ``meta["document"]`` is the same, e.g. the sentences of one article read from JSONL). Context pieces
+carry no label (-100), belong to no word (``word_ids`` -1) and are marked in the window's ``context_mask``, so
+the model neither trains on them nor decodes them (modeling.py, ``context_mask``): every word is labelled and
+predicted exactly once, in the window whose own words hold it, with at least ``context`` subwords of its
+document on each side (fewer at the ends of its group). A line break where a window's own words end is not a
+cut (below): no entity is joined across it, as no entity crosses a sentence.
+
 Labels (docs/architecture.md, "Channels"): per channel, spans -> word tags (``labels.align_spans``); the
 first piece of a word carries its tag id, other pieces and special tokens -100 (with ``label_all_subwords``,
 continuation pieces carry ``I-`` of the word's type, ``O`` for ``O``). Labels have one shape for every label
@@ -36,6 +47,7 @@ them, come back joined: the window labels cannot tell them from one entity cut i
 
 from __future__ import annotations
 
+import bisect
 import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -168,6 +180,17 @@ class EncodedCorpus:
         return [window for doc in self.encoded for window in doc.windows]
 
 
+@dataclass
+class _Pieces:
+    """A document's subwords as the encoder cuts them."""
+
+    ids: list[int]
+    offsets: list[tuple[int, int]]  # (start, end) characters of each piece
+    in_word: list[bool]
+    word_start: list[bool]
+    units: list[tuple[int, int]]  # [start, end) pieces: a word with the non-word pieces before it
+
+
 class Encoder:
     """Cut documents into labelled subword windows and decode window predictions back into spans.
 
@@ -178,6 +201,8 @@ class Encoder:
         stride: most subwords two consecutive windows share (whole words); None: a quarter of a window.
         scheme: "BIO" or "BIOES"; None: the label set's (BIO for a list of types). Must match a LabelSet.
         label_all_subwords: give continuation subwords a label (``I-`` of their word's type) instead of -100.
+        context: subwords of unlabelled context on each side of a window's own words (module docstring,
+            "Context"); 0: none, consecutive windows overlap by ``stride`` instead.
     """
 
     def __init__(
@@ -188,6 +213,7 @@ class Encoder:
         stride: int | None = None,
         scheme: str | None = None,
         label_all_subwords: bool = False,
+        context: int = 0,
     ):
         if not getattr(tokenizer, "is_fast", False):
             raise ValueError(f"cardioner needs a fast tokenizer (offsets); got {type(tokenizer).__name__}")
@@ -227,6 +253,13 @@ class Encoder:
             raise ValueError(
                 f"stride={stride} must be >= 0 and < the {self.capacity} text subwords of a window"
             )
+        self.context = int(context)
+        if not 0 <= 2 * self.context < self.capacity:
+            raise ValueError(
+                f"context={context} must be >= 0 and leave room for a window's own words: twice the"
+                f" context must be less than the {self.capacity} text subwords of a window"
+                f" (max_length {self.max_length})"
+            )
         # Tag id -> tag id of a continuation subword (I- of the same type; O stays O), per channel.
         # Tag id -> tag id at a window's first word (I-X -> B-X, E-X -> S-X) and last word (BIOES only).
         self._window_start_ids = [
@@ -251,13 +284,31 @@ class Encoder:
     # -- encoding -------------------------------------------------------------------------------------
 
     def encode(self, documents: Iterable[Document]) -> tuple[list[EncodedDocument], EncodingReport]:
-        """Encode documents (tokenised in one batch); returns them and the aggregated report."""
+        """Encode documents (tokenised in one batch); returns them and the aggregated report.
+
+        With ``context``, a document takes context from its neighbours in ``documents`` that belong to the
+        same group (consecutive, same ``meta["document"]``): pass a group whole.
+        """
         documents = list(documents)
         encodings = self._backend.encode_batch([doc.text for doc in documents], add_special_tokens=False)
+        reports = [EncodingReport(documents=1, spans=len(doc.spans)) for doc in documents]
+        pieces = [self._pieces(doc, encoding.ids, encoding.offsets, report)
+                  for doc, encoding, report in zip(documents, encodings, reports, strict=True)]
+        groups = [doc.meta.get("document") for doc in documents]
         report = EncodingReport()
         encoded = []
-        for doc, encoding in zip(documents, encodings, strict=True):
-            one = self._encode(doc, encoding.ids, encoding.offsets)
+        for i, doc in enumerate(documents):
+            before, after = [], []  # the group's other documents, nearest first
+            if self.context and groups[i] is not None:
+                j = i
+                while j > 0 and groups[j - 1] == groups[i]:
+                    j -= 1
+                    before.append(pieces[j])
+                j = i
+                while j + 1 < len(documents) and groups[j + 1] == groups[i]:
+                    j += 1
+                    after.append(pieces[j])
+            one = self._encode(doc, pieces[i], reports[i], before, after)
             report.merge(one.report)
             encoded.append(one)
         return encoded, report
@@ -271,41 +322,57 @@ class Encoder:
         return EncodedCorpus(name, documents, encoded, report)
 
     def encode_document(self, document: Document) -> EncodedDocument:
-        """Encode one document: words, gold word tags, windows and the report of inexact spans."""
+        """Encode one document (alone: no context from other documents): words, gold word tags, windows and
+        the report of inexact spans."""
         encoding = self._backend.encode(document.text, add_special_tokens=False)
-        return self._encode(document, encoding.ids, encoding.offsets)
+        report = EncodingReport(documents=1, spans=len(document.spans))
+        return self._encode(document, self._pieces(document, encoding.ids, encoding.offsets, report), report)
 
-    def _encode(self, doc: Document, ids: list[int], offsets: list[tuple[int, int]]) -> EncodedDocument:
-        report = EncodingReport(documents=1, spans=len(doc.spans))
+    def _pieces(self, doc: Document, ids: list[int], offsets: list[tuple[int, int]],
+                report: EncodingReport) -> _Pieces:
+        """A document's pieces, which of them are in and start words, and its units (long ones cut)."""
         in_word, word_start = self._segment(ids)
         units = _units(in_word, word_start)
         units = self._split_long_units(doc, units, in_word, word_start, offsets, report)
-        word_pieces = _words(in_word, word_start)
-        word_offsets = [_trim(doc.text, offsets[first][0], offsets[end - 1][1]) for first, end in word_pieces]
+        return _Pieces(ids, offsets, in_word, word_start, units)
+
+    def _encode(self, doc: Document, pieces: _Pieces, report: EncodingReport,
+                before: Sequence[_Pieces] = (), after: Sequence[_Pieces] = ()) -> EncodedDocument:
+        ids, units = pieces.ids, pieces.units
+        word_pieces = _words(pieces.in_word, pieces.word_start)
+        word_offsets = [_trim(doc.text, pieces.offsets[first][0], pieces.offsets[end - 1][1])
+                        for first, end in word_pieces]
         report.words = len(word_offsets)
         piece_word = [NO_WORD] * len(ids)
         for w, (first, end) in enumerate(word_pieces):
             piece_word[first:end] = [w] * (end - first)
 
         word_labels = self._word_labels(doc, word_offsets, report)
+        ends = {0, len(units)}  # unit boundaries that are no cut: the document's ends
+        if self.context:
+            breaks = _line_breaks(doc.text, pieces)
+            ranges = _pack_own(units, self.capacity - 2 * self.context, breaks)
+            ends.update(breaks)  # and, with context, line breaks: no entity is joined again across them
+        else:
+            ranges = _pack(units, self.capacity, self.stride)
         windows, window_words, window_edges = [], [], []
-        for u0, u1 in _pack(units, self.capacity, self.stride):
+        for u0, u1 in ranges:
             start, end = (units[u0][0], units[u1 - 1][1]) if u1 > u0 else (0, 0)
-            windows.append(
-                self._window(doc.id, len(windows), ids, piece_word, word_pieces, word_labels, start, end)
-            )
+            left_context, right_context = [], []
+            if self.context:
+                budget = min(self.context, (self.capacity - (end - start)) // 2)  # a long word takes some
+                left_context = _context([(ids, units[:u0])] + [(p.ids, p.units) for p in before], budget, -1)
+                right_context = _context([(ids, units[u1:])] + [(p.ids, p.units) for p in after], budget, 1)
+            windows.append(self._window(doc.id, len(windows), ids, piece_word, word_pieces, word_labels,
+                                        start, end, left_context, right_context))
             words_here = [w for w in piece_word[start:end] if w != NO_WORD]
             window_words.append((words_here[0], words_here[-1] + 1) if words_here else (0, 0))
             # Distances are counted from the window's first word and to its last one (the words at a cut),
             # not from its first piece: a window may open with non-word pieces (newlines, a bare "▁").
-            left, right = (
-                (word_pieces[words_here[0]][0], word_pieces[words_here[-1]][1])
-                if words_here
-                else (start, end)
-            )
-            window_edges.append(
-                (float("-inf") if u0 == 0 else left, float("inf") if u1 == len(units) else right)
-            )
+            left, right = ((word_pieces[words_here[0]][0], word_pieces[words_here[-1]][1]) if words_here
+                           else (start, end))
+            window_edges.append((float("-inf") if u0 in ends else left,
+                                 float("inf") if u1 in ends else right))
         report.windows = len(windows)
         return EncodedDocument(
             doc.id, word_offsets, word_labels, windows, window_words, window_edges, word_pieces, report
@@ -384,8 +451,11 @@ class Encoder:
         word_labels: list[list[int]],
         start: int,
         end: int,
+        left_context: list[int] = (),
+        right_context: list[int] = (),
     ) -> dict:
-        """One window over pieces [start, end): ids with special tokens, labels, word_ids."""
+        """One window over pieces [start, end): ids with special tokens, labels, word_ids; with the ids of
+        ``left_context`` and ``right_context`` around them (no labels, no words; ``context_mask`` 1)."""
         ignore = [IGNORE_INDEX] * self.labels.num_channels
         labels, word_ids, starts = [], [], []
         for p in range(start, end):
@@ -407,18 +477,24 @@ class Encoder:
             labels[starts[0]] = self._retag(labels[starts[0]], self._window_start_ids)
             if self.scheme == "BIOES":
                 labels[starts[-1]] = self._retag(labels[starts[-1]], self._window_end_ids)
-        n_prefix, n_suffix = len(self.prefix_ids), len(self.suffix_ids)
+        before = len(self.prefix_ids) + len(left_context)  # positions before the own pieces
+        after = len(right_context) + len(self.suffix_ids)
+        text = [*left_context, *ids[start:end], *right_context]
         window = {
             "doc_id": doc_id,
             "window": index,
-            "input_ids": self.prefix_ids + ids[start:end] + self.suffix_ids,
-            "attention_mask": [1] * (n_prefix + end - start + n_suffix),
+            "input_ids": self.prefix_ids + text + self.suffix_ids,
+            "attention_mask": [1] * (before + end - start + after),
         }
         if self.use_token_type_ids:
             prefix_type, text_type, suffix_type = self.type_ids
-            window["token_type_ids"] = prefix_type + [text_type] * (end - start) + suffix_type
-        window["labels"] = [ignore] * n_prefix + labels + [ignore] * n_suffix
-        window["word_ids"] = [NO_WORD] * n_prefix + word_ids + [NO_WORD] * n_suffix
+            window["token_type_ids"] = prefix_type + [text_type] * len(text) + suffix_type
+        window["labels"] = [ignore] * before + labels + [ignore] * after
+        window["word_ids"] = [NO_WORD] * before + word_ids + [NO_WORD] * after
+        if self.context:
+            window["context_mask"] = ([0] * len(self.prefix_ids) + [1] * len(left_context)
+                                      + [0] * (end - start) + [1] * len(right_context)
+                                      + [0] * len(self.suffix_ids))
         return window
 
     @staticmethod
@@ -558,13 +634,14 @@ def collate(windows: Sequence[dict], pad_token_id: int) -> dict[str, torch.Tenso
         pad_token_id: the tokenizer's pad id.
 
     Returns:
-        input_ids, attention_mask, word_ids (batch, seq_len); token_type_ids if present; labels (batch,
-        seq_len, num_channels). Padding: pad_token_id, 0, -1, 0, -100.
+        input_ids, attention_mask, word_ids (batch, seq_len); token_type_ids and context_mask if present;
+        labels (batch, seq_len, num_channels). Padding: pad_token_id, 0, -1, 0, 0, -100.
     """
     if not windows:
         raise ValueError("collate got an empty batch")
     length = max(len(w["input_ids"]) for w in windows)
-    pads = {"input_ids": pad_token_id, "attention_mask": 0, "token_type_ids": 0, "word_ids": NO_WORD}
+    pads = {"input_ids": pad_token_id, "attention_mask": 0, "token_type_ids": 0, "word_ids": NO_WORD,
+            "context_mask": 0}
     batch = {}
     for key, pad in pads.items():
         if key in windows[0]:
@@ -697,6 +774,60 @@ def _pack(units: list[tuple[int, int]], capacity: int, stride: int) -> list[tupl
             next_u0 -= 1
             overlap += sizes[next_u0]
         u0 = next_u0
+
+
+def _pack_own(units: list[tuple[int, int]], capacity: int, breaks: list[int]) -> list[tuple[int, int]]:
+    """[u0, u1) unit ranges of the windows' own words when windows carry context: consecutive, each as many
+    units as fit in ``capacity`` pieces (one unit at least), ending before the last line break (``breaks``:
+    sorted unit indices that follow one) within reach, if any."""
+    if not units:
+        return [(0, 0)]
+    sizes = [end - start for start, end in units]
+    ranges = []
+    u0 = 0
+    while u0 < len(units):
+        u1, size = u0, 0
+        while u1 < len(units) and size + sizes[u1] <= capacity:
+            size += sizes[u1]
+            u1 += 1
+        u1 = max(u1, u0 + 1)  # a unit longer than the own part: alone, with less context (see _encode)
+        if u1 < len(units):
+            reachable = bisect.bisect_right(breaks, u1) - 1  # the last break at or before u1
+            if reachable >= 0 and breaks[reachable] > u0:
+                u1 = breaks[reachable]
+        ranges.append((u0, u1))
+        u0 = u1
+    return ranges
+
+
+def _line_breaks(text: str, pieces: _Pieces) -> list[int]:
+    """Sorted indices of the units whose word comes after a line break in ``text`` (from the previous
+    unit's last word piece to this unit's first)."""
+    breaks = []
+    previous_end = None  # character where the previous unit's last word piece ends
+    for u, (start, end) in enumerate(pieces.units):
+        inside = [p for p in range(start, end) if pieces.in_word[p]]
+        if not inside:
+            continue
+        if previous_end is not None and "\n" in text[previous_end : pieces.offsets[inside[0]][0]]:
+            breaks.append(u)
+        previous_end = pieces.offsets[inside[-1]][1]
+    return breaks
+
+
+def _context(sources: list[tuple[list[int], list[tuple[int, int]]]], budget: int,
+             direction: int) -> list[int]:
+    """Up to ``budget`` ids of whole units, nearest first: ``sources`` are (ids, units) from the nearest on,
+    read backwards (``direction`` -1, the context before a window) or forwards (1, after it)."""
+    taken: list[list[int]] = []
+    size = 0
+    for ids, units in sources:
+        for start, end in (reversed(units) if direction < 0 else units):
+            if size + end - start > budget:
+                return [i for unit in (reversed(taken) if direction < 0 else taken) for i in unit]
+            taken.append(ids[start:end])
+            size += end - start
+    return [i for unit in (reversed(taken) if direction < 0 else taken) for i in unit]
 
 
 def _trim(text: str, start: int, end: int) -> tuple[int, int]:
