@@ -40,6 +40,10 @@ class DataConfig:
     #   special tokens included; None = backbone limit (<= 512)
     stride: int | None = None  # overlap between consecutive
     #   windows, in subwords; None = a quarter of the window
+    context: int = 0  # subwords of unlabelled context on each side of a window's own words (one
+    #   line each): the neighbouring text of the document, then of its group (consecutive documents with
+    #   the same meta "document", e.g. a JSONL "document" key); 0 = none (windows overlap by data.stride
+    #   instead); 2 x context < max_length
     label_all_subwords: bool = False  # label continuation subwords too (I- of their word) instead of -100
     dev_fraction: float = 0.0  # carve a dev set from train (by document, seeded) when no dev corpus is given
 
@@ -316,6 +320,7 @@ _BOOLEAN_TEXT = {"true": True, "false": False, "yes": True, "no": False, "1": Tr
 RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "data.max_length": (8, None, True, True),
     "data.stride": (0, None, True, True),
+    "data.context": (0, None, True, True),
     "data.dev_fraction": (0.0, 1.0, True, False),
     **{f"model.{name}": (*setting.bounds, True, False) for name, setting in HEAD_SETTINGS.items()
        if setting.bounds},
@@ -364,6 +369,9 @@ def _validate(config: Config, source: str) -> None:
         raise ConfigError(
             f"{source}: data.stride ({data.stride}) must be smaller than data.max_length ({data.max_length})"
         )
+    if data.max_length is not None and 2 * data.context >= data.max_length:
+        raise ConfigError(f"{source}: data.context ({data.context}) must leave room for a window's own"
+                          f" words: twice it must be smaller than data.max_length ({data.max_length})")
     for entity_type, value in (config.model.type_thresholds or {}).items():
         if not 0.0 < value < 1.0:
             raise ConfigError(

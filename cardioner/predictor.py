@@ -97,7 +97,8 @@ class Predictor:
                                    config.backbone_config or {}, "of this model")
         stride = window_stride(stride if stride is not None else windows.get("stride"), max_length)
         encoder = Encoder(tokenizer, model_labels(config), max_length=max_length, stride=stride,
-                          label_all_subwords=bool(windows.get("label_all_subwords", False)))
+                          label_all_subwords=bool(windows.get("label_all_subwords", False)),
+                          context=int(windows.get("context", 0)))
         return cls(model, encoder, batch_size)
 
     def with_batch_size(self, batch_size: int) -> Predictor:

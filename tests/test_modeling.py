@@ -117,16 +117,18 @@ def test_softmax_loss_of_a_batch_without_labelled_words_is_zero_not_nan(backbone
 
 @pytest.mark.parametrize("model_class", [TokenClassificationModel, TokenClassificationModelCRF])
 def test_context_pieces_are_in_no_word_carry_no_loss_and_get_no_tag(backbone, model_class):
-    """A window's context (``context_mask``: neighbouring sentences): the backbone reads it, but it is in no
-    word. Labels there are ignored even when given, decode returns the other words only, and their tags are the
-    decoder's over their own emissions alone (the CRF's chain and the constrained Viterbi skip the context)."""
+    """A window's context (``context_mask``: neighbouring sentences): the backbone reads it, but it is in
+    no word. Labels there are ignored even when given, decode returns the other words only, and their tags
+    are the decoder's over their own emissions alone (the CRF's chain and the constrained Viterbi skip the
+    context)."""
     path, tokenizer = backbone
     torch.manual_seed(0)
     model = model_class.from_backbone(str(path), tokenizer, ID2LABEL, classifier_dropout=0.0).eval()
     encoding, labels, words = batch_with_labels(model, tokenizer)
     context = torch.zeros_like(encoding["input_ids"])
     for row, third_word in enumerate(words.positions[:, 2].tolist()):
-        context[row, 1:third_word] = 1  # the first two words (context ends where a word starts, as the encoder's)
+        # the first two words (context ends where a word starts, as the encoder's)
+        context[row, 1:third_word] = 1
     assert (words.word_start & context.bool()).any()  # context that would hold labelled words
     own = model.words(encoding["input_ids"], encoding["attention_mask"], context)
     assert not (own.in_word & context.bool()).any()

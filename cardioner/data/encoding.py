@@ -14,9 +14,9 @@ cut into window-sized pieces, each of which becomes a word of its own (counted i
 ``EncodingReport.split_words``). The model sees exactly that, since a window's first piece always starts a
 word; nothing is ever truncated.
 
-Context (``context`` > 0, ``data.context``): windows no longer overlap. Each holds its *own* words — whole
-units packed up to ``max_length - 2 * context`` subwords, ending at a line break (between sentences, in CoNLL
-text) when one is within reach — and on each side up to ``context`` subwords of the text around them, whole
+Context (``context`` > 0, ``data.context``): windows no longer overlap. Each holds its *own* words — one
+line of the text (a sentence, in CoNLL text), or as many of its units as fit in ``max_length - 2 * context``
+subwords when the line is longer — and on each side up to ``context`` subwords of the text around them, whole
 units: the rest of the document, then the neighbouring documents of the same group (consecutive documents
 whose ``meta["document"]`` is the same, e.g. the sentences of one article read from JSONL). Context pieces
 carry no label (-100), belong to no word (``word_ids`` -1) and are marked in the window's ``context_mask``, so
@@ -47,7 +47,6 @@ them, come back joined: the window labels cannot tell them from one entity cut i
 
 from __future__ import annotations
 
-import bisect
 import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -777,26 +776,23 @@ def _pack(units: list[tuple[int, int]], capacity: int, stride: int) -> list[tupl
 
 
 def _pack_own(units: list[tuple[int, int]], capacity: int, breaks: list[int]) -> list[tuple[int, int]]:
-    """[u0, u1) unit ranges of the windows' own words when windows carry context: consecutive, each as many
-    units as fit in ``capacity`` pieces (one unit at least), ending before the last line break (``breaks``:
-    sorted unit indices that follow one) within reach, if any."""
+    """[u0, u1) unit ranges of the windows' own words when windows carry context: consecutive, one line each
+    (``breaks``: sorted indices of the units that follow a line break), a line longer than ``capacity`` pieces
+    cut into as many units as fit (one unit at least)."""
     if not units:
         return [(0, 0)]
     sizes = [end - start for start, end in units]
     ranges = []
-    u0 = 0
-    while u0 < len(units):
-        u1, size = u0, 0
-        while u1 < len(units) and size + sizes[u1] <= capacity:
-            size += sizes[u1]
-            u1 += 1
-        u1 = max(u1, u0 + 1)  # a unit longer than the own part: alone, with less context (see _encode)
-        if u1 < len(units):
-            reachable = bisect.bisect_right(breaks, u1) - 1  # the last break at or before u1
-            if reachable >= 0 and breaks[reachable] > u0:
-                u1 = breaks[reachable]
-        ranges.append((u0, u1))
-        u0 = u1
+    for line_start, line_end in zip([0, *breaks], [*breaks, len(units)], strict=True):
+        u0 = line_start
+        while u0 < line_end:
+            u1, size = u0, 0
+            while u1 < line_end and size + sizes[u1] <= capacity:
+                size += sizes[u1]
+                u1 += 1
+            u1 = max(u1, u0 + 1)  # a unit longer than the own part: alone, with less context (see _encode)
+            ranges.append((u0, u1))
+            u0 = u1
     return ranges
 
 

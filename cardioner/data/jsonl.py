@@ -13,6 +13,10 @@ CorpusError rather than give a document without its spans (a scalar ``"label"``,
 annotation); a ``null`` value counts as absent (Arrow fills missing optional fields with it). A record without
 ``"id"`` gets ``NAME#n`` (n = its line number). Errors name the file and the record (line) number.
 
+Any form may say which document a record belongs to: ``"document"`` (a string or an integer; read into
+``meta["document"]``, written back at the top level). A corpus of sentences gives each sentence's record the
+id of its article; consecutive records of one document then lend each other context (``data.context``).
+
 Numbers follow ``cardioner.values``: offsets are JSON integers (``5``, never ``"5"``, ``5.0`` or ``0.9``), no
 ``Infinity``/``NaN``, nothing beyond 2**63. A span with ``fragments`` may also give ``start``/``end``; they
 must then be the first fragment's start and the last one's end. A span's ``"text"``, when given, must be what
@@ -300,6 +304,22 @@ def check_meta(meta: Any, text: str, num_spans: int, where: str | Path | None, r
     return meta
 
 
+def _document_key(record: dict, where: str | Path | None, record_no: int | None) -> str | None:
+    """The document a record belongs to (its ``"document"``, or its meta's), as text; None when not given.
+
+    Consecutive records of one document lend each other context (``data.context``)."""
+    meta = record.get("meta") if isinstance(record.get("meta"), dict) else {}
+    values = [value for value in (record.get("document"), meta.get("document")) if value is not None]
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
+            raise CorpusError(f"'document' must be a non-empty string (or an integer), got {value!r:.80}",
+                              where, record_no)
+    if len({str(value) for value in values}) > 1:
+        raise CorpusError(f"'document' {values[0]!r:.40} and meta.document {values[1]!r:.40} differ", where,
+                          record_no)
+    return str(values[0]) if values else None
+
+
 def record_to_document(
     record: Any, default_id: str, report: ReadReport, label_names: Sequence[str] | None = None,
     where: str | Path | None = None, record_no: int | None = None, span_errors: str = "error",
@@ -340,13 +360,17 @@ def record_to_document(
             f"'id' must be a non-empty string (or an integer), got {doc_id!r:.80}", where, record_no
         )
     doc_id = default_id if doc_id is None else str(doc_id)
+    group = _document_key(record, where, record_no)
     word_tags = record.get("ner_tags", record.get("tags") if "tokens" in record else None)
     if "tokens" in record and (word_tags is not None or "text" not in record):
         if "spans" in record:
             raise CorpusError(
                 "record has both 'spans' and 'tokens' + 'ner_tags'; give one of them", where, record_no
             )
-        return _tokens_document(record, doc_id, word_tags, report, label_names, where, record_no)
+        doc = _tokens_document(record, doc_id, word_tags, report, label_names, where, record_no)
+        if group is not None:
+            doc.meta["document"] = group
+        return doc
     if "ner_tags" in record:
         raise CorpusError(f"record has 'ner_tags' but no 'tokens' to put them on (keys: {sorted(record)})",
                           where, record_no)
@@ -362,6 +386,8 @@ def record_to_document(
         raise CorpusError(f"{'spans' if label_key == 'label' else 'tags'} must be a list, got {items!r:.80}",
                           where, record_no)
     meta = check_meta(record.get("meta"), text, len(items), where, record_no, report)
+    if group is not None:
+        meta["document"] = group
     text_missing = bool(meta.get("text_missing"))
     read = [
         _span_from_item(item, label_key, text, doc_id, where, record_no, report, text_missing, span_errors)
@@ -422,8 +448,8 @@ def read_jsonl(path: str | Path, report: ReadReport | None = None, label_names: 
 
 
 def document_to_record(doc: Document) -> dict:
-    """The JSON object written for ``doc``: id, text, spans
-    (with fragments when discontinuous), meta if any."""
+    """The JSON object written for ``doc``: id, text, spans (with fragments when discontinuous), the
+    document it belongs to and meta, if any."""
     spans = []
     for span, string in zip(doc.spans, span_strings(doc), strict=True):
         item: dict = {"start": span.start, "end": span.end, "label": span.label}
@@ -433,8 +459,11 @@ def document_to_record(doc: Document) -> dict:
             item["text"] = string
         spans.append(item)
     record: dict = {"id": doc.id, "text": doc.text, "spans": spans}
-    if doc.meta:
-        record["meta"] = doc.meta
+    meta = {key: value for key, value in doc.meta.items() if key != "document"}
+    if "document" in doc.meta:
+        record["document"] = doc.meta["document"]
+    if meta:
+        record["meta"] = meta
     return record
 
 

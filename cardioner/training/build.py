@@ -91,6 +91,7 @@ def build_encoder(config: Config, labels: LabelSet) -> Encoder:
         max_length=max_length,
         stride=window_stride(config.data.stride, max_length),
         label_all_subwords=config.data.label_all_subwords,
+        context=config.data.context,
     )
 
 
@@ -142,7 +143,8 @@ def build_model(config: Config, labels: LabelSet, encoder: Encoder, train_window
     )
     model.config.cardioner_labels = labels.to_config()
     model.config.cardioner_windows = {"max_length": encoder.max_length, "stride": encoder.stride,
-                                      "label_all_subwords": encoder.label_all_subwords}
+                                      "label_all_subwords": encoder.label_all_subwords,
+                                      "context": encoder.context}
     return model
 
 

@@ -204,3 +204,39 @@ def test_entities_of_one_type_on_either_side_of_a_line_break_stay_two(scheme):
     assert "heparin" in first_words  # a window's own words start right after the line break
     predictions = [window_word_labels(window) for window in encoded.windows]
     assert encoder.decode_document(encoded, predictions) == sorted(doc.spans)
+
+
+def test_jsonl_records_say_which_document_they_belong_to(tmp_path):
+    from cardioner.data import write_corpus
+    from cardioner.errors import CorpusError
+
+    path = tmp_path / "sentences.jsonl"
+    path.write_text('{"id": "s1", "text": "Aspirin was given.", "document": "pmid1", "spans": []}\n'
+                    '{"id": "s2", "tokens": ["No", "fever"], "ner_tags": ["O", "O"], "document": 7}\n'
+                    '{"id": "s3", "text": "Heparin.", "meta": {"document": "pmid2"}}\n'
+                    '{"id": "s4", "text": "Alone."}\n', encoding="utf-8")
+    docs, _ = read_corpus(path)
+    assert [doc.meta.get("document") for doc in docs] == ["pmid1", "7", "pmid2", None]
+    write_corpus(docs, tmp_path / "again.jsonl", to="jsonl")
+    again, _ = read_corpus(tmp_path / "again.jsonl")
+    assert [doc.meta.get("document") for doc in again] == ["pmid1", "7", "pmid2", None]
+    assert '"document": "pmid1"' in (tmp_path / "again.jsonl").read_text(encoding="utf-8")
+    for bad, message in (('"document": ""', "'document' must be a non-empty string"),
+                         ('"document": true', "'document' must be a non-empty string"),
+                         ('"document": "a", "meta": {"document": "b"}',
+                          "'document' 'a' and meta.document 'b' differ")):
+        (tmp_path / "bad.jsonl").write_text('{"id": "x", "text": "t", ' + bad + '}\n', encoding="utf-8")
+        with pytest.raises(CorpusError, match=message):
+            read_corpus(tmp_path / "bad.jsonl")
+
+
+def test_data_context_is_a_config_key_checked_against_the_window():
+    from cardioner.config import load_config
+    from cardioner.errors import ConfigError
+
+    assert load_config(None, {"data.context": "64"}).data.context == 64
+    assert load_config(None, {}).data.context == 0
+    with pytest.raises(ConfigError, match=r"data.context must be >= 0, got -1"):
+        load_config(None, {"data.context": -1})
+    with pytest.raises(ConfigError, match=r"data.context \(64\) must leave room .* data.max_length \(128\)"):
+        load_config(None, {"data.context": 64, "data.max_length": 128})

@@ -1,0 +1,187 @@
+"""Document context on CoNLL-2003: sentences alone, document windows, and sentences with context.
+
+Each system trains cardioner with the same backbone, epochs, learning rate, batch size (windows) and seed, on
+the same training sentences, and is scored by the same span scorer (exact match, micro F1) on the test set:
+
+- ``sentences``: every sentence is a document of its own (no context at all: what the Trainer recipe and
+  Flair without FLERT see);
+- ``windows``: the -DOCSTART- documents as the CoNLL reader builds them, cut into overlapping windows of
+  ``--max-length`` subwords (``data.context`` 0, the default; windows hold many sentences, so an epoch has far
+  fewer, larger batches);
+- ``context=N``: the documents with ``data.context`` N: one window per sentence (as ``sentences``, so the same
+  number of optimiser steps), each carrying up to N subwords of the text on either side, unlabelled.
+
+Prints one JSON object. ``--aggregate`` merges several runs' JSON files (one per seed) into mean ± sd per
+system and the paired difference of each system from ``sentences``.
+
+    python benchmarks/context.py --train-limit 3000 --epochs 1 --systems sentences,windows,context=64 > c.json
+    python benchmarks/context.py --aggregate c42.json c1.json c2.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "conll2003"
+
+
+def cut_document(doc, num_sentences: int):
+    """``doc`` up to the end of its first ``num_sentences`` sentences (text, spans, token meta)."""
+    from cardioner.data import Document
+
+    sentences = doc.meta["sentences"][:num_sentences]
+    tokens = doc.meta["tokens"][: sentences[-1][1]]
+    end = tokens[-1][1] if tokens else 0
+    meta = {**doc.meta, "tokens": tokens, "sentences": sentences}
+    return Document(doc.id, doc.text[:end], [s for s in doc.spans if s.end <= end], meta)
+
+
+def first_sentences(docs: list, limit: int) -> list:
+    """The documents holding the first ``limit`` sentences, in order (the last one cut); all when 0."""
+    if not limit:
+        return docs
+    kept, count = [], 0
+    for doc in docs:
+        if count >= limit:
+            break
+        take = min(len(doc.meta["sentences"]), limit - count)
+        kept.append(doc if take == len(doc.meta["sentences"]) else cut_document(doc, take))
+        count += take
+    return kept
+
+
+def sentence_documents(docs: list) -> list:
+    """Every sentence of ``docs`` as a document of its own (offsets moved, spans kept)."""
+    from cardioner.data import Document, Span
+
+    result = []
+    for doc in docs:
+        tokens = doc.meta["tokens"]
+        for n, (first, last) in enumerate(doc.meta["sentences"]):
+            if last <= first:
+                continue
+            start, end = tokens[first][0], tokens[last - 1][1]
+            spans = [Span(s.start - start, s.end - start, s.label) for s in doc.spans
+                     if start <= s.start and s.end <= end]
+            result.append(Document(f"{doc.id}/{n}", doc.text[start:end], spans,
+                                   {"tokens": [[a - start, b - start] for a, b in tokens[first:last]],
+                                    "sentences": [[0, last - first]]}))
+    return result
+
+
+def count_sentences(docs: list) -> int:
+    return sum(len(doc.meta["sentences"]) for doc in docs)
+
+
+def run_system(name: str, args, train_docs: list, test_docs: list) -> dict:
+    from cardioner.config import load_config
+    from cardioner.training import ModelTrainer
+
+    context = int(name.split("=", 1)[1]) if name.startswith("context=") else 0
+    if name == "sentences":
+        train_docs, test_docs = sentence_documents(train_docs), sentence_documents(test_docs)
+    overrides = {"model.model": args.model, "data.max_length": args.max_length, "data.context": context,
+                 "training.epochs": args.epochs, "training.batch_size": args.batch_size,
+                 "training.lr": args.lr, "training.seed": args.seed, "training.patience": 0}
+    overrides.update(dict(item.split("=", 1) for item in args.set))
+    config = load_config(None, overrides)
+    trainer = ModelTrainer(config)
+    started = time.perf_counter()
+    result = trainer.train(list(train_docs), None, list(test_docs))
+    seconds = time.perf_counter() - started
+    test = result.test_metrics
+    corpora = trainer.corpora
+    windows = {corpus.name: len(corpus.windows) for corpus in (corpora.train, corpora.test) if corpus}
+    return {
+        "system": name, "context": context, "test_f1": round(100 * test["micro"]["f1"], 2),
+        "precision": round(100 * test["micro"]["precision"], 2),
+        "recall": round(100 * test["micro"]["recall"], 2),
+        "per_type_f1": {t: round(100 * v["f1"], 2) for t, v in sorted(test["per_type"].items())},
+        "train_seconds": round(result.train_seconds, 1), "total_seconds": round(seconds, 1),
+        "train_windows_per_second": round(result.train_samples_per_second, 2),
+        "optimizer_steps": result.history[-1]["global_step"] if result.history else None,
+        "windows": windows,
+        "train_loss": round(result.history[-1]["train_loss"], 4) if result.history else None,
+    }
+
+
+def aggregate(paths: list[str]) -> dict:
+    """Mean ± sd of test F1 per system over runs (one JSON file per seed), and each system's paired
+    difference from ``sentences`` (same seed)."""
+    runs = [json.loads(Path(path).read_text(encoding="utf-8")) for path in paths]
+    by_system: dict[str, dict[int, float]] = {}
+    for run in runs:
+        for row in run["systems"]:
+            by_system.setdefault(row["system"], {})[run["seed"]] = row["test_f1"]
+    summary = {}
+    for system, scores in by_system.items():
+        values = list(scores.values())
+        row = {"seeds": sorted(scores), "test_f1": values, "mean": round(statistics.mean(values), 2),
+               "sd": round(statistics.stdev(values), 2) if len(values) > 1 else None}
+        base = by_system.get("sentences", {})
+        paired = [scores[seed] - base[seed] for seed in scores if seed in base]
+        if system != "sentences" and paired:
+            row["minus_sentences"] = {
+                "values": [round(v, 2) for v in paired], "mean": round(statistics.mean(paired), 2),
+                "sd": round(statistics.stdev(paired), 2) if len(paired) > 1 else None,
+                "wins": sum(v > 0 for v in paired), "losses": sum(v < 0 for v in paired)}
+        summary[system] = row
+    return {"runs": paths, "systems": summary}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", type=Path, default=DATA,
+                        help="the CoNLL-2003 folder (train.txt, test.txt)")
+    parser.add_argument("--systems", default="sentences,windows,context=64")
+    parser.add_argument("--train-limit", type=int, default=0, help="first N training sentences (0: all)")
+    parser.add_argument("--test-limit", type=int, default=0, help="first N test sentences (0: all)")
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (on a shared CPU, 1)")
+    parser.add_argument("--set", action="append", default=[], help="KEY=VALUE: a cardioner config override")
+    parser.add_argument("--aggregate", nargs="+",
+                        help="JSON files of earlier runs: print mean ± sd per system")
+    args = parser.parse_args()
+    if args.aggregate:
+        print(json.dumps(aggregate(args.aggregate), indent=2))
+        return
+
+    import torch
+
+    from cardioner.data import read_corpus
+
+    torch.set_num_threads(args.threads)
+    train, _ = read_corpus(args.data_dir / "train.txt")
+    test, _ = read_corpus(args.data_dir / "test.txt")
+    train, test = first_sentences(train, args.train_limit), first_sentences(test, args.test_limit)
+    report = {"benchmark": "context", "corpus": str(args.data_dir),
+              "train_sentences": count_sentences(train), "train_documents": len(train),
+              "test_sentences": count_sentences(test), "test_documents": len(test),
+              "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+              "max_length": args.max_length, "seed": args.seed, "threads": args.threads,
+              "overrides": args.set, "model": args.model,
+              "machine": {"python": sys.version.split()[0], "torch": torch.__version__,
+                          "cpus": os.cpu_count(), "platform": platform.platform()},
+              "systems": []}
+    for name in args.systems.split(","):
+        print(f"context benchmark: {name}", file=sys.stderr)
+        report["systems"].append(run_system(name.strip(), args, train, test))
+        print(json.dumps(report["systems"][-1]), file=sys.stderr)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
