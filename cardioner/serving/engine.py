@@ -46,7 +46,8 @@ class ModelInfo:
         decoder: "crf" (Viterbi), "constrained" (Viterbi under the tag scheme's rules), "argmax" or "sigmoid"
             (multi-label: a threshold per type).
         max_length: window size in subwords.
-        stride: subwords shared by consecutive windows.
+        stride: subwords shared by consecutive windows (without context).
+        context: subwords of context on each side of a window's own words (``data.context``; 0: none).
         exported_with: the cardioner version that wrote the export.
         card: the model card's metadata (its YAML front matter), {} when it has none.
     """
@@ -58,6 +59,7 @@ class ModelInfo:
     decoder: str
     max_length: int
     stride: int
+    context: int
     exported_with: str | None
     card: dict
 
@@ -100,6 +102,7 @@ class Engine:
             decoder=decoder,
             max_length=self.predictor.encoder.max_length,
             stride=self.predictor.encoder.stride,
+            context=self.predictor.encoder.context,
             exported_with=getattr(config, "cardioner_version", None),
             card=card_metadata(self.model_dir),
         )
