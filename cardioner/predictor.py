@@ -33,6 +33,7 @@ from cardioner import processes
 from cardioner.backbone import window_length, window_stride
 from cardioner.data.document import Document
 from cardioner.data.encoding import NO_WORD, EncodedCorpus, EncodedDocument, Encoder, collate
+from cardioner.errors import ConfigError
 from cardioner.evaluation import corpus_scores
 from cardioner.labels import LabelSet
 
@@ -96,9 +97,17 @@ class Predictor:
         max_length = window_length(max_length or windows.get("max_length"), tokenizer,
                                    config.backbone_config or {}, "of this model")
         stride = window_stride(stride if stride is not None else windows.get("stride"), max_length)
-        encoder = Encoder(tokenizer, model_labels(config), max_length=max_length, stride=stride,
-                          label_all_subwords=bool(windows.get("label_all_subwords", False)),
-                          context=int(windows.get("context", 0)))
+        context = int(windows.get("context", 0))
+        try:
+            encoder = Encoder(tokenizer, model_labels(config), max_length=max_length, stride=stride,
+                              label_all_subwords=bool(windows.get("label_all_subwords", False)),
+                              context=context)
+        except ValueError as error:
+            if not context:
+                raise
+            raise ConfigError(f"this model reads {context} subwords of context on each side of a window's "
+                              f"own words (its data.context); data.max_length {max_length} leaves no room "
+                              f"for them ({error})") from error
         return cls(model, encoder, batch_size)
 
     def with_batch_size(self, batch_size: int) -> Predictor:
@@ -179,15 +188,16 @@ class Predictor:
     def predict(self, documents: Iterable[Document],
                 chunk_size: int = DEFAULT_CHUNK_DOCUMENTS) -> Iterator[Document]:
         """Documents with predicted spans, in input order (windows merged: each word from its most central
-        window). ``documents`` is read lazily, ``chunk_size`` documents at a time.
+        window). ``documents`` is read lazily, ``chunk_size`` documents at a time; with context
+        (``data.context``) a chunk ends with a whole group (consecutive documents of one
+        ``meta["document"]``), so that a document reads the same context however the input is chunked.
 
         Yields:
             Document(id, text, predicted spans, {"source": the input's meta "path"}) per input document.
         """
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        documents = iter(documents)
-        while chunk := list(itertools.islice(documents, chunk_size)):
+        for chunk in _chunks(documents, chunk_size, whole_groups=self.encoder.context > 0):
             encoded, _ = self.encoder.encode(chunk)
             predictions = self.predict_windows(encoded)
             for doc, enc, tags in zip(chunk, encoded, predictions.tags, strict=True):
@@ -211,6 +221,22 @@ class Predictor:
         scores = corpus_scores(corpus.documents, predicted, gold_tags if use_tags else None,
                                predicted_tags if use_tags else None)
         return Evaluation(predictions.loss, scores, predicted)
+
+
+def _chunks(documents: Iterable[Document], size: int, whole_groups: bool) -> Iterator[list[Document]]:
+    """``documents`` in lists of ``size``; with ``whole_groups``, each list runs on to the end of the group
+    (same ``meta["document"]``) of its last document."""
+    documents = iter(documents)
+    held: list[Document] = []  # the first document of the next chunk, read while finishing a group
+    while chunk := held + list(itertools.islice(documents, size - len(held))):
+        held = []
+        group = chunk[-1].meta.get("document") if whole_groups else None
+        while group is not None and (following := next(documents, None)) is not None:
+            if following.meta.get("document") != group:
+                held = [following]
+                break
+            chunk.append(following)
+        yield chunk
 
 
 def model_labels(config) -> LabelSet:

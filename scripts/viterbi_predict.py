@@ -22,6 +22,11 @@ Windows are cut exactly as ``cardioner predict`` cuts them, so both give the sam
 model's own word segmentation (its ``token_classes`` buffer and ``word_start_mask``), each window holds whole
 words plus the special tokens, consecutive windows share at most ``--stride`` subwords, and a word longer than
 a window is cut into window-sized words. Windows are batched in the same order (sorted by length) too.
+
+A model trained with document context (``data.context`` N in its config) reads its windows as it was
+trained: each window's own words are one line of the text (a sentence), with up to N subwords of the text
+around them on each side, unlabelled (``context_mask``): the rest of the document, then the neighbouring
+JSONL records of the same ``"document"``. Context is read, never tagged: spans come from own words only.
 """
 
 from __future__ import annotations
@@ -46,9 +51,10 @@ def read_text(path: Path) -> str:
     return path.read_bytes().decode("utf-8")
 
 
-def read_documents(path: Path) -> list[tuple[str, str]]:
-    """(id, text) pairs from a ``.txt`` file, a folder of ``.txt``
-    files, or JSONL with ``id`` and ``text``."""
+def read_documents(path: Path) -> list[tuple[str, str, str | None]]:
+    """(id, text, group) of each document of a ``.txt`` file, a folder of ``.txt`` files, or JSONL with
+    ``id``, ``text`` and, optionally, ``document`` (the group: consecutive records of one document lend each
+    other context); the group of a file is None."""
     if not path.exists():
         raise SystemExit(f"error: --input {path}: no such file or folder")
     if path.is_file() and path.suffix in (".jsonl", ".json"):
@@ -59,15 +65,21 @@ def read_documents(path: Path) -> list[tuple[str, str]]:
             record = json.loads(line)
             if not isinstance(record, dict) or not isinstance(record.get("text"), str):
                 raise SystemExit(f"error: {path}:{line_no}: expected an object with a string 'text'")
-            doc_id = record.get("id")
-            documents.append((f"{path.stem}#{line_no}" if doc_id is None else str(doc_id), record["text"]))
+            doc_id, group = record.get("id"), record.get("document")
+            if group is not None and (isinstance(group, bool) or not isinstance(group, (str, int))
+                                      or group == ""):
+                raise SystemExit(
+                    f"error: {path}:{line_no}: 'document' must be a non-empty string or an integer"
+                )
+            documents.append((f"{path.stem}#{line_no}" if doc_id is None else str(doc_id), record["text"],
+                              None if group is None else str(group)))
         return documents
     if path.is_file():
-        return [(path.stem, read_text(path))]
+        return [(path.stem, read_text(path), None)]
     files = sorted(path.rglob("*.txt"))
     if not files:
         raise SystemExit(f"error: --input {path}: no .txt files in the folder")
-    return [(f.relative_to(path).as_posix()[: -len(".txt")], read_text(f)) for f in files]
+    return [(f.relative_to(path).as_posix()[: -len(".txt")], read_text(f), None) for f in files]
 
 
 # --------------------------------------------------------------------------------------------- windows
@@ -78,10 +90,11 @@ class Windower:
         model: the loaded model (its ``token_classes`` buffer and module's ``word_start_mask`` define words).
         tokenizer: the model folder's fast tokenizer.
         max_length: window size in subwords, special tokens included.
-        stride: most subwords two consecutive windows share.
+        stride: most subwords two consecutive windows share (without context).
+        context: subwords of context on each side of a window's own words (0: none; windows then overlap).
     """
 
-    def __init__(self, model, tokenizer, max_length: int, stride: int):
+    def __init__(self, model, tokenizer, max_length: int, stride: int, context: int = 0):
         self.word_start_mask = sys.modules[type(model).__module__].word_start_mask  # the exported modeling.py
         self.token_classes = model.token_classes.cpu()  # shape: (vocab_size,)
         self.tokenizer = tokenizer
@@ -102,29 +115,63 @@ class Windower:
                 f"error: --stride {stride} must be >= 0 and < the {self.capacity} text subwords of a "
                 f"window of --max-length {max_length}"
             )
+        self.context = context
+        if not 0 <= 2 * context < self.capacity:
+            raise SystemExit(
+                f"error: this model reads {context} subwords of context on each side of a window's own "
+                f"words; a window of --max-length {max_length} ({self.capacity} text subwords) leaves no "
+                f"room for them"
+            )
 
-    def __call__(self, text: str) -> dict:
-        """Words (character spans, piece ranges) and windows (ids; first/end piece; edges) of one text."""
+    def pieces(self, text: str) -> dict:
+        """A text's subwords: ids, character offsets, which are in and start words, and its units."""
         encoding = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         ids, offsets = encoding["input_ids"], encoding["offset_mapping"]
         in_word, word_start = self._segment(ids)
         units = self._split_long_units(whole_word_units(in_word, word_start), in_word, word_start)
-        words = word_piece_ranges(in_word, word_start)
+        return {"text": text, "ids": ids, "offsets": offsets, "in_word": in_word, "word_start": word_start,
+                "units": units}
+
+    def __call__(self, pieces: dict, before: list[dict] = (), after: list[dict] = ()) -> dict:
+        """Words (character spans, piece ranges) and windows (ids; first/end piece; edges) of one text's
+        ``pieces``; with context, ``before`` and ``after`` are the pieces of the other documents of its group,
+        nearest first."""
+        text, ids, offsets, units = pieces["text"], pieces["ids"], pieces["offsets"], pieces["units"]
+        words = word_piece_ranges(pieces["in_word"], pieces["word_start"])
         word_offsets = [trim(text, offsets[first][0], offsets[end - 1][1]) for first, end in words]
+        ends = {0, len(units)}  # unit boundaries that are no cut: the text's ends (and, with context, lines)
+        if self.context:
+            breaks = line_breaks(pieces)
+            ranges = pack_lines(units, self.capacity - 2 * self.context, breaks)
+            ends.update(breaks)
+        else:
+            ranges = pack(units, self.capacity, self.stride)
         windows = []
-        for u0, u1 in pack(units, self.capacity, self.stride):
+        for u0, u1 in ranges:
             start, end = (units[u0][0], units[u1 - 1][1]) if u1 > u0 else (0, 0)
+            left_context, right_context = [], []
+            if self.context:
+                budget = min(self.context, (self.capacity - (end - start)) // 2)  # a long word takes some
+                left_context = context_ids([(ids, units[:u0])] + [(p["ids"], p["units"]) for p in before],
+                                           budget, -1)
+                right_context = context_ids([(ids, units[u1:])] + [(p["ids"], p["units"]) for p in after],
+                                            budget, 1)
+            text_ids = left_context + ids[start:end] + right_context
             window = {
-                "input_ids": self.prefix_ids + ids[start:end] + self.suffix_ids,
+                "input_ids": self.prefix_ids + text_ids + self.suffix_ids,
                 "start": start,
                 "end": end,
-                "left": -math.inf if u0 == 0 else start,
-                "right": math.inf if u1 == len(units) else end,
+                "left": -math.inf if u0 in ends else start,
+                "right": math.inf if u1 in ends else end,
             }
             if self.use_token_type_ids:
                 window["token_type_ids"] = (
-                    self.prefix_types + [self.text_type] * (end - start) + self.suffix_types
+                    self.prefix_types + [self.text_type] * len(text_ids) + self.suffix_types
                 )
+            if self.context:  # 1 at the context pieces: read by the backbone, in no word
+                window["context_mask"] = ([0] * len(self.prefix_ids) + [1] * len(left_context)
+                                          + [0] * (end - start) + [1] * len(right_context)
+                                          + [0] * len(self.suffix_ids))
             windows.append(window)
         return {"word_pieces": words, "word_offsets": word_offsets, "windows": windows}
 
@@ -209,6 +256,54 @@ def pack(units: list[tuple[int, int]], capacity: int, stride: int) -> list[tuple
         u0 = next_u0
 
 
+def pack_lines(units: list[tuple[int, int]], capacity: int, breaks: list[int]) -> list[tuple[int, int]]:
+    """[u0, u1) unit ranges of the windows' own words with context: one line each (``breaks``: the units
+    that follow a line break), a line longer than ``capacity`` pieces cut into as many units as fit."""
+    if not units:
+        return [(0, 0)]
+    sizes = [end - start for start, end in units]
+    ranges = []
+    for line_start, line_end in zip([0, *breaks], [*breaks, len(units)], strict=True):
+        u0 = line_start
+        while u0 < line_end:
+            u1, size = u0, 0
+            while u1 < line_end and size + sizes[u1] <= capacity:
+                size += sizes[u1]
+                u1 += 1
+            u1 = max(u1, u0 + 1)  # a unit longer than the own part: alone, with less context
+            ranges.append((u0, u1))
+            u0 = u1
+    return ranges
+
+
+def line_breaks(pieces: dict) -> list[int]:
+    """Sorted indices of the units whose word comes after a line break (from the previous unit's last word
+    piece to this unit's first)."""
+    breaks, previous_end = [], None
+    for u, (start, end) in enumerate(pieces["units"]):
+        inside = [p for p in range(start, end) if pieces["in_word"][p]]
+        if not inside:
+            continue
+        first = pieces["offsets"][inside[0]][0]
+        if previous_end is not None and "\n" in pieces["text"][previous_end:first]:
+            breaks.append(u)
+        previous_end = pieces["offsets"][inside[-1]][1]
+    return breaks
+
+
+def context_ids(sources: list[tuple[list[int], list[tuple[int, int]]]], budget: int, direction: int) -> list:
+    """Up to ``budget`` ids of whole units, nearest first: ``sources`` are (ids, units) from the nearest on,
+    read backwards (``direction`` -1, the context before a window) or forwards (1, after it)."""
+    taken, size = [], 0
+    for ids, units in sources:
+        for start, end in (reversed(units) if direction < 0 else units):
+            if size + end - start > budget:
+                return [i for unit in (reversed(taken) if direction < 0 else taken) for i in unit]
+            taken.append(ids[start:end])
+            size += end - start
+    return [i for unit in (reversed(taken) if direction < 0 else taken) for i in unit]
+
+
 def trim(text: str, start: int, end: int) -> tuple[int, int]:
     """(start, end) without surrounding whitespace (byte-level and Metaspace pieces may include a space)."""
     while start < end and text[start].isspace():
@@ -235,10 +330,9 @@ def decode_windows(model, windows: list[dict], pad_token_id: int, batch_size: in
                 [[1] * len(w["input_ids"]) + [0] * (length - len(w["input_ids"])) for w in chunk]
             ),
         }  # shape: (batch, length) each
-        if "token_type_ids" in chunk[0]:
-            inputs["token_type_ids"] = torch.tensor(
-                [w["token_type_ids"] + [0] * (length - len(w["token_type_ids"])) for w in chunk]
-            )
+        for key in ("token_type_ids", "context_mask"):
+            if key in chunk[0]:
+                inputs[key] = torch.tensor([w[key] + [0] * (length - len(w[key])) for w in chunk])
         tags = model.decode(**{k: v.to(device) for k, v in inputs.items()})  # one tag id per word, per window
         for window, window_tags in zip(chunk, tags, strict=True):
             window["tags"] = window_tags
@@ -360,19 +454,34 @@ def channel_labels(config) -> list[list[str]]:
     ]
 
 
-def predict(model, tokenizer, documents: list[tuple[str, str]], max_length: int, stride: int,
-            batch_size: int) -> list[dict]:
-    """{"id", "text", "spans": [(start, end, label)]} for each (id, text) document.
+def predict(model, tokenizer, documents: list[tuple[str, str, str | None]], max_length: int, stride: int,
+            batch_size: int, context: int = 0) -> list[dict]:
+    """{"id", "text", "spans": [(start, end, label)]} for each (id, text, group) document.
 
     Multi-label models decode one tag per word and type; each type's spans are read on their own, so entities
-    of different types may overlap."""
-    windower = Windower(model, tokenizer, max_length, stride)
-    encoded = [windower(text) for _, text in documents]
+    of different types may overlap. With ``context``, a document reads its group's neighbours (consecutive
+    documents of the same group) around its own text."""
+    windower = Windower(model, tokenizer, max_length, stride, context)
+    pieces = [windower.pieces(text) for _, text, _ in documents]
+    groups = [group for _, _, group in documents]
+    encoded = []
+    for i, group in enumerate(groups):
+        before, after = [], []  # the group's other documents, nearest first
+        if context and group is not None:
+            j = i
+            while j > 0 and groups[j - 1] == group:
+                j -= 1
+                before.append(pieces[j])
+            j = i
+            while j + 1 < len(groups) and groups[j + 1] == group:
+                j += 1
+                after.append(pieces[j])
+        encoded.append(windower(pieces[i], before, after))
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     decode_windows(model, [w for doc in encoded for w in doc["windows"]], pad_token_id, batch_size)
     channels = channel_labels(model.config)
     results = []
-    for (doc_id, text), doc in zip(documents, encoded, strict=True):
+    for (doc_id, text, _), doc in zip(documents, encoded, strict=True):
         merged, start_cuts, end_cuts = merge_windows(doc)
         words = [tag if isinstance(tag, list) else [tag] for tag in merged]  # tag ids per channel
         spans = [span for c, labels in enumerate(channels)
@@ -456,9 +565,10 @@ def main(argv: list[str] | None = None) -> None:
     # as cardioner
     stride = next((s for s in (args.stride, windows.get("stride")) if s is not None), max_length // 4)
     stride = min(stride, max_length // 2)  # as cardioner predict does
+    context = int(windows.get("context", 0))  # data.context: as trained
 
     documents = read_documents(args.input)
-    results = predict(model, tokenizer, documents, max_length, stride, args.batch_size)
+    results = predict(model, tokenizer, documents, max_length, stride, args.batch_size, context)
     write_predictions(results, args.output, args.format)
     total = sum(len(r["spans"]) for r in results)
     print(f"{total} entities in {len(results)} documents written to {args.output} ({args.format})")

@@ -15,6 +15,7 @@ import importlib.util
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -250,7 +251,8 @@ def test_script_merges_windows_like_cardioner(family):
             for max_length, stride in ((32, None), (32, 0), (32, 1), (16, 0), (16, 2)):
                 encoder = Encoder(tokenizer, labels, max_length=max_length, stride=stride)
                 encoded = encoder.encode_document(Document("d", text))
-                document = script.Windower(Model(), tokenizer, max_length, encoder.stride)(text)
+                windower = script.Windower(Model(), tokenizer, max_length, encoder.stride)
+                document = windower(windower.pieces(text))
                 assert document["word_pieces"] == encoded.word_pieces
                 assert len(document["windows"]) == len(encoded.windows)
                 predictions = []
@@ -275,3 +277,141 @@ def test_script_merges_windows_like_cardioner(family):
                     )
                     rejoined += got != raw
     assert rejoined > 10  # not vacuous: entities were joined again at cuts
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "xlmr"])
+def test_script_cuts_context_windows_like_cardioner(family):
+    """With context (``data.context``), the script's windows are the Encoder's, piece for piece: the same own
+    words (a line each), the same context around them (the rest of the text, then the neighbouring records of
+    the same group, never another group's), the same ``context_mask``."""
+    spec = importlib.util.spec_from_file_location("viterbi_predict_under_test", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    tokenizer = tiny_tokenizer(family)
+
+    class Model:
+        token_classes = build_token_classes(tokenizer)
+
+    Model.__module__ = "cardioner.modeling"
+    rng = random.Random(1)
+    words = " ".join(CORPUS).split()
+    texts = ["".join(rng.choice(words) + rng.choice([" ", " ", " ", "\n"]) for _ in range(rng.randint(1, 60)))
+             for _ in range(8)]
+    groups = ["a", "a", "a", None, "b", "b", "a", "a"]  # the last two: a new run of "a", apart from the first
+    docs = [Document(f"d{i}", text, [], {} if group is None else {"document": group})
+            for i, (text, group) in enumerate(zip(texts, groups, strict=True))]
+    labels = LabelSet.flat(["A"])
+    for max_length, context in ((32, 4), (32, 12), (16, 1), (24, 7)):
+        encoder = Encoder(tokenizer, labels, max_length=max_length, context=context)
+        encoded, _ = encoder.encode(docs)
+        windower = script.Windower(Model(), tokenizer, max_length, encoder.stride, context)
+        pieces = [windower.pieces(text) for text in texts]
+        for i, enc in enumerate(encoded):
+            before = [pieces[j] for j in range(i - 1, -1, -1) if groups[i] is not None
+                      and all(groups[k] == groups[i] for k in range(j, i))]
+            after = [pieces[j] for j in range(i + 1, len(texts)) if groups[i] is not None
+                     and all(groups[k] == groups[i] for k in range(i, j + 1))]
+            document = windower(pieces[i], before, after)
+            assert document["word_pieces"] == enc.word_pieces
+            got = [(w["input_ids"], w["context_mask"]) for w in document["windows"]]
+            assert got == [(w["input_ids"], w["context_mask"]) for w in enc.windows], (max_length, context, i)
+            edges = [(w["left"] == float("-inf"), w["right"] == float("inf")) for w in document["windows"]]
+            assert edges == [(left == float("-inf"), right == float("inf"))
+                             for left, right in enc.window_edges]
+        assert sum(sum(w["context_mask"]) for enc in encoded for w in enc.windows) > 0
+
+
+# -- a model trained with document context, end to end ------------------------------------------------------
+
+CONTEXT = 6  # data.context of the context export: windows of 32 subwords, 6 of context on each side
+
+
+@pytest.fixture(scope="module")
+def context_export(one_thread, tmp_path_factory) -> Path:
+    """A tiny BERT + linear head trained with ``data.context`` on the NCBI sample, then made to tag every
+    word it decodes as the start of an entity: any context piece decoded as a word would show as a span."""
+    root = tmp_path_factory.mktemp("context_model")
+    train, _ = read_corpus(SAMPLE / "train")
+    config = config_from_dict({
+        "data": {"max_length": 32, "context": CONTEXT},
+        "model": {"model": str(tiny_backbone("bert", root))},
+        "training": {"epochs": 1, "max_steps": 4, "batch_size": 8, "lr": 1e-3, "seed": 5},
+    })
+    trainer = ModelTrainer(config)
+    trainer.train(train[:6])
+    assert any(sum(w["context_mask"]) for w in trainer.corpora.train.windows)  # it trained on context
+    begin = next(i for i, tag in trainer.model.config.id2label.items() if tag.startswith("B-"))
+    with torch.no_grad():
+        trainer.model.head.classifier.bias[int(begin)] = 100.0
+    return save_model(trainer.model, trainer.predictor.tokenizer, root / "model")
+
+
+@pytest.fixture(scope="module")
+def sentence_records(tmp_path_factory) -> tuple[Path, list[Document]]:
+    """The NCBI sample's test abstracts as JSONL, one record per sentence, each saying its abstract
+    (``"document"``), with every word a gold span of the forced model's type."""
+    root = tmp_path_factory.mktemp("context_inputs")
+    records = []
+    for path in sorted((SAMPLE / "test").glob("*.txt"))[:4]:
+        sentences = re.split(r"(?<=\.) |\n", read_text(path))
+        records += [{"id": f"{path.stem}/{n}", "document": path.stem, "text": sentence}
+                    for n, sentence in enumerate(sentences) if sentence.strip()]
+    jsonl = root / "sentences.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    docs, _ = read_corpus(jsonl)
+    return jsonl, docs
+
+
+def own_words(model_dir: Path, docs: list[Document]) -> dict[str, list[tuple[int, int]]]:
+    """Each document's own words (character spans), as the export's encoder finds them."""
+    from cardioner.inference import load_predictor
+
+    encoder = load_predictor(model_dir).encoder
+    return {doc.id: [(start, end) for start, end in encoder.encode_document(doc).word_offsets if end > start]
+            for doc in docs}
+
+
+def tiles(spans: list[tuple[int, int, str]], words: list[tuple[int, int]]) -> bool:
+    """Whether ``spans`` cover ``words`` exactly: each span runs from a word's start to a word's end, and
+    every word is in one span."""
+    covered = []
+    for start, end, _ in spans:
+        inside = [(a, b) for a, b in words if start <= a and b <= end]
+        if not inside or (inside[0][0], inside[-1][1]) != (start, end):
+            return False
+        covered += inside
+    return covered == words
+
+
+def test_context_never_gives_a_span_outside_a_documents_own_words(context_export, sentence_records, tmp_path):
+    """predict, evaluate and the script on records of one abstract each (they lend each other context): a
+    model that tags every word it decodes as an entity covers exactly each record's own words — never a word
+    of the neighbouring records it reads as context (entities at a window cut inside a long sentence are
+    joined again, so a span may hold several words) — the script gives what ``cardioner predict`` gives,
+    and evaluate decodes as predict does."""
+    jsonl, docs = sentence_records
+    config = json.loads((context_export / "config.json").read_text(encoding="utf-8"))
+    assert config["cardioner_windows"]["context"] == CONTEXT  # recorded in the export, read back by predict
+    words = own_words(context_export, docs)
+    assert sum(map(len, words.values())) > 100 and len(docs) > 8
+
+    cardioner_predict("--model", str(context_export), "--input", str(jsonl),
+                      "--output", str(tmp_path / "cli.jsonl"), "--format", "jsonl")
+    predicted = spans_by_document(tmp_path / "cli.jsonl")
+    assert set(predicted) == set(words)
+    assert all(tiles(predicted[name], words[name]) for name in words)
+    result = run_script(tmp_path, "--model", str(context_export), "--input", str(jsonl),
+                        "--output", str(tmp_path / "script.jsonl"), "--format", "jsonl")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert spans_by_document(tmp_path / "script.jsonl") == predicted
+
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text("".join(json.dumps({"id": doc.id, "document": doc.meta["document"], "text": doc.text,
+                                        "spans": [{"start": s, "end": e, "label": label}
+                                                  for s, e, label in predicted[doc.id]]}) + "\n"
+                            for doc in docs), encoding="utf-8")
+    evaluated = CliRunner().invoke(app, ["evaluate", "--model", str(context_export), "--data", str(gold),
+                                         "--output", str(tmp_path / "metrics.json")])
+    assert evaluated.exit_code == 0, evaluated.output
+    micro = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))["micro"]
+    assert (micro["precision"], micro["recall"]) == (1.0, 1.0)
