@@ -10,7 +10,7 @@ from tiny import CORPUS, tiny_backbone
 
 from cardioner.config import load_config
 from cardioner.data.document import Document, Span
-from cardioner.predictor import Predictor, model_labels
+from cardioner.predictor import Predictor, _chunks, model_labels
 from cardioner.training.build import fresh_predictor, label_set
 
 ANNOTATIONS = {0: [("acute myocardial infarction", "DISO"), ("myocardial", "ANAT")],
@@ -120,3 +120,15 @@ def test_the_label_set_leaves_the_callers_documents_alone(bert_dir):
     assert labels.model_rows([[1.0]]) == [1.0]
     with pytest.raises(ValueError, match="the dev set has labels the training set lacks: PROC"):
         label_set(config, docs, [Document("x", "abc", [Span(0, 3, "PROC")])])
+
+
+def test_with_context_a_chunk_runs_on_to_the_end_of_its_last_documents_group():
+    """Documents of one group (``meta["document"]``) lend each other context, so predict never splits a group
+    between chunks; without context, chunks are plain."""
+    groups = ["a", "a", "a", "b", None, None, "c", "c"]
+    docs = [Document(str(i), "x", [], {} if g is None else {"document": g}) for i, g in enumerate(groups)]
+    chunked = [[doc.id for doc in chunk] for chunk in _chunks(iter(docs), 2, whole_groups=True)]
+    assert chunked == [["0", "1", "2"], ["3", "4"], ["5", "6", "7"]]
+    plain = [[doc.id for doc in chunk] for chunk in _chunks(docs, 3, whole_groups=False)]
+    assert plain == [["0", "1", "2"], ["3", "4", "5"], ["6", "7"]]
+    assert [len(chunk) for chunk in _chunks(docs, 1, whole_groups=True)] == [3, 1, 1, 1, 2]
