@@ -320,6 +320,25 @@ def transition_constraints(tags: list[str]) -> tuple[list[bool], list[list[bool]
     return start_allowed, transitions, end_allowed
 
 
+def entity_continuations(tags: list[str]) -> list[list[bool]]:
+    """Which tag, on the next word, continues the entity a tag leaves open (as ``tags_to_entities`` reads
+    them).
+
+    ``continues[a][b]``: a word tagged ``b`` right after a word tagged ``a`` extends ``a``'s entity: ``a`` is
+    B-X or I-X (the entity is open) and ``b`` is I-X or E-X (same type). An entity ends at a word whose next
+    word's tag is not a continuation; span confidences ask how likely that is (``span_confidence``).
+
+    Args:
+        tags: the tag of each id (typed ``B-X`` or untyped ``B``).
+
+    Returns:
+        (num_tags, num_tags) nested lists of bool.
+    """
+    parts = [split_tag(tag) for tag in tags]
+    return [[source[0] in ("B", "I") and target[0] in ("I", "E") and source[1] == target[1]
+             for target in parts] for source in parts]
+
+
 def continuation_tags(labels: list[str]) -> list[int]:
     """Label id that a word's continuation subwords carry, for each label id: ``I-X`` for ``B-X``, ``I-X``,
     ``E-X`` and ``S-X`` (``I`` for untyped tags) where the labels have it; ``O`` keeps ``O``."""
@@ -370,6 +389,7 @@ class TagLayout:
         tags: the tags of one channel (one decoding chain).
         label_ids: (channels, tags) the label id each channel's tag stands for.
         constraints: ``transition_constraints`` of a channel's tags: what the tag scheme forbids.
+        continues: ``entity_continuations`` of a channel's tags: which next tag extends an entity.
         continuation, tag_type: ``continuation_tags`` and ``tag_types`` of the labels.
         outside: the label id of ``O``, or None.
     """
@@ -394,6 +414,7 @@ class TagLayout:
         self.num_channels = len(self.label_ids)
         self.num_tags = len(self.tags)
         self.constraints = transition_constraints(self.tags)
+        self.continues = entity_continuations(self.tags)
         self.continuation = continuation_tags(self.labels)
         self.tag_type = tag_types(self.labels)
         self.outside = self.labels.index(OUTSIDE) if OUTSIDE in self.labels else None
@@ -514,6 +535,69 @@ def _backward_algorithm(
         beta = torch.where(mask[:, t, None], previous, final)
         betas.append(beta)
     return torch.stack(betas[::-1], dim=1)  # shape: (N, L, T)
+
+
+def _log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(x)) for x <= 0, accurate at both ends (Mächler 2012); at least FORBIDDEN_SCORE."""
+    x = x.clamp(max=0.0)
+    near_zero = x > -math.log(2.0)
+    value = torch.where(near_zero, (-torch.expm1(x)).log(), (-x.exp()).log1p())
+    return value.clamp(min=FORBIDDEN_SCORE)
+
+
+# Span confidences are built from three log-probabilities per word and channel, about the word's decoded tag
+# t_k (the tag before it t_{k-1}, the tag after it y_{k+1}):
+SPAN_OPEN = 0  # log P(y_k = t_k, and y_{k-1} does not continue into it): an entity can start here
+SPAN_CONTINUE = 1  # log P(y_k = t_k | y_{k-1} = t_{k-1}): the entity goes on through this word
+SPAN_CLOSE = 2  # log P(y_{k+1} does not continue t_k | y_k = t_k): the entity ends at this word
+
+
+def _path_confidences(
+    emissions: torch.Tensor,
+    tags: torch.Tensor,
+    mask: torch.Tensor,
+    transitions: torch.Tensor,
+    log_partition: torch.Tensor,
+    alphas: torch.Tensor,
+    betas: torch.Tensor,
+    continues: torch.Tensor,
+) -> torch.Tensor:
+    """The CRF posterior's SPAN_OPEN / SPAN_CONTINUE / SPAN_CLOSE log-probabilities of a tag path.
+
+    With forward scores alpha (emission included) and backward scores beta, ``P(y_k = a) = exp(alpha_k(a) +
+    beta_k(a) - log Z)`` and ``P(y_{k-1} = a, y_k = b) = exp(alpha_{k-1}(a) + T[a, b] + e_k(b) + beta_k(b) -
+    log Z)``; a conditional is a pair over a single. At the first position SPAN_CONTINUE is the marginal, at
+    the last SPAN_CLOSE is 0 (nothing follows). By the Markov property, the posterior probability that words
+    i..j hold exactly the entity of the path is ``exp(open_i + continue_{i+1} + ... + continue_j +
+    close_j)``.
+
+    Shapes: emissions (N, L, T); tags, mask (N, L); transitions (N|1, T, T) with the constraints applied;
+    log_partition (N,); alphas, betas (N, L, T) from the forward and backward algorithms; continues (T, T)
+    bool (``entity_continuations``). Returns (N, L, 3); 0 at padding.
+    """
+    rows, seq_len, num_tags = emissions.shape
+    tag_index = tags[..., None]  # shape: (N, L, 1)
+    unary = (alphas + betas).gather(2, tag_index).squeeze(2) - log_partition[:, None]  # shape: (N, L)
+    opening, continuing, closing = unary.clone(), unary.clone(), torch.zeros_like(unary)
+    if seq_len > 1:
+        full = transitions.expand(rows, num_tags, num_tags)  # shape: (N, from, to)
+        previous, current = tags[:, :-1], tags[:, 1:]  # shape: (N, L - 1) each
+        into = full.transpose(1, 2).gather(1, current[..., None].expand(-1, -1, num_tags))  # (N, L-1, from)
+        arriving = (emissions[:, 1:] + betas[:, 1:]).gather(2, current[..., None]).squeeze(2)  # (N, L - 1)
+        from_each = alphas[:, :-1] + into  # shape: (N, L - 1, T): alpha_{k-1}(a) + T[a, t_k]
+        pair = from_each.gather(2, previous[..., None]).squeeze(2) + arriving - log_partition[:, None]
+        continuing[:, 1:] = pair - unary[:, :-1]
+        into_entity = continues.transpose(0, 1)[current]  # shape: (N, L - 1, T): a continues into t_k
+        entering = torch.logsumexp(from_each.masked_fill(~into_entity, -math.inf), dim=2)  # shape: (N, L - 1)
+        entering = entering + arriving - log_partition[:, None]  # log P(y_{k-1} continues into y_k = t_k)
+        opening[:, 1:] = unary[:, 1:] + _log1mexp(entering - unary[:, 1:])
+        out_of = full.gather(1, previous[..., None].expand(-1, -1, num_tags))  # shape: (N, L - 1, to)
+        onward = out_of + emissions[:, 1:] + betas[:, 1:]  # shape: (N, L - 1, T): T[t_k, b] + e(b) + beta(b)
+        onward = onward.masked_fill(~continues[previous], -math.inf)  # only the tags that continue t_k
+        leaving = torch.logsumexp(onward, dim=2) - betas[:, :-1].gather(2, previous[..., None]).squeeze(2)
+        closing[:, :-1] = torch.where(mask[:, 1:], _log1mexp(leaving), torch.zeros_like(leaving))
+    confidences = torch.stack([opening, continuing, closing], dim=-1)  # shape: (N, L, 3)
+    return torch.where(mask[..., None], confidences, torch.zeros_like(confidences))
 
 
 def _viterbi(
@@ -689,7 +773,7 @@ class CRF(nn.Module):
         """
         mask = self._check(emissions, mask)
         paths = self._viterbi_rows(emissions, mask)  # shape: (batch [* channels], seq_len)
-        return paths if self.num_channels is None else self._unfold_channels(paths, emissions.shape[0])
+        return self._unfold_channels(paths, emissions.shape[0])
 
     def marginals(self, emissions: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Posterior probability of each tag at each position (forward-backward).
@@ -701,18 +785,45 @@ class CRF(nn.Module):
         Returns:
             the shape of ``emissions``: probabilities summing to 1 over tags at real positions, 0 at padding.
         """
+        return self.posteriors(emissions, mask)[0]
+
+    def posteriors(
+        self,
+        emissions: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        tags: torch.Tensor | None = None,
+        continues: list[list[bool]] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Marginals and, for a tag path, its span confidences, from one forward-backward pass.
+
+        Args:
+            emissions: (batch, seq_len, num_tags), or (batch, seq_len, num_channels, num_tags) with channels.
+            mask: (batch, seq_len) bool, left aligned; None means every position is real.
+            tags: a path, (batch, seq_len) or (batch, seq_len, num_channels) (the Viterbi path, usually), or
+                None.
+            continues: (num_tags, num_tags) ``entity_continuations`` of the tags (needed with ``tags``).
+
+        Returns:
+            (marginals: the shape of ``emissions``, probabilities summing to 1 over tags at real positions, 0
+            at padding; confidences: None without ``tags``, else (batch, seq_len[, num_channels], 3): the
+            SPAN_OPEN, SPAN_CONTINUE and SPAN_CLOSE log-probabilities of the path at each word
+            (``_path_confidences``), 0 at padding).
+        """
         mask = self._check(emissions, mask)
         flat_emissions, flat_mask, start, transitions, end = self._flatten(emissions, mask)
         log_partition, alphas = _forward_algorithm(flat_emissions, flat_mask, start, transitions, end,
                                                    keep_alphas=True)
         betas = _backward_algorithm(flat_emissions, flat_mask, transitions, end)
         log_marginals = alphas + betas - log_partition[:, None, None]  # shape: (rows, seq_len, num_tags)
-        probabilities = log_marginals.exp() * flat_mask[..., None]
-        if self.num_channels is None:
-            return probabilities
-        batch, seq_len = emissions.shape[:2]
-        # shape: (batch * channels, seq_len, tags) -> (batch, seq_len, channels, tags)
-        return probabilities.view(batch, self.num_channels, seq_len, self.num_tags).transpose(1, 2)
+        marginals = self._unfold_channels(log_marginals.exp() * flat_mask[..., None], emissions.shape[0])
+        if tags is None:
+            return marginals, None
+        if continues is None:
+            raise ValueError("posteriors() with tags needs continues (entity_continuations of the tags)")
+        continue_table = torch.tensor(continues, dtype=torch.bool, device=emissions.device)  # (T, T)
+        confidences = _path_confidences(flat_emissions, self._fold_channels(tags), flat_mask, transitions,
+                                        log_partition, alphas, betas, continue_table)  # shape: (rows, L, 3)
+        return marginals, self._unfold_channels(confidences, emissions.shape[0])
 
     # -- helpers ---------------------------------------------------------------------------------------------
 
@@ -752,7 +863,9 @@ class CRF(nn.Module):
         return moved.reshape(rows, *moved.shape[2:])  # shape: (batch * channels, seq_len, ...)
 
     def _unfold_channels(self, tensor: torch.Tensor, batch: int) -> torch.Tensor:
-        """(batch * channels, seq_len, ...) -> (batch, seq_len, channels, ...)."""
+        """(batch * channels, seq_len, ...) -> (batch, seq_len, channels, ...); identity without channels."""
+        if self.num_channels is None:
+            return tensor
         return tensor.view(batch, self.num_channels, *tensor.shape[1:]).transpose(1, 2)
 
     def _flatten(self, emissions: torch.Tensor, mask: torch.Tensor):
@@ -1490,6 +1603,72 @@ def softmax_loss(
     return ((1 - target_probability) ** focal_gamma * losses).sum() / total.clamp(min=1e-12)
 
 
+class Decoded(NamedTuple):
+    """What a decoder makes of a batch's emissions, per word and channel.
+
+    Attributes:
+        tags: (batch, words, channels) each word's tag id.
+        scores: (batch, words, channels, tags) scores whose argmax is the tag (the eval-mode logits).
+        confidences: (batch, words, channels, 3) the SPAN_OPEN, SPAN_CONTINUE and SPAN_CLOSE log-probabilities
+            of the decoded tags (``span_confidence`` turns them into an entity's confidence); 0 at padding.
+    """
+
+    tags: torch.Tensor
+    scores: torch.Tensor
+    confidences: torch.Tensor
+
+
+def independent_confidences(
+    probabilities: torch.Tensor, tags: torch.Tensor, word_mask: torch.Tensor, continues: list[list[bool]]
+) -> torch.Tensor:
+    """SPAN_OPEN / SPAN_CONTINUE / SPAN_CLOSE log-probabilities of decoded tags when the model scores each
+    word's tags on their own (softmax, sigmoid channels): the words are independent, so continuing is the
+    tag's own probability, opening also needs the previous word not to continue into it, closing the next word
+    not to continue the entity. An entity's confidence is then the probability of its exact tag path (and of
+    its edges) under the model's own factorisation, as with a CRF.
+
+    For sigmoid channels, ``probabilities`` of the entity tags are their sigmoids (each a calibrated estimate
+    of P(tag) under the BCE loss; several may pass 0.5 at once, so a sum is clipped at 1).
+
+    Args:
+        probabilities: (batch, words, channels, tags); the O column is not read for entity tags.
+        tags: (batch, words, channels) the decoded tag ids.
+        word_mask: (batch, words) bool, left aligned.
+        continues: (tags, tags) ``entity_continuations`` of a channel's tags.
+
+    Returns:
+        (batch, words, channels, 3), 0 at padding.
+    """
+    floor = max(1e-12, torch.finfo(probabilities.dtype).tiny)
+    unary = probabilities.gather(-1, tags[..., None]).squeeze(-1).clamp(min=floor).log()  # (batch, words, C)
+    opening, closing = unary.clone(), torch.zeros_like(unary)
+    if tags.shape[1] > 1:
+        table = torch.tensor(continues, dtype=probabilities.dtype, device=probabilities.device)  # (T, T)
+        into = (probabilities[:, :-1] * table.transpose(0, 1)[tags[:, 1:]]).sum(-1)  # shape: (b, words-1, C)
+        opening[:, 1:] = unary[:, 1:] + (1 - into).clamp(min=floor).log()
+        onward = (probabilities[:, 1:] * table[tags[:, :-1]]).sum(-1)  # shape: (batch, words - 1, C)
+        closing[:, :-1] = torch.where(word_mask[:, 1:, None], (1 - onward).clamp(min=floor).log(),
+                                      torch.zeros_like(onward))
+    confidences = torch.stack([opening, unary, closing], dim=-1)  # shape: (batch, words, C, 3)
+    return torch.where(word_mask[..., None, None], confidences, torch.zeros_like(confidences))
+
+
+def span_confidence(word_confidences, first: int, last: int) -> float:
+    """The confidence of an entity over words ``first``..``last`` (inclusive) of one channel: the probability
+    that exactly these words hold it with the decoded tags, ``exp(open[first] + continue[first + 1] + ... +
+    continue[last] + close[last])``, in [0, 1].
+
+    Args:
+        word_confidences: the channel's (words, 3) rows of SPAN_OPEN, SPAN_CONTINUE, SPAN_CLOSE
+            log-probabilities (a tensor or nested lists).
+        first, last: the entity's first and last word.
+    """
+    rows = word_confidences.tolist() if hasattr(word_confidences, "tolist") else word_confidences
+    total = rows[first][SPAN_OPEN] + rows[last][SPAN_CLOSE]
+    total += sum(rows[k][SPAN_CONTINUE] for k in range(first + 1, last + 1))
+    return min(1.0, math.exp(total))
+
+
 def scheme_constraints(config: CardioNERConfig, layout: TagLayout) -> tuple | None:
     """The constraints a model without a CRF decodes under: the tag scheme's (``layout.constraints``) with
     ``constrained_decoding`` (read at every call), else None."""
@@ -1568,12 +1747,15 @@ class SoftmaxDecoder:
         weight = torch.tensor(self.config.class_weights, dtype=torch.float, device=labels.device)
         return weight[targets].sum()
 
-    def decode(self, emissions: torch.Tensor, words: Words) -> tuple[torch.Tensor, torch.Tensor]:
-        """(tags (batch, words, channels), scores (batch, words, channels, tags) whose argmax is the tag)."""
+    def decode(self, emissions: torch.Tensor, words: Words) -> Decoded:
+        """Each word's tag, scores whose argmax is it, and span confidences from the words' softmax."""
         word_emissions = gather_rows(emissions, words.positions)  # shape: (batch, words, channels, tags)
         path_scores = word_emissions.log_softmax(-1)  # shape: (batch, words, channels, tags)
         constraints = scheme_constraints(self.config, self.layout)
-        return decide_words(word_emissions, path_scores, words.word_mask, constraints)
+        tags, scores = decide_words(word_emissions, path_scores, words.word_mask, constraints)
+        probabilities = word_emissions.detach().float().softmax(-1)  # shape: (batch, words, channels, tags)
+        confidences = independent_confidences(probabilities, tags, words.word_mask, self.layout.continues)
+        return Decoded(tags, scores, confidences)
 
 
 class SigmoidDecoder:
@@ -1641,12 +1823,15 @@ class SigmoidDecoder:
         per_word = table.expand(*gold.shape, table.shape[-1]).gather(-1, gold[..., None]).squeeze(-1)
         return (per_word * labelled).sum()  # per_word shape: (batch, seq_len, channels)
 
-    def decode(self, emissions: torch.Tensor, words: Words) -> tuple[torch.Tensor, torch.Tensor]:
-        """(tags (batch, words, channels), scores (batch, words, channels, tags) whose argmax is the tag); a
-        path sums the logits themselves: it maximises the summed margins over the thresholds."""
+    def decode(self, emissions: torch.Tensor, words: Words) -> Decoded:
+        """Each word's tag per channel, scores whose argmax is it (a path sums the logits themselves: it
+        maximises the summed margins over the thresholds), and span confidences from the tags' sigmoids."""
         word_emissions = gather_rows(emissions, words.positions)  # shape: (batch, words, channels, tags)
         constraints = scheme_constraints(self.config, self.layout)
-        return decide_words(word_emissions, word_emissions, words.word_mask, constraints)
+        tags, scores = decide_words(word_emissions, word_emissions, words.word_mask, constraints)
+        probabilities = word_emissions.detach().float().sigmoid()  # shape: (batch, words, channels, tags)
+        confidences = independent_confidences(probabilities, tags, words.word_mask, self.layout.continues)
+        return Decoded(tags, scores, confidences)
 
 
 class CRFDecoder:
@@ -1655,14 +1840,17 @@ class CRFDecoder:
     Viterbi.
 
     The scores of a word are its log marginals (forward-backward) with the Viterbi tag raised to the argmax,
-    so that eval-mode logits give the Viterbi path and its confidences. A flat model's CRF keeps pytorch-crf's
-    layout, without a channel dimension (its weights load as they are): its one channel is squeezed out.
+    so that eval-mode logits give the Viterbi path and its confidences; span confidences are the posterior
+    probabilities of the Viterbi path's pieces (``_path_confidences``), from the same forward-backward pass.
+    A flat model's CRF keeps pytorch-crf's layout, without a channel dimension (its weights load as they are):
+    its one channel is squeezed out.
     """
 
     scores_outside = True  # the CRF learns O's emission like any tag's
 
     def __init__(self, config: CardioNERConfig, layout: TagLayout) -> None:
         self.config = config
+        self.layout = layout
         start, transitions, end = layout.constraints if config.crf_constraints else (None, None, None)
         num_channels = None if layout.flat else layout.num_channels
         self.crf = CRF(layout.num_tags, start, transitions, end, num_channels=num_channels)
@@ -1699,17 +1887,18 @@ class CRFDecoder:
         labelled = words.word_start & (labels != -100).all(-1)  # shape: (batch, seq_len), as in ``loss``
         return labelled.sum().float() * chains
 
-    def decode(self, emissions: torch.Tensor, words: Words) -> tuple[torch.Tensor, torch.Tensor]:
-        """Viterbi tags (batch, words, channels) and log marginals (batch, words, channels, tags), the tag
-        raised to the argmax."""
+    def decode(self, emissions: torch.Tensor, words: Words) -> Decoded:
+        """Viterbi tags (batch, words, channels), log marginals (batch, words, channels, tags) with the tag
+        raised to the argmax, and the Viterbi path's span confidences."""
         word_emissions = self._chains(gather_rows(emissions, words.positions))  # (batch, words[, C], tags)
         word_tags = self.crf.viterbi_tags(word_emissions, words.word_mask)  # shape: (batch, words[, C])
-        marginals = self.crf.marginals(word_emissions.detach(), words.word_mask)
+        marginals, confidences = self.crf.posteriors(word_emissions.detach(), words.word_mask, word_tags,
+                                                     self.layout.continues)
         floor = max(1e-12, torch.finfo(marginals.dtype).tiny)  # fp16 flushes 1e-12 to 0, whose log is -inf
         word_scores = force_argmax(marginals.clamp(min=floor).log(), word_tags)
         if self.crf.num_channels is None:  # back to one channel
-            return word_tags[..., None], word_scores[..., None, :]
-        return word_tags, word_scores
+            return Decoded(word_tags[..., None], word_scores[..., None, :], confidences[..., None, :].float())
+        return Decoded(word_tags, word_scores, confidences.float())
 
 
 def choose_decoder(config: CardioNERConfig, layout: TagLayout) -> type:
@@ -1729,13 +1918,16 @@ def choose_decoder(config: CardioNERConfig, layout: TagLayout) -> type:
 class CardioNERTokenClassifierOutput(TokenClassifierOutput):
     """TokenClassifierOutput plus ``emissions``: the raw head output (``logits`` are decoded ones in eval),
     and for multi-label models in eval mode ``channel_logits`` (batch, seq_len, channels, tags): argmax = each
-    channel's tag. With labels, ``loss_weight`` is what the loss is a mean over (the counted word-channels,
-    weighted as the loss weighs them; sequences for a CRF's "mean"), None for a summed loss: the mean over the
-    union of several batches is ``sum(loss * loss_weight) / sum(loss_weight)``, which is how several
-    processes make their step the step on their batches together."""
+    channel's tag, and ``word_confidences`` (batch, seq_len, 3), multi-label (batch, seq_len, channels, 3): at
+    each word's first subword the SPAN_OPEN, SPAN_CONTINUE and SPAN_CLOSE log-probabilities of its decoded tag
+    (``span_confidence``), 0 elsewhere. With labels, ``loss_weight`` is what the loss is a mean over (the
+    counted word-channels, weighted as the loss weighs them; sequences for a CRF's "mean"), None for a summed
+    loss: the mean over the union of several batches is ``sum(loss * loss_weight) / sum(loss_weight)``, which
+    is how several processes make their step the step on their batches together."""
 
     emissions: torch.FloatTensor | None = None
     channel_logits: torch.FloatTensor | None = None
+    word_confidences: torch.FloatTensor | None = None
     loss_weight: torch.FloatTensor | None = None
 
 
@@ -2069,14 +2261,20 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
                                               **outputs)
 
     def decoded_outputs(self, emissions: torch.Tensor, words: Words) -> dict[str, torch.Tensor | None]:
-        """Eval-mode ``logits`` (batch, seq_len, num_labels) for the stock pipeline and ``channel_logits``
-        (multi-label): the decoder's word scores at word starts (see the class docstring)."""
-        _, word_scores = self.decoder.decode(emissions, words)  # shape: (batch, words, channels, tags)
-        channel_logits = torch.where(words.word_start[..., None, None], words.spread(word_scores), emissions)
+        """Eval-mode ``logits`` (batch, seq_len, num_labels) for the stock pipeline, ``channel_logits``
+        (multi-label): the decoder's word scores at word starts (see the class docstring), and
+        ``word_confidences`` at word starts."""
+        decoded = self.decoder.decode(emissions, words)
+        word_scores = decoded.scores  # shape: (batch, words, channels, tags)
+        starts = words.word_start[..., None, None]  # shape: (batch, seq_len, 1, 1)
+        channel_logits = torch.where(starts, words.spread(word_scores), emissions)
         label_emissions = self.layout.label_scores(emissions)  # shape: (batch, seq_len, num_labels)
         label_word_scores = self.layout.label_scores(word_scores)  # shape: (batch, words, num_labels)
         logits = pipeline_logits(label_emissions, words, label_word_scores, self.layout)
-        return {"logits": logits, "channel_logits": self.layout.channel_logits(channel_logits)}
+        spread = words.spread(decoded.confidences)  # shape: (batch, seq_len, channels, 3)
+        confidences = torch.where(starts, spread, torch.zeros_like(spread))
+        return {"logits": logits, "channel_logits": self.layout.channel_logits(channel_logits),
+                "word_confidences": self.layout.public(confidences, -2)}
 
     # -- decoding --------------------------------------------------------------------------------------------
 
@@ -2101,7 +2299,7 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
         """
         attention_mask, _ = self._check_inputs(input_ids, attention_mask)
         words = self.words(input_ids, attention_mask, context_mask)
-        word_tags, _ = self.decoder.decode(self.emissions(input_ids, attention_mask, token_type_ids), words)
+        word_tags = self.decoder.decode(self.emissions(input_ids, attention_mask, token_type_ids), words).tags
         rows = self.layout.public(word_tags, -1).tolist()  # (batch, words[, channels])
         lengths = words.word_mask.sum(1).tolist()
         return [row[:length] for row, length in zip(rows, lengths, strict=True)]
@@ -2114,7 +2312,8 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
         offset_mapping: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         context_mask: torch.Tensor | None = None,
-    ) -> list[list[tuple[int, int, str]]]:
+        return_scores: bool = False,
+    ) -> list[list[tuple]]:
         """Entities with character offsets; a multi-label model gives each type's entities, overlaps included.
 
         Args:
@@ -2122,18 +2321,19 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
                 context piece).
             offset_mapping: (batch, seq_len, 2) character offsets of each token, from the tokenizer called
                 with ``return_offsets_mapping=True``.
+            return_scores: add each entity's confidence (``span_confidence``) as a fourth item.
 
         Returns:
-            one sorted list per example of (start, end, entity type); a word spans its first subword's start
-            to its last subword's end; tags are read leniently (``tags_to_entities``: an I- without its B-
-            starts one).
+            one sorted list per example of (start, end, entity type[, confidence]); a word spans its first
+            subword's start to its last subword's end; tags are read leniently (``tags_to_entities``: an I-
+            without its B- starts one).
         """
         if offset_mapping is None or tuple(offset_mapping.shape) != (*input_ids.shape, 2):
             shape = None if offset_mapping is None else tuple(offset_mapping.shape)
             raise ValueError(f"offset_mapping must have shape {(*input_ids.shape, 2)}, got {shape}")
         attention_mask, _ = self._check_inputs(input_ids, attention_mask)
         words = self.words(input_ids, attention_mask, context_mask)
-        word_tags, _ = self.decoder.decode(self.emissions(input_ids, attention_mask, token_type_ids), words)
+        decoded = self.decoder.decode(self.emissions(input_ids, attention_mask, token_type_ids), words)
         results = []
         for b, length in enumerate(words.word_mask.sum(1).tolist()):
             word_chars = [[-1, -1] for _ in range(length)]  # (start, end) characters of each word
@@ -2142,12 +2342,14 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
                 chars = word_chars[int(words.word_index[b, position])]
                 chars[0] = start if chars[0] < 0 else chars[0]
                 chars[1] = end
-            spans = set()
+            spans = {}  # (start, end, type) -> confidence
             for channel in range(self.layout.num_channels):
-                labels = self.layout.channel_tag_labels(channel, word_tags[b, :length, channel].tolist())
+                labels = self.layout.channel_tag_labels(channel, decoded.tags[b, :length, channel].tolist())
+                confidences = decoded.confidences[b, :length, channel].tolist()  # (words, 3)
                 for first, last, entity_type in tags_to_entities(labels):
-                    spans.add((word_chars[first][0], word_chars[last][1], entity_type))
-            results.append(sorted(spans))
+                    key = (word_chars[first][0], word_chars[last][1], entity_type)
+                    spans[key] = span_confidence(confidences, first, last)
+            results.append(sorted((*key, score) if return_scores else key for key, score in spans.items()))
         return results
 
 
