@@ -29,6 +29,7 @@ from cardioner.data.common import (
     BOM,
     check_labels,
     check_span_errors,
+    format_score,
     pieces_text,
     progress,
     read_span,
@@ -272,14 +273,26 @@ def one_line(string: str) -> str:
     return string.replace("\r", " ").replace("\n", " ")
 
 
-def format_ann(doc: Document, report: ReadReport | None = None) -> str:
-    """The ``.ann`` contents for ``doc``: T lines (kept ids
-    when they still match) interleaved with kept lines.
+#: the AnnotatorNotes text of a span's confidence (``format_ann(..., score_notes=True)``), then the score
+SCORE_NOTE = "confidence"
+
+
+def _note_numbers(lines: list[str]) -> int:
+    """The highest number of a ``#N`` note among kept-aside ``lines`` (0 when none)."""
+    numbers = [int(match.group(1)) for match in map(re.compile(r"#([0-9]+)\t").match, lines) if match]
+    return max(numbers, default=0)
+
+
+def format_ann(doc: Document, report: ReadReport | None = None, score_notes: bool = False) -> str:
+    """The ``.ann`` contents for ``doc``: T lines (kept ids when they still match) interleaved with kept
+    lines.
 
     Args:
         doc: the document.
         report: where kept-aside lines that refer to an annotation not written are counted (they are dropped:
             with renumbered ids, every line that refers to an entity, since the old ids no longer name it).
+        score_notes: after each span with a confidence, an AnnotatorNotes line ``#N<TAB>AnnotatorNotes
+            T<k><TAB>confidence 0.9731`` (brat shows it on the entity; INCEpTION imports it as a note).
 
     Returns:
         The text of the ``.ann`` file.
@@ -299,6 +312,7 @@ def format_ann(doc: Document, report: ReadReport | None = None) -> str:
         report.note("skipped", BRAT_LINES_DROPPED, f"{doc.id}: {dropped[0]}", n=len(dropped))
     lines: list[str] = []
     pending = sorted(other, key=lambda item: item[0])
+    note = _note_numbers([item[1] for item in pending])
     k = 0
     for i, (ann_id, span, string) in enumerate(zip(ids, doc.spans, span_strings(doc), strict=True)):
         while k < len(pending) and pending[k][0] <= i:
@@ -306,14 +320,17 @@ def format_ann(doc: Document, report: ReadReport | None = None) -> str:
             k += 1
         offsets = ";".join(f"{s} {e}" for s, e in span.pieces())
         lines.append(f"{ann_id}\t{span.label} {offsets}\t{one_line(string)}")
+        if score_notes and span.score is not None:
+            note += 1
+            lines.append(f"#{note}\tAnnotatorNotes {ann_id}\t{SCORE_NOTE} {format_score(span.score)}")
     lines.extend(item[1] for item in pending[k:])
     return "".join(line + "\n" for line in lines)
 
 
 def write_brat(docs: list[Document], folder: str | Path, overwrite: bool = True,
-               report: ReadReport | None = None) -> None:
-    """Write ``NAME.txt`` (exact text) and ``NAME.ann`` per
-    document into ``folder`` (see the module docstring).
+               report: ReadReport | None = None, score_notes: bool = False) -> None:
+    """Write ``NAME.txt`` (exact text) and ``NAME.ann`` per document into ``folder`` (see the module
+    docstring).
 
     A new folder appears whole. An existing folder must be empty or a brat folder (anything else is refused
     and left as it is); into it, each document's files are staged and moved in one at a time, files of other
@@ -326,6 +343,7 @@ def write_brat(docs: list[Document], folder: str | Path, overwrite: bool = True,
         folder: the output folder.
         overwrite: write into an existing folder, replacing these documents' ``.ann`` files there.
         report: where kept-aside lines dropped (with their entities, or invalid) are counted.
+        score_notes: write each span's confidence as an AnnotatorNotes line (``format_ann``).
     """
     folder = Path(folder)
     check_writable_ids([doc.id for doc in docs], "brat", folder)
@@ -337,29 +355,31 @@ def write_brat(docs: list[Document], folder: str | Path, overwrite: bool = True,
             folder, "folder", is_brat_folder, "a brat folder (.txt and .ann files)"
         ) as staging:
             for doc in progress(docs, desc=f"writing {folder.name}"):
-                for relative, content in _document_files(doc, report):
+                for relative, content in document_files(doc, report, score_notes):
                     make_folders(staging, relative)
                     (staging / relative).write_bytes(content)
         return
     if not overwrite:
         raise CorpusError("output already exists (refusing to overwrite)", folder)
-    write_into_folder(folder, _files_into(folder, progress(docs, desc=f"writing {folder.name}"), report))
+    write_into_folder(folder, files_into(folder, progress(docs, desc=f"writing {folder.name}"), report,
+                                         score_notes))
 
 
-def _document_files(doc: Document, report: ReadReport | None) -> list[tuple[str, bytes]]:
+def document_files(doc: Document, report: ReadReport | None = None,
+                   score_notes: bool = False) -> list[tuple[str, bytes]]:
     """(``ID.txt``, text bytes) and (``ID.ann``, annotation bytes) of one document."""
-    return [(f"{doc.id}.txt", doc.text.encode("utf-8")),
-            (f"{doc.id}.ann", format_ann(doc, report).encode("utf-8"))]
+    ann = format_ann(doc, report, score_notes).encode("utf-8")
+    return [(f"{doc.id}.txt", doc.text.encode("utf-8")), (f"{doc.id}.ann", ann)]
 
 
-def _files_into(folder: Path, docs, report: ReadReport | None) -> Iterator[tuple[str, bytes]]:
-    """The files to move into the existing ``folder``, pair
-    by pair, in the order that never mismatches a pair."""
+def files_into(folder: Path, docs, report: ReadReport | None = None,
+               score_notes: bool = False) -> Iterator[tuple[str, bytes]]:
+    """The files to move into the existing ``folder``, pair by pair, in the order that never mismatches a
+    pair."""
     for doc in docs:
-        (txt_name, text), (ann_name, ann) = _document_files(doc, report)
-        txt_path, ann_path = inside(folder, txt_name, "text file"), inside(
-            folder, ann_name, "annotation file"
-        )
+        (txt_name, text), (ann_name, ann) = document_files(doc, report, score_notes)
+        txt_path = inside(folder, txt_name, "text file")
+        ann_path = inside(folder, ann_name, "annotation file")
         if txt_path.exists():
             if txt_path.read_bytes() != text:
                 raise CorpusError(

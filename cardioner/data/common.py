@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from cardioner.data.document import CorpusError, Document, ReadReport, Span, span_problem
 from cardioner.data.paths import staged_output
 from cardioner.errors import ConfigError
+from cardioner.values import InvalidValue, as_float
 
 T = TypeVar("T")
 
@@ -109,6 +110,37 @@ def span_strings(doc: Document, extent: bool = False) -> list[str]:
     if extent:
         return [doc.text[span.start : span.end] for span in doc.spans]
     return [span.text_in(doc.text) for span in doc.spans]
+
+
+#: decimals of a span's confidence as the writers put it (JSONL "score", the TSV score column, brat notes)
+SCORE_DECIMALS = 4
+
+
+def format_score(score: float) -> str:
+    """A span's confidence as written: ``SCORE_DECIMALS`` decimals (``0.9731``)."""
+    return f"{score:.{SCORE_DECIMALS}f}"
+
+
+def read_score(value: object, where: str | Path | None, line: int | None,
+               text: bool = False) -> float | None:
+    """A span's confidence as read from a file: None when absent (``None``, or an empty TSV cell), else a
+    number in [0, 1]; anything else is a CorpusError naming the file and line.
+
+    Args:
+        value: the JSON value, or the TSV cell (with ``text``).
+        where: the file (for the message).
+        line: the line or record number (for the message).
+        text: the value is text (a TSV cell) to parse.
+    """
+    if value is None or (text and value == ""):
+        return None
+    try:
+        score = as_float(value, text=text)
+    except InvalidValue as error:
+        raise CorpusError(f"a span's score {error}", where, line) from None
+    if not 0.0 <= score <= 1.0:
+        raise CorpusError(f"a span's score must lie in [0, 1], got {score}", where, line)
+    return score
 
 
 def pieces_text(text: str, pieces: Sequence[tuple[int, int]]) -> str:

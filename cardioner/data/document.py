@@ -22,12 +22,17 @@ class Span:
     ``fragments`` holds the pieces of a discontinuous brat span as ``((start, end), ...)``; for a
     contiguous span it is empty and ``(start, end)`` is the whole span. For a discontinuous one,
     ``start``/``end`` are the first fragment's start and the last fragment's end.
+
+    ``score`` is a predicted span's confidence in [0, 1] (the key the HF pipeline uses): the probability the
+    model gives to exactly this span (``modeling.span_confidence``); None when unknown (gold spans). Equality,
+    hashing and ordering ignore it, so a predicted span equals the gold span it matches.
     """
 
     start: int
     end: int
     label: str
     fragments: tuple[tuple[int, int], ...] = ()
+    score: float | None = field(default=None, compare=False)
 
     def pieces(self) -> tuple[tuple[int, int], ...]:
         """The (start, end) pieces: the fragments of a discontinuous span, else the span itself."""

@@ -1,7 +1,8 @@
 """JSON Lines: one document per line, in any of three forms.
 
-- ``{"id", "text", "spans": [{"start", "end", "label"[, "fragments"][, "text"]}]}`` (what ``write_jsonl``
-  writes, plus ``"meta"`` when the document has one);
+- ``{"id", "text", "spans": [{"start", "end", "label"[, "fragments"][, "text"][, "score"]}]}`` (what
+  ``write_jsonl`` writes, plus ``"meta"`` when the document has one; ``"score"``, a predicted span's
+  confidence in [0, 1], when it has one);
 - the CardioNER form ``{"id", "text", "tags": [{"start", "end", "tag"[, "text"]}]}``;
 - the Hugging Face form ``{"tokens": [...], "ner_tags": [...]}`` (tag strings, or ints with ``label_names``);
   its text is rebuilt as in CoNLL (tokens joined by spaces), or, when the record also has ``"text"``, the
@@ -31,16 +32,19 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from cardioner.data.brat import valid_other_line
 from cardioner.data.common import (
+    SCORE_DECIMALS,
     atomic_path,
     check_span_errors,
     head_lines,
     pieces_text,
     progress,
+    read_score,
     read_span,
     read_text,
     span_strings,
@@ -130,20 +134,19 @@ def _span_from_item(item: Any, label_key: str, text: str, doc_id: str, where: st
     if annotated is not None and not isinstance(annotated, str):
         raise CorpusError(f"span {item!r:.120}: 'text' must be a string", where, record)
     pieces = _pieces(item, where, record)
+    score = read_score(item.get("score"), where, record)
     if annotated is None or text_missing:
-        return read_span(
-            label, pieces, None if text_missing else text, doc_id, where, record, report, span_errors
-        )
+        span = read_span(label, pieces, None if text_missing else text, doc_id, where, record, report,
+                         span_errors)
+    else:
+        def mismatch(candidate: tuple[tuple[int, int], ...]) -> str:
+            start, end = min(s for s, _ in candidate), max(e for _, e in candidate)
+            return (f"span {start}-{end} {label}: its \"text\" {annotated!r} != text[{start}:{end}] "
+                    f"{pieces_text(text, candidate)!r}")
 
-    def mismatch(candidate: tuple[tuple[int, int], ...]) -> str:
-        start, end = min(s for s, _ in candidate), max(e for _, e in candidate)
-        return (
-            f'span {start}-{end} {label}: its "text" {annotated!r} != text[{start}:{end}]'
-            f" {pieces_text(text, candidate)!r}"
-        )
-
-    return read_span(label, pieces, text, doc_id, where, record, report, span_errors,
-                     lambda candidate: pieces_text(text, candidate) == annotated, mismatch)
+        span = read_span(label, pieces, text, doc_id, where, record, report, span_errors,
+                         lambda candidate: pieces_text(text, candidate) == annotated, mismatch)
+    return span if span is None or score is None else replace(span, score=score)
 
 
 def _tag_names(tags: Sequence[Any], label_names: Sequence[str] | None, where: str | Path | None,
@@ -457,6 +460,8 @@ def document_to_record(doc: Document) -> dict:
             item["fragments"] = [list(f) for f in span.fragments]
         if doc.meta.get("text_missing"):
             item["text"] = string
+        if span.score is not None:
+            item["score"] = round(span.score, SCORE_DECIMALS)
         spans.append(item)
     record: dict = {"id": doc.id, "text": doc.text, "spans": spans}
     meta = {key: value for key, value in doc.meta.items() if key != "document"}

@@ -14,18 +14,25 @@ Strict where a lenient reading would change data: offsets are ASCII digits (``in
 ``+3`` or Arabic-Indic digits), filenames and labels are non-empty, a span covers at least one character, and
 a filename names a file inside ``texts_dir`` (no ``..``, no link). A row whose string is not what its offsets
 cover follows ``data.span_errors``. Ids written must hold no TAB or line break.
+
+Predicted spans carry their confidence in an extra ``score`` column after ``text`` (the official scorer
+reads columns by name and ignores it); the reader takes it back into ``Span.score`` (a number in [0, 1], or
+empty).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from cardioner.data.common import (
     atomic_path,
     check_labels,
     check_span_errors,
+    format_score,
     head_lines,
+    read_score,
     read_span,
     read_text,
     span_strings,
@@ -36,6 +43,9 @@ from cardioner.data.paths import check_writable_ids, id_problem, inside
 from cardioner.values import InvalidValue, as_int
 
 HEADER = ["filename", "label", "start_span", "end_span", "text"]
+#: the extra column of predicted spans: each span's confidence in [0, 1] (empty when unknown); the reader (and
+#: the official scorer, which reads columns by name) take it or leave it
+SCORE_COLUMN = "score"
 _OFFSET = re.compile(r"[0-9]+")
 
 
@@ -79,6 +89,7 @@ def read_tsv(path: str | Path, texts_dir: str | Path | None = None, report: Read
     header = lines[0].split("\t")
     if header[: len(HEADER)] != HEADER:
         raise CorpusError(f"header {lines[0]!r:.120} is not {chr(9).join(HEADER)!r}", path, 1)
+    score_column = header.index(SCORE_COLUMN) if SCORE_COLUMN in header[len(HEADER):] else None
     docs: dict[str, Document] = {}
     span_lines: dict[str, list[int]] = {}  # filename -> the row of each of its spans
     seen: set[tuple[str, str, int, int]] = set()
@@ -128,6 +139,9 @@ def read_tsv(path: str | Path, texts_dir: str | Path | None = None, report: Read
                          == _squeeze(string), mismatch)
         if span is None:
             continue
+        if score_column is not None:
+            score = read_score(fields[score_column], path, line_no, text=True)
+            span = span if score is None else replace(span, score=score)
         if (span.start, span.end) != (start, end):  # moved by realign: onto a row already read?
             if (name, label, span.start, span.end) in seen:
                 report.note("skipped", "repeated TSV rows (same filename, label, start, end; first kept)",
@@ -167,9 +181,29 @@ def _new_document(name: str, texts_dir: str | Path | None, path: Path, line_no: 
     return Document(name, read_text(text_path, allow_empty=True), [], {})
 
 
+def header_line(scores: bool) -> str:
+    """The TSV's first line, with the ``score`` column when spans carry confidences."""
+    return "\t".join(HEADER + ([SCORE_COLUMN] if scores else [])) + "\n"
+
+
+def format_rows(doc: Document, scores: bool) -> str:
+    """The rows of one document's spans (a discontinuous span as start..end; a string holding a TAB or a line
+    break with its whitespace squeezed), with a score cell each when ``scores`` (empty for a span without)."""
+    rows = []
+    for span, string in zip(doc.spans, span_strings(doc, extent=True), strict=True):
+        if "\t" in string or "\n" in string or "\r" in string:
+            string = _squeeze(string)
+        cells = [doc.id, span.label, str(span.start), str(span.end), string]
+        if scores:
+            cells.append("" if span.score is None else format_score(span.score))
+        rows.append("\t".join(cells) + "\n")
+    return "".join(rows)
+
+
 def write_tsv(docs: list[Document], path: str | Path) -> None:
-    """Write documents' spans as a MultiCardioNER TSV
-    (atomically); a discontinuous span is written start..end.
+    """Write documents' spans as a MultiCardioNER TSV (atomically); a discontinuous span is written
+    start..end.
+    When any span carries a confidence, a ``score`` column follows the text.
 
     Args:
         docs: the documents (their ids are the filenames); labels must hold no TAB or line break.
@@ -178,11 +212,9 @@ def write_tsv(docs: list[Document], path: str | Path) -> None:
     check_writable_ids([doc.id for doc in docs], "tsv", path)
     for doc in docs:
         check_labels(doc, r"[\t\r\n]", "a TSV row", path)
+    scores = any(span.score is not None for doc in docs for span in doc.spans)
     with atomic_path(path, looks_ours=lambda existing: looks_like_tsv(head_lines(existing)),
                      what="a MultiCardioNER TSV") as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write("\t".join(HEADER) + "\n")
+        f.write(header_line(scores))
         for doc in docs:
-            for span, string in zip(doc.spans, span_strings(doc, extent=True), strict=True):
-                if "\t" in string or "\n" in string or "\r" in string:
-                    string = _squeeze(string)
-                f.write(f"{doc.id}\t{span.label}\t{span.start}\t{span.end}\t{string}\n")
+            f.write(format_rows(doc, scores))
