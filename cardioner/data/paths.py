@@ -166,11 +166,21 @@ def corpus_files(folder: str | Path, report=None) -> list[Path]:
     Raises:
         CorpusError: a symbolic link, or something that is neither a file nor a folder (a pipe), inside it.
     """
-    folder = Path(folder)
-    found: list[Path] = []
     hidden: list[Path] = []
+    found = list(walk_corpus_files(folder, hidden))
+    if hidden and report is not None:
+        report.note("skipped", HIDDEN_NOTE, str(hidden[0]), n=len(hidden))
+    return sorted(found)
 
-    def walk(current: Path) -> None:
+
+def walk_corpus_files(folder: str | Path, hidden: list[Path] | None = None) -> Iterator[Path]:
+    """``corpus_files`` one file at a time, in the same order (each folder's entries sorted by name, a folder's
+    files where its name sorts), never holding more than one folder's listing: for folders of millions of
+    files. Hidden entries are skipped (and appended to ``hidden`` when given).
+    """
+    folder = Path(folder)
+
+    def walk(current: Path) -> Iterator[Path]:
         try:
             with os.scandir(current) as entries:
                 ordered = sorted(entries, key=lambda entry: entry.name)
@@ -179,7 +189,8 @@ def corpus_files(folder: str | Path, report=None) -> list[Path]:
         for entry in ordered:
             path = Path(entry.path)
             if entry.name.startswith("."):
-                hidden.append(path)
+                if hidden is not None:
+                    hidden.append(path)
             elif entry.is_symlink():
                 raise CorpusError(
                     f"{path.relative_to(folder)} is a symbolic link (to {os.readlink(path)}); links "
@@ -188,9 +199,9 @@ def corpus_files(folder: str | Path, report=None) -> list[Path]:
                     folder,
                 )
             elif entry.is_dir(follow_symlinks=False):
-                walk(path)
+                yield from walk(path)
             elif entry.is_file(follow_symlinks=False):
-                found.append(path)
+                yield path
             else:
                 raise CorpusError(
                     f"{path.relative_to(folder)} is neither a file nor a folder (a pipe, socket or "
@@ -198,10 +209,7 @@ def corpus_files(folder: str | Path, report=None) -> list[Path]:
                     folder,
                 )
 
-    walk(folder)
-    if hidden and report is not None:
-        report.note("skipped", HIDDEN_NOTE, str(hidden[0]), n=len(hidden))
-    return sorted(found)
+    yield from walk(folder)
 
 
 def inside(root: str | Path, relative: str, what: str = "file") -> Path:
@@ -320,7 +328,8 @@ def _staging_prefix(target: Path) -> str:
     return f".{target.name[:100]}{STAGING_INFIX}"
 
 
-def _pid_running(pid: int) -> bool:
+def pid_running(pid: int) -> bool:
+    """Whether a process with this id is running (on this host); ours always is."""
     if pid == os.getpid():
         return True
     try:
@@ -380,7 +389,7 @@ def _stale_marker(holder: Path, target: Path) -> bool:
         pid, host, marked = int(marker["pid"]), str(marker["host"]), str(marker["target"])
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    return marked == os.path.abspath(target) and host == socket.gethostname() and not _pid_running(pid)
+    return marked == os.path.abspath(target) and host == socket.gethostname() and not pid_running(pid)
 
 
 def _unborn(holder: Path) -> bool:
