@@ -9,8 +9,8 @@ outcomes, ``calibration`` computes
   mean confidence|: 0 for perfect calibration, the average gap otherwise;
 - the maximum calibration error (the worst bin's gap) and the Brier score (mean squared error of the scores
   against the outcomes);
-- the table behind a reliability diagram (``plot_reliability``): per bin, its range, span count, mean confidence
-  and accuracy.
+- the table behind a reliability diagram (``plots.plot_reliability``): per bin, its range, span count, mean
+  confidence and accuracy.
 
 Spans of recall (gold spans the model missed) have no confidence and are not outcomes: calibration says what a
 predicted span's score means, F1 says how many spans there are to predict.
@@ -19,7 +19,6 @@ predicted span's score means, F1 says how many spans there are to predict.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 from cardioner.data.document import Document
 from cardioner.metrics.span_matching import span_key
@@ -78,8 +77,8 @@ def calibration(outcomes: Sequence[tuple[float, bool]], num_bins: int = DEFAULT_
             mce = max(mce, gap)
         bins.append(row)
     if not total:
-        return {"ece": None, "mce": None, "brier": None, "spans": 0, "accuracy": None, "mean_confidence": None,
-                "num_bins": num_bins, "bins": bins}
+        return {"ece": None, "mce": None, "brier": None, "spans": 0, "accuracy": None,
+                "mean_confidence": None, "num_bins": num_bins, "bins": bins}
     return {
         "ece": ece,
         "mce": mce,
@@ -90,47 +89,3 @@ def calibration(outcomes: Sequence[tuple[float, bool]], num_bins: int = DEFAULT_
         "num_bins": num_bins,
         "bins": bins,
     }
-
-
-def plot_reliability(result: dict, path: str | Path, title: str = "Reliability of span confidences") -> Path:
-    """A reliability diagram of ``calibration``'s result as PNG: accuracy per confidence bin against the
-    diagonal (perfect calibration), the gap shaded, ECE in the legend; below, how many spans each bin holds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    bins = result["bins"]
-    width = 1.0 / result["num_bins"]
-    centres = [(row["low"] + row["high"]) / 2 for row in bins]
-    filled = [row for row in bins if row["spans"]]
-    fig, (ax, ax_count) = plt.subplots(2, 1, figsize=(5.2, 6.2), sharex=True,
-                                       gridspec_kw={"height_ratios": [3, 1]})
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
-    ax.bar([(row["low"] + row["high"]) / 2 for row in filled], [row["accuracy"] for row in filled],
-           width=width * 0.95, color="tab:blue", alpha=0.8, edgecolor="white", label="accuracy of the bin's spans")
-    for row in filled:
-        low, high = sorted((row["accuracy"], row["confidence"]))
-        ax.bar((row["low"] + row["high"]) / 2, high - low, bottom=low, width=width * 0.95, color="tab:red",
-               alpha=0.25, edgecolor="tab:red", hatch="//")
-    ax.plot([row["confidence"] for row in filled], [row["accuracy"] for row in filled], marker="o",
-            color="tab:orange", linewidth=1, markersize=3, label="mean confidence of the bin")
-    ece = result.get("ece")
-    ax.set_title(f"ECE {ece:.3f}, {result['spans']} predicted spans" if ece is not None else "no scored spans",
-                 fontsize=9)
-    ax.set_ylabel("fraction correct (exact match)")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.legend(loc="upper left", fontsize=7)
-    ax.grid(alpha=0.3)
-    ax_count.bar(centres, [row["spans"] for row in bins], width=width * 0.95, color="tab:grey")
-    ax_count.set_xlabel("span confidence")
-    ax_count.set_ylabel("spans")
-    ax_count.grid(axis="y", alpha=0.3)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path

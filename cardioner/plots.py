@@ -234,6 +234,42 @@ def plot_confusion(matrix: dict, path: Path, title: str) -> Path:
     return path
 
 
+def plot_reliability(result: dict, path: str | Path, title: str = "Reliability of span confidences") -> Path:
+    """A reliability diagram of ``calibration``'s result as PNG: accuracy per confidence bin against the
+    diagonal (perfect calibration), the gap shaded, ECE in the legend; below, how many spans each bin
+    holds."""
+    path = Path(path)
+    bins = result["bins"]
+    width = 1.0 / result["num_bins"]
+    centres = [(row["low"] + row["high"]) / 2 for row in bins]
+    filled = [row for row in bins if row["spans"]]
+    fig, (ax, ax_count) = plt.subplots(2, 1, figsize=(5.2, 6.2), sharex=True,
+                                       gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
+    ax.bar([(row["low"] + row["high"]) / 2 for row in filled], [row["accuracy"] for row in filled],
+           width=width * 0.95, color="tab:blue", alpha=0.8, edgecolor="white",
+           label="accuracy of the bin's spans")
+    for row in filled:
+        low, high = sorted((row["accuracy"], row["confidence"]))
+        ax.bar((row["low"] + row["high"]) / 2, high - low, bottom=low, width=width * 0.95, color="tab:red",
+               alpha=0.25, edgecolor="tab:red", hatch="//")
+    ax.plot([row["confidence"] for row in filled], [row["accuracy"] for row in filled], marker="o",
+            color="tab:orange", linewidth=1, markersize=3, label="mean confidence of the bin")
+    ece = result.get("ece")
+    title_line = f"ECE {ece:.3f}, {result['spans']} predicted spans" if ece is not None else "no scored spans"
+    ax.set_title(title_line, fontsize=9)
+    ax.set_ylabel("fraction correct (exact match)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper left", fontsize=7)
+    ax.grid(alpha=0.3)
+    ax_count.bar(centres, [row["spans"] for row in bins], width=width * 0.95, color="tab:grey")
+    ax_count.set_xlabel("span confidence")
+    ax_count.set_ylabel("spans")
+    ax_count.grid(axis="y", alpha=0.3)
+    return save_figure(fig, path, title)
+
+
 def save_figure(fig, path: str | Path, title: str | None = None) -> Path:
     """Title (if given), tighten, write as PNG (120 dpi) and close a figure."""
     path = Path(path)

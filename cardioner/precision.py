@@ -3,16 +3,16 @@ dynamic quantisation of the linear layers.
 
 - **bf16.** A device computes in bfloat16 natively when it has bf16 matrix units: an NVIDIA GPU of compute
   capability 8.0 or later (Ampere+), or a CPU with AVX512_BF16 or AMX (``/proc/cpuinfo`` flags
-  ``avx512_bf16`` / ``amx_bf16``, which torch also reports). Elsewhere torch *emulates* bf16 — on an AVX2 CPU a
-  bf16 matmul was measured ~80x slower than fp32, and a MiniLM forward 5x slower — so ``--dtype auto`` picks
+  ``avx512_bf16`` / ``amx_bf16``, which torch also reports). Elsewhere torch *emulates* bf16 — on an AVX2 CPU
+  a bf16 matmul was measured ~80x slower than fp32, and a MiniLM forward 5x slower — so ``--dtype auto`` picks
   bf16 only where it is native, and fp32 otherwise. bf16 runs through ``torch.autocast``: the matmuls of the
   backbone and head in bf16, softmax, layer norms and the CRF's forward-backward in fp32, the weights kept as
   they are.
-- **int8.** ``--quantize int8`` replaces every ``nn.Linear`` of the backbone and head by a dynamically quantised
-  one (weights int8 per tensor, activations quantised per batch; ``torch.ao.quantization.quantize_dynamic``,
-  fbgemm/x86 kernels): CPU only. torch marks ``torch.ao.quantization`` deprecated in favour of torchao, but it
-  still works in torch 2.13 and needs nothing else; its deprecation warnings are silenced here. The CRF (no
-  linear layer) stays in fp32.
+- **int8.** ``--quantize int8`` replaces every ``nn.Linear`` of the backbone and head by a dynamically
+  quantised one (weights int8 per tensor, activations quantised per batch;
+  ``torch.ao.quantization.quantize_dynamic``, fbgemm/x86 kernels): CPU only. torch marks
+  ``torch.ao.quantization`` deprecated in favour of torchao, but it still works in torch 2.13 and needs
+  nothing else; its deprecation warnings are silenced here. The CRF (no linear layer) stays in fp32.
 """
 
 from __future__ import annotations
@@ -77,8 +77,8 @@ def resolve_dtype(name: str, device: torch.device | str) -> torch.dtype:
     native, reason = native_bf16(device)
     if name == "bfloat16":
         if not native:
-            logger.warning("bfloat16 on a device without native bf16 (%s): expect it to be slower than float32",
-                           reason)
+            logger.warning("bfloat16 on a device without native bf16 (%s): expect it to be slower than "
+                           "float32", reason)
         return torch.bfloat16
     chosen = torch.bfloat16 if native else torch.float32
     logger.info("dtype auto: %s (%s)", "bfloat16" if native else "float32", reason)
@@ -100,13 +100,15 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     docstring). The original is left as it is."""
     device = next(model.parameters()).device
     if device.type != "cpu":
-        raise ConfigError(f"int8 quantisation runs on CPU only (the model is on {device}); use --dtype instead")
+        raise ConfigError(f"int8 quantisation runs on CPU only (the model is on {device}); choose a dtype "
+                          "instead")
     engines = torch.backends.quantized.supported_engines
     if not {"x86", "fbgemm"} & set(engines):
         raise ConfigError(f"int8 quantisation needs torch's x86/fbgemm kernels; this torch has {engines}")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(deprecated|will be removed).*")
-        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear},
+                                                      dtype=torch.qint8)
 
 
 def check_quantization(name: str) -> None:
@@ -125,7 +127,7 @@ def check_training_precision(mixed_precision: str, device: torch.device | str) -
     if mixed_precision == "bf16":
         native, reason = native_bf16(device)
         if not native:
-            raise ConfigError(f"training.mixed_precision=bf16 needs native bf16 arithmetic, and this device has "
-                              f"none ({reason}); emulated bf16 trains several times slower than fp32 here. Set "
-                              "training.mixed_precision=no (or train on a GPU of compute capability 8.0+, or a CPU "
-                              "with avx512_bf16/amx_bf16)")
+            raise ConfigError(f"training.mixed_precision=bf16 needs native bf16 arithmetic, and this "
+                              f"device has none ({reason}); emulated bf16 trains several times slower than "
+                              "fp32 here. Set training.mixed_precision=no (or train on a GPU of compute "
+                              "capability 8.0+, or a CPU with avx512_bf16/amx_bf16)")

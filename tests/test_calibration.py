@@ -1,11 +1,13 @@
-"""Calibration of span confidences: outcomes from gold and predicted documents, ECE, MCE, Brier, the diagram."""
+"""Calibration of span confidences: outcomes from gold and predicted documents, ECE, MCE, Brier, the
+diagram."""
 
 from __future__ import annotations
 
 import pytest
 
-from cardioner.calibration import calibration, plot_reliability, span_outcomes
+from cardioner.calibration import calibration, span_outcomes
 from cardioner.data.document import Document, Span
+from cardioner.plots import plot_reliability
 
 
 def test_outcomes_are_exact_matches_of_scored_predicted_spans():
@@ -25,7 +27,8 @@ def test_ece_mce_and_brier_by_hand():
                 (1.0, True)]  # bin 9 too (1.0 belongs to the last bin)
     result = calibration(outcomes, num_bins=10)
     top = result["bins"][9]
-    assert top["spans"] == 5 and top["confidence"] == pytest.approx(0.96) and top["accuracy"] == pytest.approx(0.8)
+    assert top["spans"] == 5 and top["confidence"] == pytest.approx(0.96)
+    assert top["accuracy"] == pytest.approx(0.8)
     assert result["bins"][3]["spans"] == 2 and result["bins"][0]["accuracy"] is None
     assert result["ece"] == pytest.approx(5 / 7 * 0.16 + 2 / 7 * 0.2)
     assert result["mce"] == pytest.approx(0.2)

@@ -18,7 +18,7 @@ LAYERS = [
     ("cardioner.labels",),
     ("cardioner.data",),  # corpus readers and writers, output paths
     ("cardioner.backbone", "cardioner.data.encoding", "cardioner.evaluation", "cardioner.plots",
-     "cardioner.hub", "cardioner.view"),
+     "cardioner.hub", "cardioner.view", "cardioner.precision", "cardioner.calibration"),
     ("cardioner.predictor", "cardioner.export"),
     ("cardioner.thresholds", "cardioner.inference", "cardioner.push"),
     ("cardioner.training",),

@@ -64,7 +64,8 @@ def test_int8_quantisation_replaces_linear_layers_in_a_copy():
 
 
 def test_training_in_bf16_is_refused_where_bf16_would_be_emulated(monkeypatch):
-    monkeypatch.setattr(precision, "native_bf16", lambda device, cpuinfo=None: (False, "CPU without avx512_bf16"))
+    monkeypatch.setattr(precision, "native_bf16",
+                        lambda device, cpuinfo=None: (False, "CPU without avx512_bf16"))
     with pytest.raises(ConfigError, match=r"training.mixed_precision=bf16 .*CPU without avx512_bf16"):
         precision.check_training_precision("bf16", "cpu")
     precision.check_training_precision("no", "cpu")

@@ -76,7 +76,8 @@ def test_pending_brat_documents_of_a_killed_commit_are_removed_on_resume(tmp_pat
     (payload / "zzz.txt").write_text("an orphan", encoding="utf-8")
     (payload / "doc004.txt").write_text("half", encoding="utf-8")
     run(target, "brat", docs[:6], resume=True)  # the input now ends earlier: zzz must not survive
-    assert sorted(p.name for p in target.iterdir()) == [f"doc00{i}.{s}" for i in range(6) for s in ("ann", "txt")]
+    expected = [f"doc00{i}.{s}" for i in range(6) for s in ("ann", "txt")]
+    assert sorted(p.name for p in target.iterdir()) == expected
 
 
 def test_resume_refuses_other_settings_and_a_changed_input(tmp_path):
@@ -119,7 +120,8 @@ def test_brat_into_an_existing_folder_writes_beside_the_texts(tmp_path):
         (folder / f"{doc.id}.txt").write_text(doc.text, encoding="utf-8")
     (folder / "keep.txt").write_text("not predicted", encoding="utf-8")
     run(folder, "brat", docs)
-    assert (folder / "keep.txt").exists() and (folder / "doc001.ann").read_text(encoding="utf-8").startswith("T1")
+    assert (folder / "keep.txt").exists()
+    assert (folder / "doc001.ann").read_text(encoding="utf-8").startswith("T1")
 
 
 def test_inputs_are_read_one_at_a_time_in_corpus_order(tmp_path):

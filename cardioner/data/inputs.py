@@ -80,8 +80,8 @@ def _jsonl_documents(path: Path) -> Iterator[Document]:
             try:
                 record = loads_json(line)
             except json.JSONDecodeError as error:
-                raise CorpusError(f"not valid JSON ({error.msg} at column {error.colno}): {line[:80]!r}", path,
-                                  line_no) from None
+                raise CorpusError(f"not valid JSON ({error.msg} at column {error.colno}): {line[:80]!r}",
+                                  path, line_no) from None
             except InvalidValue as error:
                 raise CorpusError(f"not valid data: {error}", path, line_no) from None
             yield record_to_document(record, f"{path.stem}#{line_no}", report, where=path, record_no=line_no)

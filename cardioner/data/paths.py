@@ -174,9 +174,9 @@ def corpus_files(folder: str | Path, report=None) -> list[Path]:
 
 
 def walk_corpus_files(folder: str | Path, hidden: list[Path] | None = None) -> Iterator[Path]:
-    """``corpus_files`` one file at a time, in the same order (each folder's entries sorted by name, a folder's
-    files where its name sorts), never holding more than one folder's listing: for folders of millions of
-    files. Hidden entries are skipped (and appended to ``hidden`` when given).
+    """``corpus_files`` one file at a time, in the same order (each folder's entries sorted by name, a
+    folder's files where its name sorts), never holding more than one folder's listing: for folders of
+    millions of files. Hidden entries are skipped (and appended to ``hidden`` when given).
     """
     folder = Path(folder)
 

@@ -1,9 +1,9 @@
 """Predictions written as they come, crash-safe and resumable: one writer, fed documents in input order.
 
 ``predict`` over millions of documents cannot hold them, and a run killed after hours should not start again
-from nothing. ``ResumableWriter`` takes predicted documents one at a time (``write``) and makes them durable in
-groups (``commit``, after each chunk the predictor worked on); ``finish`` publishes the complete output in one
-step. Everything in between lives in a hidden folder beside the output, ``.NAME.cardioner-partial``:
+from nothing. ``ResumableWriter`` takes predicted documents one at a time (``write``) and makes them durable
+in groups (``commit``, after each chunk the predictor worked on); ``finish`` publishes the complete output in
+one step. Everything in between lives in a hidden folder beside the output, ``.NAME.cardioner-partial``:
 
 - ``run.json``: the output's format and path, the settings that decide its contents (model, input, dtype,
   quantisation, confidence threshold, windows, chunking), and the process writing it (pid, host);
@@ -13,9 +13,9 @@ step. Everything in between lives in a hidden folder beside the output, ``.NAME.
 - ``payload``: the JSONL or TSV file being written, or the brat folder of a new brat output.
 
 A brat output that already exists (a folder of earlier predictions, or the input folder itself) is written
-into document by document (``paths.write_into_folder``: each file replaced atomically, a ``.txt`` holding another
-text never replaced); everything else appears at the output path only when complete (a file: ``os.replace``; a
-new folder: one rename).
+into document by document (``paths.write_into_folder``: each file replaced atomically, a ``.txt`` holding
+another text never replaced); everything else appears at the output path only when complete (a file:
+``os.replace``; a new folder: one rename).
 
 **What a kill leaves, and what resume trusts.** Only what the journal records: on ``--resume`` the payload is
 cut back to the size of the last complete journal line (a record half-written after it is dropped; in a new
@@ -106,7 +106,7 @@ class ResumableWriter:
         self._payload_handle = None
         self.into_existing = False  # brat: writing into an existing folder, document by document
 
-    # -- starting ---------------------------------------------------------------------------------------------
+    # -- starting --------------------------------------------------------------------------------------------
 
     def start(self) -> int:
         """Check the output, set up (or take up again) the partial output; returns the documents to skip."""
@@ -115,13 +115,14 @@ class ResumableWriter:
         if self.partial.exists():
             run = self._read_run()
             pid, host = run.get("pid"), run.get("host")
-            if host == socket.gethostname() and isinstance(pid, int) and pid != os.getpid() and pid_running(pid):
-                raise CorpusError(f"another cardioner run (pid {pid}) is writing this output; wait for it, or "
-                                  "choose another output", self.target)
+            ours = host == socket.gethostname() and isinstance(pid, int) and pid != os.getpid()
+            if ours and pid_running(pid):
+                raise CorpusError(f"another cardioner run (pid {pid}) is writing this output; wait for it, "
+                                  "or choose another output", self.target)
             if not self.resume:
                 raise CorpusError(f"an interrupted run left a partial output ({self._journal()['documents']} "
-                                  f"documents written, in {self.partial}): continue it with --resume, or delete "
-                                  "that folder to start over", self.target)
+                                  f"documents written, in {self.partial}): continue it with --resume, or "
+                                  "delete that folder to start over", self.target)
             self._take_up(run)
         else:
             self._set_up()
@@ -148,11 +149,14 @@ class ResumableWriter:
 
     def _take_up(self, run: dict) -> None:
         saved = run.get("settings", {})
-        differ = sorted(key for key in set(saved) | set(self.settings) if saved.get(key) != self.settings.get(key))
+        differ = sorted(key for key in set(saved) | set(self.settings)
+                        if saved.get(key) != self.settings.get(key))
         if differ:
-            shown = "; ".join(f"{key}: {saved.get(key)!r} then, {self.settings.get(key)!r} now" for key in differ)
-            raise ConfigError(f"cannot resume {self.target}: the interrupted run had other settings ({shown}); "
-                              f"resume with the same settings, or delete {self.partial} to start over")
+            shown = "; ".join(f"{key}: {saved.get(key)!r} then, {self.settings.get(key)!r} now"
+                              for key in differ)
+            raise ConfigError(f"cannot resume {self.target}: the interrupted run had other settings "
+                              f"({shown}); resume with the same settings, or delete {self.partial} to start "
+                              "over")
         self.into_existing = bool(run.get("into_existing"))
         journal = self._journal()
         self.documents, self.spans = journal["documents"], journal["spans"]
@@ -168,8 +172,8 @@ class ResumableWriter:
         if self.format != "brat":
             size = payload.stat().st_size if payload.is_file() else -1
             if size < self._written_bytes:
-                raise CorpusError(f"cannot resume: the partial output holds {max(size, 0)} bytes, fewer than the "
-                                  f"{self._written_bytes} its journal records (a lost write?); delete "
+                raise CorpusError(f"cannot resume: the partial output holds {max(size, 0)} bytes, fewer than "
+                                  f"the {self._written_bytes} its journal records (a lost write?); delete "
                                   f"{self.partial} to start over", self.target)
             with open(payload, "r+b") as handle:  # anything after the last commit is not trusted
                 handle.truncate(self._written_bytes)
@@ -189,13 +193,13 @@ class ResumableWriter:
             ids.update(doc.id.encode("utf-8") + b"\n")
             self._keys.add(self._key(doc.id))
         if expected is not None and ids.hexdigest() != expected:
-            raise CorpusError(f"cannot resume: the first {self.documents} input documents are not the ones the "
-                              "interrupted run wrote (the input changed); delete "
+            raise CorpusError(f"cannot resume: the first {self.documents} input documents are not the ones "
+                              "the interrupted run wrote (the input changed); delete "
                               f"{self.partial} to start over", self.target)
         self._ids = ids
         yield from iterator
 
-    # -- writing ----------------------------------------------------------------------------------------------
+    # -- writing ---------------------------------------------------------------------------------------------
 
     def write(self, doc: Document) -> None:
         """Take one predicted document (written at the next ``commit``)."""
@@ -204,8 +208,8 @@ class ResumableWriter:
             raise CorpusError(f"document id {doc.id!r} {problem}", self.target)
         key = self._key(doc.id)
         if key in self._keys:
-            raise CorpusError(f"duplicate document id {doc.id!r}: its predictions would overwrite (brat) or merge "
-                              "with (TSV) another document's", self.target)
+            raise CorpusError(f"duplicate document id {doc.id!r}: its predictions would overwrite (brat) or "
+                              "merge with (TSV) another document's", self.target)
         self._keys.add(key)
         self._buffer.append(doc)
 
@@ -216,7 +220,8 @@ class ResumableWriter:
         report = ReadReport()
         if self.format == "brat":
             if self.into_existing:
-                write_into_folder(self.target, files_into(self.target, self._buffer, report, self.score_notes))
+                files = files_into(self.target, self._buffer, report, self.score_notes)
+                write_into_folder(self.target, files)
             else:
                 self._append_journal({"pending": [doc.id for doc in self._buffer]})
                 payload = self.partial / "payload"
@@ -260,7 +265,7 @@ class ResumableWriter:
             self._payload_handle.close()
             self._payload_handle = None
 
-    # -- helpers ----------------------------------------------------------------------------------------------
+    # -- helpers ---------------------------------------------------------------------------------------------
 
     def _format(self, doc: Document) -> str:
         if self.format == "jsonl":
@@ -272,8 +277,9 @@ class ResumableWriter:
         return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "little")
 
     def _write_run(self) -> None:
-        run = {"target": os.path.abspath(self.target), "format": self.format, "into_existing": self.into_existing,
-               "pid": os.getpid(), "host": socket.gethostname(), "settings": self.settings}
+        run = {"target": os.path.abspath(self.target), "format": self.format,
+               "into_existing": self.into_existing, "pid": os.getpid(), "host": socket.gethostname(),
+               "settings": self.settings}
         temporary = self.partial / "run.json.tmp"
         temporary.write_text(json.dumps(run, indent=1), encoding="utf-8")
         os.replace(temporary, self.partial / "run.json")
@@ -284,8 +290,8 @@ class ResumableWriter:
         except (OSError, ValueError):
             run = None
         if not isinstance(run, dict) or run.get("target") != os.path.abspath(self.target):
-            raise CorpusError(f"{self.partial} is not a partial output of this target (no readable run.json); "
-                              "delete it to start over", self.target)
+            raise CorpusError(f"{self.partial} is not a partial output of this target (no readable "
+                              "run.json); delete it to start over", self.target)
         return run
 
     def _journal(self) -> dict:
