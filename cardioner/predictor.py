@@ -2,12 +2,13 @@
 
 Four steps, each its own method, so that a caller can run any of them alone:
 
-- ``forward``: one batch of windows through the model -> each window's word tag ids (a row per word, one tag
-  per channel), the batch's loss when the windows carry labels, and on request the head's raw scores at the
-  words (for re-decoding them another way: threshold tuning, confidences);
+- ``forward``: one batch of windows through the model (in the predictor's compute dtype) -> each window's
+  word tag ids (a row per word, one tag per channel), the words' span-confidence pieces, the batch's loss when
+  the windows carry labels, and on request the head's raw scores at the words (for re-decoding them another
+  way: threshold tuning);
 - ``predict_windows``: ``forward`` over every window of some encoded documents, shortest windows first;
 - ``predict``: documents, read lazily from any iterable, encoded and predicted chunk by chunk and yielded in
-  input order with their spans;
+  input order with their spans, each with its confidence (``Span.score``);
 - ``evaluate``: an encoded corpus predicted and scored against its gold spans (``evaluation.corpus_scores``).
 
 Nothing is cached here: callers that evaluate one corpus again and again (the trainer, each epoch) encode it
@@ -36,6 +37,7 @@ from cardioner.data.encoding import NO_WORD, EncodedCorpus, EncodedDocument, Enc
 from cardioner.errors import ConfigError
 from cardioner.evaluation import corpus_scores
 from cardioner.labels import LabelSet
+from cardioner.precision import compute_dtype
 
 DEFAULT_BATCH_SIZE = 32  # windows per forward pass
 DEFAULT_CHUNK_DOCUMENTS = 1024  # documents encoded and predicted together by ``predict``
@@ -48,6 +50,9 @@ class BatchOutput:
     tags: list[list[list[int]]]  # per window: a row of tag ids (one per channel) for each of its words
     loss: torch.Tensor | None  # the model's loss over the batch, when the windows carry labels
     scores: list[torch.Tensor] | None  # per window, on request: the head's raw scores (words, channels, tags)
+    # per window: the words' SPAN_OPEN, SPAN_CONTINUE, SPAN_CLOSE log-probabilities (words, channels, 3); None
+    # for a model that does not give them (``word_confidences``)
+    confidences: list[torch.Tensor] | None = None
 
 
 @dataclass
@@ -57,6 +62,7 @@ class WindowPredictions:
     tags: list[list[list[list[int]]]]  # tags[d][k]: rows of tag ids of the words of window k of document d
     loss: float | None  # the mean of the batches' losses (windows with labels), else None
     scores: list[list[torch.Tensor]] | None  # scores[d][k]: raw scores (words, channels, tags), when kept
+    confidences: list[list[torch.Tensor]] | None = None  # confidences[d][k]: (words, channels, 3)
 
 
 @dataclass
@@ -76,20 +82,22 @@ class Predictor:
         model: a cardioner model (``modeling.py``); put in eval mode when it predicts.
         encoder: the Encoder of the model's tokenizer, labels and window settings.
         batch_size: windows per forward pass.
+        dtype: the compute dtype of the forward pass (bf16 through autocast: ``precision.compute_dtype``).
     """
 
-    def __init__(
-        self, model: torch.nn.Module, encoder: Encoder, batch_size: int = DEFAULT_BATCH_SIZE
-    ) -> None:
+    def __init__(self, model: torch.nn.Module, encoder: Encoder, batch_size: int = DEFAULT_BATCH_SIZE,
+                 dtype: torch.dtype = torch.float32) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model
         self.encoder = encoder
         self.batch_size = batch_size
+        self.dtype = dtype
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, tokenizer, max_length: int | None = None,
-                   stride: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE) -> Predictor:
+                   stride: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                   dtype: torch.dtype = torch.float32) -> Predictor:
         """The predictor of an exported model: its labels, and its windows as it was trained unless
         ``max_length`` / ``stride`` say otherwise (``data.max_length`` / ``data.stride`` semantics)."""
         config = model.config
@@ -108,11 +116,11 @@ class Predictor:
             raise ConfigError(f"this model reads {context} subwords of context on each side of a window's "
                               f"own words (its data.context); data.max_length {max_length} leaves no room "
                               f"for them ({error})") from error
-        return cls(model, encoder, batch_size)
+        return cls(model, encoder, batch_size, dtype)
 
     def with_batch_size(self, batch_size: int) -> Predictor:
         """This predictor with another number of windows per forward pass."""
-        return Predictor(self.model, self.encoder, batch_size)
+        return Predictor(self.model, self.encoder, batch_size, self.dtype)
 
     @property
     def labels(self) -> LabelSet:
@@ -140,17 +148,21 @@ class Predictor:
 
         Returns:
             BatchOutput: per window, the tag ids of its words (words, channels) — the model's decoded tags
-            (Viterbi for a CRF, thresholds for sigmoid channels) — and the loss and raw scores.
+            (Viterbi for a CRF, thresholds for sigmoid channels) — their span-confidence pieces, and the loss
+            and raw scores.
         """
         self.model.eval()
         device = next(self.model.parameters()).device
         batch = {key: value.to(device) for key, value in self.collate(windows).items()}
-        output = self.model(**batch)
+        with compute_dtype(self.dtype, device):
+            output = self.model(**batch)
         # Eval-mode logits are consistent with the model's decoding (their argmax at a word start is its tag).
         logits = output.logits if output.channel_logits is None else output.channel_logits
         tags = [rows.argmax(-1).tolist() for rows in word_rows(channel_view(logits).float().cpu(), windows)]
         scores = word_rows(channel_view(output.emissions).float().cpu(), windows) if keep_scores else None
-        return BatchOutput(tags, output.loss, scores)
+        pieces = getattr(output, "word_confidences", None)  # shape: (batch, seq_len[, channels], 3)
+        confidences = None if pieces is None else word_rows(channel_view(pieces).float().cpu(), windows)
+        return BatchOutput(tags, output.loss, scores, confidences)
 
     # -- many batches ---------------------------------------------------------------------------------------
 
@@ -170,38 +182,54 @@ class Predictor:
         for b in tqdm(processes.shard(len(batches)), desc=desc, leave=False, disable=not processes.is_main()):
             output = self.forward([windows[i][2] for i in batches[b]], keep_scores)
             loss = None if output.loss is None else float(output.loss)
-            mine.append((b, (output.tags, output.scores, loss)))
+            mine.append((b, (output.tags, output.scores, output.confidences, loss)))
         tags: list[list] = [[None] * len(doc.windows) for doc in encoded]
         scores: list[list] | None = [[None] * len(doc.windows) for doc in encoded] if keep_scores else None
+        confidences: list[list] | None = [[None] * len(doc.windows) for doc in encoded]
         losses = []
-        for batch, (batch_tags, batch_scores, loss) in zip(batches, processes.gather_in_order(mine),
-                                                           strict=True):
+        gathered = processes.gather_in_order(mine)
+        for batch, (batch_tags, batch_scores, batch_confidences, loss) in zip(batches, gathered, strict=True):
             if loss is not None:
                 losses.append(loss)
+            if batch_confidences is None:
+                confidences = None
             for position, i in enumerate(batch):
                 d, k, _ = windows[i]
                 tags[d][k] = batch_tags[position]
                 if scores is not None:
                     scores[d][k] = batch_scores[position]
-        return WindowPredictions(tags, sum(losses) / len(losses) if losses else None, scores)
+                if confidences is not None:
+                    confidences[d][k] = batch_confidences[position]
+        return WindowPredictions(tags, sum(losses) / len(losses) if losses else None, scores, confidences)
 
-    def predict(self, documents: Iterable[Document],
-                chunk_size: int = DEFAULT_CHUNK_DOCUMENTS) -> Iterator[Document]:
+    def predict(self, documents: Iterable[Document], chunk_size: int = DEFAULT_CHUNK_DOCUMENTS,
+                min_confidence: float = 0.0) -> Iterator[Document]:
         """Documents with predicted spans, in input order (windows merged: each word from its most central
-        window). ``documents`` is read lazily, ``chunk_size`` documents at a time; with context
-        (``data.context``) a chunk ends with a whole group (consecutive documents of one
-        ``meta["document"]``), so that a document reads the same context however the input is chunked.
+        window), each span with its confidence (``Span.score``). ``documents`` is read lazily, ``chunk_size``
+        documents at a time: memory holds one chunk, whatever the number of documents. With context
+        (``data.context``) a chunk ends with a whole group (consecutive documents of one ``meta["document"]``),
+        so that a document reads the same context however the input is chunked.
+
+        Args:
+            documents: the documents (their spans are ignored).
+            chunk_size: documents encoded and predicted together (their windows batched by length).
+            min_confidence: leave out spans whose confidence is below this (0: keep every span).
 
         Yields:
             Document(id, text, predicted spans, {"source": the input's meta "path"}) per input document.
         """
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        if not 0.0 <= min_confidence <= 1.0:
+            raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
         for chunk in _chunks(documents, chunk_size, whole_groups=self.encoder.context > 0):
             encoded, _ = self.encoder.encode(chunk)
             predictions = self.predict_windows(encoded)
-            for doc, enc, tags in zip(chunk, encoded, predictions.tags, strict=True):
-                spans = self.encoder.decode_document(enc, tags)
+            confidences = predictions.confidences or [None] * len(chunk)
+            for doc, enc, tags, pieces in zip(chunk, encoded, predictions.tags, confidences, strict=True):
+                spans = self.encoder.decode_document(enc, tags, pieces)
+                if min_confidence > 0:
+                    spans = [span for span in spans if span.score is None or span.score >= min_confidence]
                 yield Document(doc.id, doc.text, spans, {"source": doc.meta.get("path")})
 
     def evaluate(self, corpus: EncodedCorpus) -> Evaluation:
@@ -209,11 +237,13 @@ class Predictor:
         channel's word tags)."""
         predictions = self.predict_windows(corpus.encoded, desc=f"evaluating {corpus.name}")
         predicted, gold_tags, predicted_tags = [], [], []
-        for doc, enc, tags in zip(corpus.documents, corpus.encoded, predictions.tags, strict=True):
+        confidences = predictions.confidences or [None] * len(corpus.documents)
+        for doc, enc, tags, pieces in zip(corpus.documents, corpus.encoded, predictions.tags, confidences,
+                                          strict=True):
             merged = self.encoder.merge_predictions(enc, tags)
-            predicted.append(
-                Document(doc.id, doc.text, self.encoder.word_labels_to_spans(enc.word_offsets, merged))
-            )
+            merged_pieces = None if pieces is None else self.encoder.merge_scores(enc, pieces)
+            spans = self.encoder.word_labels_to_spans(enc.word_offsets, merged, merged_pieces)
+            predicted.append(Document(doc.id, doc.text, spans))
             for c, channel in enumerate(self.labels.channels):  # one tag sequence per document and channel
                 gold_tags.append([channel.typed_tag(row[c]) for row in enc.word_labels])
                 predicted_tags.append([channel.typed_tag(row[c]) for row in merged])

@@ -132,3 +132,25 @@ def test_with_context_a_chunk_runs_on_to_the_end_of_its_last_documents_group():
     plain = [[doc.id for doc in chunk] for chunk in _chunks(docs, 3, whole_groups=False)]
     assert plain == [["0", "1", "2"], ["3", "4", "5"], ["6", "7"]]
     assert [len(chunk) for chunk in _chunks(docs, 1, whole_groups=True)] == [3, 1, 1, 1, 2]
+
+
+@pytest.mark.parametrize("settings", [{}, {"model.use_crf": True}, {"data.multilabel": True},
+                                      {"data.multilabel": True, "model.use_crf": True}],
+                         ids=["softmax", "crf", "sigmoid", "multilabel-crf"])
+def test_every_predicted_span_has_a_confidence_and_min_confidence_leaves_out_the_lower_ones(
+        bert_dir, settings, one_thread):
+    predictor, _ = predictor_for(bert_dir, **settings)
+    torch.manual_seed(1)
+    for name, parameter in predictor.model.named_parameters():  # untrained: priors make every word O
+        if "classifier" in name:
+            parameter.data.normal_(0.0, 2.0)
+    predicted = list(predictor.predict(documents()))
+    spans = [span for doc in predicted for span in doc.spans]
+    assert spans and [s for s in spans if s.score is None or not 0.0 <= s.score <= 1.0] == []
+    threshold = sorted(span.score for span in spans)[len(spans) // 2]
+    kept = list(predictor.predict(documents(), min_confidence=threshold))
+    for doc, filtered in zip(predicted, kept, strict=True):
+        assert filtered.spans == [span for span in doc.spans if span.score >= threshold]
+        assert [s.score for s in filtered.spans] == [s.score for s in doc.spans if s.score >= threshold]
+    with pytest.raises(ValueError, match="min_confidence must be in"):
+        next(predictor.predict(documents(), min_confidence=1.5))

@@ -43,6 +43,13 @@ type are one entity when each side of the cut between them either continues it o
 e.g. BIO ``B-X``/``I-X`` then a window's first word ``B-X`` -> ``I-X``; BIOES a window's last word ``E-X``
 then ``I-X`` -> ``I-X``. Only two entities of one type that meet exactly at such a cut, with no word between
 them, come back joined: the window labels cannot tell them from one entity cut in two.
+
+Confidences: each word's span-confidence pieces (the model's ``word_confidences``: log-probabilities of
+opening, continuing and closing its decoded entity) are taken from the same window as its tags, and a span's
+score is ``modeling.span_confidence`` over its words: the probability of exactly this entity. An entity joined
+across a window cut multiplies pieces from the two windows, each the posterior of its window; an entity that
+the merge makes out of two windows that disagree about its edges (one window's path runs on where the other
+takes the word) gets the piece the first window's path rules out, a score near 0: neither window predicted it.
 """
 
 from __future__ import annotations
@@ -69,7 +76,7 @@ from cardioner.labels import (
     split_tag,
     tags_to_entities,
 )
-from cardioner.modeling import build_token_classes, word_start_mask
+from cardioner.modeling import build_token_classes, span_confidence, word_start_mask
 
 logger = logging.getLogger("cardioner")
 
@@ -578,9 +585,13 @@ class Encoder:
                 merged[w][c] = channel.tag_id(rejoined_tag(tags[w], join_left, join_right))
         return merged
 
-    def decode_document(self, encoded: EncodedDocument, predictions: Sequence) -> list[Span]:
-        """Spans (character offsets) from per-window word predictions (see ``merge_predictions``)."""
-        return self.word_labels_to_spans(encoded.word_offsets, self.merge_predictions(encoded, predictions))
+    def decode_document(self, encoded: EncodedDocument, predictions: Sequence,
+                        confidences: Sequence | None = None) -> list[Span]:
+        """Spans (character offsets) from per-window word predictions (see ``merge_predictions``), scored when
+        ``confidences`` gives each window's (words, channels, 3) span-confidence pieces (module docstring)."""
+        merged = self.merge_predictions(encoded, predictions)
+        pieces = None if confidences is None else self.merge_scores(encoded, confidences)
+        return self.word_labels_to_spans(encoded.word_offsets, merged, pieces)
 
     def decode_window(self, encoded: EncodedDocument, window_index: int, prediction: Sequence) -> list[Span]:
         """Spans from one window's word predictions alone (the words of that window only)."""
@@ -592,22 +603,23 @@ class Encoder:
             )
         return self.word_labels_to_spans(encoded.word_offsets[first:end], prediction)
 
-    def word_labels_to_spans(
-        self, word_offsets: Sequence[tuple[int, int]], word_labels: Sequence[Sequence[int]]
-    ) -> list[Span]:
-        """Spans from a row of tag ids per word (one per channel), decoded channel by channel."""
+    def word_labels_to_spans(self, word_offsets: Sequence[tuple[int, int]],
+                             word_labels: Sequence[Sequence[int]],
+                             word_confidences: Sequence | None = None) -> list[Span]:
+        """Spans from a row of tag ids per word (one per channel), decoded channel by channel; scored when
+        ``word_confidences`` gives each word's (channels, 3) span-confidence pieces."""
         spans: list[Span] = []
         for c in range(self.labels.num_channels):
-            spans.extend(self.channel_spans(word_offsets, [row[c] for row in word_labels], c))
+            pieces = None if word_confidences is None else [_as_list(row)[c] for row in word_confidences]
+            spans.extend(self.channel_spans(word_offsets, [row[c] for row in word_labels], c, pieces))
         return sorted(spans, key=lambda s: (s.start, s.end, s.label))
 
-    def channel_spans(
-        self, word_offsets: Sequence[tuple[int, int]], tag_ids: Sequence[int], channel_index: int = 0
-    ) -> list[Span]:
-        """Spans of one channel from its tag id per word."""
+    def channel_spans(self, word_offsets: Sequence[tuple[int, int]], tag_ids: Sequence[int],
+                      channel_index: int = 0, confidences: Sequence | None = None) -> list[Span]:
+        """Spans of one channel from its tag id per word (scored with its words' (3,) confidence pieces)."""
         channel = self.labels.channels[channel_index]
         tags = [channel.typed_tag(int(tag_id)) for tag_id in tag_ids]
-        return word_tags_to_spans(word_offsets, tags, self.scheme)
+        return word_tags_to_spans(word_offsets, tags, self.scheme, confidences)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -656,9 +668,8 @@ def collate(windows: Sequence[dict], pad_token_id: int) -> dict[str, torch.Tenso
     return batch
 
 
-def word_tags_to_spans(
-    word_offsets: Sequence[tuple[int, int]], tags: Sequence[str], scheme: str = "BIO"
-) -> list[Span]:
+def word_tags_to_spans(word_offsets: Sequence[tuple[int, int]], tags: Sequence[str], scheme: str = "BIO",
+                       confidences: Sequence | None = None) -> list[Span]:
     """Spans with character offsets from typed word tags (lenient decoding, see ``labels.tags_to_entities``).
 
     A *blank* word — empty character span, e.g. an unknown piece made only of whitespace — never starts or
@@ -668,6 +679,8 @@ def word_tags_to_spans(
         word_offsets: (start, end) character span of each word.
         tags: one typed tag per word (``O``, ``B-T``, ``I-T``; BIOES adds ``E-T``, ``S-T``).
         scheme: "BIO" or "BIOES" (checked; both decode with the same lenient rules).
+        confidences: each word's SPAN_OPEN, SPAN_CONTINUE, SPAN_CLOSE log-probabilities (words, 3); when
+            given, each span's ``score`` is ``modeling.span_confidence`` over the entity's words.
     """
     check_scheme(scheme)
     if len(tags) != len(word_offsets):
@@ -677,12 +690,13 @@ def word_tags_to_spans(
             raise ValueError(f"untyped tag {tag!r}: word_tags_to_spans needs typed tags (B-T)")
     spans = []
     for first, last, label in tags_to_entities(tags):
+        score = None if confidences is None else span_confidence(confidences, first, last)
         while first <= last and word_offsets[first][0] >= word_offsets[first][1]:
             first += 1  # a blank word (empty character span) never starts a span...
         while last >= first and word_offsets[last][0] >= word_offsets[last][1]:
             last -= 1  # ...nor ends one
         if first <= last:
-            spans.append(Span(word_offsets[first][0], word_offsets[last][1], label))
+            spans.append(Span(word_offsets[first][0], word_offsets[last][1], label, score=score))
     return spans
 
 
