@@ -1,0 +1,412 @@
+"""Prediction at collection scale: ``cardioner predict`` against the stock pipeline and the machine's limit.
+
+One command, one run, one export. Every system annotates the same documents (MEDDOCAN test: 250 whole
+documents by default) with the same exported model, each in its own process, one after another:
+
+- ``cardioner predict`` in float32, with ``--quantize int8`` and in bfloat16 (``--dtype bfloat16``; on a CPU
+  without native bf16 it is emulated and very slow, so it runs on the first ``--bf16-documents`` documents,
+  beside a float32 run on the same documents);
+- ``scripts/viterbi_predict.py`` (the standalone script: torch + transformers only);
+- the stock ``pipeline("token-classification", model=export, trust_remote_code=True, stride=...,
+  aggregation_strategy="simple")``, at its best batch size (probed first on ``--probe-documents`` documents).
+
+For each: documents/s, subwords/s (the documents' subwords without special tokens, the same count for every
+system), peak RSS (``wait4`` of the child process), span F1 against gold (exact match, micro), and for
+cardioner's rows the expected calibration error of its span confidences. Then the forward pass alone (no
+reading, tokenising or writing) is timed in float32, int8 and bf16, its FLOPs counted from the window lengths
+and the backbone's shape, and the achieved FLOP/s set against the matmul peak of the same dtype measured in
+the same run (best of a 2048x2048 fp32 matmul, a 1024x1024 bf16 matmul, and a 2048x2048 int8 dynamic-quantised
+linear layer, measured before and after the systems run). Prints one JSON object; ``--table`` also prints the
+rows as a Markdown table.
+
+The default model, /work/artifacts/meddocan/linear-2ep, was trained by cardioner on MEDDOCAN train (500
+documents, no dev set: MEDDOCAN dev has a label train lacks) with the default backbone (all-MiniLM-L6-v2), a
+linear head with constrained (BIO Viterbi) decoding, 2 epochs, batch 16, lr 5e-5, seed 42, 512-subword windows
+with stride 128 — ``cardioner train --train meddocan/train --test meddocan/test --model default --head linear
+--epochs 2 --batch-size 16 --lr 5e-5 --seed 42 --output linear-2ep`` (test F1 0.763) — and is only read here:
+
+    python benchmarks/inference.py --model /work/artifacts/meddocan/linear-2ep \\
+        --data ../shared/data/meddocan/test --workdir /tmp/inference-bench --table > inference.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the checkout's cardioner, for the children run from here
+DEFAULT_MODEL = "/work/artifacts/meddocan/linear-2ep"
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "meddocan" / "test"
+
+
+# --------------------------------------------------------------------------------------------- children
+def child_peaks(spec: dict) -> dict:
+    """Best-of-N matmul throughput (GFLOP/s) in fp32, bf16 and int8 (a dynamic-quantised linear layer)."""
+    import torch
+
+    from cardioner.precision import quantize_int8
+
+    def best(run, repeats: int) -> float:
+        run()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    result = {"threads": torch.get_num_threads()}
+    for name, dtype, size, repeats in (("float32", torch.float32, 2048, 5),
+                                       ("bfloat16", torch.bfloat16, 1024, 2)):
+        a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+        result[name] = 2 * size**3 / best(lambda a=a, b=b: a @ b, repeats) / 1e9
+    layer = quantize_int8(torch.nn.Sequential(torch.nn.Linear(2048, 2048, bias=False)))
+    inputs = torch.randn(2048, 2048)
+    with torch.no_grad():
+        result["int8"] = 2 * 2048**3 / best(lambda: layer(inputs), 5) / 1e9
+    return result
+
+
+def forward_flops(config, lengths: list[int], num_labels: int) -> float:
+    """FLOPs of the encoder forward (and the linear head) on windows of these lengths: per layer and token
+    2 x (4 h^2 + 2 h f) for the projections and feed-forward, plus 4 L h for the attention scores and the
+    weighted sum (L: the window's length); multiply-adds count 2. Embeddings, norms and softmax are left
+    out."""
+    hidden, ff, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    per_token = layers * 2 * (4 * hidden * hidden + 2 * hidden * ff) + 2 * hidden * num_labels
+    return float(sum(length * (per_token + layers * 4 * length * hidden) for length in lengths))
+
+
+def child_forward(spec: dict) -> dict:
+    """The forward pass alone over every window of the documents, in ``spec["dtype"]`` / ``spec["quantize"]``:
+    seconds and FLOP/s (batches of ``batch_size`` windows, sorted by length as ``predict`` sorts them)."""
+    import torch
+
+    from cardioner.inference import load_predictor
+    from cardioner.precision import compute_dtype, quantize_int8
+
+    model, predictor = load_predictor(spec["model"])
+    docs = [_document(record) for record in _records(spec["input"])]
+    encoded, _ = predictor.encoder.encode(docs)
+    windows = sorted((w for doc in encoded for w in doc.windows), key=lambda w: len(w["input_ids"]))
+    if spec["quantize"] == "int8":
+        model = quantize_int8(model)
+    dtype = getattr(torch, spec["dtype"])
+    batch_size = spec["batch_size"]
+    batches = [predictor.collate(windows[i : i + batch_size]) for i in range(0, len(windows), batch_size)]
+    seconds = 0.0
+    with torch.no_grad(), compute_dtype(dtype, "cpu"):
+        for batch in batches:
+            start = time.perf_counter()
+            model(**batch)
+            seconds += time.perf_counter() - start
+    config = model.config.backbone_config
+    backbone = type("Shape", (), {key: config[key] for key in ("hidden_size", "intermediate_size",
+                                                               "num_hidden_layers")})
+    flops = forward_flops(backbone, [len(w["input_ids"]) for w in windows], model.config.num_labels)
+    padded = sum(batch["input_ids"].numel() for batch in batches)
+    return {"windows": len(windows), "window_tokens": sum(len(w["input_ids"]) for w in windows),
+            "padded_tokens": padded, "seconds": seconds, "flops": flops,
+            "gflops_per_s": flops / seconds / 1e9}
+
+
+def child_pipeline(spec: dict) -> dict:
+    """The stock pipeline over the documents; spans per document written to ``spec["output"]`` as JSONL."""
+    import torch
+    from transformers import pipeline
+
+    torch.set_grad_enabled(False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ner = pipeline("token-classification", model=spec["model"], trust_remote_code=True,
+                       stride=spec["stride"], aggregation_strategy="simple", device=-1)
+    records = list(_records(spec["input"]))
+    start = time.perf_counter()
+    results = ner([record["text"] for record in records], batch_size=spec["batch_size"])
+    seconds = time.perf_counter() - start
+    with open(spec["output"], "w", encoding="utf-8") as handle:
+        for record, entities in zip(records, results, strict=True):
+            spans = [{"start": int(e["start"]), "end": int(e["end"]), "label": e["entity_group"],
+                      "score": float(e["score"])} for e in entities]
+            handle.write(json.dumps({"id": record["id"], "text": record["text"], "spans": spans}) + "\n")
+    return {"seconds_in_pipeline": seconds}
+
+
+CHILDREN = {"peaks": child_peaks, "forward": child_forward, "pipeline": child_pipeline}
+
+
+def _records(path: str):
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                yield json.loads(line)
+
+
+def _document(record: dict):
+    from cardioner.data.document import Document
+
+    return Document(record["id"], record["text"], [])
+
+
+# --------------------------------------------------------------------------------------------- the parent
+def run_process(command: list[str], log: Path) -> dict:
+    """Run ``command`` with the checkout's cardioner; wall seconds, peak RSS (MiB) and exit code."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with open(log, "w", encoding="utf-8") as handle:
+        start = time.perf_counter()
+        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - start
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        tail = log.read_text(encoding="utf-8", errors="replace")[-2000:]
+        raise SystemExit(f"{' '.join(command[:4])}... failed ({code}); log {log}:\n{tail}")
+    return {"seconds": seconds, "peak_rss_mib": usage.ru_maxrss / 1024}
+
+
+def run_child(kind: str, spec: dict, workdir: Path, name: str) -> tuple[dict, dict]:
+    spec_path = workdir / f"{name}.spec.json"
+    spec_path.write_text(json.dumps(spec), encoding="utf-8")
+    out_path = workdir / f"{name}.result.json"
+    process = run_process([sys.executable, __file__, "--child", kind, str(spec_path), str(out_path)],
+                          workdir / f"{name}.log")
+    return json.loads(out_path.read_text(encoding="utf-8")), process
+
+
+def read_spans(path: Path) -> list:
+    from cardioner.data.jsonl import read_jsonl
+
+    return read_jsonl(path)
+
+
+def scores(gold: list, predicted: list) -> dict:
+    """Exact-match micro P/R/F1 of ``predicted`` against ``gold`` (the documents ``predicted`` holds), and the
+    calibration of the predicted spans' scores when they have them."""
+    from cardioner.calibration import calibration, span_outcomes
+    from cardioner.evaluation import score_spans
+
+    ids = {doc.id for doc in predicted}
+    gold = [doc for doc in gold if doc.id in ids]
+    micro = score_spans(gold, predicted, match="exact")["micro"]
+    result = {"f1": micro["f1"], "precision": micro["precision"], "recall": micro["recall"],
+              "predicted_spans": sum(len(doc.spans) for doc in predicted)}
+    outcomes = span_outcomes(gold, predicted)
+    if outcomes:
+        result["ece"] = calibration(outcomes)["ece"]
+    return result
+
+
+def write_input(docs: list, path: Path) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        for doc in docs:
+            handle.write(json.dumps({"id": doc.id, "text": doc.text}, ensure_ascii=False) + "\n")
+
+
+def count_subwords(model: str, docs: list) -> int:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    return sum(len(tokenizer(doc.text, add_special_tokens=False, verbose=False)["input_ids"]) for doc in docs)
+
+
+def row(name: str, process: dict, documents: int, subwords: int, quality: dict, **extra) -> dict:
+    return {"system": name, "documents": documents, "seconds": round(process["seconds"], 2),
+            "documents_per_s": documents / process["seconds"],
+            "subwords_per_s": subwords / process["seconds"],
+            "peak_rss_mib": round(process["peak_rss_mib"], 1), **quality, **extra}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="the export (see above for how the default "
+                        "one was trained; any cardioner export works)")
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="annotated documents (MEDDOCAN test brat)")
+    parser.add_argument("--documents", type=int, default=0, help="use the first N documents (0: all)")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/cardioner-inference-bench"))
+    parser.add_argument("--batch-size", type=int, default=32, help="windows per batch for cardioner and the "
+                        "script")
+    parser.add_argument("--pipeline-batch-sizes", default="1,4,16",
+                        help="batch sizes probed for the pipeline")
+    parser.add_argument("--probe-documents", type=int, default=8,
+                        help="documents of the pipeline's probe runs")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads of every run (OMP_NUM_THREADS; "
+                        "0: torch's default)")
+    parser.add_argument("--bf16-documents", type=int, default=8, help="documents of the bf16 rows (emulated "
+                        "bf16 is slow)")
+    parser.add_argument("--stride", type=int, default=None, help="pipeline stride (default: the export's)")
+    parser.add_argument("--skip", default="", help="comma-separated systems to leave out: pipeline, script, "
+                        "int8, bf16, forward")
+    parser.add_argument("--table", action="store_true", help="also print a Markdown table on stderr")
+    parser.add_argument("--child", nargs=3, metavar=("KIND", "SPEC", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        kind, spec_path, out_path = args.child
+        result = CHILDREN[kind](json.loads(Path(spec_path).read_text(encoding="utf-8")))
+        Path(out_path).write_text(json.dumps(result), encoding="utf-8")
+        return
+    from cardioner.data.io import read_corpus
+    from cardioner.precision import native_bf16
+
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
+
+    skip = set(filter(None, args.skip.split(",")))
+    workdir = args.workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    gold, _ = read_corpus(args.data)
+    gold = sorted(gold, key=lambda doc: doc.id)
+    if args.documents:
+        gold = gold[: args.documents]
+    subset = gold[: args.bf16_documents]
+    all_input, subset_input = workdir / "documents.jsonl", workdir / "subset.jsonl"
+    write_input(gold, all_input)
+    write_input(subset, subset_input)
+    subwords = count_subwords(args.model, gold)
+    subset_subwords = count_subwords(args.model, subset)
+    config = json.loads((Path(args.model) / "config.json").read_text(encoding="utf-8"))
+    stride = args.stride or (config.get("cardioner_windows") or {}).get("stride") or 128
+    result: dict = {"model": str(args.model), "data": str(args.data), "documents": len(gold),
+                    "subwords": subwords,
+                    "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                                "threads": args.threads, "native_bf16": native_bf16("cpu")[0],
+                                "bf16_check": native_bf16("cpu")[1]},
+                    "rows": []}
+    peaks_before, _ = run_child("peaks", {}, workdir, "peaks-before")
+    cardioner_runs = [("cardioner predict (float32)", "float32", "none", all_input, len(gold), subwords)]
+    if "int8" not in skip:
+        cardioner_runs.append(("cardioner predict --quantize int8", "float32", "int8", all_input, len(gold),
+                               subwords))
+    if "bf16" not in skip:
+        cardioner_runs += [
+            (f"cardioner predict (float32), first {len(subset)} documents", "float32", "none", subset_input,
+             len(subset), subset_subwords),
+            (f"cardioner predict --dtype bfloat16, first {len(subset)} documents", "bfloat16", "none",
+             subset_input, len(subset), subset_subwords),
+        ]
+    for index, (name, dtype, quantize, input_path, count, words) in enumerate(cardioner_runs):
+        output = workdir / f"cardioner-{index}.jsonl"
+        output.unlink(missing_ok=True)
+        command = [sys.executable, "-m", "cardioner", "predict", "--model", str(args.model), "--input",
+                   str(input_path), "--output", str(output), "--format", "jsonl", "--batch-size",
+                   str(args.batch_size), "--dtype", dtype, "--quantize", quantize, "--show", "0"]
+        process = run_process(command, workdir / f"cardioner-{index}.log")
+        docs = gold if input_path == all_input else subset
+        result["rows"].append(row(name, process, count, words, scores(docs, read_spans(output)), dtype=dtype,
+                                  quantize=quantize))
+        print(f"{name}: {result['rows'][-1]}", file=sys.stderr)
+    if "script" not in skip:
+        output = workdir / "script.jsonl"
+        output.unlink(missing_ok=True)
+        command = [sys.executable, str(REPO / "scripts" / "viterbi_predict.py"), "--model", str(args.model),
+                   "--input", str(all_input), "--output", str(output), "--format", "jsonl", "--batch-size",
+                   str(args.batch_size), "--device", "cpu"]
+        process = run_process(command, workdir / "script.log")
+        result["rows"].append(row("scripts/viterbi_predict.py", process, len(gold), subwords,
+                                  scores(gold, read_spans(output)), dtype="float32", quantize="none"))
+        print(f"script: {result['rows'][-1]}", file=sys.stderr)
+    if "pipeline" not in skip:
+        probe_input = workdir / "probe.jsonl"
+        write_input(gold[: args.probe_documents], probe_input)
+        probes = {}
+        for batch_size in [int(b) for b in args.pipeline_batch_sizes.split(",")]:
+            spec = {"model": str(args.model), "input": str(probe_input), "stride": stride,
+                    "batch_size": batch_size, "output": str(workdir / f"probe-{batch_size}.jsonl")}
+            inner, _ = run_child("pipeline", spec, workdir, f"probe-{batch_size}")
+            probes[batch_size] = inner["seconds_in_pipeline"]
+            print(f"pipeline probe batch {batch_size}: {probes[batch_size]:.1f} s", file=sys.stderr)
+        best = min(probes, key=probes.get)
+        spec = {"model": str(args.model), "input": str(all_input), "stride": stride, "batch_size": best,
+                "output": str(workdir / "pipeline.jsonl")}
+        _, process = run_child("pipeline", spec, workdir, "pipeline")
+        result["pipeline_probe_seconds"] = probes
+        result["rows"].append(row(f'pipeline("token-classification", stride={stride}, aggregation_strategy='
+                                  f'"simple"), batch {best}', process, len(gold), subwords,
+                                  scores(gold, read_spans(workdir / "pipeline.jsonl")), dtype="float32",
+                                  quantize="none", batch_size=best))
+        print(f"pipeline: {result['rows'][-1]}", file=sys.stderr)
+    if "forward" not in skip:
+        result["forward"] = []
+        forward_runs = [("float32", "none", all_input)]
+        forward_runs += [] if "int8" in skip else [("float32", "int8", all_input)]
+        forward_runs += [] if "bf16" in skip else [("float32", "none", subset_input), ("bfloat16", "none",
+                                                                                        subset_input)]
+        for dtype, quantize, input_path in forward_runs:
+            spec = {"model": str(args.model), "input": str(input_path), "dtype": dtype, "quantize": quantize,
+                    "batch_size": args.batch_size}
+            name = f"forward-{dtype}-{quantize}-{input_path.stem}"
+            inner, process = run_child("forward", spec, workdir, name)
+            result["forward"].append({"dtype": dtype, "quantize": quantize, "documents": input_path.stem,
+                                      **inner, "peak_rss_mib": round(process["peak_rss_mib"], 1)})
+            print(f"{name}: {result['forward'][-1]}", file=sys.stderr)
+    peaks_after, _ = run_child("peaks", {}, workdir, "peaks-after")
+    peaks = {key: max(peaks_before[key], peaks_after[key]) for key in ("float32", "bfloat16", "int8")}
+    result["matmul_peak_gflops_per_s"] = {"before": peaks_before, "after": peaks_after, "best": peaks}
+    for entry in result.get("forward", []):
+        peak_key = "int8" if entry["quantize"] == "int8" else entry["dtype"]
+        entry["fraction_of_peak"] = entry["gflops_per_s"] / peaks[peak_key]
+        entry["peak_used"] = peak_key
+    rows = result["rows"]
+    reference = next(r for r in rows if r["system"] == "cardioner predict (float32)")
+    for entry in rows:
+        entry["speed_vs_cardioner_fp32"] = entry["documents_per_s"] / reference["documents_per_s"]
+    stock = next((r for r in rows if r["system"].startswith("pipeline")), None)
+    if stock is not None:
+        result["cardioner_vs_pipeline"] = {
+            "documents_per_s_ratio": reference["documents_per_s"] / stock["documents_per_s"],
+            "f1_difference": reference["f1"] - stock["f1"]}
+    result["default_dtype"] = default_dtype(result)
+    print(json.dumps(result, indent=2))
+    if args.table:
+        print(markdown(result), file=sys.stderr)
+
+
+def default_dtype(result: dict) -> dict:
+    """What ``--dtype auto`` should choose, read from the table: the fastest of float32, int8 and bf16 whose
+    F1 is within half a point of float32's on the same documents, next to what ``auto`` resolves to here."""
+    from cardioner.precision import resolve_dtype
+
+    rows = result["rows"]
+    full = next(r for r in rows if r["system"] == "cardioner predict (float32)")
+    candidates = [("float32", full, full)]
+    int8 = next((r for r in rows if "int8" in r["system"]), None)
+    if int8 is not None:
+        candidates.append(("int8", int8, full))
+    bf16 = next((r for r in rows if "bfloat16" in r["system"]), None)
+    subset_fp32 = next((r for r in rows if r["system"].startswith("cardioner predict (float32), first")),
+                       None)
+    if bf16 is not None and subset_fp32 is not None:
+        candidates.append(("bfloat16", bf16, subset_fp32))
+    table = {name: {"speed_vs_float32": row["documents_per_s"] / reference["documents_per_s"],
+                    "f1_difference": row["f1"] - reference["f1"]} for name, row, reference in candidates}
+    within = [name for name, entry in table.items() if entry["f1_difference"] >= -0.005]
+    best = max(within, key=lambda name: table[name]["speed_vs_float32"])
+    return {"candidates": table, "fastest_within_half_a_point": best,
+            "auto_resolves_to": str(resolve_dtype("auto", "cpu")).removeprefix("torch.")}
+
+
+def markdown(result: dict) -> str:
+    lines = ["| system | documents | docs/s | subwords/s | peak RSS (MiB) | span F1 | ECE |",
+             "|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        ece = f"{r['ece']:.3f}" if r.get("ece") is not None else "–"
+        lines.append(f"| {r['system']} | {r['documents']} | {r['documents_per_s']:.2f} | "
+                     f"{r['subwords_per_s']:.0f} | "
+                     f"{r['peak_rss_mib']:.0f} | {100 * r['f1']:.2f} | {ece} |")
+    for entry in result.get("forward", []):
+        lines.append(f"\nforward {entry['dtype']}/{entry['quantize']} ({entry['documents']}): "
+                     f"{entry['gflops_per_s']:.1f} GFLOP/s = {100 * entry['fraction_of_peak']:.0f}% of the "
+                     f"{entry['peak_used']} peak")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
