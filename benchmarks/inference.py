@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -93,7 +94,8 @@ def child_forward(spec: dict) -> dict:
     from cardioner.inference import load_predictor
     from cardioner.precision import compute_dtype, quantize_int8
 
-    model, predictor = load_predictor(spec["model"])
+    predictor = load_predictor(spec["model"])
+    model = predictor.model
     docs = [_document(record) for record in _records(spec["input"])]
     encoded, _ = predictor.encoder.encode(docs)
     windows = sorted((w for doc in encoded for w in doc.windows), key=lambda w: len(w["input_ids"]))
@@ -213,15 +215,27 @@ def write_input(docs: list, path: Path) -> None:
 def count_subwords(model: str, docs: list) -> int:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model)
+    tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=True)  # its config names modeling.py
     return sum(len(tokenizer(doc.text, add_special_tokens=False, verbose=False)["input_ids"]) for doc in docs)
 
 
-def row(name: str, process: dict, documents: int, subwords: int, quality: dict, **extra) -> dict:
+def row(name: str, process: dict, documents: int, subwords: int, quality: dict,
+        seconds_predicting: float | None = None, **extra) -> dict:
+    """One system's row: wall-clock rates of its whole process (start-up and model loading included) and,
+    where the system reports it, the rate of prediction alone (reading, predicting, writing)."""
+    inner = {} if seconds_predicting is None else {
+        "seconds_predicting": round(seconds_predicting, 2),
+        "documents_per_s_predicting": documents / seconds_predicting}
     return {"system": name, "documents": documents, "seconds": round(process["seconds"], 2),
             "documents_per_s": documents / process["seconds"],
-            "subwords_per_s": subwords / process["seconds"],
+            "subwords_per_s": subwords / process["seconds"], **inner,
             "peak_rss_mib": round(process["peak_rss_mib"], 1), **quality, **extra}
+
+
+def predicting_seconds(log: Path) -> float | None:
+    """The seconds ``cardioner predict`` reports for its documents (its last line), model loading excluded."""
+    found = re.findall(r"documents in ([0-9.]+) s \(", log.read_text(encoding="utf-8", errors="replace"))
+    return float(found[-1]) if found else None
 
 
 def main() -> None:
@@ -300,7 +314,8 @@ def main() -> None:
                    str(args.batch_size), "--dtype", dtype, "--quantize", quantize, "--show", "0"]
         process = run_process(command, workdir / f"cardioner-{index}.log")
         docs = gold if input_path == all_input else subset
-        result["rows"].append(row(name, process, count, words, scores(docs, read_spans(output)), dtype=dtype,
+        result["rows"].append(row(name, process, count, words, scores(docs, read_spans(output)),
+                                  predicting_seconds(workdir / f"cardioner-{index}.log"), dtype=dtype,
                                   quantize=quantize))
         print(f"{name}: {result['rows'][-1]}", file=sys.stderr)
     if "script" not in skip:
@@ -326,12 +341,13 @@ def main() -> None:
         best = min(probes, key=probes.get)
         spec = {"model": str(args.model), "input": str(all_input), "stride": stride, "batch_size": best,
                 "output": str(workdir / "pipeline.jsonl")}
-        _, process = run_child("pipeline", spec, workdir, "pipeline")
+        inner, process = run_child("pipeline", spec, workdir, "pipeline")
         result["pipeline_probe_seconds"] = probes
         result["rows"].append(row(f'pipeline("token-classification", stride={stride}, aggregation_strategy='
                                   f'"simple"), batch {best}', process, len(gold), subwords,
-                                  scores(gold, read_spans(workdir / "pipeline.jsonl")), dtype="float32",
-                                  quantize="none", batch_size=best))
+                                  scores(gold, read_spans(workdir / "pipeline.jsonl")),
+                                  inner["seconds_in_pipeline"], dtype="float32", quantize="none",
+                                  batch_size=best))
         print(f"pipeline: {result['rows'][-1]}", file=sys.stderr)
     if "forward" not in skip:
         result["forward"] = []
@@ -362,6 +378,8 @@ def main() -> None:
     if stock is not None:
         result["cardioner_vs_pipeline"] = {
             "documents_per_s_ratio": reference["documents_per_s"] / stock["documents_per_s"],
+            "documents_per_s_predicting_ratio": reference.get("documents_per_s_predicting", 0)
+            / stock["documents_per_s_predicting"],
             "f1_difference": reference["f1"] - stock["f1"]}
     result["default_dtype"] = default_dtype(result)
     print(json.dumps(result, indent=2))
@@ -394,13 +412,13 @@ def default_dtype(result: dict) -> dict:
 
 
 def markdown(result: dict) -> str:
-    lines = ["| system | documents | docs/s | subwords/s | peak RSS (MiB) | span F1 | ECE |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| system | documents | docs/s (process) | docs/s (predicting) | subwords/s (process) | "
+             "peak RSS (MiB) | span F1 | ECE |", "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         ece = f"{r['ece']:.3f}" if r.get("ece") is not None else "–"
-        lines.append(f"| {r['system']} | {r['documents']} | {r['documents_per_s']:.2f} | "
-                     f"{r['subwords_per_s']:.0f} | "
-                     f"{r['peak_rss_mib']:.0f} | {100 * r['f1']:.2f} | {ece} |")
+        inner = f"{r['documents_per_s_predicting']:.2f}" if "documents_per_s_predicting" in r else "–"
+        lines.append(f"| {r['system']} | {r['documents']} | {r['documents_per_s']:.2f} | {inner} | "
+                     f"{r['subwords_per_s']:.0f} | {r['peak_rss_mib']:.0f} | {100 * r['f1']:.2f} | {ece} |")
     for entry in result.get("forward", []):
         lines.append(f"\nforward {entry['dtype']}/{entry['quantize']} ({entry['documents']}): "
                      f"{entry['gflops_per_s']:.1f} GFLOP/s = {100 * entry['fraction_of_peak']:.0f}% of the "

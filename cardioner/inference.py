@@ -1,5 +1,10 @@
 """Documents in, spans out: prediction and evaluation with an exported model, on documents of any length.
 
+``predict_path`` streams: documents are read one at a time (``data.inputs``), predicted a chunk at a time and
+written as they come (``data.resumable``), so memory does not grow with the number of documents, a killed run
+continues with ``resume=True``, and the output appears only when complete. Every span carries its confidence
+(``Span.score``); ``evaluate_path`` says how far those confidences mean what they say (``calibration``).
+
 Under a launcher (``torchrun``, ``accelerate launch``) every process reads the input and loads the model (on
 its own GPU, when there are GPUs); the windows' batches are shared out and the predictions gathered
 (``Predictor.predict_windows``), so the spans are those of one process; the main process alone writes the
@@ -8,25 +13,31 @@ output, the others waiting until it is complete.
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import logging
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+from tqdm.auto import tqdm
+
 from cardioner import processes
+from cardioner.calibration import calibration, span_outcomes
 from cardioner.config import ConfigError
-from cardioner.data.common import (
-    check_unique_ids,
-    progress,
-    read_text,
-    relative_id,
-    write_text_atomic,
-)
+from cardioner.data.common import check_unique_ids, relative_id, write_text_atomic
 from cardioner.data.document import CorpusError, Document
+from cardioner.data.inputs import JSONL_SUFFIXES, iter_inputs
 from cardioner.data.io import check_output_target, read_corpus, write_corpus
-from cardioner.data.jsonl import read_jsonl
-from cardioner.data.paths import check_output, check_writable_ids, corpus_files
+from cardioner.data.paths import check_output, id_key, id_problem, walk_corpus_files
+from cardioner.data.resumable import ResumableWriter
+from cardioner.errors import CardioNERError
 from cardioner.export import is_export, load_model
-from cardioner.predictor import DEFAULT_BATCH_SIZE, Predictor
+from cardioner.plots import plot_reliability
+from cardioner.precision import check_quantization, quantize_int8, resolve_dtype
+from cardioner.predictor import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_DOCUMENTS, Predictor
 from cardioner.view import evaluation_page, is_view_page, prediction_page
 
 logger = logging.getLogger("cardioner")
@@ -47,9 +58,17 @@ def check_batch_size(batch_size: int) -> None:
 
 
 def load_predictor(model_dir: str | Path, max_length: int | None = None, stride: int | None = None,
-                   batch_size: int = DEFAULT_BATCH_SIZE) -> Predictor:
+                   batch_size: int = DEFAULT_BATCH_SIZE, dtype: str = "float32",
+                   quantize: str = "none") -> Predictor:
     """The Predictor of an export: the installed package's classes, windows as the model was trained unless
-    ``max_length`` / ``stride`` say otherwise."""
+    ``max_length`` / ``stride`` say otherwise.
+
+    Args:
+        dtype: "auto" (bf16 where the device runs it natively, else fp32: ``precision.resolve_dtype``),
+            "float32" or "bfloat16".
+        quantize: "none" or "int8" (the linear layers dynamically quantised; CPU, fp32 compute).
+    """
+    check_quantization(quantize)
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise ConfigError(f"{model_dir}: not an exported model folder (no config.json)")
@@ -62,7 +81,15 @@ def load_predictor(model_dir: str | Path, max_length: int | None = None, stride:
     model.eval()
     if processes.num_processes() > 1:
         model.to(processes.device())  # each process on its own device (the CPU for all of them without GPUs)
-    return Predictor.from_model(model, tokenizer, max_length=max_length, stride=stride, batch_size=batch_size)
+    device = next(model.parameters()).device
+    compute = resolve_dtype(dtype, device)
+    if quantize == "int8":
+        if compute != torch.float32:
+            raise ConfigError(f"quantize int8 computes in float32; it cannot be combined with dtype {dtype} "
+                              f"({compute}); choose one")
+        model = quantize_int8(model)
+    return Predictor.from_model(model, tokenizer, max_length=max_length, stride=stride, batch_size=batch_size,
+                                dtype=compute)
 
 
 def _described_model(model_dir: Path) -> str:
@@ -75,27 +102,43 @@ def _described_model(model_dir: Path) -> str:
 
 
 def read_inputs(path: str | Path) -> list[Document]:
-    """Documents to annotate: a ``.txt`` file, a folder of
-    them (recursive), or JSONL with ``id`` and ``text``.
+    """Documents to annotate, all at once: ``data.inputs.iter_inputs`` (a ``.txt`` file, a folder of them,
+    recursive, or JSONL with ``id`` and ``text``) read into a list, a repeated JSONL id refused.
 
     Texts are read exactly as stored (no newline translation, BOM kept), so offsets index the file. In a
     folder, hidden files and folders (a staging folder of an interrupted write, ``.ipynb_checkpoints``) are
     not read and a symbolic link is an error (``data.paths.corpus_files``).
     """
-    path = Path(path)
-    if not path.exists():
-        raise CorpusError("no such file or folder", path)
-    if path.is_file() and path.suffix in (".jsonl", ".json"):
-        docs = read_jsonl(path)
+    docs = list(iter_inputs(path))
+    if Path(path).suffix in JSONL_SUFFIXES:
         check_unique_ids(docs, path)  # predictions are written per id: a repeated id would overwrite one
-        return docs
-    if path.is_file():
-        return [Document(path.stem, read_text(path, allow_empty=True), [], {"path": str(path)})]
-    files = [f for f in corpus_files(path) if f.suffix == ".txt"]
-    if not files:
+    return docs
+
+
+def check_input_ids(path: str | Path, format: str, output: str | Path) -> int:
+    """Raise CorpusError, before any model runs, when an input document's id cannot be written as ``format``
+    or two ids would be one output; returns the number of documents. A folder's ids come from its file names
+    (no text is read); JSONL is read record by record. Memory: 8 bytes of digest per document."""
+    path = Path(path)
+    if path.is_dir():
+        ids = (relative_id(file, path, ".txt") for file in walk_corpus_files(path) if file.suffix == ".txt")
+    else:
+        ids = (doc.id for doc in iter_inputs(path))
+    seen: set[int] = set()
+    count = 0
+    for count, doc_id in enumerate(ids, start=1):
+        problem = id_problem(doc_id, format)
+        if problem is not None:
+            raise CorpusError(f"document {count}: id {doc_id!r} {problem}", output)
+        key = (id_key(doc_id) if format == "brat" else doc_id).encode("utf-8")
+        digest = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
+        if digest in seen:
+            raise CorpusError(f"document {count}: id {doc_id!r} repeats an earlier document's id (as "
+                              f"{format} output one would overwrite the other)", output)
+        seen.add(digest)
+    if path.is_dir() and not count:
         raise CorpusError("no .txt files in the folder", path)
-    return [Document(relative_id(f, path, ".txt"), read_text(f, allow_empty=True), [], {"path": str(f)})
-            for f in progress(files, "reading")]
+    return count
 
 
 def write_predictions(docs: list[Document], output: str | Path, format: str, subtitle: str = "") -> Path:
@@ -112,32 +155,113 @@ def write_predictions(docs: list[Document], output: str | Path, format: str, sub
     return output
 
 
+@dataclass
+class PredictSummary:
+    """What ``predict_path`` did."""
+
+    output: Path  # where the predictions are
+    documents: int  # documents in the output (those of an interrupted run included)
+    spans: int  # spans in the output
+    resumed: int  # documents an interrupted run had written (skipped by this one)
+    seconds: float  # this run's prediction time
+    dtype: str  # the compute dtype used ("float32", "bfloat16"), "int8" when quantised
+    shown: list[Document] = field(default_factory=list)  # the first predicted documents, to show
+
+
 def predict_path(model_dir: str | Path, input: str | Path, output: str | Path, format: str = "brat",
-                 batch_size: int = 32, max_length: int | None = None,
-                 stride: int | None = None) -> list[Document]:
-    """Annotate ``input`` with the model in ``model_dir`` and write the predictions to ``output``.
+                 batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = None,
+                 stride: int | None = None, dtype: str = "auto", quantize: str = "none",
+                 min_confidence: float = 0.0, resume: bool = False, score_notes: bool = False,
+                 chunk_size: int = DEFAULT_CHUNK_DOCUMENTS, show: int = 0) -> PredictSummary:
+    """Annotate ``input`` with the model in ``model_dir`` and write the predictions to ``output``, streaming
+    (see the module docstring; the one-page ``html`` format holds every document at once).
 
     The output and the documents' ids are checked before the model runs: an existing output that is not an
-    earlier one of ``format`` is refused (and left as it is), as are ids ``format`` cannot hold.
+    earlier one of ``format`` is refused (and left as it is), as are ids ``format`` cannot hold. A run
+    interrupted before it finished leaves a hidden partial output beside ``output``; ``resume`` continues it
+    (same input and settings), and the result is byte for byte that of an uninterrupted run.
 
-    Returns:
-        The predicted documents.
+    Args:
+        dtype, quantize: the compute precision (``load_predictor``).
+        min_confidence: leave out spans whose confidence is below this.
+        resume: continue an interrupted run's partial output.
+        score_notes: brat: also write each span's confidence as an AnnotatorNotes line (JSONL and TSV
+            always carry it).
+        chunk_size: documents encoded, predicted and committed together (memory holds one chunk).
+        show: keep the first documents predicted by this run, up to this many spans, in the summary.
     """
     check_predict_format(format)
     check_batch_size(batch_size)
+    check_quantization(quantize)
+    if not 0.0 <= min_confidence <= 1.0:
+        raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if format == "html":  # before the model runs: only a page cardioner wrote may be replaced
+        if resume:
+            raise ConfigError("resume works for brat, jsonl and tsv output; an html page is written at once")
         check_output(output, "file", is_view_page, "a page cardioner wrote")
     else:
         check_output_target(output, format)
-    docs = read_inputs(input)
-    check_writable_ids([doc.id for doc in docs], format, output)
-    predictor = load_predictor(model_dir, max_length, stride, batch_size)
-    predicted = list(predictor.predict(docs))
-    if processes.is_main():
-        write_predictions(predicted, output, format,
-                          subtitle=f"{Path(model_dir).name} on {Path(input).name}: ")
-    processes.barrier()
-    return predicted
+    total = check_input_ids(input, format, output)
+    predictor = load_predictor(model_dir, max_length, stride, batch_size, dtype, quantize)
+    used = "int8" if quantize == "int8" else str(predictor.dtype).removeprefix("torch.")
+    start = time.perf_counter()
+    main = processes.is_main()  # under a launcher every process predicts; the main process alone writes
+    if format == "html":
+        docs = list(predictor.predict(iter_inputs(input), chunk_size, min_confidence))
+        if main:
+            write_predictions(docs, output, format,
+                              subtitle=f"{Path(model_dir).name} on {Path(input).name}: ")
+        processes.barrier()
+        return PredictSummary(Path(output), len(docs), sum(len(d.spans) for d in docs), 0,
+                              time.perf_counter() - start, used, docs[:show] if show else [])
+    settings = {"model": str(Path(model_dir).resolve()), "input": str(Path(input).resolve()), "dtype": used,
+                "min_confidence": min_confidence, "max_length": predictor.encoder.max_length,
+                "stride": predictor.encoder.stride, "batch_size": batch_size, "chunk_size": chunk_size}
+    writer = (ResumableWriter(output, format, settings, resume=resume, score_notes=score_notes) if main
+              else None)
+    resumed, failure = None, None
+    if writer is not None:
+        try:
+            resumed = writer.start()
+        except CardioNERError as error:
+            failure = error
+    resumed = processes.broadcast(resumed)  # the documents an interrupted run wrote: every process skips them
+    if failure is not None:
+        raise failure
+    if resumed is None:
+        raise CorpusError("the main process could not take up the output (its error says why)", output)
+    inputs = (writer.remaining(iter_inputs(input)) if writer is not None
+              else itertools.islice(iter_inputs(input), resumed, None))
+    shown: list[Document] = []
+    documents = spans = 0
+    bar = tqdm(total=total, initial=resumed, desc="predicting", unit="doc", disable=None if main else True,
+               smoothing=0.1)
+    try:
+        for count, doc in enumerate(predictor.predict(inputs, chunk_size, min_confidence), start=1):
+            documents, spans = documents + 1, spans + len(doc.spans)
+            if sum(len(d.spans) for d in shown) < show:
+                shown.append(doc)
+            bar.update(1)
+            if writer is None:
+                continue
+            writer.write(doc)
+            if count % chunk_size == 0:  # a chunk is complete: durable before the next one is predicted
+                writer.commit()
+                bar.set_postfix(spans=writer.spans, refresh=False)
+        if writer is not None:
+            writer.finish()
+    finally:
+        if writer is not None:
+            writer.close()
+        bar.close()
+    processes.barrier()  # the output is complete before any process goes on
+    if writer is not None:
+        documents, spans = writer.documents, writer.spans
+    else:
+        documents, spans = documents + resumed, spans
+    return PredictSummary(Path(output), documents, spans, resumed, time.perf_counter() - start, used, shown)
 
 
 def _is_json(path: Path) -> bool:
@@ -151,7 +275,8 @@ def _is_json(path: Path) -> bool:
 
 def evaluate_path(model_dir: str | Path, data: str | Path, format: str | None = None,
                   output: str | Path | None = None, batch_size: int = 32, span_errors: str = "error",
-                  html: str | Path | None = None) -> dict:
+                  html: str | Path | None = None, reliability: str | Path | None = None,
+                  dtype: str = "float32", quantize: str = "none") -> dict:
     """Score the model in ``model_dir`` on the annotated corpus ``data`` (span-level; seqeval view).
 
     Args:
@@ -162,9 +287,13 @@ def evaluate_path(model_dir: str | Path, data: str | Path, format: str | None = 
         batch_size: windows per batch.
         span_errors: gold spans whose offsets do not fit their annotated string: "error", "skip" or "realign".
         html: also write a page of gold against predicted spans there (``cardioner.view.evaluation_page``).
+        reliability: also write the reliability diagram of the span confidences there (PNG).
+        dtype, quantize: the compute precision (``load_predictor``).
 
     Returns:
-        The scores (exact match at the top level, ``overlap`` and ``seqeval`` inside).
+        The scores (exact match at the top level, ``overlap`` and ``seqeval`` inside), and ``calibration``:
+        the expected calibration error of the predicted spans' confidences and its table
+        (``calibration.calibration``; a span is correct when it matches a gold span exactly).
     """
     check_batch_size(batch_size)
     if output is not None:
@@ -175,12 +304,18 @@ def evaluate_path(model_dir: str | Path, data: str | Path, format: str | None = 
     logger.info("%s", report.summary().replace("\n", "; "))
     if not docs:
         raise CorpusError("no documents", data)
-    predictor = load_predictor(model_dir, batch_size=batch_size)
+    if reliability is not None and Path(reliability).suffix.lower() != ".png":
+        raise ConfigError(f"reliability must name a .png file, got {str(reliability)!r}")
+    predictor = load_predictor(model_dir, batch_size=batch_size, dtype=dtype, quantize=quantize)
     unknown = sorted({s.label for d in docs for s in d.spans} - set(predictor.labels.types))
     if unknown:
         logger.warning("labels the model does not know (scored as misses): %s", ", ".join(unknown))
     evaluation = predictor.evaluate(predictor.encoder.encode_corpus(docs, "eval"))
     scores = evaluation.scores
+    scores["calibration"] = calibration(span_outcomes(docs, evaluation.documents))
+    if reliability is not None and processes.is_main():
+        plot_reliability(scores["calibration"], reliability,
+                         title=f"{Path(model_dir).name} on {Path(str(data)).name}: span confidences")
     if output is not None and processes.is_main():
         write_text_atomic(output, json.dumps(scores, indent=2), _is_json, "JSON")
     if html is not None and processes.is_main():

@@ -205,10 +205,10 @@ class Predictor:
     def predict(self, documents: Iterable[Document], chunk_size: int = DEFAULT_CHUNK_DOCUMENTS,
                 min_confidence: float = 0.0) -> Iterator[Document]:
         """Documents with predicted spans, in input order (windows merged: each word from its most central
-        window), each span with its confidence (``Span.score``). ``documents`` is read lazily, ``chunk_size``
-        documents at a time: memory holds one chunk, whatever the number of documents. With context
-        (``data.context``) a chunk ends with a whole group (consecutive documents of one ``meta["document"]``),
-        so that a document reads the same context however the input is chunked.
+        window), each span with its confidence (``Span.score``). ``documents`` is read lazily,
+        ``chunk_size`` documents at a time: memory holds one chunk, whatever the number of documents. With
+        context (``data.context``) a chunk ends with a whole group (consecutive documents of one
+        ``meta["document"]``), so that a document reads the same context however the input is chunked.
 
         Args:
             documents: the documents (their spans are ignored).

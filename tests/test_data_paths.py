@@ -522,9 +522,9 @@ def test_kill_9_during_predict_never_loses_or_half_writes_the_previous_predictio
     target = tmp_path / "predictions.jsonl"
     target.write_text('{"id": "old", "text": "previous predictions", "spans": []}\n', encoding="utf-8")
     check = old_or_new_file(target)
-    kill_repeatedly(
+    kill_repeatedly(  # --resume: each run continues the partial output a killed one left (data/resumable.py)
         cardioner_command("predict", "--model", tiny_exports["export"], "--input", notes, "--output", target,
-                          "--format", "jsonl"),
+                          "--format", "jsonl", "--resume"),
         [tmp_path],
         check,
         4,

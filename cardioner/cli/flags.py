@@ -29,7 +29,9 @@ COMPARE_CONFIG_FLAGS = {key: flag for key, flag in CONFIG_FLAGS.items() if key i
 COMPARE_FLAGS = {"crf": "--crf", "training.output": "--output", **COMPARE_CONFIG_FLAGS}
 # `predict`, `evaluate` and `analyze`: their arguments, and the window keys of an export predict overrides.
 PREDICT_FLAGS = {"batch_size": "--batch-size", "format": "--format", "data.format": "--format",
-                 "data.max_length": "--max-length", "data.stride": "--stride"}
+                 "data.max_length": "--max-length", "data.stride": "--stride", "dtype": "--dtype",
+                 "quantize": "--quantize", "min_confidence": "--min-confidence", "chunk_size": "--chunk-size",
+                 "reliability": "--reliability", "resume": "--resume"}
 # `serve` and `push`: the arguments their library functions check.
 SERVE_FLAGS = {**PREDICT_FLAGS, **{name: "--" + name.replace("_", "-") for name in (
     "workers", "port", "threads", "max_batch_size", "max_wait_ms", "max_request_bytes", "inception_layer",

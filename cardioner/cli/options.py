@@ -61,6 +61,9 @@ AnnotatedCorpus = Annotated[str, typer.Option(help="annotated corpus (brat folde
 BatchSize = Annotated[int, typer.Option(help="windows per batch")]
 ExportMaxLength = Annotated[int | None, typer.Option(help="window size in subwords (default: as trained)")]
 ExportStride = Annotated[int | None, typer.Option(help="window overlap in subwords (default: as trained)")]
+Dtype = Annotated[str, typer.Option(help="compute dtype: auto (bfloat16 where the CPU/GPU runs it natively, "
+                                         "else float32) | float32 | bfloat16")]
+Quantize = Annotated[str, typer.Option(help="none | int8 (linear layers dynamically quantised; CPU)")]
 SpanErrors = Annotated[
     str,
     typer.Option(

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from cardioner.cli import options
-from cardioner.cli.common import echo, nothing_written, on_interrupt, run_or_exit, setup_logging
+from cardioner.cli.common import echo, on_interrupt, run_or_exit, setup_logging
 from cardioner.cli.flags import PREDICT_FLAGS, speaking_flags
 
 
@@ -19,18 +19,35 @@ def predict(
     batch_size: options.BatchSize = 32,
     max_length: options.ExportMaxLength = None,
     stride: options.ExportStride = None,
+    dtype: options.Dtype = "auto",
+    quantize: options.Quantize = "none",
+    min_confidence: Annotated[float, typer.Option(
+        help="leave out spans whose confidence is below this")] = 0.0,
+    resume: Annotated[bool, typer.Option(help="continue an interrupted run into the same output")] = False,
+    score_notes: Annotated[bool, typer.Option(
+        help="brat: write each span's confidence as an AnnotatorNotes line (jsonl and tsv always carry it)")
+    ] = False,
+    chunk_size: Annotated[int, typer.Option(help="documents predicted and written together (memory holds "
+                                                 "one chunk)")] = 1024,
     show: Annotated[int, typer.Option(help="print the first N predicted entities (0: none)")] = 20,
     verbose: options.Verbose = False,
 ) -> None:
-    """Predict entities (Viterbi for CRF models; long documents in overlapping windows) and write them."""
+    """Predict entities (Viterbi for CRF models; long documents in overlapping windows), each with its
+    confidence, and write them as they come (a killed run continues with --resume)."""
     from cardioner.inference import entity_table, predict_path  # when run (cli/__init__)
 
     setup_logging(verbose)
-    on_interrupt(nothing_written(output))
-    docs = run_or_exit(speaking_flags(predict_path, PREDICT_FLAGS), model, input, output, format, batch_size,
-                       max_length, stride)
-    total = sum(len(d.spans) for d in docs)
-    table = entity_table(docs, limit=show)
+    on_interrupt(lambda: (f"{output} was not written; rerun the command" if format == "html" else
+                          f"{output} is not complete; rerun the same command with --resume to go on where it "
+                          "stopped"))
+    summary = run_or_exit(speaking_flags(predict_path, PREDICT_FLAGS), model, input, output, format,
+                          batch_size=batch_size, max_length=max_length, stride=stride, dtype=dtype,
+                          quantize=quantize, min_confidence=min_confidence, resume=resume,
+                          score_notes=score_notes, chunk_size=chunk_size, show=show)
+    table = entity_table(summary.shown, limit=show) if show else ""
     if table:
         echo(table + "\n")
-    echo(f"{total} entities in {len(docs)} documents written to {output} ({format})")
+    resumed = f", {summary.resumed} of them by the interrupted run" if summary.resumed else ""
+    echo(f"{summary.spans} entities in {summary.documents} documents written to {output} ({format}"
+         f"{resumed}); {summary.documents - summary.resumed} documents in {summary.seconds:.1f} s "
+         f"({summary.dtype})")
