@@ -51,9 +51,10 @@ def write_notes(path: Path, count: int) -> Path:
     return path
 
 
-def predict_command(export: Path, notes: Path, output: Path, format: str, *extra: str) -> list[str]:
+def predict_command(export: Path, notes: Path, output: Path, format: str, *extra: str,
+                    chunk: int = CHUNK) -> list[str]:
     return [sys.executable, "-m", "cardioner", "predict", "--model", str(export), "--input", str(notes),
-            "--output", str(output), "--format", format, "--chunk-size", str(CHUNK), "--show", "0", *extra]
+            "--output", str(output), "--format", format, "--chunk-size", str(chunk), "--show", "0", *extra]
 
 
 def run_env() -> dict:
@@ -109,25 +110,26 @@ def kill_after_commits(args: list[str], journal: Path, commits: int) -> None:
 @pytest.mark.parametrize("format", ["jsonl", "tsv", "brat"])
 def test_a_run_killed_with_sigkill_and_resumed_writes_the_bytes_of_an_uninterrupted_run(export, tmp_path,
                                                                                         format):
-    notes = write_notes(tmp_path / "notes.jsonl", 1_500)
+    notes = write_notes(tmp_path / "notes.jsonl", 300)
     suffix = "" if format == "brat" else f".{format}"
     whole, resumed = tmp_path / f"whole{suffix}", tmp_path / f"resumed{suffix}"
     notes_flag = ["--score-notes"] if format == "brat" else []
-    predict_path(export, notes, whole, format, chunk_size=CHUNK, score_notes=format == "brat")
+    predict_path(export, notes, whole, format, chunk_size=10, score_notes=format == "brat")
 
-    kill_after_commits(predict_command(export, notes, resumed, format, *notes_flag),
+    kill_after_commits(predict_command(export, notes, resumed, format, *notes_flag, chunk=10),
                        partial_folder(resumed) / "journal", commits=2)
     assert partial_folder(resumed).is_dir() and not resumed.exists()  # nothing published half done
-    refused = CliRunner().invoke(app, predict_command(export, notes, resumed, format, *notes_flag)[3:])
+    again = predict_command(export, notes, resumed, format, *notes_flag, chunk=10)[3:]
+    refused = CliRunner().invoke(app, again)
     assert refused.exit_code == 1 and "--resume" in refused.stderr  # never discarded silently
-    resume = predict_command(export, notes, resumed, format, *notes_flag, "--resume")[3:]
+    resume = predict_command(export, notes, resumed, format, *notes_flag, "--resume", chunk=10)[3:]
     result = CliRunner().invoke(app, resume)
     assert result.exit_code == 0, result.output
     assert "of them by the interrupted run" in result.stdout
 
     assert not partial_folder(resumed).exists()
     expected, got = output_bytes(whole), output_bytes(resumed)
-    assert len(expected) == (3000 if format == "brat" else 1) and got == expected
+    assert len(expected) == (600 if format == "brat" else 1) and got == expected
 
 
 def test_every_output_format_carries_span_confidences(export, tmp_path):
@@ -152,6 +154,9 @@ def test_every_output_format_carries_span_confidences(export, tmp_path):
     for line in notes_lines:
         _, target, note = line.split("\t")
         assert target.startswith("AnnotatorNotes T") and 0.0 <= float(note.removeprefix("confidence ")) <= 1.0
+
+    predict_path(export, notes, tmp_path / "page.html", "html")  # the page shows each confidence on hover
+    assert (tmp_path / "page.html").read_text(encoding="utf-8").count("data-score=") == len(spans)
 
 
 def test_min_confidence_leaves_out_exactly_the_spans_below_it(export, tmp_path):
