@@ -251,10 +251,11 @@ def plot_reliability(result: dict, path: str | Path, title: str = "Reliability o
            label="accuracy of the bin's spans")
     for row in filled:
         low, high = sorted((row["accuracy"], row["confidence"]))
-        ax.bar((row["low"] + row["high"]) / 2, high - low, bottom=low, width=width * 0.95, color="tab:red",
-               alpha=0.25, edgecolor="tab:red", hatch="//")
-    ax.plot([row["confidence"] for row in filled], [row["accuracy"] for row in filled], marker="o",
-            color="tab:orange", linewidth=1, markersize=3, label="mean confidence of the bin")
+        ax.bar((row["low"] + row["high"]) / 2, high - low, bottom=low, width=width * 0.95, fill=False,
+               edgecolor="tab:red", hatch="//", linewidth=0.8)
+    ax.plot([(row["low"] + row["high"]) / 2 for row in filled], [row["confidence"] for row in filled],
+            marker="o", color="tab:orange", linewidth=1, markersize=3,
+            label="mean confidence of the bin (hatched: the gap)")
     ece = result.get("ece")
     title_line = f"ECE {ece:.3f}, {result['spans']} predicted spans" if ece is not None else "no scored spans"
     ax.set_title(title_line, fontsize=9)
