@@ -36,7 +36,7 @@ from cardioner.data.resumable import ResumableWriter
 from cardioner.errors import CardioNERError
 from cardioner.export import is_export, load_model
 from cardioner.plots import plot_reliability
-from cardioner.precision import check_quantization, quantize_int8, resolve_dtype
+from cardioner.precision import DTYPES, check_quantization, quantize_int8, resolve_dtype
 from cardioner.predictor import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_DOCUMENTS, Predictor
 from cardioner.view import evaluation_page, is_view_page, prediction_page
 
@@ -193,6 +193,8 @@ def predict_path(model_dir: str | Path, input: str | Path, output: str | Path, f
     check_predict_format(format)
     check_batch_size(batch_size)
     check_quantization(quantize)
+    if dtype not in DTYPES:  # before the model loads
+        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if not 0.0 <= min_confidence <= 1.0:
         raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
     if chunk_size < 1:
