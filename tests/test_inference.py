@@ -175,6 +175,9 @@ def test_min_confidence_leaves_out_exactly_the_spans_below_it(export, tmp_path):
     result = CliRunner().invoke(app, predict_command(export, notes, tmp_path / "x.jsonl", "jsonl",
                                                      "--min-confidence", "1.5")[3:])
     assert result.exit_code == 1 and "--min-confidence must be in [0, 1]" in result.stderr
+    result = CliRunner().invoke(app, predict_command(export, notes, tmp_path / "x.jsonl", "jsonl",
+                                                     "--dtype", "float16")[3:])
+    assert result.exit_code == 1 and "--dtype must be one of auto, float32, bfloat16" in result.stderr
 
 
 def test_evaluate_reports_the_calibration_of_span_confidences_with_a_reliability_diagram(export, tmp_path):
