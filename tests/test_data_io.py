@@ -617,7 +617,7 @@ def test_write_brat_into_an_existing_folder_keeps_other_files(tmp_path: Path, mo
     assert (folder / "sub/b.ann").read_text() == "T1\tS 0 3\ttos\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes"]  # no staging folder left
 
-    def fail(doc, report=None):
+    def fail(doc, report=None, score_notes=False):
         raise OSError("disk full")
 
     monkeypatch.setattr("cardioner.data.brat.format_ann", fail)
