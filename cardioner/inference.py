@@ -25,7 +25,6 @@ import torch
 from tqdm.auto import tqdm
 
 from cardioner import processes
-from cardioner.calibration import calibration, span_outcomes
 from cardioner.config import ConfigError
 from cardioner.data.common import check_unique_ids, relative_id, write_text_atomic
 from cardioner.data.document import CorpusError, Document
@@ -314,7 +313,6 @@ def evaluate_path(model_dir: str | Path, data: str | Path, format: str | None = 
         logger.warning("labels the model does not know (scored as misses): %s", ", ".join(unknown))
     evaluation = predictor.evaluate(predictor.encoder.encode_corpus(docs, "eval"))
     scores = evaluation.scores
-    scores["calibration"] = calibration(span_outcomes(docs, evaluation.documents))
     if reliability is not None and processes.is_main():
         plot_reliability(scores["calibration"], reliability,
                          title=f"{Path(model_dir).name} on {Path(str(data)).name}: span confidences")

@@ -9,7 +9,8 @@ Four steps, each its own method, so that a caller can run any of them alone:
 - ``predict_windows``: ``forward`` over every window of some encoded documents, shortest windows first;
 - ``predict``: documents, read lazily from any iterable, encoded and predicted chunk by chunk and yielded in
   input order with their spans, each with its confidence (``Span.score``);
-- ``evaluate``: an encoded corpus predicted and scored against its gold spans (``evaluation.corpus_scores``).
+- ``evaluate``: an encoded corpus predicted and scored against its gold spans (``evaluation.corpus_scores``),
+  and the calibration of its span confidences (``calibration``).
 
 Nothing is cached here: callers that evaluate one corpus again and again (the trainer, each epoch) encode it
 once (``Encoder.encode_corpus``) and pass the ``EncodedCorpus``.
@@ -32,6 +33,7 @@ from tqdm.auto import tqdm
 
 from cardioner import processes
 from cardioner.backbone import window_length, window_stride
+from cardioner.calibration import calibration, span_outcomes
 from cardioner.data.document import Document
 from cardioner.data.encoding import NO_WORD, EncodedCorpus, EncodedDocument, Encoder, collate
 from cardioner.errors import ConfigError
@@ -70,7 +72,8 @@ class Evaluation:
     """An encoded corpus predicted and scored."""
 
     loss: float | None  # the mean batch loss on the corpus
-    # exact-match span scores, with "overlap" and "seqeval" inside (``evaluation.corpus_scores``)
+    # exact-match span scores, with "overlap" and "seqeval" inside (``evaluation.corpus_scores``), and
+    # "calibration" (the ECE of the span confidences and its table: ``calibration.calibration``)
     scores: dict
     documents: list[Document]  # the predicted documents, in the corpus's order
 
@@ -250,6 +253,7 @@ class Predictor:
         use_tags = self.labels.scheme == "BIO"  # seqeval's strict IOB2 view
         scores = corpus_scores(corpus.documents, predicted, gold_tags if use_tags else None,
                                predicted_tags if use_tags else None)
+        scores["calibration"] = calibration(span_outcomes(corpus.documents, predicted))
         return Evaluation(predictions.loss, scores, predicted)
 
 
