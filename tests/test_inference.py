@@ -62,12 +62,13 @@ def run_env() -> dict:
             "HF_HUB_OFFLINE": "1"}
 
 
-def peak_rss_mib(args: list[str]) -> float:
-    """Run ``args`` to its end in a process of its own; its peak resident memory (MiB)."""
-    process = subprocess.Popen(args, env=run_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, process.stderr.read().decode()[-2000:]
-    process.stderr.close()
+def peak_rss_mib(args: list[str], log: Path) -> float:
+    """Run ``args`` to its end in a process of its own (its output into ``log``: a pipe nobody reads would
+    fill and block it); its peak resident memory (MiB)."""
+    with open(log, "wb") as handle:
+        process = subprocess.Popen(args, env=run_env(), stdout=handle, stderr=handle)
+        _, status, usage = os.wait4(process.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, log.read_text(errors="replace")[-2000:]
     return usage.ru_maxrss / 1024
 
 
@@ -76,8 +77,10 @@ def peak_rss_mib(args: list[str]) -> float:
 def test_predict_streams_documents_in_memory_that_does_not_grow_with_their_number(export, tmp_path, count):
     few = write_notes(tmp_path / "few.jsonl", 200)
     many = write_notes(tmp_path / "many.jsonl", count)
-    small = peak_rss_mib(predict_command(export, few, tmp_path / "few-out.jsonl", "jsonl"))
-    large = peak_rss_mib(predict_command(export, many, tmp_path / "many-out.jsonl", "jsonl"))
+    small = peak_rss_mib(predict_command(export, few, tmp_path / "few-out.jsonl", "jsonl"),
+                         tmp_path / "few.log")
+    large = peak_rss_mib(predict_command(export, many, tmp_path / "many-out.jsonl", "jsonl"),
+                         tmp_path / "many.log")
     with open(tmp_path / "many-out.jsonl", encoding="utf-8") as handle:
         assert sum(1 for _ in handle) == count
     # ids are remembered as 8-byte digests (repeated ids are refused): ~0.2 MiB per 1,000 documents at most
