@@ -72,7 +72,7 @@ def peak_rss_mib(args: list[str], log: Path) -> float:
     return usage.ru_maxrss / 1024
 
 
-@pytest.mark.parametrize("count", [pytest.param(2_000, id="2000"),
+@pytest.mark.parametrize("count", [pytest.param(1_000, id="1000"),
                                    pytest.param(20_000, id="20000", marks=pytest.mark.slow)])
 def test_predict_streams_documents_in_memory_that_does_not_grow_with_their_number(export, tmp_path, count):
     few = write_notes(tmp_path / "few.jsonl", 200)
