@@ -120,14 +120,15 @@ def check_quantization(name: str) -> None:
 def check_training_precision(mixed_precision: str, device: torch.device | str) -> None:
     """ConfigError for ``training.mixed_precision=bf16`` on a device that would emulate bf16.
 
-    Measured on this project's AVX2 CPU: bf16 autocast made a training step several times slower than fp32
-    (see docs/benchmarks.md, "Inference at collection scale"), with nothing gained.
+    Measured on this project's AVX2 CPU: the bf16 autocast forward ran 7x slower than fp32
+    (docs/benchmarks.md, "Inference at collection scale"); a training step is the same matmuls, forward and
+    backward.
     """
     device = torch.device(device)
     if mixed_precision == "bf16":
         native, reason = native_bf16(device)
         if not native:
             raise ConfigError(f"training.mixed_precision=bf16 needs native bf16 arithmetic, and this "
-                              f"device has none ({reason}); emulated bf16 trains several times slower than "
+                              f"device has none ({reason}); emulated bf16 runs several times slower than "
                               "fp32 here. Set training.mixed_precision=no (or train on a GPU of compute "
                               "capability 8.0+, or a CPU with avx512_bf16/amx_bf16)")

@@ -300,3 +300,15 @@ def test_a_checkpoint_of_the_old_loop_state_loads_into_the_typed_state():
     assert (state.step_in_epoch, state.train_windows_seen, state.epoch_loss) == (5, 64, 0.6)
     state.next_epoch()
     assert (state.epoch, state.step_in_epoch, state.epoch_loss_count, state.epoch_loss) == (2, 0, 0, 0.0)
+
+
+def test_bf16_training_is_refused_where_the_device_would_emulate_it(tiny_bert, monkeypatch, one_thread):
+    from cardioner import precision
+    from cardioner.errors import ConfigError
+    from cardioner.training.trainer import ModelTrainer
+
+    monkeypatch.setattr(precision, "native_bf16",
+                        lambda device, cpuinfo=None: (False, "CPU without avx512_bf16"))
+    config = tiny_config(tiny_bert, **{"training.mixed_precision": "bf16", "training.epochs": 1})
+    with pytest.raises(ConfigError, match="training.mixed_precision=bf16 needs native bf16"):
+        ModelTrainer(config).train(tiny_documents(4))

@@ -37,6 +37,7 @@ from cardioner.data.document import CorpusError, Document
 from cardioner.data.encoding import IGNORE_INDEX
 from cardioner.evaluation import selection_score
 from cardioner.export import card_fields, save_model
+from cardioner.precision import check_training_precision
 from cardioner.predictor import Predictor
 from cardioner.thresholds import select_thresholds
 from cardioner.training.build import Corpora, fresh_predictor
@@ -169,6 +170,7 @@ class ModelTrainer:
             # batch_size is the global batch, split between the processes: one schedule step per step
             dataloader_config=DataLoaderConfiguration(split_batches=True),
         )
+        check_training_precision(config.mixed_precision, accelerator.device)  # bf16 only where native
         if not config.resume:
             if accelerator.is_main_process:
                 self.checkpoints.remove_stale()
