@@ -161,6 +161,8 @@ class ModelTrainer:
     def _prepare(self) -> Run:
         """Accelerate's objects for the run: the training batches, the optimiser and the schedule."""
         config = self.config.training
+        # bf16 only where native; checked before Accelerate fixes its process-wide precision state
+        check_training_precision(config.mixed_precision, "cuda" if torch.cuda.is_available() else "cpu")
         processes.state()  # the processes first: on CPU under a launcher, Accelerate must know they share it
         accelerator = Accelerator(
             mixed_precision=config.mixed_precision,
@@ -170,7 +172,6 @@ class ModelTrainer:
             # batch_size is the global batch, split between the processes: one schedule step per step
             dataloader_config=DataLoaderConfiguration(split_batches=True),
         )
-        check_training_precision(config.mixed_precision, accelerator.device)  # bf16 only where native
         if not config.resume:
             if accelerator.is_main_process:
                 self.checkpoints.remove_stale()
