@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from cardioner.cli import app
 from cardioner.cli.common import INTERNAL_ERROR_EXIT
 from cardioner.data import CorpusError
+from cardioner.data.resumable import partial_folder
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "examples" / "ncbi_sample"
@@ -197,3 +198,10 @@ def test_ctrl_c_in_a_command_that_writes_says_nothing_was_written(command, tmp_p
     assert result.exit_code == 130
     assert one_line(result, "interrupted: ") == (
         f"interrupted: {output} was not written (outputs are written whole or not at all); rerun the command")
+    if command == "predict":  # predict writes as it goes: what an interrupted run wrote is kept for --resume
+        partial_folder(output).mkdir()
+        result = CliRunner().invoke(app, [command, *args])
+        assert result.exit_code == 130
+        assert one_line(result, "interrupted: ") == (
+            f"interrupted: {output} is not complete (the documents written so far are kept); rerun the same "
+            "command with --resume to go on where it stopped")

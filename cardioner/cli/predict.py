@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
 
 from cardioner.cli import options
-from cardioner.cli.common import echo, on_interrupt, run_or_exit, setup_logging
+from cardioner.cli.common import echo, nothing_written, on_interrupt, run_or_exit, setup_logging
 from cardioner.cli.flags import PREDICT_FLAGS, speaking_flags
+
+
+def interrupted_note(output: str) -> Callable[[], str]:
+    """What Ctrl-C leaves: a partial output to go on with (--resume), or nothing written yet."""
+    from cardioner.data.resumable import partial_folder  # when run (cli/__init__)
+
+    def note() -> str:
+        if partial_folder(output).exists():
+            return (f"{output} is not complete (the documents written so far are kept); rerun the same "
+                    "command with --resume to go on where it stopped")
+        return nothing_written(output)()
+
+    return note
 
 
 def predict(
@@ -37,9 +51,7 @@ def predict(
     from cardioner.inference import entity_table, predict_path  # when run (cli/__init__)
 
     setup_logging(verbose)
-    on_interrupt(lambda: (f"{output} was not written; rerun the command" if format == "html" else
-                          f"{output} is not complete; rerun the same command with --resume to go on where it "
-                          "stopped"))
+    on_interrupt(interrupted_note(output))
     summary = run_or_exit(speaking_flags(predict_path, PREDICT_FLAGS), model, input, output, format,
                           batch_size=batch_size, max_length=max_length, stride=stride, dtype=dtype,
                           quantize=quantize, min_confidence=min_confidence, resume=resume,
