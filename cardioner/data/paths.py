@@ -398,7 +398,10 @@ def _unborn(holder: Path) -> bool:
     names = {entry.name for entry in holder.iterdir()}
     if names <= {STAGING_MARK_PART}:
         return True
-    return names == {STAGING_MARK} and (holder / STAGING_MARK).stat().st_size == 0
+    try:  # a concurrent run deleting its own staging folder may remove the marker meanwhile: not ours to take
+        return names == {STAGING_MARK} and (holder / STAGING_MARK).stat().st_size == 0
+    except FileNotFoundError:
+        return False
 
 
 def clean_stale_staging(target: str | Path) -> list[Path]:
