@@ -702,6 +702,7 @@ class CRF(nn.Module):
         tags: torch.Tensor,
         mask: torch.Tensor | None = None,
         reduction: str = "token_mean",
+        temperature: float = 1.0,
     ) -> torch.Tensor:
         """Negative log-likelihood of the tag sequences.
 
@@ -711,6 +712,7 @@ class CRF(nn.Module):
             mask: (batch, seq_len) bool, left aligned; None means every position is real.
             reduction: "token_mean" (sum over sequences / number of real tokens [x channels]), "mean" (over
                 sequences), "sum", or "none" (per sequence: (batch,) or (batch, num_channels)).
+            temperature: every score (emissions, transitions) divided by it (``posteriors``); 1 in training.
 
         Returns:
             a scalar, or the unreduced tensor for "none".
@@ -720,7 +722,7 @@ class CRF(nn.Module):
         mask = self._check(emissions, mask)
         if tags.shape != emissions.shape[:-1]:
             raise ValueError(f"tags must have shape {tuple(emissions.shape[:-1])}, got {tuple(tags.shape)}")
-        flat_emissions, flat_mask, start, transitions, end = self._flatten(emissions, mask)
+        flat_emissions, flat_mask, start, transitions, end = self._flatten(emissions, mask, temperature)
         flat_tags = self._fold_channels(tags)
         flat_tags = torch.where(flat_mask, flat_tags, torch.zeros_like(flat_tags))  # -100 etc. at padding
         if ((flat_tags < 0) | (flat_tags >= self.num_tags)).any():
@@ -793,8 +795,14 @@ class CRF(nn.Module):
         mask: torch.Tensor | None = None,
         tags: torch.Tensor | None = None,
         continues: list[list[bool]] | None = None,
+        temperature: float = 1.0,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Marginals and, for a tag path, its span confidences, from one forward-backward pass.
+
+        ``temperature`` T divides every score (emissions, start, transitions, end): the posteriors of the
+        distribution ``p(y)^(1/T) / Z_T``. Its most likely path is the Viterbi path whatever T (a path's score
+        is only divided by T), so a temperature fitted on dev (``confidence_temperature``) calibrates the
+        confidences without moving a single decision.
 
         Args:
             emissions: (batch, seq_len, num_tags), or (batch, seq_len, num_channels, num_tags) with channels.
@@ -802,6 +810,7 @@ class CRF(nn.Module):
             tags: a path, (batch, seq_len) or (batch, seq_len, num_channels) (the Viterbi path, usually), or
                 None.
             continues: (num_tags, num_tags) ``entity_continuations`` of the tags (needed with ``tags``).
+            temperature: > 0; 1: the model's own posteriors.
 
         Returns:
             (marginals: the shape of ``emissions``, probabilities summing to 1 over tags at real positions, 0
@@ -810,7 +819,7 @@ class CRF(nn.Module):
             (``_path_confidences``), 0 at padding).
         """
         mask = self._check(emissions, mask)
-        flat_emissions, flat_mask, start, transitions, end = self._flatten(emissions, mask)
+        flat_emissions, flat_mask, start, transitions, end = self._flatten(emissions, mask, temperature)
         log_partition, alphas = _forward_algorithm(flat_emissions, flat_mask, start, transitions, end,
                                                    keep_alphas=True)
         betas = _backward_algorithm(flat_emissions, flat_mask, transitions, end)
@@ -868,8 +877,9 @@ class CRF(nn.Module):
             return tensor
         return tensor.view(batch, self.num_channels, *tensor.shape[1:]).transpose(1, 2)
 
-    def _flatten(self, emissions: torch.Tensor, mask: torch.Tensor):
-        """Fold channels into rows; (emissions, mask, start, transitions, end) with the constraints applied.
+    def _flatten(self, emissions: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0):
+        """Fold channels into rows; (emissions, mask, start, transitions, end) with the constraints applied,
+        every score divided by ``temperature`` (``posteriors``).
 
         Parameters come back with a leading dimension that broadcasts against the rows: 1, or rows.
         """
@@ -881,6 +891,9 @@ class CRF(nn.Module):
             transitions = transitions + _penalty(self.allowed_transitions, device, dtype)
         if self.allowed_end is not None:
             end = end + _penalty(self.allowed_end, device, dtype)
+        if temperature != 1.0:
+            emissions, start, transitions, end = (value / temperature
+                                                  for value in (emissions, start, transitions, end))
         if self.num_channels is None:
             # shape: (tags,) -> (1, tags); (tags, tags) -> (1, tags, tags)
             return emissions, mask, start[None], transitions[None], end[None]
@@ -1442,6 +1455,9 @@ class CardioNERConfig(PretrainedConfig):
             instead of a uniform guess (Lin et al. 2017, "Focal loss", §3.3); without it they start at 0. Only
             initialisation reads it: a loaded model keeps its trained biases.
         label_all_subwords: the softmax and sigmoid losses read every labelled subword (a CRF: word starts).
+        confidence_temperature: T > 0 dividing the scores from which confidences are computed (softmax,
+            sigmoids, the CRF's posteriors and the eval logits): fitted on dev by ``cardioner calibrate`` so
+            that span confidences mean what they say; decisions never read it. 1.0: the model's own scores.
         cardioner_version: version of cardioner that wrote the model (set on export).
         config_version: version of this config's layout.
         **kwargs: PretrainedConfig arguments (id2label, label2id, ...).
@@ -1458,6 +1474,7 @@ class CardioNERConfig(PretrainedConfig):
         class_weights: list | None = None,
         tag_priors: list | None = None,
         label_all_subwords: bool = False,
+        confidence_temperature: float = 1.0,
         cardioner_version: str | None = None,
         config_version: int = CONFIG_VERSION,
         **kwargs,
@@ -1479,6 +1496,11 @@ class CardioNERConfig(PretrainedConfig):
         if self.tag_priors is not None and not all(0.0 < p < 1.0 for p in _flatten_values(self.tag_priors)):
             raise ValueError(f"tag_priors must lie in (0, 1), got {self.tag_priors}")
         self.label_all_subwords = bool(label_all_subwords)
+        temperature = float(confidence_temperature)
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"confidence_temperature must be a finite number > 0, got "
+                             f"{confidence_temperature}")
+        self.confidence_temperature = temperature
         self.cardioner_version = cardioner_version
         self.config_version = int(config_version)
         super().__init__(**kwargs)
@@ -1669,6 +1691,19 @@ def span_confidence(word_confidences, first: int, last: int) -> float:
     return min(1.0, math.exp(total))
 
 
+def tempered_scores(scores: torch.Tensor, tags: torch.Tensor, config: CardioNERConfig) -> torch.Tensor:
+    """Eval-mode word scores divided by the config's ``confidence_temperature`` (the probabilities a pipeline
+    reads from them are then the calibrated ones), the decoded tag kept as their argmax.
+
+    Args:
+        scores: (batch, words, channels, tags) scores whose argmax is ``tags``.
+        tags: (batch, words, channels) the decoded tag ids.
+    """
+    if config.confidence_temperature == 1.0:
+        return scores
+    return force_argmax(scores / config.confidence_temperature, tags)
+
+
 def scheme_constraints(config: CardioNERConfig, layout: TagLayout) -> tuple | None:
     """The constraints a model without a CRF decodes under: the tag scheme's (``layout.constraints``) with
     ``constrained_decoding`` (read at every call), else None."""
@@ -1753,9 +1788,29 @@ class SoftmaxDecoder:
         path_scores = word_emissions.log_softmax(-1)  # shape: (batch, words, channels, tags)
         constraints = scheme_constraints(self.config, self.layout)
         tags, scores = decide_words(word_emissions, path_scores, words.word_mask, constraints)
-        probabilities = word_emissions.detach().float().softmax(-1)  # shape: (batch, words, channels, tags)
-        confidences = independent_confidences(probabilities, tags, words.word_mask, self.layout.continues)
-        return Decoded(tags, scores, confidences)
+        confidences = self.confidences(word_emissions, tags, words.word_mask)
+        return Decoded(tags, tempered_scores(scores, tags, self.config), confidences)
+
+    def probabilities(self, word_emissions: torch.Tensor, temperature: float) -> torch.Tensor:
+        """Each word's tag probabilities at ``temperature``: (batch, words, channels, tags), softmax."""
+        return (word_emissions.detach().float() / temperature).softmax(-1)
+
+    def confidences(self, word_emissions: torch.Tensor, tags: torch.Tensor, word_mask: torch.Tensor,
+                    temperature: float | None = None) -> torch.Tensor:
+        """The span-confidence pieces (batch, words, channels, 3) of decoded ``tags`` (batch, words,
+        channels), from ``word_emissions`` (batch, words, channels, tags) divided by ``temperature`` (None:
+        the config's ``confidence_temperature``)."""
+        temperature = self.config.confidence_temperature if temperature is None else temperature
+        probabilities = self.probabilities(word_emissions, temperature)
+        return independent_confidences(probabilities, tags, word_mask, self.layout.continues)
+
+    def word_nll(self, word_emissions: torch.Tensor, gold: torch.Tensor, word_mask: torch.Tensor,
+                 temperature: float) -> torch.Tensor:
+        """Summed negative log-likelihood of the gold tags (batch, words, channels) of the words in
+        ``word_mask`` under the word scores divided by ``temperature`` (what ``cardioner calibrate`` fits)."""
+        log_probabilities = (word_emissions.float() / temperature).log_softmax(-1)  # (batch, words, C, tags)
+        picked = log_probabilities.gather(-1, gold.clamp(min=0)[..., None]).squeeze(-1)  # (batch, words, C)
+        return -(picked * word_mask[..., None]).sum()
 
 
 class SigmoidDecoder:
@@ -1829,9 +1884,30 @@ class SigmoidDecoder:
         word_emissions = gather_rows(emissions, words.positions)  # shape: (batch, words, channels, tags)
         constraints = scheme_constraints(self.config, self.layout)
         tags, scores = decide_words(word_emissions, word_emissions, words.word_mask, constraints)
-        probabilities = word_emissions.detach().float().sigmoid()  # shape: (batch, words, channels, tags)
-        confidences = independent_confidences(probabilities, tags, words.word_mask, self.layout.continues)
-        return Decoded(tags, scores, confidences)
+        confidences = self.confidences(word_emissions, tags, words.word_mask)
+        return Decoded(tags, tempered_scores(scores, tags, self.config), confidences)
+
+    def probabilities(self, word_emissions: torch.Tensor, temperature: float) -> torch.Tensor:
+        """Each word's entity-tag sigmoids at ``temperature``: (batch, words, channels, tags); O's column
+        (the threshold) is never read as a probability."""
+        return (word_emissions.detach().float() / temperature).sigmoid()
+
+    def confidences(self, word_emissions: torch.Tensor, tags: torch.Tensor, word_mask: torch.Tensor,
+                    temperature: float | None = None) -> torch.Tensor:
+        """The span-confidence pieces (batch, words, channels, 3) of decoded ``tags``, from the entity-tag
+        logits divided by ``temperature`` (None: the config's ``confidence_temperature``)."""
+        temperature = self.config.confidence_temperature if temperature is None else temperature
+        probabilities = self.probabilities(word_emissions, temperature)
+        return independent_confidences(probabilities, tags, word_mask, self.layout.continues)
+
+    def word_nll(self, word_emissions: torch.Tensor, gold: torch.Tensor, word_mask: torch.Tensor,
+                 temperature: float) -> torch.Tensor:
+        """Summed binary cross-entropy of the gold tags (batch, words, channels), one-hot over the entity
+        tags, under the logits divided by ``temperature``, over the words in ``word_mask``."""
+        targets = nn.functional.one_hot(gold.clamp(min=0), word_emissions.shape[-1])[..., 1:].float()
+        entity_logits = word_emissions[..., 1:].float() / temperature  # shape: (batch, words, C, tags - 1)
+        losses = nn.functional.binary_cross_entropy_with_logits(entity_logits, targets, reduction="none")
+        return (losses.sum(-1) * word_mask[..., None]).sum()
 
 
 class CRFDecoder:
@@ -1842,6 +1918,8 @@ class CRFDecoder:
     The scores of a word are its log marginals (forward-backward) with the Viterbi tag raised to the argmax,
     so that eval-mode logits give the Viterbi path and its confidences; span confidences are the posterior
     probabilities of the Viterbi path's pieces (``_path_confidences``), from the same forward-backward pass.
+    The config's ``confidence_temperature`` T divides every CRF score in that pass (``CRF.posteriors``): the
+    Viterbi path, decoded at T = 1, is the most likely path at every T, so T moves confidences, never tags.
     A flat model's CRF keeps pytorch-crf's layout, without a channel dimension (its weights load as they are):
     its one channel is squeezed out.
     """
@@ -1892,13 +1970,31 @@ class CRFDecoder:
         raised to the argmax, and the Viterbi path's span confidences."""
         word_emissions = self._chains(gather_rows(emissions, words.positions))  # (batch, words[, C], tags)
         word_tags = self.crf.viterbi_tags(word_emissions, words.word_mask)  # shape: (batch, words[, C])
+        temperature = self.config.confidence_temperature  # scales the posteriors only: the path is Viterbi's
         marginals, confidences = self.crf.posteriors(word_emissions.detach(), words.word_mask, word_tags,
-                                                     self.layout.continues)
+                                                     self.layout.continues, temperature)
         floor = max(1e-12, torch.finfo(marginals.dtype).tiny)  # fp16 flushes 1e-12 to 0, whose log is -inf
         word_scores = force_argmax(marginals.clamp(min=floor).log(), word_tags)
         if self.crf.num_channels is None:  # back to one channel
             return Decoded(word_tags[..., None], word_scores[..., None, :], confidences[..., None, :].float())
         return Decoded(word_tags, word_scores, confidences.float())
+
+    def confidences(self, word_emissions: torch.Tensor, tags: torch.Tensor, word_mask: torch.Tensor,
+                    temperature: float | None = None) -> torch.Tensor:
+        """The span-confidence pieces (batch, words, channels, 3) of the path ``tags`` (batch, words,
+        channels), from the posteriors of the CRF with every score divided by ``temperature`` (None: the
+        config's ``confidence_temperature``)."""
+        temperature = self.config.confidence_temperature if temperature is None else temperature
+        _, confidences = self.crf.posteriors(self._chains(word_emissions.detach()), word_mask,
+                                             self._chains(tags), self.layout.continues, temperature)
+        return (confidences[..., None, :] if self.crf.num_channels is None else confidences).float()
+
+    def word_nll(self, word_emissions: torch.Tensor, gold: torch.Tensor, word_mask: torch.Tensor,
+                 temperature: float) -> torch.Tensor:
+        """Summed negative log-likelihood of the gold paths (batch, words, channels) over the words in
+        ``word_mask`` (left aligned), every CRF score divided by ``temperature``."""
+        return self.crf.nll(self._chains(word_emissions.float()), self._chains(gold.clamp(min=0)), word_mask,
+                            reduction="sum", temperature=temperature)
 
 
 def choose_decoder(config: CardioNERConfig, layout: TagLayout) -> type:
