@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import warnings
 from importlib import metadata
 from pathlib import Path
@@ -112,6 +113,56 @@ def name_portable_tokenizer_class(folder: Path) -> None:
     if settings.get("tokenizer_class") == "TokenizersBackend":
         settings["tokenizer_class"] = "PreTrainedTokenizerFast"
         path.write_text(json.dumps(settings, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def supports_temperature(model_dir: str | Path) -> bool:
+    """Whether the export's own modeling.py (what ``trust_remote_code`` runs) reads
+    ``confidence_temperature``; exports from before it would load a temperature and ignore it."""
+    copied = Path(model_dir) / MODELING_FILE
+    return copied.is_file() and b"confidence_temperature" in copied.read_bytes()
+
+
+def update_export(model_dir: str | Path, config_changes: dict, update_modeling: bool = False) -> Path:
+    """Change keys of an export's config.json (and, with ``update_modeling``, replace its modeling.py with
+    the installed one), crash-safely: the folder is copied into a marked staging folder beside it, changed
+    there and swapped in whole (``save_model``'s ``staged_output``), so a kill at any moment leaves the old or
+    the new export, never a mix; what a killed update left behind is removed by the next one.
+
+    Args:
+        model_dir: an export folder (refused otherwise: nothing else is ever touched).
+        config_changes: {config.json key: JSON value}.
+        update_modeling: also write the installed modeling.py and its sha256 (the weights load into it when
+            ``load_model`` loads them: same parameter names).
+
+    Returns:
+        the folder.
+    """
+    model_dir = Path(model_dir)
+    check_export_target(model_dir)
+    if not is_export(model_dir):
+        raise CorpusError(f"not {EXPORT} (no config.json with model_type "
+                          f"{modeling.CardioNERConfig.model_type!r})", model_dir)
+    config_path = model_dir / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config.update(config_changes)
+    source = modeling_source()
+    if update_modeling:
+        config["modeling_sha256"] = hashlib.sha256(source).hexdigest()
+        config["cardioner_version"] = cardioner_version()
+    with staged_output(model_dir, "folder", is_export, EXPORT) as staging:
+        for entry in sorted(model_dir.iterdir()):
+            if entry.is_symlink():
+                raise CorpusError("the export holds a link; an update copies plain files and folders only",
+                                  entry)
+            if entry.is_dir():
+                shutil.copytree(entry, staging / entry.name)
+            else:
+                shutil.copy2(entry, staging / entry.name)
+        (staging / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n",
+                                             encoding="utf-8")
+        if update_modeling:
+            (staging / MODELING_FILE).write_bytes(source)
+    return model_dir
 
 
 def is_export(folder: str | Path) -> bool:

@@ -3,7 +3,8 @@
 ``predict_path`` streams: documents are read one at a time (``data.inputs``), predicted a chunk at a time and
 written as they come (``data.resumable``), so memory does not grow with the number of documents, a killed run
 continues with ``resume=True``, and the output appears only when complete. Every span carries its confidence
-(``Span.score``); ``evaluate_path`` says how far those confidences mean what they say (``calibration``).
+(``Span.score``); ``evaluate_path`` says how far those confidences mean what they say (``calibration``), and
+``calibrate_path`` fits the export's confidence temperature on dev so that they do.
 
 Under a launcher (``torchrun``, ``accelerate launch``) every process reads the input and loads the model (on
 its own GPU, when there are GPUs); the windows' batches are shared out and the predictions gathered
@@ -25,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cardioner import processes
+from cardioner.calibration import calibration, fit_temperature, scored_documents, span_outcomes, window_scores
 from cardioner.config import ConfigError
 from cardioner.data.common import check_unique_ids, relative_id, write_text_atomic
 from cardioner.data.document import CorpusError, Document
@@ -33,7 +35,7 @@ from cardioner.data.io import check_output_target, read_corpus, write_corpus
 from cardioner.data.paths import check_output, id_key, id_problem, walk_corpus_files
 from cardioner.data.resumable import ResumableWriter
 from cardioner.errors import CardioNERError
-from cardioner.export import is_export, load_model
+from cardioner.export import MODELING_FILE, is_export, load_model, supports_temperature, update_export
 from cardioner.plots import plot_reliability
 from cardioner.precision import DTYPES, check_quantization, quantize_int8, resolve_dtype
 from cardioner.predictor import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_DOCUMENTS, Predictor
@@ -324,6 +326,76 @@ def evaluate_path(model_dir: str | Path, data: str | Path, format: str | None = 
                           is_view_page, "a page cardioner wrote")
     processes.barrier()
     return scores
+
+
+def calibrate_path(model_dir: str | Path, data: str | Path, format: str | None = None,
+                   output: str | Path | None = None, batch_size: int = 32, span_errors: str = "error",
+                   update_modeling: bool = False) -> dict:
+    """Fit the confidence temperature of the export in ``model_dir`` on the annotated dev corpus ``data`` and
+    write it into the export's config.json (``confidence_temperature``; the folder is replaced crash-safely:
+    ``export.update_export``). Spans do not change; their confidences do, wherever the export is used
+    (predict, evaluate, serve, the stock pipeline's scores, scripts/viterbi_predict.py).
+
+    One forward pass keeps the words' scores; T minimises the NLL of the gold tags of the dev words
+    (``calibration.fit_temperature``), and the span confidences are measured before and after on the same
+    documents (optimistic: fitted and measured on one corpus; see docs/benchmarks.md for a held-out check).
+
+    Args:
+        model_dir: the export (changed in place).
+        data: the annotated dev corpus (never test: the temperature is a fitted parameter).
+        format: its format (detected when None).
+        output: also write the report as JSON there.
+        batch_size: windows per batch.
+        span_errors: gold spans whose offsets do not fit their annotated string: "error", "skip", "realign".
+        update_modeling: an export whose modeling.py predates confidence temperatures gets the installed one
+            (else it is refused: loaded with trust_remote_code, it would ignore the temperature).
+
+    Returns:
+        {"temperature", "previous_temperature", "nll_before", "nll_after", "words", "at_bound", "data",
+        "before", "after"}: NLLs per word (word-channel) at T = 1 and at the fitted T; before/after: the
+        calibration of the span confidences at the export's previous temperature and at the fitted one.
+    """
+    check_batch_size(batch_size)
+    if output is not None:
+        check_output(output, "file", _is_json, "JSON")
+    model_dir = Path(model_dir)
+    if not is_export(model_dir):
+        raise ConfigError(f"{model_dir}: not an exported model folder (no config.json of a cardioner export)")
+    if not update_modeling and not supports_temperature(model_dir):
+        raise ConfigError(f"{model_dir / MODELING_FILE} predates confidence temperatures: loaded with "
+                          "trust_remote_code it would ignore the fitted temperature; set update_modeling to "
+                          "replace it with the installed modeling.py (the weights are unchanged)")
+    docs, report = read_corpus(data, format=format, span_errors=span_errors)
+    logger.info("%s", report.summary().replace("\n", "; "))
+    if not docs:
+        raise CorpusError("no documents", data)
+    if not any(doc.spans for doc in docs):
+        raise CorpusError("no annotated spans: a temperature is fitted on the gold tags of annotated dev "
+                          "documents", data)
+    predictor = load_predictor(model_dir, batch_size=batch_size)
+    previous = predictor.model.config.confidence_temperature
+    corpus = predictor.encoder.encode_corpus(docs, "dev")
+    predictions = predictor.predict_windows(corpus.encoded, desc="calibrating", keep_scores=True)
+    windows = window_scores(corpus, predictions.tags, predictions.scores)
+    decoder = predictor.model.decoder
+    fit = fit_temperature(decoder, windows)
+    if fit.at_bound:
+        logger.warning("the fitted temperature %.3g lies at the end of the range searched: the scores are "
+                       "far from calibrated", fit.temperature)
+
+    def measured(temperature: float) -> dict:
+        scored = scored_documents(decoder, predictor.encoder, corpus, windows, temperature)
+        figures = calibration(span_outcomes(docs, scored))
+        return {key: value for key, value in figures.items() if key != "bins"}
+
+    result = {**fit.as_dict(), "previous_temperature": previous, "data": str(data),
+              "before": measured(previous), "after": measured(fit.temperature)}
+    if processes.is_main():
+        update_export(model_dir, {"confidence_temperature": fit.temperature}, update_modeling)
+        if output is not None:
+            write_text_atomic(output, json.dumps(result, indent=2), _is_json, "JSON")
+    processes.barrier()
+    return result
 
 
 def entity_table(docs: list[Document], limit: int = 30) -> str:

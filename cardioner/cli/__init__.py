@@ -16,6 +16,7 @@ from cardioner import __version__
 
 try:  # the option types load torch (seconds): Ctrl-C meanwhile is one line too, not an import traceback
     from cardioner.cli import analyze as _analyze  # in the try above: Ctrl-C while these load
+    from cardioner.cli import calibrate as _calibrate
     from cardioner.cli import compare as _compare
     from cardioner.cli import convert as _convert
     from cardioner.cli import evaluate as _evaluate
@@ -50,6 +51,7 @@ def _root(
 
 app.command("train")(guarded(_train.train))
 app.command("evaluate")(guarded(_evaluate.evaluate))
+app.command("calibrate")(guarded(_calibrate.calibrate))
 app.command("predict")(guarded(_predict.predict))
 app.command("convert")(guarded(_convert.convert))
 app.command("tune")(guarded(_tune.tune))

@@ -37,6 +37,8 @@ SERVE_FLAGS = {**PREDICT_FLAGS, **{name: "--" + name.replace("_", "-") for name 
     "workers", "port", "threads", "max_batch_size", "max_wait_ms", "max_request_bytes", "inception_layer",
     "inception_feature")}}
 PUSH_FLAGS = {"repo_id": "--repo", "license": "--license"}
+CALIBRATE_FLAGS = {"batch_size": "--batch-size", "format": "--format", "data.format": "--format",
+                   "update_modeling": "--update-modeling"}
 CONVERT_FLAGS = {"to": "--to", "format": "--format", "data.format": "--format"}
 # data.span_errors stays as it is: its option says "(data.span_errors)", and `train` sets it with --set.
 
