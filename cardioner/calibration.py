@@ -244,5 +244,6 @@ def scored_documents(decoder, encoder: Encoder, corpus: EncodedCorpus, windows: 
     for doc, enc, doc_tags, doc_scores in zip(corpus.documents, corpus.encoded, windows.tags, windows.scores,
                                               strict=True):
         pieces = window_confidences(decoder, doc_tags, doc_scores, temperature)
-        documents.append(Document(doc.id, doc.text, encoder.decode_document(enc, doc_tags, pieces)))
+        spans = encoder.decode_document(enc, doc_tags, pieces, decoder.span_score)
+        documents.append(Document(doc.id, doc.text, spans))
     return documents

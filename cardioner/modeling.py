@@ -1675,19 +1675,37 @@ def independent_confidences(
     return torch.where(word_mask[..., None, None], confidences, torch.zeros_like(confidences))
 
 
-def span_confidence(word_confidences, first: int, last: int) -> float:
-    """The confidence of an entity over words ``first``..``last`` (inclusive) of one channel: the probability
-    that exactly these words hold it with the decoded tags, ``exp(open[first] + continue[first + 1] + ... +
-    continue[last] + close[last])``, in [0, 1].
+# How a span's pieces (SPAN_OPEN of its first word, SPAN_CONTINUE of the others, SPAN_CLOSE of its last) make
+# its confidence, per decoder (``span_score`` of each decoder class): chosen by measuring calibration on dev
+# (docs/benchmarks.md, "Calibration of span confidences").
+SPAN_SCORES = ("product", "geometric_mean")
+
+
+def span_confidence(word_confidences, first: int, last: int, rule: str = "product") -> float:
+    """The confidence of an entity over words ``first``..``last`` (inclusive) of one channel, in [0, 1], from
+    its n + 1 pieces ``open[first], continue[first + 1], ..., continue[last], close[last]``:
+
+    - "product": ``exp(sum of the pieces)``, the probability that exactly these words hold the entity with the
+      decoded tags. A CRF's pieces are posteriors of one chain, so this is the span's marginal (what CRF
+      models use);
+    - "geometric_mean": ``exp(mean of the pieces)``. A softmax or sigmoid head scores each word on its own;
+      the product treats the words' doubts as independent although one context makes them all, and a long
+      entity then looks unlikely however right it is (on MEDDOCAN dev: ECE 0.41 for the product, 0.10 for
+      this), so models without a CRF use the per-piece mean.
 
     Args:
         word_confidences: the channel's (words, 3) rows of SPAN_OPEN, SPAN_CONTINUE, SPAN_CLOSE
             log-probabilities (a tensor or nested lists).
         first, last: the entity's first and last word.
+        rule: one of SPAN_SCORES.
     """
+    if rule not in SPAN_SCORES:
+        raise ValueError(f"rule must be one of {SPAN_SCORES}, got {rule!r}")
     rows = word_confidences.tolist() if hasattr(word_confidences, "tolist") else word_confidences
     total = rows[first][SPAN_OPEN] + rows[last][SPAN_CLOSE]
     total += sum(rows[k][SPAN_CONTINUE] for k in range(first + 1, last + 1))
+    if rule == "geometric_mean":
+        total /= last - first + 2  # the number of pieces
     return min(1.0, math.exp(total))
 
 
@@ -1743,6 +1761,7 @@ class SoftmaxDecoder:
     """
 
     scores_outside = True  # the head gives O a score of its own
+    span_score = "geometric_mean"  # words scored independently (``span_confidence``)
 
     def __init__(self, config: CardioNERConfig, layout: TagLayout) -> None:
         self.config = config
@@ -1830,6 +1849,7 @@ class SigmoidDecoder:
     """
 
     scores_outside = False  # O's score is the channel's threshold, not a learned score
+    span_score = "geometric_mean"  # words scored independently (``span_confidence``)
 
     def __init__(self, config: CardioNERConfig, layout: TagLayout) -> None:
         self.config = config
@@ -1925,6 +1945,7 @@ class CRFDecoder:
     """
 
     scores_outside = True  # the CRF learns O's emission like any tag's
+    span_score = "product"  # the pieces are posteriors of one chain: their product is the span's marginal
 
     def __init__(self, config: CardioNERConfig, layout: TagLayout) -> None:
         self.config = config
@@ -2175,6 +2196,11 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
         """The tag scheme's constraints a model without a CRF decodes under (None: argmax per word, or a
         CRF, which applies its own)."""
         return None if self.config.use_crf else scheme_constraints(self.config, self.layout)
+
+    @property
+    def span_score(self) -> str:
+        """How the decoder's span-confidence pieces make a span's confidence (``span_confidence``'s rule)."""
+        return self.decoder.span_score
 
     @property
     def learns_outside_score(self) -> bool:
@@ -2444,7 +2470,7 @@ class TokenClassificationModel(CardioNERPreTrainedModel):
                 confidences = decoded.confidences[b, :length, channel].tolist()  # (words, 3)
                 for first, last, entity_type in tags_to_entities(labels):
                     key = (word_chars[first][0], word_chars[last][1], entity_type)
-                    spans[key] = span_confidence(confidences, first, last)
+                    spans[key] = span_confidence(confidences, first, last, self.span_score)
             results.append(sorted((*key, score) if return_scores else key for key, score in spans.items()))
         return results
 

@@ -230,7 +230,7 @@ class Predictor:
             predictions = self.predict_windows(encoded)
             confidences = predictions.confidences or [None] * len(chunk)
             for doc, enc, tags, pieces in zip(chunk, encoded, predictions.tags, confidences, strict=True):
-                spans = self.encoder.decode_document(enc, tags, pieces)
+                spans = self.encoder.decode_document(enc, tags, pieces, self.model.span_score)
                 if min_confidence > 0:
                     spans = [span for span in spans if span.score is None or span.score >= min_confidence]
                 yield Document(doc.id, doc.text, spans, {"source": doc.meta.get("path")})
@@ -245,7 +245,8 @@ class Predictor:
                                           strict=True):
             merged = self.encoder.merge_predictions(enc, tags)
             merged_pieces = None if pieces is None else self.encoder.merge_scores(enc, pieces)
-            spans = self.encoder.word_labels_to_spans(enc.word_offsets, merged, merged_pieces)
+            spans = self.encoder.word_labels_to_spans(enc.word_offsets, merged, merged_pieces,
+                                                      self.model.span_score)
             predicted.append(Document(doc.id, doc.text, spans))
             for c, channel in enumerate(self.labels.channels):  # one tag sequence per document and channel
                 gold_tags.append([channel.typed_tag(row[c]) for row in enc.word_labels])

@@ -14,9 +14,12 @@ with the thresholds in their config) give each type's spans, overlaps included:
     python viterbi_predict.py --model MODEL_DIR --input docs.jsonl --output predictions.jsonl --format jsonl
     python viterbi_predict.py --model MODEL_DIR --input notes/ --output predictions.tsv --format tsv
 
-Formats: ``brat`` writes ``NAME.txt`` (the text, byte for byte) and ``NAME.ann`` per document into a folder;
-``jsonl`` one ``{"id", "text", "spans": [{"start", "end", "label"}]}`` per line; ``tsv`` the MultiCardioNER
-table (filename, label, start_span, end_span, text).
+Formats: ``brat`` writes ``NAME.txt`` (the text, byte for byte) and ``NAME.ann`` per document into a folder
+(with ``--score-notes``, each span's confidence as an AnnotatorNotes line); ``jsonl`` one ``{"id", "text",
+"spans": [{"start", "end", "label", "score"}]}`` per line; ``tsv`` the MultiCardioNER table (filename, label,
+start_span, end_span, text) with a ``score`` column. Each span's confidence is the one ``cardioner predict``
+gives (the model's span-confidence pieces, its rule and its fitted ``confidence_temperature``, all read from
+the export's own modeling.py and config), to the same 4 decimals.
 
 Windows are cut exactly as ``cardioner predict`` cuts them, so both give the same spans: words come from the
 model's own word segmentation (its ``token_classes`` buffer and ``word_start_mask``), each window holds whole
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import functools
 import json
 import math
 import sys
@@ -43,6 +47,7 @@ from tokenizers import Tokenizer
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 FORMATS = ("brat", "jsonl", "tsv")
+SCORE_DECIMALS = 4  # a span's confidence as written (as cardioner's writers write it)
 
 
 # --------------------------------------------------------------------------------------------- reading
@@ -316,7 +321,13 @@ def trim(text: str, start: int, end: int) -> tuple[int, int]:
 # --------------------------------------------------------------------------------------------- decoding
 @torch.no_grad()
 def decode_windows(model, windows: list[dict], pad_token_id: int, batch_size: int) -> None:
-    """Store each window's tag id per word (``window["tags"]``), batching windows sorted by length."""
+    """Store each window's tag id per word (``window["tags"]``) and, where the model gives them, its words'
+    span-confidence pieces (``window["confidences"]``: SPAN_OPEN, SPAN_CONTINUE, SPAN_CLOSE log-probabilities
+    per word [and channel]), batching windows sorted by length.
+
+    One forward pass in eval mode: a word's tag is the argmax of the eval logits at its first subword (the
+    model makes them so: Viterbi for a CRF), its pieces are ``word_confidences`` there. Exports from before
+    confidences have no ``word_confidences``; their tags come from ``model.decode`` and carry no score."""
     device = next(model.parameters()).device
     order = sorted(range(len(windows)), key=lambda i: len(windows[i]["input_ids"]))
     for begin in range(0, len(order), batch_size):
@@ -333,23 +344,35 @@ def decode_windows(model, windows: list[dict], pad_token_id: int, batch_size: in
         for key in ("token_type_ids", "context_mask"):
             if key in chunk[0]:
                 inputs[key] = torch.tensor([w[key] + [0] * (length - len(w[key])) for w in chunk])
-        tags = model.decode(**{k: v.to(device) for k, v in inputs.items()})  # one tag id per word, per window
-        for window, window_tags in zip(chunk, tags, strict=True):
-            window["tags"] = window_tags
+        inputs = {key: value.to(device) for key, value in inputs.items()}
+        with torch.no_grad():
+            output = model(**inputs)
+        if getattr(output, "word_confidences", None) is None:  # an export from before span confidences
+            for window, window_tags in zip(chunk, model.decode(**inputs), strict=True):
+                window["tags"], window["confidences"] = window_tags, None
+            continue
+        words = model.words(inputs["input_ids"], inputs["attention_mask"], inputs.get("context_mask"))
+        logits = output.logits if output.channel_logits is None else output.channel_logits  # (b, s[, C], T)
+        for b, window in enumerate(chunk):
+            starts = words.positions[b, : int(words.word_mask[b].sum())]  # each word's first subword
+            window["tags"] = logits[b, starts].argmax(-1).tolist()  # shape: (words[, channels])
+            window["confidences"] = output.word_confidences[b, starts].float().tolist()  # (words[, C], 3)
 
 
-def merge_windows(document: dict) -> tuple[list, set[int], set[int]]:
+def merge_windows(document: dict) -> tuple[list, list, set[int], set[int]]:
     """One tag id per word, from the window where the word sits farthest from an edge (ties: earlier window).
 
     Distances are in subwords from the window's first word and to its last word (the words at a cut, whatever
     non-word pieces open the window); a window edge at the document's start or end is no edge (no context is
-    cut there). Returns the tag ids and the words taken at a cut: those taken from a window whose first word
-    they are (and that does not start the document), and those taken from a window whose last word they are
-    (and that does not end it) — see ``rejoin_cut_entities``.
+    cut there). Returns the tag ids, the span-confidence pieces from the same windows (None without them), and
+    the words taken at a cut: those taken from a window whose first word they are (and that does not start the
+    document), and those taken from a window whose last word they are (and that does not end it) — see
+    ``rejoin_cut_entities``.
     """
     pieces = document["word_pieces"]
     firsts = [first for first, _ in pieces]
-    best, merged = [-math.inf] * len(pieces), [None] * len(pieces)
+    best, merged, merged_pieces = [-math.inf] * len(pieces), [None] * len(pieces), [None] * len(pieces)
+    scored = all(window.get("confidences") is not None for window in document["windows"])
     start_cut, end_cut = [False] * len(pieces), [False] * len(pieces)
     for window in document["windows"]:
         words = range(bisect.bisect_left(firsts, window["start"]), bisect.bisect_left(firsts, window["end"]))
@@ -361,14 +384,16 @@ def merge_windows(document: dict) -> tuple[list, set[int], set[int]]:
             continue
         left = -math.inf if window["left"] == -math.inf else pieces[words[0]][0]
         right = math.inf if window["right"] == math.inf else pieces[words[-1]][1]
-        for w, tag in zip(words, window["tags"], strict=True):
+        for i, (w, tag) in enumerate(zip(words, window["tags"], strict=True)):
             distance = min(pieces[w][0] - left, right - pieces[w][1])
             if distance > best[w]:
                 best[w], merged[w] = distance, tag
+                merged_pieces[w] = window["confidences"][i] if scored else None
                 start_cut[w] = w == words[0] and left != -math.inf
                 end_cut[w] = w == words[-1] and right != math.inf
     return (
         merged,
+        merged_pieces if scored else None,
         {w for w, cut in enumerate(start_cut) if cut},
         {w for w, cut in enumerate(end_cut) if cut},
     )
@@ -409,11 +434,13 @@ def rejoin_cut_entities(tags: list[str], start_cuts: set[int], end_cuts: set[int
     return tags
 
 
-def tags_to_spans(word_offsets: list[tuple[int, int]], tags: list[str]) -> list[tuple[int, int, str]]:
-    """(start, end, label) of each entity in word tags, read leniently (BIO and BIOES alike).
+def tags_to_spans(word_offsets: list[tuple[int, int]], tags: list[str],
+                  score=None) -> list[tuple[int, int, str, float | None]]:
+    """(start, end, label, score) of each entity in word tags, read leniently (BIO and BIOES alike).
 
     ``B-T`` starts an entity; ``I-T``/``E-T`` continue one of type T (else start one); ``E-T`` and ``S-T`` end
-    it; ``O`` ends it. Words with an empty character span never start or end a span.
+    it; ``O`` ends it. Words with an empty character span never start or end a span. ``score(first, last)``
+    gives the confidence of the entity over words first..last (None: no scores).
     """
     entities, current = [], None
     for i, tag in enumerate(tags):
@@ -431,13 +458,14 @@ def tags_to_spans(word_offsets: list[tuple[int, int]], tags: list[str]) -> list[
         entities.append(current)
     spans = []
     for first, last, label in entities:
+        confidence = None if score is None else score(first, last)
         while first <= last and word_offsets[first][0] >= word_offsets[first][1]:
             first += 1
         while last >= first and word_offsets[last][0] >= word_offsets[last][1]:
             last -= 1
         if first <= last:
-            spans.append((word_offsets[first][0], word_offsets[last][1], label))
-    return sorted(spans)
+            spans.append((word_offsets[first][0], word_offsets[last][1], label, confidence))
+    return sorted(spans, key=lambda span: span[:3])
 
 
 def channel_labels(config) -> list[list[str]]:
@@ -482,18 +510,36 @@ def predict(model, tokenizer, documents: list[tuple[str, str, str | None]], max_
     channels = channel_labels(model.config)
     results = []
     for (doc_id, text, _), doc in zip(documents, encoded, strict=True):
-        merged, start_cuts, end_cuts = merge_windows(doc)
+        merged, merged_pieces, start_cuts, end_cuts = merge_windows(doc)
         words = [tag if isinstance(tag, list) else [tag] for tag in merged]  # tag ids per channel
-        spans = [span for c, labels in enumerate(channels)
-                 for span in tags_to_spans(doc["word_offsets"], rejoin_cut_entities(
-                     [labels[int(tags[c])] for tags in words], start_cuts, end_cuts))]
-        results.append({"id": doc_id, "text": text, "spans": sorted(spans)})
+        spans = []
+        for c, labels in enumerate(channels):
+            tags = rejoin_cut_entities([labels[int(tags[c])] for tags in words], start_cuts, end_cuts)
+            score = None
+            if merged_pieces is not None:  # each word's (3,) pieces in this channel
+                rows = [piece if not isinstance(piece[0], list) else piece[c] for piece in merged_pieces]
+                score = functools.partial(span_score, model, rows)
+            spans.extend(tags_to_spans(doc["word_offsets"], tags, score))
+        results.append({"id": doc_id, "text": text, "spans": sorted(spans, key=lambda span: span[:3])})
     return results
 
 
+def span_score(model, rows: list, first: int, last: int) -> float:
+    """The confidence of the entity over words first..last from their span-confidence pieces, by the exported
+    modeling.py's own ``span_confidence`` and the model's rule (``span_score``: a CRF's product of posteriors,
+    the geometric mean for models that score words independently), as ``cardioner predict`` computes it."""
+    modeling = sys.modules[type(model).__module__]  # the export's own modeling.py
+    rule = getattr(model, "span_score", None)
+    if rule is None:  # an export from before the rules: the product
+        return modeling.span_confidence(rows, first, last)
+    return modeling.span_confidence(rows, first, last, rule)
+
+
 # --------------------------------------------------------------------------------------------- writing
-def write_predictions(results: list[dict], output: Path, format: str) -> None:
-    """Write brat (a folder of NAME.txt + NAME.ann), JSONL or MultiCardioNER TSV."""
+def write_predictions(results: list[dict], output: Path, format: str, score_notes: bool = False) -> None:
+    """Write brat (a folder of NAME.txt + NAME.ann), JSONL or MultiCardioNER TSV, each span's confidence as
+    ``cardioner predict`` writes it: JSONL ``"score"``, a TSV ``score`` column after ``text``, brat
+    AnnotatorNotes lines with ``score_notes`` (4 decimals)."""
     def one_line(text: str, start: int, end: int) -> str:  # a span may cross a line break: brat's text field
         return text[start:end].replace("\r", " ").replace("\n", " ")
 
@@ -508,27 +554,33 @@ def write_predictions(results: list[dict], output: Path, format: str) -> None:
             with open(base.with_name(base.name + ".txt"), "w", encoding="utf-8", newline="") as f:
                 f.write(result["text"])
             with open(base.with_name(base.name + ".ann"), "w", encoding="utf-8", newline="") as f:
-                for i, (start, end, label) in enumerate(result["spans"], 1):
+                note = 0
+                for i, (start, end, label, score) in enumerate(result["spans"], 1):
                     f.write(f"T{i}\t{label} {start} {end}\t{one_line(result['text'], start, end)}\n")
+                    if score_notes and score is not None:
+                        note += 1
+                        f.write(f"#{note}\tAnnotatorNotes T{i}\tconfidence {score:.{SCORE_DECIMALS}f}\n")
         return
     output.parent.mkdir(parents=True, exist_ok=True)
+    scored = any(span[3] is not None for result in results for span in result["spans"])
     with open(output, "w", encoding="utf-8", newline="") as f:
         if format == "jsonl":
             for result in results:
-                spans = [{"start": s, "end": e, "label": label} for s, e, label in result["spans"]]
-                f.write(
-                    json.dumps(
-                        {"id": result["id"], "text": result["text"], "spans": spans}, ensure_ascii=False
-                    )
-                    + "\n"
-                )
+                spans = []
+                for start, end, label, score in result["spans"]:
+                    spans.append({"start": start, "end": end, "label": label})
+                    if score is not None:
+                        spans[-1]["score"] = round(score, SCORE_DECIMALS)
+                record = {"id": result["id"], "text": result["text"], "spans": spans}
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
         else:
-            f.write("filename\tlabel\tstart_span\tend_span\ttext\n")
+            f.write("filename\tlabel\tstart_span\tend_span\ttext" + ("\tscore" if scored else "") + "\n")
             for result in results:
-                for start, end, label in result["spans"]:
-                    f.write(
-                        f"{result['id']}\t{label}\t{start}\t{end}\t{tsv_field(result['text'], start, end)}\n"
-                    )
+                for start, end, label, score in result["spans"]:
+                    cells = [result["id"], label, str(start), str(end), tsv_field(result["text"], start, end)]
+                    if scored:
+                        cells.append("" if score is None else f"{score:.{SCORE_DECIMALS}f}")
+                    f.write("\t".join(cells) + "\n")
 
 
 # --------------------------------------------------------------------------------------------- main
@@ -545,6 +597,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-length", type=int, help="window size in subwords (default: as trained)")
     parser.add_argument("--stride", type=int, help="window overlap in subwords (default: as trained)")
     parser.add_argument("--batch-size", type=int, default=32, help="windows per batch")
+    parser.add_argument("--score-notes", action="store_true",
+                        help="brat: write each span's confidence as an AnnotatorNotes line")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
 
@@ -569,7 +623,7 @@ def main(argv: list[str] | None = None) -> None:
 
     documents = read_documents(args.input)
     results = predict(model, tokenizer, documents, max_length, stride, args.batch_size, context)
-    write_predictions(results, args.output, args.format)
+    write_predictions(results, args.output, args.format, args.score_notes)
     total = sum(len(r["spans"]) for r in results)
     print(f"{total} entities in {len(results)} documents written to {args.output} ({args.format})")
 

@@ -32,7 +32,7 @@ from cardioner.data import read_corpus
 from cardioner.data.common import read_text
 from cardioner.data.document import Document
 from cardioner.data.encoding import Encoder
-from cardioner.export import save_model
+from cardioner.export import save_model, update_export
 from cardioner.labels import LabelSet
 from cardioner.modeling import build_token_classes
 from cardioner.training.trainer import ModelTrainer
@@ -121,12 +121,6 @@ def run_script(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 
-def without_scores(tsv: Path) -> str:
-    """``cardioner predict``'s TSV without its last column, ``score`` (the script writes no confidences)."""
-    lines = tsv.read_text(encoding="utf-8").splitlines(keepends=True)
-    assert lines[0].rstrip("\n").endswith("\tscore")
-    return "".join(line.rstrip("\n").rsplit("\t", 1)[0] + "\n" for line in lines)
-
 def cardioner_predict(*args: str) -> None:
     result = CliRunner().invoke(app, ["predict", *args])
     assert result.exit_code == 0, result.output
@@ -184,9 +178,39 @@ def test_script_reads_jsonl_and_writes_tsv_like_cardioner(export, inputs, tmp_pa
         "tsv",
         *WINDOWS,
     )
-    assert (tmp_path / "script.tsv").read_text(encoding="utf-8") == without_scores(tmp_path / "cli.tsv")
+    # the same spans with the same confidences (the score column, 4 decimals)
+    script_tsv = (tmp_path / "script.tsv").read_text(encoding="utf-8")
+    assert script_tsv.startswith("filename\tlabel\tstart_span\tend_span\ttext\tscore\n")
+    assert script_tsv == (tmp_path / "cli.tsv").read_text(encoding="utf-8")
     # a record without id: FILE#LINE
     assert "docs#5\t" in (tmp_path / "script.tsv").read_text(encoding="utf-8")
+
+
+def scored_spans(jsonl: Path) -> list[list[tuple]]:
+    """(start, end, label, score) of each span of each record of a JSONL output."""
+    return [[(s["start"], s["end"], s["label"], s["score"]) for s in json.loads(line)["spans"]]
+            for line in jsonl.read_text(encoding="utf-8").splitlines()]
+
+
+def test_script_span_confidences_equal_cardioner_predict_after_calibration(export, inputs, tmp_path):
+    """With a confidence temperature in the export's config, the script (the export's own modeling.py) and
+    ``cardioner predict`` (the installed classes) give the same spans and the same, changed, confidences."""
+    calibrated = tmp_path / "calibrated"
+    shutil.copytree(export, calibrated)
+    update_export(calibrated, {"confidence_temperature": 2.5})
+    outputs = {}
+    for name, model in (("plain", export), ("calibrated", calibrated)):
+        result = run_script(tmp_path, "--model", str(model), "--input", str(inputs["jsonl"]),
+                            "--output", str(tmp_path / f"script-{name}.jsonl"), "--format", "jsonl", *WINDOWS)
+        assert result.returncode == 0, result.stderr[-3000:]
+        cardioner_predict("--model", str(model), "--input", str(inputs["jsonl"]), "--output",
+                          str(tmp_path / f"cli-{name}.jsonl"), "--format", "jsonl", *WINDOWS)
+        outputs[name] = scored_spans(tmp_path / f"script-{name}.jsonl")
+        assert outputs[name] == scored_spans(tmp_path / f"cli-{name}.jsonl"), name
+    plain = [span for doc in outputs["plain"] for span in doc]
+    tempered = [span for doc in outputs["calibrated"] for span in doc]
+    assert [span[:3] for span in plain] == [span[:3] for span in tempered] and len(plain) > 5  # same spans
+    assert sum(a[3] != b[3] for a, b in zip(plain, tempered, strict=True)) > len(plain) // 2  # scores moved
 
 
 def test_script_rejects_a_folder_that_is_not_a_model(tmp_path):
@@ -228,7 +252,7 @@ def test_script_ignores_padding_and_truncation_saved_in_the_tokenizer(export, in
         "tsv",
         *WINDOWS,
     )
-    expected = without_scores(tmp_path / "cli.tsv")
+    expected = (tmp_path / "cli.tsv").read_text(encoding="utf-8")
     assert expected.count("\n") > 5 and (tmp_path / "script.tsv").read_text(encoding="utf-8") == expected
 
 
@@ -270,7 +294,8 @@ def test_script_merges_windows_like_cardioner(family):
                     # the script's form
                     window["tags"] = tags if labels.is_multilabel else [row[0] for row in tags]
                 expected = encoder.merge_predictions(encoded, predictions)
-                merged, start_cuts, end_cuts = script.merge_windows(document)
+                merged, pieces, start_cuts, end_cuts = script.merge_windows(document)
+                assert pieces is None  # windows without confidences: none merged
                 for c, channel in enumerate(labels.channels):
                     column = (lambda rows, c=c: [row[c] for row in rows]) if labels.is_multilabel else list
                     raw = [channel.typed_tag(t) for t in column(merged)]

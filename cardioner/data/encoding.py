@@ -46,10 +46,12 @@ them, come back joined: the window labels cannot tell them from one entity cut i
 
 Confidences: each word's span-confidence pieces (the model's ``word_confidences``: log-probabilities of
 opening, continuing and closing its decoded entity) are taken from the same window as its tags, and a span's
-score is ``modeling.span_confidence`` over its words: the probability of exactly this entity. An entity joined
-across a window cut multiplies pieces from the two windows, each the posterior of its window; an entity that
-the merge makes out of two windows that disagree about its edges (one window's path runs on where the other
-takes the word) gets the piece the first window's path rules out, a score near 0: neither window predicted it.
+score is ``modeling.span_confidence`` over its words (by the model's rule, ``span_score``: for a CRF the
+probability of exactly this entity, for a softmax or sigmoid head the geometric mean of the same pieces). An
+entity joined across a window cut combines pieces from the two windows, each the posterior of its window; an
+entity that the merge makes out of two windows that disagree about its edges (one window's path runs on where
+the other takes the word) gets the piece the first window's path rules out, a score near 0 for a CRF: neither
+window predicted it.
 """
 
 from __future__ import annotations
@@ -586,12 +588,13 @@ class Encoder:
         return merged
 
     def decode_document(self, encoded: EncodedDocument, predictions: Sequence,
-                        confidences: Sequence | None = None) -> list[Span]:
+                        confidences: Sequence | None = None, span_score: str = "product") -> list[Span]:
         """Spans (character offsets) from per-window word predictions (see ``merge_predictions``), scored when
-        ``confidences`` gives each window's (words, channels, 3) span-confidence pieces (module docstring)."""
+        ``confidences`` gives each window's (words, channels, 3) span-confidence pieces (module docstring) by
+        the model's ``span_score`` rule (``modeling.span_confidence``)."""
         merged = self.merge_predictions(encoded, predictions)
         pieces = None if confidences is None else self.merge_scores(encoded, confidences)
-        return self.word_labels_to_spans(encoded.word_offsets, merged, pieces)
+        return self.word_labels_to_spans(encoded.word_offsets, merged, pieces, span_score)
 
     def decode_window(self, encoded: EncodedDocument, window_index: int, prediction: Sequence) -> list[Span]:
         """Spans from one window's word predictions alone (the words of that window only)."""
@@ -605,21 +608,24 @@ class Encoder:
 
     def word_labels_to_spans(self, word_offsets: Sequence[tuple[int, int]],
                              word_labels: Sequence[Sequence[int]],
-                             word_confidences: Sequence | None = None) -> list[Span]:
+                             word_confidences: Sequence | None = None,
+                             span_score: str = "product") -> list[Span]:
         """Spans from a row of tag ids per word (one per channel), decoded channel by channel; scored when
-        ``word_confidences`` gives each word's (channels, 3) span-confidence pieces."""
+        ``word_confidences`` gives each word's (channels, 3) span-confidence pieces (by ``span_score``)."""
         spans: list[Span] = []
         for c in range(self.labels.num_channels):
             pieces = None if word_confidences is None else [_as_list(row)[c] for row in word_confidences]
-            spans.extend(self.channel_spans(word_offsets, [row[c] for row in word_labels], c, pieces))
+            tags = [row[c] for row in word_labels]
+            spans.extend(self.channel_spans(word_offsets, tags, c, pieces, span_score))
         return sorted(spans, key=lambda s: (s.start, s.end, s.label))
 
     def channel_spans(self, word_offsets: Sequence[tuple[int, int]], tag_ids: Sequence[int],
-                      channel_index: int = 0, confidences: Sequence | None = None) -> list[Span]:
+                      channel_index: int = 0, confidences: Sequence | None = None,
+                      span_score: str = "product") -> list[Span]:
         """Spans of one channel from its tag id per word (scored with its words' (3,) confidence pieces)."""
         channel = self.labels.channels[channel_index]
         tags = [channel.typed_tag(int(tag_id)) for tag_id in tag_ids]
-        return word_tags_to_spans(word_offsets, tags, self.scheme, confidences)
+        return word_tags_to_spans(word_offsets, tags, self.scheme, confidences, span_score)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -669,7 +675,7 @@ def collate(windows: Sequence[dict], pad_token_id: int) -> dict[str, torch.Tenso
 
 
 def word_tags_to_spans(word_offsets: Sequence[tuple[int, int]], tags: Sequence[str], scheme: str = "BIO",
-                       confidences: Sequence | None = None) -> list[Span]:
+                       confidences: Sequence | None = None, span_score: str = "product") -> list[Span]:
     """Spans with character offsets from typed word tags (lenient decoding, see ``labels.tags_to_entities``).
 
     A *blank* word — empty character span, e.g. an unknown piece made only of whitespace — never starts or
@@ -681,6 +687,7 @@ def word_tags_to_spans(word_offsets: Sequence[tuple[int, int]], tags: Sequence[s
         scheme: "BIO" or "BIOES" (checked; both decode with the same lenient rules).
         confidences: each word's SPAN_OPEN, SPAN_CONTINUE, SPAN_CLOSE log-probabilities (words, 3); when
             given, each span's ``score`` is ``modeling.span_confidence`` over the entity's words.
+        span_score: ``modeling.span_confidence``'s rule (the model's ``span_score``).
     """
     check_scheme(scheme)
     if len(tags) != len(word_offsets):
@@ -690,7 +697,7 @@ def word_tags_to_spans(word_offsets: Sequence[tuple[int, int]], tags: Sequence[s
             raise ValueError(f"untyped tag {tag!r}: word_tags_to_spans needs typed tags (B-T)")
     spans = []
     for first, last, label in tags_to_entities(tags):
-        score = None if confidences is None else span_confidence(confidences, first, last)
+        score = None if confidences is None else span_confidence(confidences, first, last, span_score)
         while first <= last and word_offsets[first][0] >= word_offsets[first][1]:
             first += 1  # a blank word (empty character span) never starts a span...
         while last >= first and word_offsets[last][0] >= word_offsets[last][1]:
