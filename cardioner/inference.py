@@ -362,9 +362,10 @@ def calibrate_path(model_dir: str | Path, data: str | Path, format: str | None =
     if not is_export(model_dir):
         raise ConfigError(f"{model_dir}: not an exported model folder (no config.json of a cardioner export)")
     if not update_modeling and not supports_temperature(model_dir):
-        raise ConfigError(f"{model_dir / MODELING_FILE} predates confidence temperatures: loaded with "
-                          "trust_remote_code it would ignore the fitted temperature; set update_modeling to "
-                          "replace it with the installed modeling.py (the weights are unchanged)")
+        raise ConfigError(f"update_modeling is off, and {model_dir / MODELING_FILE} predates confidence "
+                          "temperatures: loaded with trust_remote_code it would ignore the fitted "
+                          "temperature; turn it on to replace it with the installed modeling.py (the weights "
+                          "are unchanged)")
     docs, report = read_corpus(data, format=format, span_errors=span_errors)
     logger.info("%s", report.summary().replace("\n", "; "))
     if not docs:
