@@ -136,7 +136,8 @@ def main() -> None:
     decoder = predictor.model.decoder
     fit = fit_temperature(decoder, windows)
     result = {"model": args.model, "data": args.data, "documents": len(docs),
-              "decoder": type(decoder).__name__, "fit_on_all_of_dev": fit.as_dict(),
+              "decoder": type(decoder).__name__, "span_score": decoder.span_score,
+              "fit_on_all_of_dev": fit.as_dict(),
               "before": measure(predictor, corpus, windows, 1.0),
               "after": measure(predictor, corpus, windows, fit.temperature)}
     halves = {"even": list(range(0, len(docs), 2)), "odd": list(range(1, len(docs), 2))}
@@ -146,8 +147,8 @@ def main() -> None:
         test_corpus, test_windows = subset(corpus, halves[test_half]), windows.select(halves[test_half])
         held_out[f"fit_{fit_half}_measure_{test_half}"] = {
             "temperature": round(half_fit.temperature, 4),
-            "before": measure(predictor, test_corpus, test_windows, 1.0)["product"],
-            "after": measure(predictor, test_corpus, test_windows, half_fit.temperature)["product"],
+            "before": measure(predictor, test_corpus, test_windows, 1.0),
+            "after": measure(predictor, test_corpus, test_windows, half_fit.temperature),
         }
     result["held_out"] = held_out
     result["seconds"] = round(time.perf_counter() - started, 1)

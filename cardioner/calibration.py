@@ -220,6 +220,16 @@ def fit_temperature(decoder, windows: WindowScores, bounds: tuple[float, float] 
     return TemperatureFit(temperature, before / count, nll(best) / count, count, at_bound)
 
 
+def fit_on_corpus(predictor, corpus: EncodedCorpus, desc: str = "calibrating") -> tuple[TemperatureFit,
+                                                                                       WindowScores]:
+    """One forward pass of ``predictor`` (a ``predictor.Predictor``) over the annotated ``corpus`` with the
+    raw scores kept, and the temperature fitted on it (``fit_temperature``); every process must call it under
+    a launcher (the pass is shared out and gathered)."""
+    predictions = predictor.predict_windows(corpus.encoded, desc=desc, keep_scores=True)
+    windows = window_scores(corpus, predictions.tags, predictions.scores)
+    return fit_temperature(predictor.model.decoder, windows), windows
+
+
 def window_confidences(decoder, tags: Sequence, scores: Sequence[torch.Tensor],
                        temperature: float) -> list[torch.Tensor]:
     """Each window's span-confidence pieces (words, channels, 3) at ``temperature``, from its kept tags and

@@ -88,6 +88,8 @@ class ModelConfig(HeadConfig):
     #   overriding `threshold` (e.g. the fold average `train --folds` reports): "DISO=0.4,ANAT=0.35"
     threshold_selection: str = "dev"  # multi-label sigmoid model: "dev" tunes each type's threshold on dev
     #   (span F1) after training; "fixed" keeps `threshold`
+    confidence_calibration: str = "dev"  # "dev" fits the confidence temperature on dev after training (span
+    #   confidences then mean what they say; no span changes: `cardioner calibrate`); "none" keeps T = 1
 
 
 #: training.head_lr and training.crf_lr when unset: these multiples of training.lr
@@ -169,6 +171,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     **{f"model.{name}": setting.choices for name, setting in HEAD_SETTINGS.items() if setting.choices},
     "model.class_weighting": ("none", "inverse", "inverse_sqrt", "normalised"),
     "model.threshold_selection": ("fixed", "dev"),
+    "model.confidence_calibration": ("none", "dev"),
     "training.optimizer": ("adamw", "adam", "sgd"),
     "training.scheduler": ("linear", "cosine", "constant", "step", "one_cycle"),
     "training.mixed_precision": ("no", "fp16", "bf16"),

@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cardioner import processes
-from cardioner.calibration import calibration, fit_temperature, scored_documents, span_outcomes, window_scores
+from cardioner.calibration import calibration, fit_on_corpus, scored_documents, span_outcomes
 from cardioner.config import ConfigError
 from cardioner.data.common import check_unique_ids, relative_id, write_text_atomic
 from cardioner.data.document import CorpusError, Document
@@ -376,10 +376,8 @@ def calibrate_path(model_dir: str | Path, data: str | Path, format: str | None =
     predictor = load_predictor(model_dir, batch_size=batch_size)
     previous = predictor.model.config.confidence_temperature
     corpus = predictor.encoder.encode_corpus(docs, "dev")
-    predictions = predictor.predict_windows(corpus.encoded, desc="calibrating", keep_scores=True)
-    windows = window_scores(corpus, predictions.tags, predictions.scores)
+    fit, windows = fit_on_corpus(predictor, corpus)
     decoder = predictor.model.decoder
-    fit = fit_temperature(decoder, windows)
     if fit.at_bound:
         logger.warning("the fitted temperature %.3g lies at the end of the range searched: the scores are "
                        "far from calibrated", fit.temperature)

@@ -32,6 +32,7 @@ from safetensors.torch import load_model as load_safetensors_model
 from tqdm.auto import tqdm
 
 from cardioner import plots, processes
+from cardioner.calibration import fit_on_corpus
 from cardioner.config import Config, ConfigError
 from cardioner.data.document import CorpusError, Document
 from cardioner.data.encoding import IGNORE_INDEX
@@ -61,6 +62,7 @@ class TrainResult:
     train_seconds: float = 0.0
     train_samples_per_second: float = 0.0  # windows per second over the training steps (evaluation excluded)
     thresholds: dict | None = None  # multi-label sigmoid, dev-tuned: {type: {"threshold", "f1", "f1_at_0.5"}}
+    confidence_temperature: dict | None = None  # fitted on dev: {"temperature", "nll_before", ...}
     stopped_early: bool = False
 
     def to_dict(self) -> dict:
@@ -296,7 +298,8 @@ class ModelTrainer:
         return row
 
     def _finish(self, run: Run, state: TrainState) -> TrainResult:
-        """The best weights back in the model; thresholds tuned and the final scores taken on them."""
+        """The best weights back in the model; thresholds tuned and the confidence temperature fitted on dev,
+        and the final scores taken with them."""
         self.model = run.accelerator.unwrap_model(run.model)
         self.checkpoints.load_best(self.model)
         self.predictor.model = self.model
@@ -311,6 +314,12 @@ class ModelTrainer:
         if dev is not None:
             result.thresholds = select_thresholds(self.predictor, self.config.model, dev)  # from dev only
             self.model.config.thresholds = processes.broadcast(self.model.config.thresholds)  # the main's
+            if self.config.model.confidence_calibration == "dev":  # confidences only: no span changes
+                fit, _ = fit_on_corpus(self.predictor, dev, desc=f"calibrating on {dev.name}")
+                self.model.config.confidence_temperature = processes.broadcast(fit.temperature)
+                result.confidence_temperature = fit.as_dict()
+                logger.info("confidence temperature fitted on dev: %.4f (NLL per word %.4f -> %.4f)",
+                            fit.temperature, fit.nll_before, fit.nll_after)
             result.dev_metrics = self.predictor.evaluate(dev).scores
         if test is not None:
             result.test_metrics = self.predictor.evaluate(test).scores
