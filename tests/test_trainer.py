@@ -128,6 +128,9 @@ def test_resume_after_the_run_stopped_trains_no_further(subset, tmp_path):
     )
     assert comparable(resumed.history) == comparable(stopped.history)
     assert resumed.dev_metrics == stopped.dev_metrics
+    fitted = stopped.confidence_temperature  # fitted on dev after training (model.confidence_calibration)
+    assert fitted is not None and fitted["nll_after"] <= fitted["nll_before"]
+    assert resumed.confidence_temperature == fitted
 
 
 # ----------------------------------------------------------------------- small runs on a tiny BERT, in memory
