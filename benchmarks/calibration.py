@@ -14,9 +14,11 @@ For one export and its annotated dev corpus, one forward pass keeps every window
   (``calibration.fit_temperature``: NLL of the gold word tags) — optimistic: fitted and measured on the same
   documents;
 - a held-out check: T fitted on the even-numbered dev documents and measured on the odd ones, and the other
-  way round.
+  way round; with ``--test``, T fitted on the whole of dev and measured on the test corpus (a second forward
+  pass, cached in ``--test-cache``).
 
-    python benchmarks/calibration.py --model EXPORT --data DEV [--cache scores.pt] [--output result.json]
+    python benchmarks/calibration.py --model EXPORT --data DEV [--test TEST] [--cache scores.pt]
+        [--test-cache test-scores.pt] [--output result.json]
 """
 
 from __future__ import annotations
@@ -110,11 +112,26 @@ def subset(corpus, indices: list[int]):
                          [corpus.encoded[i] for i in indices], corpus.report)
 
 
+def kept_scores(predictor, corpus, cache: str | None) -> WindowScores:
+    """The corpus's window tags and raw word scores: read from ``cache`` when it exists, else one forward pass
+    (saved there)."""
+    if cache and Path(cache).is_file():
+        kept = torch.load(cache)
+    else:
+        predictions = predictor.predict_windows(corpus.encoded, keep_scores=True)
+        kept = {"tags": predictions.tags, "scores": predictions.scores}
+        if cache:
+            torch.save(kept, cache)
+    return window_scores(corpus, kept["tags"], kept["scores"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="an export folder")
     parser.add_argument("--data", required=True, help="its annotated dev corpus")
     parser.add_argument("--cache", help="where the forward pass's word scores are kept (read if present)")
+    parser.add_argument("--test", help="a held-out test corpus: T fitted on dev, measured here")
+    parser.add_argument("--test-cache", help="where the test pass's word scores are kept (read if present)")
     parser.add_argument("--output", help="also write the JSON here")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -125,14 +142,7 @@ def main() -> None:
     predictor.model.config.confidence_temperature = 1.0  # measured from the model's own scores first
     docs, _ = read_corpus(args.data, span_errors="skip")
     corpus = predictor.encoder.encode_corpus(docs, "dev")
-    if args.cache and Path(args.cache).is_file():
-        kept = torch.load(args.cache)
-    else:
-        predictions = predictor.predict_windows(corpus.encoded, keep_scores=True)
-        kept = {"tags": predictions.tags, "scores": predictions.scores}
-        if args.cache:
-            torch.save(kept, args.cache)
-    windows = window_scores(corpus, kept["tags"], kept["scores"])
+    windows = kept_scores(predictor, corpus, args.cache)
     decoder = predictor.model.decoder
     fit = fit_temperature(decoder, windows)
     result = {"model": args.model, "data": args.data, "documents": len(docs),
@@ -151,6 +161,13 @@ def main() -> None:
             "after": measure(predictor, test_corpus, test_windows, half_fit.temperature),
         }
     result["held_out"] = held_out
+    if args.test:
+        test_docs, _ = read_corpus(args.test, span_errors="skip")
+        test_corpus = predictor.encoder.encode_corpus(test_docs, "test")
+        test_windows = kept_scores(predictor, test_corpus, args.test_cache)
+        result["test"] = {"data": args.test, "documents": len(test_docs), "temperature": fit.temperature,
+                          "before": measure(predictor, test_corpus, test_windows, 1.0),
+                          "after": measure(predictor, test_corpus, test_windows, fit.temperature)}
     result["seconds"] = round(time.perf_counter() - started, 1)
     text = json.dumps(result, indent=2)
     print(text)
