@@ -36,6 +36,6 @@ def calibrate(
     if before["ece"] is not None:
         echo(f"span confidences on {report['data']} ({after['spans']} predicted spans, exact-match "
              f"precision {after['accuracy']:.3f}), fitted and measured on the same documents:")
-        for key in ("ece", "mce", "brier"):
-            echo(f"  {key.upper()} {before[key]:.4f} -> {after[key]:.4f}")
+        for key, name in (("ece", "ECE"), ("mce", "MCE"), ("brier", "Brier score")):
+            echo(f"  {name} {before[key]:.4f} -> {after[key]:.4f}")
     echo(f"written into {model}/config.json (confidence_temperature)")
