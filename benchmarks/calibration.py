@@ -44,6 +44,7 @@ from cardioner.data.encoding import EncodedCorpus
 from cardioner.data.io import read_corpus
 from cardioner.inference import load_predictor
 from cardioner.modeling import SPAN_CLOSE, SPAN_CONTINUE, SPAN_OPEN, tags_to_entities
+from cardioner.plots import plot_reliability
 
 DEFINITIONS = ("product", "geometric_mean", "min", "word_mean")
 
@@ -132,6 +133,9 @@ def main() -> None:
     parser.add_argument("--cache", help="where the forward pass's word scores are kept (read if present)")
     parser.add_argument("--test", help="a held-out test corpus: T fitted on dev, measured here")
     parser.add_argument("--test-cache", help="where the test pass's word scores are kept (read if present)")
+    parser.add_argument("--plot", help="also draw the reliability diagram of the model's own span score "
+                                       "at T = 1 here (PNG; `cardioner evaluate --reliability` on the "
+                                       "calibrated export draws the one after)")
     parser.add_argument("--output", help="also write the JSON here")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -150,6 +154,10 @@ def main() -> None:
               "fit_on_all_of_dev": fit.as_dict(),
               "before": measure(predictor, corpus, windows, 1.0),
               "after": measure(predictor, corpus, windows, fit.temperature)}
+    if args.plot:
+        own = documents_by_definition(predictor, corpus, windows, 1.0)[decoder.span_score]
+        plot_reliability(calibration(span_outcomes(corpus.documents, own)), args.plot,
+                         title=f"{Path(args.model).name} on {Path(args.data).name}: before calibration")
     halves = {"even": list(range(0, len(docs), 2)), "odd": list(range(1, len(docs), 2))}
     held_out = {}
     for fit_half, test_half in (("even", "odd"), ("odd", "even")):
