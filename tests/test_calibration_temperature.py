@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from tiny import CORPUS, tiny_backbone
-from transformers import AutoModelForTokenClassification
+from transformers import AutoModelForTokenClassification, AutoTokenizer
 from typer.testing import CliRunner
 
 from cardioner.calibration import WindowScores, fit_temperature, temperature_nll
@@ -154,9 +154,16 @@ def test_calibrate_writes_the_temperature_into_the_export_and_leaves_every_span_
     assert [span[4] for span in after] != [span[4] for span in before]  # ...with other confidences
     # the key round-trips: cardioner's loader and the stock AutoModel (the export's own modeling.py) read it
     assert load_model(model_dir)[0].config.confidence_temperature == report["temperature"]
-    remote = AutoModelForTokenClassification.from_pretrained(model_dir, trust_remote_code=True)
+    remote = AutoModelForTokenClassification.from_pretrained(model_dir, trust_remote_code=True).eval()
     assert remote.config.confidence_temperature == report["temperature"]
     assert remote.span_score == ("product" if kind == "crf" else "geometric_mean")
+    # the stock pipeline reads the eval logits: the same argmax (its entities), other probabilities
+    plain = AutoModelForTokenClassification.from_pretrained(exports[kind], trust_remote_code=True).eval()
+    inputs = AutoTokenizer.from_pretrained(model_dir)(CORPUS[0], return_tensors="pt")
+    with torch.no_grad():
+        tempered, original = remote(**inputs).logits, plain(**inputs).logits
+    assert torch.equal(tempered.argmax(-1), original.argmax(-1))
+    assert not torch.allclose(tempered.softmax(-1), original.softmax(-1), atol=1e-3)
 
 
 def test_an_export_without_the_key_loads_at_temperature_one(exports, tmp_path):
