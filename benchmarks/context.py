@@ -11,8 +11,14 @@ the same training sentences, and is scored by the same span scorer (exact match,
 - ``context=N``: the documents with ``data.context`` N: one window per sentence (as ``sentences``, so the same
   number of optimiser steps), each carrying up to N subwords of the text on either side, unlabelled.
 
-Prints one JSON object. ``--aggregate`` merges several runs' JSON files (one per seed) into mean ± sd per
-system and the paired difference of each system from ``sentences``.
+Besides the test F1 (P/R, per type), each system's row scores the test sentences by kind (``by_kind``):
+``table`` rows (sentences of which at least half the tokens hold a digit: the results tables of the sports
+pages, "Bolton 2 Tranmere 1") and ``text`` (the rest), so that a change can be traced to the documents it
+comes from; ``--predictions DIR`` also writes each system's test predictions as JSONL.
+
+Prints one JSON object. ``--aggregate`` merges several runs' JSON files (one per seed and system, in any
+grouping) into mean ± sd per system and the paired difference of each system from ``sentences`` (same seed):
+over all types, per type and per kind of sentence.
 
     python benchmarks/context.py --train-limit 3000 --epochs 1 --systems sentences,windows,context=64 > c.json
     python benchmarks/context.py --aggregate c42.json c1.json c2.json
@@ -24,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -31,6 +38,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "conll2003"
+NUMBER = re.compile(r"\d")
 
 
 def cut_document(doc, num_sentences: int):
@@ -81,8 +89,45 @@ def count_sentences(docs: list) -> int:
     return sum(len(doc.meta["sentences"]) for doc in docs)
 
 
+def sentence_kind(text: str, tokens: list) -> str:
+    """``table`` when at least half of a sentence's tokens hold a digit (a row of a results table:
+    "Bolton 2 Tranmere 1", "1. Michael Johnson ( U.S. ) 19.66"), else ``text``."""
+    numeric = sum(bool(NUMBER.search(text[start:end])) for start, end in tokens)
+    return "table" if tokens and 2 * numeric >= len(tokens) else "text"
+
+
+def per_type_f1(scores: dict) -> dict[str, float]:
+    return {label: round(100 * value["f1"], 2) for label, value in sorted(scores["per_type"].items())}
+
+
+def scores_by_kind(gold_docs: list, predicted: list) -> dict:
+    """Exact-match span scores of ``predicted`` against ``gold_docs`` (the same documents, in order, with
+    sentence meta) over the ``table`` and the ``text`` sentences: each document cut into its sentences
+    (``sentence_documents``: a span across two sentences, never produced here, would be left out), and
+    each kind scored alone, with its sentence and gold span counts."""
+    from cardioner.data import Document  # benchmarks import cardioner after argument parsing
+    from cardioner.evaluation import score_spans
+
+    with_meta = [Document(gold.id, gold.text, pred.spans, gold.meta)
+                 for gold, pred in zip(gold_docs, predicted, strict=True)]
+    gold_sentences, predicted_sentences = sentence_documents(gold_docs), sentence_documents(with_meta)
+    kinds: dict[str, tuple[list, list]] = {}
+    for gold, pred in zip(gold_sentences, predicted_sentences, strict=True):
+        group = kinds.setdefault(sentence_kind(gold.text, gold.meta["tokens"]), ([], []))
+        group[0].append(gold)
+        group[1].append(pred)
+    result = {}
+    for kind, (gold, pred) in sorted(kinds.items()):
+        scores = score_spans(gold, pred)
+        result[kind] = {"sentences": len(gold), "gold_spans": sum(len(doc.spans) for doc in gold),
+                        "f1": round(100 * scores["micro"]["f1"], 2),
+                        "per_type_f1": per_type_f1(scores)}
+    return result
+
+
 def run_system(name: str, args, train_docs: list, test_docs: list) -> dict:
-    from cardioner.config import load_config
+    from cardioner.config import load_config  # benchmarks import cardioner after argument parsing
+    from cardioner.data import write_corpus
     from cardioner.training import ModelTrainer
 
     context = int(name.split("=", 1)[1]) if name.startswith("context=") else 0
@@ -95,45 +140,73 @@ def run_system(name: str, args, train_docs: list, test_docs: list) -> dict:
     config = load_config(None, overrides)
     trainer = ModelTrainer(config)
     started = time.perf_counter()
-    result = trainer.train(list(train_docs), None, list(test_docs))
+    result = trainer.train(list(train_docs), None, None)
+    train_seconds = time.perf_counter() - started
+    # the test set scored here rather than by train(), to keep its predicted documents
+    encoded_test = trainer.predictor.encoder.encode_corpus(list(test_docs), "test")
+    evaluation = trainer.predictor.evaluate(encoded_test)
     seconds = time.perf_counter() - started
-    test = result.test_metrics
-    corpora = trainer.corpora
-    windows = {corpus.name: len(corpus.windows) for corpus in (corpora.train, corpora.test) if corpus}
+    test = evaluation.scores
+    if args.predictions:
+        args.predictions.mkdir(parents=True, exist_ok=True)
+        write_corpus(evaluation.documents, args.predictions / f"{name}-s{args.seed}.jsonl", "jsonl")
+    windows = {"train": len(trainer.corpora.train.windows), "test": len(encoded_test.windows)}
     return {
         "system": name, "context": context, "test_f1": round(100 * test["micro"]["f1"], 2),
         "precision": round(100 * test["micro"]["precision"], 2),
         "recall": round(100 * test["micro"]["recall"], 2),
-        "per_type_f1": {t: round(100 * v["f1"], 2) for t, v in sorted(test["per_type"].items())},
+        "per_type_f1": per_type_f1(test),
+        "by_kind": scores_by_kind(test_docs, evaluation.documents),
         "train_seconds": round(result.train_seconds, 1), "total_seconds": round(seconds, 1),
+        "test_seconds": round(seconds - train_seconds, 1),
         "train_windows_per_second": round(result.train_samples_per_second, 2),
         "optimizer_steps": result.history[-1]["global_step"] if result.history else None,
         "windows": windows,
         "train_loss": round(result.history[-1]["train_loss"], 4) if result.history else None,
+        "epoch_losses": [round(row["train_loss"], 4) for row in result.history],
     }
 
 
+def spread(values: list[float]) -> dict:
+    """Mean, sd (None for one value), wins and losses of paired differences."""
+    return {"values": [round(v, 2) for v in values], "mean": round(statistics.mean(values), 2),
+            "sd": round(statistics.stdev(values), 2) if len(values) > 1 else None,
+            "wins": sum(v > 0 for v in values), "losses": sum(v < 0 for v in values)}
+
+
+def figures(row: dict) -> dict[str, float]:
+    """A system row's F1 figures by name: ``all``, each type, each kind of sentence (``kind:table``)."""
+    values = {"all": row["test_f1"], **row["per_type_f1"]}
+    values.update({f"kind:{kind}": scores["f1"] for kind, scores in row.get("by_kind", {}).items()})
+    return values
+
+
 def aggregate(paths: list[str]) -> dict:
-    """Mean ± sd of test F1 per system over runs (one JSON file per seed), and each system's paired
-    difference from ``sentences`` (same seed)."""
-    runs = [json.loads(Path(path).read_text(encoding="utf-8")) for path in paths]
-    by_system: dict[str, dict[int, float]] = {}
-    for run in runs:
+    """Mean ± sd of test F1 per system over runs (JSON files of one or more systems each, any seeds), and
+    each system's paired difference from ``sentences`` of the same seed: over all types, per type and per
+    kind of sentence (where both runs scored it)."""
+    by_system: dict[str, dict[int, dict]] = {}
+    for path in paths:
+        run = json.loads(Path(path).read_text(encoding="utf-8"))
         for row in run["systems"]:
-            by_system.setdefault(row["system"], {})[run["seed"]] = row["test_f1"]
+            by_system.setdefault(row["system"], {})[run["seed"]] = row
+    base = by_system.get("sentences", {})
     summary = {}
-    for system, scores in by_system.items():
-        values = list(scores.values())
-        row = {"seeds": sorted(scores), "test_f1": values, "mean": round(statistics.mean(values), 2),
-               "sd": round(statistics.stdev(values), 2) if len(values) > 1 else None}
-        base = by_system.get("sentences", {})
-        paired = [scores[seed] - base[seed] for seed in scores if seed in base]
-        if system != "sentences" and paired:
-            row["minus_sentences"] = {
-                "values": [round(v, 2) for v in paired], "mean": round(statistics.mean(paired), 2),
-                "sd": round(statistics.stdev(paired), 2) if len(paired) > 1 else None,
-                "wins": sum(v > 0 for v in paired), "losses": sum(v < 0 for v in paired)}
-        summary[system] = row
+    for system, rows in by_system.items():
+        values = [row["test_f1"] for row in rows.values()]
+        summary[system] = {"seeds": sorted(rows), "test_f1": values,
+                           "mean": round(statistics.mean(values), 2),
+                           "sd": round(statistics.stdev(values), 2) if len(values) > 1 else None}
+        paired = [seed for seed in rows if seed in base]
+        if system == "sentences" or not paired:
+            continue
+        differences: dict[str, list[float]] = {}
+        for seed in paired:
+            mine, theirs = figures(rows[seed]), figures(base[seed])
+            for name in mine.keys() & theirs.keys():
+                differences.setdefault(name, []).append(mine[name] - theirs[name])
+        summary[system]["minus_sentences"] = spread(differences.pop("all"))
+        summary[system]["minus_sentences_by"] = {name: spread(v) for name, v in sorted(differences.items())}
     return {"runs": paths, "systems": summary}
 
 
@@ -152,6 +225,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (on a shared CPU, 1)")
     parser.add_argument("--set", action="append", default=[], help="KEY=VALUE: a cardioner config override")
+    parser.add_argument("--predictions", type=Path,
+                        help="a folder for each system's test predictions (<system>-s<seed>.jsonl)")
     parser.add_argument("--aggregate", nargs="+",
                         help="JSON files of earlier runs: print mean ± sd per system")
     args = parser.parse_args()
