@@ -12,8 +12,9 @@ the same training sentences, and is scored by the same span scorer (exact match,
   number of optimiser steps), each carrying up to N subwords of the text on either side, unlabelled.
 
 Besides the test F1 (P/R, per type), each system's row scores the test sentences by kind (``by_kind``):
-``table`` rows (sentences of which at least half the tokens hold a digit: the results tables of the sports
-pages, "Bolton 2 Tranmere 1") and ``text`` (the rest), so that a change can be traced to the documents it
+``dateline`` (a place and a date: "LONDON 1996-08-22"), ``table`` rows (sentences of which at least half the
+tokens hold a digit: the results tables of the sports pages, "Bolton 2 Tranmere 1") and ``text`` (the rest:
+headlines and prose), so that a change can be traced to the documents it
 comes from; ``--predictions DIR`` also writes each system's test predictions as JSONL.
 
 Prints one JSON object. ``--aggregate`` merges several runs' JSON files (one per seed and system, in any
@@ -39,6 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "conll2003"
 NUMBER = re.compile(r"\d")
+DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def cut_document(doc, num_sentences: int):
@@ -90,10 +92,14 @@ def count_sentences(docs: list) -> int:
 
 
 def sentence_kind(text: str, tokens: list) -> str:
-    """``table`` when at least half of a sentence's tokens hold a digit (a row of a results table:
-    "Bolton 2 Tranmere 1", "1. Michael Johnson ( U.S. ) 19.66"), else ``text``."""
-    numeric = sum(bool(NUMBER.search(text[start:end])) for start, end in tokens)
-    return "table" if tokens and 2 * numeric >= len(tokens) else "text"
+    """``dateline`` for a place and a date of at most four tokens ("LONDON 1996-08-22"); ``table`` when at
+    least half of a sentence's tokens hold a digit (a row of a results table: "Bolton 2 Tranmere 1",
+    "1. Michael Johnson ( U.S. ) 19.66"); else ``text``."""
+    words = [text[start:end] for start, end in tokens]
+    if 2 <= len(words) <= 4 and DATE.fullmatch(words[-1]):
+        return "dateline"
+    numeric = sum(bool(NUMBER.search(word)) for word in words)
+    return "table" if words and 2 * numeric >= len(words) else "text"
 
 
 def per_type_f1(scores: dict) -> dict[str, float]:
@@ -102,7 +108,7 @@ def per_type_f1(scores: dict) -> dict[str, float]:
 
 def scores_by_kind(gold_docs: list, predicted: list) -> dict:
     """Exact-match span scores of ``predicted`` against ``gold_docs`` (the same documents, in order, with
-    sentence meta) over the ``table`` and the ``text`` sentences: each document cut into its sentences
+    sentence meta) over each kind of sentence (``sentence_kind``): each document cut into its sentences
     (``sentence_documents``: a span across two sentences, never produced here, would be left out), and
     each kind scored alone, with its sentence and gold span counts."""
     from cardioner.data import Document  # benchmarks import cardioner after argument parsing
