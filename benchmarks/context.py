@@ -110,7 +110,8 @@ def scores_by_kind(gold_docs: list, predicted: list) -> dict:
     """Exact-match span scores of ``predicted`` against ``gold_docs`` (the same documents, in order, with
     sentence meta) over each kind of sentence (``sentence_kind``): each document cut into its sentences
     (``sentence_documents``: a span across two sentences, never produced here, would be left out), and
-    each kind scored alone, with its sentence and gold span counts."""
+    each kind scored alone, with its sentence and gold span counts and ``relabelled``: how many gold spans
+    were predicted with the right extent and another type ("ORG->LOC": a team read as its city)."""
     from cardioner.data import Document  # benchmarks import cardioner after argument parsing
     from cardioner.evaluation import score_spans
 
@@ -127,7 +128,39 @@ def scores_by_kind(gold_docs: list, predicted: list) -> dict:
         scores = score_spans(gold, pred)
         result[kind] = {"sentences": len(gold), "gold_spans": sum(len(doc.spans) for doc in gold),
                         "f1": round(100 * scores["micro"]["f1"], 2),
-                        "per_type_f1": per_type_f1(scores)}
+                        "per_type_f1": per_type_f1(scores), "relabelled": relabelled(gold, pred)}
+    return result
+
+
+def relabelled(gold_docs: list, predicted: list) -> dict[str, int]:
+    """``{"GOLD->PREDICTED": count}``: gold spans predicted with the same extent and another type only."""
+    counts: dict[str, int] = {}
+    for gold, pred in zip(gold_docs, predicted, strict=True):
+        types: dict[tuple[int, int], set[str]] = {}
+        for span in pred.spans:
+            types.setdefault((span.start, span.end), set()).add(span.label)
+        for span in gold.spans:
+            others = types.get((span.start, span.end), set())
+            if others and span.label not in others:
+                for label in sorted(others):
+                    counts[f"{span.label}->{label}"] = counts.get(f"{span.label}->{label}", 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def rescore(paths: list[Path], test_docs: list) -> dict:
+    """``by_kind`` of saved test predictions (``--predictions``' JSONL, of documents or of sentences),
+    against the test documents: what a finished run would now report, without training again."""
+    from cardioner.data import read_corpus  # benchmarks import cardioner after argument parsing
+
+    result = {}
+    for path in paths:
+        predicted, _ = read_corpus(path)
+        by_id = {doc.id: doc for doc in predicted}
+        gold = test_docs if test_docs[0].id in by_id else sentence_documents(test_docs)
+        missing = [doc.id for doc in gold if doc.id not in by_id]
+        if missing:
+            raise SystemExit(f"{path}: no prediction for {len(missing)} test document(s), e.g. {missing[0]}")
+        result[path.name] = scores_by_kind(gold, [by_id[doc.id] for doc in gold])
     return result
 
 
@@ -233,6 +266,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="KEY=VALUE: a cardioner config override")
     parser.add_argument("--predictions", type=Path,
                         help="a folder for each system's test predictions (<system>-s<seed>.jsonl)")
+    parser.add_argument("--rescore", nargs="+", type=Path,
+                        help="prediction files of earlier runs: print their scores by kind of sentence")
     parser.add_argument("--aggregate", nargs="+",
                         help="JSON files of earlier runs: print mean ± sd per system")
     args = parser.parse_args()
@@ -248,6 +283,9 @@ def main() -> None:
     train, _ = read_corpus(args.data_dir / "train.txt")
     test, _ = read_corpus(args.data_dir / "test.txt")
     train, test = first_sentences(train, args.train_limit), first_sentences(test, args.test_limit)
+    if args.rescore:
+        print(json.dumps(rescore(args.rescore, test), indent=2))
+        return
     report = {"benchmark": "context", "corpus": str(args.data_dir),
               "train_sentences": count_sentences(train), "train_documents": len(train),
               "test_sentences": count_sentences(test), "test_documents": len(test),

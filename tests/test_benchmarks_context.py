@@ -84,9 +84,9 @@ def test_scores_by_kind_score_each_kind_of_sentence_alone(context, documents):
                                                                       documents[1].spans)]
     scores = context.scores_by_kind(documents, predicted)
     assert scores["table"] == {"sentences": 1, "gold_spans": 2, "f1": 0.0,
-                               "per_type_f1": {"LOC": 0.0, "ORG": 0.0}}
+                               "per_type_f1": {"LOC": 0.0, "ORG": 0.0}, "relabelled": {"ORG->LOC": 2}}
     assert scores["dateline"]["f1"] == 100.0 and scores["dateline"]["gold_spans"] == 1
-    assert scores["text"] == {"sentences": 3, "gold_spans": 4, "f1": 100.0,
+    assert scores["text"] == {"sentences": 3, "gold_spans": 4, "f1": 100.0, "relabelled": {},
                               "per_type_f1": {"MISC": 100.0, "ORG": 100.0, "PER": 100.0}}
 
 
@@ -115,7 +115,7 @@ def test_aggregate_pairs_each_seed_with_its_own_sentences_run(context, tmp_path)
     assert ctx["minus_sentences_by"]["kind:table"]["mean"] == -3.5
 
 
-def test_one_run_trains_both_systems_and_writes_their_predictions(tmp_path):
+def test_one_run_trains_both_systems_and_writes_their_predictions_which_rescore_the_same(tmp_path):
     data = tmp_path / "conll"
     data.mkdir()
     for name in ("train.txt", "test.txt"):
@@ -131,9 +131,16 @@ def test_one_run_trains_both_systems_and_writes_their_predictions(tmp_path):
     sentences, context = report["systems"]
     assert sentences["windows"] == {"train": 5, "test": 5}  # one window per sentence in both systems
     assert context["windows"] == {"train": 5, "test": 5} and context["context"] == 8
+    files = []
     for system in (sentences, context):
         assert {kind: scores["sentences"] for kind, scores in system["by_kind"].items()} == {
             "dateline": 1, "table": 1, "text": 3}
         assert len(system["epoch_losses"]) == 1
-        predicted, _ = read_corpus(tmp_path / "pred" / f"{system['system']}-s42.jsonl")
+        files.append(tmp_path / "pred" / f"{system['system']}-s42.jsonl")
+        predicted, _ = read_corpus(files[-1])
         assert len(predicted) == (5 if system is sentences else 2)
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--data-dir", str(data), "--rescore", *map(str, files)],
+        capture_output=True, text=True, timeout=120, check=True)
+    rescored = json.loads(done.stdout)
+    assert [rescored[path.name] for path in files] == [sentences["by_kind"], context["by_kind"]]
