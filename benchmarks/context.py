@@ -110,8 +110,9 @@ def scores_by_kind(gold_docs: list, predicted: list) -> dict:
     """Exact-match span scores of ``predicted`` against ``gold_docs`` (the same documents, in order, with
     sentence meta) over each kind of sentence (``sentence_kind``): each document cut into its sentences
     (``sentence_documents``: a span across two sentences, never produced here, would be left out), and
-    each kind scored alone, with its sentence and gold span counts and ``relabelled``: how many gold spans
-    were predicted with the right extent and another type ("ORG->LOC": a team read as its city)."""
+    each kind scored alone, with its sentence and gold span counts, ``relabelled`` (gold spans predicted with
+    the right extent and another type: "ORG->LOC", a team read as its city) and ``outcomes`` (what became of
+    each type's gold spans: ``gold_outcomes``)."""
     from cardioner.data import Document  # benchmarks import cardioner after argument parsing
     from cardioner.evaluation import score_spans
 
@@ -128,7 +129,8 @@ def scores_by_kind(gold_docs: list, predicted: list) -> dict:
         scores = score_spans(gold, pred)
         result[kind] = {"sentences": len(gold), "gold_spans": sum(len(doc.spans) for doc in gold),
                         "f1": round(100 * scores["micro"]["f1"], 2),
-                        "per_type_f1": per_type_f1(scores), "relabelled": relabelled(gold, pred)}
+                        "per_type_f1": per_type_f1(scores), "relabelled": relabelled(gold, pred),
+                        "outcomes": gold_outcomes(gold, pred)}
     return result
 
 
@@ -145,6 +147,29 @@ def relabelled(gold_docs: list, predicted: list) -> dict[str, int]:
                 for label in sorted(others):
                     counts[f"{span.label}->{label}"] = counts.get(f"{span.label}->{label}", 0) + 1
     return dict(sorted(counts.items()))
+
+
+def gold_outcomes(gold_docs: list, predicted: list) -> dict[str, dict[str, int]]:
+    """``{type: {outcome: count}}`` over the gold spans: ``exact`` (found), ``relabelled`` (its extent
+    predicted, with another type only), ``boundary`` (a prediction of its type overlaps it with another
+    extent: "NY JETS" cut into "NY" and "JETS"), ``other`` (overlapped by predictions of other types only),
+    ``missed`` (nothing predicted on it)."""
+    counts: dict[str, dict[str, int]] = {}
+    for gold, pred in zip(gold_docs, predicted, strict=True):
+        for span in gold.spans:
+            over = [q for q in pred.spans if q.start < span.end and span.start < q.end]
+            same = [q for q in over if (q.start, q.end) == (span.start, span.end)]
+            if any(q.label == span.label for q in same):
+                outcome = "exact"
+            elif same:
+                outcome = "relabelled"
+            elif any(q.label == span.label for q in over):
+                outcome = "boundary"
+            else:
+                outcome = "other" if over else "missed"
+            row = counts.setdefault(span.label, {})
+            row[outcome] = row.get(outcome, 0) + 1
+    return {label: dict(sorted(row.items())) for label, row in sorted(counts.items())}
 
 
 def rescore(paths: list[Path], test_docs: list) -> dict:

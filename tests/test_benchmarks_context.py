@@ -84,10 +84,24 @@ def test_scores_by_kind_score_each_kind_of_sentence_alone(context, documents):
                                                                       documents[1].spans)]
     scores = context.scores_by_kind(documents, predicted)
     assert scores["table"] == {"sentences": 1, "gold_spans": 2, "f1": 0.0,
-                               "per_type_f1": {"LOC": 0.0, "ORG": 0.0}, "relabelled": {"ORG->LOC": 2}}
+                               "per_type_f1": {"LOC": 0.0, "ORG": 0.0}, "relabelled": {"ORG->LOC": 2},
+                               "outcomes": {"ORG": {"relabelled": 2}}}
     assert scores["dateline"]["f1"] == 100.0 and scores["dateline"]["gold_spans"] == 1
     assert scores["text"] == {"sentences": 3, "gold_spans": 4, "f1": 100.0, "relabelled": {},
-                              "per_type_f1": {"MISC": 100.0, "ORG": 100.0, "PER": 100.0}}
+                              "per_type_f1": {"MISC": 100.0, "ORG": 100.0, "PER": 100.0},
+                              "outcomes": {"MISC": {"exact": 1}, "ORG": {"exact": 2}, "PER": {"exact": 1}}}
+
+
+def test_gold_outcomes_tell_cut_names_from_wrong_types_and_misses(context):
+    text = "NY JETS 1 12 Chelsea 0 Leeds 2 Bolton"
+    gold = Document("d", text, [Span(0, 7, "ORG"), Span(13, 20, "ORG"), Span(23, 28, "ORG"),
+                                Span(31, 37, "ORG")])
+    predicted = Document("d", text, [Span(0, 2, "ORG"), Span(3, 7, "ORG"), Span(13, 20, "ORG"),
+                                     Span(23, 28, "LOC"), Span(29, 30, "PER")])
+    assert context.gold_outcomes([gold], [predicted]) == {
+        "ORG": {"boundary": 1, "exact": 1, "missed": 1, "relabelled": 1}}
+    other = Document("d", text, [Span(0, 4, "LOC")])
+    assert context.gold_outcomes([gold], [other])["ORG"] == {"missed": 3, "other": 1}
 
 
 def row(system: str, f1: float, per_type: dict, by_kind: dict) -> dict:
