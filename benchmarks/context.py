@@ -257,6 +257,7 @@ def aggregate(paths: list[str]) -> dict:
     base = by_system.get("sentences", {})
     summary = {}
     for system, rows in by_system.items():
+        rows = dict(sorted(rows.items()))  # every list in seed order
         values = [row["test_f1"] for row in rows.values()]
         summary[system] = {"seeds": sorted(rows), "test_f1": values,
                            "mean": round(statistics.mean(values), 2),
