@@ -43,7 +43,7 @@ class DataConfig:
     context: int = 0  # subwords of unlabelled context on each side of a window's own words (one
     #   line each): the neighbouring text of the document, then of its group (consecutive documents with
     #   the same meta "document", e.g. a JSONL "document" key); 0 = none (windows overlap by data.stride
-    #   instead); 2 x context < max_length
+    #   instead; the default, by measurement: docs/benchmarks.md "Document context"); 2 x context < max_length
     label_all_subwords: bool = False  # label continuation subwords too (I- of their word) instead of -100
     dev_fraction: float = 0.0  # carve a dev set from train (by document, seeded) when no dev corpus is given
 
