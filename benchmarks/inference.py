@@ -99,13 +99,16 @@ def forward_flops(config, lengths: list[int], num_labels: int) -> float:
 
 def child_forward(spec: dict) -> dict:
     """The forward pass alone over every window of the documents, in ``spec["dtype"]`` / ``spec["quantize"]``:
-    seconds and FLOP/s (batches of ``batch_size`` windows, sorted by length as ``predict`` sorts them)."""
+    seconds and FLOP/s. ``spec["batching"]``: "padding", the batches ``predict`` runs
+    (``predictor.length_batches``: fewest padded tokens plus a CPU call's cost), or "count", the windows
+    sorted by length and cut every ``batch_size`` (what predict ran before)."""
     import torch
 
     from cardioner.inference import load_predictor
     from cardioner.precision import compute_dtype, quantize_int8
+    from cardioner.predictor import CPU_BATCH_OVERHEAD_TOKENS, length_batches
 
-    predictor = load_predictor(spec["model"])
+    predictor = load_predictor(spec["model"], stride=spec.get("stride"))
     model = predictor.model
     docs = [_document(record) for record in _records(spec["input"])]
     encoded, _ = predictor.encoder.encode(docs)
@@ -114,7 +117,13 @@ def child_forward(spec: dict) -> dict:
         model = quantize_int8(model)
     dtype = getattr(torch, spec["dtype"])
     batch_size = spec["batch_size"]
-    batches = [predictor.collate(windows[i : i + batch_size]) for i in range(0, len(windows), batch_size)]
+    if spec.get("batching", "padding") == "padding":
+        lengths = [len(w["input_ids"]) for w in windows]
+        groups = length_batches(lengths, batch_size, CPU_BATCH_OVERHEAD_TOKENS)
+    else:
+        groups = [list(range(i, min(i + batch_size, len(windows))))
+                  for i in range(0, len(windows), batch_size)]
+    batches = [predictor.collate([windows[i] for i in group]) for group in groups]
     seconds = 0.0
     with torch.no_grad(), compute_dtype(dtype, "cpu"):
         for batch in batches:
@@ -126,31 +135,40 @@ def child_forward(spec: dict) -> dict:
                                                                "num_hidden_layers")})
     flops = forward_flops(backbone, [len(w["input_ids"]) for w in windows], model.config.num_labels)
     padded = sum(batch["input_ids"].numel() for batch in batches)
-    return {"windows": len(windows), "window_tokens": sum(len(w["input_ids"]) for w in windows),
+    return {"windows": len(windows), "batches": len(batches), "stride": predictor.encoder.stride,
+            "window_tokens": sum(len(w["input_ids"]) for w in windows),
             "padded_tokens": padded, "seconds": seconds, "flops": flops,
             "gflops_per_s": flops / seconds / 1e9}
 
 
 def child_pipeline(spec: dict) -> dict:
-    """The stock pipeline over the documents; spans per document written to ``spec["output"]`` as JSONL."""
+    """The stock pipeline over the documents; spans per document written to ``spec["output"]`` as JSONL.
+    Runs under any interpreter with torch and transformers (``--pipeline-python``): it imports no cardioner.
+    The tokenizer is loaded and handed over: transformers 4.x's ``pipeline`` loads none for a model whose
+    config class it does not know (``CardioNERConfig``) and then fails on ``stride``."""
     import torch
-    from transformers import pipeline
+    import transformers
+    from transformers import AutoTokenizer, pipeline
 
     torch.set_grad_enabled(False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ner = pipeline("token-classification", model=spec["model"], trust_remote_code=True,
-                       stride=spec["stride"], aggregation_strategy="simple", device=-1)
+        tokenizer = AutoTokenizer.from_pretrained(spec["model"])
+        ner = pipeline("token-classification", model=spec["model"], tokenizer=tokenizer,
+                       trust_remote_code=True, stride=spec["stride"], aggregation_strategy="simple",
+                       device=-1)
     records = list(_records(spec["input"]))
+    options = {} if spec["batch_size"] is None else {"batch_size": spec["batch_size"]}  # None: its default
     start = time.perf_counter()
-    results = ner([record["text"] for record in records], batch_size=spec["batch_size"])
+    results = ner([record["text"] for record in records], **options)
     seconds = time.perf_counter() - start
     with open(spec["output"], "w", encoding="utf-8") as handle:
         for record, entities in zip(records, results, strict=True):
             spans = [{"start": int(e["start"]), "end": int(e["end"]), "label": e["entity_group"],
                       "score": float(e["score"])} for e in entities]
             handle.write(json.dumps({"id": record["id"], "text": record["text"], "spans": spans}) + "\n")
-    return {"seconds_in_pipeline": seconds}
+    return {"seconds_in_pipeline": seconds, "transformers": transformers.__version__,
+            "torch": torch.__version__, "default_batch_size": getattr(ner, "_batch_size", None) or 1}
 
 
 CHILDREN = {"peaks": child_peaks, "forward": child_forward, "pipeline": child_pipeline}
@@ -185,11 +203,13 @@ def run_process(command: list[str], log: Path) -> dict:
     return {"seconds": seconds, "peak_rss_mib": usage.ru_maxrss / 1024}
 
 
-def run_child(kind: str, spec: dict, workdir: Path, name: str) -> tuple[dict, dict]:
+def run_child(kind: str, spec: dict, workdir: Path, name: str, python: str = sys.executable
+              ) -> tuple[dict, dict]:
+    """This file's ``--child KIND`` under ``python``: its result and its process's wall time and peak RSS."""
     spec_path = workdir / f"{name}.spec.json"
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
     out_path = workdir / f"{name}.result.json"
-    process = run_process([sys.executable, __file__, "--child", kind, str(spec_path), str(out_path)],
+    process = run_process([python, __file__, "--child", kind, str(spec_path), str(out_path)],
                           workdir / f"{name}.log")
     return json.loads(out_path.read_text(encoding="utf-8")), process
 
@@ -267,7 +287,13 @@ def main() -> None:
                         "0: torch's default)")
     parser.add_argument("--bf16-documents", type=int, default=8, help="documents of the bf16 rows (emulated "
                         "bf16 is slow)")
-    parser.add_argument("--stride", type=int, default=None, help="pipeline stride (default: the export's)")
+    parser.add_argument("--pipeline-stride", type=int, default=64, help="the pipeline's stride (64: the "
+                        "issue's hand measurement; the export's own is 128)")
+    parser.add_argument("--pipeline-python", action="append", default=[], metavar="[LABEL=]PYTHON",
+                        help="run the pipeline under this interpreter too (torch + transformers, e.g. a "
+                        "transformers 4.x venv); repeat for several; the running one is always first")
+    parser.add_argument("--cardioner-strides", default="export,64", help="window overlaps of the float32 "
+                        "cardioner predict rows (export: the export's own)")
     parser.add_argument("--skip", default="", help="comma-separated systems to leave out: pipeline, script, "
                         "int8, bf16, forward")
     parser.add_argument("--table", action="store_true", help="also print a Markdown table on stderr")
@@ -298,7 +324,6 @@ def main() -> None:
     subwords = count_subwords(args.model, gold)
     subset_subwords = count_subwords(args.model, subset)
     config = json.loads((Path(args.model) / "config.json").read_text(encoding="utf-8"))
-    stride = args.stride or (config.get("cardioner_windows") or {}).get("stride") or 128
     result: dict = {"model": str(args.model), "data": str(args.data), "documents": len(gold),
                     "subwords": subwords,
                     "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
@@ -306,28 +331,34 @@ def main() -> None:
                                 "bf16_check": native_bf16("cpu")[1]},
                     "rows": []}
     peaks_before, _ = run_child("peaks", {}, workdir, "peaks-before")
-    cardioner_runs = [("cardioner predict (float32)", "float32", "none", all_input, len(gold), subwords)]
+    export_stride = (config.get("cardioner_windows") or {}).get("stride")
+    cardioner_runs = []
+    for stride in args.cardioner_strides.split(","):
+        stride = None if stride == "export" else int(stride)
+        name = "cardioner predict (float32)" if stride is None else f"cardioner predict --stride {stride}"
+        cardioner_runs.append((name, "float32", "none", all_input, len(gold), subwords, stride))
     if "int8" not in skip:
         cardioner_runs.append(("cardioner predict --quantize int8", "float32", "int8", all_input, len(gold),
-                               subwords))
+                               subwords, None))
     if "bf16" not in skip:
         cardioner_runs += [
             (f"cardioner predict (float32), first {len(subset)} documents", "float32", "none", subset_input,
-             len(subset), subset_subwords),
+             len(subset), subset_subwords, None),
             (f"cardioner predict --dtype bfloat16, first {len(subset)} documents", "bfloat16", "none",
-             subset_input, len(subset), subset_subwords),
+             subset_input, len(subset), subset_subwords, None),
         ]
-    for index, (name, dtype, quantize, input_path, count, words) in enumerate(cardioner_runs):
+    for index, (name, dtype, quantize, input_path, count, words, stride) in enumerate(cardioner_runs):
         output = workdir / f"cardioner-{index}.jsonl"
         output.unlink(missing_ok=True)
         command = [sys.executable, "-m", "cardioner", "predict", "--model", str(args.model), "--input",
                    str(input_path), "--output", str(output), "--format", "jsonl", "--batch-size",
                    str(args.batch_size), "--dtype", dtype, "--quantize", quantize, "--show", "0"]
+        command += [] if stride is None else ["--stride", str(stride)]
         process = run_process(command, workdir / f"cardioner-{index}.log")
         docs = gold if input_path == all_input else subset
         result["rows"].append(row(name, process, count, words, scores(docs, read_spans(output)),
                                   predicting_seconds(workdir / f"cardioner-{index}.log"), dtype=dtype,
-                                  quantize=quantize))
+                                  quantize=quantize, stride=stride or export_stride))
         print(f"{name}: {result['rows'][-1]}", file=sys.stderr)
     if "script" not in skip:
         output = workdir / "script.jsonl"
@@ -337,42 +368,31 @@ def main() -> None:
                    str(args.batch_size), "--device", "cpu"]
         process = run_process(command, workdir / "script.log")
         result["rows"].append(row("scripts/viterbi_predict.py", process, len(gold), subwords,
-                                  scores(gold, read_spans(output)), dtype="float32", quantize="none"))
+                                  scores(gold, read_spans(output)), dtype="float32", quantize="none",
+                                  stride=export_stride))
         print(f"script: {result['rows'][-1]}", file=sys.stderr)
     if "pipeline" not in skip:
-        probe_input = workdir / "probe.jsonl"
-        write_input(gold[: args.probe_documents], probe_input)
-        probes = {}
-        for batch_size in [int(b) for b in args.pipeline_batch_sizes.split(",")]:
-            spec = {"model": str(args.model), "input": str(probe_input), "stride": stride,
-                    "batch_size": batch_size, "output": str(workdir / f"probe-{batch_size}.jsonl")}
-            inner, _ = run_child("pipeline", spec, workdir, f"probe-{batch_size}")
-            probes[batch_size] = inner["seconds_in_pipeline"]
-            print(f"pipeline probe batch {batch_size}: {probes[batch_size]:.1f} s", file=sys.stderr)
-        best = min(probes, key=probes.get)
-        spec = {"model": str(args.model), "input": str(all_input), "stride": stride, "batch_size": best,
-                "output": str(workdir / "pipeline.jsonl")}
-        inner, process = run_child("pipeline", spec, workdir, "pipeline")
-        result["pipeline_probe_seconds"] = probes
-        result["rows"].append(row(f'pipeline("token-classification", stride={stride}, aggregation_strategy='
-                                  f'"simple"), batch {best}', process, len(gold), subwords,
-                                  scores(gold, read_spans(workdir / "pipeline.jsonl")),
-                                  inner["seconds_in_pipeline"], dtype="float32", quantize="none",
-                                  batch_size=best))
-        print(f"pipeline: {result['rows'][-1]}", file=sys.stderr)
+        result["pipeline_probe_seconds"] = {}
+        for label, python in pipeline_interpreters(args.pipeline_python):
+            run_pipelines(args, label, python, gold, subwords, all_input, workdir, result)
     if "forward" not in skip:
         result["forward"] = []
-        forward_runs = [("float32", "none", all_input)]
-        forward_runs += [] if "int8" in skip else [("float32", "int8", all_input)]
-        forward_runs += [] if "bf16" in skip else [("float32", "none", subset_input), ("bfloat16", "none",
-                                                                                        subset_input)]
-        for dtype, quantize, input_path in forward_runs:
+        # predict's batches (fewest padded tokens) against the windows cut every batch_size; the overlap
+        forward_runs = [("float32", "none", all_input, "padding", None),
+                        ("float32", "none", all_input, "count", None)]
+        forward_runs += [("float32", "none", all_input, "padding", int(stride))
+                         for stride in args.cardioner_strides.split(",") if stride != "export"]
+        forward_runs += [] if "int8" in skip else [("float32", "int8", all_input, "padding", None)]
+        forward_runs += [] if "bf16" in skip else [("float32", "none", subset_input, "padding", None),
+                                                   ("bfloat16", "none", subset_input, "padding", None)]
+        for dtype, quantize, input_path, batching, stride in forward_runs:
             spec = {"model": str(args.model), "input": str(input_path), "dtype": dtype, "quantize": quantize,
-                    "batch_size": args.batch_size}
-            name = f"forward-{dtype}-{quantize}-{input_path.stem}"
+                    "batch_size": args.batch_size, "batching": batching, "stride": stride}
+            name = f"forward-{dtype}-{quantize}-{input_path.stem}-{batching}-{stride or 'export'}"
             inner, process = run_child("forward", spec, workdir, name)
             result["forward"].append({"dtype": dtype, "quantize": quantize, "documents": input_path.stem,
-                                      **inner, "peak_rss_mib": round(process["peak_rss_mib"], 1)})
+                                      "batching": batching, **inner,
+                                      "peak_rss_mib": round(process["peak_rss_mib"], 1)})
             print(f"{name}: {result['forward'][-1]}", file=sys.stderr)
     peaks_after, _ = run_child("peaks", {}, workdir, "peaks-after")
     peaks = {key: max(peaks_before[key], peaks_after[key]) for key in ("float32", "bfloat16", "int8")}
@@ -385,17 +405,65 @@ def main() -> None:
     reference = next(r for r in rows if r["system"] == "cardioner predict (float32)")
     for entry in rows:
         entry["speed_vs_cardioner_fp32"] = entry["documents_per_s"] / reference["documents_per_s"]
-    stock = next((r for r in rows if r["system"].startswith("pipeline")), None)
-    if stock is not None:
-        result["cardioner_vs_pipeline"] = {
-            "documents_per_s_ratio": reference["documents_per_s"] / stock["documents_per_s"],
-            "documents_per_s_predicting_ratio": reference.get("documents_per_s_predicting", 0)
-            / stock["documents_per_s_predicting"],
-            "f1_difference": reference["f1"] - stock["f1"]}
+    result["cardioner_vs_pipeline"] = [
+        {"cardioner": ours["system"], "pipeline": stock["system"],
+         "documents_per_s_ratio": ours["documents_per_s"] / stock["documents_per_s"],
+         "documents_per_s_predicting_ratio": ours["documents_per_s_predicting"]
+         / stock["documents_per_s_predicting"],
+         "f1_difference": ours["f1"] - stock["f1"]}
+        for ours in rows if ours["system"].startswith("cardioner predict") and ours["documents"] == len(gold)
+        and ours["quantize"] == "none" and "documents_per_s_predicting" in ours
+        for stock in rows if stock["system"].startswith("pipeline")]
     result["default_dtype"] = default_dtype(result)
     print(json.dumps(result, indent=2))
     if args.table:
         print(markdown(result), file=sys.stderr)
+
+
+def pipeline_interpreters(specs: list[str]) -> list[tuple[str, str]]:
+    """(label, interpreter) of every pipeline run: this one first, then each ``[LABEL=]PYTHON`` given (the
+    label defaults to the transformers version the interpreter imports)."""
+    found = [("", sys.executable)]
+    for spec in specs:
+        label, _, python = spec.rpartition("=")
+        if not Path(python).is_file():
+            raise SystemExit(f"--pipeline-python {spec}: no interpreter at {python}")
+        found.append((label, python))
+    return found
+
+
+def run_pipelines(args, label: str, python: str, gold: list, subwords: int, all_input: Path, workdir: Path,
+                  result: dict) -> None:
+    """The stock pipeline under ``python``: its batch sizes probed on the first documents, then every
+    document at its default batch size and, if another probed faster, at that one too (rows added to
+    ``result``)."""
+    stride = args.pipeline_stride
+    tag = f"pipeline-{len(result['pipeline_probe_seconds'])}"
+    probe_input = workdir / "probe.jsonl"
+    write_input(gold[: args.probe_documents], probe_input)
+    probes, version = {}, None
+    for batch_size in [int(b) for b in args.pipeline_batch_sizes.split(",")]:
+        spec = {"model": str(args.model), "input": str(probe_input), "stride": stride,
+                "batch_size": batch_size, "output": str(workdir / f"{tag}-probe-{batch_size}.jsonl")}
+        inner, _ = run_child("pipeline", spec, workdir, f"{tag}-probe-{batch_size}", python)
+        probes[batch_size], version = inner["seconds_in_pipeline"], inner["transformers"]
+        print(f"{tag} (transformers {version}) probe batch {batch_size}: {probes[batch_size]:.1f} s",
+              file=sys.stderr)
+    label = label or f"transformers {version}"
+    result["pipeline_probe_seconds"][label] = probes
+    best = min(probes, key=probes.get)
+    for batch_size in dict.fromkeys([None, best if best != 1 else None]):  # the default batch size is 1
+        output = workdir / f"{tag}-{batch_size or 'default'}.jsonl"
+        spec = {"model": str(args.model), "input": str(all_input), "stride": stride, "batch_size": batch_size,
+                "output": str(output)}
+        inner, process = run_child("pipeline", spec, workdir, output.stem, python)
+        batch = f"batch {batch_size} (best probed)" if batch_size else "default batch (1)"
+        result["rows"].append(row(f'pipeline("token-classification", stride={stride}, aggregation_strategy='
+                                  f'"simple"), {label}, {batch}', process, len(gold), subwords,
+                                  scores(gold, read_spans(output)), inner["seconds_in_pipeline"],
+                                  dtype="float32", quantize="none", batch_size=batch_size or 1, stride=stride,
+                                  transformers=inner["transformers"], python=python))
+        print(f"{tag}: {result['rows'][-1]}", file=sys.stderr)
 
 
 def default_dtype(result: dict) -> dict:
@@ -430,8 +498,16 @@ def markdown(result: dict) -> str:
         inner = f"{r['documents_per_s_predicting']:.2f}" if "documents_per_s_predicting" in r else "–"
         lines.append(f"| {r['system']} | {r['documents']} | {r['documents_per_s']:.2f} | {inner} | "
                      f"{r['subwords_per_s']:.0f} | {r['peak_rss_mib']:.0f} | {100 * r['f1']:.2f} | {ece} |")
+    for ratio in result.get("cardioner_vs_pipeline", []):
+        lines.append(f"\n{ratio['cardioner']} / {ratio['pipeline']}: "
+                     f"{ratio['documents_per_s_ratio']:.2f}x (process), "
+                     f"{ratio['documents_per_s_predicting_ratio']:.2f}x (predicting), "
+                     f"F1 {100 * ratio['f1_difference']:+.2f}")
     for entry in result.get("forward", []):
-        lines.append(f"\nforward {entry['dtype']}/{entry['quantize']} ({entry['documents']}): "
+        lines.append(f"\nforward {entry['dtype']}/{entry['quantize']} ({entry['documents']}, "
+                     f"{entry['batching']} batches, stride {entry['stride']}): {entry['batches']} batches, "
+                     f"{entry['window_tokens']} window tokens, {entry['padded_tokens']} padded, "
+                     f"{entry['seconds']:.1f} s, "
                      f"{entry['gflops_per_s']:.1f} GFLOP/s = {100 * entry['fraction_of_peak']:.0f}% of the "
                      f"{entry['peak_used']} peak")
     return "\n".join(lines)
