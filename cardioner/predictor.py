@@ -297,7 +297,7 @@ def length_batches(lengths: Sequence[int], batch_size: int, overhead: float | No
     """
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     # a batch costs more than all the padding there can be: fewer batches always win, then less padding
-    per_batch = overhead if overhead is not None else float(sum(lengths) + 1)
+    per_batch = overhead if overhead is not None else float(max(lengths, default=0) * len(lengths) + 1)
     best = [0.0] + [float("inf")] * len(order)  # best[end]: the cost of the first ``end`` sorted windows
     start_of = [0] * (len(order) + 1)  # where the last batch of that best split starts
     for end in range(1, len(order) + 1):
