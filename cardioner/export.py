@@ -83,9 +83,11 @@ def save_model(
     config.modeling_sha256 = hashlib.sha256(source).hexdigest()
 
     with staged_output(output_dir, "folder", is_export, EXPORT) as staging:
-        model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        name_portable_tokenizer_class(staging)
+        # transformers 4.x's pipeline loads a tokenizer for an unknown config class (ours) only when the
+        # config names one: without it, pipeline(model=folder) fails
+        config.tokenizer_class = name_portable_tokenizer_class(staging)
+        model.save_pretrained(staging, safe_serialization=True)
         (staging / MODELING_FILE).write_bytes(source)
         (staging / "training_config.yaml").write_text(
             yaml.safe_dump(training_config or {}, sort_keys=False, allow_unicode=True), encoding="utf-8"
@@ -99,8 +101,9 @@ def save_model(
     return output_dir
 
 
-def name_portable_tokenizer_class(folder: Path) -> None:
-    """Name a class every transformers release has where transformers 5 wrote one that 4.x lacks.
+def name_portable_tokenizer_class(folder: Path) -> str | None:
+    """Name a class every transformers release has where transformers 5 wrote one that 4.x lacks; return
+    the tokenizer's class as the folder names it (None without a tokenizer_config.json).
 
     A tokenizer built from a ``tokenizers`` object is saved by transformers 5 as ``TokenizersBackend``, which
     transformers 4.5x cannot resolve; ``PreTrainedTokenizerFast`` reads the same tokenizer.json on both.
@@ -108,11 +111,12 @@ def name_portable_tokenizer_class(folder: Path) -> None:
     """
     path = folder / "tokenizer_config.json"
     if not path.is_file():
-        return
+        return None
     settings = json.loads(path.read_text(encoding="utf-8"))
     if settings.get("tokenizer_class") == "TokenizersBackend":
         settings["tokenizer_class"] = "PreTrainedTokenizerFast"
         path.write_text(json.dumps(settings, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return settings.get("tokenizer_class")
 
 
 def supports_temperature(model_dir: str | Path) -> bool:

@@ -312,6 +312,8 @@ def test_export_folder_contents(round_trip):
     # transformers 5 names a tokenizers-object tokenizer TokenizersBackend, a class 4.5x lacks
     tokenizer_class = json.loads((folder / "tokenizer_config.json").read_text())["tokenizer_class"]
     assert tokenizer_class == "PreTrainedTokenizerFast"
+    # and the config names it: transformers 4.5x's pipeline(model=folder) loads no tokenizer otherwise
+    assert config["tokenizer_class"] == "PreTrainedTokenizerFast"
 
 
 def test_load_model_warns_on_edited_modeling_file(round_trip, tmp_path):
