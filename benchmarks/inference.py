@@ -108,14 +108,11 @@ def forward_flops(config, lengths: list[int], num_labels: int) -> float:
 
 def child_forward(spec: dict) -> dict:
     """The forward pass alone over every window of the documents, in ``spec["dtype"]`` / ``spec["quantize"]``:
-    seconds and FLOP/s. ``spec["batching"]``: "padding", the batches ``predict`` runs
-    (``predictor.length_batches``: fewest padded tokens plus a CPU call's cost), or "count", the windows
-    sorted by length and cut every ``batch_size`` (what predict ran before)."""
+    seconds and FLOP/s (batches of ``batch_size`` windows, sorted by length as ``predict`` sorts them)."""
     import torch
 
     from cardioner.inference import load_predictor
     from cardioner.precision import compute_dtype, quantize_int8
-    from cardioner.predictor import CPU_BATCH_OVERHEAD_TOKENS, length_batches
 
     predictor = load_predictor(spec["model"], stride=spec.get("stride"))
     model = predictor.model
@@ -126,13 +123,7 @@ def child_forward(spec: dict) -> dict:
         model = quantize_int8(model)
     dtype = getattr(torch, spec["dtype"])
     batch_size = spec["batch_size"]
-    if spec.get("batching", "padding") == "padding":
-        lengths = [len(w["input_ids"]) for w in windows]
-        groups = length_batches(lengths, batch_size, CPU_BATCH_OVERHEAD_TOKENS)
-    else:
-        groups = [list(range(i, min(i + batch_size, len(windows))))
-                  for i in range(0, len(windows), batch_size)]
-    batches = [predictor.collate([windows[i] for i in group]) for group in groups]
+    batches = [predictor.collate(windows[i : i + batch_size]) for i in range(0, len(windows), batch_size)]
     seconds = cpu_seconds = 0.0
     with torch.no_grad(), compute_dtype(dtype, "cpu"):
         for batch in batches:
@@ -392,21 +383,19 @@ def main() -> None:
             run_pipelines(args, label, python, gold, subwords, all_input, workdir, result)
     if "forward" not in skip:
         result["forward"] = []
-        # predict's batches (fewest padded tokens) against the windows cut every batch_size; the overlap
-        forward_runs = [("float32", "none", all_input, "padding", None),
-                        ("float32", "none", all_input, "count", None)]
-        forward_runs += [("float32", "none", all_input, "padding", int(stride))
-                         for stride in args.cardioner_strides.split(",") if stride != "export"]
-        forward_runs += [] if "int8" in skip else [("float32", "int8", all_input, "padding", None)]
-        forward_runs += [] if "bf16" in skip else [("float32", "none", subset_input, "padding", None),
-                                                   ("bfloat16", "none", subset_input, "padding", None)]
-        for dtype, quantize, input_path, batching, stride in forward_runs:
+        # float32 at every overlap of the cardioner rows, int8, and bf16 beside float32 on the subset
+        forward_runs = [("float32", "none", all_input, None if stride == "export" else int(stride))
+                        for stride in args.cardioner_strides.split(",")]
+        forward_runs += [] if "int8" in skip else [("float32", "int8", all_input, None)]
+        forward_runs += [] if "bf16" in skip else [("float32", "none", subset_input, None),
+                                                   ("bfloat16", "none", subset_input, None)]
+        for dtype, quantize, input_path, stride in forward_runs:
             spec = {"model": str(args.model), "input": str(input_path), "dtype": dtype, "quantize": quantize,
-                    "batch_size": args.batch_size, "batching": batching, "stride": stride}
-            name = f"forward-{dtype}-{quantize}-{input_path.stem}-{batching}-{stride or 'export'}"
+                    "batch_size": args.batch_size, "stride": stride}
+            name = f"forward-{dtype}-{quantize}-{input_path.stem}-{stride or 'export'}"
             inner, process = run_child("forward", spec, workdir, name)
             result["forward"].append({"dtype": dtype, "quantize": quantize, "documents": input_path.stem,
-                                      "batching": batching, **inner,
+                                      **inner,
                                       "peak_rss_mib": round(process["peak_rss_mib"], 1)})
             print(f"{name}: {result['forward'][-1]}", file=sys.stderr)
     peaks_after, _ = run_child("peaks", {}, workdir, "peaks-after")
@@ -527,7 +516,7 @@ def markdown(result: dict) -> str:
                      f"F1 {100 * ratio['f1_difference']:+.2f}")
     for entry in result.get("forward", []):
         lines.append(f"\nforward {entry['dtype']}/{entry['quantize']} ({entry['documents']}, "
-                     f"{entry['batching']} batches, stride {entry['stride']}): {entry['batches']} batches, "
+                     f"stride {entry['stride']}): {entry['batches']} batches, "
                      f"{entry['window_tokens']} window tokens, {entry['padded_tokens']} padded, "
                      f"{entry['seconds']:.1f} s ({entry['cpu_seconds']:.1f} CPU s), "
                      f"{entry['gflops_per_s']:.1f} GFLOP/s = {100 * entry['fraction_of_peak']:.0f}% of the "

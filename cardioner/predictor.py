@@ -43,12 +43,6 @@ from cardioner.precision import compute_dtype
 
 DEFAULT_BATCH_SIZE = 32  # windows per forward pass
 DEFAULT_CHUNK_DOCUMENTS = 1024  # documents encoded and predicted together by ``predict``
-# What one more forward call costs on a CPU, in window tokens: a call's fixed cost (~30 ms for a 6-layer
-# MiniLM on one AVX2 core, ~35 tokens' worth) and the per-token gain of batching (a batch of four 512-subword
-# windows ran 10 % faster per token than one) measured on the machine of docs/benchmarks.md. On a CPU,
-# ``length_batches`` splits a batch where that saves more padding than this; elsewhere (GPUs) it keeps the
-# fewest batches and pads least among them.
-CPU_BATCH_OVERHEAD_TOKENS = 64
 
 
 @dataclass
@@ -185,9 +179,8 @@ class Predictor:
             when the windows carry labels.
         """
         windows = [(d, k, window) for d, doc in enumerate(encoded) for k, window in enumerate(doc.windows)]
-        lengths = [len(window["input_ids"]) for _, _, window in windows]
-        on_cpu = next(self.model.parameters()).device.type == "cpu"
-        batches = length_batches(lengths, self.batch_size, CPU_BATCH_OVERHEAD_TOKENS if on_cpu else None)
+        order = sorted(range(len(windows)), key=lambda i: len(windows[i][2]["input_ids"]))
+        batches = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
         mine = []
         for b in tqdm(processes.shard(len(batches)), desc=desc, leave=False, disable=not processes.is_main()):
             output = self.forward([windows[i][2] for i in batches[b]], keep_scores)
@@ -279,38 +272,6 @@ def _chunks(documents: Iterable[Document], size: int, whole_groups: bool) -> Ite
                 break
             chunk.append(following)
         yield chunk
-
-
-def length_batches(lengths: Sequence[int], batch_size: int, overhead: float | None) -> list[list[int]]:
-    """Windows grouped into batches of at most ``batch_size``, shortest first, so that the padded tokens
-    (each batch padded to its longest window) plus ``overhead`` tokens per batch are fewest: an exact
-    dynamic programme over the windows sorted by length (the best batches of sorted windows are runs of
-    them). ``overhead`` None: the fewest batches, and among those the least padding.
-
-    Args:
-        lengths: each window's length in subwords.
-        batch_size: the most windows in a batch.
-        overhead: what one more batch costs, in padded tokens (``CPU_BATCH_OVERHEAD_TOKENS``), or None.
-
-    Returns:
-        the batches: lists of indices into ``lengths``.
-    """
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    # a batch costs more than all the padding there can be: fewer batches always win, then less padding
-    per_batch = overhead if overhead is not None else float(max(lengths, default=0) * len(lengths) + 1)
-    best = [0.0] + [float("inf")] * len(order)  # best[end]: the cost of the first ``end`` sorted windows
-    start_of = [0] * (len(order) + 1)  # where the last batch of that best split starts
-    for end in range(1, len(order) + 1):
-        longest = lengths[order[end - 1]]
-        for start in range(max(0, end - batch_size), end):
-            cost = best[start] + per_batch + longest * (end - start)
-            if cost < best[end]:
-                best[end], start_of[end] = cost, start
-    batches, end = [], len(order)
-    while end > 0:
-        batches.append(order[start_of[end] : end])
-        end = start_of[end]
-    return batches[::-1]
 
 
 def model_labels(config) -> LabelSet:

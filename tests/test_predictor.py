@@ -5,7 +5,6 @@ encoded corpus; and what it is built from (training/build.py)."""
 from __future__ import annotations
 
 import itertools
-import random
 
 import pytest
 import torch
@@ -13,7 +12,7 @@ from tiny import CORPUS, tiny_backbone
 
 from cardioner.config import load_config
 from cardioner.data.document import Document, Span
-from cardioner.predictor import CPU_BATCH_OVERHEAD_TOKENS, Predictor, _chunks, length_batches, model_labels
+from cardioner.predictor import Predictor, _chunks, model_labels
 from cardioner.training.build import fresh_predictor, label_set
 
 ANNOTATIONS = {0: [("acute myocardial infarction", "DISO"), ("myocardial", "ANAT")],
@@ -157,47 +156,6 @@ def test_every_predicted_span_has_a_confidence_and_min_confidence_leaves_out_the
         assert [s.score for s in filtered.spans] == [s.score for s in doc.spans if s.score >= threshold]
     with pytest.raises(ValueError, match="min_confidence must be in"):
         next(predictor.predict(documents(), min_confidence=1.5))
-
-
-def partitions(items: list[int]):
-    """Every way of cutting ``items`` into unordered groups (the slow, obvious reference)."""
-    if not items:
-        yield []
-        return
-    first, rest = items[0], items[1:]
-    for partition in partitions(rest):
-        yield [[first], *partition]
-        for index in range(len(partition)):
-            yield [*partition[:index], [first, *partition[index]], *partition[index + 1 :]]
-
-
-def batching_cost(lengths, batches, overhead):
-    padded = sum(max(lengths[i] for i in batch) * len(batch) for batch in batches)
-    return (len(batches), padded) if overhead is None else padded + overhead * len(batches)
-
-
-@pytest.mark.parametrize("overhead", [0, 5, CPU_BATCH_OVERHEAD_TOKENS, None])
-def test_length_batches_pad_least_of_every_way_to_batch_the_windows(overhead):
-    rng = random.Random(7)
-    for _ in range(25):
-        lengths = [rng.choice([3, 10, 12, 40, 64, 100, 128]) for _ in range(rng.randint(1, 7))]
-        batch_size = rng.randint(1, 4)
-        batches = length_batches(lengths, batch_size, overhead)
-        assert sorted(itertools.chain(*batches)) == list(range(len(lengths)))  # every window once
-        assert all(0 < len(batch) <= batch_size for batch in batches)
-        longest = [max(lengths[i] for i in batch) for batch in batches]
-        assert longest == sorted(longest)  # shortest first
-        options = [p for p in partitions(list(range(len(lengths)))) if all(len(g) <= batch_size for g in p)]
-        best = min(batching_cost(lengths, option, overhead) for option in options)
-        assert batching_cost(lengths, batches, overhead) == best
-
-
-def test_length_batches_split_where_padding_costs_more_than_a_call_and_nowhere_else():
-    lengths = [512] * 4 + [20, 30, 500]
-    assert [sorted(lengths[i] for i in b) for b in length_batches(lengths, 4, 64)] == [
-        [20, 30], [500], [512, 512, 512, 512]]  # 20 and 30 are not padded to 500, nor 500 to 512
-    assert [[lengths[i] for i in b] for b in length_batches(lengths, 4, None)] == [  # fewest batches (GPU)
-        [20, 30, 500], [512, 512, 512, 512]]
 
 
 def test_predictions_do_not_depend_on_how_windows_are_batched(bert_dir, one_thread):
