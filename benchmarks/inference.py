@@ -3,15 +3,21 @@
 One command, one run, one export. Every system annotates the same documents (MEDDOCAN test: 250 whole
 documents by default) with the same exported model, each in its own process, one after another:
 
-- ``cardioner predict`` in float32, with ``--quantize int8`` and in bfloat16 (``--dtype bfloat16``; on a CPU
-  without native bf16 it is emulated and very slow, so it runs on the first ``--bf16-documents`` documents,
-  beside a float32 run on the same documents);
+- ``cardioner predict`` in float32 at each window overlap of ``--cardioner-strides`` (the export's own and
+  64 by default), with ``--quantize int8`` and in bfloat16 (``--dtype bfloat16``; on a CPU without native
+  bf16 it is emulated and very slow, so it runs on the first ``--bf16-documents`` documents, beside a float32
+  run on the same documents);
 - ``scripts/viterbi_predict.py`` (the standalone script: torch + transformers only);
-- the stock ``pipeline("token-classification", model=export, trust_remote_code=True, stride=...,
-  aggregation_strategy="simple")``, at its best batch size (probed first on ``--probe-documents`` documents).
+- the stock ``pipeline("token-classification", model=export, trust_remote_code=True, stride=64,
+  aggregation_strategy="simple")`` (the issue's hand measurement; ``--pipeline-stride``) at its default batch
+  size (1) and at the best of ``--pipeline-batch-sizes`` (probed first on ``--probe-documents`` documents),
+  under this interpreter and under every ``--pipeline-python`` given (e.g. a transformers 4.x venv: the
+  pipeline's child imports only torch and transformers).
 
-For each: documents/s and subwords/s of the whole process (start-up and model loading included), documents/s
-of prediction alone where the system reports it (cardioner predict's own timing; the pipeline's call), peak
+For each: documents/s and subwords/s of the whole process (start-up and model loading included), documents
+per CPU second of the whole process (user + system time from ``wait4``: with one thread, what the process
+itself ran, the figure that the machine's other jobs disturb least), documents/s of prediction alone where
+the system reports it (cardioner predict's own timing; the pipeline's call), peak
 RSS (``wait4`` of the child process), span F1 against gold (exact match, micro), and for cardioner's rows the
 expected calibration error of its span confidences. Then the forward pass alone (no reading, tokenising or
 writing) is timed in float32, int8 and bf16, its FLOPs counted from the window lengths and the backbone's
@@ -27,8 +33,10 @@ linear head with constrained (BIO Viterbi) decoding, 2 epochs, batch 16, lr 5e-5
 with stride 128 — ``cardioner train --train meddocan/train --test meddocan/test --model default --head linear
 --epochs 2 --batch-size 16 --lr 5e-5 --seed 42 --output linear-2ep`` (test F1 0.763) — and is only read here:
 
-    python benchmarks/inference.py --model /work/artifacts/meddocan/linear-2ep \\
-        --data ../shared/data/meddocan/test --workdir /tmp/inference-bench --table > inference.json
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/inference.py --documents 100 --bf16-documents 4 \\
+        --probe-documents 8 --pipeline-batch-sizes 1,8 --threads 1 --skip script \\
+        --pipeline-python /work/artifacts/issue-16-model/tf4/bin/python \\
+        --workdir /tmp/inference-bench --table > inference.json
 """
 
 from __future__ import annotations
