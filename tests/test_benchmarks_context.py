@@ -3,14 +3,13 @@ run end to end on a tiny backbone (sentences against context, predictions writte
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from tiny import tiny_backbone
+from tiny import load_script, tiny_backbone
 
 from cardioner.data import Document, Span, read_corpus
 
@@ -47,10 +46,7 @@ Blackburn NNP I-NP I-PER
 
 @pytest.fixture(scope="module")
 def context():
-    spec = importlib.util.spec_from_file_location("context_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "context_benchmark")
 
 
 @pytest.fixture

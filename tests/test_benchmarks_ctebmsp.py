@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from tiny import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "ctebmsp.py"
 
 
 @pytest.fixture(scope="module")
 def ctebmsp():
-    spec = importlib.util.spec_from_file_location("ctebmsp_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "ctebmsp_benchmark")
 
 
 def summary(seed: int, sigmoid: dict, flat: dict, decoding: str = "constrained") -> dict:

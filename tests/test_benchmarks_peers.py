@@ -3,7 +3,6 @@ end to end on one cardioner system with a tiny backbone."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 import subprocess
@@ -11,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from tiny import tiny_backbone
+from tiny import load_script, tiny_backbone
 
 import cardioner
 from cardioner.data import Document, Span, read_corpus
@@ -46,10 +45,7 @@ said VBD B-VP O
 
 @pytest.fixture(scope="module")
 def peers():
-    spec = importlib.util.spec_from_file_location("peers_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "peers_benchmark")
 
 
 @pytest.fixture

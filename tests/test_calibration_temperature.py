@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import CORPUS, tiny_backbone
+from tiny import CORPUS, annotated_documents, tiny_backbone
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 from typer.testing import CliRunner
 
 from cardioner.calibration import WindowScores, fit_temperature, temperature_nll
 from cardioner.cli import app
 from cardioner.config import load_config
-from cardioner.data.document import Document, Span
+from cardioner.data.document import Document
 from cardioner.data.io import write_corpus
 from cardioner.errors import CardioNERError, ConfigError, CorpusError
 from cardioner.export import load_model, save_model
@@ -26,11 +26,6 @@ from cardioner.modeling import CardioNERConfig, CRFDecoder, SoftmaxDecoder, TagL
 from cardioner.training.build import fresh_predictor
 
 LABELS = ["O", "B-X", "I-X", "B-Y", "I-Y"]
-ANNOTATIONS = {0: [("acute myocardial infarction", "DISO"), ("myocardial", "ANAT")],
-               1: [("Aspirin", "CHEM"), ("heparin", "CHEM")],
-               2: [("diabetes mellitus", "DISO"), ("heart", "ANAT")]}
-
-
 def decoder(kind: type, **settings):
     config = CardioNERConfig(id2label=dict(enumerate(LABELS)), label2id={t: i for i, t in enumerate(LABELS)},
                              use_crf=kind is CRFDecoder, **settings)
@@ -100,15 +95,6 @@ def test_temperature_moves_confidences_never_tags():
             assert torch.equal(scaled.crf.viterbi_tags(emissions.squeeze(2) / 2.5, mask), tags.squeeze(-1))
 
 
-def documents() -> list[Document]:
-    docs = []
-    for index, text in enumerate(CORPUS):
-        spans = [Span(text.index(phrase), text.index(phrase) + len(phrase), label)
-                 for phrase, label in ANNOTATIONS.get(index, [])]
-        docs.append(Document(f"d{index}", text, spans))
-    return docs
-
-
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory, one_thread) -> dict[str, Path]:
     """A tiny softmax and a tiny CRF export whose heads are spread (an untrained head predicts only O)."""
@@ -119,7 +105,7 @@ def exports(tmp_path_factory, one_thread) -> dict[str, Path]:
         config = load_config(None, {"model.model": str(bert_dir), "data.max_length": 16, "data.stride": 4,
                                     "data.overlaps": "longest", **settings})
         torch.manual_seed(0)
-        predictor, _ = fresh_predictor(config, documents(), documents()[:3])
+        predictor, _ = fresh_predictor(config, annotated_documents(), annotated_documents()[:3])
         torch.manual_seed(1)
         for parameter_name, parameter in predictor.model.named_parameters():
             if "classifier" in parameter_name:
@@ -129,7 +115,7 @@ def exports(tmp_path_factory, one_thread) -> dict[str, Path]:
 
 
 def spans_of(model_dir: Path) -> list[tuple]:
-    predicted = load_predictor(model_dir).predict(documents())
+    predicted = load_predictor(model_dir).predict(annotated_documents())
     return [(doc.id, s.start, s.end, s.label, s.score) for doc in predicted for s in doc.spans]
 
 
@@ -139,7 +125,7 @@ def test_calibrate_writes_the_temperature_into_the_export_and_leaves_every_span_
     model_dir = tmp_path / kind
     shutil.copytree(exports[kind], model_dir)
     dev = tmp_path / "dev.jsonl"
-    write_corpus(documents(), dev, "jsonl")
+    write_corpus(annotated_documents(), dev, "jsonl")
     before = spans_of(model_dir)
     report = calibrate_path(model_dir, dev, output=tmp_path / "report.json")
     assert report["temperature"] != 1.0 and report["nll_after"] <= report["nll_before"]
@@ -181,7 +167,7 @@ def test_calibrate_refuses_bad_input_naming_the_file_or_key(exports, tmp_path):
     model_dir = tmp_path / "model"
     shutil.copytree(exports["softmax"], model_dir)
     unannotated = tmp_path / "plain.jsonl"
-    write_corpus([Document(d.id, d.text, []) for d in documents()], unannotated, "jsonl")
+    write_corpus([Document(d.id, d.text, []) for d in annotated_documents()], unannotated, "jsonl")
     with pytest.raises(CorpusError, match="no annotated spans") as error:
         calibrate_path(model_dir, unannotated)
     assert str(unannotated) in str(error.value)
@@ -193,7 +179,7 @@ def test_calibrate_refuses_bad_input_naming_the_file_or_key(exports, tmp_path):
     with pytest.raises(ConfigError, match="not an exported model folder"):
         calibrate_path(tmp_path, unannotated)
     dev = tmp_path / "dev.jsonl"
-    write_corpus(documents(), dev, "jsonl")
+    write_corpus(annotated_documents(), dev, "jsonl")
     (model_dir / "modeling.py").write_text("# an old modeling.py, before temperatures\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"update_modeling is off, and .*modeling\.py predates confidence"):
         calibrate_path(model_dir, dev)

@@ -8,25 +8,12 @@ import itertools
 
 import pytest
 import torch
-from tiny import CORPUS, tiny_backbone
+from tiny import CORPUS, annotated_documents, tiny_backbone
 
 from cardioner.config import load_config
 from cardioner.data.document import Document, Span
 from cardioner.predictor import Predictor, _chunks, model_labels
 from cardioner.training.build import fresh_predictor, label_set
-
-ANNOTATIONS = {0: [("acute myocardial infarction", "DISO"), ("myocardial", "ANAT")],
-               1: [("Aspirin", "CHEM"), ("heparin", "CHEM")],
-               2: [("diabetes mellitus", "DISO"), ("heart", "ANAT")]}
-
-
-def documents() -> list[Document]:
-    docs = []
-    for index, text in enumerate(CORPUS):
-        spans = [Span(text.index(phrase), text.index(phrase) + len(phrase), label)
-                 for phrase, label in ANNOTATIONS.get(index, [])]
-        docs.append(Document(f"d{index}", text, spans))
-    return docs
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +25,7 @@ def predictor_for(bert_dir, **settings) -> tuple[Predictor, object]:
     config = load_config(None, {"model.model": str(bert_dir), "data.max_length": 16, "data.stride": 4,
                                 "data.overlaps": "longest", **settings})
     torch.manual_seed(0)
-    return fresh_predictor(config, documents(), documents()[:3])
+    return fresh_predictor(config, annotated_documents(), annotated_documents()[:3])
 
 
 @pytest.mark.parametrize("settings", [{}, {"model.use_crf": True}, {"data.multilabel": True},
@@ -109,7 +96,7 @@ def test_an_export_predicts_with_its_own_labels_and_windows(bert_dir, one_thread
 
 def test_the_label_set_leaves_the_callers_documents_alone(bert_dir):
     config = load_config(None, {"model.model": str(bert_dir), "data.overlaps": "longest"})
-    docs = documents()
+    docs = annotated_documents()
     before = [(d.id, list(d.spans)) for d in docs]
     train, labels = label_set(config, docs)
     assert [(d.id, list(d.spans)) for d in docs] == before  # nested spans kept in the caller's list
@@ -146,16 +133,16 @@ def test_every_predicted_span_has_a_confidence_and_min_confidence_leaves_out_the
     for name, parameter in predictor.model.named_parameters():  # untrained: priors make every word O
         if "classifier" in name:
             parameter.data.normal_(0.0, 2.0)
-    predicted = list(predictor.predict(documents()))
+    predicted = list(predictor.predict(annotated_documents()))
     spans = [span for doc in predicted for span in doc.spans]
     assert spans and [s for s in spans if s.score is None or not 0.0 <= s.score <= 1.0] == []
     threshold = sorted(span.score for span in spans)[len(spans) // 2]
-    kept = list(predictor.predict(documents(), min_confidence=threshold))
+    kept = list(predictor.predict(annotated_documents(), min_confidence=threshold))
     for doc, filtered in zip(predicted, kept, strict=True):
         assert filtered.spans == [span for span in doc.spans if span.score >= threshold]
         assert [s.score for s in filtered.spans] == [s.score for s in doc.spans if s.score >= threshold]
     with pytest.raises(ValueError, match="min_confidence must be in"):
-        next(predictor.predict(documents(), min_confidence=1.5))
+        next(predictor.predict(annotated_documents(), min_confidence=1.5))
 
 
 def test_predictions_do_not_depend_on_how_windows_are_batched(bert_dir, one_thread):

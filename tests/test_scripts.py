@@ -11,7 +11,6 @@ merge rule, same batching order), so the spans are expected to be equal, not mer
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import random
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import CORPUS, tiny_backbone, tiny_tokenizer
+from tiny import CORPUS, load_script, tiny_backbone, tiny_tokenizer
 from typer.testing import CliRunner
 
 from cardioner.cli import app
@@ -262,9 +261,7 @@ def test_script_merges_windows_like_cardioner(family):
     """The script's merge (``merge_windows`` + ``rejoin_cut_entities``) gives the word tags of the Encoder's
     ``merge_predictions`` for any window predictions (random tag ids here), any stride (0 included), flat and
     multi-label, BIO and BIOES — the same word picked from the same window and joined again at a cut alike."""
-    spec = importlib.util.spec_from_file_location("viterbi_predict_under_test", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script(SCRIPT, "viterbi_predict_under_test")
     tokenizer = tiny_tokenizer(family)
 
     class Model:  # what the script's Windower reads from a loaded model: its words, by the exported rule
@@ -314,9 +311,7 @@ def test_script_cuts_context_windows_like_cardioner(family):
     """With context (``data.context``), the script's windows are the Encoder's, piece for piece: the same own
     words (a line each), the same context around them (the rest of the text, then the neighbouring records of
     the same group, never another group's), the same ``context_mask``."""
-    spec = importlib.util.spec_from_file_location("viterbi_predict_under_test", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script(SCRIPT, "viterbi_predict_under_test")
     tokenizer = tiny_tokenizer(family)
 
     class Model:

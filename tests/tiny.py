@@ -8,6 +8,8 @@ and a fast tokenizer trained on a few sentences, in the format of the real famil
 - Unigram + Metaspace (``▁`` word marker): xlmr, deberta-v2
 
 and returns the folder, loadable with ``AutoModel.from_pretrained`` / ``AutoTokenizer.from_pretrained``.
+Also the tiny clinical corpus the tests train on (``CORPUS``, its ``ANNOTATIONS``, ``annotated_documents()``)
+and ``load_script``, which imports a script of scripts/ or benchmarks/ as a module.
 
 The tokenizers were trained once and are kept in ``tests/tokenizers/`` (delete a file to train it again): the
 WordPiece and Unigram trainers of ``tokenizers`` give a different vocabulary in every process, which made
@@ -16,13 +18,17 @@ every tiny model, and whether a briefly trained one decodes any entity, change f
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import torch
 import transformers
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoConfig, AutoModel, PreTrainedTokenizerFast
+
+from cardioner.data.document import Document, Span
 
 TOKENIZERS = Path(__file__).resolve().parent / "tokenizers"
 CORPUS = [
@@ -35,6 +41,30 @@ CORPUS = [
     "Family history: father with coronary artery disease at age 54.",
     "She denies fever, cough, or recent travel; metoprolol was increased.",
 ]
+
+# Entities in CORPUS, by phrase (nested ones included): the annotated form of the tiny corpus.
+ANNOTATIONS = {0: [("acute myocardial infarction", "DISO"), ("myocardial", "ANAT")],
+               1: [("Aspirin", "CHEM"), ("heparin", "CHEM")],
+               2: [("diabetes mellitus", "DISO"), ("heart", "ANAT")]}
+
+
+def annotated_documents() -> list[Document]:
+    """CORPUS as cardioner Documents carrying ANNOTATIONS' spans."""
+    docs = []
+    for index, text in enumerate(CORPUS):
+        spans = [Span(text.index(phrase), text.index(phrase) + len(phrase), label)
+                 for phrase, label in ANNOTATIONS.get(index, [])]
+        docs.append(Document(f"d{index}", text, spans))
+    return docs
+
+
+def load_script(path: Path, name: str) -> ModuleType:
+    """A script of scripts/ or benchmarks/ imported as a module under ``name`` (they are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 WORDPIECE_KINDS = ("bert", "distilbert", "electra")
 BYTE_BPE_KINDS = ("roberta", "modernbert")
