@@ -11,10 +11,9 @@ package. Everything goes through the same commands a user runs:
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
-
-from typer.testing import CliRunner
 
 HERE = Path(__file__).resolve().parent
 SAMPLE = HERE / "ncbi_sample"
@@ -22,23 +21,19 @@ SAMPLE = HERE / "ncbi_sample"
 
 def main(out_dir: Path = Path("runs")) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from cardioner.cli import app
-
-    runner = CliRunner()
     model_dir, pred_dir = out_dir / "demo-model", out_dir / "demo-pred"
     steps = [
-        ["train", "--train", str(SAMPLE / "train"), "--dev", str(SAMPLE / "dev"), "--test", str(SAMPLE / "test"),
-         "--crf", "--epochs", "6", "--batch-size", "8", "--lr", "1e-4", "--max-length", "256",
+        ["train", "--train", str(SAMPLE / "train"), "--dev", str(SAMPLE / "dev"),
+         "--test", str(SAMPLE / "test"), "--crf", "--epochs", "6", "--batch-size", "8", "--lr", "1e-4", "--max-length", "256",
          "--output", str(model_dir)],
         ["predict", "--model", str(model_dir), "--input", str(SAMPLE / "test"), "--output", str(pred_dir),
          "--format", "brat", "--show", "25"],
     ]
-    for args in steps:
+    for args in steps:  # each command in a process of its own, as a user runs it
         print(f"\n$ cardioner {' '.join(args)}", flush=True)
-        result = runner.invoke(app, args, catch_exceptions=False)
-        print(result.output)
-        if result.exit_code != 0:
-            return result.exit_code
+        done = subprocess.run([sys.executable, "-m", "cardioner", *args], check=False)
+        if done.returncode != 0:
+            return done.returncode
     print(f"model: {model_dir}  (learning_curves.png, metrics.json, README.md inside)")
     print(f"predictions: {pred_dir}  (brat: open with brat or INCEpTION)")
     return 0
