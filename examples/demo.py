@@ -24,7 +24,8 @@ def main(out_dir: Path = Path("runs")) -> int:
     model_dir, pred_dir = out_dir / "demo-model", out_dir / "demo-pred"
     steps = [
         ["train", "--train", str(SAMPLE / "train"), "--dev", str(SAMPLE / "dev"),
-         "--test", str(SAMPLE / "test"), "--crf", "--epochs", "6", "--batch-size", "8", "--lr", "1e-4", "--max-length", "256",
+         "--test", str(SAMPLE / "test"), "--crf", "--epochs", "6", "--batch-size", "8", "--lr", "1e-4",
+         "--max-length", "256",
          "--output", str(model_dir)],
         ["predict", "--model", str(model_dir), "--input", str(SAMPLE / "test"), "--output", str(pred_dir),
          "--format", "brat", "--show", "25"],
