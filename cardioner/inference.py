@@ -32,7 +32,7 @@ from cardioner.data.common import check_unique_ids, relative_id, write_text_atom
 from cardioner.data.document import CorpusError, Document
 from cardioner.data.inputs import JSONL_SUFFIXES, iter_inputs
 from cardioner.data.io import check_output_target, read_corpus, write_corpus
-from cardioner.data.paths import check_output, id_key, id_problem, walk_corpus_files
+from cardioner.data.paths import check_not_input, check_output, id_key, id_problem, walk_corpus_files
 from cardioner.data.resumable import ResumableWriter
 from cardioner.errors import CardioNERError
 from cardioner.export import MODELING_FILE, is_export, load_model, supports_temperature, update_export
@@ -200,6 +200,8 @@ def predict_path(model_dir: str | Path, input: str | Path, output: str | Path, f
         raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if format != "brat":  # brat is written into its input folder on purpose, beside the .txt files
+        check_not_input(output, input)
     if format == "html":  # before the model runs: only a page cardioner wrote may be replaced
         if resume:
             raise ConfigError("resume works for brat, jsonl and tsv output; an html page is written at once")
@@ -299,6 +301,9 @@ def evaluate_path(model_dir: str | Path, data: str | Path, format: str | None = 
         (``calibration.calibration``; a span is correct when it matches a gold span exactly).
     """
     check_batch_size(batch_size)
+    for written in (output, html, reliability):
+        if written is not None:
+            check_not_input(written, data)
     if output is not None:
         check_output(output, "file", _is_json, "JSON")
     if html is not None:  # before the model runs: only a page cardioner wrote may be replaced
@@ -357,6 +362,7 @@ def calibrate_path(model_dir: str | Path, data: str | Path, format: str | None =
     """
     check_batch_size(batch_size)
     if output is not None:
+        check_not_input(output, data)
         check_output(output, "file", _is_json, "JSON")
     model_dir = Path(model_dir)
     if not is_export(model_dir):

@@ -18,8 +18,9 @@ from typer.testing import CliRunner
 
 from cardioner.cli import app
 from cardioner.data import CorpusError, Document, ReadReport, Span, read_brat, read_corpus, write_corpus
+from cardioner.data.io import convert_corpus
 from cardioner.data.paths import STAGING_MARK, STAGING_MARK_PART, clean_stale_staging, staged_output
-from cardioner.inference import predict_path, read_inputs
+from cardioner.inference import calibrate_path, evaluate_path, predict_path, read_inputs
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [Document("a", "fiebre alta", [Span(0, 6, "S")]), Document("sub/b", "tos seca", [Span(0, 3, "S")])]
@@ -94,6 +95,31 @@ def test_an_output_that_is_a_symbolic_link_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CorpusError, match="link.jsonl: the output is a symbolic link"):
         write_corpus(DOCS[:1], tmp_path / "link.jsonl", "jsonl")
     assert elsewhere.read_bytes() == before and (tmp_path / "link.jsonl").is_symlink()
+
+
+def test_the_input_given_as_output_is_refused_and_left_as_it_is(tmp_path: Path) -> None:
+    gold = tmp_path / "gold.jsonl"
+    write_corpus(DOCS[:1], gold, "jsonl")  # one record: a JSONL file that also parses as JSON
+    before = gold.read_bytes()
+    with pytest.raises(CorpusError, match="gold.jsonl: the output is the input"):
+        convert_corpus(gold, gold, "jsonl")
+    with pytest.raises(CorpusError, match="gold.jsonl: the output is the input"):
+        predict_path(tmp_path / "no-model", gold, tmp_path / "." / "gold.jsonl", "jsonl")
+    with pytest.raises(CorpusError, match="gold.jsonl: the output is the input"):
+        evaluate_path(tmp_path / "no-model", gold, output=gold)
+    with pytest.raises(CorpusError, match="gold.jsonl: the output is the input"):
+        calibrate_path(tmp_path / "no-model", gold, output=gold)
+    assert gold.read_bytes() == before
+    corpus = tmp_path / "corpus"
+    write_corpus(DOCS, corpus, "brat")
+    before = tree(corpus)
+    with pytest.raises(CorpusError, match="corpus: the output is the input"):
+        convert_corpus(corpus, corpus, "brat")
+    with pytest.raises(CorpusError, match="corpus/converted: the output lies inside the input folder"):
+        convert_corpus(corpus, corpus / "converted", "brat")  # the next read of the corpus would read it too
+    with pytest.raises(CorpusError, match=f"{tmp_path}: the input .* lies inside the output"):
+        convert_corpus(corpus, tmp_path, "brat")  # `--output .` above the corpus: among the user's files
+    assert tree(corpus) == before and sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "gold.jsonl"]
 
 
 # ------------------------------------------------------------------------ 2: links, inside and outside

@@ -13,7 +13,7 @@ from cardioner.data.conll import looks_like_conll, read_conll, write_conll
 from cardioner.data.document import CorpusError, Document, ReadReport, resolve_overlaps
 from cardioner.data.hf import read_hf
 from cardioner.data.jsonl import looks_like_jsonl, read_jsonl, write_jsonl
-from cardioner.data.paths import check_output, check_writable_ids, corpus_files
+from cardioner.data.paths import check_not_input, check_output, check_writable_ids, corpus_files
 from cardioner.data.tsv import looks_like_tsv, read_tsv, write_tsv
 from cardioner.errors import ConfigError
 
@@ -217,6 +217,7 @@ def convert_corpus(input: str | Path, output: str | Path, to: str, format: str |
     """
     if to not in WRITE_FORMATS:
         raise ConfigError(f"to must be one of {', '.join(WRITE_FORMATS)}, got {to!r}")
+    check_not_input(output, input, inside_too=True)
     check_output_target(output, to)  # before reading: an existing file that is not ours is refused at once
     docs, report = read_corpus(input, format=format, texts_dir=texts_dir, span_errors=span_errors)
     if resolve:

@@ -316,6 +316,26 @@ def check_output(target: str | Path, kind: str, looks_ours: Callable[[Path], boo
     return True
 
 
+def check_not_input(output: str | Path, input: object, inside_too: bool = False) -> None:
+    """Raise CorpusError when ``output`` is the corpus ``input`` itself (the same file or folder, however
+    written) or, with ``inside_too``, when one lies inside the other: the output would replace the data being
+    read, become part of it, or be written among it (``--output .`` above the input folder). ``input`` may be
+    a ``datasets`` object (nothing to compare)."""
+    if not isinstance(input, (str, Path)):
+        return
+    target, source = Path(os.path.realpath(output)), Path(os.path.realpath(input))
+    same = target == source or (target.exists() and source.exists() and os.path.samefile(target, source))
+    if same:
+        raise CorpusError(f"the output is the input ({input}); writing it would replace the data being "
+                          "read: choose another output", output)
+    if inside_too and source.is_dir() and target.is_relative_to(source):
+        raise CorpusError(f"the output lies inside the input folder ({input}), so the next read of that "
+                          "folder would read it too: choose an output outside it", output)
+    if inside_too and source.is_relative_to(target):
+        raise CorpusError(f"the input ({input}) lies inside the output, so the output would be written among "
+                          "it: choose an output outside the input's folders", output)
+
+
 def check_output_folder(folder: str | Path, names: Sequence[str], what: str) -> None:
     """Raise CorpusError unless ``folder`` may receive a command's output files (``names``, written one by
     one): it is new, empty, or already holds one of them (an earlier output of that command). Anything else —
