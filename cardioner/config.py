@@ -451,8 +451,14 @@ class _TooManyAliases(Exception):
         self.line = line
 
 
+class _RepeatedKey(Exception):
+    def __init__(self, key: str, first: int, line: int):
+        self.key, self.first, self.line = key, first, line
+
+
 class _BoundedLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing more than MAX_YAML_ALIASES aliases (merge keys ``<<: *x`` count too)."""
+    """PyYAML's safe loader, refusing more than MAX_YAML_ALIASES aliases (merge keys ``<<: *x`` count too) and
+    a key written twice in one mapping (PyYAML keeps the last value and drops the other silently)."""
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
@@ -460,6 +466,16 @@ class _BoundedLoader(yaml.SafeLoader):
             if self.num_aliases > MAX_YAML_ALIASES:
                 raise _TooManyAliases(self.peek_event().start_mark.line + 1)
         return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        lines: dict[tuple[str, str], int] = {}
+        for key_node, _ in node.value:  # the keys as written (a merge key's values may be overridden)
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                line, key = key_node.start_mark.line + 1, (key_node.tag, key_node.value)
+                if key in lines:
+                    raise _RepeatedKey(key_node.value, lines[key], line)
+                lines[key] = line
+        return super().construct_mapping(node, deep)
 
 
 def _load_yaml_text(text: str, source: str) -> Any:
@@ -470,6 +486,11 @@ def _load_yaml_text(text: str, source: str) -> Any:
         raise ConfigError(
             f"{source}:{error.line}: more than {MAX_YAML_ALIASES} YAML aliases (*name); write the "
             "values out"
+        ) from None
+    except _RepeatedKey as error:
+        raise ConfigError(
+            f"{source}:{error.line}: key {error.key!r} is given twice (lines {error.first} and "
+            f"{error.line}); YAML would keep the last value and drop the other silently: keep one"
         ) from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{source}: not valid YAML: {error}") from None

@@ -117,6 +117,10 @@ def test_numbers_as_text_follow_the_same_rules():
         ("digits.json", '{"training": {"epochs": ' + "9" * 5000 + "}}", "digits.json: a 5000-digit integer"),
         ("latin1.yaml", b"training:\n  log_with: \xe9\n", "latin1.yaml: not UTF-8 text"),
         ("list.yaml", "- 1\n- 2\n", "expected a mapping"),
+        ("twice.yaml", "training:\n  epochs: 1\n  lr: 1e-3\n  epochs: 20\n",
+         r"twice.yaml:4: key 'epochs' is given twice \(lines 2 and 4\)"),
+        ("sections.yaml", "training:\n  epochs: 1\nmodel: {}\ntraining:\n  lr: 1e-3\n",
+         r"sections.yaml:4: key 'training' is given twice \(lines 1 and 4\)"),
     ],
 )
 def test_hostile_config_files_are_a_config_error_naming_the_file(tmp_path, name, content, problem):
@@ -133,6 +137,10 @@ def test_a_few_yaml_aliases_still_load_and_a_long_path_is_a_config_error(tmp_pat
     path = tmp_path / "anchors.yaml"
     path.write_text("training: &t {epochs: 2}\nmodel: {head: linear}\n", encoding="utf-8")
     assert load_config(path).training.epochs == 2
+    merged = tmp_path / "merged.yaml"  # a merge key's values may be overridden: that is no repeated key
+    merged.write_text("search: {base: &b {epochs: 2, lr: 1e-3}}\ntraining:\n  <<: *b\n  epochs: 4\n",
+                      encoding="utf-8")
+    assert (load_config(merged).training.epochs, load_config(merged).training.lr) == (4, 1e-3)
     with pytest.raises(ConfigError, match="cannot read the config file"):
         load_config(tmp_path / ("x" * 300 + ".yaml"))
     with pytest.raises(ConfigError, match="config file not found"):
