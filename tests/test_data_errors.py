@@ -318,6 +318,15 @@ def test_predict_inputs_with_duplicate_ids_are_an_error(tmp_path: Path) -> None:
         read_inputs(path)
 
 
+@pytest.mark.parametrize("content", ["", "\n  \n"])
+def test_predict_inputs_from_a_jsonl_file_without_records_are_an_error(tmp_path: Path, content: str) -> None:
+    from cardioner.inference import read_inputs
+
+    path = write(tmp_path, "in.jsonl", content)  # predict wrote an empty output and said nothing of it
+    with pytest.raises(CorpusError, match=r"in\.jsonl: (empty file|no records: only blank lines)"):
+        read_inputs(path)
+
+
 @pytest.mark.parametrize("token", ["\n", "a\tb", " "])
 def test_conll_writer_rejects_tokens_a_line_cannot_hold(tmp_path: Path, token: str) -> None:
     doc = Document("s1", f"Fiebre {token} Tos", [Span(0, 6, "S")],

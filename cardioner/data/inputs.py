@@ -64,8 +64,10 @@ def count_inputs(path: str | Path) -> int | None:
 
 
 def _jsonl_documents(path: Path) -> Iterator[Document]:
-    """Documents of a JSONL file, decoded and checked line by line (a BOM before the first record dropped)."""
+    """Documents of a JSONL file, decoded and checked line by line (a BOM before the first record dropped); a
+    file without any record is an error (predict would write an empty output and say nothing of it)."""
     report = ReadReport()
+    records = 0
     with open(path, "rb") as handle:
         for line_no, raw in enumerate(handle, start=1):
             try:
@@ -84,4 +86,7 @@ def _jsonl_documents(path: Path) -> Iterator[Document]:
                                   path, line_no) from None
             except InvalidValue as error:
                 raise CorpusError(f"not valid data: {error}", path, line_no) from None
+            records += 1
             yield record_to_document(record, f"{path.stem}#{line_no}", report, where=path, record_no=line_no)
+    if not records:
+        raise CorpusError("empty file" if not path.stat().st_size else "no records: only blank lines", path)
