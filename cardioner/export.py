@@ -21,7 +21,7 @@ from cardioner import __version__, hub, modeling
 from cardioner.backbone import base_model_name
 from cardioner.config import Config
 from cardioner.data.paths import check_output, staged_output
-from cardioner.errors import CorpusError
+from cardioner.errors import ConfigError, CorpusError
 from cardioner.evaluation import format_table
 from cardioner.labels import LabelSet
 
@@ -192,6 +192,10 @@ def check_export_target(output_dir: str | Path) -> None:
     check_output(output_dir, "folder", is_export, EXPORT)
 
 
+#: the weights of an export: one safetensors file, or the index of its shards (a large model's)
+EXPORT_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+
+
 def load_model(path: str | Path):
     """Load an export with the installed cardioner classes; no code from the folder is executed.
 
@@ -222,6 +226,9 @@ def load_model(path: str | Path):
             f" {getattr(config, 'cardioner_version', '?')}); loading it with the installed classes",
             stacklevel=2,
         )
+    for files, what in (EXPORT_WEIGHTS, "its weights"), (("tokenizer.json",), "its tokenizer"):
+        if not any((path / name).is_file() for name in files):  # else transformers' message names neither
+            raise ConfigError(f"{path}: the export has no {files[0]} ({what}); copy the whole export folder")
     model_class = _model_class(config)
     model, info = model_class.from_pretrained(path, config=config, output_loading_info=True)
     missing = sorted(info.get("missing_keys") or [])

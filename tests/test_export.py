@@ -21,6 +21,7 @@ import torch
 from tiny import available_kinds, tiny_backbone
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
+from cardioner.errors import ConfigError
 from cardioner.export import load_model, save_model
 from cardioner.modeling import (
     TokenClassificationModel,
@@ -325,6 +326,17 @@ def test_load_model_warns_on_edited_modeling_file(round_trip, tmp_path):
     with open(copy / "modeling.py", "a") as handle:
         handle.write("\n# edited\n")
     with pytest.warns(UserWarning, match="sha256"):
+        load_model(copy)
+
+
+@pytest.mark.parametrize("lost", ["tokenizer.json", "model.safetensors"])
+def test_an_export_missing_a_file_is_refused_naming_the_folder_and_the_file(tmp_path, lost):
+    backbone = tiny_backbone("bert", tmp_path / "backbones")
+    tokenizer = AutoTokenizer.from_pretrained(backbone)
+    copy = save_model(TokenClassificationModel.from_backbone(str(backbone), tokenizer, ID2LABEL), tokenizer,
+                      tmp_path / "copied")
+    (copy / lost).unlink()  # a copy that left one file behind
+    with pytest.raises(ConfigError, match=f"copied: the export has no {lost}"):
         load_model(copy)
 
 
