@@ -75,8 +75,8 @@ def load_predictor(model_dir: str | Path, max_length: int | None = None, stride:
         raise ConfigError(f"{model_dir}: not an exported model folder (no config.json)")
     if not is_export(model_dir):
         raise ConfigError(
-            f"{model_dir}: not an exported model folder (its config.json describes "
-            f"{_described_model(model_dir)}, not a cardioner export; train one with cardioner train)"
+            f"{model_dir}: not an exported model folder (its config.json {_described_model(model_dir)}, not "
+            "a cardioner export; train one with cardioner train)"
         )
     model, tokenizer = load_model(model_dir)
     model.eval()
@@ -94,12 +94,14 @@ def load_predictor(model_dir: str | Path, max_length: int | None = None, stride:
 
 
 def _described_model(model_dir: Path) -> str:
-    """What a non-cardioner config.json describes: "a 'bert' model", or "no model" when it is unreadable."""
+    """What a non-cardioner config.json is: "describes a 'bert' model", or "is not valid JSON" (damaged)."""
     try:
-        model_type = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("model_type")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        model_type = None
-    return f"a {model_type!r} model"
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return "is not valid JSON"
+    if not isinstance(config, dict):
+        return "holds no JSON object"
+    return f"describes a {config.get('model_type')!r} model"
 
 
 def read_inputs(path: str | Path) -> list[Document]:

@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 from cardioner.cli import app
 from cardioner.data import read_corpus
 from cardioner.data.resumable import partial_folder
-from cardioner.inference import evaluate_path, predict_path
+from cardioner.errors import ConfigError
+from cardioner.inference import evaluate_path, load_predictor, predict_path
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "examples" / "ncbi_sample"
@@ -193,3 +194,13 @@ def test_evaluate_reports_the_calibration_of_span_confidences_with_a_reliability
     assert (tmp_path / "reliability.png").read_bytes().startswith(b"\x89PNG")
     written = json.loads((tmp_path / "scores.json").read_text(encoding="utf-8"))
     assert written["calibration"]["ece"] == calibrated["ece"]
+
+
+@pytest.mark.parametrize(("content", "described"), [
+    ("{", "is not valid JSON"), ('["bert"]', "holds no JSON object"),
+    ('{"model_type": "bert"}', "describes a 'bert' model"),
+])
+def test_a_model_folder_whose_config_is_not_an_export_says_what_it_holds(tmp_path, content, described):
+    (tmp_path / "config.json").write_text(content, encoding="utf-8")  # a damaged copy said "a None model"
+    with pytest.raises(ConfigError, match=f"not an exported model folder \\(its config.json {described}"):
+        load_predictor(tmp_path)
