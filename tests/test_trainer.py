@@ -22,6 +22,11 @@ import torch
 import yaml
 from ncbi_subset import base_config, write_subset
 from safetensors.torch import load_file
+from tiny import annotated_documents
+
+from cardioner.config import config_from_dict
+from cardioner.data import CorpusError, write_brat
+from cardioner.training.run import read_split
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -315,3 +320,13 @@ def test_bf16_training_is_refused_where_the_device_would_emulate_it(tiny_bert, m
     config = tiny_config(tiny_bert, **{"training.mixed_precision": "bf16", "training.epochs": 1})
     with pytest.raises(ConfigError, match="training.mixed_precision=bf16 needs native bf16"):
         ModelTrainer(config).train(tiny_documents(4))
+
+
+def test_overlapping_training_spans_of_a_flat_task_are_refused_naming_the_file_and_line(tmp_path):
+    write_brat(annotated_documents(), tmp_path / "corpus")  # d0: ANAT 'myocardial' inside a DISO span
+    config = config_from_dict({"data": {"train": str(tmp_path / "corpus")}})
+    with pytest.raises(CorpusError, match=r"corpus/d0\.ann:2: document 'd0': overlapping spans 30-57 DISO"):
+        read_split(config.data.train, config, "train")  # the message named the document only
+    for allowed in ({"multilabel": True}, {"overlaps": "longest"}):
+        config = config_from_dict({"data": {"train": str(tmp_path / "corpus"), **allowed}})
+        assert len(read_split(config.data.train, config, "train")) == 8

@@ -18,10 +18,14 @@ logger = logging.getLogger("cardioner")
 
 
 def read_split(path: str | None, config: Config, name: str) -> list[Document] | None:
-    """Read one corpus split (or None when no path is given), reporting what was skipped or repaired."""
+    """Read one corpus split (or None when no path is given), reporting what was skipped or repaired; a flat
+    task that refuses overlapping training spans (data.overlaps: error) has the reader name their file and
+    line."""
     if path is None:
         return None
-    docs, report = read_corpus(path, format=config.data.format, span_errors=config.data.span_errors)
+    flat = name == "train" and not config.data.multilabel and config.data.overlaps == "error"
+    docs, report = read_corpus(path, format=config.data.format, flat=flat,
+                               span_errors=config.data.span_errors)
     logger.info("%s: %s", name, report.summary().replace("\n", "; "))
     if not docs:
         raise CorpusError(f"the {name} corpus holds no documents", path)
