@@ -401,6 +401,12 @@ def test_serve_refuses_what_it_cannot_serve_in_one_sentence(tmp_path, export):
     assert "--workers must be >= 1, got 0" in failure("--model", str(export), "--workers", "0")
     assert "--max-batch-size must be >= 1, got 0" in failure("--model", str(export), "--max-batch-size", "0")
     assert "--port must be in 0..65535" in failure("--model", str(export), "--port", "70000")
+    with socket.socket() as busy:  # another server on the port: said before the model loads, not by uvicorn
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        assert (f"--port {port} on 127.0.0.1 cannot be listened on (Address already in use; another server "
+                "holds it)") in failure("--model", str(export), "--port", port)
 
 
 @pytest.mark.slow

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import os
+import socket
 from functools import partialmethod
 from pathlib import Path
 
@@ -36,6 +38,21 @@ def silence_progress_bars() -> None:
     transformers_logging.disable_progress_bar()
 
 
+def check_port(host: str, port: int) -> None:
+    """Raise ConfigError naming the port when the server could not listen there (another server holds it, or
+    the address is not this machine's), before the model loads; uvicorn would say so only after, in a log
+    line, and exit with code 3. Bound as uvicorn binds (SO_REUSEADDR), then released."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as error:
+        held = "; another server holds it" if error.errno == errno.EADDRINUSE else ""
+        raise ConfigError(f"port {port} on {host} cannot be listened on ({error.strerror or error}{held})"
+                          ) from None
+
+
 def run_server(model: str | Path, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
                threads: int | None = None, log_level: str = "info", **settings) -> None:
     """Serve the export ``model`` until interrupted.
@@ -58,6 +75,7 @@ def run_server(model: str | Path, host: str = "127.0.0.1", port: int = 8000, wor
         raise ConfigError(f"workers must be >= 1, got {workers}")
     if not 0 <= port <= 65535:
         raise ConfigError(f"port must be in 0..65535, got {port}")
+    check_port(host, port)
     import uvicorn  # the serve extra (optional): checked above, imported only to serve
 
     from cardioner.serving.app import SETTINGS_ENV, ServeSettings, create_app  # FastAPI: the serve extra too
