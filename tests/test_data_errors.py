@@ -80,6 +80,12 @@ def test_ann_without_txt(tmp_path: Path) -> None:
         read_brat(folder)
 
 
+def test_a_repeated_entity_id_names_both_lines(tmp_path: Path) -> None:
+    folder = brat(tmp_path, "fiebre alta", "T1\tS 0 6\tfiebre\nT2\tS 7 11\talta\nT1\tA 7 11\talta\n")
+    with pytest.raises(CorpusError, match=r"doc\.ann:3: entity id T1 is given twice \(lines 1 and 3\)"):
+        read_brat(folder)  # was read as two spans with one id: a note or relation on T1 meant either
+
+
 @pytest.mark.parametrize("line", ["T1\tSYM 0 five\tchest", "T1\tSYM 0 5", "Q1\twhat is this"])
 def test_unparseable_t_line(tmp_path: Path, line: str) -> None:
     folder = brat(tmp_path, "chest pain", f"T1\tSYM 0 5\tchest\n{line}\n")

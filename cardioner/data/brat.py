@@ -112,6 +112,7 @@ def parse_ann(ann_text: str, text: str, doc_id: str, ann_path: Path, report: Rea
     spans: list[Span] = []
     ids: list[str] = []
     span_lines: list[int] = []
+    id_lines: dict[str, int] = {}  # every T id's line, a skipped span's too
     other: list[list] = []
     for line_no, line in enumerate(split_lines(ann_text), start=1):
         if not line.strip():
@@ -147,8 +148,13 @@ def parse_ann(ann_text: str, text: str, doc_id: str, ann_path: Path, report: Rea
             offsets = ";".join(f"{s} {e}" for s, e in pieces)
             return f"annotated string {annotated!r} != text[{offsets}] {pieces_text(text, pieces)!r}"
 
-        span = read_span(match.group("label"), _parse_offsets(match.group("offsets"), ann_path, line_no),
-                         text, doc_id, ann_path, line_no, report, span_errors, matches, mismatch)
+        offsets = _parse_offsets(match.group("offsets"), ann_path, line_no)
+        if ann_id in id_lines:  # notes and relations on it would mean either entity
+            raise CorpusError(f"entity id {ann_id} is given twice (lines {id_lines[ann_id]} and {line_no})",
+                              ann_path, line_no)
+        id_lines[ann_id] = line_no
+        span = read_span(match.group("label"), offsets, text, doc_id, ann_path, line_no, report, span_errors,
+                         matches, mismatch)
         if span is None:
             continue
         spans.append(span)
