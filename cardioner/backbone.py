@@ -6,12 +6,14 @@ those into its flags.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase
 
 from cardioner.config import Config, ConfigError
+from cardioner.modeling import CardioNERConfig
 
 logger = logging.getLogger("cardioner")
 
@@ -68,6 +70,11 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     if path.exists() and not (path / "config.json").exists() and not (path / "tokenizer.json").exists():
         raise ConfigError(
             f"model.model {name_or_path}: not a model folder (no config.json or tokenizer files)"
+        )
+    if _is_export(path):  # transformers would stop at its auto_map and ask on the terminal
+        raise ConfigError(
+            f"model.model {name_or_path}: a cardioner export, not a backbone; training starts from an "
+            "encoder (the export's training_config.yaml names the one it was trained from)"
         )
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
@@ -133,6 +140,16 @@ def check_backbone(config: Config) -> int:
     return window_length(
         config.data.max_length, load_tokenizer(backbone), backbone_config(backbone), backbone
     )
+
+
+def _is_export(path: Path) -> bool:
+    """Whether ``path`` is a folder whose config.json is a cardioner export's (``export.is_export``, which
+    this module's layer cannot import)."""
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(config, dict) and config.get("model_type") == CardioNERConfig.model_type
 
 
 def _first_line(error: Exception) -> str:
