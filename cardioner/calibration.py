@@ -138,6 +138,12 @@ class TemperatureFit:
         return {"temperature": self.temperature, "nll_before": self.nll_before, "nll_after": self.nll_after,
                 "words": self.words, "at_bound": self.at_bound}
 
+    def record(self, data: str | None, documents: int) -> dict:
+        """The fit as an export's metrics.json keeps it (``confidence_temperature``, written by training and
+        by ``cardioner calibrate``): ``as_dict`` and what it was fitted on, the data by its name (never a
+        path: ``hub.data_name``; None for documents given in memory) and its number of documents."""
+        return {**self.as_dict(), "data": data, "documents": documents}
+
 
 def window_scores(corpus: EncodedCorpus, tags: Sequence, scores: Sequence) -> WindowScores:
     """``WindowScores`` of an encoded corpus from a forward pass kept with its raw scores

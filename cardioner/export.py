@@ -126,17 +126,20 @@ def supports_temperature(model_dir: str | Path) -> bool:
     return copied.is_file() and b"confidence_temperature" in copied.read_bytes()
 
 
-def update_export(model_dir: str | Path, config_changes: dict, update_modeling: bool = False) -> Path:
-    """Change keys of an export's config.json (and, with ``update_modeling``, replace its modeling.py with
-    the installed one), crash-safely: the folder is copied into a marked staging folder beside it, changed
-    there and swapped in whole (``save_model``'s ``staged_output``), so a kill at any moment leaves the old or
-    the new export, never a mix; what a killed update left behind is removed by the next one.
+def update_export(model_dir: str | Path, config_changes: dict, update_modeling: bool = False,
+                  metrics_changes: dict | None = None) -> Path:
+    """Change keys of an export's config.json and metrics.json (and, with ``update_modeling``, replace its
+    modeling.py with the installed one), crash-safely: the folder is copied into a marked staging folder
+    beside it, changed there and swapped in whole (``save_model``'s ``staged_output``), so a kill at any
+    moment leaves the old or the new export, never a mix (both files changed or neither); what a killed update
+    left behind is removed by the next one.
 
     Args:
         model_dir: an export folder (refused otherwise: nothing else is ever touched).
         config_changes: {config.json key: JSON value}.
         update_modeling: also write the installed modeling.py and its sha256 (the weights load into it when
             ``load_model`` loads them: same parameter names).
+        metrics_changes: {metrics.json key: JSON value} (a metrics.json is created if the export has none).
 
     Returns:
         the folder.
@@ -149,6 +152,17 @@ def update_export(model_dir: str | Path, config_changes: dict, update_modeling: 
     config_path = model_dir / "config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
     config.update(config_changes)
+    metrics = None
+    if metrics_changes:
+        metrics_path = model_dir / "metrics.json"
+        try:
+            metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.exists() else {}
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise CorpusError(f"not JSON ({error}); an update changes keys of a readable metrics.json only",
+                              metrics_path) from None
+        if not isinstance(metrics, dict):
+            raise CorpusError(f"holds a JSON {type(metrics).__name__}, not an object of scores", metrics_path)
+        metrics.update(metrics_changes)
     source = modeling_source()
     if update_modeling:
         config["modeling_sha256"] = hashlib.sha256(source).hexdigest()
@@ -164,6 +178,9 @@ def update_export(model_dir: str | Path, config_changes: dict, update_modeling: 
                 shutil.copy2(entry, staging / entry.name)
         (staging / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n",
                                              encoding="utf-8")
+        if metrics is not None:
+            (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n",
+                                                  encoding="utf-8")
         if update_modeling:
             (staging / MODELING_FILE).write_bytes(source)
     return model_dir

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from cardioner import processes
+from cardioner import hub, processes
 from cardioner.calibration import calibration, fit_on_corpus, scored_documents, span_outcomes
 from cardioner.config import ConfigError
 from cardioner.data.common import check_unique_ids, relative_id, write_text_atomic
@@ -339,9 +339,13 @@ def calibrate_path(model_dir: str | Path, data: str | Path, format: str | None =
                    output: str | Path | None = None, batch_size: int = 32, span_errors: str = "error",
                    update_modeling: bool = False) -> dict:
     """Fit the confidence temperature of the export in ``model_dir`` on the annotated dev corpus ``data`` and
-    write it into the export's config.json (``confidence_temperature``; the folder is replaced crash-safely:
-    ``export.update_export``). Spans do not change; their confidences do, wherever the export is used
-    (predict, evaluate, serve, the stock pipeline's scores, scripts/viterbi_predict.py).
+    write it into the export's config.json (``confidence_temperature``) and the fit into its metrics.json
+    (``confidence_temperature``: training's record, ``calibration.TemperatureFit.record``, with the data's
+    name, never its path, and the previous temperature and the ECE before and after), both in one crash-safe
+    replacement of the folder (``export.update_export``). Spans do not change (nor do the split scores in
+    metrics.json and the model card; the split's ``calibration`` entries stay those of the temperature they
+    were measured at); their confidences do, wherever the export is used (predict, evaluate, serve, the stock
+    pipeline's scores, scripts/viterbi_predict.py).
 
     One forward pass keeps the words' scores; T minimises the NLL of the gold tags of the dev words
     (``calibration.fit_temperature``), and the span confidences are measured before and after on the same
@@ -359,8 +363,9 @@ def calibrate_path(model_dir: str | Path, data: str | Path, format: str | None =
 
     Returns:
         {"temperature", "previous_temperature", "nll_before", "nll_after", "words", "at_bound", "data",
-        "before", "after"}: NLLs per word (word-channel) at T = 1 and at the fitted T; before/after: the
-        calibration of the span confidences at the export's previous temperature and at the fitted one.
+        "documents", "before", "after"}: NLLs per word (word-channel) at T = 1 and at the fitted T;
+        before/after: the calibration of the span confidences at the export's previous temperature and at
+        the fitted one.
     """
     check_batch_size(batch_size)
     if output is not None:
@@ -395,10 +400,14 @@ def calibrate_path(model_dir: str | Path, data: str | Path, format: str | None =
         figures = calibration(span_outcomes(docs, scored))
         return {key: value for key, value in figures.items() if key != "bins"}
 
-    result = {**fit.as_dict(), "previous_temperature": previous, "data": str(data),
+    result = {**fit.as_dict(), "previous_temperature": previous, "data": str(data), "documents": len(docs),
               "before": measured(previous), "after": measured(fit.temperature)}
+    recorded = {**fit.record(hub.data_name(data) if isinstance(data, (str, Path)) else None, len(docs)),
+                "previous_temperature": previous, "ece_before": result["before"]["ece"],
+                "ece_after": result["after"]["ece"]}
     if processes.is_main():
-        update_export(model_dir, {"confidence_temperature": fit.temperature}, update_modeling)
+        update_export(model_dir, {"confidence_temperature": fit.temperature}, update_modeling,
+                      metrics_changes={"confidence_temperature": recorded})
         if output is not None:
             write_text_atomic(output, json.dumps(result, indent=2), _is_json, "JSON")
     processes.barrier()

@@ -152,6 +152,54 @@ def test_calibrate_writes_the_temperature_into_the_export_and_leaves_every_span_
     assert not torch.allclose(tempered.softmax(-1), original.softmax(-1), atol=1e-3)
 
 
+def test_calibrate_records_its_fit_in_metrics_json_and_a_second_fit_replaces_the_first(exports, tmp_path):
+    model_dir = tmp_path / "model"
+    shutil.copytree(exports["softmax"], model_dir)
+    (model_dir / "metrics.json").write_text(json.dumps({"dev": {"f1": 0.5}, "best_epoch": 2}))
+    card = (model_dir / "README.md").read_bytes()
+    first_dev, second_dev = tmp_path / "first" / "dev.jsonl", tmp_path / "second" / "dev.jsonl"
+    write_corpus(annotated_documents(), first_dev, "jsonl")
+    write_corpus(annotated_documents()[:4], second_dev, "jsonl")
+    first = calibrate_path(model_dir, first_dev)
+    second = calibrate_path(model_dir, second_dev)
+    text = (model_dir / "metrics.json").read_text(encoding="utf-8")
+    metrics = json.loads(text)
+    assert metrics["dev"] == {"f1": 0.5} and metrics["best_epoch"] == 2  # the other keys are kept
+    recorded = metrics["confidence_temperature"]
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    assert recorded["temperature"] == config["confidence_temperature"] == second["temperature"] != first[
+        "temperature"]
+    assert recorded == {key: second[key] for key in ("temperature", "nll_before", "nll_after", "words",
+                                                     "at_bound")} | {
+        "data": "second/dev.jsonl", "documents": 4, "previous_temperature": first["temperature"],
+        "ece_before": second["before"]["ece"], "ece_after": second["after"]["ece"]}
+    assert str(tmp_path) not in text  # the data by its name, never this machine's path
+    assert (model_dir / "README.md").read_bytes() == card  # the card shows no calibration: nothing to redo
+
+
+def test_a_crash_between_the_two_writes_leaves_config_and_metrics_as_they_were(exports, tmp_path,
+                                                                              monkeypatch):
+    model_dir = tmp_path / "model"
+    shutil.copytree(exports["crf"], model_dir)
+    dev = tmp_path / "dev.jsonl"
+    write_corpus(annotated_documents(), dev, "jsonl")
+    before = {name: (model_dir / name).read_bytes() for name in ("config.json", "metrics.json")}
+    write_text = Path.write_text
+
+    def crash_at_metrics(path: Path, *args, **kwargs):
+        if path.name == "metrics.json":  # config.json is already written in the staging folder
+            assert json.loads((path.parent / "config.json").read_text())["confidence_temperature"] != 1.0
+            raise OSError("disk full")
+        return write_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", crash_at_metrics)
+    with pytest.raises(OSError, match="disk full"):
+        calibrate_path(model_dir, dev)
+    monkeypatch.undo()
+    assert {name: (model_dir / name).read_bytes() for name in before} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dev.jsonl", "model"]  # no staging folder kept
+
+
 def test_an_export_without_the_key_loads_at_temperature_one(exports, tmp_path):
     model_dir = tmp_path / "old"
     shutil.copytree(exports["softmax"], model_dir)

@@ -101,6 +101,9 @@ def test_train_exports_and_evaluate_gives_the_same_test_scores(backbone, tmp_pat
         "--model", backbone, "--output", output, "--epochs", "2", *TINY_TRAINING)
     check_train_then_evaluate(output, SAMPLE / "test")
     assert not (tmp_path / "out.checkpoints").exists()
+    fit = json.loads((output / "metrics.json").read_text())["confidence_temperature"]  # fitted on dev
+    assert fit["temperature"] == json.loads((output / "config.json").read_text())["confidence_temperature"]
+    assert fit["data"] == "ncbi_sample/dev" and fit["documents"] == len(list((SAMPLE / "dev").glob("*.txt")))
 
 
 @pytest.mark.slow

@@ -38,4 +38,4 @@ def calibrate(
              f"precision {after['accuracy']:.3f}), fitted and measured on the same documents:")
         for key, name in (("ece", "ECE"), ("mce", "MCE"), ("brier", "Brier score")):
             echo(f"  {name} {before[key]:.4f} -> {after[key]:.4f}")
-    echo(f"written into {model}/config.json (confidence_temperature)")
+    echo(f"written into {model}/config.json (confidence_temperature) and its fit into metrics.json")

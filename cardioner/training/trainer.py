@@ -31,7 +31,7 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 from safetensors.torch import load_model as load_safetensors_model
 from tqdm.auto import tqdm
 
-from cardioner import plots, processes
+from cardioner import hub, plots, processes
 from cardioner.calibration import fit_on_corpus
 from cardioner.config import Config, ConfigError
 from cardioner.data.document import CorpusError, Document
@@ -62,7 +62,7 @@ class TrainResult:
     train_seconds: float = 0.0
     train_samples_per_second: float = 0.0  # windows per second over the training steps (evaluation excluded)
     thresholds: dict | None = None  # multi-label sigmoid, dev-tuned: {type: {"threshold", "f1", "f1_at_0.5"}}
-    confidence_temperature: dict | None = None  # fitted on dev: {"temperature", "nll_before", ...}
+    confidence_temperature: dict | None = None  # fitted on dev: TemperatureFit.record (metrics.json keeps it)
     stopped_early: bool = False
 
     def to_dict(self) -> dict:
@@ -137,6 +137,8 @@ class ModelTrainer:
         metrics = {"dev": result.dev_metrics, "test": result.test_metrics, "best_epoch": result.best_epoch,
                    "train_seconds": result.train_seconds,
                    "train_samples_per_second": result.train_samples_per_second}
+        if result.confidence_temperature is not None:  # cardioner calibrate replaces it with its own fit
+            metrics["confidence_temperature"] = result.confidence_temperature
         title = f"{self.config.model.model} — {self.config.model.head}" + (
             " + CRF" if self.config.model.use_crf else ""
         )
@@ -317,7 +319,9 @@ class ModelTrainer:
             if self.config.model.confidence_calibration == "dev":  # confidences only: no span changes
                 fit, _ = fit_on_corpus(self.predictor, dev, desc=f"calibrating on {dev.name}")
                 self.model.config.confidence_temperature = processes.broadcast(fit.temperature)
-                result.confidence_temperature = fit.as_dict()
+                dev_path = self.config.data.dev
+                dev_name = hub.data_name(dev_path) if isinstance(dev_path, (str, Path)) else None
+                result.confidence_temperature = fit.record(dev_name, len(dev.documents))
                 logger.info("confidence temperature fitted on dev: %.4f (NLL per word %.4f -> %.4f)",
                             fit.temperature, fit.nll_before, fit.nll_after)
             result.dev_metrics = self.predictor.evaluate(dev).scores
