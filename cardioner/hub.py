@@ -32,8 +32,8 @@ def data_name(path: str | Path) -> str:
 
     The last two parts of the path (one when it has one), so that a split keeps its corpus's name.
     """
-    parts = Path(str(path)).parts
-    parts = [p for p in parts if p not in ("/", "\\") and not re.fullmatch(r"[A-Za-z]:\\?", p)]
+    parts = [part for part in re.split(r"[\\/]+", str(path))  # either separator: a path from Windows too
+             if part not in ("", ".", "..", "~") and not re.fullmatch(r"[A-Za-z]:", part)]
     return "/".join(parts[-2:]) if parts else str(path)
 
 
@@ -55,6 +55,53 @@ def hub_id(name: str | None) -> str | None:
     if not name or name.startswith((".", "/", "~")) or "\\" in name or not _HUB_ID.match(name):
         return None
     return None if Path(name).exists() else name
+
+
+def folder_name(path: str) -> str:
+    """The last part of a path, whichever separator the machine that wrote it used (``C:\\x\\bert`` ->
+    ``bert``)."""
+    return re.split(r"[\\/]+", path.rstrip("\\/"))[-1] or path
+
+
+def backbone_name(name: str) -> str:
+    """A backbone as the card names it: a Hub id as it is, a local folder by its name."""
+    return hub_id(name) or folder_name(name)
+
+
+#: the training configuration's keys that hold paths of the machine that trained the model, and what the Hub
+#: copy of training_config.yaml keeps of them: what the card shows (``shareable_config``)
+PATH_KEYS = {"data.train": data_name, "data.dev": data_name, "data.test": data_name,
+             "model.model": backbone_name, "training.output": folder_name,
+             "training.feature_cache_dir": folder_name}
+
+
+def shareable_config(training_config: dict) -> dict:
+    """A copy of a training configuration (training_config.yaml: sections ``data``, ``model``,
+    ``training``) for the Hub: every key of ``PATH_KEYS`` reduced to the name the card shows (a corpus by its
+    last two path parts, a folder by its name, a Hub backbone id kept), so that no absolute path of the
+    training machine (which may name people or projects) leaves it; every other key as it is."""
+    shared = {section: dict(values) if isinstance(values, dict) else values
+              for section, values in training_config.items()}
+    for key, name in PATH_KEYS.items():
+        section, field = key.split(".")
+        values = shared.get(section)
+        if isinstance(values, dict) and isinstance(values.get(field), str):
+            values[field] = name(values[field])
+    return shared
+
+
+def shareable_model_config(model_config: dict) -> dict:
+    """A copy of an export's config.json for the Hub: the backbone's ``_name_or_path`` (where the training
+    machine read it) reduced to the name the card shows (``backbone_name``); nothing else changes, and the
+    model loads the same (its backbone's configuration is embedded whole)."""
+    def reduced(config: dict) -> dict:
+        name = config.get("_name_or_path")
+        return {**config, "_name_or_path": backbone_name(name)} if isinstance(name, str) and name else config
+
+    shared = reduced(model_config)
+    if isinstance(shared.get("backbone_config"), dict):
+        shared = {**shared, "backbone_config": reduced(shared["backbone_config"])}
+    return shared
 
 
 def card_data(entity_types: list[str], metrics: dict, card: dict):

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from huggingface_hub import ModelCard, metadata_load
 from tiny import tiny_backbone
 from typer.testing import CliRunner
@@ -18,7 +19,8 @@ from typer.testing import CliRunner
 from cardioner.cli import app
 from cardioner.config import config_from_dict
 from cardioner.data import read_corpus
-from cardioner.hub import data_name, dataset_name, hub_id
+from cardioner.export import load_model
+from cardioner.hub import PATH_KEYS, data_name, dataset_name, hub_id, shareable_config, shareable_model_config
 from cardioner.training.trainer import ModelTrainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,10 +102,14 @@ class FakeHub:
             raise FakeHub.fail
         FakeHub.calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
 
-    def upload_folder(self, **kwargs):
-        FakeHub.calls.append(("upload_folder", kwargs))
-        files = sorted(p.name for p in Path(kwargs["folder_path"]).iterdir())
-        FakeHub.calls.append(("files", files))
+    def create_commit(self, **kwargs):
+        FakeHub.calls.append(("create_commit", {k: v for k, v in kwargs.items() if k != "operations"}))
+        uploaded = {}
+        for operation in kwargs["operations"]:  # what the Hub would receive, read as it would read it
+            content = operation.path_or_fileobj
+            uploaded[operation.path_in_repo] = (content if isinstance(content, bytes)
+                                                else Path(content).read_bytes())
+        FakeHub.calls.append(("files", uploaded))
 
         class Commit:
             commit_url = f"https://hub.example/{kwargs['repo_id']}/commit/abc"
@@ -136,13 +142,77 @@ def test_push_uploads_the_export_with_its_card(export, fake_hub, tmp_path):
     assert calls["init"] == {"token": "hf_secret"}
     assert calls["create_repo"] == {"repo_id": "someone/ncbi-ner", "private": True, "repo_type": "model",
                                     "exist_ok": True}
-    upload = calls["upload_folder"]
-    assert upload["repo_id"] == "someone/ncbi-ner" and Path(upload["folder_path"]) == folder
+    upload = calls["create_commit"]
+    assert upload["repo_id"] == "someone/ncbi-ner" and upload["create_pr"] is False
     assert upload["commit_message"] == "first" and upload["repo_type"] == "model"
-    assert {"README.md", "config.json", "model.safetensors", "modeling.py"} <= set(calls["files"])
+    files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert set(calls["files"]) == files >= {"README.md", "config.json", "model.safetensors", "modeling.py"}
+    assert calls["files"]["model.safetensors"] == (folder / "model.safetensors").read_bytes()
     # written into the card before upload
     assert metadata_load(folder / "README.md")["license"] == "apache-2.0"
     assert ModelCard.load(folder / "README.md").data.eval_results  # still a valid card
+
+
+def test_push_uploads_configs_with_paths_reduced_to_names_and_leaves_the_local_files(export, fake_hub,
+                                                                                     tmp_path):
+    import shutil
+
+    folder = shutil.copytree(export, tmp_path / "model")
+    local = (folder / "training_config.yaml").read_bytes()
+    local_files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    assert str(SAMPLE) in local.decode("utf-8")  # the training machine's paths, as recorded
+    backbone = json.loads(local_files["config.json"])["backbone_config"]["_name_or_path"]
+    assert Path(backbone).is_absolute()  # transformers records where it read the backbone, too
+    result = CliRunner().invoke(app, ["push", "--model", str(folder), "--repo", "someone/ncbi-ner"])
+    assert result.exit_code == 0, result.output
+    files = dict(fake_hub.calls)["files"]
+    uploaded = files["training_config.yaml"].decode("utf-8")
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == local_files  # untouched
+    for name, content in files.items():  # no file goes up with an absolute path of this machine
+        text = content.decode("utf-8", errors="replace")
+        assert str(tmp_path) not in text and str(REPO) not in text and "/tmp/" not in text, name
+    hub_copy = tmp_path / "from_the_hub"  # what a user downloads loads as the export does
+    for name, content in files.items():
+        (hub_copy / name).parent.mkdir(parents=True, exist_ok=True)
+        (hub_copy / name).write_bytes(content)
+    model, _ = load_model(hub_copy)
+    assert model.config.backbone_config["_name_or_path"] == "bert"
+    shared = config_from_dict(yaml.safe_load(uploaded))  # a valid cardioner config
+    assert (shared.data.train, shared.data.dev, shared.data.test) == (
+        "ncbi_sample/train", "ncbi_sample/dev", "ncbi_sample/test")  # as the card names them
+    assert shared.model.model == "bert"  # the local backbone by its folder name, as the card shows it
+    saved = config_from_dict(yaml.safe_load(local))
+    reduced = {"data.train": "ncbi_sample/train", "data.dev": "ncbi_sample/dev",
+               "data.test": "ncbi_sample/test", "model.model": "bert"}
+    assert shared.to_dict() == saved.replace(**reduced).to_dict()  # every other key as it was
+    fake_hub.calls = []
+    result = CliRunner().invoke(app, ["push", "--model", str(folder), "--repo", "someone/ncbi-ner",
+                                      "--keep-paths"])
+    assert result.exit_code == 0, result.output
+    files = dict(fake_hub.calls)["files"]
+    assert files["training_config.yaml"] == local and files["config.json"] == local_files["config.json"]
+
+
+def test_every_path_key_is_reduced_and_hub_ids_are_kept():
+    training_config = {"data": {"train": "/home/jo/study-x/notes/train", "dev": "C:\\Users\\jo\\x\\dev",
+                                "test": None, "max_length": 64},
+                       "model": {"model": "/home/jo/models/bio-bert", "head": "linear"},
+                       "training": {"output": "/home/jo/out/ner-v2", "feature_cache_dir": "/scratch/jo/cache",
+                                    "lr": 3e-5}}
+    shared = shareable_config(training_config)
+    assert shared == {"data": {"train": "notes/train", "dev": "x/dev", "test": None, "max_length": 64},
+                      "model": {"model": "bio-bert", "head": "linear"},
+                      "training": {"output": "ner-v2", "feature_cache_dir": "cache", "lr": 3e-5}}
+    assert training_config["data"]["train"] == "/home/jo/study-x/notes/train"  # a copy: the input is kept
+    assert {f"{s}.{k}" for s, values in training_config.items() for k, v in values.items()
+            if isinstance(v, str) and ("/" in v or "\\" in v)} <= set(PATH_KEYS)  # every path key is known
+    hub_backbone = shareable_config({"model": {"model": "PlanTL-GOB-ES/roberta-base-biomedical-clinical-es"}})
+    assert hub_backbone["model"]["model"] == "PlanTL-GOB-ES/roberta-base-biomedical-clinical-es"
+    model_config = {"backbone_config": {"_name_or_path": "/home/jo/models/bio-bert", "hidden_size": 8},
+                    "head": "linear"}
+    assert shareable_model_config(model_config) == {
+        "backbone_config": {"_name_or_path": "bio-bert", "hidden_size": 8}, "head": "linear"}
+    assert model_config["backbone_config"]["_name_or_path"] == "/home/jo/models/bio-bert"  # a copy
 
 
 @pytest.mark.parametrize(("args", "fragment"), [

@@ -36,7 +36,7 @@ PREDICT_FLAGS = {"batch_size": "--batch-size", "format": "--format", "data.forma
 SERVE_FLAGS = {**PREDICT_FLAGS, **{name: "--" + name.replace("_", "-") for name in (
     "workers", "port", "threads", "max_batch_size", "max_wait_ms", "max_request_bytes", "inception_layer",
     "inception_feature")}}
-PUSH_FLAGS = {"repo_id": "--repo", "license": "--license"}
+PUSH_FLAGS = {"repo_id": "--repo", "license": "--license", "keep_paths": "--keep-paths"}
 CALIBRATE_FLAGS = {"batch_size": "--batch-size", "format": "--format", "data.format": "--format",
                    "update_modeling": "--update-modeling"}
 CONVERT_FLAGS = {"to": "--to", "format": "--format", "data.format": "--format"}

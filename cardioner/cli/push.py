@@ -20,6 +20,10 @@ def push(
     revision: Annotated[str | None, typer.Option(help="branch to push to (default: main)")] = None,
     message: Annotated[str | None, typer.Option(help="commit message")] = None,
     create_pr: Annotated[bool, typer.Option("--create-pr", help="open a pull request instead")] = False,
+    keep_paths: Annotated[bool, typer.Option("--keep-paths", help=(
+        "upload training_config.yaml and config.json as they are, with this machine's paths (default: "
+        "copies with every path reduced to the folder name the card shows; the local files never change)"))
+    ] = False,
     verbose: options.Verbose = False,
 ) -> None:
     """Upload an export (weights, modeling.py, tokenizer, model card with Hub metadata) to the Hub."""
@@ -27,5 +31,6 @@ def push(
 
     setup_logging(verbose)
     url = run_or_exit(speaking_flags(push_to_hub, PUSH_FLAGS), model, repo, private=private, token=token,
-                      license=license, revision=revision, commit_message=message, create_pr=create_pr)
+                      license=license, revision=revision, commit_message=message, create_pr=create_pr,
+                     keep_paths=keep_paths)
     typer.echo(f"pushed {model} to {url}")
