@@ -356,3 +356,27 @@ def test_version_and_tune_metric_help():
     assert cli("--version").stdout == f"cardioner {__version__}\n"
     help_text = " ".join(CliRunner().invoke(app, ["tune", "--help"], env={"COLUMNS": "300"}).stdout.split())
     assert " | ".join(CHOICES["training.metric"]) in help_text
+
+
+def test_every_option_of_every_command_shows_a_metavar_a_person_reads():
+    """``--set KEY=VALUE``, ``--model DIR``, ``--epochs N``: never the Python type Typer would show
+    (``<list[str]>``, ``<str>``), and nothing after a flag, which takes no value."""
+    import re
+
+    import typer
+
+    group = typer.main.get_command(app)
+    for name in ["", *group.commands]:
+        args = [name, "--help"] if name else ["--help"]
+        result = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
+        assert result.exit_code == 0, result.output
+        for spelling in ("list[", "str]", "Optional", "NoneType", "<str>", "<int>", "<float>", "<bool>",
+                         "<path>", "<Path>"):
+            assert spelling not in result.output, f"cardioner {name} --help shows {spelling!r}"
+    assert "KEY=VALUE" in CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "300"}).output
+    for name, command in group.commands.items():  # each option declares its metavar where it is declared
+        for param in command.get_params(typer.Context(command)):
+            if getattr(param, "is_flag", False):
+                assert param.metavar == "", (name, param.opts)
+            else:
+                assert re.fullmatch(r"[A-Z][A-Z0-9_=/]*", param.metavar or ""), (name, param.opts)

@@ -24,7 +24,9 @@ def help_lines(command: str) -> dict[str, str]:
     output = invoke(command, "--help").output
     lines: dict[str, str] = {}
     for line in output.splitlines():
-        match = re.match(r"[│|]\s+(--[\w-]+)\s+(?:(?:-\w|--[\w-]+)\s+)?<[^>]+>\s+(.*?)\s*[│|]?$", line)
+        # the flag, its other name (-v, --no-crf), its metavar (N, PATH; none for a flag), its help
+        match = re.match(r"[│|]\s+(--[\w-]+)\s+(?:(?:-\w|--[\w-]+)\s+)?(?:[A-Z][A-Z0-9_=/]*\s{2,})?"
+                         r"(.*?)\s*[│|]?$", line)
         if match:
             lines[match.group(1)] = match.group(2)
     return lines

@@ -20,6 +20,7 @@ try:  # the option types load torch (seconds): Ctrl-C meanwhile is one line too,
     from cardioner.cli import compare as _compare
     from cardioner.cli import convert as _convert
     from cardioner.cli import evaluate as _evaluate
+    from cardioner.cli import options as _options
     from cardioner.cli import predict as _predict
     from cardioner.cli import push as _push
     from cardioner.cli import serve as _serve
@@ -32,7 +33,8 @@ except KeyboardInterrupt:
 
 # pretty_exceptions_show_locals: with CARDIONER_DEBUG=1 a traceback shows the code, not every local variable
 app = typer.Typer(name="cardioner", help="Named-entity recognisers on any Hugging Face encoder.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
+                  cls=_options.Group, no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_show_locals=False)
 
 
 def _print_version(value: bool) -> None:
@@ -49,16 +51,16 @@ def _root(
     """cardioner: train, evaluate, predict with, serve and convert NER corpora."""
 
 
-app.command("train")(guarded(_train.train))
-app.command("evaluate")(guarded(_evaluate.evaluate))
-app.command("calibrate")(guarded(_calibrate.calibrate))
-app.command("predict")(guarded(_predict.predict))
-app.command("convert")(guarded(_convert.convert))
-app.command("tune")(guarded(_tune.tune))
-app.command("compare")(guarded(_compare.compare))
-app.command("analyze")(guarded(_analyze.analyze))
-app.command("serve")(guarded(_serve.serve))
-app.command("push")(guarded(_push.push))
+app.command("train", cls=_options.Command)(guarded(_train.train))
+app.command("evaluate", cls=_options.Command)(guarded(_evaluate.evaluate))
+app.command("calibrate", cls=_options.Command)(guarded(_calibrate.calibrate))
+app.command("predict", cls=_options.Command)(guarded(_predict.predict))
+app.command("convert", cls=_options.Command)(guarded(_convert.convert))
+app.command("tune", cls=_options.Command)(guarded(_tune.tune))
+app.command("compare", cls=_options.Command)(guarded(_compare.compare))
+app.command("analyze", cls=_options.Command)(guarded(_analyze.analyze))
+app.command("serve", cls=_options.Command)(guarded(_serve.serve))
+app.command("push", cls=_options.Command)(guarded(_push.push))
 
 
 def main() -> None:

@@ -14,14 +14,15 @@ from cardioner.cli.flags import PREDICT_FLAGS, speaking_flags
 def analyze(
     model: options.ModelDir,
     data: options.AnnotatedCorpus,
-    output: Annotated[str | None, typer.Option(help="folder for the plots and JSON (default: MODEL.analysis, "
+    output: Annotated[str | None, typer.Option(metavar="DIR",
+                                               help="folder for the plots and JSON (default: MODEL.analysis, "
                                                                "beside the export)")
                       ] = None,
     format: options.CorpusFormat = None,
     batch_size: options.BatchSize = 32,
-    max_words: Annotated[int, typer.Option(help="words in the PCA and t-SNE plots")] = 2000,
-    max_examples: Annotated[int, typer.Option(help="examples per type and error kind")] = 20,
-    seed: Annotated[int, typer.Option(help="seed of the word sample and t-SNE")] = 0,
+    max_words: Annotated[int, typer.Option(metavar="N", help="words in the PCA and t-SNE plots")] = 2000,
+    max_examples: Annotated[int, typer.Option(metavar="N", help="examples per type and error kind")] = 20,
+    seed: Annotated[int, typer.Option(metavar="N", help="seed of the word sample and t-SNE")] = 0,
     verbose: options.Verbose = False,
 ) -> None:
     """Span confusion matrix over types (PNG + JSON), per-type error examples, PCA and t-SNE of words."""

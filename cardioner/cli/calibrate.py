@@ -12,10 +12,12 @@ from cardioner.cli.flags import CALIBRATE_FLAGS, speaking_flags
 
 
 def calibrate(
-    model: Annotated[str, typer.Option(help="exported model folder (its config.json gets the temperature)")],
-    data: Annotated[str, typer.Option(help="annotated dev corpus (never test)")],
+    model: Annotated[str, typer.Option(metavar="DIR",
+                                       help="exported model folder (its config.json gets the temperature)")],
+    data: Annotated[str, typer.Option(metavar="PATH", help="annotated dev corpus (never test)")],
     format: options.CorpusFormat = None,
-    output: Annotated[str | None, typer.Option(help="also write the report as JSON here")] = None,
+    output: Annotated[str | None, typer.Option(metavar="FILE",
+                                               help="also write the report as JSON here")] = None,
     batch_size: options.BatchSize = 32,
     span_errors: options.SpanErrors = "error",
     update_modeling: Annotated[bool, typer.Option(

@@ -22,19 +22,23 @@ from cardioner.config import CHOICES, load_config
 
 def compare(
     context: typer.Context,
-    exports: Annotated[list[Path] | None, typer.Argument(help="with --compare-only: export folders (or "
+    exports: Annotated[list[Path] | None, typer.Argument(metavar="EXPORT",
+                                                         help="with --compare-only: export folders (or "
                                                               "folders of exports) to tabulate")] = None,
-    heads: Annotated[str, typer.Option(help="comma-separated heads ('crf' = linear with a CRF)")
+    heads: Annotated[str, typer.Option(metavar="HEADS",
+                                       help="comma-separated heads ('crf' = linear with a CRF)")
                      ] = ",".join(CHOICES["model.head"]),
-    crf: Annotated[str | None, typer.Option(help="CRF off, on, or both (each head twice); default: "
+    crf: Annotated[str | None, typer.Option(metavar="MODE",
+                                            help="CRF off, on, or both (each head twice); default: "
                                                  "model.use_crf of the config or --set (off)")] = None,
     config: options.ConfigFile = None,
     train: options.TrainCorpus = None,
     dev: options.DevCorpus = None,
-    test: Annotated[str | None, typer.Option(help="test corpus: the compared scores")] = None,
+    test: Annotated[str | None, typer.Option(metavar="PATH", help="test corpus: the compared scores")] = None,
     format: options.CorpusFormat = None,
     model: options.Backbone = None,
-    output: Annotated[str, typer.Option(help="folder for the exports and comparison.json/.md/.png")
+    output: Annotated[str, typer.Option(metavar="DIR",
+                                        help="folder for the exports and comparison.json/.md/.png")
                       ] = "comparison",
     epochs: options.Epochs = None,
     batch_size: options.TrainBatchSize = None,

@@ -17,18 +17,23 @@ def convert(
     input: Annotated[
         Path,
         typer.Option("--input", "-i",
+                     metavar="PATH",
                      help="corpus: brat folder, CoNLL/JSONL/TSV file or folder, " "HF save_to_disk folder"),
     ],
-    output: Annotated[Path, typer.Option("--output", "-o", help="output file (a folder for brat)")],
-    to: Annotated[str, typer.Option("--to", help="output format: brat | jsonl | conll | tsv")],
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="PATH",
+                                                           help="output file (a folder for brat)")],
+    to: Annotated[str, typer.Option("--to", metavar="FORMAT",
+                                            help="output format: brat | jsonl | conll | tsv")],
     format: Annotated[
         str | None,
-        typer.Option("--format", help="input format: brat | conll | jsonl | tsv | hf " "(default: detect)"),
+        typer.Option("--format", metavar="FORMAT",
+                                 help="input format: brat | conll | jsonl | tsv | hf " "(default: detect)"),
     ] = None,
     texts_dir: Annotated[
-        Path | None, typer.Option("--texts-dir", help="NAME.txt files for a TSV input")
+        Path | None, typer.Option("--texts-dir", metavar="DIR", help="NAME.txt files for a TSV input")
     ] = None,
-    scheme: Annotated[str, typer.Option("--scheme", help="CoNLL output tags: IOB2 | BIOES")] = "IOB2",
+    scheme: Annotated[str, typer.Option("--scheme", metavar="SCHEME",
+                                                    help="CoNLL output tags: IOB2 | BIOES")] = "IOB2",
     resolve_overlaps: Annotated[
         bool,
         typer.Option(

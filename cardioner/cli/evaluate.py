@@ -15,12 +15,12 @@ def evaluate(
     model: options.ModelDir,
     data: options.AnnotatedCorpus,
     format: options.CorpusFormat = None,
-    output: Annotated[str | None, typer.Option(help="write the scores as JSON here")] = None,
+    output: Annotated[str | None, typer.Option(metavar="FILE", help="write the scores as JSON here")] = None,
     html: Annotated[
-        str | None, typer.Option(help="write a page of gold against predicted spans here")
+        str | None, typer.Option(metavar="FILE", help="write a page of gold against predicted spans here")
     ] = None,
     reliability: Annotated[str | None, typer.Option(
-        help="write the reliability diagram of the span confidences here (PNG)")] = None,
+        metavar="FILE", help="write the reliability diagram of the span confidences here (PNG)")] = None,
     batch_size: options.BatchSize = 32,
     span_errors: options.SpanErrors = "error",
     dtype: options.Dtype = "float32",

@@ -27,23 +27,28 @@ def interrupted_note(output: str) -> Callable[[], str]:
 
 def predict(
     model: options.ModelDir,
-    input: Annotated[str, typer.Option(help="a .txt file, a folder of .txt files, or JSONL (id, text)")],
-    output: Annotated[str, typer.Option(help="output folder (brat) or file (jsonl, tsv, html)")],
-    format: Annotated[str, typer.Option(help="brat | jsonl | tsv | html (one page to look at)")] = "brat",
+    input: Annotated[str, typer.Option(metavar="PATH",
+                                       help="a .txt file, a folder of .txt files, or JSONL (id, text)")],
+    output: Annotated[str, typer.Option(metavar="PATH",
+                                        help="output folder (brat) or file (jsonl, tsv, html)")],
+    format: Annotated[str, typer.Option(metavar="FORMAT",
+                                        help="brat | jsonl | tsv | html (one page to look at)")] = "brat",
     batch_size: options.BatchSize = 32,
     max_length: options.ExportMaxLength = None,
     stride: options.ExportStride = None,
     dtype: options.Dtype = "auto",
     quantize: options.Quantize = "none",
     min_confidence: Annotated[float, typer.Option(
-        help="leave out spans whose confidence is below this")] = 0.0,
+        metavar="P", help="leave out spans whose confidence is below this")] = 0.0,
     resume: Annotated[bool, typer.Option(help="continue an interrupted run into the same output")] = False,
     score_notes: Annotated[bool, typer.Option(
         help="brat: write each span's confidence as an AnnotatorNotes line (jsonl and tsv always carry it)")
     ] = False,
-    chunk_size: Annotated[int, typer.Option(help="documents predicted and written together (memory holds "
+    chunk_size: Annotated[int, typer.Option(metavar="N",
+                                            help="documents predicted and written together (memory holds "
                                                  "one chunk)")] = 1024,
-    show: Annotated[int, typer.Option(help="print the first N predicted entities (0: none)")] = 20,
+    show: Annotated[int, typer.Option(metavar="N",
+                                      help="print the first N predicted entities (0: none)")] = 20,
     verbose: options.Verbose = False,
 ) -> None:
     """Predict entities (Viterbi for CRF models; long documents in overlapping windows), each with its

@@ -13,12 +13,16 @@ from cardioner.cli.flags import PUSH_FLAGS, speaking_flags
 
 def push(
     model: options.ModelDir,
-    repo: Annotated[str, typer.Option(help="the Hub repository: NAMESPACE/NAME (created if needed)")],
+    repo: Annotated[str, typer.Option(metavar="NAMESPACE/NAME",
+                                      help="the Hub repository: NAMESPACE/NAME (created if needed)")],
     private: Annotated[bool, typer.Option("--private", help="create the repository private")] = False,
-    token: Annotated[str | None, typer.Option(help="Hub token (default: HF_TOKEN, `hf auth login`)")] = None,
-    license: Annotated[str | None, typer.Option(help="licence id for the card (apache-2.0, ...)")] = None,
-    revision: Annotated[str | None, typer.Option(help="branch to push to (default: main)")] = None,
-    message: Annotated[str | None, typer.Option(help="commit message")] = None,
+    token: Annotated[str | None, typer.Option(metavar="TOKEN",
+                                              help="Hub token (default: HF_TOKEN, `hf auth login`)")] = None,
+    license: Annotated[str | None, typer.Option(metavar="LICENSE",
+                                                help="licence id for the card (apache-2.0, ...)")] = None,
+    revision: Annotated[str | None, typer.Option(metavar="BRANCH",
+                                                 help="branch to push to (default: main)")] = None,
+    message: Annotated[str | None, typer.Option(metavar="TEXT", help="commit message")] = None,
     create_pr: Annotated[bool, typer.Option("--create-pr", help="open a pull request instead")] = False,
     keep_paths: Annotated[bool, typer.Option("--keep-paths", help=(
         "upload training_config.yaml and config.json as they are, with this machine's paths (default: "

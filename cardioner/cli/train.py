@@ -19,10 +19,12 @@ def train(
     config: options.ConfigFile = None,
     train: options.TrainCorpus = None,
     dev: options.DevCorpus = None,
-    test: Annotated[str | None, typer.Option(help="test corpus: scored once after training")] = None,
+    test: Annotated[str | None, typer.Option(metavar="PATH",
+                                             help="test corpus: scored once after training")] = None,
     format: options.CorpusFormat = None,
     model: options.Backbone = None,
-    output: Annotated[str | None, typer.Option(help="export folder (training.output); required unless "
+    output: Annotated[str | None, typer.Option(metavar="DIR",
+                                               help="export folder (training.output); required unless "
                                                     "--no-export or --folds")] = None,
     no_export: Annotated[bool, typer.Option("--no-export", help="train and score without writing a model "
                                                                 "(instead of --output)")] = False,
@@ -39,10 +41,11 @@ def train(
     seed: options.Seed = None,
     resume: Annotated[bool | None, typer.Option("--resume/--no-resume", help=options.described(
         "training.resume", "resume from the last checkpoint in OUTPUT.checkpoints"))] = None,
-    log_with: Annotated[str | None, typer.Option(help=options.described(
+    log_with: Annotated[str | None, typer.Option(metavar="TRACKER", help=options.described(
         "training.log_with", "experiment tracker (its files go to OUTPUT.logs)"))] = None,
     set_: options.Sets = None,
-    folds: Annotated[int | None, typer.Option(help="K-fold cross-validation by document; each fold's dev set "
+    folds: Annotated[int | None, typer.Option(metavar="K",
+                                              help="K-fold cross-validation by document; each fold's dev set "
                                                    "is data.dev_fraction of its training documents (0.1 "
                                                    "when 0)")] = None,
     verbose: options.Verbose = False,

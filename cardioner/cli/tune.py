@@ -14,21 +14,28 @@ from cardioner.cli.common import on_interrupt, parse_sets, run_or_exit, setup_lo
 
 
 def tune(
-    config: Annotated[Path, typer.Option("--config", help="base YAML config; an optional 'search:' section")],
-    trials: Annotated[int, typer.Option(help="finished trials the study should reach (pbt: the population)")],
-    storage: Annotated[str | None, typer.Option(help="RDB URL to resume or share the study: "
+    config: Annotated[Path, typer.Option("--config", metavar="FILE",
+                                                     help="base YAML config; an optional 'search:' section")],
+    trials: Annotated[int, typer.Option(metavar="N",
+                                        help="finished trials the study should reach (pbt: the population)")],
+    storage: Annotated[str | None, typer.Option(metavar="URL", help="RDB URL to resume or share the study: "
                                                      "sqlite:///study.db")] = None,
-    study_name: Annotated[str | None, typer.Option(help="the study's name in the storage (default: "
+    study_name: Annotated[str | None, typer.Option(metavar="NAME",
+                                                   help="the study's name in the storage (default: "
                                                         "cardioner)")] = None,
-    metric: Annotated[str | None, typer.Option(help=options.described(
+    metric: Annotated[str | None, typer.Option(metavar="METRIC", help=options.described(
         "training.metric", "dev metric to maximise", default="the config's training.metric"))] = None,
-    timeout: Annotated[float | None, typer.Option(help="stop starting trials after SEC seconds")] = None,
-    method: Annotated[str, typer.Option(help="optuna (TPE + pruning) | pbt (Ray Tune population-based "
+    timeout: Annotated[float | None, typer.Option(metavar="SECONDS",
+                                                  help="stop starting trials after SEC seconds")] = None,
+    method: Annotated[str, typer.Option(metavar="METHOD",
+                                        help="optuna (TPE + pruning) | pbt (Ray Tune population-based "
                                              "training)")] = "optuna",
-    pruner: Annotated[str, typer.Option(help="median | hyperband | none")] = "median",
-    folds: Annotated[int | None, typer.Option(help="cross-validate each trial on K folds (by document)")
+    pruner: Annotated[str, typer.Option(metavar="PRUNER", help="median | hyperband | none")] = "median",
+    folds: Annotated[int | None, typer.Option(metavar="K",
+                                              help="cross-validate each trial on K folds (by document)")
                      ] = None,
-    output: Annotated[Path, typer.Option(help="folder for best_config.yaml, trials.csv and plots")
+    output: Annotated[Path, typer.Option(metavar="DIR",
+                                         help="folder for best_config.yaml, trials.csv and plots")
                       ] = Path("tuning"),
     set_: options.Sets = None,
     verbose: options.Verbose = False,
