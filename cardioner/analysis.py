@@ -34,6 +34,7 @@ from cardioner.labels import LabelSet
 from cardioner.metrics.span_matching import greedy_overlap_pairs, span_key
 from cardioner.plots import plot_confusion, plot_projection
 from cardioner.predictor import Predictor
+from cardioner.values import counted
 
 logger = logging.getLogger("cardioner")
 
@@ -330,14 +331,15 @@ def analyze_model(model_dir: str | Path, data_path: str | Path, output_dir: str 
     chosen = sample_words(types, max_words, seed)
     features, types = features[chosen], [types[i] for i in chosen]
     if len(types) < 5:
-        raise CorpusError(f"only {len(types)} words; too few to plot", data_path)
+        raise CorpusError(f"only {counted(len(types), 'word')}; too few to plot", data_path)
     pca = PCA(n_components=2, random_state=seed).fit(features)
     paths["pca_png"] = plot_projection(
         pca.transform(features), types, output / "words_pca.png",
-        f"Word representations (PCA, {len(types)} words) — {name}", "PC", list(pca.explained_variance_ratio_))
+        f"Word representations (PCA, {counted(len(types), 'word')}) — {name}", "PC",
+        list(pca.explained_variance_ratio_))
     tsne = TSNE(n_components=2, perplexity=min(30.0, (len(types) - 1) / 3), init="pca", random_state=seed)
     paths["tsne_png"] = plot_projection(
         tsne.fit_transform(features), types, output / "words_tsne.png",
-        f"Word representations (t-SNE, {len(types)} words) — {name}", "t-SNE")
+        f"Word representations (t-SNE, {counted(len(types), 'word')}) — {name}", "t-SNE")
     logger.info("analysis of %s on %s written to %s", model_dir, data_path, output)
     return paths

@@ -24,6 +24,7 @@ from cardioner.data.paths import check_output, staged_output
 from cardioner.errors import ConfigError, CorpusError
 from cardioner.evaluation import format_table
 from cardioner.labels import LabelSet
+from cardioner.values import counted
 
 MODELING_FILE = "modeling.py"
 EXPORT = "a cardioner export"
@@ -280,20 +281,20 @@ def card_fields(config: Config, labels: LabelSet, max_length: int, stride: int,
     splits, sources = [], {}
     for name, path in (("train", config.data.train), ("dev", config.data.dev), ("test", config.data.test)):
         size = corpus_sizes.get(name)
-        counted = f"{size} document{'s' if size != 1 else ''}" if size else None
+        documents = counted(size, "document") if size else None
         if isinstance(path, (str, Path)):  # named by folder, never by this machine's absolute path
-            splits.append(f"{name}: `{hub.data_name(path)}`" + (f" ({counted})" if counted else ""))
+            splits.append(f"{name}: `{hub.data_name(path)}`" + (f" ({documents})" if documents else ""))
             sources[name] = hub.dataset_name(path)
-        elif counted:
-            splits.append(f"{name}: {counted}")
+        elif documents:
+            splits.append(f"{name}: {documents}")
     kind = labels.describe()
     return {
         "base_model": base,
         "datasets": list(dict.fromkeys(sources.values())),  # the training corpus first
         "data": (
             ("; ".join(splits) + ". " if splits else "")
-            + f"Task: {kind}, {len(labels.types)} entity types, windows of {max_length} subwords with stride"
-            f" {stride}."
+            + f"Task: {kind}, {counted(len(labels.types), 'entity type')}, windows of {max_length} subwords"
+            f" with stride {stride}."
         ),
         "description": (
             f"A {kind} named-entity recogniser ({', '.join(labels.types)}) trained with cardioner "

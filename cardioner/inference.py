@@ -39,6 +39,7 @@ from cardioner.export import MODELING_FILE, is_export, load_model, supports_temp
 from cardioner.plots import plot_reliability
 from cardioner.precision import DTYPES, check_quantization, quantize_int8, resolve_dtype
 from cardioner.predictor import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_DOCUMENTS, Predictor
+from cardioner.values import counted
 from cardioner.view import evaluation_page, is_view_page, prediction_page
 
 logger = logging.getLogger("cardioner")
@@ -151,7 +152,8 @@ def write_predictions(docs: list[Document], output: str | Path, format: str, sub
     output = Path(output)
     if format == "html":
         total = sum(len(doc.spans) for doc in docs)
-        page = prediction_page(docs, subtitle=subtitle + f"{len(docs)} documents, {total} entities")
+        counts = f"{counted(len(docs), 'document')}, {counted(total, 'entity')}"
+        page = prediction_page(docs, subtitle=subtitle + counts)
         write_text_atomic(output, page, is_view_page, "a page cardioner wrote")
     else:
         write_corpus(docs, output, format)

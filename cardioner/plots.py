@@ -15,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from cardioner.labels import OUTSIDE  # noqa: E402
+from cardioner.values import counted  # noqa: E402
 
 
 def plot_learning_curves(history: list[dict], path: str | Path, title: str = "Learning curves",
@@ -257,7 +258,8 @@ def plot_reliability(result: dict, path: str | Path, title: str = "Reliability o
             marker="o", color="tab:orange", linewidth=1, markersize=3,
             label="mean confidence of the bin (hatched: the gap)")
     ece = result.get("ece")
-    title_line = f"ECE {ece:.3f}, {result['spans']} predicted spans" if ece is not None else "no scored spans"
+    title_line = (f"ECE {ece:.3f}, {counted(result['spans'], 'predicted span')}" if ece is not None
+                  else "no scored spans")
     ax.set_title(title_line, fontsize=9)
     ax.set_ylabel("fraction correct (exact match)")
     ax.set_xlim(0, 1)

@@ -1,4 +1,5 @@
-"""One validation of every number that reaches a configuration or a character offset.
+"""One validation of every number that reaches a configuration or a character offset, and one way of saying
+how many of a thing there are (``counted``: "1 document", "2 entities").
 
 A number is accepted only when it is what it says:
 
@@ -91,6 +92,28 @@ def as_float(value: Any, *, text: bool = True) -> float:
     if not math.isfinite(value):
         raise InvalidValue(f"must be a finite number, got {_shown(value)}")
     return value
+
+
+def counted(number: int, noun: str, plural: str | None = None) -> str:
+    """``number`` and ``noun``, the noun in the plural unless the number is 1: ``counted(1, "document")`` is
+    "1 document", ``counted(2, "entity")`` "2 entities", ``counted(0, "span")`` "0 spans". Every count a
+    person reads (command output, log lines, page subtitles) is said this way.
+
+    Args:
+        noun: the singular; its last word takes the plural ending ("predicted span" -> "predicted spans").
+        plural: the plural where the rule is wrong (the rule: a consonant + y -> ies; s, x, z, ch, sh -> es;
+            otherwise s).
+    """
+    if number == 1:
+        return f"{number} {noun}"
+    if plural is None:
+        if re.search(r"[^aeiou]y$", noun):
+            plural = noun[:-1] + "ies"
+        elif re.search(r"(s|x|z|ch|sh)$", noun):
+            plural = noun + "es"
+        else:
+            plural = noun + "s"
+    return f"{number} {plural}"
 
 
 def _json_int(digits: str) -> int:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cardioner.data.document import Document, Span
+from cardioner.values import counted
 
 #: distinct colours for the first types (Okabe–Ito and Tableau, readable on white); more types cycle hues
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#8C564B", "#7F7F7F",
@@ -200,10 +201,10 @@ def prediction_page(docs: Sequence[Document], title: str = "cardioner prediction
     sections = []
     for d, doc in enumerate(docs):
         marks = [Mark(f"d{d}s{k}", span, index[span.label]) for k, span in enumerate(doc.sorted_spans())]
-        summary = f"{len(marks)} entit{'y' if len(marks) == 1 else 'ies'}, {len(doc.text)} characters"
+        summary = f"{counted(len(marks), 'entity')}, {counted(len(doc.text), 'character')}"
         sections.append(_document_html(doc.id, doc.text, marks, labels, summary))
     total = sum(counts.values())
-    subtitle = subtitle or f"{len(docs)} documents, {total} entities"
+    subtitle = subtitle or f"{counted(len(docs), 'document')}, {counted(total, 'entity')}"
     legends = f'<div class="legend" aria-label="entity types">{_legend(labels, counts)}</div>'
     return _page(title, subtitle, legends, sections, labels)
 
@@ -272,8 +273,9 @@ def evaluation_page(gold: Sequence[Document], predicted: Sequence[Document], sco
         sections.append(_document_html(doc.id, doc.text, marks, labels, summary or "no entities"))
     counts = Counter(span.label for doc in gold for span in doc.spans)
     micro = scores.get("micro", {})
-    subtitle = subtitle or (f"{len(gold)} documents; exact match: precision {micro.get('precision', 0):.4f}, "
-                            f"recall {micro.get('recall', 0):.4f}, F1 {micro.get('f1', 0):.4f}")
+    subtitle = subtitle or (f"{counted(len(gold), 'document')}; exact match: precision "
+                            f"{micro.get('precision', 0):.4f}, recall {micro.get('recall', 0):.4f}, "
+                            f"F1 {micro.get('f1', 0):.4f}")
     legends = (f'<div class="legend" aria-label="outcomes">{_outcome_legend(outcomes)}</div>'
                f'<div class="legend" aria-label="entity types">{_legend(labels, counts)}</div>')
     return _page(title, subtitle, legends, sections, labels, table=_score_table(scores))

@@ -29,7 +29,10 @@ def test_predict_show_0_prints_only_the_count(tmp_path, show):
                                       "--output", str(tmp_path / "out"), "--show", show])
     assert result.exit_code == 0, result.output
     lines = result.stdout.strip().splitlines()
-    assert f"in 1 documents written to {tmp_path / 'out'} (brat); 1 documents in " in lines[-1]
+    # one document: "1 document", never "1 documents"; the entities counted the same way
+    assert f"in 1 document written to {tmp_path / 'out'} (brat); 1 document in " in lines[-1]
+    entities = lines[-1].split(" in 1 document")[0]
+    assert entities == "1 entity" or (entities.endswith(" entities") and entities != "1 entities")
     if show == "0":
         assert len(lines) == 1 and "label" not in result.stdout and "more" not in result.stdout
     else:

@@ -66,7 +66,7 @@ def test_ctrl_c_ends_tune_with_one_line_and_the_rerun_counts_the_trials_asked_fo
     interrupted = CliRunner().invoke(app, args, env={"COLUMNS": "400"})
     assert interrupted.exit_code == 130, interrupted.output
     lines = [line for line in interrupted.stderr.splitlines() if line.strip()]
-    assert lines == [f"interrupted: 1 finished trial(s) written to {tmp_path / 'out' / 'trials.csv'}; the "
+    assert lines == [f"interrupted: 1 finished trial written to {tmp_path / 'out' / 'trials.csv'}; the "
                      f"study is kept in {storage}: rerun the same command to go on to 3 finished trials"]
     assert "Traceback" not in interrupted.output and "KeyboardInterrupt" not in interrupted.output
     rows = trials_csv(tmp_path / "out" / "trials.csv")
@@ -92,7 +92,7 @@ def test_an_in_memory_study_says_a_rerun_starts_again_and_how_to_keep_one(ncbi_s
     result = CliRunner().invoke(app, ["tune", "--config", str(config), "--trials", "3", "--output",
                                       str(tmp_path / "out")])
     assert result.exit_code == 130
-    assert result.stderr.strip().startswith("interrupted: 0 finished trial(s) written to ")
+    assert result.stderr.strip().startswith("interrupted: 0 finished trials written to ")
     assert "give --storage sqlite:///study.db to make a study resumable" in result.stderr
 
 

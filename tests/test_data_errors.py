@@ -195,7 +195,7 @@ def test_nothing_dropped_silently_report(tmp_path: Path) -> None:
     brat(tmp_path, "no ann", None, name="other")
     _, report = read_corpus(folder)
     summary = report.summary()
-    assert "read 2 documents, 1 spans" in summary
+    assert "read 2 documents, 1 span" in summary and "1 spans" not in summary
     assert "1 blank lines in .ann files" in summary and "1 brat A lines (attribute)" in summary
     assert "1 .txt files without .ann" in summary
 

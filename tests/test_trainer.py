@@ -241,7 +241,7 @@ def test_empty_documents_are_left_out_of_training_and_every_epoch_loss_is_a_numb
     config = tiny_config(tiny_bert, **{"training.batch_size": 1, "training.epochs": 3, "training.lr": 3e-3})
     with caplog.at_level("INFO", logger="cardioner"):
         result = ModelTrainer(config).train(docs)
-    assert "train: 2 window(s) without any word left out of training" in caplog.text
+    assert "train: 2 windows without any word left out of training" in caplog.text
     losses = [row["train_loss"] for row in result.history]
     assert all(loss == loss and loss > 0 for loss in losses), losses  # no NaN, no batch of nothing (loss 0)
     assert result.best_epoch == 1 + losses.index(min(losses))  # no dev: the lowest training loss is chosen

@@ -9,6 +9,7 @@ import typer
 from cardioner.cli import options
 from cardioner.cli.common import echo, nothing_written, on_interrupt, run_or_exit, setup_logging
 from cardioner.cli.flags import CALIBRATE_FLAGS, speaking_flags
+from cardioner.values import counted
 
 
 def calibrate(
@@ -32,12 +33,12 @@ def calibrate(
     report = run_or_exit(speaking_flags(calibrate_path, CALIBRATE_FLAGS), model, data, format, output,
                          batch_size, span_errors, update_modeling)
     echo(f"confidence temperature {report['temperature']:.4f} (was {report['previous_temperature']:g}): "
-         f"dev NLL per word {report['nll_before']:.4f} -> {report['nll_after']:.4f} over {report['words']} "
-         "words")
+         f"dev NLL per word {report['nll_before']:.4f} -> {report['nll_after']:.4f} over "
+         f"{counted(report['words'], 'word')}")
     before, after = report["before"], report["after"]
     if before["ece"] is not None:
-        echo(f"span confidences on {report['data']} ({after['spans']} predicted spans, exact-match "
-             f"precision {after['accuracy']:.3f}), fitted and measured on the same documents:")
+        echo(f"span confidences on {report['data']} ({counted(after['spans'], 'predicted span')}, "
+             f"exact-match precision {after['accuracy']:.3f}), fitted and measured on the same documents:")
         for key, name in (("ece", "ECE"), ("mce", "MCE"), ("brier", "Brier score")):
             echo(f"  {name} {before[key]:.4f} -> {after[key]:.4f}")
     echo(f"written into {model}/config.json (confidence_temperature) and its fit into metrics.json")

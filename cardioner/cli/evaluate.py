@@ -9,6 +9,7 @@ import typer
 from cardioner.cli import options
 from cardioner.cli.common import echo, nothing_written, on_interrupt, run_or_exit, setup_logging
 from cardioner.cli.flags import PREDICT_FLAGS, speaking_flags
+from cardioner.values import counted
 
 
 def evaluate(
@@ -43,8 +44,8 @@ def evaluate(
     )
     calibrated = scores["calibration"]
     if calibrated["ece"] is not None:
-        echo(f"span confidences: ECE {calibrated['ece']:.4f} over {calibrated['spans']} predicted "
-             f"spans (mean confidence {calibrated['mean_confidence']:.3f}, exact-match precision "
-             f"{calibrated['accuracy']:.3f})")
+        echo(f"span confidences: ECE {calibrated['ece']:.4f} over "
+             f"{counted(calibrated['spans'], 'predicted span')} (mean confidence "
+             f"{calibrated['mean_confidence']:.3f}, exact-match precision {calibrated['accuracy']:.3f})")
     if "seqeval" in scores:
         echo(f"seqeval (strict IOB2, words): F1 {scores['seqeval']['micro']['f1']:.4f}")

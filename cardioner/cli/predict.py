@@ -10,6 +10,7 @@ import typer
 from cardioner.cli import options
 from cardioner.cli.common import echo, nothing_written, on_interrupt, run_or_exit, setup_logging
 from cardioner.cli.flags import PREDICT_FLAGS, speaking_flags
+from cardioner.values import counted
 
 
 def interrupted_note(output: str) -> Callable[[], str]:
@@ -65,6 +66,6 @@ def predict(
     if table:
         echo(table + "\n")
     resumed = f", {summary.resumed} of them by the interrupted run" if summary.resumed else ""
-    echo(f"{summary.spans} entities in {summary.documents} documents written to {output} ({format}"
-         f"{resumed}); {summary.documents - summary.resumed} documents in {summary.seconds:.1f} s "
-         f"({summary.dtype})")
+    echo(f"{counted(summary.spans, 'entity')} in {counted(summary.documents, 'document')} written to "
+         f"{output} ({format}{resumed}); {counted(summary.documents - summary.resumed, 'document')} in "
+         f"{summary.seconds:.1f} s ({summary.dtype})")

@@ -12,6 +12,7 @@ from cardioner.cli import options
 from cardioner.cli.common import echo, on_interrupt, parse_sets, run_or_exit, setup_logging
 from cardioner.cli.flags import CONFIG_FLAGS, command_line_flags, config_overrides, speaking_flags
 from cardioner.config import Config, load_config
+from cardioner.values import counted
 
 
 def train(
@@ -123,9 +124,10 @@ def format_summary(result: dict) -> str:
     sigmoid model, the options that train a final model with the folds' mean thresholds)."""
     ci = result["ci"]
     line = (
-        f"span F1 over {result['k']} test folds: {result['mean_f1']:.4f} ± {result['std_f1']:.4f} (mean ±"
-        f" std); pooled {ci['f1']['value']:.4f}, {round(100 * ci['confidence'])}% CI [{ci['f1']['low']:.4f},"
-        f" {ci['f1']['high']:.4f}] ({ci['num_documents']} documents, {ci['n']} resamples)"
+        f"span F1 over {counted(result['k'], 'test fold')}: {result['mean_f1']:.4f} ± {result['std_f1']:.4f}"
+        f" (mean ± std); pooled {ci['f1']['value']:.4f}, {round(100 * ci['confidence'])}% CI"
+        f" [{ci['f1']['low']:.4f}, {ci['f1']['high']:.4f}] ({counted(ci['num_documents'], 'document')},"
+        f" {counted(ci['n'], 'resample')})"
     )
     if result.get("mean_thresholds"):
         given = ",".join(f"{t}={v:g}" for t, v in result["mean_thresholds"].items())

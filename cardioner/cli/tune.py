@@ -11,6 +11,7 @@ import typer
 
 from cardioner.cli import options
 from cardioner.cli.common import on_interrupt, parse_sets, run_or_exit, setup_logging
+from cardioner.values import counted
 
 
 def tune(
@@ -81,7 +82,7 @@ def kept_after_interrupt(output: Path, storage: str | None, trials: int) -> str:
     if (output / "trials.csv").is_file():
         with (output / "trials.csv").open(encoding="utf-8", newline="") as handle:
             finished = sum(row["state"] in ("COMPLETE", "PRUNED") for row in csv.DictReader(handle))
-    kept = f"{finished} finished trial(s) written to {output / 'trials.csv'}"
+    kept = f"{counted(finished, 'finished trial')} written to {output / 'trials.csv'}"
     if storage is None:
         return (f"{kept}; the study was held in memory, so a rerun starts a new one (give --storage "
                 "sqlite:///study.db to make a study resumable)")

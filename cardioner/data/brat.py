@@ -56,7 +56,7 @@ from cardioner.data.paths import (
     staged_output,
     write_into_folder,
 )
-from cardioner.values import InvalidValue, as_int
+from cardioner.values import InvalidValue, as_int, counted
 
 #: a T line: id, label, fragments ``s e;s e``, annotated string
 _T_LINE = re.compile(r"^(?P<id>\S*T\d+)\t(?P<label>\S+) (?P<offsets>[^\t]+)\t(?P<text>.*)$")
@@ -247,7 +247,7 @@ def read_brat(folder: str | Path, report: ReadReport | None = None, flat: bool =
     orphans = sorted(set(anns) - set(txts))
     if orphans:
         raise CorpusError(f".ann file without its .txt: {anns[orphans[0]].name} (no {orphans[0]}.txt; "
-                          f"{len(orphans)} such files)", anns[orphans[0]])
+                          f"{counted(len(orphans), 'such file')})", anns[orphans[0]])
     if not txts:
         raise CorpusError("no brat .txt/.ann files found", folder)
     docs = []

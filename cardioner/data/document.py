@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cardioner.errors import CorpusError
+from cardioner.values import counted
 
 
 @dataclass(frozen=True, order=True)
@@ -258,7 +259,7 @@ class ReadReport:
         return self
 
     def summary(self) -> str:
-        lines = [f"read {self.documents} documents, {self.spans} spans"]
+        lines = [f"read {counted(self.documents, 'document')}, {counted(self.spans, 'span')}"]
         for title, counter in (("kept aside", self.kept_aside), ("repaired", self.repaired),
                                ("skipped", self.skipped)):
             for reason, count in sorted(counter.items()):

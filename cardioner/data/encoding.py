@@ -79,6 +79,7 @@ from cardioner.labels import (
     tags_to_entities,
 )
 from cardioner.modeling import build_token_classes, span_confidence, word_start_mask
+from cardioner.values import counted
 
 logger = logging.getLogger("cardioner")
 
@@ -131,8 +132,9 @@ class EncodingReport:
     def summary(self) -> str:
         share = 100.0 * self.exact / self.spans if self.spans else 100.0
         lines = [
-            f"encoded {self.documents} documents, {self.words} words, {self.windows} windows; "
-            f"{self.exact}/{self.spans} spans exact ({share:.2f}%)"
+            f"encoded {counted(self.documents, 'document')}, {counted(self.words, 'word')}, "
+            f"{counted(self.windows, 'window')}; {self.exact}/{counted(self.spans, 'span')} exact "
+            f"({share:.2f}%)"
         ]
         for reason, count in sorted(self.problems.items()):
             example = self.examples.get(reason)
@@ -140,7 +142,7 @@ class EncodingReport:
         if self.split_words:
             example = self.examples.get("split word")
             lines.append(
-                f"  {self.split_words} words longer than a window cut into pieces"
+                f"  {counted(self.split_words, 'word')} longer than a window cut into pieces"
                 + (f" (e.g. {example[0]})" if example else "")
             )
         return "\n".join(lines)
@@ -547,8 +549,8 @@ class Encoder:
         window's index); ``per_window`` holds one value per word of each window."""
         if len(per_window) != len(encoded.windows):
             raise ValueError(
-                f"{len(per_window)} window predictions for {len(encoded.windows)} windows of"
-                f" {encoded.doc_id!r}"
+                f"{counted(len(per_window), 'window prediction')} for "
+                f"{counted(len(encoded.windows), 'window')} of {encoded.doc_id!r}"
             )
         merged: list = [None] * len(encoded.word_offsets)
         best = [float("-inf")] * len(encoded.word_offsets)
@@ -556,8 +558,8 @@ class Encoder:
         for k, (window_values, (first, end)) in enumerate(zip(per_window, encoded.window_words, strict=True)):
             window_values = _as_list(window_values)
             if len(window_values) != end - first:
-                raise ValueError(f"window {k} of {encoded.doc_id!r} has {end - first} words; "
-                                 f"got {len(window_values)} predictions")
+                raise ValueError(f"window {k} of {encoded.doc_id!r} has {counted(end - first, 'word')}; "
+                                 f"got {counted(len(window_values), 'prediction')}")
             left, right = encoded.window_edges[k]
             for w, value in zip(range(first, end), window_values, strict=True):
                 piece_first, piece_end = encoded.word_pieces[w]
@@ -602,7 +604,8 @@ class Encoder:
         prediction = _as_list(prediction)
         if len(prediction) != end - first:
             raise ValueError(
-                f"window {window_index} has {end - first} words; got {len(prediction)} predictions"
+                f"window {window_index} has {counted(end - first, 'word')}; got "
+                f"{counted(len(prediction), 'prediction')}"
             )
         return self.word_labels_to_spans(encoded.word_offsets[first:end], prediction)
 
@@ -691,7 +694,7 @@ def word_tags_to_spans(word_offsets: Sequence[tuple[int, int]], tags: Sequence[s
     """
     check_scheme(scheme)
     if len(tags) != len(word_offsets):
-        raise ValueError(f"{len(tags)} tags for {len(word_offsets)} words")
+        raise ValueError(f"{counted(len(tags), 'tag')} for {counted(len(word_offsets), 'word')}")
     for tag in tags:
         if split_tag(tag)[0] != OUTSIDE and split_tag(tag)[1] is None:
             raise ValueError(f"untyped tag {tag!r}: word_tags_to_spans needs typed tags (B-T)")

@@ -16,6 +16,7 @@ from cardioner.data.jsonl import looks_like_jsonl, read_jsonl, write_jsonl
 from cardioner.data.paths import check_not_input, check_output, check_writable_ids, corpus_files
 from cardioner.data.tsv import looks_like_tsv, read_tsv, write_tsv
 from cardioner.errors import ConfigError
+from cardioner.values import counted
 
 READ_FORMATS = ("brat", "conll", "jsonl", "tsv", "hf")
 WRITE_FORMATS = ("brat", "conll", "jsonl", "tsv")
@@ -183,7 +184,7 @@ def write_corpus(docs: list[Document], path: str | Path, to: str, scheme: str = 
         if missing:
             raise CorpusError(
                 f"document {missing[0]!r} has no text (read from a TSV without texts_dir), so it "
-                f"cannot be written as {to} ({len(missing)} such documents)"
+                f"cannot be written as {to} ({counted(len(missing), 'such document')})"
             )
     if to == "brat":
         write_brat(docs, path, report=report)
@@ -226,4 +227,4 @@ def convert_corpus(input: str | Path, output: str | Path, to: str, format: str |
             if dropped:
                 report.note("skipped", "overlapping spans dropped (longest kept)", doc.id, n=dropped)
     write_corpus(docs, output, to, scheme=scheme, report=report)
-    return report.summary() + f"\nwrote {len(docs)} documents as {to} to {output}"
+    return report.summary() + f"\nwrote {counted(len(docs), 'document')} as {to} to {output}"

@@ -57,6 +57,7 @@ from cardioner.data.paths import (
 )
 from cardioner.data.tsv import format_rows, header_line, looks_like_tsv
 from cardioner.errors import ConfigError
+from cardioner.values import counted
 
 RESUMABLE_FORMATS = ("jsonl", "tsv", "brat")
 PARTIAL_SUFFIX = ".cardioner-partial"
@@ -120,8 +121,9 @@ class ResumableWriter:
                 raise CorpusError(f"another cardioner run (pid {pid}) is writing this output; wait for it, "
                                   "or choose another output", self.target)
             if not self.resume:
-                raise CorpusError(f"an interrupted run left a partial output ({self._journal()['documents']} "
-                                  f"documents written, in {self.partial}): continue it with --resume, or "
+                written = counted(self._journal()["documents"], "document")
+                raise CorpusError(f"an interrupted run left a partial output ({written} written, in "
+                                  f"{self.partial}): continue it with --resume, or "
                                   "delete that folder to start over", self.target)
             self._take_up(run)
         else:
@@ -188,13 +190,13 @@ class ResumableWriter:
         for index in range(self.documents):
             doc = next(iterator, None)
             if doc is None:
-                raise CorpusError(f"cannot resume: the input has {index} documents, but the interrupted run "
-                                  f"wrote {self.documents}", self.target)
+                raise CorpusError(f"cannot resume: the input has {counted(index, 'document')}, but the "
+                                  f"interrupted run wrote {self.documents}", self.target)
             ids.update(doc.id.encode("utf-8") + b"\n")
             self._keys.add(self._key(doc.id))
         if expected is not None and ids.hexdigest() != expected:
-            raise CorpusError(f"cannot resume: the first {self.documents} input documents are not the ones "
-                              "the interrupted run wrote (the input changed); delete "
+            raise CorpusError(f"cannot resume: the first {counted(self.documents, 'input document')} are not "
+                              "the ones the interrupted run wrote (the input changed); delete "
                               f"{self.partial} to start over", self.target)
         self._ids = ids
         yield from iterator

@@ -31,6 +31,7 @@ from cardioner.data.document import Document
 from cardioner.serving import inception
 from cardioner.serving.batching import MicroBatcher
 from cardioner.serving.engine import Engine, span_record
+from cardioner.values import counted
 
 logger = logging.getLogger("cardioner.serve")
 
@@ -299,7 +300,7 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
             raise HTTPException(422, str(error)) from None
         predicted = await predict_documents([Document(recommend.document_id, recommend.text)])
         xmi, added = await run_in_threadpool(inception.respond, recommend, predicted[0].spans)
-        logger.info("INCEpTION document %s: %d predictions", recommend.document_id, added)
+        logger.info("INCEpTION document %s: %s", recommend.document_id, counted(added, "prediction"))
         return JSONResponse({"document": xmi})
 
     @app.post(

@@ -20,6 +20,7 @@ import logging
 from dataclasses import dataclass
 
 from cardioner.data.document import Span
+from cardioner.values import counted
 
 logger = logging.getLogger("cardioner.serve")
 
@@ -119,8 +120,8 @@ def respond(request: RecommenderRequest, spans: list[Span]) -> tuple[str, int]:
     sentences = [(s.begin, s.end) for s in cas.select(SENTENCE)] if _has_type(cas, SENTENCE) else []
     anchored, dropped = anchor_spans(spans, tokens, sentences, request.anchoring, request.cross_sentence)
     if dropped:
-        logger.info("INCEpTION document %s: %d predictions left out (no %s anchoring, or across sentences)",
-                    request.document_id, dropped, request.anchoring)
+        logger.info("INCEpTION document %s: %s left out (no %s anchoring, or across sentences)",
+                    request.document_id, counted(dropped, "prediction"), request.anchoring)
     has_flag = layer_type.get_feature(IS_PREDICTION) is not None
     has_score = layer_type.get_feature(request.feature + SCORE_SUFFIX) is not None
     for span in anchored:

@@ -24,6 +24,7 @@ from cardioner.labels import LabelSet
 from cardioner.modeling import HEAD_SETTINGS, TokenClassificationModel
 from cardioner.predictor import Predictor
 from cardioner.thresholds import initial_thresholds
+from cardioner.values import counted
 
 logger = logging.getLogger("cardioner")
 
@@ -65,7 +66,7 @@ def label_set(config: Config, train_docs: Documents, dev_docs: Documents | None 
             else:
                 train_docs[index], dropped = resolve_overlaps(doc)
                 if dropped:
-                    logger.info("%s: %d overlapping spans dropped (longest kept)", doc.id, dropped)
+                    logger.info("%s: %s dropped (longest kept)", doc.id, counted(dropped, "overlapping span"))
     labels = LabelSet.from_documents(train_docs, multilabel=data.multilabel, scheme=data.scheme)
     if not labels.types:
         raise CorpusError("the training corpus has no annotated spans: nothing to learn", data.train)

@@ -29,6 +29,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from cardioner.values import counted
+
 logger = logging.getLogger("cardioner")
 
 CACHE_FORMAT = 1  # bump when the stored layout changes: old files are then simply not found
@@ -115,7 +117,8 @@ class FeatureDataset(torch.utils.data.Dataset):
 
     def __init__(self, windows: Sequence[dict], features, offsets: torch.Tensor) -> None:
         if len(offsets) != len(windows) + 1:
-            raise ValueError(f"{len(offsets) - 1} cached windows for {len(windows)} windows")
+            raise ValueError(f"{counted(len(offsets) - 1, 'cached window')} for "
+                             f"{counted(len(windows), 'window')}")
         self.windows = windows
         self.file = None if isinstance(features, torch.Tensor) else features  # kept open while in use
         self.features = features if self.file is None else self.file.get_slice("features")
@@ -174,8 +177,9 @@ def cached_training_data(
     started = time.perf_counter()
     if cache_dir is None:
         features, offsets = compute_features(model, windows, collate, batch_size, device)
-        logger.info("cached backbone features of %d windows in memory (%.1f MB, %.1f s)", len(windows),
-                    features.numel() * features.element_size() / 2**20, time.perf_counter() - started)
+        logger.info("cached backbone features of %s in memory (%.1f MB, %.1f s)",
+                    counted(len(windows), "window"), features.numel() * features.element_size() / 2**20,
+                    time.perf_counter() - started)
         return FeatureDataset(windows, features, offsets), FeatureCollate(collate)
     path = Path(cache_dir) / f"features-{feature_cache_key(model, windows)}.safetensors"
     if path.is_file():
@@ -187,7 +191,8 @@ def cached_training_data(
         save_file({"features": features, "offsets": offsets}, str(temporary),
                   metadata={"windows": str(len(windows)), "format": str(CACHE_FORMAT)})
         temporary.replace(path)
-        logger.info("cached backbone features of %d windows in %s (%.1f MB, %.1f s)", len(windows), path,
-                    path.stat().st_size / 2**20, time.perf_counter() - started)
+        logger.info("cached backbone features of %s in %s (%.1f MB, %.1f s)",
+                    counted(len(windows), "window"), path, path.stat().st_size / 2**20,
+                    time.perf_counter() - started)
     handle = safe_open(str(path), framework="pt")  # memory-mapped: slices are read on demand
     return FeatureDataset(windows, handle, handle.get_tensor("offsets")), FeatureCollate(collate)

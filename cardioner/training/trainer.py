@@ -47,6 +47,7 @@ from cardioner.training.features import cached_training_data, uses_cached_featur
 from cardioner.training.freezing import apply_freezing, describe_trainable
 from cardioner.training.optim import build_optimizer, build_scheduler, describe_groups, parameter_groups
 from cardioner.training.sampling import LengthGroupedBatchSampler, ShardCollate, ShardData
+from cardioner.values import counted
 
 logger = logging.getLogger("cardioner")
 
@@ -187,8 +188,8 @@ class ModelTrainer:
                 "the training corpus produced no windows with words (no text?)", self.config.data.train
             )
         if len(windows) < len(encoded):  # empty documents: nothing to learn, and a loss of 0 in the mean
-            logger.info("train: %d window(s) without any word left out of training (empty documents)",
-                        len(encoded) - len(windows))
+            logger.info("train: %s without any word left out of training (empty documents)",
+                        counted(len(encoded) - len(windows), "window"))
         sampler = LengthGroupedBatchSampler(
             [len(w["input_ids"]) for w in windows], config.batch_size, config.seed, config.group_by_length,
             num_shards=accelerator.num_processes, shard=accelerator.process_index,

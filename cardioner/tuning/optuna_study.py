@@ -30,6 +30,7 @@ from cardioner.training import folds as cross_validation
 from cardioner.training.folds import read_train_and_dev
 from cardioner.training.run import check_before_reading
 from cardioner.tuning.space import SearchParam, default_search_space, sample_config
+from cardioner.values import counted
 
 logger = logging.getLogger("cardioner")
 
@@ -231,8 +232,8 @@ def tune(
         pruner=make_pruner(pruner, steps_per_trial), load_if_exists=True,
     )
     finished = _finished(study)
-    logger.info("study %r: %d finished trial(s) of %d; %d parameter(s) searched: %s", study.study_name,
-                len(finished), trials, len(space), ", ".join(p.key for p in space))
+    logger.info("study %r: %d of %s finished; %s searched: %s", study.study_name, len(finished),
+                counted(trials, "trial"), counted(len(space), "parameter"), ", ".join(p.key for p in space))
     objective = Objective(space, trial_config, metric, train_docs, dev_docs, folds)
     remaining = trials - len(finished)
     try:
@@ -243,7 +244,8 @@ def tune(
             )
         else:
             logger.info(
-                "study %r already has %d finished trials: nothing to run", study.study_name, len(finished)
+                "study %r already has %s: nothing to run", study.study_name,
+                counted(len(finished), "finished trial")
             )
     finally:  # whatever stopped the study (an error, Ctrl-C), the trials that finished are written
         write_study_outputs(study, base_config, output_dir)

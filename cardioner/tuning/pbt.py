@@ -31,6 +31,7 @@ from cardioner.training.build import fresh_predictor
 from cardioner.training.folds import read_train_and_dev
 from cardioner.training.run import check_before_reading, read_split
 from cardioner.training.trainer import ModelTrainer
+from cardioner.values import counted
 
 logger = logging.getLogger("cardioner")
 
@@ -219,7 +220,7 @@ def tune_pbt(
             ray.shutdown()
     errors = [str(result.error) for result in results if result.error is not None]
     if errors:
-        raise RuntimeError(f"{len(errors)} PBT member(s) failed; first error: {errors[0]}")
+        raise RuntimeError(f"{counted(len(errors), 'PBT member')} failed; first error: {errors[0]}")
     best = results.get_best_result(metric="score", mode="max", scope="all")
     checkpoint = best.get_best_checkpoint("score", "max") or best.checkpoint
     events = pbt_events(output_dir / "ray" / "pbt", base_config.training.epochs)
@@ -243,8 +244,9 @@ def tune_pbt(
     header = (f"# best PBT member at epoch {state['epoch']}: dev {metric} {scores['dev_score']:.6f} "
               "(its hyperparameters changed during training; retraining with this file is not PBT)\n")
     write_text_atomic(output_dir / "best_config.yaml", header + best_config.to_yaml())
-    logger.info("PBT: %d exploit/explore event(s); best member %s, dev %s %.4f at epoch %d; exported to %s",
-                len(events), best.path, metric, scores["dev_score"], state["epoch"], model_dir)
+    logger.info("PBT: %s; best member %s, dev %s %.4f at epoch %d; exported to %s",
+                counted(len(events), "exploit/explore event"), best.path, metric, scores["dev_score"],
+                state["epoch"], model_dir)
     return {"best_score": scores["dev_score"], "best_epoch": state["epoch"], "best_config": best_config,
             "model_dir": model_dir, "events": events, "members": members, "test": scores.get("test")}
 
