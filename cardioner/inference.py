@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from cardioner import hub, processes
 from cardioner.calibration import calibration, fit_on_corpus, scored_documents, span_outcomes
 from cardioner.config import ConfigError
+from cardioner.data.brat import BRAT_OUTPUT, brat_output_check, check_brat_output
 from cardioner.data.common import check_unique_ids, relative_id, write_text_atomic
 from cardioner.data.document import CorpusError, Document
 from cardioner.data.inputs import JSONL_SUFFIXES, iter_inputs
@@ -210,9 +211,13 @@ def predict_path(model_dir: str | Path, input: str | Path, output: str | Path, f
         if resume:
             raise ConfigError("resume works for brat, jsonl and tsv output; an html page is written at once")
         check_output(output, "file", is_view_page, "a page cardioner wrote")
+    elif format == "brat":  # an earlier output (its record) or the input folder; in it, only files we wrote
+        check_output(output, "folder", brat_output_check(input), BRAT_OUTPUT)
     else:
         check_output_target(output, format)
     total = check_input_ids(input, format, output)
+    if format == "brat":  # every file it would replace is one cardioner wrote (read-only: every process)
+        check_brat_output(output, iter_inputs(input))
     predictor = load_predictor(model_dir, max_length, stride, batch_size, dtype, quantize)
     used = "int8" if quantize == "int8" else str(predictor.dtype).removeprefix("torch.")
     start = time.perf_counter()
@@ -228,8 +233,8 @@ def predict_path(model_dir: str | Path, input: str | Path, output: str | Path, f
     settings = {"model": str(Path(model_dir).resolve()), "input": str(Path(input).resolve()), "dtype": used,
                 "min_confidence": min_confidence, "max_length": predictor.encoder.max_length,
                 "stride": predictor.encoder.stride, "batch_size": batch_size, "chunk_size": chunk_size}
-    writer = (ResumableWriter(output, format, settings, resume=resume, score_notes=score_notes) if main
-              else None)
+    writer = (ResumableWriter(output, format, settings, resume=resume, score_notes=score_notes, input=input)
+              if main else None)
     resumed, failure = None, None
     if writer is not None:
         try:

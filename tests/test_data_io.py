@@ -373,6 +373,11 @@ CHEST_ANN = ("T1\tDISO 20 26\tfiebre\n#1\tAnnotatorNotes T1\tC0015967 (fever)\n"
              "T2\tDISO 0 17\tdolor en el pecho\n#2\tAnnotatorNotes T2\tC0008031 (chest pain)\n")
 
 
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root``, hidden ones included, with its bytes."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
 def _brat_folder(root: Path, files: dict[str, str]) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for name, content in files.items():
@@ -606,10 +611,10 @@ def test_brat_reader_skips_hidden_files_and_folders(tmp_path: Path) -> None:
 
 
 def test_write_brat_into_an_existing_folder_keeps_other_files(tmp_path: Path, monkeypatch) -> None:
-    """The input folder as output (``.ann`` beside each ``.txt``): other files stay, these documents' are
-    replaced, and a failure part-way leaves the folder as it was."""
-    folder = _brat_folder(tmp_path / "notes", {"a.txt": "fiebre alta", "a.ann": "", "sub/b.txt": "tos",
-                                               "README.md": "keep me", "other/c.ann": "T1\tS 0 1\tx\n"})
+    """An earlier output written into: other files stay, these documents' are replaced, and a failure
+    part-way leaves the folder as it was."""
+    write_brat([Document("a", "fiebre alta", []), Document("sub/b", "tos", [])], tmp_path / "notes")
+    folder = _brat_folder(tmp_path / "notes", {"README.md": "keep me", "other/c.ann": "T1\tS 0 1\tx\n"})
     docs = [Document("a", "fiebre alta", [Span(0, 6, "S")]), Document("sub/b", "tos", [Span(0, 3, "S")])]
     write_brat(docs, folder)
     assert (folder / "README.md").read_text() == "keep me" and (folder / "other/c.ann").exists()
@@ -642,3 +647,26 @@ def test_predict_inputs_skip_hidden_folders(tmp_path: Path) -> None:
         },
     )
     assert [doc.id for doc in read_inputs(folder)] == ["a", "sub/c"]
+
+
+def test_convert_to_brat_replaces_only_the_files_it_wrote(tmp_path: Path) -> None:
+    from cardioner.data.io import convert_corpus
+
+    ann = "T1\tX 0 5\tHello\nR1\tRel Arg1:T1 Arg2:T1\n"
+    source = _brat_folder(tmp_path / "src", {"a.txt": "Hello big world.", "a.ann": ann})
+    gold = _brat_folder(tmp_path / "gold", {"a.txt": "Hello big world.", "a.ann": "T1\tY 6 9\tbig\n"})
+    before = tree(gold)
+    with pytest.raises(CorpusError, match="gold/a.ann: exists and cardioner's record"):
+        convert_corpus(source, gold, "brat")
+    assert tree(gold) == before
+    out = tmp_path / "out"
+    convert_corpus(source, out, "brat")
+    assert (out / "a.ann").read_text(encoding="utf-8") == ann and (out / ".cardioner.jsonl").exists()
+    (source / "a.txt").write_text("Hello small world.", encoding="utf-8")  # ours, text and all: replaced
+    convert_corpus(source, out, "brat")
+    assert (out / "a.txt").read_text(encoding="utf-8") == "Hello small world."
+    (out / "a.ann").write_text(ann + "#1\tAnnotatorNotes T1\tchecked\n", encoding="utf-8")  # corrected
+    before = tree(out)
+    with pytest.raises(CorpusError, match="out/a.ann: exists and cardioner's record"):
+        convert_corpus(source, out, "brat")
+    assert tree(out) == before

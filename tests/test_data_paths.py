@@ -135,7 +135,8 @@ def test_a_link_inside_the_output_folder_is_never_written_through(tmp_path: Path
     (output / "b.ann").symlink_to(outside / "b.ann")
     with pytest.raises(CorpusError, match=r"out/b.ann: is a symbolic link"):
         write_corpus([Document("b", "x", [])], output, "brat")
-    assert list(outside.iterdir()) == [] and sorted(tree(output)) == ["a.ann", "a.txt", "b.ann", "sub"]
+    assert list(outside.iterdir()) == []
+    assert sorted(tree(output)) == [".cardioner.jsonl", "a.ann", "a.txt", "b.ann", "sub"]
 
 
 @pytest.mark.parametrize("kind", ["txt", "folder"])
@@ -222,11 +223,16 @@ def test_what_is_written_reads_back_with_every_document(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------ 9: crash safety
 def test_writing_into_a_brat_folder_never_replaces_a_text_with_another(tmp_path: Path) -> None:
     folder = tmp_path / "notes"
-    folder.mkdir()
-    (folder / "a.txt").write_text("my own notes", encoding="utf-8")
-    with pytest.raises(CorpusError, match="a.txt: exists and holds another text than document 'a'"):
+    write_corpus([Document("b", "tos", [])], folder, "brat")  # an earlier output: it holds the record
+    (folder / "a.txt").write_text("my own notes", encoding="utf-8")  # the user's, among ours
+    before = tree(folder)
+    with pytest.raises(CorpusError, match="a.txt: exists and holds another text than document 'a', and "
+                       "cardioner's record"):
         write_corpus([Document("a", "fiebre", [Span(0, 6, "S")])], folder, "brat")
-    assert tree(folder) == {"a.txt": b"my own notes"}
+    assert tree(folder) == before
+    write_corpus([Document("b", "tos seca", [Span(0, 3, "S")])], folder, "brat")  # ours: replaced
+    assert [(d.id, d.text, d.spans) for d in read_brat(folder)] == [("a", "my own notes", []),
+                                                                     ("b", "tos seca", [Span(0, 3, "S")])]
 
 
 def moves_into(folder: Path, docs: list[Document], monkeypatch) -> list[str]:
@@ -247,14 +253,35 @@ def moves_into(folder: Path, docs: list[Document], monkeypatch) -> list[str]:
 
 def test_a_pair_is_moved_in_an_order_that_never_leaves_a_mismatched_pair(tmp_path: Path, monkeypatch) -> None:
     folder = tmp_path / "notes"
-    folder.mkdir()
-    (folder / "same.txt").write_text("tos", encoding="utf-8")  # predict into its input: the text is kept
-    (folder / "orphan.ann").write_text("T1\tS 0 3\tabc\n", encoding="utf-8")  # an .ann without its .txt
-    docs = [Document("new", "fiebre", [Span(0, 6, "S")]), Document("orphan", "dolor", [Span(0, 5, "S")]),
-            Document("same", "tos", [Span(0, 3, "S")])]
-    assert moves_into(folder, docs, monkeypatch) == ["new.txt", "new.ann", "orphan.ann", "orphan.txt",
-                                                     "same.ann"]
-    assert read_brat(folder)[1].spans == [Span(0, 5, "S")] and (folder / "same.txt").read_text() == "tos"
+    write_corpus([Document("orphan", "abc", [Span(0, 3, "S")]), Document("same", "tos", []),
+                  Document("changed", "old text", [Span(0, 3, "S")])], folder, "brat")
+    (folder / "orphan.txt").unlink()  # an .ann (ours) without its .txt
+    docs = [Document("changed", "new text", [Span(4, 8, "S")]), Document("new", "fiebre", [Span(0, 6, "S")]),
+            Document("orphan", "dolor", [Span(0, 5, "S")]), Document("same", "tos", [Span(0, 3, "S")])]
+    # both files of "changed" replaced: its old .ann is deleted before the new text comes (not a move)
+    assert moves_into(folder, docs, monkeypatch) == ["changed.txt", "changed.ann", "new.txt", "new.ann",
+                                                     "orphan.ann", "orphan.txt", "same.ann"]
+    assert [(d.id, d.text, d.spans) for d in read_brat(folder)] == [(d.id, d.text, d.spans) for d in docs]
+
+
+def test_a_brat_write_cut_short_leaves_only_files_the_record_vouches_for(tmp_path: Path, monkeypatch) -> None:
+    folder = tmp_path / "out"
+    write_corpus([Document("a", "fiebre", []), Document("b", "tos", [])], folder, "brat")
+    new = [Document("a", "fiebre", [Span(0, 6, "S")]), Document("b", "tos", [Span(0, 3, "S")])]
+    real_replace = os.replace
+
+    def replace(source, target, *args, **kwargs):  # killed after a.ann was moved in, before b.ann
+        if Path(target).name == "b.ann":
+            raise OSError("killed")
+        return real_replace(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError, match="killed"):
+        write_corpus(new, folder, "brat")
+    monkeypatch.undo()
+    assert [len(doc.spans) for doc in read_brat(folder)] == [1, 0]  # the new a.ann, the old b.ann
+    write_corpus(new, folder, "brat")  # both are bytes cardioner wrote: replaced, not refused
+    assert [len(doc.spans) for doc in read_brat(folder)] == [1, 1]
 
 
 def test_staging_folders_of_a_killed_run_are_removed_by_the_next_run_and_only_ours(tmp_path: Path) -> None:
@@ -484,8 +511,10 @@ def test_kill_9_while_writing_into_a_brat_folder_never_leaves_a_mismatched_pair(
 
     def check() -> None:
         files = tree(folder)
-        # nothing of before lost
-        assert all(files.get(name) == content for name, content in old_files.items())
+        # nothing of before lost; the record only grows (appended before each file moves in)
+        assert all(files.get(name) == content for name, content in old_files.items()
+                   if name != ".cardioner.jsonl")
+        assert files[".cardioner.jsonl"].startswith(old_files[".cardioner.jsonl"])
         docs, _ = read_corpus(folder, format="brat")  # every pair matches: a mismatch is a CorpusError
         for doc in docs:
             if doc.id.startswith("notes/") and (folder / f"{doc.id}.ann").exists():

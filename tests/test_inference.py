@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from cardioner.cli import app
 from cardioner.data import read_corpus
 from cardioner.data.resumable import partial_folder
-from cardioner.errors import ConfigError
+from cardioner.errors import ConfigError, CorpusError
 from cardioner.inference import evaluate_path, load_predictor, predict_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,7 +133,7 @@ def test_a_run_killed_with_sigkill_and_resumed_writes_the_bytes_of_an_uninterrup
 
     assert not partial_folder(resumed).exists()
     expected, got = output_bytes(whole), output_bytes(resumed)
-    assert len(expected) == (600 if format == "brat" else 1) and got == expected
+    assert len(expected) == (601 if format == "brat" else 1) and got == expected  # brat: and its record
 
 
 def test_every_output_format_carries_span_confidences(export, tmp_path):
@@ -204,3 +204,43 @@ def test_a_model_folder_whose_config_is_not_an_export_says_what_it_holds(tmp_pat
     (tmp_path / "config.json").write_text(content, encoding="utf-8")  # a damaged copy said "a None model"
     with pytest.raises(ConfigError, match=f"not an exported model folder \\(its config.json {described}"):
         load_predictor(tmp_path)
+
+
+GOLD_ANN = "T1\tX 0 5\tHello\nR1\tRel Arg1:T1 Arg2:T1\n#1\tAnnotatorNotes T1\tchecked\n"
+
+
+def test_predict_to_brat_never_replaces_annotations_it_did_not_write(export, tmp_path):
+    gold = tmp_path / "g"  # a gold .ann beside its text, the folder given as input and output
+    gold.mkdir()
+    (gold / "a.txt").write_text("Hello big world.", encoding="utf-8")
+    (gold / "a.ann").write_text(GOLD_ANN, encoding="utf-8")
+    before = output_bytes(gold)
+    with pytest.raises(CorpusError, match=r"g/a.ann: exists and cardioner's record \(.cardioner.jsonl\) does "
+                       "not show it wrote these bytes .* write to another output folder"):
+        predict_path(tmp_path / "no-model", gold, gold, "brat")  # refused before any model loads
+    result = CliRunner().invoke(app, predict_command(export, gold, gold, "brat")[3:])
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1 and "a.ann" in result.stderr
+    assert output_bytes(gold) == before
+    notes = tmp_path / "notes"  # plain texts: each .ann written beside its .txt, then replaced (ours)
+    notes.mkdir()
+    for i, sentence in enumerate(sentences()[:4]):
+        (notes / f"n{i}.txt").write_text(sentence, encoding="utf-8")
+    (notes / "README.md").write_text("my notes", encoding="utf-8")
+    texts = output_bytes(notes)
+    predict_path(export, notes, notes, "brat")
+    first = output_bytes(notes)
+    assert {name: first[name] for name in texts} == texts
+    assert "n3.ann" in first and ".cardioner.jsonl" in first
+    predict_path(export, notes, notes, "brat", score_notes=True)  # other bytes: our own output replaced
+    second = output_bytes(notes)
+    assert "AnnotatorNotes" in second["n0.ann"].decode() and second["n0.ann"] != first["n0.ann"]
+    (notes / "n2.ann").write_text("T1\tDisease 0 4\tcorrected\n", encoding="utf-8")  # an annotator's fix
+    edited = output_bytes(notes)
+    with pytest.raises(CorpusError, match=r"notes/n2.ann: exists and cardioner's record"):
+        predict_path(export, notes, notes, "brat")
+    assert output_bytes(notes) == edited
+    elsewhere = tmp_path / "predicted"  # an output folder of its own: written, then replaced
+    predict_path(export, notes, elsewhere, "brat")
+    predict_path(export, notes, elsewhere, "brat", score_notes=True)
+    assert output_bytes(elsewhere)["n0.ann"] == second["n0.ann"]
+

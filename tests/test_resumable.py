@@ -21,10 +21,10 @@ def documents(n: int) -> list[Document]:
                      if i % 3 else []) for i in range(n)]
 
 
-def run(target, format, docs, chunk=4, resume=False, stop_after=None, settings=SETTINGS):
+def run(target, format, docs, chunk=4, resume=False, stop_after=None, settings=SETTINGS, input=None):
     """Write ``docs`` committing every ``chunk``; with ``stop_after``, stop (as if killed) after that many
     documents were taken, without finishing."""
-    writer = ResumableWriter(target, format, settings, resume=resume)
+    writer = ResumableWriter(target, format, settings, resume=resume, input=input)
     done = writer.start()
     for index, doc in enumerate(writer.remaining(docs), start=done):
         if stop_after is not None and index == stop_after:
@@ -76,7 +76,7 @@ def test_pending_brat_documents_of_a_killed_commit_are_removed_on_resume(tmp_pat
     (payload / "zzz.txt").write_text("an orphan", encoding="utf-8")
     (payload / "doc004.txt").write_text("half", encoding="utf-8")
     run(target, "brat", docs[:6], resume=True)  # the input now ends earlier: zzz must not survive
-    expected = [f"doc00{i}.{s}" for i in range(6) for s in ("ann", "txt")]
+    expected = [".cardioner.jsonl"] + [f"doc00{i}.{s}" for i in range(6) for s in ("ann", "txt")]
     assert sorted(p.name for p in target.iterdir()) == expected
 
 
@@ -119,7 +119,7 @@ def test_brat_into_an_existing_folder_writes_beside_the_texts(tmp_path):
     for doc in docs:
         (folder / f"{doc.id}.txt").write_text(doc.text, encoding="utf-8")
     (folder / "keep.txt").write_text("not predicted", encoding="utf-8")
-    run(folder, "brat", docs)
+    run(folder, "brat", docs, input=folder)  # predict into its own input folder
     assert (folder / "keep.txt").exists()
     assert (folder / "doc001.ann").read_text(encoding="utf-8").startswith("T1")
 

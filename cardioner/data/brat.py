@@ -13,16 +13,30 @@ is an error, left out or moved, as ``data.span_errors`` says (``common.fit_span`
 
 Writing follows ``paths``: ids are checked file names; a new folder appears whole; into
 an existing brat folder each document's files are staged, then moved in one at a time —
-its ``.txt`` (only if new: an existing text file holding another text is never replaced)
-before its ``.ann``, or the ``.ann`` first when an ``.ann`` without its ``.txt`` is
-there — so that a kill never leaves a ``.txt`` beside an ``.ann`` made for another text.
+its ``.txt`` (only if new, or one cardioner wrote) before its ``.ann``, or the ``.ann``
+first when an ``.ann`` without its ``.txt`` is there, or the old ``.ann`` deleted first
+when both are replaced — so that a kill never leaves a ``.txt`` beside an ``.ann`` made
+for another text.
+
+**What cardioner wrote, it may replace; nothing else.** Every brat folder cardioner writes holds a hidden
+record, ``.cardioner.jsonl`` (``paths.OUTPUT_RECORD``): a header line, then one JSON line per file written,
+``{"file": "a.ann", "sha256": ...}``, appended (and fsync'ed) *before* the file is moved in, so that after a
+kill the file holds bytes the record vouches for, old or new. An existing folder is an earlier output only by
+its record (``has_record``) — looking like brat is not enough — or, for ``predict``, when it is the input
+folder itself (``.ann`` written beside the ``.txt`` files). In it, an existing ``.ann``, or a ``.txt`` that
+holds another text, is replaced only when the record shows cardioner wrote exactly its bytes; a gold file, one
+an annotator corrected, or one written before the record existed is refused, naming it, before anything is
+written (``check_brat_output``, which ``predict`` calls before the model runs).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
-from collections.abc import Iterator
+import stat
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from cardioner.data.common import (
@@ -48,6 +62,7 @@ from cardioner.data.document import (
     prune_brat_lines,
 )
 from cardioner.data.paths import (
+    OUTPUT_RECORD,
     check_output,
     check_writable_ids,
     corpus_files,
@@ -264,6 +279,26 @@ def read_brat(folder: str | Path, report: ReadReport | None = None, flat: bool =
     return docs
 
 
+# ------------------------------------------------------------------------------------------------- the record
+#: what an existing brat output must be to be written into (``paths.check_output``'s ``what``)
+BRAT_OUTPUT = "a brat folder (.txt and .ann files)"
+_RECORD_HEADER = {"written_by": "cardioner", "record": "files written into this brat folder, with the "
+                  "SHA-256 of their bytes; cardioner replaces a file only when it finds its bytes here"}
+
+
+def has_record(folder: Path) -> bool:
+    """Whether ``folder`` holds cardioner's record (a regular file whose first line is the header): a brat
+    folder cardioner wrote, which it may write into again."""
+    path = folder / OUTPUT_RECORD
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        with open(path, encoding="utf-8") as handle:
+            return json.loads(handle.readline()) == _RECORD_HEADER
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+
+
 def is_brat_folder(folder: Path) -> bool:
     """Whether ``folder`` holds brat files (a ``.txt`` or ``.ann`` outside hidden folders; links not
     followed): a folder documents may be written into."""
@@ -272,6 +307,83 @@ def is_brat_folder(folder: Path) -> bool:
         if any(name.endswith((".txt", ".ann")) and not name.startswith(".") for name in files):
             return True
     return False
+
+
+def is_brat_output(folder: Path) -> bool:
+    """Whether ``folder`` may be written into as a brat output: one with cardioner's record, or brat files."""
+    return has_record(folder) or is_brat_folder(folder)
+
+
+def brat_output_check(input: str | Path | None = None) -> Callable[[Path], bool]:
+    """``looks_ours`` for a brat output: a folder with cardioner's record or, given ``input``, the input
+    folder itself (``predict`` writes each ``.ann`` beside its ``.txt``)."""
+    def looks_ours(folder: Path) -> bool:
+        if is_brat_output(folder):
+            return True
+        return input is not None and Path(input).is_dir() and os.path.samefile(folder, input)
+    return looks_ours
+
+
+def read_record(folder: Path) -> dict[str, set[str]]:
+    """The record of ``folder``: file (relative POSIX path) -> the SHA-256s of the bytes cardioner wrote
+    there; empty when there is none. A line cut by a kill (the last one) is not trusted."""
+    if not has_record(folder):
+        return {}
+    written: dict[str, set[str]] = {}
+    with open(folder / OUTPUT_RECORD, encoding="utf-8") as handle:
+        handle.readline()
+        for line in handle:
+            try:
+                entry = json.loads(line) if line.endswith("\n") else None
+            except ValueError:
+                entry = None
+            if isinstance(entry, dict) and isinstance(entry.get("file"), str) \
+                    and isinstance(entry.get("sha256"), str):
+                written.setdefault(entry["file"], set()).add(entry["sha256"])
+    return written
+
+
+def _sha256(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def record_lines(files: Iterable[tuple[str, bytes | None]], record: dict[str, set[str]]) -> str:
+    """The record lines of ``files`` (relative path, bytes; None: a deletion) not yet in ``record``, which
+    learns them."""
+    lines = []
+    for relative, content in files:
+        if content is None:
+            continue
+        digest = _sha256(content)
+        if digest not in record.setdefault(relative, set()):
+            record[relative].add(digest)
+            lines.append(json.dumps({"file": relative, "sha256": digest}, ensure_ascii=False) + "\n")
+    return "".join(lines)
+
+
+def append_record(folder: Path, lines: str) -> None:
+    """Append ``lines`` to the record of ``folder`` durably (fsync), creating it first when absent (its header
+    written aside and renamed in: a record is whole or absent)."""
+    path = inside(folder, OUTPUT_RECORD, "record")
+    if os.path.lexists(path) and not has_record(folder):
+        raise CorpusError("is not a record cardioner wrote (its first line is not the record's header), so "
+                          "it is left as it is: write to another output folder", path)
+    if not os.path.lexists(path):
+        part = inside(folder, OUTPUT_RECORD + ".part", "record")
+        with open(part, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(_RECORD_HEADER) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(part, path)
+    if not lines:
+        return
+    with open(path, "r+b") as handle:
+        end = handle.seek(0, os.SEEK_END)
+        handle.seek(end - 1)
+        cut = handle.read(1) != b"\n"  # a line a kill cut short: ended, so that it stays one bad line
+        handle.write((b"\n" if cut else b"") + lines.encode("utf-8"))
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def one_line(string: str) -> str:
@@ -338,16 +450,18 @@ def write_brat(docs: list[Document], folder: str | Path, overwrite: bool = True,
     """Write ``NAME.txt`` (exact text) and ``NAME.ann`` per document into ``folder`` (see the module
     docstring).
 
-    A new folder appears whole. An existing folder must be empty or a brat folder (anything else is refused
-    and left as it is); into it, each document's files are staged and moved in one at a time, files of other
-    documents are left alone, and a ``.txt`` that holds another text than its document is never replaced.
+    A new folder appears whole, with its record. An existing folder must be empty or one cardioner wrote (its
+    record; anything else is refused and left as it is); into it, each document's files are staged and moved
+    in one at a time, files of other documents are left alone, and a file is replaced only when the record
+    shows cardioner wrote its bytes (``check_brat_output``, for every document before anything is written).
 
     Args:
         docs: the documents; ids are relative file paths (``paths.id_problem``: no ``..``, no hidden part,
             unique up to case) — subfolders are created; labels must hold no whitespace (an ``.ann`` line
             could not be read back).
         folder: the output folder.
-        overwrite: write into an existing folder, replacing these documents' ``.ann`` files there.
+        overwrite: write into an existing folder, replacing these documents' files there (those cardioner
+            wrote).
         report: where kept-aside lines dropped (with their entities, or invalid) are counted.
         score_notes: write each span's confidence as an AnnotatorNotes line (``format_ann``).
     """
@@ -355,20 +469,34 @@ def write_brat(docs: list[Document], folder: str | Path, overwrite: bool = True,
     check_writable_ids([doc.id for doc in docs], "brat", folder)
     for doc in docs:
         check_labels(doc, r"\s", "a brat .ann line", folder)
-    exists = check_output(folder, "folder", is_brat_folder, "a brat folder (.txt and .ann files)")
+    exists = check_output(folder, "folder", is_brat_output, BRAT_OUTPUT)
     if not exists:
-        with staged_output(
-            folder, "folder", is_brat_folder, "a brat folder (.txt and .ann files)"
-        ) as staging:
+        with staged_output(folder, "folder", is_brat_output, BRAT_OUTPUT) as staging:
+            record: dict[str, set[str]] = {}
+            lines = []
             for doc in progress(docs, desc=f"writing {folder.name}"):
-                for relative, content in document_files(doc, report, score_notes):
+                files = document_files(doc, report, score_notes)
+                for relative, content in files:
                     make_folders(staging, relative)
                     (staging / relative).write_bytes(content)
+                lines.append(record_lines(files, record))
+            append_record(staging, "".join(lines))
         return
     if not overwrite:
         raise CorpusError("output already exists (refusing to overwrite)", folder)
-    write_into_folder(folder, files_into(folder, progress(docs, desc=f"writing {folder.name}"), report,
-                                         score_notes))
+    record = read_record(folder)
+    check_brat_output(folder, docs, record)
+    write_into_brat(folder, files_into(folder, progress(docs, desc=f"writing {folder.name}"), report,
+                                       score_notes, record), record)
+
+
+def write_into_brat(folder: Path, files: Iterable[tuple[str, bytes | None]],
+                    record: dict[str, set[str]]) -> None:
+    """Move ``files`` (``files_into``'s) into the existing brat output ``folder``, their hashes added to its
+    record (``record``, as read from it) before any is moved in."""
+    files = list(files)  # every file checked (and made) before the record or the folder changes
+    append_record(folder, record_lines(files, record))
+    write_into_folder(folder, files)
 
 
 def document_files(doc: Document, report: ReadReport | None = None,
@@ -378,24 +506,64 @@ def document_files(doc: Document, report: ReadReport | None = None,
     return [(f"{doc.id}.txt", doc.text.encode("utf-8")), (f"{doc.id}.ann", ann)]
 
 
-def files_into(folder: Path, docs, report: ReadReport | None = None,
-               score_notes: bool = False) -> Iterator[tuple[str, bytes]]:
-    """The files to move into the existing ``folder``, pair by pair, in the order that never mismatches a
-    pair."""
+def _existing_files(folder: Path, doc_id: str, text: bytes,
+                    record: dict[str, set[str]]) -> tuple[str, str]:
+    """What is at document ``doc_id``'s ``.txt`` and ``.ann`` in ``folder``: each "absent", "same" (the
+    ``.txt`` holds ``text``) or "ours" (bytes the record vouches for); anything else is a CorpusError naming
+    the file, which is left as it is."""
+    states = []
+    for suffix in (".txt", ".ann"):
+        path = inside(folder, f"{doc_id}{suffix}", "text file" if suffix == ".txt" else "annotation file")
+        if not os.path.lexists(path):
+            states.append("absent")
+            continue
+        content = path.read_bytes()
+        if suffix == ".txt" and content == text:
+            states.append("same")
+        elif _sha256(content) in record.get(f"{doc_id}{suffix}", ()):
+            states.append("ours")
+        elif suffix == ".txt":
+            raise CorpusError(f"exists and holds another text than document {doc_id!r}, and cardioner's "
+                              f"record ({OUTPUT_RECORD}) does not show it wrote it, so it is left as it is: "
+                              "write to another output folder", path)
+        else:
+            raise CorpusError(f"exists and cardioner's record ({OUTPUT_RECORD}) does not show it wrote these "
+                              "bytes (a gold file, one corrected by hand, or one written before the record), "
+                              "so it is left as it is: write to another output folder", path)
+    return states[0], states[1]
+
+
+def check_brat_output(folder: str | Path, docs: Iterable[Document],
+                      record: dict[str, set[str]] | None = None) -> None:
+    """Raise CorpusError, before anything is written, naming the first existing file of ``docs`` in the brat
+    output ``folder`` that cardioner may not replace (see the module docstring); nothing to check when
+    ``folder`` does not exist. ``docs`` may be a stream (one document at a time)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    record = read_record(folder) if record is None else record
+    for doc in docs:
+        _existing_files(folder, doc.id, doc.text.encode("utf-8"), record)
+
+
+def files_into(folder: Path, docs, report: ReadReport | None = None, score_notes: bool = False,
+               record: dict[str, set[str]] | None = None) -> Iterator[tuple[str, bytes | None]]:
+    """The files to move into the existing ``folder`` (None: a file to delete first), pair by pair, in the
+    order that never mismatches a pair; a file cardioner may not replace is a CorpusError
+    (``_existing_files``)."""
+    record = read_record(folder) if record is None else record
     for doc in docs:
         (txt_name, text), (ann_name, ann) = document_files(doc, report, score_notes)
-        txt_path = inside(folder, txt_name, "text file")
-        ann_path = inside(folder, ann_name, "annotation file")
-        if txt_path.exists():
-            if txt_path.read_bytes() != text:
-                raise CorpusError(
-                    f"exists and holds another text than document {doc.id!r}; an existing text file "
-                    "is never replaced (remove it, or write to a new folder)",
-                    txt_path,
-                )
+        txt, existing_ann = _existing_files(folder, doc.id, text, record)
+        if txt == "same":
+            yield ann_name, ann
+        elif txt == "ours":  # both replaced: the old .ann goes first, so no moment pairs it with the new text
+            if existing_ann != "absent":
+                yield ann_name, None
+            yield txt_name, text
             yield ann_name, ann
         # an .ann without its .txt: pairing it with the new text for a moment would mismatch
-        elif ann_path.exists():
+        elif existing_ann != "absent":
             yield ann_name, ann
             yield txt_name, text
         else:

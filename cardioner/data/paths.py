@@ -5,8 +5,10 @@ Every writer (brat, JSONL, CoNLL, TSV; ``convert``, ``predict``, ``evaluate --ou
 through ``staged_output`` or ``write_into_folder``, so one rule holds for all of them:
 
 - **The output.** A path that does not exist yet, or one that holds an earlier output of the same kind (an
-  export, a brat folder, a file in the format being written: ``looks_ours``) — never anything else: a
-  ``thesis.docx`` given as ``--output`` is refused and left as it was. The output's own name must not be a
+  export, a brat folder with cardioner's record ``OUTPUT_RECORD``, a file in the format being written:
+  ``looks_ours``) — never anything else: a ``thesis.docx`` given as ``--output`` is refused and left as it
+  was; inside a brat output, a file is replaced only when the record shows cardioner wrote its bytes
+  (``brat``). The output's own name must not be a
   symbolic link (the folders above it may be).
 - **Document ids** name files (brat): a relative POSIX path in canonical form — no empty, ``.``
   or ``..`` part, no leading or trailing ``/`` — whose parts do not start with ``.`` (the
@@ -64,6 +66,8 @@ STAGING_MARK = ".cardioner-staging"
 STAGING_MARK_PART = ".cardioner-staging.part"
 #: staging folders beside an output are ``.NAME`` + this + a random part; inside a folder written into, this
 STAGING_INFIX = ".cardioner-tmp-"
+#: the hidden record in every brat folder cardioner writes (``brat.read_record``): what it wrote there
+OUTPUT_RECORD = ".cardioner.jsonl"
 HIDDEN_NOTE = "hidden files and folders (names starting with '.') not read"
 #: longest file name most file systems take, in bytes
 MAX_NAME_BYTES = 255
@@ -188,6 +192,8 @@ def walk_corpus_files(folder: str | Path, hidden: list[Path] | None = None) -> I
             raise CorpusError(f"cannot list the folder ({error.strerror or error})", current) from None
         for entry in ordered:
             path = Path(entry.path)
+            if entry.name == OUTPUT_RECORD:  # cardioner's own record of an output folder: not data
+                continue
             if entry.name.startswith("."):
                 if hidden is not None:
                     hidden.append(path)
@@ -550,7 +556,7 @@ def staged_output(target: str | Path, kind: str, looks_ours: Callable[[Path], bo
             publish_folder(payload, target, holder)
 
 
-def write_into_folder(folder: Path, files: Iterable[tuple[str, bytes]]) -> None:
+def write_into_folder(folder: Path, files: Iterable[tuple[str, bytes | None]]) -> None:
     """Put ``files`` (relative path, content) into the
     existing ``folder``, each atomically, none through a link.
 
@@ -560,18 +566,23 @@ def write_into_folder(folder: Path, files: Iterable[tuple[str, bytes]]) -> None:
 
     Args:
         folder: an existing folder that ``check_output`` accepted.
-        files: relative paths (checked ids plus suffixes) and their bytes, in the order to move them in.
+        files: relative paths (checked ids plus suffixes) and their bytes, in the order to move them in; None
+            for bytes: delete that file at its turn (a file that must be gone before the next one comes).
     """
     clean_stale_staging(folder)
     with staging_folder(folder, STAGING_INFIX, folder) as holder:
-        staged: list[tuple[str, Path, Path]] = []
+        staged: list[tuple[str, Path | None, Path]] = []
         for relative, content in files:
             target = inside(folder, relative)
-            path = holder / str(len(staged))
-            with open(path, "wb") as handle:
-                handle.write(content)
+            path = None if content is None else holder / str(len(staged))
+            if path is not None:
+                with open(path, "wb") as handle:
+                    handle.write(content)
             staged.append((relative, path, target))
         for relative, path, target in staged:
+            if path is None:
+                inside(folder, relative).unlink(missing_ok=True)
+                continue
             make_folders(folder, relative)
             inside(folder, relative)  # again, now that its folders exist
             os.replace(path, target)

@@ -12,10 +12,11 @@ one step. Everything in between lives in a hidden folder beside the output, ``.N
   folder's commit is preceded by ``{"pending": [ids]}``, the documents whose files are about to be written;
 - ``payload``: the JSONL or TSV file being written, or the brat folder of a new brat output.
 
-A brat output that already exists (a folder of earlier predictions, or the input folder itself) is written
-into document by document (``paths.write_into_folder``: each file replaced atomically, a ``.txt`` holding
-another text never replaced); everything else appears at the output path only when complete (a file:
-``os.replace``; a new folder: one rename).
+A brat output that already exists (a folder of earlier predictions, known by its record, or the input
+folder itself) is written into document by document (``brat.write_into_brat``: each file replaced
+atomically, and only a file whose bytes the folder's record shows cardioner wrote); everything else appears
+at the output path only when complete (a file: ``os.replace``; a new folder, its record inside: one
+rename).
 
 **What a kill leaves, and what resume trusts.** Only what the journal records: on ``--resume`` the payload is
 cut back to the size of the last complete journal line (a record half-written after it is dropped; in a new
@@ -40,7 +41,17 @@ import socket
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from cardioner.data.brat import document_files, files_into, is_brat_folder
+from cardioner.data.brat import (
+    BRAT_OUTPUT,
+    append_record,
+    brat_output_check,
+    document_files,
+    files_into,
+    is_brat_output,
+    read_record,
+    record_lines,
+    write_into_brat,
+)
 from cardioner.data.common import head_lines
 from cardioner.data.document import CorpusError, Document, ReadReport
 from cardioner.data.jsonl import document_to_record, looks_like_jsonl
@@ -53,7 +64,6 @@ from cardioner.data.paths import (
     make_folders,
     pid_running,
     publish_folder,
-    write_into_folder,
 )
 from cardioner.data.tsv import format_rows, header_line, looks_like_tsv
 from cardioner.errors import ConfigError
@@ -65,7 +75,7 @@ PARTIAL_SUFFIX = ".cardioner-partial"
 OUTPUT_KINDS = {
     "jsonl": ("file", lambda path: looks_like_jsonl(head_lines(path)), "JSON Lines"),
     "tsv": ("file", lambda path: looks_like_tsv(head_lines(path)), "a MultiCardioNER TSV"),
-    "brat": ("folder", is_brat_folder, "a brat folder (.txt and .ann files)"),
+    "brat": ("folder", is_brat_output, BRAT_OUTPUT),
 }
 
 
@@ -84,10 +94,11 @@ class ResumableWriter:
         settings: what decides the output's contents (JSON-able); a resumed run must have the same.
         resume: continue an interrupted run's partial output (else a partial output is an error).
         score_notes: brat: write span confidences as AnnotatorNotes lines.
+        input: brat: the input folder, which may be the output (each ``.ann`` written beside its ``.txt``).
     """
 
     def __init__(self, target: str | Path, format: str, settings: dict, resume: bool = False,
-                 score_notes: bool = False) -> None:
+                 score_notes: bool = False, input: str | Path | None = None) -> None:
         if format not in RESUMABLE_FORMATS:
             raise ConfigError(f"format must be one of {', '.join(RESUMABLE_FORMATS)} to write as predictions "
                               f"come, got {format!r}")
@@ -98,6 +109,9 @@ class ResumableWriter:
         self.score_notes = score_notes
         self.partial = partial_folder(self.target)
         self.kind, self.looks_ours, self.what = OUTPUT_KINDS[format]
+        if format == "brat":
+            self.looks_ours = brat_output_check(input)
+        self.record: dict[str, set[str]] = {}  # brat: the output's record (what cardioner wrote there)
         self.documents = 0  # committed so far (in the journal)
         self.spans = 0
         self._written_bytes = 0
@@ -138,12 +152,15 @@ class ResumableWriter:
             raise CorpusError(f"cannot create the partial output folder ({error.strerror or error})",
                               self.partial) from None
         self.into_existing = self.format == "brat" and self.target.exists()
+        if self.into_existing:
+            self.record = read_record(self.target)
         self._write_run()
         (self.partial / "journal").touch()
         payload = self.partial / "payload"
         if self.format == "brat":
             if not self.into_existing:
                 payload.mkdir()
+                append_record(payload, "")  # published with the folder: it is cardioner's from the start
         else:
             payload.write_bytes((header_line(scores=True) if self.format == "tsv" else "").encode("utf-8"))
             self._written_bytes = payload.stat().st_size
@@ -160,6 +177,7 @@ class ResumableWriter:
                               f"({shown}); resume with the same settings, or delete {self.partial} to start "
                               "over")
         self.into_existing = bool(run.get("into_existing"))
+        self.record = read_record(self.target if self.into_existing else self.partial / "payload")
         journal = self._journal()
         self.documents, self.spans = journal["documents"], journal["spans"]
         self._written_bytes = journal["bytes"]
@@ -222,15 +240,17 @@ class ResumableWriter:
         report = ReadReport()
         if self.format == "brat":
             if self.into_existing:
-                files = files_into(self.target, self._buffer, report, self.score_notes)
-                write_into_folder(self.target, files)
+                files = files_into(self.target, self._buffer, report, self.score_notes, self.record)
+                write_into_brat(self.target, files, self.record)
             else:
                 self._append_journal({"pending": [doc.id for doc in self._buffer]})
                 payload = self.partial / "payload"
-                for doc in self._buffer:
-                    for relative, content in document_files(doc, report, self.score_notes):
-                        make_folders(payload, relative)
-                        (payload / relative).write_bytes(content)
+                files = [file for doc in self._buffer
+                         for file in document_files(doc, report, self.score_notes)]
+                append_record(payload, record_lines(files, self.record))  # the folder is published with it
+                for relative, content in files:
+                    make_folders(payload, relative)
+                    (payload / relative).write_bytes(content)
         else:
             if self._payload_handle is None:
                 self._payload_handle = open(self.partial / "payload", "ab")
