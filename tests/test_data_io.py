@@ -655,10 +655,13 @@ def test_convert_to_brat_replaces_only_the_files_it_wrote(tmp_path: Path) -> Non
     ann = "T1\tX 0 5\tHello\nR1\tRel Arg1:T1 Arg2:T1\n"
     source = _brat_folder(tmp_path / "src", {"a.txt": "Hello big world.", "a.ann": ann})
     gold = _brat_folder(tmp_path / "gold", {"a.txt": "Hello big world.", "a.ann": "T1\tY 6 9\tbig\n"})
-    before = tree(gold)
-    with pytest.raises(CorpusError, match="gold/a.ann: exists and cardioner's record"):
-        convert_corpus(source, gold, "brat")
-    assert tree(gold) == before
+    project = _brat_folder(tmp_path / "P", {"docs/readme.txt": "hi", "notes.md": "mine"})
+    for folder in (gold, project):  # no record: not an output of ours, however brat it looks
+        before = tree(folder)
+        with pytest.raises(CorpusError, match="the output is a folder that is neither empty nor a brat "
+                           "folder cardioner wrote"):
+            convert_corpus(source, folder, "brat")
+        assert tree(folder) == before
     out = tmp_path / "out"
     convert_corpus(source, out, "brat")
     assert (out / "a.ann").read_text(encoding="utf-8") == ann and (out / ".cardioner.jsonl").exists()

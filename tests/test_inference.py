@@ -244,3 +244,16 @@ def test_predict_to_brat_never_replaces_annotations_it_did_not_write(export, tmp
     predict_path(export, notes, elsewhere, "brat", score_notes=True)
     assert output_bytes(elsewhere)["n0.ann"] == second["n0.ann"]
 
+
+def test_predict_to_brat_refuses_a_folder_that_only_looks_like_brat(tmp_path):
+    project, notes = tmp_path / "P", tmp_path / "nd"  # a .txt somewhere below does not make it an output
+    (project / "docs").mkdir(parents=True)
+    (project / "docs" / "readme.txt").write_text("hi\n", encoding="utf-8")
+    (project / "notes.md").write_text("mine\n", encoding="utf-8")
+    notes.mkdir()
+    (notes / "x.txt").write_text("Aspirin daily.", encoding="utf-8")
+    before = output_bytes(project)
+    with pytest.raises(CorpusError, match=r"P: the output is a folder that is neither empty nor a brat "
+                       r"folder cardioner wrote \(one holding its record, .cardioner.jsonl\)"):
+        predict_path(tmp_path / "no-model", notes, project, "brat")
+    assert output_bytes(project) == before

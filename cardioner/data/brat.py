@@ -281,7 +281,7 @@ def read_brat(folder: str | Path, report: ReadReport | None = None, flat: bool =
 
 # ------------------------------------------------------------------------------------------------- the record
 #: what an existing brat output must be to be written into (``paths.check_output``'s ``what``)
-BRAT_OUTPUT = "a brat folder (.txt and .ann files)"
+BRAT_OUTPUT = f"a brat folder cardioner wrote (one holding its record, {OUTPUT_RECORD})"
 _RECORD_HEADER = {"written_by": "cardioner", "record": "files written into this brat folder, with the "
                   "SHA-256 of their bytes; cardioner replaces a file only when it finds its bytes here"}
 
@@ -299,26 +299,11 @@ def has_record(folder: Path) -> bool:
         return False
 
 
-def is_brat_folder(folder: Path) -> bool:
-    """Whether ``folder`` holds brat files (a ``.txt`` or ``.ann`` outside hidden folders; links not
-    followed): a folder documents may be written into."""
-    for _, folders, files in os.walk(folder):
-        folders[:] = [name for name in folders if not name.startswith(".")]
-        if any(name.endswith((".txt", ".ann")) and not name.startswith(".") for name in files):
-            return True
-    return False
-
-
-def is_brat_output(folder: Path) -> bool:
-    """Whether ``folder`` may be written into as a brat output: one with cardioner's record, or brat files."""
-    return has_record(folder) or is_brat_folder(folder)
-
-
 def brat_output_check(input: str | Path | None = None) -> Callable[[Path], bool]:
     """``looks_ours`` for a brat output: a folder with cardioner's record or, given ``input``, the input
     folder itself (``predict`` writes each ``.ann`` beside its ``.txt``)."""
     def looks_ours(folder: Path) -> bool:
-        if is_brat_output(folder):
+        if has_record(folder):
             return True
         return input is not None and Path(input).is_dir() and os.path.samefile(folder, input)
     return looks_ours
@@ -469,9 +454,9 @@ def write_brat(docs: list[Document], folder: str | Path, overwrite: bool = True,
     check_writable_ids([doc.id for doc in docs], "brat", folder)
     for doc in docs:
         check_labels(doc, r"\s", "a brat .ann line", folder)
-    exists = check_output(folder, "folder", is_brat_output, BRAT_OUTPUT)
+    exists = check_output(folder, "folder", has_record, BRAT_OUTPUT)
     if not exists:
-        with staged_output(folder, "folder", is_brat_output, BRAT_OUTPUT) as staging:
+        with staged_output(folder, "folder", has_record, BRAT_OUTPUT) as staging:
             record: dict[str, set[str]] = {}
             lines = []
             for doc in progress(docs, desc=f"writing {folder.name}"):

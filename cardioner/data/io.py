@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cardioner.data.brat import BRAT_OUTPUT, is_brat_output, read_brat, write_brat
+from cardioner.data.brat import BRAT_OUTPUT, has_record, read_brat, write_brat
 from cardioner.data.common import check_span_errors, check_unique_ids, head_lines, progress
 from cardioner.data.conll import looks_like_conll, read_conll, write_conll
 from cardioner.data.document import CorpusError, Document, ReadReport, resolve_overlaps
@@ -22,7 +22,7 @@ READ_FORMATS = ("brat", "conll", "jsonl", "tsv", "hf")
 WRITE_FORMATS = ("brat", "conll", "jsonl", "tsv")
 #: what an existing output of each format must look like to be replaced (anything else is left as it is)
 OUTPUT_CHECKS = {
-    "brat": ("folder", is_brat_output, BRAT_OUTPUT),
+    "brat": ("folder", has_record, BRAT_OUTPUT),
     "conll": ("file", lambda path: looks_like_conll(head_lines(path)), "CoNLL"),
     "jsonl": ("file", lambda path: looks_like_jsonl(head_lines(path)), "JSON Lines"),
     "tsv": ("file", lambda path: looks_like_tsv(head_lines(path)), "a MultiCardioNER TSV"),

@@ -47,7 +47,7 @@ from cardioner.data.brat import (
     brat_output_check,
     document_files,
     files_into,
-    is_brat_output,
+    has_record,
     read_record,
     record_lines,
     write_into_brat,
@@ -75,7 +75,7 @@ PARTIAL_SUFFIX = ".cardioner-partial"
 OUTPUT_KINDS = {
     "jsonl": ("file", lambda path: looks_like_jsonl(head_lines(path)), "JSON Lines"),
     "tsv": ("file", lambda path: looks_like_tsv(head_lines(path)), "a MultiCardioNER TSV"),
-    "brat": ("folder", is_brat_output, BRAT_OUTPUT),
+    "brat": ("folder", has_record, BRAT_OUTPUT),
 }
 
 
