@@ -17,9 +17,11 @@ with the thresholds in their config) give each type's spans, overlaps included:
 Formats: ``brat`` writes ``NAME.txt`` (the text, byte for byte) and ``NAME.ann`` per document into a folder
 (with ``--score-notes``, each span's confidence as an AnnotatorNotes line); ``jsonl`` one ``{"id", "text",
 "spans": [{"start", "end", "label", "score"}]}`` per line; ``tsv`` the MultiCardioNER table (filename, label,
-start_span, end_span, text) with a ``score`` column. Each span's confidence is the one ``cardioner predict``
-gives (the model's span-confidence pieces, its rule and its fitted ``confidence_temperature``, all read from
-the export's own modeling.py and config), to the same 4 decimals.
+start_span, end_span, text) with a ``score`` column. The output must be new (brat: or an empty folder): the
+script never replaces a file, so a gold ``.ann`` or an earlier output is left alone; it is written beside its
+place and renamed into it when whole, so a crash leaves no half-written output. Each span's confidence is the
+one ``cardioner predict`` gives (the model's span-confidence pieces, its rule and its fitted
+``confidence_temperature``, all read from the export's own modeling.py and config), to the same 4 decimals.
 
 Windows are cut exactly as ``cardioner predict`` cuts them, so both give the same spans: words come from the
 model's own word segmentation (its ``token_classes`` buffer and ``word_start_mask``), each window holds whole
@@ -39,7 +41,10 @@ import bisect
 import functools
 import json
 import math
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -536,17 +541,58 @@ def span_score(model, rows: list, first: int, last: int) -> float:
 
 
 # --------------------------------------------------------------------------------------------- writing
+def check_output(output: Path, input: Path, format: str) -> None:
+    """Exit with a message unless ``output`` may be written: not the input, not inside or around it, and new
+    (brat: or an empty folder). The script replaces nothing: an existing file may be gold data."""
+    target, source = Path(os.path.realpath(output)), Path(os.path.realpath(input))
+    if target == source or target.is_relative_to(source) or source.is_relative_to(target):
+        raise SystemExit(f"error: --output {output}: it is, holds or lies inside the input {input}; "
+                         "choose an output outside it")
+    if os.path.lexists(output):
+        is_link = output.is_symlink()
+        if format != "brat" or is_link or not output.is_dir() or any(output.iterdir()):
+            raise SystemExit(f"error: --output {output}: exists; this script never replaces files "
+                             "(choose a new output, or move the old one away)")
+
+
 def write_predictions(results: list[dict], output: Path, format: str, score_notes: bool = False) -> None:
     """Write brat (a folder of NAME.txt + NAME.ann), JSONL or MultiCardioNER TSV, each span's confidence as
     ``cardioner predict`` writes it: JSONL ``"score"``, a TSV ``score`` column after ``text``, brat
-    AnnotatorNotes lines with ``score_notes`` (4 decimals)."""
-    def one_line(text: str, start: int, end: int) -> str:  # a span may cross a line break: brat's text field
-        return text[start:end].replace("\r", " ").replace("\n", " ")
+    AnnotatorNotes lines with ``score_notes`` (4 decimals). Written into a hidden folder beside ``output``
+    and renamed into place when whole: a crash leaves no half-written output."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        if format == "brat":
+            write_staged(results, staged, format, score_notes)
+            if output.is_dir():
+                output.rmdir()  # empty (check_output); one that filled since is not removed: rmdir fails
+            os.rename(staged, output)
+            return
+        write_staged(results, staged / "output", format, score_notes)
+        try:
+            os.link(staged / "output", output)  # unlike a rename, fails where a file appeared since the check
+        except FileExistsError:
+            raise SystemExit(f"error: --output {output}: appeared while writing; left as it is") from None
+        except OSError:  # a file system without hard links
+            os.replace(staged / "output", output)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
 
-    def tsv_field(text: str, start: int, end: int) -> str:
-        covered = text[start:end]
-        return " ".join(covered.split()) if "\t" in covered or "\n" in covered else covered
 
+def one_line(text: str, start: int, end: int) -> str:
+    """A span's text for brat's text field (a span may cross a line break)."""
+    return text[start:end].replace("\r", " ").replace("\n", " ")
+
+
+def tsv_field(text: str, start: int, end: int) -> str:
+    """A span's text for a TSV cell."""
+    covered = text[start:end]
+    return " ".join(covered.split()) if "\t" in covered or "\n" in covered else covered
+
+
+def write_staged(results: list[dict], output: Path, format: str, score_notes: bool) -> None:
+    """What ``write_predictions`` writes, at ``output`` (a new folder for brat, else a new file)."""
     if format == "brat":
         for result in results:
             base = output / result["id"]
@@ -561,7 +607,6 @@ def write_predictions(results: list[dict], output: Path, format: str, score_note
                         note += 1
                         f.write(f"#{note}\tAnnotatorNotes T{i}\tconfidence {score:.{SCORE_DECIMALS}f}\n")
         return
-    output.parent.mkdir(parents=True, exist_ok=True)
     scored = any(span[3] is not None for result in results for span in result["spans"])
     with open(output, "w", encoding="utf-8", newline="") as f:
         if format == "jsonl":
@@ -604,6 +649,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if not (args.model / "config.json").is_file():
         raise SystemExit(f"error: --model {args.model}: not a model folder (no config.json)")
+    check_output(args.output, args.input, args.format)  # before the model loads
     tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=True)  # no prompt over auto_map
     model = (
         AutoModelForTokenClassification.from_pretrained(args.model, trust_remote_code=True)

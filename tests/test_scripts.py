@@ -220,6 +220,41 @@ def test_script_rejects_a_folder_that_is_not_a_model(tmp_path):
     assert "not a model folder" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_script_replaces_no_file_and_leaves_no_partial_output(export, inputs, tmp_path):
+    """An existing output (a gold brat folder, a JSONL), the input itself or a folder around it is refused
+    before the model loads and left byte for byte; a new output and an empty folder are written whole."""
+    gold = tmp_path / "gold"
+    gold.mkdir()
+    (gold / "a.txt").write_text("Hello big world.", encoding="utf-8")
+    (gold / "a.ann").write_text("T1\tX 0 5\tHello\nR1\tRel Arg1:T1 Arg2:T1\n", encoding="utf-8")
+    earlier = tmp_path / "earlier.jsonl"
+    earlier.write_text('{"id": "x", "text": "mine"}\n', encoding="utf-8")
+    before = {path: path.read_bytes() for path in (gold / "a.txt", gold / "a.ann", earlier, inputs["jsonl"])}
+    refused = [("brat", gold, inputs["folder"], "exists"), ("jsonl", earlier, inputs["jsonl"], "exists"),
+               ("jsonl", inputs["jsonl"], inputs["jsonl"], "input"),
+               ("brat", inputs["folder"].parent, inputs["folder"], "input")]
+    for format, output, source, said in refused:
+        result = run_script(tmp_path, "--model", str(export), "--input", str(source), "--output", str(output),
+                            "--format", format)
+        assert result.returncode != 0 and said in result.stderr, (output, result.stderr)
+        assert "Traceback" not in result.stderr
+    assert {path: path.read_bytes() for path in before} == before
+    assert sorted(p.name for p in gold.iterdir()) == ["a.ann", "a.txt"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for format, output in (("brat", empty), ("jsonl", tmp_path / "new" / "out.jsonl")):
+        result = run_script(tmp_path, "--model", str(export), "--input", str(inputs["jsonl"]),
+                            "--output", str(output), "--format", format)
+        assert result.returncode == 0, result.stderr
+    written = {p.name for p in empty.iterdir()}
+    assert {f"{name}.{ext}" for name in SHORT_TEXTS for ext in ("ann", "txt")} <= written
+    assert len(written) == 2 * (len(SHORT_TEXTS) + 1)
+    records = (tmp_path / "new" / "out.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(records) == len(SHORT_TEXTS) + 1
+    folders = (tmp_path, tmp_path / "new")
+    assert [p.name for folder in folders for p in folder.iterdir() if p.name.startswith(".")] == []  # staging
+
+
 def test_script_ignores_padding_and_truncation_saved_in_the_tokenizer(export, inputs, tmp_path):
     """A tokenizer.json that pads to a fixed length (all-MiniLM-L6-v2's pads to 128) and truncates: the script
     still cuts the windows cardioner cuts, and it loads the folder without asking about remote code."""
