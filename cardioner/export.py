@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import warnings
 from importlib import metadata
@@ -194,6 +195,16 @@ def is_export(folder: str | Path) -> bool:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return False
     return isinstance(config, dict) and config.get("model_type") == modeling.CardioNERConfig.model_type
+
+
+def check_outside_exports(output: str | Path) -> None:
+    """Raise CorpusError when ``output`` (a file or folder a command writes) lies inside an export folder: the
+    next export there replaces the folder whole, and ``cardioner push`` would upload it with the model."""
+    for folder in Path(os.path.realpath(output)).parents:
+        if is_export(folder):
+            raise CorpusError(f"lies inside the model folder {folder}: the next export there replaces that "
+                              "folder whole, and pushing the model would upload it too; choose an output "
+                              "outside it", output)
 
 
 def check_export_target(output_dir: str | Path) -> None:

@@ -36,7 +36,14 @@ from cardioner.data.io import check_output_target, read_corpus, write_corpus
 from cardioner.data.paths import check_not_input, check_output, id_key, id_problem, walk_corpus_files
 from cardioner.data.resumable import ResumableWriter
 from cardioner.errors import CardioNERError
-from cardioner.export import MODELING_FILE, is_export, load_model, supports_temperature, update_export
+from cardioner.export import (
+    MODELING_FILE,
+    check_outside_exports,
+    is_export,
+    load_model,
+    supports_temperature,
+    update_export,
+)
 from cardioner.plots import plot_reliability
 from cardioner.precision import DTYPES, check_quantization, quantize_int8, resolve_dtype
 from cardioner.predictor import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_DOCUMENTS, Predictor
@@ -207,6 +214,7 @@ def predict_path(model_dir: str | Path, input: str | Path, output: str | Path, f
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if format != "brat":  # brat is written into its input folder on purpose, beside the .txt files
         check_not_input(output, input)
+    check_outside_exports(output)
     if format == "html":  # before the model runs: only a page cardioner wrote may be replaced
         if resume:
             raise ConfigError("resume works for brat, jsonl and tsv output; an html page is written at once")
@@ -313,6 +321,7 @@ def evaluate_path(model_dir: str | Path, data: str | Path, format: str | None = 
     for written in (output, html, reliability):
         if written is not None:
             check_not_input(written, data)
+            check_outside_exports(written)
     if output is not None:
         check_output(output, "file", _is_json, "JSON")
     if html is not None:  # before the model runs: only a page cardioner wrote may be replaced
@@ -377,6 +386,7 @@ def calibrate_path(model_dir: str | Path, data: str | Path, format: str | None =
     check_batch_size(batch_size)
     if output is not None:
         check_not_input(output, data)
+        check_outside_exports(output)
         check_output(output, "file", _is_json, "JSON")
     model_dir = Path(model_dir)
     if not is_export(model_dir):

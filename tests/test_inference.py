@@ -257,3 +257,21 @@ def test_predict_to_brat_refuses_a_folder_that_only_looks_like_brat(tmp_path):
                        r"folder cardioner wrote \(one holding its record, .cardioner.jsonl\)"):
         predict_path(tmp_path / "no-model", notes, project, "brat")
     assert output_bytes(project) == before
+
+
+def test_outputs_inside_a_model_folder_are_refused_before_the_model_loads(export, tmp_path):
+    """predict, evaluate and calibrate write nothing into an export folder, where the next export would delete
+    it and a push would upload it with the model."""
+    notes = write_notes(tmp_path / "notes.jsonl", 2)
+    inside = export / "predictions"
+    with pytest.raises(CorpusError, match=r"predictions.jsonl: lies inside the model folder .*choose an"):
+        predict_path(export, notes, inside / "predictions.jsonl", "jsonl")
+    with pytest.raises(CorpusError, match=r"lies inside the model folder"):
+        predict_path(export, notes, export / "brat", "brat")
+    with pytest.raises(CorpusError, match=r"scores.json: lies inside the model folder"):
+        evaluate_path(export, SAMPLE / "test", output=export / "scores.json")
+    result = CliRunner().invoke(app, ["calibrate", "--model", str(export), "--data", str(SAMPLE / "dev"),
+                                      "--output", str(export / "fit.json")])
+    assert result.exit_code == 1 and "lies inside the model folder" in result.stderr
+    assert not inside.exists() and not [p for p in export.iterdir() if p.name in ("brat", "scores.json",
+                                                                                   "fit.json")]
